@@ -1,0 +1,56 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// The core library `TopNSigma` depends only on the toolchain and, on Linux, libnuma.
+// OpenBLAS serves the CLI's benchmark (memory-read floor, LM-head projection), never the library.
+let package = Package(
+    name: "TopNSigma",
+    products: [
+        .library(name: "TopNSigma", targets: ["TopNSigma"]),
+        .library(name: "TopNSigmaBaselines", targets: ["TopNSigmaBaselines"]),
+        .library(name: "TopNSigmaIO", targets: ["TopNSigmaIO"]),
+        .executable(name: "nsigma", targets: ["nsigma"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        .systemLibrary(
+            name: "CNUMA",
+            pkgConfig: "numa",
+            providers: [.apt(["libnuma-dev"])]
+        ),
+        .systemLibrary(
+            name: "COpenBLAS",
+            pkgConfig: "openblas",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        .target(
+            name: "TopNSigma",
+            dependencies: [.target(name: "CNUMA", condition: .when(platforms: [.linux]))]
+        ),
+        .target(
+            name: "TopNSigmaIO",
+            dependencies: []
+        ),
+        .target(
+            name: "TopNSigmaBaselines",
+            dependencies: ["TopNSigma"]
+        ),
+        .executableTarget(
+            name: "nsigma",
+            dependencies: [
+                "TopNSigma",
+                "TopNSigmaBaselines",
+                "TopNSigmaIO",
+                "COpenBLAS",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "TopNSigmaTests",
+            dependencies: ["TopNSigma", "TopNSigmaBaselines", "TopNSigmaIO"],
+            resources: [.copy("Fixtures")]
+        ),
+    ]
+)

@@ -1,0 +1,79 @@
+/// The statistics Top-nσ needs from one row of logits, computed in one fused pass.
+///
+/// Only *finite* logits take part. A `-inf` logit is a masked token (grammar mask, logit bias,
+/// vocabulary padding): it is excluded from the maximum, the mean and the variance, and it is
+/// never kept. A NaN or `+inf` logit makes the whole row invalid (see ``RowError``).
+///
+/// The variance is Bessel-corrected, `M2 / (N - 1)`, as `torch.std` in the paper's code; a row
+/// with a single finite logit has standard deviation 0. ``populationStandardDeviation`` divides
+/// by `N` instead.
+public struct RowStatistics: Sendable, Equatable, CustomStringConvertible {
+    /// The largest finite logit, or `-inf` when the row has no finite logit.
+    public var maximum: Float
+    /// The lowest index holding ``maximum``, or -1 when the row has no finite logit.
+    public var argmax: Int
+    /// How many logits are finite (not `-inf`).
+    public var finiteCount: Int
+    /// The mean of the finite logits, in double precision (0 when there are none).
+    public var mean: Double
+    /// The sum of squared deviations from the mean over the finite logits (`M2`), in double
+    /// precision.
+    public var sumOfSquaredDeviations: Double
+
+    @inlinable
+    public init(maximum: Float, argmax: Int, finiteCount: Int, mean: Double, sumOfSquaredDeviations: Double) {
+        self.maximum = maximum
+        self.argmax = argmax
+        self.finiteCount = finiteCount
+        self.mean = mean
+        self.sumOfSquaredDeviations = sumOfSquaredDeviations
+    }
+
+    /// Bessel-corrected variance `M2 / (N - 1)`; 0 when fewer than two logits are finite.
+    @inlinable
+    public var variance: Double {
+        finiteCount > 1 ? sumOfSquaredDeviations / Double(finiteCount - 1) : 0
+    }
+
+    /// Bessel-corrected standard deviation, the `std` of the Top-nσ rule.
+    @inlinable
+    public var standardDeviation: Double { variance.squareRoot() }
+
+    /// Population standard deviation `sqrt(M2 / N)`; 0 for a row without finite logits.
+    @inlinable
+    public var populationStandardDeviation: Double {
+        finiteCount > 0 ? (sumOfSquaredDeviations / Double(finiteCount)).squareRoot() : 0
+    }
+
+    public var description: String {
+        "RowStatistics(max: \(maximum) at \(argmax), finite: \(finiteCount), mean: \(mean), std: \(standardDeviation))"
+    }
+}
+
+/// Why a row cannot be sampled or filtered. Every case names what is wrong with the row; the
+/// other rows of a batch are unaffected.
+public enum RowError: Error, Sendable, Equatable, CustomStringConvertible {
+    /// The logit at `index` is NaN.
+    case notANumber(index: Int)
+    /// The logit at `index` is `+inf`.
+    case positiveInfinity(index: Int)
+    /// Every logit of the row is `-inf` (masked): nothing can be drawn.
+    case noFiniteLogit
+    /// The temperature is negative or NaN.
+    case invalidTemperature(Float)
+    /// The Top-nσ `n` is negative or NaN.
+    case invalidNSigma(Float)
+
+    public var description: String {
+        switch self {
+        case .notANumber(let index): return "logit at index \(index) is NaN"
+        case .positiveInfinity(let index): return "logit at index \(index) is +inf"
+        case .noFiniteLogit: return "no finite logit (every logit is -inf)"
+        case .invalidTemperature(let t): return "temperature \(t) is invalid (must be >= 0)"
+        case .invalidNSigma(let n): return "n \(n) is invalid (must be >= 0, or nil to disable Top-nσ)"
+        }
+    }
+
+    /// The message with the row named, as the CLI prints it: `row 3: logit at index 17 is NaN`.
+    public func message(row: Int) -> String { "row \(row): \(description)" }
+}

@@ -1,0 +1,170 @@
+/// One surviving token: its id and its logit.
+public struct Candidate: Sendable, Equatable {
+    /// Token id (index in the row).
+    public var index: Int32
+    /// The token's raw logit.
+    public var logit: Float
+
+    @inlinable
+    public init(index: Int32, logit: Float) {
+        self.index = index
+        self.logit = logit
+    }
+}
+
+/// The Top-nσ filter (Tang et al., "Top-nσ: Not All Logits Are You Need", arXiv 2411.07641).
+///
+/// For a row `x` with finite logits `F` (a `-inf` logit is a masked token):
+///
+///     threshold = max(F) - n · std(F)          (std Bessel-corrected: M2 / (|F| - 1))
+///     kept      = { i : x_i >= threshold }      (`-inf` is never kept)
+///
+/// The comparison is `>=`, so the argmax is always kept and a row with std 0 keeps every token
+/// equal to the maximum. `n = 0` keeps only the max-tied tokens. The threshold is computed in
+/// double precision and compared exactly: a Float logit `x` is kept iff `Double(x) >= threshold`.
+/// The kept set does not depend on the temperature.
+public enum TopNSigma {
+    /// The Top-nσ threshold `max - n·std` for a row's statistics, in double precision.
+    ///
+    /// - Parameters:
+    ///   - statistics: the row's statistics (from ``rowStatistics(_:)``).
+    ///   - n: the number of standard deviations, `n >= 0`.
+    /// - Returns: the threshold; `-inf` for a row without finite logits.
+    @inlinable
+    public static func threshold(for statistics: RowStatistics, n: Double) -> Double {
+        Double(statistics.maximum) - n * statistics.standardDeviation
+    }
+
+    /// The smallest `Float` `t` such that `Double(t) >= threshold`, so that the Float comparison
+    /// `x >= t` decides exactly `Double(x) >= threshold`. Clamped below at
+    /// `-Float.greatestFiniteMagnitude` so that `-inf` is never kept.
+    @inlinable
+    public static func floatThreshold(_ threshold: Double) -> Float {
+        if !(threshold > -Double(Float.greatestFiniteMagnitude)) { return -Float.greatestFiniteMagnitude }
+        if threshold > Double(Float.greatestFiniteMagnitude) { return .infinity }
+        var t = Float(threshold)
+        if Double(t) < threshold { t = t.nextUp }
+        return t
+    }
+
+    /// The statistics of one row in one fused pass.
+    ///
+    /// - Parameter row: the logits; any length, any alignment.
+    /// - Returns: the statistics, or the row's error: ``RowError/notANumber(index:)`` or
+    ///   ``RowError/positiveInfinity(index:)`` for the first offending logit. A row whose logits
+    ///   are all `-inf` succeeds with `finiteCount == 0`.
+    /// - Complexity: one pass over the row; O(1) extra memory.
+    public static func rowStatistics(_ row: UnsafeBufferPointer<Float>) -> Result<RowStatistics, RowError> {
+        guard let base = row.baseAddress, row.count > 0 else {
+            return .success(RowStatistics(maximum: -.infinity, argmax: -1, finiteCount: 0, mean: 0, sumOfSquaredDeviations: 0))
+        }
+        return StatisticsKernel.rowStatistics(base, count: row.count)
+    }
+
+    /// Array convenience for ``rowStatistics(_:)-(UnsafeBufferPointer<Float>)``.
+    public static func rowStatistics(_ row: [Float]) -> Result<RowStatistics, RowError> {
+        row.withUnsafeBufferPointer { rowStatistics($0) }
+    }
+
+    /// Fills the statistics of every row of a `[rows, vocab]` block.
+    ///
+    /// - Parameters:
+    ///   - logits: the first logit of row 0.
+    ///   - rows: number of rows.
+    ///   - vocab: logits per row.
+    ///   - rowStride: distance in elements between row starts (`>= vocab`; default `vocab`).
+    ///   - results: `rows` slots, filled in row order. A failing row gets its error; the others
+    ///     are unaffected.
+    /// - Precondition: `results.count >= rows`, `rowStride >= vocab`.
+    public static func rowStatistics(
+        logits: UnsafePointer<Float>, rows: Int, vocab: Int, rowStride: Int? = nil,
+        into results: UnsafeMutableBufferPointer<Result<RowStatistics, RowError>>
+    ) {
+        let stride = rowStride ?? vocab
+        precondition(rows >= 0 && vocab >= 0, "rows and vocab must be non-negative")
+        precondition(stride >= vocab, "rowStride (\(stride)) must be at least vocab (\(vocab))")
+        precondition(results.count >= rows, "results holds \(results.count) slots for \(rows) rows")
+        for r in 0..<rows {
+            results[r] = vocab == 0
+                ? .success(RowStatistics(maximum: -.infinity, argmax: -1, finiteCount: 0, mean: 0, sumOfSquaredDeviations: 0))
+                : StatisticsKernel.rowStatistics(logits + r * stride, count: vocab)
+        }
+    }
+
+    /// The tokens Top-nσ keeps, ascending by token id, with their statistics.
+    ///
+    /// - Parameters:
+    ///   - row: the logits.
+    ///   - n: standard deviations below the maximum; `n >= 0`, or `nil` to keep every finite logit.
+    /// - Returns: the statistics, the double-precision threshold and the kept tokens; or the row's
+    ///   error (invalid logits, ``RowError/noFiniteLogit``, ``RowError/invalidNSigma(_:)``).
+    /// - Complexity: two passes over the row (statistics, then the threshold compare).
+    public static func filter(_ row: UnsafeBufferPointer<Float>, n: Float?) -> Result<FilteredRow, RowError> {
+        if let n, !(n >= 0) { return .failure(.invalidNSigma(n)) }
+        let statistics: RowStatistics
+        switch rowStatistics(row) {
+        case .failure(let error): return .failure(error)
+        case .success(let s): statistics = s
+        }
+        guard statistics.finiteCount > 0, let base = row.baseAddress else { return .failure(.noFiniteLogit) }
+        let threshold = n.map { self.threshold(for: statistics, n: Double($0)) } ?? -.infinity
+        let kept = [Candidate](unsafeUninitializedCapacity: row.count) { buffer, initialized in
+            initialized = CandidateKernel.compact(
+                base, count: row.count, threshold: floatThreshold(threshold), indexBase: 0, into: buffer.baseAddress!)
+        }
+        return .success(FilteredRow(statistics: statistics, threshold: threshold, kept: kept))
+    }
+
+    /// Array convenience for ``filter(_:n:)-(UnsafeBufferPointer<Float>,_)``.
+    public static func filter(_ row: [Float], n: Float?) -> Result<FilteredRow, RowError> {
+        row.withUnsafeBufferPointer { filter($0, n: n) }
+    }
+}
+
+/// What ``TopNSigma/filter(_:n:)`` returns for one row.
+public struct FilteredRow: Sendable, Equatable {
+    /// The row's statistics.
+    public var statistics: RowStatistics
+    /// `max - n·std` in double precision (`-inf` when the filter is off).
+    public var threshold: Double
+    /// The kept tokens, ascending by id.
+    public var kept: [Candidate]
+}
+
+/// The threshold-and-compact pass.
+enum CandidateKernel {
+    typealias Vector = SIMD16<Float>
+
+    /// Writes every `(index, logit)` with `logit >= threshold` of `p[0..<n]` to `out`, ascending,
+    /// with token ids offset by `indexBase`; returns how many were written. `out` must have room
+    /// for `n` candidates. Two vectors per step and one branch for both, taken only near survivors.
+    @inline(__always)
+    static func compact(
+        _ p: UnsafePointer<Float>, count n: Int, threshold: Float, indexBase: Int,
+        into out: UnsafeMutablePointer<Candidate>
+    ) -> Int {
+        let raw = UnsafeRawPointer(p)
+        let t = Vector(repeating: threshold)
+        var written = 0
+        var i = 0
+        while i &+ 32 <= n {
+            let a = raw.loadUnaligned(fromByteOffset: i &* 4, as: Vector.self)
+            let b = raw.loadUnaligned(fromByteOffset: (i &+ 16) &* 4, as: Vector.self)
+            if any((a .>= t) .| (b .>= t)) {
+                for j in 0..<32 where p[i &+ j] >= threshold {
+                    out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i &+ j), logit: p[i &+ j])
+                    written &+= 1
+                }
+            }
+            i &+= 32
+        }
+        while i < n {
+            if p[i] >= threshold {
+                out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i), logit: p[i])
+                written &+= 1
+            }
+            i &+= 1
+        }
+        return written
+    }
+}

@@ -1,0 +1,74 @@
+import ArgumentParser
+import TopNSigma
+import TopNSigmaIO
+
+/// Options shared by `filter` and `sample`: where the logits come from.
+struct LogitsOptions: ParsableArguments {
+    @Option(name: .long, help: "A 2-D .npy file (float32 or float16, C order) or a raw little-endian file.")
+    var logits: String
+
+    @Option(name: .long, help: "Logits per row; required for raw files.")
+    var vocab: Int?
+
+    @Option(name: .long, help: "Element type of a raw file: f32, f16 or bf16.")
+    var dtype: String = "f32"
+
+    /// Reads the file, or throws a ``UsageError`` with the reader's message.
+    func load() throws -> LogitsFile {
+        guard let type = LogitsFile.ElementType(rawValue: dtype) else {
+            throw UsageError(message: "--dtype must be f32, f16 or bf16, got '\(dtype)'")
+        }
+        do {
+            return try LogitsFile.read(path: logits, vocab: vocab, dtype: type)
+        } catch {
+            throw UsageError(message: error.description)
+        }
+    }
+}
+
+/// Parses `--n`: a number `>= 0`, or `off` to disable Top-nσ.
+func parseNSigma(_ text: String) throws -> Float? {
+    if text.lowercased() == "off" || text.lowercased() == "none" { return nil }
+    guard let n = Float(text), n >= 0, n.isFinite else {
+        throw UsageError(message: "--n must be a finite number >= 0 or 'off', got '\(text)'")
+    }
+    return n
+}
+
+/// JSON number text for a double (finite values only reach here; others become null).
+func json(_ x: Double) -> String {
+    x.isFinite ? "\(x)" : "null"
+}
+
+func json(_ x: Float) -> String {
+    x.isFinite ? "\(x)" : "null"
+}
+
+/// A JSON string literal.
+func jsonString(_ s: String) -> String {
+    var out = "\""
+    for scalar in s.unicodeScalars {
+        switch scalar {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        case "\t": out += "\\t"
+        case "\r": out += "\\r"
+        default:
+            if scalar.value < 0x20 {
+                let hex = String(scalar.value, radix: 16)
+                out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            } else {
+                out.unicodeScalars.append(scalar)
+            }
+        }
+    }
+    return out + "\""
+}
+
+/// Prints a batch of lines to stdout in one write.
+func emit(_ lines: [String]) {
+    var text = lines.joined(separator: "\n")
+    if !lines.isEmpty { text += "\n" }
+    print(text, terminator: "")
+}

@@ -1,0 +1,46 @@
+import ArgumentParser
+import TopNSigma
+import TopNSigmaIO
+
+/// `nsigma filter --logits PATH [--vocab V] [--n 1.0]`: the statistics and the kept set of
+/// every row, one JSON object per line.
+struct Filter: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Print each row's statistics and the tokens Top-nσ keeps, as JSON lines.",
+        discussion: """
+            Each line: {"row": i, "max": …, "mean": …, "std": …, "threshold": …, "finite": count, "kept": [ids]}.
+            A row that cannot be filtered prints {"row": i, "error": "…"} and the exit status is 3.
+            """
+    )
+
+    @OptionGroup var input: LogitsOptions
+
+    @Option(name: .customLong("n"), help: "Standard deviations below the max (>= 0), or 'off'.")
+    var nText: String = "1.0"
+
+    func run() throws {
+        let n = try parseNSigma(nText)
+        let file = try input.load()
+        var lines: [String] = []
+        lines.reserveCapacity(file.rows)
+        var failed = false
+        file.values.withUnsafeBufferPointer { values in
+            for r in 0..<file.rows {
+                let row = UnsafeBufferPointer(rebasing: values[(r * file.vocab)..<((r + 1) * file.vocab)])
+                switch TopNSigma.filter(row, n: n) {
+                case .failure(let error):
+                    failed = true
+                    lines.append("{\"row\": \(r), \"error\": \(jsonString(error.message(row: r)))}")
+                case .success(let filtered):
+                    let s = filtered.statistics
+                    let kept = filtered.kept.map { String($0.index) }.joined(separator: ", ")
+                    lines.append(
+                        "{\"row\": \(r), \"max\": \(json(s.maximum)), \"mean\": \(json(s.mean)), \"std\": \(json(s.standardDeviation)), "
+                            + "\"threshold\": \(json(filtered.threshold)), \"finite\": \(s.finiteCount), \"kept\": [\(kept)]}")
+                }
+            }
+        }
+        emit(lines)
+        if failed { throw ExitCode(3) }
+    }
+}
