@@ -12,7 +12,8 @@
 /// `-inf`, a NaN, a `+inf`, or squares beyond `Float`'s range), the chunk is reduced again by a
 /// masked SIMD loop, and if that still fails, either the first NaN/`+inf` is reported or the chunk
 /// is reduced in double precision (no overflow possible: `Float.greatestFiniteMagnitude²` is far
-/// below `Double`'s range). When the shift lies far from the chunk mean (`(mean - K)² > 4 σ²`),
+/// below `Double`'s range). Deviations so small that their Float squares underflow (subnormal
+/// logits) also take the double-precision path. When the shift lies far from the chunk mean (`(mean - K)² > 4 σ²`),
 /// the chunk is reduced once more around its mean, which bounds the cancellation in `M2`.
 enum StatisticsKernel {
     typealias Vector = SIMD16<Float>
@@ -173,6 +174,11 @@ enum StatisticsKernel {
             }
             guard sums.count > 0 else { return ChunkPartial() }
             let count = Double(sums.count)
+            // Deviations below ~1e-15 square to (near) zero in Float: reduce in double precision,
+            // unless every deviation is exactly 0 (a constant chunk: all ≤ shift and summing to 0).
+            if sums.s2 < count * 1e-30 && !(sums.s1 == 0 && sums.s2 == 0 && sums.maximum == shift) {
+                return doublePrecisionPartial(p, count: n)
+            }
             let meanOffset = sums.s1 / count
             let m2 = max(0, sums.s2 - sums.s1 * meanOffset)
             // A shift far from the mean loses digits to cancellation: reduce again around the mean.

@@ -1,0 +1,177 @@
+import Foundation
+import Testing
+import TopNSigma
+import TopNSigmaBaselines
+
+@Suite struct BatchSamplerTests {
+    /// Draws `count` tokens from one row with steps 0..<count.
+    func draws(_ row: [Float], parameters: SamplingParameters, count: Int, threads: Int = 1) -> [SampleResult] {
+        let sampler = BatchSampler(vocabularySize: row.count, maximumBatchSize: 1, threadCount: threads)
+        return (0..<count).map { step in sampler.sample(logits: row, parameters: [parameters], steps: [UInt64(step)])[0] }
+    }
+
+    /// Pearson's chi-square statistic of observed counts against expected probabilities, bins with
+    /// expected count below 5 pooled into one; returns (statistic, degrees of freedom).
+    func chiSquare(observed: [Int: Int], expected: [Int: Double], draws: Int) -> (Double, Int) {
+        var statistic = 0.0, bins = 0
+        var pooledObserved = 0.0, pooledExpected = 0.0
+        for (token, p) in expected {
+            let e = p * Double(draws), o = Double(observed[token] ?? 0)
+            if e < 5 { pooledObserved += o; pooledExpected += e; continue }
+            statistic += (o - e) * (o - e) / e
+            bins += 1
+        }
+        if pooledExpected > 0 {
+            statistic += (pooledObserved - pooledExpected) * (pooledObserved - pooledExpected) / pooledExpected
+            bins += 1
+        }
+        return (statistic, max(1, bins - 1))
+    }
+
+    /// Chi-square goodness of fit of 4000 draws against the exact renormalized softmax over the
+    /// kept set, on real logits rows (fixed seeds: deterministic). Bound: p-value > 1e-3.
+    @Test("draws follow the renormalized softmax over the kept set (chi-square, p > 1e-3)",
+          arguments: [(2, Float(0.7)), (4, Float(1.0)), (6, Float(1.0)), (6, Float(2.0)), (7, Float(1.5))])
+    func chiSquareOnRealRows(row r: Int, temperature: Float) throws {
+        let row = Fixture.row(r)
+        let n: Float = 1
+        let expected = Reference.distribution(row, n: Double(n), temperature: Double(temperature))
+        let drawCount = 4000
+        var observed: [Int: Int] = [:]
+        for result in draws(row, parameters: SamplingParameters(temperature: temperature, nSigma: n, seed: UInt64(r) * 31 + 7), count: drawCount) {
+            let token = try result.get()
+            #expect(expected[token.token] != nil, "token \(token.token) is outside the kept set")
+            #expect(token.candidateCount == expected.count)
+            // Log-probability against the float64 reference.
+            let reference = Foundation.log(expected[token.token] ?? 0)
+            #expect(Swift.abs(token.logProbability - reference) <= 1e-4, "logprob \(token.logProbability) vs \(reference)")
+            observed[token.token, default: 0] += 1
+        }
+        let (statistic, dof) = chiSquare(observed: observed, expected: expected, draws: drawCount)
+        let p = chiSquarePValue(statistic, degreesOfFreedom: dof)
+        #expect(p > 1e-3, "row \(r) T=\(temperature): chi-square \(statistic) with \(dof) dof, p = \(p)")
+    }
+
+    @Test("nSigma nil samples every finite logit; masked tokens are never drawn")
+    func filterOff() throws {
+        let row: [Float] = [0.5, -.infinity, 1.0, 0.0, -.infinity, 2.0, 1.5, -1.0]
+        let expected = Reference.distribution(row, n: nil, temperature: 1)
+        #expect(expected.count == 6)
+        var observed: [Int: Int] = [:]
+        let drawCount = 6000
+        for result in draws(row, parameters: SamplingParameters(temperature: 1, nSigma: nil, seed: 99), count: drawCount) {
+            let token = try result.get()
+            #expect(row[token.token] > -.infinity)
+            #expect(token.candidateCount == 6)
+            observed[token.token, default: 0] += 1
+        }
+        let (statistic, dof) = chiSquare(observed: observed, expected: expected, draws: drawCount)
+        #expect(chiSquarePValue(statistic, degreesOfFreedom: dof) > 1e-3, "chi-square \(statistic)")
+    }
+
+    @Test("T = 0 is greedy: the lowest index among ties, log-probability 0")
+    func greedy() throws {
+        var row = [Float](repeating: 0, count: 10_000)
+        row[7_000] = 5
+        row[9_000] = 5
+        for threads in [1, 3] {
+            let token = try draws(row, parameters: SamplingParameters(temperature: 0, nSigma: 1, seed: 1), count: 1, threads: threads)[0].get()
+            #expect(token == SampledToken(token: 7_000, logProbability: 0, candidateCount: 1))
+        }
+    }
+
+    @Test("bad rows fail alone; every other row gets the token it gets on its own")
+    func mixedBatch() throws {
+        var random = TestRandom(seed: 21)
+        let vocab = 5000
+        var rows = (0..<8).map { _ in random.row(count: vocab) }
+        rows[1][17] = .nan
+        rows[3][4999] = .infinity
+        rows[5] = [Float](repeating: -.infinity, count: vocab)
+        var parameters = (0..<8).map { SamplingParameters(temperature: 1, nSigma: 1.5, seed: UInt64($0)) }
+        parameters[6].temperature = -1
+        parameters[7].nSigma = .nan
+        let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: 8, threadCount: 2)
+        let results = sampler.sample(logits: rows.flatMap { $0 }, parameters: parameters, steps: [UInt64](repeating: 3, count: 8))
+        #expect(throws: RowError.notANumber(index: 17)) { try results[1].get() }
+        #expect(throws: RowError.positiveInfinity(index: 4999)) { try results[3].get() }
+        #expect(throws: RowError.noFiniteLogit) { try results[5].get() }
+        #expect(throws: RowError.invalidTemperature(-1)) { try results[6].get() }
+        if case .failure(.invalidNSigma(let n)) = results[7] { #expect(n.isNaN) } else { Issue.record("row 7: \(results[7])") }
+        for r in [0, 2, 4] {
+            let alone = BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 1)
+                .sample(logits: rows[r], parameters: [parameters[r]], steps: [3])[0]
+            #expect(try results[r].get() == (try alone.get()), "row \(r)")
+        }
+    }
+
+    @Test("tokens do not depend on thread count, batch size or row position", arguments: [49_152, 128_256])
+    func determinism(vocab: Int) throws {
+        let rows = 6
+        var block = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 5)
+        if vocab == Fixture.logits.vocab { block = Array(Fixture.logits.values[0..<(rows * vocab)]) }
+        let parameters = (0..<rows).map { SamplingParameters(temperature: [0.7, 1, 1.3][$0 % 3], nSigma: [1, 2, 0.5][$0 % 3], seed: UInt64(100 + $0)) }
+        let steps = (0..<rows).map { UInt64($0 * 11) }
+        let reference = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: 1)
+            .sample(logits: block, parameters: parameters, steps: steps).map { try $0.get() }
+        for threads in [2, 3, 8] {
+            let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
+            #expect(try sampler.sample(logits: block, parameters: parameters, steps: steps).map { try $0.get() } == reference, "\(threads) threads")
+            // Each row alone (split across the threads) and the batch reversed.
+            for r in 0..<rows {
+                let alone = sampler.sample(logits: Array(block[(r * vocab)..<((r + 1) * vocab)]), parameters: [parameters[r]], steps: [steps[r]])
+                #expect(try alone[0].get() == reference[r], "row \(r) alone, \(threads) threads")
+            }
+            let order = Array((0..<rows).reversed())
+            let reversed = sampler.sample(
+                logits: order.flatMap { block[($0 * vocab)..<(($0 + 1) * vocab)] }, parameters: order.map { parameters[$0] }, steps: order.map { steps[$0] })
+            #expect(try reversed.map { try $0.get() } == order.map { reference[$0] }, "reversed, \(threads) threads")
+        }
+        // Inside a larger batch, with the rows twice.
+        let big = BatchSampler(vocabularySize: vocab, maximumBatchSize: 2 * rows, threadCount: 2)
+        let twice = big.sample(logits: block + block, parameters: parameters + parameters, steps: steps + steps)
+        #expect(try twice.map { try $0.get() } == reference + reference)
+    }
+
+    @Test("the pointer API honours a row stride and leaves other slots alone")
+    func pointerAPI() throws {
+        var random = TestRandom(seed: 33)
+        let vocab = 300, stride = 320, rows = 3
+        var block = [Float](repeating: .nan, count: rows * stride)
+        for r in 0..<rows { for i in 0..<vocab { block[r * stride + i] = Float(random.gaussian() * 3) } }
+        let parameters = [SamplingParameters](repeating: SamplingParameters(temperature: 1, nSigma: 1, seed: 4), count: rows)
+        let steps: [UInt64] = [0, 1, 2]
+        var results = [SampleResult](repeating: .failure(.noFiniteLogit), count: rows + 1)
+        let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: 4, threadCount: 2)
+        block.withUnsafeBufferPointer { b in
+            parameters.withUnsafeBufferPointer { p in
+                steps.withUnsafeBufferPointer { s in
+                    results.withUnsafeMutableBufferPointer { out in
+                        sampler.sample(logits: b.baseAddress!, rows: rows, rowStride: stride, parameters: p, steps: s, into: out)
+                    }
+                }
+            }
+        }
+        for r in 0..<rows {
+            let row = Array(block[(r * stride)..<(r * stride + vocab)])
+            let token = try results[r].get()
+            #expect(Reference.kept(row, n: 1).contains(token.token))
+        }
+        #expect(throws: RowError.noFiniteLogit) { try results[rows].get() }
+    }
+
+    @Test("the naive opponent draws the same tokens as the fused sampler on real rows")
+    func naiveAgrees() throws {
+        var naive = NaiveTopNSigma(vocabularySize: Fixture.logits.vocab)
+        let sampler = BatchSampler(vocabularySize: Fixture.logits.vocab, maximumBatchSize: 1, threadCount: 1)
+        for r in 0..<Fixture.logits.rows {
+            let row = Fixture.row(r)
+            for step in 0..<20 {
+                let fused = try sampler.sample(logits: row, parameters: [SamplingParameters(temperature: 1, nSigma: 1, seed: 8)], steps: [UInt64(step)])[0].get()
+                let slow = row.withUnsafeBufferPointer { naive.sample($0, n: 1, temperature: 1, seed: 8, step: UInt64(step)) }
+                #expect(slow?.token == fused.token && slow?.candidateCount == fused.candidateCount, "row \(r) step \(step)")
+                #expect(Swift.abs((slow?.logProbability ?? 0) - fused.logProbability) < 1e-4)
+            }
+        }
+    }
+}

@@ -1,0 +1,164 @@
+import Foundation
+import Testing
+import TopNSigma
+import TopNSigmaIO
+
+/// The `nsigma` contracts: output lines, error rows, exit codes.
+@Suite struct CLITests {
+    struct Run {
+        var status: Int32
+        var stdout: String
+        var stderr: String
+        var lines: [[String: Any]] {
+            stdout.split(separator: "\n").map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        }
+    }
+
+    /// The `nsigma` binary built beside this test bundle.
+    static var executable: URL {
+        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        for _ in 0..<3 where !FileManager.default.fileExists(atPath: directory.appendingPathComponent("nsigma").path) {
+            directory = directory.deletingLastPathComponent()
+        }
+        return directory.appendingPathComponent("nsigma")
+    }
+
+    func run(_ arguments: [String]) throws -> Run {
+        let process = Process()
+        process.executableURL = Self.executable
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Run(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+    }
+
+    func temporaryFile(_ name: String, _ data: Data) throws -> String {
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("nsigma-test-\(UUID().uuidString)-\(name)").path
+        try data.write(to: URL(fileURLWithPath: path))
+        return path
+    }
+
+    func rawFile(_ values: [Float]) throws -> String {
+        try temporaryFile("logits.f32", values.withUnsafeBytes { Data($0) })
+    }
+
+    @Test("the binary is built beside the tests")
+    func binaryExists() {
+        #expect(FileManager.default.isExecutableFile(atPath: Self.executable.path), "\(Self.executable.path)")
+    }
+
+    @Test("filter: one JSON line per row, fields in contract order, kept sets equal the oracle's")
+    func filterFixture() throws {
+        let run = try run(["filter", "--logits", Fixture.path, "--n", "1.0"])
+        #expect(run.status == 0)
+        #expect(run.stderr.isEmpty)
+        let lines = run.stdout.split(separator: "\n")
+        #expect(lines.count == Fixture.logits.rows)
+        for (r, line) in lines.enumerated() {
+            let keys = ["\"row\"", "\"max\"", "\"mean\"", "\"std\"", "\"threshold\"", "\"finite\"", "\"kept\""]
+            let positions = keys.map { line.range(of: $0)?.lowerBound }
+            #expect(positions.allSatisfy { $0 != nil } && positions.map { $0! } == positions.map { $0! }.sorted(), "\(line.prefix(120))")
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
+            #expect(object["row"] as? Int == r)
+            #expect((object["kept"] as? [Int]) == Reference.kept(Fixture.row(r), n: 1))
+            #expect(object["finite"] as? Int == Fixture.logits.vocab)
+            let reference = try Reference.statistics(Fixture.row(r)).get()
+            #expect(Swift.abs((object["std"] as! Double) - reference.std) < 1e-5 * reference.std)
+            #expect(Float(object["max"] as! Double) == Float(reference.maximum))
+        }
+    }
+
+    @Test("filter: raw file with --vocab; a bad row prints its error, the others print, exit 3")
+    func filterErrorRows() throws {
+        var values: [Float] = (0..<40).map { Float($0 % 10) }
+        values[10 + 5] = .nan
+        values[30...39] = ArraySlice(repeating: -.infinity, count: 10)
+        let path = try rawFile(values)
+        let run = try run(["filter", "--logits", path, "--vocab", "10", "--n", "0.5"])
+        #expect(run.status == 3)
+        let lines = run.lines
+        #expect(lines.count == 4)
+        #expect(lines[1]["error"] as? String == "row 1: logit at index 5 is NaN")
+        #expect(lines[1]["row"] as? Int == 1)
+        #expect((lines[3]["error"] as? String)?.hasPrefix("row 3: no finite logit") == true)
+        #expect(lines[0]["kept"] as? [Int] == Reference.kept(Array(values[0..<10]), n: 0.5))
+        #expect(lines[2]["kept"] as? [Int] == [8, 9])  // 0…9: mean 4.5, std 3.03, threshold 7.49
+    }
+
+    @Test("input and option errors: message on stderr, nothing on stdout, exit 2",
+          arguments: [["--vocab", "7"], [], ["--n", "-1", "--vocab", "10"], ["--vocab", "10", "--bogus"], ["--vocab", "0"], ["--vocab", "10", "--dtype", "f64"]])
+    func inputErrors(extra: [String]) throws {
+        let path = try rawFile([Float](repeating: 1, count: 40))  // 160 bytes: not a multiple of 28
+        for command in ["filter", "sample"] {
+            let run = try run([command, "--logits", path] + extra)
+            #expect(run.status == 2, "\(command) \(extra): \(run.stderr)")
+            #expect(run.stdout.isEmpty, "\(command) \(extra)")
+            #expect(!run.stderr.isEmpty, "\(command) \(extra)")
+        }
+        let missing = try run(["filter", "--logits", "/nonexistent/logits.npy"])
+        #expect(missing.status == 2 && missing.stdout.isEmpty && missing.stderr.contains("no such file"))
+        let badNpy = try run(["filter", "--logits", try temporaryFile("bad.npy", Data("not numpy".utf8))])
+        #expect(badNpy.status == 2 && badNpy.stdout.isEmpty)
+    }
+
+    @Test("float16 .npy input is read from its shape")
+    func float16NumPy() throws {
+        // Halves of small integers: bits built by hand (exponent 15 + e, mantissa from the value).
+        func halfBits(_ v: Int) -> UInt16 {
+            if v == 0 { return 0 }
+            let e = Int(log2(Double(v)))
+            let mantissa = UInt16((Double(v) / Double(1 << e) - 1) * 1024)
+            return UInt16(15 + e) << 10 | mantissa
+        }
+        let values = [3, 1, 4, 1, 5, 9, 2, 6]
+        var header = "{'descr': '<f2', 'fortran_order': False, 'shape': (2, 4), }"
+        while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
+        header += "\n"
+        var data = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(header.utf8.count), 0])
+        data.append(contentsOf: Array(header.utf8))
+        for v in values { let b = halfBits(v); data.append(contentsOf: [UInt8(b & 0xFF), UInt8(b >> 8)]) }
+        let run = try run(["filter", "--logits", try temporaryFile("half.npy", data), "--n", "0"])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.lines.map { $0["kept"] as? [Int] } == [[2], [1]])
+        #expect(run.lines.map { $0["max"] as? Double } == [4, 9])
+    }
+
+    @Test("sample: D tokens and logprobs per row; draw j uses step j; every row uses the seed")
+    func sampleContract() throws {
+        let run = try run(["sample", "--logits", Fixture.path, "--n", "1.0", "--temperature", "1.0", "--seed", "42", "--draws", "5", "--threads", "2"])
+        #expect(run.status == 0, "\(run.stderr)")
+        let lines = run.lines
+        #expect(lines.count == Fixture.logits.rows)
+        let sampler = BatchSampler(vocabularySize: Fixture.logits.vocab, maximumBatchSize: 1, threadCount: 1)
+        for (r, line) in lines.enumerated() {
+            let tokens = line["tokens"] as! [Int], logprobs = line["logprobs"] as! [Double]
+            #expect(tokens.count == 5 && logprobs.count == 5)
+            for j in 0..<5 {
+                let expected = try sampler.sample(logits: Fixture.row(r), parameters: [SamplingParameters(temperature: 1, nSigma: 1, seed: 42)], steps: [UInt64(j)])[0].get()
+                #expect(tokens[j] == expected.token && Swift.abs(logprobs[j] - expected.logProbability) < 1e-12)
+                #expect(line["kept"] as? Int == expected.candidateCount)
+            }
+            #expect(Set(tokens).isSubset(of: Set(Reference.kept(Fixture.row(r), n: 1))))
+        }
+        let keys = run.stdout.split(separator: "\n")[0]
+        #expect(keys.hasPrefix("{\"row\": 0, \"tokens\": [") && keys.contains("], \"logprobs\": [") && keys.contains("], \"kept\": "))
+    }
+
+    @Test("sample: failing rows print their error after the others, exit 3")
+    func sampleErrors() throws {
+        var values: [Float] = (0..<30).map { Float($0 % 10) }
+        values[10 + 2] = .infinity
+        let run = try run(["sample", "--logits", try rawFile(values), "--vocab", "10", "--temperature", "0"])
+        #expect(run.status == 3)
+        let lines = run.lines
+        #expect(lines.count == 3)
+        #expect(lines[1]["error"] as? String == "row 1: logit at index 2 is +inf")
+        #expect(lines[0]["tokens"] as? [Int] == [9] && lines[2]["tokens"] as? [Int] == [9])
+        #expect(lines[0]["logprobs"] as? [Double] == [0])
+    }
+}

@@ -1,0 +1,144 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+import TopNSigma
+import TopNSigmaIO
+
+/// The float64 scalar oracle: straightforward two-pass statistics and the Top-nσ rule written
+/// from DESIGN.md, sharing no code with the kernels.
+enum Reference {
+    struct Statistics {
+        var maximum: Double
+        var argmax: Int
+        var count: Int
+        var mean: Double
+        var std: Double
+    }
+
+    enum Failure: Error, Equatable {
+        case nan(Int)
+        case positiveInfinity(Int)
+    }
+
+    static func statistics(_ row: [Float]) -> Result<Statistics, Failure> {
+        for (i, x) in row.enumerated() {
+            if x.isNaN { return .failure(.nan(i)) }
+            if x == .infinity { return .failure(.positiveInfinity(i)) }
+        }
+        var maximum = -Double.infinity, argmax = -1, count = 0, sum = 0.0
+        for (i, x) in row.enumerated() where x != -.infinity {
+            count += 1
+            sum += Double(x)
+            if Double(x) > maximum { maximum = Double(x); argmax = i }
+        }
+        let mean = count > 0 ? sum / Double(count) : 0
+        var m2 = 0.0
+        for x in row where x != -.infinity { m2 += (Double(x) - mean) * (Double(x) - mean) }
+        return .success(Statistics(maximum: maximum, argmax: argmax, count: count, mean: mean, std: count > 1 ? (m2 / Double(count - 1)).squareRoot() : 0))
+    }
+
+    /// Token ids kept by Top-nσ, ascending.
+    static func kept(_ row: [Float], n: Double?) -> [Int] {
+        guard case .success(let s) = statistics(row), s.count > 0 else { return [] }
+        let threshold = n.map { s.maximum - $0 * s.std } ?? -.infinity
+        return row.indices.filter { row[$0] != -.infinity && Double(row[$0]) >= threshold }
+    }
+
+    /// The exact sampling distribution over the kept set: token → probability.
+    static func distribution(_ row: [Float], n: Double?, temperature: Double) -> [Int: Double] {
+        let ids = kept(row, n: n)
+        let maximum = ids.map { Double(row[$0]) }.max()!
+        var weights: [Int: Double] = [:]
+        for i in ids { weights[i] = Foundation.exp((Double(row[i]) - maximum) / temperature) }
+        let total = weights.values.reduce(0, +)
+        return weights.mapValues { $0 / total }
+    }
+}
+
+/// The real-logits fixture: 8 rows of SmolLM2-135M (vocab 49152) copied from shared/data.
+enum Fixture {
+    static let logits: LogitsFile = {
+        let url = Bundle.module.url(forResource: "smollm2-135m-8rows", withExtension: "npy", subdirectory: "Fixtures")!
+        return try! LogitsFile.read(path: url.path)
+    }()
+
+    static var path: String {
+        Bundle.module.url(forResource: "smollm2-135m-8rows", withExtension: "npy", subdirectory: "Fixtures")!.path
+    }
+
+    static func row(_ r: Int) -> [Float] {
+        Array(logits.values[(r * logits.vocab)..<((r + 1) * logits.vocab)])
+    }
+}
+
+/// A seeded generator for test data (SplitMix64), independent of the library's Philox.
+struct TestRandom {
+    var state: UInt64
+
+    init(seed: UInt64) { state = seed }
+
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    mutating func uniform() -> Double { Double(next() >> 11) * 0x1p-53 }
+
+    mutating func gaussian() -> Double {
+        let u1 = max(uniform(), 1e-300), u2 = uniform()
+        return (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * .pi * u2)
+    }
+
+    mutating func row(count: Int, mean: Double = 0, std: Double = 4) -> [Float] {
+        (0..<count).map { _ in Float(mean + std * gaussian()) }
+    }
+}
+
+/// Upper-tail p-value of the chi-square distribution with `k` degrees of freedom (regularized
+/// incomplete gamma by series / continued fraction, Numerical Recipes §6.2).
+func chiSquarePValue(_ x: Double, degreesOfFreedom k: Int) -> Double {
+    let a = Double(k) / 2, z = x / 2
+    if z <= 0 { return 1 }
+    let lnGammaA: Double = logGamma(a)
+    if z < a + 1 {
+        var sum = 1 / a, term = sum, ap = a
+        for _ in 0..<10_000 {
+            ap += 1
+            term *= z / ap
+            sum += term
+            if abs(term) < abs(sum) * 1e-15 { break }
+        }
+        return 1 - sum * Foundation.exp(-z + a * Foundation.log(z) - lnGammaA)
+    }
+    var b = z + 1 - a, c = 1 / 1e-300, d = 1 / b, h = d
+    for i in 1..<10_000 {
+        let an = -Double(i) * (Double(i) - a)
+        b += 2
+        d = an * d + b
+        if abs(d) < 1e-300 { d = 1e-300 }
+        c = b + an / c
+        if abs(c) < 1e-300 { c = 1e-300 }
+        d = 1 / d
+        let delta = d * c
+        h *= delta
+        if abs(delta - 1) < 1e-15 { break }
+    }
+    return Foundation.exp(-z + a * Foundation.log(z) - lnGammaA) * h
+}
+
+/// ln Γ(a) for a > 0 (Lanczos approximation, g = 7, n = 9; relative error below 1e-13).
+func logGamma(_ a: Double) -> Double {
+    let coefficients = [0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313,
+                        -176.61502916214059, 12.507343278686905, -0.13857109526572012,
+                        9.9843695780195716e-6, 1.5056327351493116e-7]
+    if a < 0.5 { return Foundation.log(Double.pi / Foundation.sin(Double.pi * a)) - logGamma(1 - a) }
+    let x = a - 1
+    var sum = coefficients[0]
+    for i in 1..<9 { sum += coefficients[i] / (x + Double(i)) }
+    let t = x + 7.5
+    return 0.5 * Foundation.log(2 * Double.pi) + (x + 0.5) * Foundation.log(t) - t + Foundation.log(sum)
+}
