@@ -47,9 +47,11 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Test support only: counts heap allocations by interposing malloc (not in any product).
+        .target(name: "CAllocationCounter"),
         .testTarget(
             name: "TopNSigmaTests",
-            dependencies: ["TopNSigma", "TopNSigmaBaselines", "TopNSigmaIO"],
+            dependencies: ["TopNSigma", "TopNSigmaBaselines", "TopNSigmaIO", "CAllocationCounter"],
             resources: [.copy("Fixtures")]
         ),
     ]

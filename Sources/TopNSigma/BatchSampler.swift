@@ -3,7 +3,6 @@ import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
-import Synchronization
 
 /// The batched Top-nσ sampler: one token per row of a `[batch, vocab]` block of logits.
 ///
@@ -30,20 +29,36 @@ import Synchronization
 /// Shape mismatches in the pointer API are programmer errors and trap with a message.
 ///
 /// **Threads.** With a batch at least as large as the thread count, workers take whole rows
-/// from an atomic counter. With fewer rows than threads, rows are split into chunk ranges: one
-/// parallel pass computes the chunk statistics, one merges them per row in a fixed order, one
-/// parallel pass compacts the survivors, and the draw runs per row.
+/// from an atomic counter. With fewer rows than threads, rows are split into chunk ranges: each
+/// task reduces its chunks, then (after a barrier) merges its row's chunk statistics in chunk
+/// order and compacts its chunks' survivors, then (after a second barrier) one task per row
+/// gathers the survivors in order and draws. By default the work runs on the sampler's own
+/// persistent threads (``Executor/workerPool``), which allocate nothing per call;
+/// ``Executor/concurrentPerform`` runs the same tasks with `DispatchQueue.concurrentPerform`
+/// (libdispatch allocates a few blocks per call there).
 ///
 /// **Thread safety.** One sampler serves one call at a time: its scratch is shared by the call's
 /// workers. A second call entering while one is running traps with a message (it never corrupts
 /// results silently). Any number of samplers may run at once on different threads.
-public final class BatchSampler: @unchecked Sendable {
+public final class BatchSampler: @unchecked Sendable, ParallelJob {
     /// Logits per row.
     public let vocabularySize: Int
     /// The largest batch a call may pass.
     public let maximumBatchSize: Int
     /// Workers a call uses (at most this many run at once).
     public let threadCount: Int
+    /// How the work of a call is spread over threads.
+    public let executor: Executor
+
+    /// How a call's work is spread over threads.
+    public enum Executor: Sendable, Equatable {
+        /// The sampler's own `threadCount - 1` persistent threads plus the caller: no heap
+        /// allocation per call, and one wake-up per call.
+        case workerPool
+        /// `DispatchQueue.concurrentPerform`: no threads of the sampler's own, but libdispatch
+        /// allocates a few blocks per call and split rows take three dispatches.
+        case concurrentPerform
+    }
 
     private let chunksPerRow: Int
     /// Survivor scratch: `max(threadCount, 1)` regions of `vocabularySize` candidates.
@@ -57,6 +72,19 @@ public final class BatchSampler: @unchecked Sendable {
     private let splitStatistics: UnsafeMutablePointer<RowStatistics>
     private let nextTask = Atomic<Int>(0)
     private let busy = Atomic<Bool>(false)
+    private let pool: WorkerPool?
+    private let barrier = SpinBarrier()
+    /// The current call's buffers and work, set before the workers start.
+    private var batch: Batch?
+    private var work = Work.rows(0)
+
+    /// What ``execute(_:)`` does for the current call.
+    private enum Work {
+        /// Whole rows from the atomic counter.
+        case rows(Int)
+        /// Split rows: `phase` nil runs all three phases with barriers (own threads only).
+        case split(SplitPlan, tasks: Int, phase: Int?)
+    }
 
     /// The thread count used when none is given: every active processor.
     public static var defaultThreadCount: Int { max(1, activeProcessorCount()) }
@@ -65,8 +93,9 @@ public final class BatchSampler: @unchecked Sendable {
     ///   - vocabularySize: logits per row (`> 0`).
     ///   - maximumBatchSize: the largest number of rows a call passes (`> 0`).
     ///   - threadCount: workers per call; default every active processor.
+    ///   - executor: the sampler's own threads (default) or `concurrentPerform`.
     /// - Precondition: positive sizes, vocabulary below 2³¹.
-    public init(vocabularySize: Int, maximumBatchSize: Int, threadCount: Int? = nil) {
+    public init(vocabularySize: Int, maximumBatchSize: Int, threadCount: Int? = nil, executor: Executor = .workerPool) {
         precondition(vocabularySize > 0 && vocabularySize < Int(Int32.max), "vocabularySize must be in 1..<2^31, got \(vocabularySize)")
         precondition(maximumBatchSize > 0, "maximumBatchSize must be positive, got \(maximumBatchSize)")
         let threads = threadCount ?? Self.defaultThreadCount
@@ -74,6 +103,8 @@ public final class BatchSampler: @unchecked Sendable {
         self.vocabularySize = vocabularySize
         self.maximumBatchSize = maximumBatchSize
         self.threadCount = threads
+        self.executor = executor
+        self.pool = executor == .workerPool && threads > 1 ? WorkerPool(threadCount: threads) : nil
         self.chunksPerRow = StatisticsKernel.chunkCount(length: vocabularySize)
         let regions = threads
         candidates = .allocate(capacity: regions * vocabularySize)
@@ -124,13 +155,16 @@ public final class BatchSampler: @unchecked Sendable {
         precondition(exchanged, "BatchSampler.sample was called while another call on the same sampler was running; use one sampler per concurrent caller")
         defer { busy.store(false, ordering: .releasing) }
         guard rows > 0 else { return }
-        let batch = Batch(
+        batch = Batch(
             logits: logits, stride: stride, parameters: parameters.baseAddress!, steps: steps.baseAddress!,
             results: results.baseAddress!)
+        defer { batch = nil }
         if rows < threadCount && chunksPerRow > 1 {
-            sampleSplit(batch, rows: rows)
+            sampleSplit(rows: rows)
         } else {
-            sampleByRows(batch, rows: rows)
+            nextTask.store(0, ordering: .relaxed)
+            work = .rows(rows)
+            parallel(min(threadCount, rows))
         }
     }
 
@@ -171,22 +205,42 @@ public final class BatchSampler: @unchecked Sendable {
         let results: UnsafeMutablePointer<SampleResult>
     }
 
-    /// Workers take whole rows from an atomic counter; worker `w` uses scratch region `w`.
-    private func sampleByRows(_ batch: Batch, rows: Int) {
-        nextTask.store(0, ordering: .relaxed)
-        let workers = min(threadCount, rows)
-        let vocab = vocabularySize
-        let work: @Sendable (Int) -> Void = { worker in
-            let scratch = self.candidates + worker * vocab
-            while true {
-                let row = self.nextTask.wrappingAdd(1, ordering: .relaxed).oldValue
-                if row >= rows { break }
-                let p = batch.logits + row * batch.stride
-                batch.results[row] = Self.sampleRow(
-                    p, vocab: vocab, parameters: batch.parameters[row], step: batch.steps[row], scratch: scratch)
-            }
+    /// Runs ``execute(_:)`` for `0..<count` on the executor; with the worker pool every index
+    /// has its own thread, so tasks may meet at ``barrier``.
+    private func parallel(_ count: Int) {
+        if count == 1 {
+            execute(0)
+        } else if let pool {
+            pool.run(participants: count, self)
+        } else {
+            DispatchQueue.concurrentPerform(iterations: count) { self.execute($0) }
         }
-        if workers == 1 { work(0) } else { DispatchQueue.concurrentPerform(iterations: workers, execute: work) }
+    }
+
+    /// One task of the current call (``ParallelJob``).
+    func execute(_ index: Int) {
+        guard let batch else { preconditionFailure("execute outside a sample call") }
+        switch work {
+        case .rows(let rows):
+            rowWorker(index, batch, rows: rows)
+        case .split(let plan, let tasks, let phase):
+            if phase == nil || phase == 0 { reduceChunks(index, plan, batch) }
+            if phase == nil { barrier.wait(participants: tasks) }
+            if phase == nil || phase == 1 { thresholdAndCompact(index, plan, batch) }
+            if phase == nil { barrier.wait(participants: tasks) }
+            if phase == nil || phase == 2 { gatherAndDraw(index, plan, batch) }
+        }
+    }
+
+    private func rowWorker(_ worker: Int, _ batch: Batch, rows: Int) {
+        let scratch = candidates + worker * vocabularySize
+        while true {
+            let row = nextTask.wrappingAdd(1, ordering: .relaxed).oldValue
+            if row >= rows { break }
+            batch.results[row] = Self.sampleRow(
+                batch.logits + row * batch.stride, vocab: vocabularySize, parameters: batch.parameters[row],
+                step: batch.steps[row], scratch: scratch)
+        }
     }
 
     /// One row, start to finish, on the calling thread.
@@ -228,80 +282,96 @@ public final class BatchSampler: @unchecked Sendable {
             temperature: parameters.temperature, uniform: u))
     }
 
-    /// Fewer rows than threads: rows split into chunk ranges, four phases.
-    private func sampleSplit(_ batch: Batch, rows: Int) {
-        let vocab = vocabularySize
-        let chunks = chunksPerRow
-        let chunkLength = StatisticsKernel.chunkLength
-        // Tasks: each row cut into `perRow` ranges of whole chunks. Any grouping gives the same
-        // result: partials are stored per chunk and merged in chunk order.
-        let perRow = min(chunks, max(1, threadCount / rows))
+    /// Fewer rows than threads: each row cut into ranges of whole chunks, one task per range.
+    private func sampleSplit(rows: Int) {
+        let perRow = min(chunksPerRow, max(1, threadCount / rows))
+        let plan = SplitPlan(chunksPerRow: chunksPerRow, rangesPerRow: perRow)
         let tasks = rows * perRow
-        let plan = SplitPlan(chunksPerRow: chunks, rangesPerRow: perRow)
+        if pool != nil || tasks == 1 {
+            work = .split(plan, tasks: tasks, phase: nil)
+            parallel(tasks)
+        } else {
+            for phase in 0..<3 {
+                work = .split(plan, tasks: tasks, phase: phase)
+                parallel(tasks)
+            }
+        }
+    }
 
-        // Phase 1: chunk statistics (rows with bad parameters are skipped).
-        DispatchQueue.concurrentPerform(iterations: tasks) { task in
-            let (row, first, end) = plan.range(task)
-            if batch.parameters[row].validationError != nil { return }
-            let p = batch.logits + row * batch.stride
-            for c in first..<end {
-                let start = c * chunkLength
-                self.partials[row * chunks + c] = StatisticsKernel.chunkPartial(p + start, count: min(chunkLength, vocab - start))
-            }
+    /// Split phase 1: the partial statistics of the task's chunks.
+    private func reduceChunks(_ task: Int, _ plan: SplitPlan, _ batch: Batch) {
+        let (row, first, end) = plan.range(task)
+        if batch.parameters[row].validationError != nil { return }
+        let p = batch.logits + row * batch.stride
+        let chunkLength = StatisticsKernel.chunkLength
+        for c in first..<end {
+            let start = c * chunkLength
+            partials[row * chunksPerRow + c] = StatisticsKernel.chunkPartial(p + start, count: min(chunkLength, vocabularySize - start))
         }
-        // Phase 2: merge per row in chunk order; settle errors and greedy rows.
-        for row in 0..<rows {
-            rowThresholds[row] = .nan
-            let parameters = batch.parameters[row]
-            if let error = parameters.validationError {
-                batch.results[row] = .failure(error)
-                continue
-            }
-            var accumulator = StatisticsKernel.RowAccumulator()
-            for c in 0..<chunks { accumulator.merge(partials[row * chunks + c], chunk: c, start: c * chunkLength) }
-            switch accumulator.finish(row: batch.logits + row * batch.stride, count: vocab) {
-            case .failure(let error):
-                batch.results[row] = .failure(error)
-            case .success(let s):
-                splitStatistics[row] = s
-                if s.finiteCount == 0 {
-                    batch.results[row] = .failure(.noFiniteLogit)
-                } else if let threshold = Self.compareThreshold(s, parameters) {
-                    rowThresholds[row] = threshold
-                } else {
-                    batch.results[row] = .success(SampledToken(token: s.argmax, logProbability: 0, candidateCount: 1))
-                }
-            }
+    }
+
+    /// Split phase 2: every task of a row merges the row's partials in chunk order (the same
+    /// arithmetic, so the same result in each), the row's first task settles errors and greedy
+    /// rows, and each task compacts its own chunks into their slots of the row's scratch region.
+    private func thresholdAndCompact(_ task: Int, _ plan: SplitPlan, _ batch: Batch) {
+        let (row, first, end) = plan.range(task)
+        let isFirst = first == 0
+        let parameters = batch.parameters[row]
+        let p = batch.logits + row * batch.stride
+        if isFirst { rowThresholds[row] = .nan }
+        if let error = parameters.validationError {
+            if isFirst { batch.results[row] = .failure(error) }
+            return
         }
-        // Phase 3: compaction of each chunk into its own slot of the row's scratch region.
-        DispatchQueue.concurrentPerform(iterations: tasks) { task in
-            let (row, first, end) = plan.range(task)
-            let threshold = self.rowThresholds[row]
-            if threshold.isNaN { return }
-            let p = batch.logits + row * batch.stride
-            let region = self.candidates + row * vocab
-            for c in first..<end {
-                let start = c * chunkLength
-                self.chunkCandidateCounts[row * chunks + c] = CandidateKernel.compact(
-                    p + start, count: min(chunkLength, vocab - start), threshold: threshold, indexBase: start,
-                    into: region + start)
-            }
+        let chunkLength = StatisticsKernel.chunkLength
+        var accumulator = StatisticsKernel.RowAccumulator()
+        for c in 0..<chunksPerRow { accumulator.merge(partials[row * chunksPerRow + c], chunk: c, start: c * chunkLength) }
+        let statistics: RowStatistics
+        switch accumulator.finish(row: p, count: vocabularySize) {
+        case .failure(let error):
+            if isFirst { batch.results[row] = .failure(error) }
+            return
+        case .success(let s):
+            statistics = s
         }
-        // Phase 4: gather each row's survivors in order, then draw.
-        for row in 0..<rows where !rowThresholds[row].isNaN {
-            let region = candidates + row * vocab
-            var count = 0
-            for c in 0..<chunks {
-                let n = chunkCandidateCounts[row * chunks + c]
-                if n > 0 && count != c * chunkLength {
-                    (region + count).update(from: region + c * chunkLength, count: n)
-                }
-                count += n
-            }
-            batch.results[row] = Self.finishRow(
-                batch.logits + row * batch.stride, vocab: vocab, statistics: splitStatistics[row], parameters: batch.parameters[row],
-                step: batch.steps[row], scratch: region, compacted: count)
+        guard statistics.finiteCount > 0 else {
+            if isFirst { batch.results[row] = .failure(.noFiniteLogit) }
+            return
         }
+        guard let threshold = Self.compareThreshold(statistics, parameters) else {
+            if isFirst { batch.results[row] = .success(SampledToken(token: statistics.argmax, logProbability: 0, candidateCount: 1)) }
+            return
+        }
+        if isFirst {
+            splitStatistics[row] = statistics
+            rowThresholds[row] = threshold
+        }
+        let region = candidates + row * vocabularySize
+        for c in first..<end {
+            let start = c * chunkLength
+            chunkCandidateCounts[row * chunksPerRow + c] = CandidateKernel.compact(
+                p + start, count: min(chunkLength, vocabularySize - start), threshold: threshold, indexBase: start,
+                into: region + start)
+        }
+    }
+
+    /// Split phase 3: the row's first task gathers the survivors in chunk order and draws.
+    private func gatherAndDraw(_ task: Int, _ plan: SplitPlan, _ batch: Batch) {
+        let (row, first, _) = plan.range(task)
+        guard first == 0, !rowThresholds[row].isNaN else { return }
+        let chunkLength = StatisticsKernel.chunkLength
+        let region = candidates + row * vocabularySize
+        var count = 0
+        for c in 0..<chunksPerRow {
+            let n = chunkCandidateCounts[row * chunksPerRow + c]
+            if n > 0 && count != c * chunkLength {
+                (region + count).update(from: region + c * chunkLength, count: n)
+            }
+            count += n
+        }
+        batch.results[row] = Self.finishRow(
+            batch.logits + row * batch.stride, vocab: vocabularySize, statistics: splitStatistics[row],
+            parameters: batch.parameters[row], step: batch.steps[row], scratch: region, compacted: count)
     }
 }
 

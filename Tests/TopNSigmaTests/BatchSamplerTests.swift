@@ -114,8 +114,8 @@ import TopNSigmaBaselines
         let steps = (0..<rows).map { UInt64($0 * 11) }
         let reference = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: 1)
             .sample(logits: block, parameters: parameters, steps: steps).map { try $0.get() }
-        for threads in [2, 3, 8] {
-            let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
+        for (threads, executor) in [(2, BatchSampler.Executor.workerPool), (3, .workerPool), (8, .workerPool), (2, .concurrentPerform), (5, .concurrentPerform)] {
+            let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads, executor: executor)
             #expect(try sampler.sample(logits: block, parameters: parameters, steps: steps).map { try $0.get() } == reference, "\(threads) threads")
             // Each row alone (split across the threads) and the batch reversed.
             for r in 0..<rows {

@@ -1,0 +1,47 @@
+import CAllocationCounter
+import TopNSigma
+import TopNSigmaBaselines
+import XCTest
+
+/// Steady-state calls allocate nothing on the heap. An XCTest on purpose: `swift test` runs the
+/// XCTest cases serially and apart from the (parallel) Swift Testing suites, so the process-wide
+/// allocation counter sees only this test's work.
+final class AllocationTests: XCTestCase {
+    func allocations(during body: () -> Void) -> UInt64 {
+        let before = topnsigma_allocation_count()
+        body()
+        return topnsigma_allocation_count() - before
+    }
+
+    func testSteadyStateSamplingAllocatesNothing() throws {
+        try XCTSkipUnless(topnsigma_allocation_counting_available(), "malloc is owned by a sanitizer in this build")
+        // The counter itself must see allocations, or a zero below would prove nothing.
+        XCTAssertGreaterThan(allocations { _ = [Int](repeating: 1, count: 1000 + Int.random(in: 0..<2)) }, 0)
+
+        for (rows, vocab, threads) in [(8, 49_152, 2), (1, 128_256, 2), (3, 32_000, 1), (2, 70_000, 4)] {
+            let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 3)
+            let parameters = (0..<rows).map { SamplingParameters(temperature: $0 % 2 == 0 ? 1 : 0, nSigma: 1, seed: UInt64($0)) }
+            var steps = [UInt64](repeating: 0, count: rows)
+            var results = [SampleResult](repeating: .failure(.noFiniteLogit), count: rows)
+            let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
+            logits.withUnsafeBufferPointer { l in
+                parameters.withUnsafeBufferPointer { p in
+                    results.withUnsafeMutableBufferPointer { out in
+                        steps.withUnsafeMutableBufferPointer { s in
+                            func call() { sampler.sample(logits: l.baseAddress!, rows: rows, parameters: p, steps: UnsafeBufferPointer(s), into: out) }
+                            for _ in 0..<3 { call() }  // warm-up: worker threads start once
+                            let count = allocations {
+                                for step in 1...50 {
+                                    for r in 0..<rows { s[r] = UInt64(step) }
+                                    call()
+                                }
+                            }
+                            XCTAssertEqual(count, 0, "rows \(rows), vocab \(vocab), threads \(threads): \(count) allocations in 50 calls")
+                        }
+                    }
+                }
+            }
+            XCTAssertNoThrow(try results[0].get())
+        }
+    }
+}
