@@ -25,6 +25,8 @@ let package = Package(
             pkgConfig: "openblas",
             providers: [.apt(["libopenblas-dev"])]
         ),
+        // Header-only: which SIMD features the including module was compiled for.
+        .systemLibrary(name: "CBuildFeatures"),
         .target(
             name: "TopNSigma",
             dependencies: [.target(name: "CNUMA", condition: .when(platforms: [.linux]))]
@@ -44,6 +46,7 @@ let package = Package(
                 "TopNSigmaBaselines",
                 "TopNSigmaIO",
                 "COpenBLAS",
+                "CBuildFeatures",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

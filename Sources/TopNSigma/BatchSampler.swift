@@ -63,9 +63,11 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
     private let chunksPerRow: Int
     /// Survivor scratch: `max(threadCount, 1)` regions of `vocabularySize` candidates.
     private let candidates: UnsafeMutablePointer<Candidate>
-    /// Split mode: the partial statistics and survivor counts of each chunk of each row.
+    /// Per region: each chunk's survivor count and provisional threshold; split mode also keeps
+    /// each chunk's partial statistics.
     private let partials: UnsafeMutablePointer<StatisticsKernel.ChunkPartial>
     private let chunkCandidateCounts: UnsafeMutablePointer<Int>
+    private let chunkThresholds: UnsafeMutablePointer<Float>
     /// Split mode: per row, the Float threshold, or NaN when the row needs no compaction.
     private let rowThresholds: UnsafeMutablePointer<Float>
     /// Split mode: per row, the merged statistics.
@@ -112,6 +114,8 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
         partials.initialize(repeating: StatisticsKernel.ChunkPartial(), count: regions * chunksPerRow)
         chunkCandidateCounts = .allocate(capacity: regions * chunksPerRow)
         chunkCandidateCounts.initialize(repeating: 0, count: regions * chunksPerRow)
+        chunkThresholds = .allocate(capacity: regions * chunksPerRow)
+        chunkThresholds.initialize(repeating: 0, count: regions * chunksPerRow)
         rowThresholds = .allocate(capacity: regions)
         rowThresholds.initialize(repeating: .nan, count: regions)
         splitStatistics = .allocate(capacity: regions)
@@ -124,6 +128,7 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
         candidates.deallocate()
         partials.deallocate()
         chunkCandidateCounts.deallocate()
+        chunkThresholds.deallocate()
         rowThresholds.deallocate()
         splitStatistics.deallocate()
     }
@@ -233,53 +238,14 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
     }
 
     private func rowWorker(_ worker: Int, _ batch: Batch, rows: Int) {
-        let scratch = candidates + worker * vocabularySize
+        let scratch = scratch(region: worker)
         while true {
             let row = nextTask.wrappingAdd(1, ordering: .relaxed).oldValue
             if row >= rows { break }
-            batch.results[row] = Self.sampleRow(
+            batch.results[row] = RowPipeline.sampleRow(
                 batch.logits + row * batch.stride, vocab: vocabularySize, parameters: batch.parameters[row],
                 step: batch.steps[row], scratch: scratch)
         }
-    }
-
-    /// One row, start to finish, on the calling thread.
-    static func sampleRow(
-        _ p: UnsafePointer<Float>, vocab: Int, parameters: SamplingParameters, step: UInt64,
-        scratch: UnsafeMutablePointer<Candidate>
-    ) -> SampleResult {
-        if let error = parameters.validationError { return .failure(error) }
-        switch StatisticsKernel.rowStatistics(p, count: vocab) {
-        case .failure(let error):
-            return .failure(error)
-        case .success(let statistics):
-            return finishRow(p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, scratch: scratch, compacted: nil)
-        }
-    }
-
-    /// The Float threshold of a row, or nil when the row is greedy.
-    @inline(__always)
-    static func compareThreshold(_ statistics: RowStatistics, _ parameters: SamplingParameters) -> Float? {
-        if parameters.temperature == 0 { return nil }
-        guard let n = parameters.nSigma else { return -Float.greatestFiniteMagnitude }
-        return TopNSigma.floatThreshold(TopNSigma.threshold(for: statistics, n: Double(n)))
-    }
-
-    /// Given the row's statistics: greedy, or compaction (unless already done: `compacted`
-    /// survivors sit at `scratch`) and the draw.
-    static func finishRow(
-        _ p: UnsafePointer<Float>, vocab: Int, statistics: RowStatistics, parameters: SamplingParameters,
-        step: UInt64, scratch: UnsafeMutablePointer<Candidate>, compacted: Int?
-    ) -> SampleResult {
-        guard statistics.finiteCount > 0 else { return .failure(.noFiniteLogit) }
-        guard let threshold = compareThreshold(statistics, parameters) else {
-            return .success(SampledToken(token: statistics.argmax, logProbability: 0, candidateCount: 1))
-        }
-        let count = compacted ?? CandidateKernel.compact(p, count: vocab, threshold: threshold, indexBase: 0, into: scratch)
-        let u = Philox4x32(seed: parameters.seed).uniform(step: step)
-        return .success(DrawKernel.draw(
-            UnsafeBufferPointer(start: scratch, count: count), maximum: statistics.maximum,
-            temperature: parameters.temperature, uniform: u))
     }
 
     /// Fewer rows than threads: each row cut into ranges of whole chunks, one task per range.
@@ -298,21 +264,28 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
         }
     }
 
-    /// Split phase 1: the partial statistics of the task's chunks.
+    /// Row `row`'s scratch: its candidate region and per-chunk thresholds and counts, in region
+    /// `region` (the worker in row mode, the row in split mode).
+    private func scratch(region: Int) -> RowPipeline.Scratch {
+        RowPipeline.Scratch(
+            thresholds: chunkThresholds + region * chunksPerRow, counts: chunkCandidateCounts + region * chunksPerRow,
+            candidates: candidates + region * vocabularySize)
+    }
+
+    /// Split phase 1: reduce the task's chunks (partials stored per chunk) and collect their
+    /// survivors against provisional thresholds from the task's own chunks.
     private func reduceChunks(_ task: Int, _ plan: SplitPlan, _ batch: Batch) {
         let (row, first, end) = plan.range(task)
-        if batch.parameters[row].validationError != nil { return }
-        let p = batch.logits + row * batch.stride
-        let chunkLength = StatisticsKernel.chunkLength
-        for c in first..<end {
-            let start = c * chunkLength
-            partials[row * chunksPerRow + c] = StatisticsKernel.chunkPartial(p + start, count: min(chunkLength, vocabularySize - start))
-        }
+        let parameters = batch.parameters[row]
+        if parameters.validationError != nil { return }
+        _ = RowPipeline.reduce(
+            batch.logits + row * batch.stride, vocab: vocabularySize, chunks: first, end, collect: parameters.temperature != 0,
+            nSigma: parameters.nSigma, scratch: scratch(region: row), partials: partials + row * chunksPerRow)
     }
 
     /// Split phase 2: every task of a row merges the row's partials in chunk order (the same
-    /// arithmetic, so the same result in each), the row's first task settles errors and greedy
-    /// rows, and each task compacts its own chunks into their slots of the row's scratch region.
+    /// arithmetic, so the same result in each); the row's first task settles errors and greedy
+    /// rows; each task brings its own chunks' survivors to the final threshold.
     private func thresholdAndCompact(_ task: Int, _ plan: SplitPlan, _ batch: Batch) {
         let (row, first, end) = plan.range(task)
         let isFirst = first == 0
@@ -338,7 +311,7 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
             if isFirst { batch.results[row] = .failure(.noFiniteLogit) }
             return
         }
-        guard let threshold = Self.compareThreshold(statistics, parameters) else {
+        guard let threshold = RowPipeline.compareThreshold(statistics, parameters) else {
             if isFirst { batch.results[row] = .success(SampledToken(token: statistics.argmax, logProbability: 0, candidateCount: 1)) }
             return
         }
@@ -346,32 +319,17 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
             splitStatistics[row] = statistics
             rowThresholds[row] = threshold
         }
-        let region = candidates + row * vocabularySize
-        for c in first..<end {
-            let start = c * chunkLength
-            chunkCandidateCounts[row * chunksPerRow + c] = CandidateKernel.compact(
-                p + start, count: min(chunkLength, vocabularySize - start), threshold: threshold, indexBase: start,
-                into: region + start)
-        }
+        RowPipeline.finalize(p, vocab: vocabularySize, chunks: first, end, threshold: threshold, scratch: scratch(region: row))
     }
 
     /// Split phase 3: the row's first task gathers the survivors in chunk order and draws.
     private func gatherAndDraw(_ task: Int, _ plan: SplitPlan, _ batch: Batch) {
         let (row, first, _) = plan.range(task)
         guard first == 0, !rowThresholds[row].isNaN else { return }
-        let chunkLength = StatisticsKernel.chunkLength
-        let region = candidates + row * vocabularySize
-        var count = 0
-        for c in 0..<chunksPerRow {
-            let n = chunkCandidateCounts[row * chunksPerRow + c]
-            if n > 0 && count != c * chunkLength {
-                (region + count).update(from: region + c * chunkLength, count: n)
-            }
-            count += n
-        }
-        batch.results[row] = Self.finishRow(
-            batch.logits + row * batch.stride, vocab: vocabularySize, statistics: splitStatistics[row],
-            parameters: batch.parameters[row], step: batch.steps[row], scratch: region, compacted: count)
+        let rowScratch = scratch(region: row)
+        batch.results[row] = RowPipeline.draw(
+            statistics: splitStatistics[row], parameters: batch.parameters[row], step: batch.steps[row],
+            count: RowPipeline.gather(chunks: chunksPerRow, scratch: rowScratch), scratch: rowScratch)
     }
 }
 

@@ -4,7 +4,7 @@ import Glibc
 #endif
 
 /// Synthetic logits shaped like a real LM's: a Gaussian bulk (std ≈ 3.9, as SmolLM2-135M's rows)
-/// plus a heavy top tail of 1000 tokens spaced exponentially below the maximum, with a per-row
+/// plus a heavy top tail of up to 1000 tokens spaced exponentially below the maximum (cut at 6σ), with a per-row
 /// spacing drawn so that Top-nσ at n = 1 keeps a log-normal number of tokens (median about 5,
 /// rarely more than about 100), as the real rows do. Deterministic for a seed.
 public enum SyntheticLogits {
@@ -28,14 +28,15 @@ public enum SyntheticLogits {
                 }
                 let row = UnsafeMutableBufferPointer(rebasing: buffer[(r * vocab)..<((r + 1) * vocab)])
                 for i in 0..<vocab { row[i] = Float(gaussian() * sigma) }
-                // The top: max at 4.5–7 σ above the bulk mean; the tail below it.
-                let top = sigma * (4.5 + 2.5 * uniform())
+                // The top: max at 5.5–7.5 σ above the bulk mean (above the bulk's own maximum even
+                // at vocab 256000); the tail below it, exponentially spaced, cut at 6 σ.
+                let top = sigma * (5.5 + 2 * uniform())
                 let targetWithinOneSigma = min(150, max(1, exp(log(5) + 1.1 * gaussian())))
                 let rate = -log(max(1e-9, 1 - targetWithinOneSigma / Double(tailCount)))
                 for k in 0..<tailCount {
                     let index = min(vocab - 1, Int(uniform() * Double(vocab)))
                     let offset = k == 0 ? 0 : -log(max(uniform(), 1e-300)) / rate
-                    row[index] = Float(top - sigma * offset)
+                    if offset < 6 { row[index] = Float(top - sigma * offset) }
                 }
             }
         }

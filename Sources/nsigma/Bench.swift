@@ -1,5 +1,389 @@
 import ArgumentParser
+import COpenBLAS
+import Dispatch
+import Foundation
+import TopNSigma
+import TopNSigmaBaselines
+import TopNSigmaIO
+
+/// `nsigma bench`: the fused sampler against its opponents and the memory-read floor, on the same
+/// buffers in one run.
 struct Bench: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Benchmark.")
-    func run() throws {}
+    static let configuration = CommandConfiguration(
+        abstract: "Benchmark fused Top-nσ against naive Top-nσ, sort-based top-p and the cblas_sasum floor.",
+        discussion: """
+            Every timing is a median of repeats on the same buffer, reported as µs per row, GB/s of
+            logits consumed and its ratio to cblas_sasum over that buffer at the same thread count.
+            Real logits (SmolLM2-135M, vocab 49152) are used for vocab 49152 when --data finds them;
+            every other vocab uses synthetic rows shaped like them.
+            """
+    )
+
+    @Option(help: "Comma-separated vocabulary sizes.")
+    var vocab: String = "49152,128256"
+
+    @Option(help: "Comma-separated batch sizes.")
+    var batch: String = "1,64"
+
+    @Option(help: "Comma-separated thread counts ('all' = every core).")
+    var threads: String = "1,all"
+
+    @Option(help: "Methods to run (comma-separated): fused-topnsigma, fused-topnsigma-gcd, naive-topnsigma, sort-topp.")
+    var methods: String = "fused-topnsigma,fused-topnsigma-gcd,naive-topnsigma,sort-topp"
+
+    @Option(help: "Top-nσ's n.")
+    var n: Float = 1.0
+
+    @Option(help: "Temperature of every method.")
+    var temperature: Float = 1.0
+
+    @Option(help: "Top-p's p.")
+    var topP: Double = 0.9
+
+    @Option(help: "Seconds of measurement per method and workload (at least 3 repeats, at most 200).")
+    var seconds: Double = 0.25
+
+    @Option(help: "Real logits file (128 × 49152 float32); default: ../shared/data or shared/data if present.")
+    var data: String?
+
+    @Option(help: "Write every result with machine information as JSON to this path.")
+    var json: String?
+
+    @Option(help: "Compare with an earlier --json file; exit 1 naming every result whose ratio to the floor regressed.")
+    var baseline: String?
+
+    @Option(help: "Allowed regression in percent for --baseline.")
+    var maxRegression: Double = 10
+
+    @Option(help: "Draw throughput against vocab size per method as an SVG file.")
+    var svg: String?
+
+    @Option(help: "Hidden size H: add a decode step, logits = hidden[B, H] × W[V, H]ᵀ (cblas_sgemm), and report sampling as a share of it.")
+    var lmHead: Int?
+
+    func run() throws {
+        let vocabs = try parseList(vocab, name: "--vocab")
+        let batches = try parseList(batch, name: "--batch")
+        let threadCounts = try parseList(threads, name: "--threads", allowAll: true)
+        let methodList = methods.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
+        for method in methodList where BenchMethod(rawValue: method) == nil {
+            throw UsageError(message: "unknown method '\(method)' (fused-topnsigma, fused-topnsigma-gcd, naive-topnsigma, sort-topp)")
+        }
+        guard seconds > 0, n >= 0, temperature > 0, topP > 0, topP <= 1 else {
+            throw UsageError(message: "--seconds, --temperature must be > 0, --n >= 0, --top-p in (0, 1]")
+        }
+        if let lmHead, lmHead <= 0 { throw UsageError(message: "--lm-head must be positive") }
+        if baseline != nil && !(maxRegression >= 0) { throw UsageError(message: "--max-regression must be >= 0") }
+        let baselineResults = try baseline.map { try BenchReport.load(path: $0) }
+        let realPath = data ?? BenchReport.defaultDataPath()
+        if let data, !FileManager.default.fileExists(atPath: data) { throw UsageError(message: "--data \(data): no such file") }
+
+        let runner = BenchRunner(
+            methods: methodList.compactMap(BenchMethod.init), n: n, temperature: temperature, topP: topP, seconds: seconds)
+        var results: [BenchResult] = []
+        var workloads: [(vocab: Int, batch: Int, threads: Int)] = []
+        for v in vocabs { for b in batches { for t in threadCounts { workloads.append((v, b, t)) } } }
+        var cache: [Int: Workload] = [:]
+        for (index, w) in workloads.enumerated() {
+            let progress = "[\(index + 1)/\(workloads.count)] vocab \(w.vocab) batch \(w.batch) threads \(w.threads)"
+            if cache[w.vocab].map({ $0.rows < w.batch }) ?? true {
+                cache[w.vocab] = Workload.make(vocab: w.vocab, rows: batches.max()!, realPath: realPath)
+            }
+            let workload = cache[w.vocab]!
+            let rows = runner.measure(workload: workload, batch: w.batch, threads: w.threads, progress: progress)
+            results += rows
+            printTable(rows, workload: workload)
+            if let lmHead {
+                let step = runner.measureDecodeStep(vocab: w.vocab, batch: w.batch, threads: w.threads, hidden: lmHead, progress: progress)
+                results += step
+                printDecodeTable(step)
+            }
+        }
+        writeStandardError("\r\u{1B}[K")
+        let report = BenchReport(machine: MachineDescription.current(), results: results)
+        if let json {
+            do { try report.write(path: json) } catch { throw UsageError(message: "cannot write \(json): \(error.localizedDescription)") }
+            print("wrote \(json)")
+        }
+        if let svg {
+            do { try BenchChart.svg(results).write(toFile: svg, atomically: true, encoding: .utf8) } catch {
+                throw UsageError(message: "cannot write \(svg): \(error.localizedDescription)")
+            }
+            print("wrote \(svg)")
+        }
+        if let baselineResults {
+            let regressions = BenchReport.regressions(current: results, baseline: baselineResults, maxRegressionPercent: maxRegression)
+            if regressions.isEmpty {
+                print("baseline: no result regressed by more than \(maxRegression)% (ratio to the floor)")
+            } else {
+                for line in regressions { print("REGRESSION \(line)") }
+                throw ExitCode(1)
+            }
+        }
+    }
+
+    func parseList(_ text: String, name: String, allowAll: Bool = false) throws -> [Int] {
+        let values = try text.split(separator: ",").map { part -> Int in
+            let item = part.trimmingCharacters(in: .whitespaces)
+            if allowAll && item == "all" { return BatchSampler.defaultThreadCount }
+            guard let value = Int(item), value > 0 else { throw UsageError(message: "\(name): '\(item)' is not a positive integer") }
+            return value
+        }
+        guard !values.isEmpty else { throw UsageError(message: "\(name) is empty") }
+        var seen = Set<Int>()
+        return values.filter { seen.insert($0).inserted }
+    }
+
+    func printTable(_ rows: [BenchResult], workload: Workload) {
+        guard let first = rows.first else { return }
+        print("\nvocab \(first.vocab) (\(workload.source)), batch \(first.batch), threads \(first.threads)")
+        print(pad("method", 22) + pad("µs/row", 11, right: true) + pad("GB/s", 9, right: true) + pad("× floor", 10, right: true)
+            + pad("vs naive", 11, right: true) + pad("vs sort-topp", 14, right: true) + pad("kept", 8, right: true))
+        for r in rows {
+            print(pad(r.method, 22) + pad(fmt(r.usPerRow, 2), 11, right: true) + pad(fmt(r.gbPerSecond, 2), 9, right: true)
+                + pad(fmt(r.ratioToFloor, 2), 10, right: true) + pad(r.speedupOverNaive.map { fmt($0, 1) + "×" } ?? "", 11, right: true)
+                + pad(r.speedupOverSortTopP.map { fmt($0, 1) + "×" } ?? "", 14, right: true)
+                + pad(r.medianKept.map { fmt($0, 0) } ?? "", 8, right: true))
+        }
+    }
+
+    func printDecodeTable(_ rows: [BenchResult]) {
+        guard let gemm = rows.first(where: { $0.method == "lm-head-sgemm" }) else { return }
+        print("  decode step: lm-head sgemm \(fmt(gemm.usPerRow * Double(gemm.batch), 1)) µs per step (H = \(gemm.hidden ?? 0))")
+        for r in rows where r.method != "lm-head-sgemm" {
+            print("  " + pad(r.method, 22) + "sampling is " + fmt(100 * (r.shareOfDecodeStep ?? 0), 2) + "% of the step")
+        }
+    }
+}
+
+func pad(_ s: String, _ width: Int, right: Bool = false) -> String {
+    let count = s.count
+    if count >= width { return s + " " }
+    let padding = String(repeating: " ", count: width - count)
+    return right ? padding + s : s + padding
+}
+
+func fmt(_ x: Double, _ digits: Int) -> String {
+    String(format: "%.\(digits)f", x)
+}
+
+/// The methods `nsigma bench` compares.
+enum BenchMethod: String, CaseIterable {
+    case fused = "fused-topnsigma"
+    case fusedDispatch = "fused-topnsigma-gcd"
+    case naive = "naive-topnsigma"
+    case sortTopP = "sort-topp"
+}
+
+/// A block of logits to benchmark on.
+struct Workload {
+    let vocab: Int
+    let rows: Int
+    /// "real" (SmolLM2-135M rows, repeated to fill the batch) or "synthetic".
+    let source: String
+    let logits: UnsafeMutableBufferPointer<Float>
+
+    static func make(vocab: Int, rows: Int, realPath: String?) -> Workload {
+        let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: vocab * rows)
+        if vocab == 49_152, let realPath, let real = try? LogitsFile.read(path: realPath, vocab: vocab), real.rows > 0 {
+            for r in 0..<rows {
+                let source = r % real.rows
+                for i in 0..<vocab { buffer[r * vocab + i] = real.values[source * vocab + i] }
+            }
+            return Workload(vocab: vocab, rows: rows, source: "real SmolLM2-135M", logits: buffer)
+        }
+        let synthetic = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 42)
+        _ = buffer.initialize(from: synthetic)
+        return Workload(vocab: vocab, rows: rows, source: "synthetic", logits: buffer)
+    }
+}
+
+/// One measurement, as printed and as written to JSON.
+struct BenchResult: Codable {
+    var method: String
+    var batch: Int
+    var vocab: Int
+    var threads: Int
+    var workload: String
+    var usPerRow: Double
+    var gbPerSecond: Double
+    var ratioToFloor: Double
+    var speedupOverNaive: Double?
+    var speedupOverSortTopP: Double?
+    var medianSeconds: Double
+    var repeats: Int
+    var medianKept: Double?
+    var hidden: Int?
+    var shareOfDecodeStep: Double?
+}
+
+/// Runs the methods on a workload.
+struct BenchRunner {
+    let methods: [BenchMethod]
+    let n: Float
+    let temperature: Float
+    let topP: Double
+    let seconds: Double
+
+    /// Median seconds of `body` over repeats filling about `seconds` (3…200 repeats).
+    func time(_ body: () -> Void) -> (median: Double, repeats: Int) {
+        body()  // warm-up: caches, page faults, thread start
+        var samples: [Double] = []
+        let budget = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
+        while samples.count < 3 || (samples.count < 200 && DispatchTime.now().uptimeNanoseconds < budget) {
+            let start = DispatchTime.now().uptimeNanoseconds
+            body()
+            samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)
+        }
+        samples.sort()
+        return (samples[samples.count / 2], samples.count)
+    }
+
+    func measure(workload: Workload, batch: Int, threads: Int, progress: String) -> [BenchResult] {
+        let vocab = workload.vocab
+        let logits = UnsafePointer(workload.logits.baseAddress!)
+        let bytes = Double(batch * vocab * 4)
+        var results: [BenchResult] = []
+        func record(_ method: String, _ timing: (median: Double, repeats: Int), kept: Double? = nil) {
+            results.append(BenchResult(
+                method: method, batch: batch, vocab: vocab, threads: threads, workload: workload.source,
+                usPerRow: timing.median * 1e6 / Double(batch), gbPerSecond: bytes / timing.median * 1e-9, ratioToFloor: 0,
+                medianSeconds: timing.median, repeats: timing.repeats, medianKept: kept))
+        }
+        func status(_ method: String) { writeStandardError("\r\u{1B}[K\(progress): \(method)") }
+
+        openblas_set_num_threads(Int32(threads))
+        status("floor-sasum")
+        var sink: Float = 0
+        record("floor-sasum", time { sink += cblas_sasum(Int32(batch * vocab), logits, 1) })
+        status("floor-sasum-rows")
+        record("floor-sasum-rows", time { for r in 0..<batch { sink += cblas_sasum(Int32(vocab), logits + r * vocab, 1) } })
+        blackHole(sink)
+
+        let parameters = [SamplingParameters](repeating: SamplingParameters(temperature: temperature, nSigma: n, seed: 7), count: batch)
+        let steps = [UInt64](repeating: 1, count: batch)
+        var output = [SampleResult](repeating: .failure(.noFiniteLogit), count: batch)
+        for method in methods {
+            status(method.rawValue)
+            switch method {
+            case .fused, .fusedDispatch:
+                let sampler = BatchSampler(
+                    vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads,
+                    executor: method == .fused ? .workerPool : .concurrentPerform)
+                let timing = parameters.withUnsafeBufferPointer { p in
+                    steps.withUnsafeBufferPointer { s in
+                        output.withUnsafeMutableBufferPointer { out in
+                            time { sampler.sample(logits: logits, rows: batch, parameters: p, steps: s, into: out) }
+                        }
+                    }
+                }
+                record(method.rawValue, timing, kept: median(output.compactMap { try? $0.get().candidateCount }))
+            case .naive:
+                let kept = UnsafeMutableBufferPointer<Int>.allocate(capacity: batch)
+                defer { kept.deallocate() }
+                let scratch = (0..<threads).map { _ in Box(NaiveTopNSigma(vocabularySize: vocab)) }
+                let timing = time {
+                    parallelRows(batch, threads: threads) { worker, r in
+                        let token = scratch[worker].value.sample(
+                            UnsafeBufferPointer(start: logits + r * vocab, count: vocab), n: n, temperature: temperature, seed: 7, step: 1)
+                        kept[r] = token?.candidateCount ?? 0
+                    }
+                }
+                record(method.rawValue, timing, kept: median(Array(kept)))
+            case .sortTopP:
+                let kept = UnsafeMutableBufferPointer<Int>.allocate(capacity: batch)
+                defer { kept.deallocate() }
+                let scratch = (0..<threads).map { _ in Box(SortTopP(vocabularySize: vocab)) }
+                let timing = time {
+                    parallelRows(batch, threads: threads) { worker, r in
+                        let token = scratch[worker].value.sample(
+                            UnsafeBufferPointer(start: logits + r * vocab, count: vocab), p: topP, temperature: temperature, seed: 7, step: 1)
+                        kept[r] = token?.candidateCount ?? 0
+                    }
+                }
+                record(method.rawValue, timing, kept: median(Array(kept)))
+            }
+        }
+        return Self.relate(results)
+    }
+
+    /// Fills ratios to the floor and speedups over the opponents.
+    static func relate(_ rows: [BenchResult]) -> [BenchResult] {
+        let floor = rows.first { $0.method == "floor-sasum" }?.medianSeconds
+        let naive = rows.first { $0.method == BenchMethod.naive.rawValue }?.medianSeconds
+        let sort = rows.first { $0.method == BenchMethod.sortTopP.rawValue }?.medianSeconds
+        return rows.map { r in
+            var r = r
+            if let floor { r.ratioToFloor = r.medianSeconds / floor }
+            if let naive, !r.method.hasPrefix("floor") { r.speedupOverNaive = naive / r.medianSeconds }
+            if let sort, !r.method.hasPrefix("floor") { r.speedupOverSortTopP = sort / r.medianSeconds }
+            return r
+        }
+    }
+
+    /// A decode step: `logits = hidden × Wᵀ` with `cblas_sgemm`, then each method samples it.
+    func measureDecodeStep(vocab: Int, batch: Int, threads: Int, hidden: Int, progress: String) -> [BenchResult] {
+        writeStandardError("\r\u{1B}[K\(progress): lm-head sgemm")
+        openblas_set_num_threads(Int32(threads))
+        var weights = SyntheticLogits.generate(rows: 1, vocab: vocab * hidden, seed: 9)
+        for i in weights.indices { weights[i] *= 0.02 }
+        let states = SyntheticLogits.generate(rows: 1, vocab: batch * hidden, seed: 10).map { $0 * 0.25 }
+        let logits = UnsafeMutableBufferPointer<Float>.allocate(capacity: batch * vocab)
+        defer { logits.deallocate() }
+        let gemm = time {
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(vocab), Int32(hidden), 1,
+                        states, Int32(hidden), weights, Int32(hidden), 0, logits.baseAddress, Int32(vocab))
+        }
+        let workload = Workload(vocab: vocab, rows: batch, source: "lm-head H=\(hidden)", logits: logits)
+        var rows = measure(workload: workload, batch: batch, threads: threads, progress: progress).filter { !$0.method.hasPrefix("floor") }
+        for i in rows.indices {
+            rows[i].hidden = hidden
+            rows[i].shareOfDecodeStep = rows[i].medianSeconds / (rows[i].medianSeconds + gemm.median)
+            rows[i].method += "+lm-head"
+        }
+        let bytes = Double(vocab * hidden * 4)
+        rows.insert(BenchResult(
+            method: "lm-head-sgemm", batch: batch, vocab: vocab, threads: threads, workload: workload.source,
+            usPerRow: gemm.median * 1e6 / Double(batch), gbPerSecond: bytes / gemm.median * 1e-9, ratioToFloor: 0,
+            medianSeconds: gemm.median, repeats: gemm.repeats, hidden: hidden), at: 0)
+        return rows
+    }
+}
+
+/// Rows `0..<rows` over `threads` workers (`DispatchQueue.concurrentPerform`), worker `w` taking
+/// rows `w, w + threads, …` with its own scratch.
+func parallelRows(_ rows: Int, threads: Int, _ body: (Int, Int) -> Void) {
+    let workers = min(threads, rows)
+    if workers <= 1 {
+        for r in 0..<rows { body(0, r) }
+        return
+    }
+    withoutActuallyEscaping(body) { body in
+        let shared = UnsafeSendable(body)
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            for r in stride(from: w, to: rows, by: workers) { shared.value(w, r) }
+        }
+    }
+}
+
+struct UnsafeSendable<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}
+
+/// A mutable box so each worker owns its opponent's scratch.
+final class Box<T>: @unchecked Sendable {
+    var value: T
+    init(_ value: T) { self.value = value }
+}
+
+func median(_ values: [Int]) -> Double? {
+    guard !values.isEmpty else { return nil }
+    let sorted = values.sorted()
+    return Double(sorted[sorted.count / 2])
+}
+
+@inline(never)
+func blackHole<T>(_ value: T) {
+    withExtendedLifetime(value) {}
 }

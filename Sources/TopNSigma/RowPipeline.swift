@@ -1,0 +1,137 @@
+/// The per-row pipeline shared by whole-row and split-row scheduling.
+///
+/// Each chunk of ``StatisticsKernel/chunkLength`` logits is reduced and, while it is still in L1,
+/// compacted against a *provisional* threshold `max' - 1.5·n·std'` built from the chunks reduced so
+/// far (primed values: statistics of a prefix of the row). The survivors go to the chunk's own slot
+/// of the row's candidate region (slot `c` starts at `c · chunkLength`, so a chunk can never
+/// overflow into the next). Once the row's statistics are final, each chunk whose provisional
+/// threshold was at or below the final one is filtered in its slot (its survivors are a superset
+/// of the final ones); a chunk whose provisional threshold came out stricter is compacted again
+/// from the row. The slots are then gathered in chunk order.
+///
+/// Since the prefix maximum never exceeds the row maximum and the prefix std is close to the
+/// row's after one chunk, rescans are rare, and the row is read from memory once. The final
+/// candidate set is exactly `{ i : x_i >= threshold }` in id order, whatever the provisional
+/// thresholds were, so how chunks are grouped into tasks never changes a result.
+enum RowPipeline {
+    typealias ChunkPartial = StatisticsKernel.ChunkPartial
+
+    /// Per-row scratch: one provisional threshold and one survivor count per chunk, and the row's
+    /// candidate region (`vocab` slots).
+    struct Scratch {
+        var thresholds: UnsafeMutablePointer<Float>
+        var counts: UnsafeMutablePointer<Int>
+        var candidates: UnsafeMutablePointer<Candidate>
+    }
+
+    /// Margin on the provisional threshold: the prefix std may be a little below the row's.
+    static let provisionalMargin = 1.5
+
+    /// The provisional compare threshold from the statistics of a prefix of the row.
+    @inline(__always)
+    static func provisionalThreshold(_ accumulator: StatisticsKernel.RowAccumulator, nSigma: Float?) -> Float {
+        guard let n = nSigma, accumulator.count > 0 else { return -Float.greatestFiniteMagnitude }
+        let variance = accumulator.count > 1 ? accumulator.m2 / Double(accumulator.count - 1) : 0
+        return TopNSigma.floatThreshold(Double(accumulator.maximum) - provisionalMargin * Double(n) * variance.squareRoot())
+    }
+
+    /// Reduces chunks `first..<end` of the row at `p`, merging them in order into an accumulator;
+    /// when `collect`, compacts each chunk against the provisional threshold of the chunks merged so
+    /// far (this one included). When `partials` is given, each chunk's partial is also stored there
+    /// (indexed by chunk). Stops at the first invalid logit.
+    static func reduce(
+        _ p: UnsafePointer<Float>, vocab: Int, chunks first: Int, _ end: Int, collect: Bool, nSigma: Float?,
+        scratch: Scratch, partials: UnsafeMutablePointer<ChunkPartial>?
+    ) -> StatisticsKernel.RowAccumulator {
+        let chunkLength = StatisticsKernel.chunkLength
+        var accumulator = StatisticsKernel.RowAccumulator()
+        for c in first..<end {
+            let start = c * chunkLength
+            let length = min(chunkLength, vocab - start)
+            let part = StatisticsKernel.chunkPartial(p + start, count: length)
+            partials?[c] = part
+            accumulator.merge(part, chunk: c, start: start)
+            if accumulator.error != nil { break }
+            if collect {
+                let threshold = provisionalThreshold(accumulator, nSigma: nSigma)
+                scratch.thresholds[c] = threshold
+                scratch.counts[c] = CandidateKernel.compact(
+                    p + start, count: length, threshold: threshold, indexBase: start, into: scratch.candidates + start)
+            }
+        }
+        return accumulator
+    }
+
+    /// Brings chunks `first..<end` to the final `threshold`: filters each chunk's slot in place, or
+    /// compacts the chunk again when its provisional threshold was stricter.
+    static func finalize(_ p: UnsafePointer<Float>, vocab: Int, chunks first: Int, _ end: Int, threshold: Float, scratch: Scratch) {
+        let chunkLength = StatisticsKernel.chunkLength
+        for c in first..<end {
+            let start = c * chunkLength
+            let slot = scratch.candidates + start
+            if scratch.thresholds[c] <= threshold {
+                var kept = 0
+                for j in 0..<scratch.counts[c] where slot[j].logit >= threshold {
+                    slot[kept] = slot[j]
+                    kept &+= 1
+                }
+                scratch.counts[c] = kept
+            } else {
+                scratch.counts[c] = CandidateKernel.compact(
+                    p + start, count: min(chunkLength, vocab - start), threshold: threshold, indexBase: start, into: slot)
+            }
+        }
+    }
+
+    /// Moves every chunk's survivors to the front of the region, in chunk order; returns the count.
+    static func gather(chunks: Int, scratch: Scratch) -> Int {
+        let chunkLength = StatisticsKernel.chunkLength
+        var count = 0
+        for c in 0..<chunks {
+            let n = scratch.counts[c]
+            if n > 0 && count != c * chunkLength {
+                (scratch.candidates + count).update(from: scratch.candidates + c * chunkLength, count: n)
+            }
+            count += n
+        }
+        return count
+    }
+
+    /// The Float compare threshold of a row, or nil when the row is greedy.
+    @inline(__always)
+    static func compareThreshold(_ statistics: RowStatistics, _ parameters: SamplingParameters) -> Float? {
+        if parameters.temperature == 0 { return nil }
+        guard let n = parameters.nSigma else { return -Float.greatestFiniteMagnitude }
+        return TopNSigma.floatThreshold(TopNSigma.threshold(for: statistics, n: Double(n)))
+    }
+
+    /// One row start to finish on the calling thread.
+    static func sampleRow(
+        _ p: UnsafePointer<Float>, vocab: Int, parameters: SamplingParameters, step: UInt64, scratch: Scratch
+    ) -> SampleResult {
+        if let error = parameters.validationError { return .failure(error) }
+        let chunks = StatisticsKernel.chunkCount(length: vocab)
+        let accumulator = reduce(
+            p, vocab: vocab, chunks: 0, chunks, collect: parameters.temperature != 0, nSigma: parameters.nSigma,
+            scratch: scratch, partials: nil)
+        switch accumulator.finish(row: p, count: vocab) {
+        case .failure(let error):
+            return .failure(error)
+        case .success(let statistics):
+            guard statistics.finiteCount > 0 else { return .failure(.noFiniteLogit) }
+            guard let threshold = compareThreshold(statistics, parameters) else {
+                return .success(SampledToken(token: statistics.argmax, logProbability: 0, candidateCount: 1))
+            }
+            finalize(p, vocab: vocab, chunks: 0, chunks, threshold: threshold, scratch: scratch)
+            return draw(statistics: statistics, parameters: parameters, step: step, count: gather(chunks: chunks, scratch: scratch), scratch: scratch)
+        }
+    }
+
+    /// The draw over the gathered survivors.
+    static func draw(statistics: RowStatistics, parameters: SamplingParameters, step: UInt64, count: Int, scratch: Scratch) -> SampleResult {
+        let u = Philox4x32(seed: parameters.seed).uniform(step: step)
+        return .success(DrawKernel.draw(
+            UnsafeBufferPointer(start: scratch.candidates, count: count), maximum: statistics.maximum,
+            temperature: parameters.temperature, uniform: u))
+    }
+}
