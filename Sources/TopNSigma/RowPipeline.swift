@@ -55,8 +55,10 @@ enum RowPipeline {
             if collect {
                 let threshold = provisionalThreshold(accumulator, nSigma: nSigma)
                 scratch.thresholds[c] = threshold
-                scratch.counts[c] = CandidateKernel.compact(
-                    p + start, count: length, threshold: threshold, indexBase: start, into: scratch.candidates + start)
+                // Most chunks hold no survivor at all: their maximum says so without a compare pass.
+                scratch.counts[c] = part.maximum >= threshold
+                    ? CandidateKernel.compact(p + start, count: length, threshold: threshold, indexBase: start, into: scratch.candidates + start)
+                    : 0
             }
         }
         return accumulator

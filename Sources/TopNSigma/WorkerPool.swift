@@ -10,7 +10,8 @@ import Glibc
 /// cannot be bound to a NUMA node once. This pool starts `threadCount - 1` threads once; a call
 /// publishes the loop body under a mutex, the caller runs index 0 itself, and workers that
 /// finished spin briefly before they sleep on a condition variable, so back-to-back calls (a
-/// decode loop, a benchmark) wake them without a syscall.
+/// decode loop, a benchmark) wake them without a syscall; after the spin window they sleep and
+/// use no CPU.
 final class WorkerPool: @unchecked Sendable {
     /// Threads that run a loop, the caller included.
     let threadCount: Int
@@ -33,9 +34,12 @@ final class WorkerPool: @unchecked Sendable {
         let finished = Atomic<Int>(0)
         /// Runs once on each worker thread before its first job (e.g. NUMA binding); index ≥ 1.
         let onStart: (@Sendable (Int) -> Void)?
+        /// How long an idle worker spins for the next call before it sleeps.
+        let spinNanoseconds: UInt64
 
-        init(onStart: (@Sendable (Int) -> Void)?) {
+        init(onStart: (@Sendable (Int) -> Void)?, spinNanoseconds: UInt64) {
             self.onStart = onStart
+            self.spinNanoseconds = spinNanoseconds
             pthread_mutex_init(mutex, nil)
             pthread_cond_init(wake, nil)
         }
@@ -50,11 +54,12 @@ final class WorkerPool: @unchecked Sendable {
 
     /// - Parameters:
     ///   - threadCount: threads per loop, the caller included (`threadCount - 1` are started).
+    ///   - spinMicroseconds: how long an idle worker spins for the next call before it sleeps.
     ///   - onStart: run on each started thread with its index (1…threadCount-1) before any work.
-    init(threadCount: Int, onStart: (@Sendable (Int) -> Void)? = nil) {
+    init(threadCount: Int, spinMicroseconds: Int = 50, onStart: (@Sendable (Int) -> Void)? = nil) {
         precondition(threadCount > 0, "threadCount must be positive")
         self.threadCount = threadCount
-        self.state = State(onStart: onStart)
+        self.state = State(onStart: onStart, spinNanoseconds: UInt64(max(0, spinMicroseconds)) * 1000)
         for index in 1..<max(1, threadCount) {
             let context = Unmanaged.passRetained(WorkerContext(state: state, index: index)).toOpaque()
             var thread = pthread_t()
@@ -117,9 +122,14 @@ final class WorkerPool: @unchecked Sendable {
         state.onStart?(index)
         var seen: UInt64 = 0
         while true {
-            // Spin a little for the next call before sleeping.
+            // Spin for the next call for `spinNanoseconds` before sleeping: waking a sleeping
+            // thread costs tens of microseconds on a virtual machine.
+            let deadline = monotonicNanoseconds() &+ state.spinNanoseconds
             var spins = 0
-            while state.generation.load(ordering: .acquiring) == seen && spins < 20_000 { spins += 1 }
+            while state.generation.load(ordering: .acquiring) == seen {
+                spins &+= 1
+                if spins & 255 == 0 && monotonicNanoseconds() > deadline { break }
+            }
             pthread_mutex_lock(state.mutex)
             while state.generation.load(ordering: .acquiring) == seen && !state.shutdown {
                 pthread_cond_wait(state.wake, state.mutex)
@@ -149,6 +159,14 @@ final class WorkerPool: @unchecked Sendable {
 /// Work a ``WorkerPool`` call runs: `execute(i)` once for each participant `i`.
 protocol ParallelJob: AnyObject, Sendable {
     func execute(_ index: Int)
+}
+
+/// CLOCK_MONOTONIC in nanoseconds.
+@inline(__always)
+func monotonicNanoseconds() -> UInt64 {
+    var now = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &now)
+    return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
 }
 
 /// A reusable spinning barrier for the participants of one ``WorkerPool`` call, all of which run

@@ -225,98 +225,145 @@ struct BenchRunner {
     let topP: Double
     let seconds: Double
 
-    /// Median seconds of `body` over repeats filling about `seconds` (3…200 repeats).
-    func time(_ body: () -> Void) -> (median: Double, repeats: Int) {
-        body()  // warm-up: caches, page faults, thread start
-        var samples: [Double] = []
-        let budget = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * 1e9)
-        while samples.count < 3 || (samples.count < 200 && DispatchTime.now().uptimeNanoseconds < budget) {
-            let start = DispatchTime.now().uptimeNanoseconds
-            body()
-            samples.append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)
+    /// A method to time: a name, its body, and what it kept (read after the timing).
+    struct Timed {
+        var name: String
+        var body: () -> Void
+        var kept: () -> Double? = { nil }
+    }
+
+    /// Consecutive calls of one body per round: a decode loop calls the sampler back to back, and
+    /// the worker pool's threads are then awake (a cold wake costs tens of µs on a VM).
+    static let burst = 3
+
+    /// Median seconds of each body. The bodies run interleaved, a burst of ``burst`` repeats of
+    /// each per round, so that a drift in the machine's speed (other tenants, frequency) hits
+    /// every method alike and the ratios stay meaningful. Rounds continue until `seconds × bodies` have passed (at least
+    /// 3 rounds, at most 200); every body runs once before as a warm-up.
+    func interleaved(_ timed: [Timed], status: (String) -> Void) -> [(median: Double, repeats: Int)] {
+        for t in timed {
+            status(t.name)
+            t.body()
         }
-        samples.sort()
-        return (samples[samples.count / 2], samples.count)
+        status(timed.map(\.name).joined(separator: ", "))
+        var samples = [[Double]](repeating: [], count: timed.count)
+        let budget = DispatchTime.now().uptimeNanoseconds + UInt64(seconds * Double(timed.count) * 1e9)
+        var rounds = 0
+        while rounds < 3 || (rounds < 200 && DispatchTime.now().uptimeNanoseconds < budget) {
+            for (i, t) in timed.enumerated() {
+                for _ in 0..<Self.burst {
+                    let start = DispatchTime.now().uptimeNanoseconds
+                    t.body()
+                    samples[i].append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)
+                }
+            }
+            rounds += 1
+        }
+        return samples.map { s in
+            let sorted = s.sorted()
+            return (sorted[sorted.count / 2], sorted.count)
+        }
+    }
+
+    /// Median seconds of `body` alone (used for the LM-head sgemm).
+    func time(_ body: @escaping () -> Void) -> (median: Double, repeats: Int) {
+        interleaved([Timed(name: "sgemm", body: body)], status: { _ in })[0]
     }
 
     func measure(workload: Workload, batch: Int, threads: Int, progress: String) -> [BenchResult] {
         let vocab = workload.vocab
         let logits = UnsafePointer(workload.logits.baseAddress!)
         let bytes = Double(batch * vocab * 4)
-        var results: [BenchResult] = []
-        func record(_ method: String, _ timing: (median: Double, repeats: Int), kept: Double? = nil) {
-            results.append(BenchResult(
-                method: method, batch: batch, vocab: vocab, threads: threads, workload: workload.source,
-                usPerRow: timing.median * 1e6 / Double(batch), gbPerSecond: bytes / timing.median * 1e-9, ratioToFloor: 0,
-                medianSeconds: timing.median, repeats: timing.repeats, medianKept: kept))
-        }
-        func status(_ method: String) { writeStandardError("\r\u{1B}[K\(progress): \(method)") }
-
         openblas_set_num_threads(Int32(threads))
-        status("floor-sasum")
-        var sink: Float = 0
-        record("floor-sasum", time { sink += cblas_sasum(Int32(batch * vocab), logits, 1) })
-        status("floor-sasum-rows")
-        record("floor-sasum-rows", time { for r in 0..<batch { sink += cblas_sasum(Int32(vocab), logits + r * vocab, 1) } })
-        blackHole(sink)
 
-        let parameters = [SamplingParameters](repeating: SamplingParameters(temperature: temperature, nSigma: n, seed: 7), count: batch)
-        let steps = [UInt64](repeating: 1, count: batch)
-        var output = [SampleResult](repeating: .failure(.noFiniteLogit), count: batch)
-        for method in methods {
-            status(method.rawValue)
+        let sink = Box<Float>(0)
+        var timed: [Timed] = [
+            Timed(name: "floor-sasum", body: { sink.value += cblas_sasum(Int32(batch * vocab), logits, 1) }),
+            Timed(name: "floor-sasum-rows", body: { for r in 0..<batch { sink.value += cblas_sasum(Int32(vocab), logits + r * vocab, 1) } }),
+        ]
+        let parameters = UnsafeMutableBufferPointer<SamplingParameters>.allocate(capacity: batch)
+        _ = parameters.initialize(from: repeatElement(SamplingParameters(temperature: temperature, nSigma: n, seed: 7), count: batch))
+        let steps = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: batch)
+        _ = steps.initialize(from: repeatElement(1, count: batch))
+        let kept = UnsafeMutableBufferPointer<Int>.allocate(capacity: batch)
+        kept.initialize(repeating: 0)
+        let outputs = (0..<methods.count).map { _ in
+            let out = UnsafeMutableBufferPointer<SampleResult>.allocate(capacity: batch)
+            out.initialize(repeating: .failure(.noFiniteLogit))
+            return out
+        }
+        defer {
+            parameters.deallocate()
+            steps.deallocate()
+            kept.deallocate()
+            outputs.forEach { $0.deallocate() }
+        }
+        let medianKept = { median(Array(kept)) }
+        for (index, method) in methods.enumerated() {
             switch method {
             case .fused, .fusedDispatch:
                 let sampler = BatchSampler(
                     vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads,
                     executor: method == .fused ? .workerPool : .concurrentPerform)
-                let timing = parameters.withUnsafeBufferPointer { p in
-                    steps.withUnsafeBufferPointer { s in
-                        output.withUnsafeMutableBufferPointer { out in
-                            time { sampler.sample(logits: logits, rows: batch, parameters: p, steps: s, into: out) }
-                        }
-                    }
-                }
-                record(method.rawValue, timing, kept: median(output.compactMap { try? $0.get().candidateCount }))
+                let out = outputs[index]
+                timed.append(Timed(
+                    name: method.rawValue,
+                    body: { sampler.sample(logits: logits, rows: batch, parameters: UnsafeBufferPointer(parameters), steps: UnsafeBufferPointer(steps), into: out) },
+                    kept: { median(out.compactMap { try? $0.get().candidateCount }) }))
             case .naive:
-                let kept = UnsafeMutableBufferPointer<Int>.allocate(capacity: batch)
-                defer { kept.deallocate() }
                 let scratch = (0..<threads).map { _ in Box(NaiveTopNSigma(vocabularySize: vocab)) }
-                let timing = time {
+                let (n, temperature) = (n, temperature)
+                timed.append(Timed(name: method.rawValue, body: {
                     parallelRows(batch, threads: threads) { worker, r in
                         let token = scratch[worker].value.sample(
                             UnsafeBufferPointer(start: logits + r * vocab, count: vocab), n: n, temperature: temperature, seed: 7, step: 1)
                         kept[r] = token?.candidateCount ?? 0
                     }
-                }
-                record(method.rawValue, timing, kept: median(Array(kept)))
+                }, kept: medianKept))
             case .sortTopP:
-                let kept = UnsafeMutableBufferPointer<Int>.allocate(capacity: batch)
-                defer { kept.deallocate() }
                 let scratch = (0..<threads).map { _ in Box(SortTopP(vocabularySize: vocab)) }
-                let timing = time {
+                let (topP, temperature) = (topP, temperature)
+                timed.append(Timed(name: method.rawValue, body: {
                     parallelRows(batch, threads: threads) { worker, r in
                         let token = scratch[worker].value.sample(
                             UnsafeBufferPointer(start: logits + r * vocab, count: vocab), p: topP, temperature: temperature, seed: 7, step: 1)
                         kept[r] = token?.candidateCount ?? 0
                     }
-                }
-                record(method.rawValue, timing, kept: median(Array(kept)))
+                }, kept: medianKept))
             }
         }
+        var results: [BenchResult] = []
+        // Each opponent's `kept` is read right after its own timing: run them one at a time
+        // against the floors, and the fused methods together with the floors.
+        let floors = Array(timed[0..<2])
+        var groups: [[Timed]] = [floors + timed[2...].filter { $0.name.hasPrefix("fused") }]
+        for t in timed[2...] where !t.name.hasPrefix("fused") { groups.append([floors[0], t]) }
+        var floorMedians: [Double] = []
+        for group in groups {
+            let timings = interleaved(group) { writeStandardError("\r\u{1B}[K\(progress): \($0)") }
+            for (t, timing) in zip(group, timings) {
+                if t.name == "floor-sasum" { floorMedians.append(timing.median) }
+                if t.name.hasPrefix("floor") && results.contains(where: { $0.method == t.name }) { continue }
+                results.append(BenchResult(
+                    method: t.name, batch: batch, vocab: vocab, threads: threads, workload: workload.source,
+                    usPerRow: timing.median * 1e6 / Double(batch), gbPerSecond: bytes / timing.median * 1e-9,
+                    ratioToFloor: timing.median / floorMedians.last!, medianSeconds: timing.median, repeats: timing.repeats,
+                    medianKept: t.kept()))
+            }
+        }
+        blackHole(sink.value)
         return Self.relate(results)
     }
 
-    /// Fills ratios to the floor and speedups over the opponents.
+    /// Fills the speedups over the opponents: ratios of ratios to the floor, each ratio measured
+    /// interleaved with its own floor, so a drift between the groups cancels.
     static func relate(_ rows: [BenchResult]) -> [BenchResult] {
-        let floor = rows.first { $0.method == "floor-sasum" }?.medianSeconds
-        let naive = rows.first { $0.method == BenchMethod.naive.rawValue }?.medianSeconds
-        let sort = rows.first { $0.method == BenchMethod.sortTopP.rawValue }?.medianSeconds
+        let naive = rows.first { $0.method == BenchMethod.naive.rawValue }?.ratioToFloor
+        let sort = rows.first { $0.method == BenchMethod.sortTopP.rawValue }?.ratioToFloor
         return rows.map { r in
             var r = r
-            if let floor { r.ratioToFloor = r.medianSeconds / floor }
-            if let naive, !r.method.hasPrefix("floor") { r.speedupOverNaive = naive / r.medianSeconds }
-            if let sort, !r.method.hasPrefix("floor") { r.speedupOverSortTopP = sort / r.medianSeconds }
+            if let naive, !r.method.hasPrefix("floor") { r.speedupOverNaive = naive / r.ratioToFloor }
+            if let sort, !r.method.hasPrefix("floor") { r.speedupOverSortTopP = sort / r.ratioToFloor }
             return r
         }
     }
