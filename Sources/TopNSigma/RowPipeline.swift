@@ -48,6 +48,7 @@ enum RowPipeline {
         for c in first..<end {
             let start = c * chunkLength
             let length = min(chunkLength, vocab - start)
+            if c + 1 < end { StatisticsKernel.touch(p + start + length, count: min(chunkLength, vocab - start - length)) }
             let part = StatisticsKernel.chunkPartial(p + start, count: length)
             partials?[c] = part
             accumulator.merge(part, chunk: c, start: start)

@@ -261,6 +261,23 @@ enum StatisticsKernel {
         return i
     }
 
+    /// Loads one float per cache line of `p[0..<count]` (four independent chains), so the next
+    /// chunk's lines are in flight from memory while the current chunk is reduced: a software
+    /// prefetch without intrinsics. Measured ~10% faster from DRAM with AVX2 on the dev machine.
+    @inline(__always)
+    static func touch(_ p: UnsafePointer<Float>, count n: Int) {
+        var a: Float = 0, b: Float = 0, c: Float = 0, d: Float = 0
+        var i = 0
+        while i &+ 64 <= n {
+            a += p[i]
+            b += p[i &+ 16]
+            c += p[i &+ 32]
+            d += p[i &+ 48]
+            i &+= 64
+        }
+        keepAlive(a + b + c + d)
+    }
+
     /// Number of chunks a row of `length` logits is cut into.
     @inline(__always)
     static func chunkCount(length: Int) -> Int { (length + chunkLength - 1) / chunkLength }
@@ -271,6 +288,7 @@ enum StatisticsKernel {
         var start = 0, chunk = 0
         while start < n {
             let length = min(chunkLength, n - start)
+            touch(p + start + length, count: min(chunkLength, n - start - length))
             accumulator.merge(chunkPartial(p + start, count: length), chunk: chunk, start: start)
             if accumulator.error != nil { break }
             start += length
@@ -279,3 +297,7 @@ enum StatisticsKernel {
         return accumulator.finish(row: p, count: n)
     }
 }
+
+/// An opaque use of a value, so the loads that produced it are not optimized away.
+@_optimize(none) @inline(never)
+func keepAlive(_ value: Float) {}
