@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(FoundationXML)
+import FoundationXML
+#endif
 import Testing
 import TopNSigma
 import TopNSigmaIO
@@ -160,5 +163,70 @@ import TopNSigmaIO
         #expect(lines[1]["error"] as? String == "row 1: logit at index 2 is +inf")
         #expect(lines[0]["tokens"] as? [Int] == [9] && lines[2]["tokens"] as? [Int] == [9])
         #expect(lines[0]["logprobs"] as? [Double] == [0])
+    }
+}
+
+/// `nsigma bench` on a tiny workload: the JSON contract, the SVG, and the regression check.
+@Suite struct BenchCLITests {
+    let cli = CLITests()
+
+    func tiny(_ extra: [String]) throws -> CLITests.Run {
+        try cli.run(["bench", "--vocab", "2000,5000", "--batch", "1,3", "--threads", "1,2", "--seconds", "0.002"] + extra)
+    }
+
+    @Test("--json writes every measurement with the contract fields; --svg draws a chart")
+    func jsonAndSVG() throws {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("nsigma-bench-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let json = directory.appendingPathComponent("bench.json").path, svg = directory.appendingPathComponent("bench.svg").path
+        let run = try tiny(["--json", json, "--svg", svg])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.contains("fused-topnsigma") && run.stdout.contains("× floor"))
+        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as! [String: Any]
+        #expect(object["machine"] as? [String: Any] != nil)
+        let results = object["results"] as! [[String: Any]]
+        let methods = Set(results.compactMap { $0["method"] as? String })
+        #expect(methods.isSuperset(of: ["fused-topnsigma", "naive-topnsigma", "sort-topp", "floor-sasum"]))
+        // One entry per (method, batch, vocab, threads).
+        #expect(results.count == 2 * 2 * 2 * 6)
+        for entry in results {
+            for key in ["method", "batch", "vocab", "threads", "usPerRow", "gbPerSecond", "ratioToFloor"] {
+                #expect(entry[key] != nil, "missing \(key) in \(entry)")
+            }
+            let gb = entry["gbPerSecond"] as! Double, us = entry["usPerRow"] as! Double
+            let vocab = entry["vocab"] as! Int
+            // GB/s is the logits consumed: vocab × 4 bytes per row in usPerRow.
+            #expect(Swift.abs(gb - Double(vocab * 4) / (us * 1e-6) * 1e-9) <= 1e-6 * gb)
+        }
+        let fused = results.filter { $0["method"] as? String == "fused-topnsigma" }
+        #expect(fused.allSatisfy { ($0["speedupOverNaive"] as? Double ?? 0) > 0 && ($0["speedupOverSortTopP"] as? Double ?? 0) > 0 })
+        let chart = try String(contentsOfFile: svg, encoding: .utf8)
+        #expect(chart.hasPrefix("<svg") && chart.contains("polyline") && chart.contains("floor (cblas_sasum)"))
+        #expect(try XMLDocument(xmlString: chart).rootElement()?.name == "svg")
+
+        // The regression check: against itself it passes; against a baseline whose ratios were
+        // 10× better it fails, naming the results.
+        let same = try tiny(["--baseline", json, "--max-regression", "10000"])
+        #expect(same.status == 0, "\(same.stdout) \(same.stderr)")
+        var doctored = object
+        doctored["results"] = results.map { entry -> [String: Any] in
+            var entry = entry
+            entry["ratioToFloor"] = (entry["ratioToFloor"] as! Double) / 10
+            return entry
+        }
+        let better = directory.appendingPathComponent("better.json").path
+        try JSONSerialization.data(withJSONObject: doctored).write(to: URL(fileURLWithPath: better))
+        let regressed = try tiny(["--baseline", better, "--max-regression", "50"])
+        #expect(regressed.status == 1)
+        #expect(regressed.stdout.contains("REGRESSION fused-topnsigma batch 1 vocab 2000 threads 1"))
+        #expect(!regressed.stdout.contains("REGRESSION floor-sasum "))
+    }
+
+    @Test("bad bench options exit 2 with a message", arguments: [["--vocab", "0"], ["--threads", "x"], ["--methods", "magic"], ["--baseline", "/nonexistent.json"]])
+    func badOptions(options: [String]) throws {
+        let run = try cli.run(["bench", "--seconds", "0.001"] + options)
+        #expect(run.status == 2)
+        #expect(run.stdout.isEmpty)
+        #expect(!run.stderr.isEmpty)
     }
 }
