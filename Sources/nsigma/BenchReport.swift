@@ -75,9 +75,10 @@ enum BenchChart {
         var legendX = margin
         for m in methods {
             let dash = m == "floor-sasum" ? " stroke-dasharray=\"6,4\"" : ""
+            let label = m == "floor-sasum" ? "floor (cblas_sasum)" : m
             out += "<line x1=\"\(legendX)\" y1=\"50\" x2=\"\(legendX + 24)\" y2=\"50\" stroke=\"\(colors[m]!)\" stroke-width=\"3\"\(dash)/>"
-            out += "<text x=\"\(legendX + 30)\" y=\"54\">\(m == "floor-sasum" ? "floor (cblas_sasum)" : m)</text>\n"
-            legendX += 40 + Double(m.count) * 7.5
+            out += "<text x=\"\(legendX + 30)\" y=\"54\">\(label)</text>\n"
+            legendX += 54 + Double(label.count) * 7
         }
         for (index, panel) in panels.enumerated() {
             let ox = margin + Double(index % columns) * (panelW + margin)
@@ -85,7 +86,7 @@ enum BenchChart {
             func x(_ v: Int) -> Double {
                 vocabs.count == 1 ? ox + panelW / 2 : ox + 20 + (panelW - 40) * Double(vocabs.firstIndex(of: v)!) / Double(vocabs.count - 1)
             }
-            func y(_ gb: Double) -> Double { oy + panelH - panelH * (log10(max(gb, minGB)) - lo) / max(1e-9, hi - lo) }
+            func y(_ gb: Double) -> Double { oy + panelH - panelH * (log10(max(gb, pow(10, lo))) - lo) / max(1e-9, hi - lo) }
             out += "<text x=\"\(ox)\" y=\"\(oy - 10)\" font-size=\"14\" font-weight=\"bold\">batch \(panel.batch), \(panel.threads) thread\(panel.threads == 1 ? "" : "s")</text>\n"
             out += "<rect x=\"\(ox)\" y=\"\(oy)\" width=\"\(panelW)\" height=\"\(panelH)\" fill=\"none\" stroke=\"#999\"/>\n"
             var decade = lo
