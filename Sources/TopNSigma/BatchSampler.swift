@@ -61,18 +61,34 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
     }
 
     private let chunksPerRow: Int
-    /// Survivor scratch: `max(threadCount, 1)` regions of `vocabularySize` candidates.
-    private let candidates: UnsafeMutablePointer<Candidate>
-    /// Per region: each chunk's survivor count and provisional threshold; split mode also keeps
-    /// each chunk's partial statistics.
-    private let partials: UnsafeMutablePointer<StatisticsKernel.ChunkPartial>
-    private let chunkCandidateCounts: UnsafeMutablePointer<Int>
-    private let chunkThresholds: UnsafeMutablePointer<Float>
+    /// Where the workers run and their memory lives.
+    public let plan: NUMAPlan
+    /// The topology the plan was made for.
+    public let topology: NUMATopology
+    /// The placement policy.
+    public let placement: NUMAPlacement
+    /// One scratch region per worker (row mode) or per row (split mode): a candidate slot per
+    /// logit, and per chunk a provisional threshold, a survivor count and (split mode) partial
+    /// statistics. Region `w` is allocated on worker `w`'s node.
+    private let regions: [RowPipeline.Scratch]
+    private let regionPartials: [UnsafeMutablePointer<StatisticsKernel.ChunkPartial>]
+    private let regionBlocks: [NodeMemory.Block]
+    /// Row mode: per node group, the next row of its range to take.
+    private let groupCounters: UnsafeMutablePointer<Atomic<Int>>
+    private let placementStatus: PlacementStatus
+
+    /// Worker threads that could not be bound to their node (libnuma refused); they run unbound.
+    /// Binding happens as each thread starts, so this may grow shortly after `init`.
+    public var unboundWorkerCount: Int { placementStatus.unbound.load(ordering: .relaxed) }
+
+    /// Counts of the worker threads' binding outcomes.
+    final class PlacementStatus: Sendable {
+        let unbound = Atomic<Int>(0)
+    }
     /// Split mode: per row, the Float threshold, or NaN when the row needs no compaction.
     private let rowThresholds: UnsafeMutablePointer<Float>
     /// Split mode: per row, the merged statistics.
     private let splitStatistics: UnsafeMutablePointer<RowStatistics>
-    private let nextTask = Atomic<Int>(0)
     private let busy = Atomic<Bool>(false)
     private let pool: WorkerPool?
     private let barrier = SpinBarrier()
@@ -100,10 +116,13 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
     ///     next call before it sleeps (default 50). Spinning makes back-to-back calls start at
     ///     once; a sleeping worker takes tens of microseconds to wake on a virtual machine, which
     ///     matters for a single split row. 0 never spins.
+    ///   - placement: NUMA placement of workers, scratch and rows (default automatic; see
+    ///     ``NUMAPlacement``). On a single-node machine or without libnuma nothing is bound.
+    ///   - topology: the machine; default the detected one (inject one to plan for another).
     /// - Precondition: positive sizes, vocabulary below 2³¹.
     public init(
         vocabularySize: Int, maximumBatchSize: Int, threadCount: Int? = nil, executor: Executor = .workerPool,
-        spinMicroseconds: Int = 50
+        spinMicroseconds: Int = 50, placement: NUMAPlacement = .automatic, topology: NUMATopology = .current
     ) {
         precondition(vocabularySize > 0 && vocabularySize < Int(Int32.max), "vocabularySize must be in 1..<2^31, got \(vocabularySize)")
         precondition(maximumBatchSize > 0, "maximumBatchSize must be positive, got \(maximumBatchSize)")
@@ -113,29 +132,69 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
         self.maximumBatchSize = maximumBatchSize
         self.threadCount = threads
         self.executor = executor
-        self.pool = executor == .workerPool && threads > 1 ? WorkerPool(threadCount: threads, spinMicroseconds: spinMicroseconds) : nil
         self.chunksPerRow = StatisticsKernel.chunkCount(length: vocabularySize)
-        let regions = threads
-        candidates = .allocate(capacity: regions * vocabularySize)
-        partials = .allocate(capacity: regions * chunksPerRow)
-        partials.initialize(repeating: StatisticsKernel.ChunkPartial(), count: regions * chunksPerRow)
-        chunkCandidateCounts = .allocate(capacity: regions * chunksPerRow)
-        chunkCandidateCounts.initialize(repeating: 0, count: regions * chunksPerRow)
-        chunkThresholds = .allocate(capacity: regions * chunksPerRow)
-        chunkThresholds.initialize(repeating: 0, count: regions * chunksPerRow)
-        rowThresholds = .allocate(capacity: regions)
-        rowThresholds.initialize(repeating: .nan, count: regions)
-        splitStatistics = .allocate(capacity: regions)
+        self.topology = topology
+        self.placement = placement
+        let plan = NUMAPlan(threads: threads, topology: topology, placement: placement)
+        self.plan = plan
+        // Bind only where it changes something: several nodes, or one node asked for by name.
+        let binds = topology.available && (topology.nodes.count > 1 || { if case .node = placement { return true } else { return false } }())
+        let status = PlacementStatus()
+        self.placementStatus = status
+        var onStart: (@Sendable (Int) -> Void)?
+        if binds {
+            onStart = { index in
+                if let node = plan.workerNodes[index], !NodeMemory.bindCurrentThread(toNode: node) {
+                    status.unbound.add(1, ordering: .relaxed)
+                }
+            }
+        }
+        self.pool = executor == .workerPool && threads > 1
+            ? WorkerPool(threadCount: threads, spinMicroseconds: spinMicroseconds, onStart: onStart)
+            : nil
+        // One block per region, on the region's node: candidates, partials, counts, thresholds.
+        let chunks = chunksPerRow
+        let candidateBytes = (vocabularySize * MemoryLayout<Candidate>.stride + 63) / 64 * 64
+        let partialBytes = (chunks * MemoryLayout<StatisticsKernel.ChunkPartial>.stride + 63) / 64 * 64
+        let countBytes = (chunks * MemoryLayout<Int>.stride + 63) / 64 * 64
+        let thresholdBytes = chunks * MemoryLayout<Float>.stride
+        var regions: [RowPipeline.Scratch] = []
+        var regionPartials: [UnsafeMutablePointer<StatisticsKernel.ChunkPartial>] = []
+        var blocks: [NodeMemory.Block] = []
+        for region in 0..<threads {
+            let node = placement == .disabled ? nil : plan.workerNodes[region]
+            let block = placement == .disabled
+                ? NodeMemory.allocateFromHeap(byteCount: candidateBytes + partialBytes + countBytes + thresholdBytes)
+                : NodeMemory.allocate(byteCount: candidateBytes + partialBytes + countBytes + thresholdBytes, node: node, topology: topology)
+            let base = block.pointer
+            let candidates = base.bindMemory(to: Candidate.self, capacity: vocabularySize)
+            let partials = (base + candidateBytes).bindMemory(to: StatisticsKernel.ChunkPartial.self, capacity: chunks)
+            partials.initialize(repeating: StatisticsKernel.ChunkPartial(), count: chunks)
+            let counts = (base + candidateBytes + partialBytes).bindMemory(to: Int.self, capacity: chunks)
+            counts.initialize(repeating: 0, count: chunks)
+            let thresholds = (base + candidateBytes + partialBytes + countBytes).bindMemory(to: Float.self, capacity: chunks)
+            thresholds.initialize(repeating: 0, count: chunks)
+            regions.append(RowPipeline.Scratch(thresholds: thresholds, counts: counts, candidates: candidates))
+            regionPartials.append(partials)
+            blocks.append(block)
+        }
+        self.regions = regions
+        self.regionPartials = regionPartials
+        self.regionBlocks = blocks
+        groupCounters = .allocate(capacity: plan.groups.count)
+        for g in 0..<plan.groups.count { (groupCounters + g).initialize(to: Atomic<Int>(0)) }
+        rowThresholds = .allocate(capacity: threads)
+        rowThresholds.initialize(repeating: .nan, count: threads)
+        splitStatistics = .allocate(capacity: threads)
         splitStatistics.initialize(
             repeating: RowStatistics(maximum: -.infinity, argmax: -1, finiteCount: 0, mean: 0, sumOfSquaredDeviations: 0),
-            count: regions)
+            count: threads)
     }
 
     deinit {
-        candidates.deallocate()
-        partials.deallocate()
-        chunkCandidateCounts.deallocate()
-        chunkThresholds.deallocate()
+        regionBlocks.forEach(NodeMemory.free)
+        groupCounters.deinitialize(count: plan.groups.count)
+        groupCounters.deallocate()
         rowThresholds.deallocate()
         splitStatistics.deallocate()
     }
@@ -174,9 +233,9 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
         if rows < threadCount && chunksPerRow > 1 {
             sampleSplit(rows: rows)
         } else {
-            nextTask.store(0, ordering: .relaxed)
             work = .rows(rows)
-            parallel(min(threadCount, rows))
+            for g in 0..<plan.groups.count { groupCounters[g].store(plan.rowStart(group: g, batch: rows), ordering: .relaxed) }
+            parallel(threadCount)
         }
     }
 
@@ -244,11 +303,15 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
         }
     }
 
+    /// Row mode: worker `w` takes rows of its node group's range from the group's counter.
     private func rowWorker(_ worker: Int, _ batch: Batch, rows: Int) {
-        let scratch = scratch(region: worker)
+        let scratch = regions[worker]
+        var group = 0
+        while !plan.groups[group].workers.contains(worker) { group += 1 }
+        let end = plan.rowStart(group: group + 1, batch: rows)
         while true {
-            let row = nextTask.wrappingAdd(1, ordering: .relaxed).oldValue
-            if row >= rows { break }
+            let row = groupCounters[group].wrappingAdd(1, ordering: .relaxed).oldValue
+            if row >= end { break }
             batch.results[row] = RowPipeline.sampleRow(
                 batch.logits + row * batch.stride, vocab: vocabularySize, parameters: batch.parameters[row],
                 step: batch.steps[row], scratch: scratch)
@@ -271,14 +334,6 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
         }
     }
 
-    /// Row `row`'s scratch: its candidate region and per-chunk thresholds and counts, in region
-    /// `region` (the worker in row mode, the row in split mode).
-    private func scratch(region: Int) -> RowPipeline.Scratch {
-        RowPipeline.Scratch(
-            thresholds: chunkThresholds + region * chunksPerRow, counts: chunkCandidateCounts + region * chunksPerRow,
-            candidates: candidates + region * vocabularySize)
-    }
-
     /// Split phase 1: reduce the task's chunks (partials stored per chunk) and collect their
     /// survivors against provisional thresholds from the task's own chunks.
     private func reduceChunks(_ task: Int, _ plan: SplitPlan, _ batch: Batch) {
@@ -287,7 +342,7 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
         if parameters.validationError != nil { return }
         _ = RowPipeline.reduce(
             batch.logits + row * batch.stride, vocab: vocabularySize, chunks: first, end, collect: parameters.temperature != 0,
-            nSigma: parameters.nSigma, scratch: scratch(region: row), partials: partials + row * chunksPerRow)
+            nSigma: parameters.nSigma, scratch: regions[row], partials: regionPartials[row])
     }
 
     /// Split phase 2: every task of a row merges the row's partials in chunk order (the same
@@ -305,7 +360,7 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
         }
         let chunkLength = StatisticsKernel.chunkLength
         var accumulator = StatisticsKernel.RowAccumulator()
-        for c in 0..<chunksPerRow { accumulator.merge(partials[row * chunksPerRow + c], chunk: c, start: c * chunkLength) }
+        for c in 0..<chunksPerRow { accumulator.merge(regionPartials[row][c], chunk: c, start: c * chunkLength) }
         let statistics: RowStatistics
         switch accumulator.finish(row: p, count: vocabularySize) {
         case .failure(let error):
@@ -326,14 +381,14 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
             splitStatistics[row] = statistics
             rowThresholds[row] = threshold
         }
-        RowPipeline.finalize(p, vocab: vocabularySize, chunks: first, end, threshold: threshold, scratch: scratch(region: row))
+        RowPipeline.finalize(p, vocab: vocabularySize, chunks: first, end, threshold: threshold, scratch: regions[row])
     }
 
     /// Split phase 3: the row's first task gathers the survivors in chunk order and draws.
     private func gatherAndDraw(_ task: Int, _ plan: SplitPlan, _ batch: Batch) {
         let (row, first, _) = plan.range(task)
         guard first == 0, !rowThresholds[row].isNaN else { return }
-        let rowScratch = scratch(region: row)
+        let rowScratch = regions[row]
         batch.results[row] = RowPipeline.draw(
             statistics: splitStatistics[row], parameters: batch.parameters[row], step: batch.steps[row],
             count: RowPipeline.gather(chunks: chunksPerRow, scratch: rowScratch), scratch: rowScratch)
