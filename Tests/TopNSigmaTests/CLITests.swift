@@ -152,6 +152,24 @@ import TopNSigmaIO
         #expect(keys.hasPrefix("{\"row\": 0, \"tokens\": [") && keys.contains("], \"logprobs\": [") && keys.contains("], \"kept\": "))
     }
 
+    @Test("info --json: CPUs, NUMA nodes and threads as the library sees them")
+    func infoJSON() throws {
+        let result = try run(["info", "--json"])
+        #expect(result.status == 0, "\(result.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
+        let topology = NUMATopology.current
+        #expect(object["cpus"] as? Int == ProcessInfo.processInfo.activeProcessorCount)
+        #expect(object["threads"] as? Int == BatchSampler.defaultThreadCount)
+        let numa = object["numa"] as! [String: Any]
+        #expect(numa["available"] as? Bool == topology.available)
+        let nodes = numa["nodes"] as! [[String: Any]]
+        #expect(nodes.map { $0["id"] as? Int } == topology.nodes.map(\.id))
+        #expect(nodes.map { $0["cpus"] as? [Int] } == topology.nodes.map(\.cpus))
+        #expect(nodes.allSatisfy { ($0["memoryBytes"] as? Int64 ?? -1) >= 0 })
+        let text = try run(["info"])
+        #expect(text.status == 0 && text.stdout.contains("NUMA:") && text.stdout.contains("node 0"))
+    }
+
     @Test("sample: failing rows print their error after the others, exit 3")
     func sampleErrors() throws {
         var values: [Float] = (0..<30).map { Float($0 % 10) }
