@@ -68,8 +68,9 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
     /// The placement policy.
     public let placement: NUMAPlacement
     /// One scratch region per worker (row mode) or per row (split mode): a candidate slot per
-    /// logit, and per chunk a provisional threshold, a survivor count and (split mode) partial
-    /// statistics. Region `w` is allocated on worker `w`'s node.
+    /// logit; per chunk a provisional threshold, a survivor count and (split mode) partial
+    /// statistics; (split mode) the row's merged statistics and threshold. Region `w` is one
+    /// allocation on worker `w`'s node.
     private let regions: [RowPipeline.Scratch]
     private let regionPartials: [UnsafeMutablePointer<StatisticsKernel.ChunkPartial>]
     private let regionBlocks: [NodeMemory.Block]
@@ -85,10 +86,6 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
     final class PlacementStatus: Sendable {
         let unbound = Atomic<Int>(0)
     }
-    /// Split mode: per row, the Float threshold, or NaN when the row needs no compaction.
-    private let rowThresholds: UnsafeMutablePointer<Float>
-    /// Split mode: per row, the merged statistics.
-    private let splitStatistics: UnsafeMutablePointer<RowStatistics>
     private let busy = Atomic<Bool>(false)
     private let pool: WorkerPool?
     private let barrier = SpinBarrier()
@@ -157,15 +154,17 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
         let candidateBytes = (vocabularySize * MemoryLayout<Candidate>.stride + 63) / 64 * 64
         let partialBytes = (chunks * MemoryLayout<StatisticsKernel.ChunkPartial>.stride + 63) / 64 * 64
         let countBytes = (chunks * MemoryLayout<Int>.stride + 63) / 64 * 64
-        let thresholdBytes = chunks * MemoryLayout<Float>.stride
+        let thresholdBytes = (chunks * MemoryLayout<Float>.stride + 63) / 64 * 64
+        let statisticsBytes = (MemoryLayout<RowStatistics>.stride + MemoryLayout<Float>.stride + 63) / 64 * 64
+        let regionBytes = candidateBytes + partialBytes + countBytes + thresholdBytes + statisticsBytes
         var regions: [RowPipeline.Scratch] = []
         var regionPartials: [UnsafeMutablePointer<StatisticsKernel.ChunkPartial>] = []
         var blocks: [NodeMemory.Block] = []
         for region in 0..<threads {
             let node = placement == .disabled ? nil : plan.workerNodes[region]
             let block = placement == .disabled
-                ? NodeMemory.allocateFromHeap(byteCount: candidateBytes + partialBytes + countBytes + thresholdBytes)
-                : NodeMemory.allocate(byteCount: candidateBytes + partialBytes + countBytes + thresholdBytes, node: node, topology: topology)
+                ? NodeMemory.allocateFromHeap(byteCount: regionBytes)
+                : NodeMemory.allocate(byteCount: regionBytes, node: node, topology: topology)
             let base = block.pointer
             let candidates = base.bindMemory(to: Candidate.self, capacity: vocabularySize)
             let partials = (base + candidateBytes).bindMemory(to: StatisticsKernel.ChunkPartial.self, capacity: chunks)
@@ -174,7 +173,13 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
             counts.initialize(repeating: 0, count: chunks)
             let thresholds = (base + candidateBytes + partialBytes + countBytes).bindMemory(to: Float.self, capacity: chunks)
             thresholds.initialize(repeating: 0, count: chunks)
-            regions.append(RowPipeline.Scratch(thresholds: thresholds, counts: counts, candidates: candidates))
+            let statisticsBase = base + candidateBytes + partialBytes + countBytes + thresholdBytes
+            let rowStatistics = statisticsBase.bindMemory(to: RowStatistics.self, capacity: 1)
+            rowStatistics.initialize(to: RowStatistics(maximum: -.infinity, argmax: -1, finiteCount: 0, mean: 0, sumOfSquaredDeviations: 0))
+            let rowThreshold = (statisticsBase + MemoryLayout<RowStatistics>.stride).bindMemory(to: Float.self, capacity: 1)
+            rowThreshold.initialize(to: .nan)
+            regions.append(RowPipeline.Scratch(
+                thresholds: thresholds, counts: counts, candidates: candidates, rowStatistics: rowStatistics, rowThreshold: rowThreshold))
             regionPartials.append(partials)
             blocks.append(block)
         }
@@ -183,20 +188,12 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
         self.regionBlocks = blocks
         groupCounters = .allocate(capacity: plan.groups.count)
         for g in 0..<plan.groups.count { (groupCounters + g).initialize(to: Atomic<Int>(0)) }
-        rowThresholds = .allocate(capacity: threads)
-        rowThresholds.initialize(repeating: .nan, count: threads)
-        splitStatistics = .allocate(capacity: threads)
-        splitStatistics.initialize(
-            repeating: RowStatistics(maximum: -.infinity, argmax: -1, finiteCount: 0, mean: 0, sumOfSquaredDeviations: 0),
-            count: threads)
     }
 
     deinit {
         regionBlocks.forEach(NodeMemory.free)
         groupCounters.deinitialize(count: plan.groups.count)
         groupCounters.deallocate()
-        rowThresholds.deallocate()
-        splitStatistics.deallocate()
     }
 
     /// Samples one token per row.
@@ -353,7 +350,7 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
         let isFirst = first == 0
         let parameters = batch.parameters[row]
         let p = batch.logits + row * batch.stride
-        if isFirst { rowThresholds[row] = .nan }
+        if isFirst { regions[row].rowThreshold.pointee = .nan }
         if let error = parameters.validationError {
             if isFirst { batch.results[row] = .failure(error) }
             return
@@ -378,8 +375,8 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
             return
         }
         if isFirst {
-            splitStatistics[row] = statistics
-            rowThresholds[row] = threshold
+            regions[row].rowStatistics.pointee = statistics
+            regions[row].rowThreshold.pointee = threshold
         }
         RowPipeline.finalize(p, vocab: vocabularySize, chunks: first, end, threshold: threshold, scratch: regions[row])
     }
@@ -387,10 +384,10 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
     /// Split phase 3: the row's first task gathers the survivors in chunk order and draws.
     private func gatherAndDraw(_ task: Int, _ plan: SplitPlan, _ batch: Batch) {
         let (row, first, _) = plan.range(task)
-        guard first == 0, !rowThresholds[row].isNaN else { return }
+        guard first == 0, !regions[row].rowThreshold.pointee.isNaN else { return }
         let rowScratch = regions[row]
         batch.results[row] = RowPipeline.draw(
-            statistics: splitStatistics[row], parameters: batch.parameters[row], step: batch.steps[row],
+            statistics: rowScratch.rowStatistics.pointee, parameters: batch.parameters[row], step: batch.steps[row],
             count: RowPipeline.gather(chunks: chunksPerRow, scratch: rowScratch), scratch: rowScratch)
     }
 }

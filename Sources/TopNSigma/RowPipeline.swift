@@ -16,12 +16,15 @@
 enum RowPipeline {
     typealias ChunkPartial = StatisticsKernel.ChunkPartial
 
-    /// Per-row scratch: one provisional threshold and one survivor count per chunk, and the row's
-    /// candidate region (`vocab` slots).
+    /// Per-row scratch: one provisional threshold and one survivor count per chunk, the row's
+    /// candidate region (`vocab` slots), and for split rows the merged statistics and the final
+    /// threshold (NaN when the row needs no draw).
     struct Scratch {
         var thresholds: UnsafeMutablePointer<Float>
         var counts: UnsafeMutablePointer<Int>
         var candidates: UnsafeMutablePointer<Candidate>
+        var rowStatistics: UnsafeMutablePointer<RowStatistics>
+        var rowThreshold: UnsafeMutablePointer<Float>
     }
 
     /// Margin on the provisional threshold: the prefix std may be a little below the row's.

@@ -222,21 +222,27 @@ import TopNSigmaIO
         #expect(chart.hasPrefix("<svg") && chart.contains("polyline") && chart.contains("floor (cblas_sasum)"))
         #expect(try XMLDocument(xmlString: chart).rootElement()?.name == "svg")
 
-        // The regression check: against itself it passes; against a baseline whose ratios were
-        // 10× better it fails, naming the results.
-        let same = try tiny(["--baseline", json, "--max-regression", "10000"])
-        #expect(same.status == 0, "\(same.stdout) \(same.stderr)")
-        var doctored = object
-        doctored["results"] = results.map { entry -> [String: Any] in
-            var entry = entry
-            entry["ratioToFloor"] = (entry["ratioToFloor"] as! Double) / 10
-            return entry
+        // The regression check, against baselines doctored to be far worse (nothing regressed:
+        // exit 0) and far better (everything regressed: exit 1, each result named). Factors of
+        // 1000 keep the outcome independent of this machine's noise.
+        func doctored(_ factor: Double, _ name: String) throws -> String {
+            var object = object
+            object["results"] = results.map { entry -> [String: Any] in
+                var entry = entry
+                entry["ratioToFloor"] = (entry["ratioToFloor"] as! Double) * factor
+                return entry
+            }
+            let path = directory.appendingPathComponent(name).path
+            try JSONSerialization.data(withJSONObject: object).write(to: URL(fileURLWithPath: path))
+            return path
         }
-        let better = directory.appendingPathComponent("better.json").path
-        try JSONSerialization.data(withJSONObject: doctored).write(to: URL(fileURLWithPath: better))
-        let regressed = try tiny(["--baseline", better, "--max-regression", "50"])
+        let worse = try tiny(["--baseline", try doctored(1000, "worse.json"), "--max-regression", "10"])
+        #expect(worse.status == 0, "\(worse.stdout) \(worse.stderr)")
+        #expect(worse.stdout.contains("no result regressed"))
+        let regressed = try tiny(["--baseline", try doctored(0.001, "better.json"), "--max-regression", "50"])
         #expect(regressed.status == 1)
         #expect(regressed.stdout.contains("REGRESSION fused-topnsigma batch 1 vocab 2000 threads 1"))
+        #expect(regressed.stdout.contains("REGRESSION sort-topp batch 3 vocab 5000 threads 2"))
         #expect(!regressed.stdout.contains("REGRESSION floor-sasum "))
     }
 
