@@ -298,7 +298,19 @@ struct BenchRunner {
             kept.deallocate()
             outputs.forEach { $0.deallocate() }
         }
-        let medianKept = { median(Array(kept)) }
+        /// An opponent sampling row by row over `threads` workers, each with its own scratch.
+        func opponent<Scratch>(
+            _ name: String, _ makeScratch: () -> Scratch,
+            _ draw: @escaping (inout Scratch, UnsafeBufferPointer<Float>) -> SampledToken?
+        ) -> Timed {
+            let scratch = (0..<threads).map { _ in Box(makeScratch()) }
+            return Timed(name: name, body: {
+                parallelRows(batch, threads: threads) { worker, r in
+                    let row = UnsafeBufferPointer(start: logits + r * vocab, count: vocab)
+                    kept[r] = draw(&scratch[worker].value, row)?.candidateCount ?? 0
+                }
+            }, kept: { median(Array(kept)) })
+        }
         for (index, method) in methods.enumerated() {
             switch method {
             case .fused, .fusedDispatch:
@@ -311,25 +323,15 @@ struct BenchRunner {
                     body: { sampler.sample(logits: logits, rows: batch, parameters: UnsafeBufferPointer(parameters), steps: UnsafeBufferPointer(steps), into: out) },
                     kept: { median(out.compactMap { try? $0.get().candidateCount }) }))
             case .naive:
-                let scratch = (0..<threads).map { _ in Box(NaiveTopNSigma(vocabularySize: vocab)) }
                 let (n, temperature) = (n, temperature)
-                timed.append(Timed(name: method.rawValue, body: {
-                    parallelRows(batch, threads: threads) { worker, r in
-                        let token = scratch[worker].value.sample(
-                            UnsafeBufferPointer(start: logits + r * vocab, count: vocab), n: n, temperature: temperature, seed: 7, step: 1)
-                        kept[r] = token?.candidateCount ?? 0
-                    }
-                }, kept: medianKept))
+                timed.append(opponent(method.rawValue, { NaiveTopNSigma(vocabularySize: vocab) }) { naive, row in
+                    naive.sample(row, n: n, temperature: temperature, seed: 7, step: 1)
+                })
             case .sortTopP:
-                let scratch = (0..<threads).map { _ in Box(SortTopP(vocabularySize: vocab)) }
                 let (topP, temperature) = (topP, temperature)
-                timed.append(Timed(name: method.rawValue, body: {
-                    parallelRows(batch, threads: threads) { worker, r in
-                        let token = scratch[worker].value.sample(
-                            UnsafeBufferPointer(start: logits + r * vocab, count: vocab), p: topP, temperature: temperature, seed: 7, step: 1)
-                        kept[r] = token?.candidateCount ?? 0
-                    }
-                }, kept: medianKept))
+                timed.append(opponent(method.rawValue, { SortTopP(vocabularySize: vocab) }) { sorter, row in
+                    sorter.sample(row, p: topP, temperature: temperature, seed: 7, step: 1)
+                })
             }
         }
         var results: [BenchResult] = []

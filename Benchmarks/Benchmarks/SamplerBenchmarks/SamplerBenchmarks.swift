@@ -19,8 +19,6 @@ let benchmarks: @Sendable () -> Void = {
         ]
     )
 
-    let opponentThresholds: [BenchmarkMetric: BenchmarkThresholds] = [.wallClock: .init(relative: [.p50: 15])]
-
     for vocab in [32_000, 128_256] {
         let rows = 64
         let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 42)
@@ -49,33 +47,34 @@ let benchmarks: @Sendable () -> Void = {
                     }
                 }
             }
-            Benchmark(
-                "naive-topnsigma vocab \(vocab) batch \(batch) threads 1",
-                configuration: .init(metrics: [.wallClock, .throughput], maxIterations: 20, thresholds: opponentThresholds)
-            ) { benchmark in
+            opponentBenchmark("naive-topnsigma vocab \(vocab) batch \(batch) threads 1", iterations: 20, logits: logits, vocab: vocab, batch: batch) {
                 var naive = NaiveTopNSigma(vocabularySize: vocab)
-                logits.withUnsafeBufferPointer { l in
-                    benchmark.startMeasurement()
-                    for _ in benchmark.scaledIterations {
-                        for r in 0..<batch {
-                            blackHole(naive.sample(UnsafeBufferPointer(rebasing: l[(r * vocab)..<((r + 1) * vocab)]), n: 1, temperature: 1, seed: 7, step: 1))
-                        }
-                    }
-                }
+                return { naive.sample($0, n: 1, temperature: 1, seed: 7, step: 1) }
             }
-            Benchmark(
-                "sort-topp vocab \(vocab) batch \(batch) threads 1",
-                configuration: .init(metrics: [.wallClock, .throughput], maxIterations: 5, thresholds: opponentThresholds)
-            ) { benchmark in
+            opponentBenchmark("sort-topp vocab \(vocab) batch \(batch) threads 1", iterations: 5, logits: logits, vocab: vocab, batch: batch) {
                 var topP = SortTopP(vocabularySize: vocab)
-                logits.withUnsafeBufferPointer { l in
-                    benchmark.startMeasurement()
-                    for _ in benchmark.scaledIterations {
-                        for r in 0..<batch {
-                            blackHole(topP.sample(UnsafeBufferPointer(rebasing: l[(r * vocab)..<((r + 1) * vocab)]), p: 0.9, temperature: 1, seed: 7, step: 1))
-                        }
-                    }
-                }
+                return { topP.sample($0, p: 0.9, temperature: 1, seed: 7, step: 1) }
+            }
+        }
+    }
+}
+
+/// An opponent sampling `batch` rows one by one; `makeSampler` builds its scratch once.
+func opponentBenchmark(
+    _ name: String, iterations: Int, logits: [Float], vocab: Int, batch: Int,
+    makeSampler: @escaping () -> (UnsafeBufferPointer<Float>) -> SampledToken?
+) {
+    Benchmark(
+        name,
+        configuration: .init(
+            metrics: [.wallClock, .throughput], maxIterations: iterations,
+            thresholds: [.wallClock: .init(relative: [.p50: 15])])
+    ) { benchmark in
+        let sample = makeSampler()
+        logits.withUnsafeBufferPointer { l in
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations {
+                for r in 0..<batch { blackHole(sample(UnsafeBufferPointer(rebasing: l[(r * vocab)..<((r + 1) * vocab)]))) }
             }
         }
     }
