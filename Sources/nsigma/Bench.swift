@@ -357,15 +357,15 @@ struct BenchRunner {
         return Self.relate(results)
     }
 
-    /// Fills the speedups over the opponents: ratios of ratios to the floor, each ratio measured
-    /// interleaved with its own floor, so a drift between the groups cancels.
+    /// Fills the speedups over the opponents: median time of the opponent over median time of
+    /// the method, both measured in this run on the same buffer.
     static func relate(_ rows: [BenchResult]) -> [BenchResult] {
-        let naive = rows.first { $0.method == BenchMethod.naive.rawValue }?.ratioToFloor
-        let sort = rows.first { $0.method == BenchMethod.sortTopP.rawValue }?.ratioToFloor
+        let naive = rows.first { $0.method == BenchMethod.naive.rawValue }?.medianSeconds
+        let sort = rows.first { $0.method == BenchMethod.sortTopP.rawValue }?.medianSeconds
         return rows.map { r in
             var r = r
-            if let naive, !r.method.hasPrefix("floor") { r.speedupOverNaive = naive / r.ratioToFloor }
-            if let sort, !r.method.hasPrefix("floor") { r.speedupOverSortTopP = sort / r.ratioToFloor }
+            if let naive, !r.method.hasPrefix("floor") { r.speedupOverNaive = naive / r.medianSeconds }
+            if let sort, !r.method.hasPrefix("floor") { r.speedupOverSortTopP = sort / r.medianSeconds }
             return r
         }
     }

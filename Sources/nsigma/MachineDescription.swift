@@ -11,6 +11,8 @@ struct MachineDescription: Codable {
     var buildSIMD: [String]
     var threads: Int
     var openblas: String
+    /// OPENBLAS_THREAD_TIMEOUT in force (`bench` sets 4 unless the caller set it).
+    var openblasThreadTimeout: String?
     var date: String
 
     static func current() -> MachineDescription {
@@ -36,6 +38,7 @@ struct MachineDescription: Codable {
             buildSIMD: simd,
             threads: BatchSampler.defaultThreadCount,
             openblas: openblas_get_config().map { String(cString: $0) } ?? "unknown",
+            openblasThreadTimeout: ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"],
             date: ISO8601DateFormatter().string(from: Date()))
     }
 }
