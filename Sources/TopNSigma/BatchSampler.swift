@@ -12,9 +12,10 @@ import Glibc
 /// Per row, with that row's ``SamplingParameters`` and decode `step`:
 /// 1. one fused pass computes max, argmax, finite count, mean and M2 (see ``RowStatistics``);
 /// 2. `T = 0` returns the argmax (lowest id on ties) with log-probability 0;
-/// 3. otherwise one compare pass keeps `x >= max - n·std` (every finite logit when `nSigma` is
-///    `nil`) and compacts the survivors into per-worker scratch; the second pass reads the row
-///    from cache when it fits there (a row of 128256 logits is 501 KiB);
+/// 3. otherwise the survivors `x >= max - n·std` (every finite logit when `nSigma` is `nil`)
+///    are compacted into per-worker scratch: each chunk, while still in L1 after its reduction,
+///    against a provisional threshold from the chunks before it, then filtered to the final
+///    threshold (see ``RowPipeline``), so the row is read from memory once;
 /// 4. softmax at temperature `T` over the survivors only, an inverse-CDF draw with a 53-bit
 ///    uniform from Philox4x32-10 keyed by `seed` at counter `step`, and the log-probability of
 ///    the drawn token under that renormalized distribution.
