@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Testing
 import TopNSigma
 import TopNSigmaBaselines
@@ -172,6 +173,28 @@ import TopNSigmaBaselines
                 #expect(slow?.token == fused.token && slow?.candidateCount == fused.candidateCount, "row \(r) step \(step)")
                 #expect(Swift.abs((slow?.logProbability ?? 0) - fused.logProbability) < 1e-4)
             }
+        }
+    }
+}
+
+/// The thread-safety contract: overlapping calls on one sampler trap with a message instead of
+/// corrupting each other's results.
+@Suite struct SamplerContractTests {
+    @Test("a second call entering while one runs on the same sampler traps")
+    func overlappingCallsTrap() async {
+        await #expect(processExitsWith: .failure) {
+            let vocab = 128_256, rows = 64
+            let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: 1)
+            let logits = [Float](repeating: 0.5, count: vocab * rows)
+            let parameters = [SamplingParameters](repeating: SamplingParameters(), count: rows)
+            let started = Atomic<Bool>(false)
+            let other = Thread {
+                while !started.load(ordering: .acquiring) {}
+                for _ in 0..<100 { _ = sampler.sample(logits: logits, parameters: parameters) }
+            }
+            other.start()
+            started.store(true, ordering: .releasing)
+            for _ in 0..<100 { _ = sampler.sample(logits: logits, parameters: parameters) }
         }
     }
 }

@@ -246,6 +246,29 @@ import TopNSigmaIO
         #expect(!regressed.stdout.contains("REGRESSION floor-sasum "))
     }
 
+    @Test("--lm-head adds the decode step: an sgemm entry and each method's share of the step")
+    func lmHead() throws {
+        let json = FileManager.default.temporaryDirectory.appendingPathComponent("nsigma-lmhead-\(UUID().uuidString).json").path
+        let run = try cli.run([
+            "bench", "--vocab", "3000", "--batch", "2", "--threads", "1", "--seconds", "0.002", "--lm-head", "32",
+            "--methods", "fused-topnsigma,naive-topnsigma", "--json", json,
+        ])
+        #expect(run.status == 0, "\(run.stderr)")
+        #expect(run.stdout.contains("decode step: lm-head sgemm"))
+        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as! [String: Any]
+        let results = object["results"] as! [[String: Any]]
+        let gemm = try #require(results.first { $0["method"] as? String == "lm-head-sgemm" })
+        #expect(gemm["hidden"] as? Int == 32)
+        for method in ["fused-topnsigma+lm-head", "naive-topnsigma+lm-head"] {
+            let entry = try #require(results.first { $0["method"] as? String == method })
+            let share = try #require(entry["shareOfDecodeStep"] as? Double)
+            #expect(share > 0 && share < 1)
+        }
+        let fused = results.first { $0["method"] as? String == "fused-topnsigma+lm-head" }!["shareOfDecodeStep"] as! Double
+        let naive = results.first { $0["method"] as? String == "naive-topnsigma+lm-head" }!["shareOfDecodeStep"] as! Double
+        #expect(fused < naive)
+    }
+
     @Test("bad bench options exit 2 with a message", arguments: [["--vocab", "0"], ["--threads", "x"], ["--methods", "magic"], ["--baseline", "/nonexistent.json"]])
     func badOptions(options: [String]) throws {
         let run = try cli.run(["bench", "--seconds", "0.001"] + options)
