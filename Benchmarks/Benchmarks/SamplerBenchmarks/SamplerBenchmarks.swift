@@ -4,7 +4,8 @@ import TopNSigmaBaselines
 
 /// The `nsigma bench` workloads as regression benchmarks: fused Top-nσ (which must allocate
 /// nothing per call), naive Top-nσ and sort-based top-p, on synthetic rows shaped like real
-/// logits. Parameters are in the names: method, vocab, batch, threads.
+/// logits (vocab 32000…256000, batch 1…256, threads 1 and all cores). Parameters are in the
+/// names: method, vocab, batch, threads.
 let benchmarks: @Sendable () -> Void = {
     let allCores = BatchSampler.defaultThreadCount
     Benchmark.defaultConfiguration = .init(
@@ -19,10 +20,11 @@ let benchmarks: @Sendable () -> Void = {
         ]
     )
 
-    for vocab in [32_000, 128_256] {
-        let rows = 64
+    // The `nsigma bench` workloads: vocabularies of common tokenizers, batches 1…256.
+    for vocab in [32_000, 49_152, 128_256, 151_936, 256_000] {
+        let rows = 256
         let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 42)
-        for batch in [1, 8, 64] {
+        for batch in [1, 8, 64, 256] {
             for threads in Set([1, allCores]).sorted() {
                 Benchmark("fused-topnsigma vocab \(vocab) batch \(batch) threads \(threads)") { benchmark in
                     let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads)
@@ -47,6 +49,8 @@ let benchmarks: @Sendable () -> Void = {
                     }
                 }
             }
+            // The opponents take seconds per call at batch 256: up to batch 64 only.
+            guard batch <= 64 else { continue }
             opponentBenchmark("naive-topnsigma vocab \(vocab) batch \(batch) threads 1", iterations: 20, logits: logits, vocab: vocab, batch: batch) {
                 var naive = NaiveTopNSigma(vocabularySize: vocab)
                 return { naive.sample($0, n: 1, temperature: 1, seed: 7, step: 1) }
