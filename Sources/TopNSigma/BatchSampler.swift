@@ -157,7 +157,8 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
         let countBytes = (chunks * MemoryLayout<Int>.stride + 63) / 64 * 64
         let thresholdBytes = (chunks * MemoryLayout<Float>.stride + 63) / 64 * 64
         let statisticsBytes = (MemoryLayout<RowStatistics>.stride + MemoryLayout<Float>.stride + 63) / 64 * 64
-        let regionBytes = candidateBytes + partialBytes + countBytes + thresholdBytes + statisticsBytes
+        let weightBytes = vocabularySize * MemoryLayout<Double>.stride
+        let regionBytes = candidateBytes + partialBytes + countBytes + thresholdBytes + statisticsBytes + weightBytes
         var regions: [RowPipeline.Scratch] = []
         var regionPartials: [UnsafeMutablePointer<StatisticsKernel.ChunkPartial>] = []
         var blocks: [NodeMemory.Block] = []
@@ -179,8 +180,10 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
             rowStatistics.initialize(to: RowStatistics(maximum: -.infinity, argmax: -1, finiteCount: 0, mean: 0, sumOfSquaredDeviations: 0))
             let rowThreshold = (statisticsBase + MemoryLayout<RowStatistics>.stride).bindMemory(to: Float.self, capacity: 1)
             rowThreshold.initialize(to: .nan)
+            let weights = (statisticsBase + statisticsBytes).bindMemory(to: Double.self, capacity: vocabularySize)
             regions.append(RowPipeline.Scratch(
-                thresholds: thresholds, counts: counts, candidates: candidates, rowStatistics: rowStatistics, rowThreshold: rowThreshold))
+                thresholds: thresholds, counts: counts, candidates: candidates, rowStatistics: rowStatistics, rowThreshold: rowThreshold,
+                weights: weights))
             regionPartials.append(partials)
             blocks.append(block)
         }
@@ -340,7 +343,7 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
         if parameters.validationError != nil { return }
         _ = RowPipeline.reduce(
             batch.logits + row * batch.stride, vocab: vocabularySize, chunks: first, end, collect: parameters.temperature != 0,
-            nSigma: parameters.nSigma, scratch: regions[row], partials: regionPartials[row])
+            parameters: parameters, scratch: regions[row], partials: regionPartials[row])
     }
 
     /// Split phase 2: every task of a row merges the row's partials in chunk order (the same

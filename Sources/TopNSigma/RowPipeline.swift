@@ -1,3 +1,9 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
 /// The per-row pipeline shared by whole-row and split-row scheduling.
 ///
 /// Each chunk of ``StatisticsKernel/chunkLength`` logits is reduced and, while it is still in L1,
@@ -25,17 +31,28 @@ enum RowPipeline {
         var candidates: UnsafeMutablePointer<Candidate>
         var rowStatistics: UnsafeMutablePointer<RowStatistics>
         var rowThreshold: UnsafeMutablePointer<Float>
+        /// Top-p's weights, one per candidate slot.
+        var weights: UnsafeMutablePointer<Double>
     }
 
     /// Margin on the provisional threshold: the prefix std may be a little below the row's.
     static let provisionalMargin = 1.5
 
-    /// The provisional compare threshold from the statistics of a prefix of the row.
+    /// The provisional compare threshold from the statistics of a prefix of the row: Top-nσ's
+    /// `max' - 1.5·n·std'` and min-p's `max' + T·ln(minP)`, the larger of the two. Both are at
+    /// or below their final values (`max' <= max`), so the survivors collected are a superset.
     @inline(__always)
-    static func provisionalThreshold(_ accumulator: StatisticsKernel.RowAccumulator, nSigma: Float?) -> Float {
-        guard let n = nSigma, accumulator.count > 0 else { return -Float.greatestFiniteMagnitude }
-        let variance = accumulator.count > 1 ? accumulator.m2 / Double(accumulator.count - 1) : 0
-        return TopNSigma.floatThreshold(Double(accumulator.maximum) - provisionalMargin * Double(n) * variance.squareRoot())
+    static func provisionalThreshold(_ accumulator: StatisticsKernel.RowAccumulator, _ parameters: SamplingParameters) -> Float {
+        guard accumulator.count > 0 else { return -Float.greatestFiniteMagnitude }
+        var threshold = -Double.infinity
+        if let n = parameters.nSigma {
+            let variance = accumulator.count > 1 ? accumulator.m2 / Double(accumulator.count - 1) : 0
+            threshold = Double(accumulator.maximum) - provisionalMargin * Double(n) * variance.squareRoot()
+        }
+        if let minP = parameters.minP {
+            threshold = max(threshold, Double(accumulator.maximum) + Double(parameters.temperature) * log(Double(minP)))
+        }
+        return TopNSigma.floatThreshold(threshold)
     }
 
     /// Reduces chunks `first..<end` of the row at `p`, merging them in order into an accumulator;
@@ -43,7 +60,7 @@ enum RowPipeline {
     /// far (this one included). When `partials` is given, each chunk's partial is also stored there
     /// (indexed by chunk). Stops at the first invalid logit.
     static func reduce(
-        _ p: UnsafePointer<Float>, vocab: Int, chunks first: Int, _ end: Int, collect: Bool, nSigma: Float?,
+        _ p: UnsafePointer<Float>, vocab: Int, chunks first: Int, _ end: Int, collect: Bool, parameters: SamplingParameters,
         scratch: Scratch, partials: UnsafeMutablePointer<ChunkPartial>?
     ) -> StatisticsKernel.RowAccumulator {
         let chunkLength = StatisticsKernel.chunkLength
@@ -57,7 +74,7 @@ enum RowPipeline {
             accumulator.merge(part, chunk: c, start: start)
             if accumulator.error != nil { break }
             if collect {
-                let threshold = provisionalThreshold(accumulator, nSigma: nSigma)
+                let threshold = provisionalThreshold(accumulator, parameters)
                 scratch.thresholds[c] = threshold
                 // Most chunks hold no survivor at all: their maximum says so without a compare pass.
                 scratch.counts[c] = part.maximum >= threshold
@@ -103,12 +120,23 @@ enum RowPipeline {
         return count
     }
 
-    /// The Float compare threshold of a row, or nil when the row is greedy.
+    /// The Float compare threshold of a row, or nil when the row is greedy: the larger of
+    /// Top-nσ's `max - n·std` and min-p's `max + T·ln(minP)` (intersection of both filters), or
+    /// every finite logit when both are off.
     @inline(__always)
     static func compareThreshold(_ statistics: RowStatistics, _ parameters: SamplingParameters) -> Float? {
         if parameters.temperature == 0 { return nil }
-        guard let n = parameters.nSigma else { return -Float.greatestFiniteMagnitude }
-        return TopNSigma.floatThreshold(TopNSigma.threshold(for: statistics, n: Double(n)))
+        return TopNSigma.floatThreshold(logitThreshold(statistics, parameters))
+    }
+
+    /// The combined Top-nσ / min-p threshold in double precision (`-inf` when both are off).
+    static func logitThreshold(_ statistics: RowStatistics, _ parameters: SamplingParameters) -> Double {
+        var threshold = -Double.infinity
+        if let n = parameters.nSigma { threshold = TopNSigma.threshold(for: statistics, n: Double(n)) }
+        if let minP = parameters.minP {
+            threshold = max(threshold, Double(statistics.maximum) + Double(parameters.temperature) * log(Double(minP)))
+        }
+        return threshold
     }
 
     /// One row start to finish on the calling thread.
@@ -118,7 +146,7 @@ enum RowPipeline {
         if let error = parameters.validationError { return .failure(error) }
         let chunks = StatisticsKernel.chunkCount(length: vocab)
         let accumulator = reduce(
-            p, vocab: vocab, chunks: 0, chunks, collect: parameters.temperature != 0, nSigma: parameters.nSigma,
+            p, vocab: vocab, chunks: 0, chunks, collect: parameters.temperature != 0, parameters: parameters,
             scratch: scratch, partials: nil)
         switch accumulator.finish(row: p, count: vocab) {
         case .failure(let error):
@@ -133,11 +161,13 @@ enum RowPipeline {
         }
     }
 
-    /// The draw over the gathered survivors.
+    /// top-k and top-p over the gathered survivors, then the draw.
     static func draw(statistics: RowStatistics, parameters: SamplingParameters, step: UInt64, count: Int, scratch: Scratch) -> SampleResult {
+        let kept = Truncation.apply(
+            scratch.candidates, count: count, weights: scratch.weights, maximum: statistics.maximum, parameters: parameters)
         let u = Philox4x32(seed: parameters.seed).uniform(step: step)
         return .success(DrawKernel.draw(
-            UnsafeBufferPointer(start: scratch.candidates, count: count), maximum: statistics.maximum,
+            UnsafeBufferPointer(start: scratch.candidates, count: kept), maximum: statistics.maximum,
             temperature: parameters.temperature, uniform: u))
     }
 }

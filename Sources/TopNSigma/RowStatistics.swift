@@ -63,6 +63,12 @@ public enum RowError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidTemperature(Float)
     /// The Top-nσ `n` is negative or NaN.
     case invalidNSigma(Float)
+    /// top-k below 1.
+    case invalidTopK(Int)
+    /// top-p outside `(0, 1]` or NaN.
+    case invalidTopP(Float)
+    /// min-p outside `[0, 1]` or NaN.
+    case invalidMinP(Float)
 
     public var description: String {
         switch self {
@@ -71,6 +77,9 @@ public enum RowError: Error, Sendable, Equatable, CustomStringConvertible {
         case .noFiniteLogit: return "no finite logit (every logit is -inf)"
         case .invalidTemperature(let t): return "temperature \(t) is invalid (must be >= 0)"
         case .invalidNSigma(let n): return "n \(n) is invalid (must be >= 0, or nil to disable Top-nσ)"
+        case .invalidTopK(let k): return "top-k \(k) is invalid (must be >= 1)"
+        case .invalidTopP(let p): return "top-p \(p) is invalid (must be in (0, 1])"
+        case .invalidMinP(let m): return "min-p \(m) is invalid (must be in [0, 1])"
         }
     }
 

@@ -1,4 +1,9 @@
 /// One request's sampling parameters, named as vLLM's `SamplingParams` names them.
+///
+/// Combination rule: Top-nσ, top-k and min-p are intersected; top-p is then applied over the
+/// renormalized distribution of what they kept. Top-p and min-p use the temperature-scaled
+/// distribution (vLLM's convention). Each filter is optional; with `temperature == 0` the row is
+/// greedy and no filter matters.
 public struct SamplingParameters: Sendable, Equatable, Hashable {
     /// Softmax temperature `T`, applied after the Top-nσ mask. `0` means greedy argmax (lowest
     /// token id wins ties). Must be `>= 0` and not NaN; `+inf` samples uniformly from the kept set.
@@ -7,23 +12,41 @@ public struct SamplingParameters: Sendable, Equatable, Hashable {
     public var nSigma: Float?
     /// The request's seed: the key of the counter-based generator.
     public var seed: UInt64
+    /// Keep the `k` largest logits (ties: lower token id first); `k >= 1`, or nil.
+    public var topK: Int?
+    /// Keep the smallest set of most probable tokens whose probability mass reaches `p`
+    /// (ties: lower token id first); `0 < p <= 1`, or nil.
+    public var topP: Float?
+    /// Keep tokens with probability at least `minP` × the top probability, i.e. logits
+    /// `>= max + T·ln(minP)`; `0 <= minP <= 1`, or nil.
+    public var minP: Float?
 
     /// - Parameters:
     ///   - temperature: softmax temperature, default 1; 0 for greedy.
     ///   - nSigma: Top-nσ's n, default 1; `nil` disables the filter.
     ///   - seed: the request's seed, default 0.
+    ///   - topK: top-k, default off.
+    ///   - topP: top-p (nucleus), default off.
+    ///   - minP: min-p, default off.
     @inlinable
-    public init(temperature: Float = 1, nSigma: Float? = 1, seed: UInt64 = 0) {
+    public init(temperature: Float = 1, nSigma: Float? = 1, seed: UInt64 = 0, topK: Int? = nil, topP: Float? = nil, minP: Float? = nil) {
         self.temperature = temperature
         self.nSigma = nSigma
         self.seed = seed
+        self.topK = topK
+        self.topP = topP
+        self.minP = minP
     }
 
-    /// The parameter error of this request, if any: a negative or NaN temperature or `n`.
+    /// The parameter error of this request, if any: a negative or NaN temperature or `n`, a
+    /// `topK` below 1, a `topP` outside `(0, 1]`, a `minP` outside `[0, 1]`.
     @inlinable
     public var validationError: RowError? {
         if !(temperature >= 0) { return .invalidTemperature(temperature) }
         if let n = nSigma, !(n >= 0) { return .invalidNSigma(n) }
+        if let k = topK, k < 1 { return .invalidTopK(k) }
+        if let p = topP, !(p > 0 && p <= 1) { return .invalidTopP(p) }
+        if let m = minP, !(m >= 0 && m <= 1) { return .invalidMinP(m) }
         return nil
     }
 }

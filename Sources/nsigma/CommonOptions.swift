@@ -72,3 +72,22 @@ func emit(_ lines: [String]) {
     if !lines.isEmpty { text += "\n" }
     print(text, terminator: "")
 }
+
+/// The truncation options shared by `filter` and `sample`.
+struct TruncationOptions: ParsableArguments {
+    @Option(name: .customLong("top-k"), help: "Keep the K largest logits (K >= 1).")
+    var topK: Int?
+
+    @Option(name: .customLong("top-p"), help: "Keep the smallest most-probable set with mass >= P (0 < P <= 1).")
+    var topP: Float?
+
+    @Option(name: .customLong("min-p"), help: "Keep tokens with probability >= M × the top probability (0 <= M <= 1).")
+    var minP: Float?
+
+    /// The parameters for these options, or a ``UsageError`` for a value out of range.
+    func parameters(temperature: Float, nSigma: Float?, seed: UInt64 = 0) throws -> SamplingParameters {
+        let parameters = SamplingParameters(temperature: temperature, nSigma: nSigma, seed: seed, topK: topK, topP: topP, minP: minP)
+        if let error = parameters.validationError { throw UsageError(message: error.description) }
+        return parameters
+    }
+}

@@ -9,6 +9,8 @@ struct Filter: ParsableCommand {
         abstract: "Print each row's statistics and the tokens Top-nσ keeps, as JSON lines.",
         discussion: """
             Each line: {"row": i, "max": …, "mean": …, "std": …, "threshold": …, "finite": count, "kept": [ids]}.
+            "threshold" is the combined Top-nσ / min-p logit threshold (null when both are off); top-k and
+            top-p then cut the kept set further (Top-nσ, top-k and min-p intersected, top-p on the rest).
             A row that cannot be filtered prints {"row": i, "error": "…"} and the exit status is 3.
             """
     )
@@ -18,8 +20,15 @@ struct Filter: ParsableCommand {
     @Option(name: .customLong("n"), help: "Standard deviations below the max (>= 0), or 'off'.")
     var nText: String = "1.0"
 
+    @OptionGroup var truncation: TruncationOptions
+
+    @Option(help: "Temperature of the distribution min-p and top-p are computed on (> 0).")
+    var temperature: Float = 1.0
+
     func run() throws {
         let n = try parseNSigma(nText)
+        guard temperature > 0 else { throw UsageError(message: "--temperature must be > 0 for filter, got \(temperature)") }
+        let parameters = try truncation.parameters(temperature: temperature, nSigma: n)
         let file = try input.load()
         var lines: [String] = []
         lines.reserveCapacity(file.rows)
@@ -27,13 +36,13 @@ struct Filter: ParsableCommand {
         file.values.withUnsafeBufferPointer { values in
             for r in 0..<file.rows {
                 let row = UnsafeBufferPointer(rebasing: values[(r * file.vocab)..<((r + 1) * file.vocab)])
-                switch TopNSigma.filter(row, n: n) {
+                switch FilteredDistribution.of(row, parameters: parameters) {
                 case .failure(let error):
                     failed = true
                     lines.append("{\"row\": \(r), \"error\": \(jsonString(error.message(row: r)))}")
                 case .success(let filtered):
                     let s = filtered.statistics
-                    let kept = filtered.kept.map { String($0.index) }.joined(separator: ", ")
+                    let kept = filtered.kept.map(\.token).sorted().map(String.init).joined(separator: ", ")
                     lines.append(
                         "{\"row\": \(r), \"max\": \(json(s.maximum)), \"mean\": \(json(s.mean)), \"std\": \(json(s.standardDeviation)), "
                             + "\"threshold\": \(json(filtered.threshold)), \"finite\": \(s.finiteCount), \"kept\": [\(kept)]}")

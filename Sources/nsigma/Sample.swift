@@ -30,6 +30,8 @@ struct Sample: ParsableCommand {
     @Option(help: "Worker threads (default: all cores).")
     var threads: Int?
 
+    @OptionGroup var truncation: TruncationOptions
+
     func run() throws {
         let n = try parseNSigma(nText)
         guard draws >= 1 else { throw UsageError(message: "--draws must be at least 1, got \(draws)") }
@@ -38,7 +40,8 @@ struct Sample: ParsableCommand {
         let file = try input.load()
         guard file.rows > 0 else { return }
         let sampler = BatchSampler(vocabularySize: file.vocab, maximumBatchSize: file.rows, threadCount: threads)
-        let parameters = [SamplingParameters](repeating: SamplingParameters(temperature: temperature, nSigma: n, seed: seed), count: file.rows)
+        let parameters = [SamplingParameters](
+            repeating: try truncation.parameters(temperature: temperature, nSigma: n, seed: seed), count: file.rows)
         var tokens = [[Int]](repeating: [], count: file.rows)
         var logprobs = [[Double]](repeating: [], count: file.rows)
         var kept = [Int](repeating: 0, count: file.rows)

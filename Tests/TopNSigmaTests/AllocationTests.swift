@@ -20,7 +20,12 @@ final class AllocationTests: XCTestCase {
 
         for (rows, vocab, threads) in [(8, 49_152, 2), (1, 128_256, 2), (3, 32_000, 1), (2, 70_000, 4)] {
             let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 3)
-            let parameters = (0..<rows).map { SamplingParameters(temperature: $0 % 2 == 0 ? 1 : 0, nSigma: 1, seed: UInt64($0)) }
+            // Plain Top-nσ, greedy, and every truncation (top-k, top-p, min-p) in one batch.
+            let parameters = (0..<rows).map { r in
+                [SamplingParameters(temperature: 1, nSigma: 1, seed: UInt64(r)),
+                 SamplingParameters(temperature: 0, nSigma: 1, seed: UInt64(r)),
+                 SamplingParameters(temperature: 1.3, nSigma: nil, seed: UInt64(r), topK: 30, topP: 0.9, minP: 0.01)][r % 3]
+            }
             var steps = [UInt64](repeating: 0, count: rows)
             var results = [SampleResult](repeating: .failure(.noFiniteLogit), count: rows)
             let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)

@@ -170,6 +170,26 @@ import TopNSigmaIO
         #expect(text.status == 0 && text.stdout.contains("NUMA:") && text.stdout.contains("node 0"))
     }
 
+    @Test("filter and sample accept --top-k, --top-p, --min-p (combinable) and --n off")
+    func truncationFlags() throws {
+        let filter = try run(["filter", "--logits", Fixture.path, "--n", "off", "--top-k", "40", "--top-p", "0.9", "--min-p", "0.01", "--temperature", "1.2"])
+        #expect(filter.status == 0, "\(filter.stderr)")
+        let parameters = SamplingParameters(temperature: 1.2, nSigma: nil, topK: 40, topP: 0.9, minP: 0.01)
+        for (r, line) in filter.lines.enumerated() {
+            #expect(line["kept"] as? [Int] == TruncationTests.reference(Fixture.row(r), parameters).map(\.token).sorted())
+            #expect(line["std"] != nil && line["finite"] as? Int == Fixture.logits.vocab)
+        }
+        let sample = try run(["sample", "--logits", Fixture.path, "--top-k", "3", "--draws", "3", "--seed", "5"])
+        #expect(sample.status == 0, "\(sample.stderr)")
+        for line in sample.lines { #expect((line["kept"] as? Int ?? 99) <= 3) }
+        for bad in [["--top-k", "0"], ["--top-p", "1.5"], ["--min-p", "-1"]] {
+            for command in ["filter", "sample"] {
+                let result = try run([command, "--logits", Fixture.path] + bad)
+                #expect(result.status == 2 && result.stdout.isEmpty && !result.stderr.isEmpty, "\(command) \(bad)")
+            }
+        }
+    }
+
     @Test("sample: failing rows print their error after the others, exit 3")
     func sampleErrors() throws {
         var values: [Float] = (0..<30).map { Float($0 % 10) }

@@ -132,7 +132,7 @@ import TopNSigmaBaselines
         NodeMemory.free(block)
         let sampler = BatchSampler(vocabularySize: 1000, maximumBatchSize: 2, threadCount: 3, topology: topology)
         #expect(sampler.plan.workerNodes == [0, 0, 0])
-        let token = try sampler.sample(logits: [Float](repeating: 0, count: 1000) + (0..<1000).map(Float.init), parameters: [.init(temperature: 0), .init(temperature: 0)])
+        let token = sampler.sample(logits: [Float](repeating: 0, count: 1000) + (0..<1000).map(Float.init), parameters: [.init(temperature: 0), .init(temperature: 0)])
         #expect(try token.map { try $0.get().token } == [0, 999])
         #expect(sampler.unboundWorkerCount == 0)
     }

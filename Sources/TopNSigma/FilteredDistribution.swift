@@ -1,0 +1,80 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The distribution a row is sampled from, for speculative decoding and RL log-probabilities.
+public struct FilteredDistribution: Sendable, Equatable {
+    /// The row's statistics.
+    public var statistics: RowStatistics
+    /// The combined Top-nσ / min-p logit threshold in double precision (`-inf` when both are off);
+    /// top-k and top-p then cut the survivors further.
+    public var threshold: Double
+    /// The kept tokens with their renormalized probabilities, most probable first (ties: lower
+    /// id first). Greedy (`T = 0`) keeps the argmax with probability 1.
+    public var kept: [(token: Int, probability: Double)]
+
+    public static func == (a: FilteredDistribution, b: FilteredDistribution) -> Bool {
+        a.statistics == b.statistics && a.threshold == b.threshold
+            && a.kept.map(\.token) == b.kept.map(\.token) && a.kept.map(\.probability) == b.kept.map(\.probability)
+    }
+
+    /// The filtered distribution of one row under `parameters` (the same pipeline and combination
+    /// rule as ``BatchSampler``; see ``SamplingParameters``).
+    ///
+    /// - Returns: the distribution, or the row's error.
+    /// - Complexity: one pass over the row plus O(survivors); allocates its scratch and result.
+    public static func of(_ row: UnsafeBufferPointer<Float>, parameters: SamplingParameters) -> Result<FilteredDistribution, RowError> {
+        if let error = parameters.validationError { return .failure(error) }
+        guard let base = row.baseAddress, row.count > 0 else { return .failure(.noFiniteLogit) }
+        let vocab = row.count
+        let chunks = StatisticsKernel.chunkCount(length: vocab)
+        let candidates = UnsafeMutablePointer<Candidate>.allocate(capacity: vocab)
+        let weights = UnsafeMutablePointer<Double>.allocate(capacity: vocab)
+        let thresholds = UnsafeMutablePointer<Float>.allocate(capacity: chunks)
+        let counts = UnsafeMutablePointer<Int>.allocate(capacity: chunks)
+        let rowStatistics = UnsafeMutablePointer<RowStatistics>.allocate(capacity: 1)
+        let rowThreshold = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+        defer {
+            candidates.deallocate()
+            weights.deallocate()
+            thresholds.deallocate()
+            counts.deallocate()
+            rowStatistics.deallocate()
+            rowThreshold.deallocate()
+        }
+        let scratch = RowPipeline.Scratch(
+            thresholds: thresholds, counts: counts, candidates: candidates, rowStatistics: rowStatistics,
+            rowThreshold: rowThreshold, weights: weights)
+        let accumulator = RowPipeline.reduce(
+            base, vocab: vocab, chunks: 0, chunks, collect: parameters.temperature != 0, parameters: parameters,
+            scratch: scratch, partials: nil)
+        let statistics: RowStatistics
+        switch accumulator.finish(row: base, count: vocab) {
+        case .failure(let error): return .failure(error)
+        case .success(let s): statistics = s
+        }
+        guard statistics.finiteCount > 0 else { return .failure(.noFiniteLogit) }
+        let threshold = RowPipeline.logitThreshold(statistics, parameters)
+        guard let compare = RowPipeline.compareThreshold(statistics, parameters) else {
+            return .success(FilteredDistribution(statistics: statistics, threshold: threshold, kept: [(statistics.argmax, 1)]))
+        }
+        RowPipeline.finalize(base, vocab: vocab, chunks: 0, chunks, threshold: compare, scratch: scratch)
+        let gathered = RowPipeline.gather(chunks: chunks, scratch: scratch)
+        let count = Truncation.apply(candidates, count: gathered, weights: weights, maximum: statistics.maximum, parameters: parameters)
+        let m = Double(statistics.maximum), t = Double(parameters.temperature)
+        var total = 0.0
+        for i in 0..<count { total += exp((Double(candidates[i].logit) - m) / t) }
+        var kept = (0..<count).map { i in (token: Int(candidates[i].index), logit: candidates[i].logit) }
+        kept.sort { $0.logit > $1.logit || ($0.logit == $1.logit && $0.token < $1.token) }
+        return .success(FilteredDistribution(
+            statistics: statistics, threshold: threshold,
+            kept: kept.map { ($0.token, exp((Double($0.logit) - m) / t) / total) }))
+    }
+
+    /// Array convenience for ``of(_:parameters:)-(UnsafeBufferPointer<Float>,_)``.
+    public static func of(_ row: [Float], parameters: SamplingParameters) -> Result<FilteredDistribution, RowError> {
+        row.withUnsafeBufferPointer { of($0, parameters: parameters) }
+    }
+}
