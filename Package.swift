@@ -33,7 +33,7 @@ let package = Package(
         ),
         .target(
             name: "TopNSigmaIO",
-            dependencies: []
+            dependencies: ["TopNSigma"]
         ),
         .target(
             name: "TopNSigmaBaselines",

@@ -217,6 +217,29 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
         steps: UnsafeBufferPointer<UInt64>,
         into results: UnsafeMutableBufferPointer<SampleResult>
     ) {
+        sample(
+            logits: UnsafeRawPointer(logits), format: .float32, rows: rows, rowStride: rowStride, parameters: parameters,
+            steps: steps, into: results)
+    }
+
+    /// Samples one token per row of half-precision or float logits, read in their stored format
+    /// and converted in registers (no row is converted into a buffer). Same semantics, tokens and
+    /// log-probabilities as the Float API on the converted values.
+    ///
+    /// - Parameters:
+    ///   - logits: row 0's first logit, stored as `format` (`UInt16` bits for the 16-bit formats).
+    ///   - format: ``LogitFormat/float32``, ``LogitFormat/float16`` or ``LogitFormat/bfloat16``.
+    ///   - rows: rows to sample, `0...maximumBatchSize`.
+    ///   - rowStride: elements (not bytes) between row starts, `>= vocabularySize`.
+    ///   - parameters: each row's parameters (at least `rows`).
+    ///   - steps: each row's decode step (at least `rows`).
+    ///   - results: filled with each row's token or error (at least `rows` slots).
+    public func sample(
+        logits: UnsafeRawPointer, format: LogitFormat, rows: Int, rowStride: Int? = nil,
+        parameters: UnsafeBufferPointer<SamplingParameters>,
+        steps: UnsafeBufferPointer<UInt64>,
+        into results: UnsafeMutableBufferPointer<SampleResult>
+    ) {
         let stride = rowStride ?? vocabularySize
         precondition(rows >= 0 && rows <= maximumBatchSize, "rows (\(rows)) must be in 0...maximumBatchSize (\(maximumBatchSize))")
         precondition(stride >= vocabularySize, "rowStride (\(stride)) must be at least vocabularySize (\(vocabularySize))")
@@ -228,7 +251,7 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
         defer { busy.store(false, ordering: .releasing) }
         guard rows > 0 else { return }
         batch = Batch(
-            logits: logits, stride: stride, parameters: parameters.baseAddress!, steps: steps.baseAddress!,
+            logits: logits, format: format, stride: stride, parameters: parameters.baseAddress!, steps: steps.baseAddress!,
             results: results.baseAddress!)
         defer { batch = nil }
         if rows < threadCount && chunksPerRow > 1 {
@@ -266,15 +289,44 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
         }
     }
 
+    /// Array convenience for 16-bit logits: `bits` holds `rows × vocabularySize` float16 or
+    /// bfloat16 values, row-major.
+    public func sample(bits: [UInt16], format: LogitFormat, parameters: [SamplingParameters], steps: [UInt64]? = nil) -> [SampleResult] {
+        precondition(format != .float32, "use sample(logits:parameters:steps:) for Float logits")
+        let rows = parameters.count
+        precondition(bits.count == rows * vocabularySize, "bits holds \(bits.count) values, expected \(rows) rows × \(vocabularySize)")
+        let steps = steps ?? [UInt64](repeating: 0, count: rows)
+        precondition(steps.count == rows, "steps holds \(steps.count) entries for \(rows) rows")
+        return [SampleResult](unsafeUninitializedCapacity: rows) { out, initialized in
+            out.initialize(repeating: .failure(.noFiniteLogit))
+            bits.withUnsafeBytes { raw in
+                parameters.withUnsafeBufferPointer { p in
+                    steps.withUnsafeBufferPointer { s in
+                        sample(logits: raw.baseAddress!, format: format, rows: rows, parameters: p, steps: s, into: out)
+                    }
+                }
+            }
+            initialized = rows
+        }
+    }
+
     // MARK: - scheduling
 
     /// The caller's buffers for one call; valid for the call's duration only.
     private struct Batch: @unchecked Sendable {
-        let logits: UnsafePointer<Float>
+        let logits: UnsafeRawPointer
+        let format: LogitFormat
+        /// Elements between row starts.
         let stride: Int
         let parameters: UnsafePointer<SamplingParameters>
         let steps: UnsafePointer<UInt64>
         let results: UnsafeMutablePointer<SampleResult>
+
+        /// Row `row` as elements of type `E`.
+        @inline(__always)
+        func row<E: LogitElement>(_ row: Int, as type: E.Type) -> UnsafePointer<E> {
+            (logits + row * stride * MemoryLayout<E>.stride).assumingMemoryBound(to: E.self)
+        }
     }
 
     /// Runs ``execute(_:)`` for `0..<count` on the executor; with the worker pool every index
@@ -289,23 +341,31 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
         }
     }
 
-    /// One task of the current call (``ParallelJob``).
+    /// One task of the current call (``ParallelJob``), in the batch's logit format.
     func execute(_ index: Int) {
         guard let batch else { preconditionFailure("execute outside a sample call") }
+        switch batch.format {
+        case .float32: execute(index, batch, Float.self)
+        case .float16: execute(index, batch, Half.self)
+        case .bfloat16: execute(index, batch, BFloat16.self)
+        }
+    }
+
+    private func execute<E: LogitElement>(_ index: Int, _ batch: Batch, _ type: E.Type) {
         switch work {
         case .rows(let rows):
-            rowWorker(index, batch, rows: rows)
+            rowWorker(index, batch, rows: rows, type)
         case .split(let plan, let tasks, let phase):
-            if phase == nil || phase == 0 { reduceChunks(index, plan, batch) }
+            if phase == nil || phase == 0 { reduceChunks(index, plan, batch, type) }
             if phase == nil { barrier.wait(participants: tasks) }
-            if phase == nil || phase == 1 { thresholdAndCompact(index, plan, batch) }
+            if phase == nil || phase == 1 { thresholdAndCompact(index, plan, batch, type) }
             if phase == nil { barrier.wait(participants: tasks) }
             if phase == nil || phase == 2 { gatherAndDraw(index, plan, batch) }
         }
     }
 
     /// Row mode: worker `w` takes rows of its node group's range from the group's counter.
-    private func rowWorker(_ worker: Int, _ batch: Batch, rows: Int) {
+    private func rowWorker<E: LogitElement>(_ worker: Int, _ batch: Batch, rows: Int, _ type: E.Type) {
         let scratch = regions[worker]
         var group = 0
         while !plan.groups[group].workers.contains(worker) { group += 1 }
@@ -314,7 +374,7 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
             let row = groupCounters[group].wrappingAdd(1, ordering: .relaxed).oldValue
             if row >= end { break }
             batch.results[row] = RowPipeline.sampleRow(
-                batch.logits + row * batch.stride, vocab: vocabularySize, parameters: batch.parameters[row],
+                batch.row(row, as: E.self), vocab: vocabularySize, parameters: batch.parameters[row],
                 step: batch.steps[row], scratch: scratch)
         }
     }
@@ -337,23 +397,23 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
 
     /// Split phase 1: reduce the task's chunks (partials stored per chunk) and collect their
     /// survivors against provisional thresholds from the task's own chunks.
-    private func reduceChunks(_ task: Int, _ plan: SplitPlan, _ batch: Batch) {
+    private func reduceChunks<E: LogitElement>(_ task: Int, _ plan: SplitPlan, _ batch: Batch, _ type: E.Type) {
         let (row, first, end) = plan.range(task)
         let parameters = batch.parameters[row]
         if parameters.validationError != nil { return }
         _ = RowPipeline.reduce(
-            batch.logits + row * batch.stride, vocab: vocabularySize, chunks: first, end, collect: parameters.temperature != 0,
+            batch.row(row, as: E.self), vocab: vocabularySize, chunks: first, end, collect: parameters.temperature != 0,
             parameters: parameters, scratch: regions[row], partials: regionPartials[row])
     }
 
     /// Split phase 2: every task of a row merges the row's partials in chunk order (the same
     /// arithmetic, so the same result in each); the row's first task settles errors and greedy
     /// rows; each task brings its own chunks' survivors to the final threshold.
-    private func thresholdAndCompact(_ task: Int, _ plan: SplitPlan, _ batch: Batch) {
+    private func thresholdAndCompact<E: LogitElement>(_ task: Int, _ plan: SplitPlan, _ batch: Batch, _ type: E.Type) {
         let (row, first, end) = plan.range(task)
         let isFirst = first == 0
         let parameters = batch.parameters[row]
-        let p = batch.logits + row * batch.stride
+        let p = batch.row(row, as: E.self)
         if isFirst { regions[row].rowThreshold.pointee = .nan }
         if let error = parameters.validationError {
             if isFirst { batch.results[row] = .failure(error) }

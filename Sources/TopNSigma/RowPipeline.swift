@@ -59,8 +59,8 @@ enum RowPipeline {
     /// when `collect`, compacts each chunk against the provisional threshold of the chunks merged so
     /// far (this one included). When `partials` is given, each chunk's partial is also stored there
     /// (indexed by chunk). Stops at the first invalid logit.
-    static func reduce(
-        _ p: UnsafePointer<Float>, vocab: Int, chunks first: Int, _ end: Int, collect: Bool, parameters: SamplingParameters,
+    static func reduce<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, chunks first: Int, _ end: Int, collect: Bool, parameters: SamplingParameters,
         scratch: Scratch, partials: UnsafeMutablePointer<ChunkPartial>?
     ) -> StatisticsKernel.RowAccumulator {
         let chunkLength = StatisticsKernel.chunkLength
@@ -87,7 +87,7 @@ enum RowPipeline {
 
     /// Brings chunks `first..<end` to the final `threshold`: filters each chunk's slot in place, or
     /// compacts the chunk again when its provisional threshold was stricter.
-    static func finalize(_ p: UnsafePointer<Float>, vocab: Int, chunks first: Int, _ end: Int, threshold: Float, scratch: Scratch) {
+    static func finalize<E: LogitElement>(_ p: UnsafePointer<E>, vocab: Int, chunks first: Int, _ end: Int, threshold: Float, scratch: Scratch) {
         let chunkLength = StatisticsKernel.chunkLength
         for c in first..<end {
             let start = c * chunkLength
@@ -140,8 +140,8 @@ enum RowPipeline {
     }
 
     /// One row start to finish on the calling thread.
-    static func sampleRow(
-        _ p: UnsafePointer<Float>, vocab: Int, parameters: SamplingParameters, step: UInt64, scratch: Scratch
+    static func sampleRow<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, step: UInt64, scratch: Scratch
     ) -> SampleResult {
         if let error = parameters.validationError { return .failure(error) }
         let chunks = StatisticsKernel.chunkCount(length: vocab)

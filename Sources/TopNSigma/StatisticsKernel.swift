@@ -46,8 +46,7 @@ enum StatisticsKernel {
     /// Sums of `x - shift` and `(x - shift)²` and the maximum, assuming every logit is finite.
     /// A non-finite logit or an overflowing square shows up as non-finite sums.
     @inline(__always)
-    static func unmaskedSums(_ p: UnsafePointer<Float>, count n: Int, shift: Float) -> ShiftedSums {
-        let raw = UnsafeRawPointer(p)
+    static func unmaskedSums<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int, shift: Float) -> ShiftedSums {
         let k = Vector(repeating: shift)
         // One SIMD16 accumulator set is already 4 independent chains per sum on SSE (2 on AVX2):
         // more than the add latency needs at memory speed, and a second set spills on SSE.
@@ -55,7 +54,7 @@ enum StatisticsKernel {
         var m = Vector(repeating: -.infinity)
         var i = 0
         while i &+ 16 <= n {
-            let a = raw.loadUnaligned(fromByteOffset: i &* 4, as: Vector.self)
+            let a = E.load16(p, i)
             m.replace(with: a, where: a .> m)
             let d = a - k
             s1 += d
@@ -69,7 +68,7 @@ enum StatisticsKernel {
             sum2 += Double(s2[lane])
         }
         while i < n {
-            let x = p[i]
+            let x = E.float(p, i)
             if x > maximum { maximum = x }
             let d = x - shift
             sum1 += Double(d)
@@ -81,8 +80,7 @@ enum StatisticsKernel {
 
     /// As ``unmaskedSums``, but `-inf` logits take no part and NaNs are flagged.
     @inline(__always)
-    static func maskedSums(_ p: UnsafePointer<Float>, count n: Int, shift: Float) -> ShiftedSums {
-        let raw = UnsafeRawPointer(p)
+    static func maskedSums<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int, shift: Float) -> ShiftedSums {
         let k = Vector(repeating: shift)
         let negInf = Vector(repeating: -.infinity)
         var s1 = Vector(), s2 = Vector(), m = negInf
@@ -90,7 +88,7 @@ enum StatisticsKernel {
         var nan = SIMDMask<SIMD16<Int32>>()
         var i = 0
         while i &+ 16 <= n {
-            let a = raw.loadUnaligned(fromByteOffset: i &* 4, as: Vector.self)
+            let a = E.load16(p, i)
             let valid = a .> negInf
             nan = nan .| (a .!= a)
             m.replace(with: a, where: a .> m)
@@ -109,7 +107,7 @@ enum StatisticsKernel {
         var count = Int(counts.wrappedSum())
         var sawNaN = any(nan)
         while i < n {
-            let x = p[i]
+            let x = E.float(p, i)
             if x.isNaN { sawNaN = true }
             if x > -.infinity {
                 if x > maximum { maximum = x }
@@ -124,9 +122,9 @@ enum StatisticsKernel {
     }
 
     /// The first NaN or `+inf` in `p[0..<n]`, if any.
-    static func firstInvalid(_ p: UnsafePointer<Float>, count n: Int) -> (index: Int, isNaN: Bool)? {
+    static func firstInvalid<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int) -> (index: Int, isNaN: Bool)? {
         for i in 0..<n {
-            let x = p[i]
+            let x = E.float(p, i)
             if x.isNaN { return (i, true) }
             if x == .infinity { return (i, false) }
         }
@@ -135,28 +133,32 @@ enum StatisticsKernel {
 
     /// Double-precision two-pass reduction of a chunk known to hold no NaN and no `+inf`:
     /// the path for logits whose squares leave `Float`'s range.
-    static func doublePrecisionPartial(_ p: UnsafePointer<Float>, count n: Int) -> ChunkPartial {
+    static func doublePrecisionPartial<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int) -> ChunkPartial {
         var count = 0, sum = 0.0, maximum = -Float.infinity
-        for i in 0..<n where p[i] > -.infinity {
+        for i in 0..<n {
+            let x = E.float(p, i)
+            guard x > -.infinity else { continue }
             count += 1
-            sum += Double(p[i])
-            if p[i] > maximum { maximum = p[i] }
+            sum += Double(x)
+            if x > maximum { maximum = x }
         }
         guard count > 0 else { return ChunkPartial() }
         let mean = sum / Double(count)
         var m2 = 0.0
-        for i in 0..<n where p[i] > -.infinity {
-            let d = Double(p[i]) - mean
+        for i in 0..<n {
+            let x = E.float(p, i)
+            guard x > -.infinity else { continue }
+            let d = Double(x) - mean
             m2 += d * d
         }
         return ChunkPartial(count: count, mean: mean, m2: m2, maximum: maximum)
     }
 
     /// Reduces one chunk (at most ``chunkLength`` logits; any length and alignment works).
-    static func chunkPartial(_ p: UnsafePointer<Float>, count n: Int) -> ChunkPartial {
+    static func chunkPartial<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int) -> ChunkPartial {
         var shift: Float = 0
-        for i in 0..<n where p[i].isFinite {
-            shift = p[i]
+        for i in 0..<n where E.float(p, i).isFinite {
+            shift = E.float(p, i)
             break
         }
         var masked = false
@@ -235,7 +237,7 @@ enum StatisticsKernel {
         }
 
         /// The row's statistics; `row` is needed to locate the argmax inside its chunk.
-        func finish(row p: UnsafePointer<Float>, count n: Int) -> Result<RowStatistics, RowError> {
+        func finish<E: LogitElement>(row p: UnsafePointer<E>, count n: Int) -> Result<RowStatistics, RowError> {
             if let error { return .failure(error) }
             guard count > 0 else {
                 return .success(RowStatistics(maximum: -.infinity, argmax: -1, finiteCount: 0, mean: 0, sumOfSquaredDeviations: 0))
@@ -248,34 +250,35 @@ enum StatisticsKernel {
     }
 
     /// The first index `i` with `p[i] == value` (SIMD scan), or `n` when there is none.
-    static func firstIndex(of value: Float, in p: UnsafePointer<Float>, count n: Int) -> Int {
-        let raw = UnsafeRawPointer(p)
+    static func firstIndex<E: LogitElement>(of value: Float, in p: UnsafePointer<E>, count n: Int) -> Int {
         let v = Vector(repeating: value)
         var i = 0
         while i &+ 16 <= n {
-            let a = raw.loadUnaligned(fromByteOffset: i &* 4, as: Vector.self)
+            let a = E.load16(p, i)
             if any(a .== v) { break }
             i &+= 16
         }
-        while i < n && p[i] != value { i &+= 1 }
+        while i < n && E.float(p, i) != value { i &+= 1 }
         return i
     }
 
-    /// Loads one float per cache line of `p[0..<count]` (four independent chains), so the next
+    /// Loads one byte per cache line of `p[0..<count]` (four independent chains), so the next
     /// chunk's lines are in flight from memory while the current chunk is reduced: a software
     /// prefetch without intrinsics. Measured ~10% faster from DRAM with AVX2 on the dev machine.
     @inline(__always)
-    static func touch(_ p: UnsafePointer<Float>, count n: Int) {
-        var a: Float = 0, b: Float = 0, c: Float = 0, d: Float = 0
-        var i = 0
-        while i &+ 64 <= n {
-            a += p[i]
-            b += p[i &+ 16]
-            c += p[i &+ 32]
-            d += p[i &+ 48]
-            i &+= 64
+    static func touch<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int) {
+        let raw = UnsafeRawPointer(p)
+        let bytes = n * MemoryLayout<E>.stride
+        var a: UInt32 = 0, b: UInt32 = 0, c: UInt32 = 0, d: UInt32 = 0
+        var offset = 0
+        while offset &+ 256 <= bytes {
+            a &+= UInt32(raw.load(fromByteOffset: offset, as: UInt8.self))
+            b &+= UInt32(raw.load(fromByteOffset: offset &+ 64, as: UInt8.self))
+            c &+= UInt32(raw.load(fromByteOffset: offset &+ 128, as: UInt8.self))
+            d &+= UInt32(raw.load(fromByteOffset: offset &+ 192, as: UInt8.self))
+            offset &+= 256
         }
-        keepAlive(a + b + c + d)
+        keepAlive(Float(a &+ b &+ c &+ d))
     }
 
     /// Number of chunks a row of `length` logits is cut into.
@@ -283,7 +286,7 @@ enum StatisticsKernel {
     static func chunkCount(length: Int) -> Int { (length + chunkLength - 1) / chunkLength }
 
     /// Statistics of a whole row on the calling thread.
-    static func rowStatistics(_ p: UnsafePointer<Float>, count n: Int) -> Result<RowStatistics, RowError> {
+    static func rowStatistics<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int) -> Result<RowStatistics, RowError> {
         var accumulator = RowAccumulator()
         var start = 0, chunk = 0
         while start < n {

@@ -139,28 +139,32 @@ enum CandidateKernel {
     /// with token ids offset by `indexBase`; returns how many were written. `out` must have room
     /// for `n` candidates. Two vectors per step and one branch for both, taken only near survivors.
     @inline(__always)
-    static func compact(
-        _ p: UnsafePointer<Float>, count n: Int, threshold: Float, indexBase: Int,
+    static func compact<E: LogitElement>(
+        _ p: UnsafePointer<E>, count n: Int, threshold: Float, indexBase: Int,
         into out: UnsafeMutablePointer<Candidate>
     ) -> Int {
-        let raw = UnsafeRawPointer(p)
         let t = Vector(repeating: threshold)
         var written = 0
         var i = 0
         while i &+ 32 <= n {
-            let a = raw.loadUnaligned(fromByteOffset: i &* 4, as: Vector.self)
-            let b = raw.loadUnaligned(fromByteOffset: (i &+ 16) &* 4, as: Vector.self)
+            let a = E.load16(p, i)
+            let b = E.load16(p, i &+ 16)
             if any((a .>= t) .| (b .>= t)) {
-                for j in 0..<32 where p[i &+ j] >= threshold {
-                    out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i &+ j), logit: p[i &+ j])
+                for j in 0..<16 where a[j] >= threshold {
+                    out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i &+ j), logit: a[j])
+                    written &+= 1
+                }
+                for j in 0..<16 where b[j] >= threshold {
+                    out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i &+ 16 &+ j), logit: b[j])
                     written &+= 1
                 }
             }
             i &+= 32
         }
         while i < n {
-            if p[i] >= threshold {
-                out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i), logit: p[i])
+            let x = E.float(p, i)
+            if x >= threshold {
+                out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i), logit: x)
                 written &+= 1
             }
             i &+= 1

@@ -1,4 +1,5 @@
 import Foundation
+import TopNSigma
 
 /// A `[rows, vocab]` block of logits read from disk, converted to `Float`.
 public struct LogitsFile: Sendable {
@@ -166,20 +167,3 @@ public struct LogitsFile: Sendable {
     }
 }
 
-/// IEEE binary16 conversion by bit manipulation (no dependence on the platform's `Float16`).
-public enum HalfPrecision {
-    /// The `Float` with the value of the binary16 `bits` (exact: every half is a float).
-    @inlinable
-    public static func float(fromHalfBits bits: UInt16) -> Float {
-        let sign = UInt32(bits & 0x8000) << 16
-        let exponent = UInt32(bits >> 10) & 0x1F
-        let mantissa = UInt32(bits & 0x3FF)
-        if exponent == 0x1F { return Float(bitPattern: sign | 0x7F80_0000 | mantissa << 13) }
-        if exponent == 0 {
-            // Zero or subnormal: mantissa · 2^-24.
-            let magnitude = Float(mantissa) * 0x1p-24
-            return sign != 0 ? -magnitude : magnitude
-        }
-        return Float(bitPattern: sign | (exponent + 112) << 23 | mantissa << 13)
-    }
-}

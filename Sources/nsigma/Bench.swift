@@ -28,8 +28,8 @@ struct Bench: ParsableCommand {
     @Option(help: "Comma-separated thread counts ('all' = every core).")
     var threads: String = "1,all"
 
-    @Option(help: "Methods to run (comma-separated): fused-topnsigma, fused-topnsigma-gcd, naive-topnsigma, sort-topp.")
-    var methods: String = "fused-topnsigma,fused-topnsigma-gcd,naive-topnsigma,sort-topp"
+    @Option(help: "Methods to run (comma-separated): fused-topnsigma, fused-topnsigma-gcd, fused-topnsigma-f16, fused-topnsigma-bf16, fused-topp, naive-topnsigma, sort-topp.")
+    var methods: String = "fused-topnsigma,fused-topnsigma-gcd,fused-topnsigma-f16,fused-topnsigma-bf16,fused-topp,naive-topnsigma,sort-topp"
 
     @Option(help: "Top-nσ's n.")
     var n: Float = 1.0
@@ -67,7 +67,7 @@ struct Bench: ParsableCommand {
         let threadCounts = try parseList(threads, name: "--threads", allowAll: true)
         let methodList = methods.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
         for method in methodList where BenchMethod(rawValue: method) == nil {
-            throw UsageError(message: "unknown method '\(method)' (fused-topnsigma, fused-topnsigma-gcd, naive-topnsigma, sort-topp)")
+            throw UsageError(message: "unknown method '\(method)' (\(BenchMethod.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         guard seconds > 0, n >= 0, temperature > 0, topP > 0, topP <= 1 else {
             throw UsageError(message: "--seconds, --temperature must be > 0, --n >= 0, --top-p in (0, 1]")
@@ -171,6 +171,11 @@ func fmt(_ x: Double, _ digits: Int) -> String {
 enum BenchMethod: String, CaseIterable {
     case fused = "fused-topnsigma"
     case fusedDispatch = "fused-topnsigma-gcd"
+    /// The same logits stored as float16 / bfloat16 (half the bytes), converted in registers.
+    case fusedHalf = "fused-topnsigma-f16"
+    case fusedBrain = "fused-topnsigma-bf16"
+    /// Sort-free top-p (Top-nσ off), the fused pipeline's answer to `sort-topp`.
+    case fusedTopP = "fused-topp"
     case naive = "naive-topnsigma"
     case sortTopP = "sort-topp"
 }
@@ -283,6 +288,9 @@ struct BenchRunner {
         ]
         let parameters = UnsafeMutableBufferPointer<SamplingParameters>.allocate(capacity: batch)
         _ = parameters.initialize(from: repeatElement(SamplingParameters(temperature: temperature, nSigma: n, seed: 7), count: batch))
+        let topPParameters = UnsafeMutableBufferPointer<SamplingParameters>.allocate(capacity: batch)
+        _ = topPParameters.initialize(from: repeatElement(SamplingParameters(temperature: temperature, nSigma: nil, seed: 7, topP: Float(topP)), count: batch))
+        var halfBuffers: [UnsafeMutablePointer<UInt16>] = []
         let steps = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: batch)
         _ = steps.initialize(from: repeatElement(1, count: batch))
         let kept = UnsafeMutableBufferPointer<Int>.allocate(capacity: batch)
@@ -294,6 +302,8 @@ struct BenchRunner {
         }
         defer {
             parameters.deallocate()
+            topPParameters.deallocate()
+            halfBuffers.forEach { $0.deallocate() }
             steps.deallocate()
             kept.deallocate()
             outputs.forEach { $0.deallocate() }
@@ -313,14 +323,29 @@ struct BenchRunner {
         }
         for (index, method) in methods.enumerated() {
             switch method {
-            case .fused, .fusedDispatch:
+            case .fused, .fusedDispatch, .fusedHalf, .fusedBrain, .fusedTopP:
                 let sampler = BatchSampler(
                     vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads,
-                    executor: method == .fused ? .workerPool : .concurrentPerform)
+                    executor: method == .fusedDispatch ? .concurrentPerform : .workerPool)
                 let out = outputs[index]
+                var format = LogitFormat.float32
+                var source = UnsafeRawPointer(logits)
+                if method == .fusedHalf || method == .fusedBrain {
+                    // The workload stored as 16-bit values, converted once here (not timed).
+                    format = method == .fusedHalf ? .float16 : .bfloat16
+                    let bits = UnsafeMutablePointer<UInt16>.allocate(capacity: batch * vocab)
+                    halfBuffers.append(bits)
+                    for i in 0..<(batch * vocab) { bits[i] = method == .fusedHalf ? halfBits(logits[i]) : UInt16(logits[i].bitPattern >> 16) }
+                    source = UnsafeRawPointer(bits)
+                }
+                let rowParameters = method == .fusedTopP ? topPParameters : parameters
                 timed.append(Timed(
                     name: method.rawValue,
-                    body: { sampler.sample(logits: logits, rows: batch, parameters: UnsafeBufferPointer(parameters), steps: UnsafeBufferPointer(steps), into: out) },
+                    body: {
+                        sampler.sample(
+                            logits: source, format: format, rows: batch, parameters: UnsafeBufferPointer(rowParameters),
+                            steps: UnsafeBufferPointer(steps), into: out)
+                    },
                     kept: { median(out.compactMap { try? $0.get().candidateCount }) }))
             case .naive:
                 let (n, temperature) = (n, temperature)
@@ -348,7 +373,8 @@ struct BenchRunner {
                 if t.name.hasPrefix("floor") && results.contains(where: { $0.method == t.name }) { continue }
                 results.append(BenchResult(
                     method: t.name, batch: batch, vocab: vocab, threads: threads, workload: workload.source,
-                    usPerRow: timing.median * 1e6 / Double(batch), gbPerSecond: bytes / timing.median * 1e-9,
+                    usPerRow: timing.median * 1e6 / Double(batch),
+                    gbPerSecond: (t.name.hasSuffix("f16") ? bytes / 2 : bytes) / timing.median * 1e-9,
                     ratioToFloor: timing.median / floorMedians.last!, medianSeconds: timing.median, repeats: timing.repeats,
                     medianKept: t.kept()))
             }
@@ -435,4 +461,23 @@ func median(_ values: [Int]) -> Double? {
 @inline(never)
 func blackHole<T>(_ value: T) {
     withExtendedLifetime(value) {}
+}
+
+/// The binary16 nearest to `x` (round to nearest even; overflow to ±inf), for bench workloads.
+func halfBits(_ x: Float) -> UInt16 {
+    let bits = x.bitPattern
+    let sign = UInt16((bits >> 16) & 0x8000)
+    let magnitude = x.magnitude
+    if magnitude.isNaN { return sign | 0x7E00 }
+    if magnitude >= 65520 { return sign | 0x7C00 }
+    if magnitude < 0x1p-14 {
+        // Subnormal half: a multiple of 2^-24, rounded to nearest even.
+        return sign | UInt16((magnitude * 0x1p24).rounded(.toNearestOrEven))
+    }
+    let exponent = Int(magnitude.exponent)
+    let scaled = (magnitude / Float(sign: .plus, exponent: exponent, significand: 1) - 1) * 1024
+    var mantissa = Int(scaled.rounded(.toNearestOrEven))
+    var e = exponent + 15
+    if mantissa == 1024 { mantissa = 0; e += 1 }
+    return sign | UInt16(e << 10 | mantissa)
 }

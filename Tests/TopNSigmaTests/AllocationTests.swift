@@ -47,6 +47,21 @@ final class AllocationTests: XCTestCase {
                 }
             }
             XCTAssertNoThrow(try results[0].get())
+
+            // The same batch stored as bfloat16, read through the 16-bit kernels.
+            let bits = logits.map { UInt16($0.bitPattern >> 16) }
+            bits.withUnsafeBytes { raw in
+                parameters.withUnsafeBufferPointer { p in
+                    results.withUnsafeMutableBufferPointer { out in
+                        steps.withUnsafeBufferPointer { s in
+                            func call() { sampler.sample(logits: raw.baseAddress!, format: .bfloat16, rows: rows, parameters: p, steps: s, into: out) }
+                            for _ in 0..<3 { call() }
+                            let count = allocations { for _ in 0..<20 { call() } }
+                            XCTAssertEqual(count, 0, "bfloat16, rows \(rows), vocab \(vocab), threads \(threads): \(count) allocations in 20 calls")
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -224,17 +224,18 @@ import TopNSigmaIO
         #expect(object["machine"] as? [String: Any] != nil)
         let results = object["results"] as! [[String: Any]]
         let methods = Set(results.compactMap { $0["method"] as? String })
-        #expect(methods.isSuperset(of: ["fused-topnsigma", "naive-topnsigma", "sort-topp", "floor-sasum"]))
-        // One entry per (method, batch, vocab, threads).
-        #expect(results.count == 2 * 2 * 2 * 6)
+        #expect(methods.isSuperset(of: ["fused-topnsigma", "naive-topnsigma", "sort-topp", "floor-sasum", "fused-topnsigma-f16", "fused-topnsigma-bf16", "fused-topp"]))
+        // One entry per (method, batch, vocab, threads): two floors and seven methods.
+        #expect(results.count == 2 * 2 * 2 * 9)
         for entry in results {
             for key in ["method", "batch", "vocab", "threads", "usPerRow", "gbPerSecond", "ratioToFloor"] {
                 #expect(entry[key] != nil, "missing \(key) in \(entry)")
             }
             let gb = entry["gbPerSecond"] as! Double, us = entry["usPerRow"] as! Double
             let vocab = entry["vocab"] as! Int
-            // GB/s is the logits consumed: vocab × 4 bytes per row in usPerRow.
-            #expect(Swift.abs(gb - Double(vocab * 4) / (us * 1e-6) * 1e-9) <= 1e-6 * gb)
+            // GB/s is the logits consumed: vocab × (2 or 4) bytes per row in usPerRow.
+            let bytes = (entry["method"] as! String).hasSuffix("f16") ? 2 : 4
+            #expect(Swift.abs(gb - Double(vocab * bytes) / (us * 1e-6) * 1e-9) <= 1e-6 * gb)
         }
         let fused = results.filter { $0["method"] as? String == "fused-topnsigma" }
         #expect(fused.allSatisfy { ($0["speedupOverNaive"] as? Double ?? 0) > 0 && ($0["speedupOverSortTopP"] as? Double ?? 0) > 0 })

@@ -1,0 +1,90 @@
+/// How logits are stored in memory. The kernels read any of them and convert in registers: no
+/// row is ever converted into a buffer.
+public enum LogitFormat: Sendable, Equatable, CaseIterable {
+    /// IEEE binary32.
+    case float32
+    /// IEEE binary16, as raw `UInt16` bits.
+    case float16
+    /// bfloat16 (the high half of a binary32), as raw `UInt16` bits.
+    case bfloat16
+
+    /// Bytes per logit.
+    public var byteCount: Int { self == .float32 ? 4 : 2 }
+}
+
+/// A stored logit type the kernels are generic over: a scalar read and a 16-lane read, both
+/// producing `Float`.
+protocol LogitElement {
+    /// The logit at `p[i]` as a Float.
+    static func float(_ p: UnsafePointer<Self>, _ i: Int) -> Float
+    /// Logits `p[i..<i+16]` as a SIMD16<Float> (unaligned).
+    static func load16(_ p: UnsafePointer<Self>, _ i: Int) -> SIMD16<Float>
+}
+
+extension Float: LogitElement {
+    @inline(__always)
+    static func float(_ p: UnsafePointer<Float>, _ i: Int) -> Float { p[i] }
+
+    @inline(__always)
+    static func load16(_ p: UnsafePointer<Float>, _ i: Int) -> SIMD16<Float> {
+        UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float>.self)
+    }
+}
+
+/// IEEE binary16 bits.
+struct Half: LogitElement {
+    var bits: UInt16
+
+    @inline(__always)
+    static func float(_ p: UnsafePointer<Half>, _ i: Int) -> Float { HalfPrecision.float(fromHalfBits: p[i].bits) }
+
+    @inline(__always)
+    static func load16(_ p: UnsafePointer<Half>, _ i: Int) -> SIMD16<Float> {
+        HalfPrecision.floats(fromHalfBits: UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<UInt16>.self))
+    }
+}
+
+/// bfloat16 bits.
+struct BFloat16: LogitElement {
+    var bits: UInt16
+
+    @inline(__always)
+    static func float(_ p: UnsafePointer<BFloat16>, _ i: Int) -> Float { Float(bitPattern: UInt32(p[i].bits) << 16) }
+
+    @inline(__always)
+    static func load16(_ p: UnsafePointer<BFloat16>, _ i: Int) -> SIMD16<Float> {
+        let bits = SIMD16<UInt32>(truncatingIfNeeded: UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<UInt16>.self)) &<< 16
+        return unsafeBitCast(bits, to: SIMD16<Float>.self)
+    }
+}
+
+/// IEEE binary16 → binary32 by bit manipulation, scalar and 16 lanes at a time. Exact for every
+/// half (normals, subnormals, ±0, ±inf, NaN payloads), with no dependence on F16C or the
+/// platform's `Float16` (whose SIMD conversions call a scalar helper per lane without F16C).
+public enum HalfPrecision {
+    /// The `Float` with the value of the binary16 `bits`.
+    @inlinable
+    public static func float(fromHalfBits bits: UInt16) -> Float {
+        let sign = UInt32(bits & 0x8000) << 16
+        let magnitude = UInt32(bits & 0x7FFF) << 13
+        if bits & 0x7C00 == 0x7C00 { return Float(bitPattern: sign | magnitude | 0x7F80_0000) }
+        // Re-bias the exponent by multiplying: exact for normals and for subnormals.
+        return Float(bitPattern: sign | (Float(bitPattern: magnitude) * 0x1p112).bitPattern)
+    }
+
+    /// Sixteen halves at once, the same arithmetic as ``float(fromHalfBits:)``.
+    @inlinable
+    public static func floats(fromHalfBits bits: SIMD16<UInt16>) -> SIMD16<Float> {
+        typealias Lanes = SIMD16<UInt32>
+        let h = Lanes(truncatingIfNeeded: bits)
+        let sign = (h & Lanes(repeating: 0x8000)) &<< Lanes(repeating: 16)
+        let magnitude = (h & Lanes(repeating: 0x7FFF)) &<< Lanes(repeating: 13)
+        let scaled = unsafeBitCast(unsafeBitCast(magnitude, to: SIMD16<Float>.self) * SIMD16<Float>(repeating: 0x1p112), to: Lanes.self)
+        // All ones where the exponent field is 0x1F (inf/NaN): 0x7C00 + 0x0400 is the only
+        // exponent that carries into bit 15. Integer arithmetic only: a lane-wise `.==` against a
+        // scalar compiled to a per-lane loop here.
+        let special = Lanes.zero &- (((h & Lanes(repeating: 0x7C00)) &+ Lanes(repeating: 0x0400)) &>> Lanes(repeating: 15))
+        let result = (scaled & ~special) | ((magnitude | Lanes(repeating: 0x7F80_0000)) & special)
+        return unsafeBitCast(result | sign, to: SIMD16<Float>.self)
+    }
+}
