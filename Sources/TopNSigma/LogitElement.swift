@@ -40,7 +40,7 @@ struct Half: LogitElement {
 
     @inline(__always)
     static func load16(_ p: UnsafePointer<Half>, _ i: Int) -> SIMD16<Float> {
-        HalfPrecision.floats(fromHalfBits: UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<UInt16>.self))
+        HalfPrecision.floats(fromWidenedHalfBits: widen16(UnsafeRawPointer(p + i)))
     }
 }
 
@@ -53,9 +53,20 @@ struct BFloat16: LogitElement {
 
     @inline(__always)
     static func load16(_ p: UnsafePointer<BFloat16>, _ i: Int) -> SIMD16<Float> {
-        let bits = SIMD16<UInt32>(truncatingIfNeeded: UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<UInt16>.self)) &<< 16
-        return unsafeBitCast(bits, to: SIMD16<Float>.self)
+        unsafeBitCast(widen16(UnsafeRawPointer(p + i)) &<< SIMD16<UInt32>(repeating: 16), to: SIMD16<Float>.self)
     }
+}
+
+/// Sixteen little-endian UInt16 at `p`, zero-extended to UInt32 lanes in order. Written with
+/// `evenHalf`/`oddHalf` of one 32-byte load because LLVM turns that into `pmovzxwd`, while
+/// `SIMD16<UInt32>(truncatingIfNeeded: SIMD16<UInt16>)` calls the generic per-lane conversion.
+@inline(__always)
+func widen16(_ p: UnsafeRawPointer) -> SIMD16<UInt32> {
+    let words = p.loadUnaligned(as: SIMD8<UInt32>.self)
+    var lanes = SIMD16<UInt32>()
+    lanes.evenHalf = words & SIMD8<UInt32>(repeating: 0xFFFF)
+    lanes.oddHalf = words &>> SIMD8<UInt32>(repeating: 16)
+    return lanes
 }
 
 /// IEEE binary16 → binary32 by bit manipulation, scalar and 16 lanes at a time. Exact for every
@@ -73,10 +84,14 @@ public enum HalfPrecision {
     }
 
     /// Sixteen halves at once, the same arithmetic as ``float(fromHalfBits:)``.
-    @inlinable
     public static func floats(fromHalfBits bits: SIMD16<UInt16>) -> SIMD16<Float> {
+        withUnsafeBytes(of: bits) { floats(fromWidenedHalfBits: widen16($0.baseAddress!)) }
+    }
+
+    /// Sixteen halves, each zero-extended into a UInt32 lane.
+    @inline(__always)
+    static func floats(fromWidenedHalfBits h: SIMD16<UInt32>) -> SIMD16<Float> {
         typealias Lanes = SIMD16<UInt32>
-        let h = Lanes(truncatingIfNeeded: bits)
         let sign = (h & Lanes(repeating: 0x8000)) &<< Lanes(repeating: 16)
         let magnitude = (h & Lanes(repeating: 0x7FFF)) &<< Lanes(repeating: 13)
         let scaled = unsafeBitCast(unsafeBitCast(magnitude, to: SIMD16<Float>.self) * SIMD16<Float>(repeating: 0x1p112), to: Lanes.self)
