@@ -115,6 +115,32 @@ import TopNSigmaBaselines
         }
     }
 
+    @Test("adversarial rows: ties at the top-k and top-p boundaries go to the lower id; masked and constant rows")
+    func adversarial() throws {
+        // Ties straddling k: ids 2, 5, 7, 9 share the second-largest logit.
+        let tied: [Float] = [0, 1, 5, 0, 0, 5, -.infinity, 5, 0, 5, 9]
+        for k in 1...6 {
+            let parameters = SamplingParameters(nSigma: nil, topK: k)
+            #expect(try FilteredDistribution.of(tied, parameters: parameters).get().kept.map(\.token) == Self.reference(tied, parameters).map(\.token), "k \(k)")
+        }
+        #expect(try FilteredDistribution.of(tied, parameters: SamplingParameters(nSigma: nil, topK: 3)).get().kept.map(\.token).sorted() == [2, 5, 10])
+        // Equal probabilities at the top-p cut: the lower ids are kept first.
+        let flat: [Float] = [1, 1, 1, 1, -.infinity, 1]
+        let half = try FilteredDistribution.of(flat, parameters: SamplingParameters(nSigma: nil, topP: 0.5)).get()
+        #expect(half.kept.map(\.token) == [0, 1, 2])  // five tokens of 0.2: 0.6 is the first cumulative mass >= 0.5
+        #expect(half.kept.map(\.token) == Self.reference(flat, SamplingParameters(nSigma: nil, topP: 0.5)).map(\.token))
+        // A constant row keeps everything under min-p; top-p 1 keeps every finite token.
+        let constant = [Float](repeating: 2, count: 5000)
+        #expect(try FilteredDistribution.of(constant, parameters: SamplingParameters(nSigma: nil, minP: 0.9)).get().kept.count == 5000)
+        var masked = Fixture.row(5)
+        for i in stride(from: 1, to: masked.count, by: 2) { masked[i] = -.infinity }
+        for parameters in [SamplingParameters(nSigma: nil, topP: 1), SamplingParameters(nSigma: nil, topP: 0.95, minP: 0.001), SamplingParameters(nSigma: 3, topK: 100)] {
+            let got = try FilteredDistribution.of(masked, parameters: parameters).get().kept
+            #expect(got.map(\.token) == Self.reference(masked, parameters).map(\.token))
+            #expect(got.allSatisfy { $0.token % 2 == 0 })
+        }
+    }
+
     @Test("out-of-range top-k, top-p and min-p fail their row")
     func invalidParameters() throws {
         let row: [Float] = [1, 2, 3]
