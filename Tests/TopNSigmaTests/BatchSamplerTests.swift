@@ -11,24 +11,6 @@ import TopNSigmaBaselines
         return (0..<count).map { step in sampler.sample(logits: row, parameters: [parameters], steps: [UInt64(step)])[0] }
     }
 
-    /// Pearson's chi-square statistic of observed counts against expected probabilities, bins with
-    /// expected count below 5 pooled into one; returns (statistic, degrees of freedom).
-    func chiSquare(observed: [Int: Int], expected: [Int: Double], draws: Int) -> (Double, Int) {
-        var statistic = 0.0, bins = 0
-        var pooledObserved = 0.0, pooledExpected = 0.0
-        for (token, p) in expected {
-            let e = p * Double(draws), o = Double(observed[token] ?? 0)
-            if e < 5 { pooledObserved += o; pooledExpected += e; continue }
-            statistic += (o - e) * (o - e) / e
-            bins += 1
-        }
-        if pooledExpected > 0 {
-            statistic += (pooledObserved - pooledExpected) * (pooledObserved - pooledExpected) / pooledExpected
-            bins += 1
-        }
-        return (statistic, max(1, bins - 1))
-    }
-
     /// Chi-square goodness of fit of 4000 draws against the exact renormalized softmax over the
     /// kept set, on real logits rows (fixed seeds: deterministic). Bound: p-value > 1e-3.
     @Test("draws follow the renormalized softmax over the kept set (chi-square, p > 1e-3)",

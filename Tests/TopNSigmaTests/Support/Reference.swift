@@ -142,3 +142,21 @@ func logGamma(_ a: Double) -> Double {
     let t = x + 7.5
     return 0.5 * Foundation.log(2 * Double.pi) + (x + 0.5) * Foundation.log(t) - t + Foundation.log(sum)
 }
+
+/// Pearson's chi-square statistic of observed counts against expected probabilities, bins with an
+/// expected count below 5 pooled into one; returns (statistic, degrees of freedom).
+func chiSquare(observed: [Int: Int], expected: [Int: Double], draws: Int) -> (Double, Int) {
+    var statistic = 0.0, bins = 0
+    var pooledObserved = 0.0, pooledExpected = 0.0
+    for (token, p) in expected {
+        let e = p * Double(draws), o = Double(observed[token] ?? 0)
+        if e < 5 { pooledObserved += o; pooledExpected += e; continue }
+        statistic += (o - e) * (o - e) / e
+        bins += 1
+    }
+    if pooledExpected > 0 {
+        statistic += (pooledObserved - pooledExpected) * (pooledObserved - pooledExpected) / pooledExpected
+        bins += 1
+    }
+    return (statistic, max(1, bins - 1))
+}
