@@ -47,21 +47,15 @@ public struct FilteredDistribution: Sendable, Equatable {
         let scratch = RowPipeline.Scratch(
             thresholds: thresholds, counts: counts, candidates: candidates, rowStatistics: rowStatistics,
             rowThreshold: rowThreshold, weights: weights)
-        let accumulator = RowPipeline.reduce(
-            base, vocab: vocab, chunks: 0, chunks, collect: parameters.temperature != 0, parameters: parameters,
-            scratch: scratch, partials: nil)
-        let statistics: RowStatistics
-        switch accumulator.finish(row: base, count: vocab) {
+        let statistics: RowStatistics, gathered: Int?
+        switch RowPipeline.survivors(base, vocab: vocab, parameters: parameters, scratch: scratch) {
         case .failure(let error): return .failure(error)
-        case .success(let s): statistics = s
+        case .success(let result): (statistics, gathered) = result
         }
-        guard statistics.finiteCount > 0 else { return .failure(.noFiniteLogit) }
         let threshold = RowPipeline.logitThreshold(statistics, parameters)
-        guard let compare = RowPipeline.compareThreshold(statistics, parameters) else {
+        guard let gathered else {
             return .success(FilteredDistribution(statistics: statistics, threshold: threshold, kept: [(statistics.argmax, 1)]))
         }
-        RowPipeline.finalize(base, vocab: vocab, chunks: 0, chunks, threshold: compare, scratch: scratch)
-        let gathered = RowPipeline.gather(chunks: chunks, scratch: scratch)
         let count = Truncation.apply(candidates, count: gathered, weights: weights, maximum: statistics.maximum, parameters: parameters)
         let m = Double(statistics.maximum), t = Double(parameters.temperature)
         var total = 0.0

@@ -139,10 +139,12 @@ enum RowPipeline {
         return threshold
     }
 
-    /// One row start to finish on the calling thread.
-    static func sampleRow<E: LogitElement>(
-        _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, step: UInt64, scratch: Scratch
-    ) -> SampleResult {
+    /// The threshold survivors of one row on the calling thread: its statistics, and the number
+    /// of survivors gathered at the front of `scratch.candidates` in id order (nil for a greedy
+    /// row, which needs none); top-k and top-p are not applied yet.
+    static func survivors<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, scratch: Scratch
+    ) -> Result<(statistics: RowStatistics, count: Int?), RowError> {
         if let error = parameters.validationError { return .failure(error) }
         let chunks = StatisticsKernel.chunkCount(length: vocab)
         let accumulator = reduce(
@@ -153,11 +155,22 @@ enum RowPipeline {
             return .failure(error)
         case .success(let statistics):
             guard statistics.finiteCount > 0 else { return .failure(.noFiniteLogit) }
-            guard let threshold = compareThreshold(statistics, parameters) else {
-                return .success(SampledToken(token: statistics.argmax, logProbability: 0, candidateCount: 1))
-            }
+            guard let threshold = compareThreshold(statistics, parameters) else { return .success((statistics, nil)) }
             finalize(p, vocab: vocab, chunks: 0, chunks, threshold: threshold, scratch: scratch)
-            return draw(statistics: statistics, parameters: parameters, step: step, count: gather(chunks: chunks, scratch: scratch), scratch: scratch)
+            return .success((statistics, gather(chunks: chunks, scratch: scratch)))
+        }
+    }
+
+    /// One row start to finish on the calling thread.
+    static func sampleRow<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, step: UInt64, scratch: Scratch
+    ) -> SampleResult {
+        switch survivors(p, vocab: vocab, parameters: parameters, scratch: scratch) {
+        case .failure(let error):
+            return .failure(error)
+        case .success(let (statistics, count)):
+            guard let count else { return .success(SampledToken(token: statistics.argmax, logProbability: 0, candidateCount: 1)) }
+            return draw(statistics: statistics, parameters: parameters, step: step, count: count, scratch: scratch)
         }
     }
 

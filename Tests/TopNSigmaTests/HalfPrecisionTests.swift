@@ -35,12 +35,6 @@ import TopNSigmaBaselines
         }
     }
 
-    /// Float → half bits for values that are exactly representable (test data only).
-    static func halfBits(_ x: Float) -> UInt16 {
-        for candidate in 0...0xFFFF where HalfPrecision.float(fromHalfBits: UInt16(candidate)) == x { return UInt16(candidate) }
-        preconditionFailure("\(x) is not a half")
-    }
-
     static func halfBlock(_ values: [Float]) -> (bits: [UInt16], floats: [Float]) {
         // Round each value to a nearby half by truncating its Float bits to 10 mantissa bits.
         var table = [UInt32: UInt16]()
