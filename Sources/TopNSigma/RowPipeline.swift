@@ -57,11 +57,11 @@ enum RowPipeline {
 
     /// Reduces chunks `first..<end` of the row at `p`, merging them in order into an accumulator;
     /// when `collect`, compacts each chunk against the provisional threshold of the chunks merged so
-    /// far (this one included). When `partials` is given, each chunk's partial is also stored there
-    /// (indexed by chunk). Stops at the first invalid logit.
+    /// far (this one included) into `scratch`. When `partials` is given, each chunk's partial is
+    /// also stored there (indexed by chunk). Stops at the first invalid logit.
     static func reduce<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, chunks first: Int, _ end: Int, collect: Bool, parameters: SamplingParameters,
-        scratch: Scratch, partials: UnsafeMutablePointer<ChunkPartial>?
+        scratch: Scratch?, partials: UnsafeMutablePointer<ChunkPartial>?
     ) -> StatisticsKernel.RowAccumulator {
         let chunkLength = StatisticsKernel.chunkLength
         var accumulator = StatisticsKernel.RowAccumulator()
@@ -73,7 +73,7 @@ enum RowPipeline {
             partials?[c] = part
             accumulator.merge(part, chunk: c, start: start)
             if accumulator.error != nil { break }
-            if collect {
+            if collect, let scratch {
                 let threshold = provisionalThreshold(accumulator, parameters)
                 scratch.thresholds[c] = threshold
                 // Most chunks hold no survivor at all: their maximum says so without a compare pass.

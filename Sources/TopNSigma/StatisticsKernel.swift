@@ -285,19 +285,13 @@ enum StatisticsKernel {
     @inline(__always)
     static func chunkCount(length: Int) -> Int { (length + chunkLength - 1) / chunkLength }
 
-    /// Statistics of a whole row on the calling thread.
+    /// Statistics of a whole row on the calling thread (the sampler's reduction, collecting no
+    /// survivors).
     static func rowStatistics<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int) -> Result<RowStatistics, RowError> {
-        var accumulator = RowAccumulator()
-        var start = 0, chunk = 0
-        while start < n {
-            let length = min(chunkLength, n - start)
-            touch(p + start + length, count: min(chunkLength, n - start - length))
-            accumulator.merge(chunkPartial(p + start, count: length), chunk: chunk, start: start)
-            if accumulator.error != nil { break }
-            start += length
-            chunk += 1
-        }
-        return accumulator.finish(row: p, count: n)
+        RowPipeline.reduce(
+            p, vocab: n, chunks: 0, chunkCount(length: n), collect: false, parameters: SamplingParameters(),
+            scratch: nil, partials: nil
+        ).finish(row: p, count: n)
     }
 }
 
