@@ -88,6 +88,24 @@ import TopNSigmaBaselines
         }
     }
 
+    @Test("split rows (fewer rows than threads) fail alone too, with the first bad index")
+    func splitRowErrors() throws {
+        var random = TestRandom(seed: 41)
+        let vocab = 20_000
+        var rows = (0..<2).map { _ in random.row(count: vocab) }
+        rows[0][15_000] = .infinity
+        rows[0][19_000] = .nan
+        let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: 2, threadCount: 4)
+        let parameters = [SamplingParameters(seed: 1), SamplingParameters(seed: 2)]
+        let results = sampler.sample(logits: rows.flatMap { $0 }, parameters: parameters, steps: [9, 9])
+        #expect(throws: RowError.positiveInfinity(index: 15_000)) { try results[0].get() }
+        let alone = BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 1)
+            .sample(logits: rows[1], parameters: [parameters[1]], steps: [9])[0]
+        #expect(try results[1].get() == alone.get())
+        let masked = sampler.sample(logits: [Float](repeating: -.infinity, count: vocab), parameters: [SamplingParameters()])
+        #expect(throws: RowError.noFiniteLogit) { try masked[0].get() }
+    }
+
     @Test("tokens do not depend on thread count, batch size or row position", arguments: [49_152, 128_256])
     func determinism(vocab: Int) throws {
         let rows = 6
