@@ -13,38 +13,42 @@ enum DrawKernel {
     /// order) with the uniform `u ∈ [0, 1)`.
     ///
     /// The weights are summed in double precision in candidate order, so the result depends only
-    /// on the candidate set, never on how it was gathered.
+    /// on the candidate set, never on how it was gathered. Each weight's `exp` is computed once,
+    /// into `weights` (room for `candidates.count`), and reused by the cumulative scan.
     ///
     /// - Precondition: `candidates` is non-empty and contains a logit equal to `maximum`;
     ///   `temperature > 0`.
     static func draw(
-        _ candidates: UnsafeBufferPointer<Candidate>, maximum: Float, temperature: Float, uniform u: Double
+        _ candidates: UnsafeBufferPointer<Candidate>, maximum: Float, temperature: Float, uniform u: Double,
+        weights: UnsafeMutablePointer<Double>
     ) -> SampledToken {
         let m = Double(maximum)
         let t = Double(temperature)
         var total = 0.0
-        for c in candidates {
-            total += exp((Double(c.logit) - m) / t)
+        for (i, c) in candidates.enumerated() {
+            weights[i] = exp((Double(c.logit) - m) / t)
+            total += weights[i]
         }
         let target = u * total
         var cumulative = 0.0
-        var chosen = candidates[candidates.count - 1]
-        for c in candidates {
-            cumulative += exp((Double(c.logit) - m) / t)
+        var chosen = candidates.count - 1
+        for i in 0..<candidates.count {
+            cumulative += weights[i]
             if cumulative > target {
-                chosen = c
+                chosen = i
                 break
             }
         }
         // Rounding can leave `target` at the very top of the last, zero-weight candidates: walk
         // back to one that carries mass.
         if cumulative <= target {
-            for c in candidates.reversed() where exp((Double(c.logit) - m) / t) > 0 {
-                chosen = c
+            for i in (0..<candidates.count).reversed() where weights[i] > 0 {
+                chosen = i
                 break
             }
         }
-        let logProbability = (Double(chosen.logit) - m) / t - log(total)
-        return SampledToken(token: Int(chosen.index), logProbability: logProbability, candidateCount: candidates.count)
+        let token = candidates[chosen]
+        let logProbability = (Double(token.logit) - m) / t - log(total)
+        return SampledToken(token: Int(token.index), logProbability: logProbability, candidateCount: candidates.count)
     }
 }

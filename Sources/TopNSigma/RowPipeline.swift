@@ -181,6 +181,6 @@ enum RowPipeline {
         let u = Philox4x32(seed: parameters.seed).uniform(step: step)
         return .success(DrawKernel.draw(
             UnsafeBufferPointer(start: scratch.candidates, count: kept), maximum: statistics.maximum,
-            temperature: parameters.temperature, uniform: u))
+            temperature: parameters.temperature, uniform: u, weights: scratch.weights))
     }
 }
