@@ -29,42 +29,27 @@ public struct FilteredDistribution: Sendable, Equatable {
         if let error = parameters.validationError { return .failure(error) }
         guard let base = row.baseAddress, row.count > 0 else { return .failure(.noFiniteLogit) }
         let vocab = row.count
-        let chunks = StatisticsKernel.chunkCount(length: vocab)
-        let candidates = UnsafeMutablePointer<Candidate>.allocate(capacity: vocab)
-        let weights = UnsafeMutablePointer<Double>.allocate(capacity: vocab)
-        let thresholds = UnsafeMutablePointer<Float>.allocate(capacity: chunks)
-        let counts = UnsafeMutablePointer<Int>.allocate(capacity: chunks)
-        let rowStatistics = UnsafeMutablePointer<RowStatistics>.allocate(capacity: 1)
-        let rowThreshold = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-        defer {
-            candidates.deallocate()
-            weights.deallocate()
-            thresholds.deallocate()
-            counts.deallocate()
-            rowStatistics.deallocate()
-            rowThreshold.deallocate()
+        return RowPipeline.withTemporaryScratch(vocab: vocab) { scratch in
+            let candidates = scratch.candidates, weights = scratch.weights
+            let statistics: RowStatistics, gathered: Int?
+            switch RowPipeline.survivors(base, vocab: vocab, parameters: parameters, scratch: scratch) {
+            case .failure(let error): return .failure(error)
+            case .success(let result): (statistics, gathered) = result
+            }
+            let threshold = RowPipeline.logitThreshold(statistics, parameters)
+            guard let gathered else {
+                return .success(FilteredDistribution(statistics: statistics, threshold: threshold, kept: [(statistics.argmax, 1)]))
+            }
+            let count = Truncation.apply(candidates, count: gathered, weights: weights, maximum: statistics.maximum, parameters: parameters)
+            let m = Double(statistics.maximum), t = Double(parameters.temperature)
+            var total = 0.0
+            for i in 0..<count { total += exp((Double(candidates[i].logit) - m) / t) }
+            var kept = (0..<count).map { i in (token: Int(candidates[i].index), logit: candidates[i].logit) }
+            kept.sort { $0.logit > $1.logit || ($0.logit == $1.logit && $0.token < $1.token) }
+            return .success(FilteredDistribution(
+                statistics: statistics, threshold: threshold,
+                kept: kept.map { ($0.token, exp((Double($0.logit) - m) / t) / total) }))
         }
-        let scratch = RowPipeline.Scratch(
-            thresholds: thresholds, counts: counts, candidates: candidates, rowStatistics: rowStatistics,
-            rowThreshold: rowThreshold, weights: weights)
-        let statistics: RowStatistics, gathered: Int?
-        switch RowPipeline.survivors(base, vocab: vocab, parameters: parameters, scratch: scratch) {
-        case .failure(let error): return .failure(error)
-        case .success(let result): (statistics, gathered) = result
-        }
-        let threshold = RowPipeline.logitThreshold(statistics, parameters)
-        guard let gathered else {
-            return .success(FilteredDistribution(statistics: statistics, threshold: threshold, kept: [(statistics.argmax, 1)]))
-        }
-        let count = Truncation.apply(candidates, count: gathered, weights: weights, maximum: statistics.maximum, parameters: parameters)
-        let m = Double(statistics.maximum), t = Double(parameters.temperature)
-        var total = 0.0
-        for i in 0..<count { total += exp((Double(candidates[i].logit) - m) / t) }
-        var kept = (0..<count).map { i in (token: Int(candidates[i].index), logit: candidates[i].logit) }
-        kept.sort { $0.logit > $1.logit || ($0.logit == $1.logit && $0.token < $1.token) }
-        return .success(FilteredDistribution(
-            statistics: statistics, threshold: threshold,
-            kept: kept.map { ($0.token, exp((Double($0.logit) - m) / t) / total) }))
     }
 
     /// Array convenience for ``of(_:parameters:)-(UnsafeBufferPointer<Float>,_)``.

@@ -161,6 +161,29 @@ enum RowPipeline {
         }
     }
 
+    /// Runs `body` with a scratch region for one row of `vocab` logits, allocated for the call:
+    /// for the single-row convenience APIs (the sampler keeps its own).
+    static func withTemporaryScratch<R>(vocab: Int, _ body: (Scratch) -> R) -> R {
+        let chunks = StatisticsKernel.chunkCount(length: vocab)
+        let candidates = UnsafeMutablePointer<Candidate>.allocate(capacity: vocab)
+        let weights = UnsafeMutablePointer<Double>.allocate(capacity: vocab)
+        let thresholds = UnsafeMutablePointer<Float>.allocate(capacity: chunks)
+        let counts = UnsafeMutablePointer<Int>.allocate(capacity: chunks)
+        let rowStatistics = UnsafeMutablePointer<RowStatistics>.allocate(capacity: 1)
+        let rowThreshold = UnsafeMutablePointer<Float>.allocate(capacity: 1)
+        defer {
+            candidates.deallocate()
+            weights.deallocate()
+            thresholds.deallocate()
+            counts.deallocate()
+            rowStatistics.deallocate()
+            rowThreshold.deallocate()
+        }
+        return body(Scratch(
+            thresholds: thresholds, counts: counts, candidates: candidates, rowStatistics: rowStatistics,
+            rowThreshold: rowThreshold, weights: weights))
+    }
+
     /// One row start to finish on the calling thread.
     static func sampleRow<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, step: UInt64, scratch: Scratch

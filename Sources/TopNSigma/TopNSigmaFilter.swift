@@ -98,21 +98,22 @@ public enum TopNSigma {
     ///   - n: standard deviations below the maximum; `n >= 0`, or `nil` to keep every finite logit.
     /// - Returns: the statistics, the double-precision threshold and the kept tokens; or the row's
     ///   error (invalid logits, ``RowError/noFiniteLogit``, ``RowError/invalidNSigma(_:)``).
-    /// - Complexity: two passes over the row (statistics, then the threshold compare).
+    /// - Complexity: one pass over the row (the sampler's pipeline) plus O(survivors).
     public static func filter(_ row: UnsafeBufferPointer<Float>, n: Float?) -> Result<FilteredRow, RowError> {
-        if let n, !(n >= 0) { return .failure(.invalidNSigma(n)) }
-        let statistics: RowStatistics
-        switch rowStatistics(row) {
-        case .failure(let error): return .failure(error)
-        case .success(let s): statistics = s
+        let parameters = SamplingParameters(temperature: 1, nSigma: n)
+        if let error = parameters.validationError { return .failure(error) }
+        guard let base = row.baseAddress, row.count > 0 else { return .failure(.noFiniteLogit) }
+        return RowPipeline.withTemporaryScratch(vocab: row.count) { scratch in
+            switch RowPipeline.survivors(base, vocab: row.count, parameters: parameters, scratch: scratch) {
+            case .failure(let error):
+                return .failure(error)
+            case .success(let (statistics, count)):
+                // T = 1 is never greedy, so the survivors were gathered.
+                let kept = Array(UnsafeBufferPointer(start: scratch.candidates, count: count ?? 0))
+                return .success(FilteredRow(
+                    statistics: statistics, threshold: RowPipeline.logitThreshold(statistics, parameters), kept: kept))
+            }
         }
-        guard statistics.finiteCount > 0, let base = row.baseAddress else { return .failure(.noFiniteLogit) }
-        let threshold = n.map { self.threshold(for: statistics, n: Double($0)) } ?? -.infinity
-        let kept = [Candidate](unsafeUninitializedCapacity: row.count) { buffer, initialized in
-            initialized = CandidateKernel.compact(
-                base, count: row.count, threshold: floatThreshold(threshold), indexBase: 0, into: buffer.baseAddress!)
-        }
-        return .success(FilteredRow(statistics: statistics, threshold: threshold, kept: kept))
     }
 
     /// Array convenience for ``filter(_:n:)-(UnsafeBufferPointer<Float>,_)``.
