@@ -13,12 +13,17 @@ import Glibc
 /// 1. one fused pass computes max, argmax, finite count, mean and M2 (see ``RowStatistics``);
 /// 2. `T = 0` returns the argmax (lowest id on ties) with log-probability 0;
 /// 3. otherwise the survivors `x >= max - n·std` (every finite logit when `nSigma` is `nil`)
-///    are compacted into per-worker scratch: each chunk, while still in L1 after its reduction,
-///    against a provisional threshold from the chunks before it, then filtered to the final
-///    threshold (see ``RowPipeline``), so the row is read from memory once;
+///    are compacted into scratch: each chunk, while still in L1 after its reduction, against a
+///    provisional threshold from the chunks before it, then filtered to the final threshold
+///    (see ``RowPipeline``), so the row is read from memory once;
 /// 4. softmax at temperature `T` over the survivors only, an inverse-CDF draw with a 53-bit
 ///    uniform from Philox4x32-10 keyed by `seed` at counter `step`, and the log-probability of
 ///    the drawn token under that renormalized distribution.
+///
+/// ```swift
+/// let sampler = try BatchSampler(vocabularySize: 128_256, maximumBatchSize: 64)
+/// let results = sampler.sample(logits: logits, parameters: parameters, steps: steps)
+/// ```
 ///
 /// **Determinism.** The token is a pure function of (row logits, parameters, seed, step): the
 /// same for any thread count, batch size or position of the row in the batch. Rows are reduced
@@ -26,58 +31,113 @@ import Glibc
 /// them.
 ///
 /// **Errors.** A NaN or `+inf` logit, a row without finite logits, a negative or NaN temperature
-/// or `nSigma` fail that row only (``RowError``); every other row still gets its token.
-/// Shape mismatches in the pointer API are programmer errors and trap with a message.
+/// or `nSigma` fail that row only (``RowError``); every other row still gets its token. Sizes
+/// out of range fail ``init(vocabularySize:maximumBatchSize:threadCount:executor:spinMicroseconds:placement:topology:)``
+/// with a ``ConfigurationError``. Buffers shorter than the call says are programmer errors and
+/// trap with a message.
 ///
-/// **Threads.** With a batch at least as large as the thread count, workers take whole rows
-/// from an atomic counter. With fewer rows than threads, rows are split into chunk ranges: each
-/// task reduces its chunks, then (after a barrier) merges its row's chunk statistics in chunk
-/// order and compacts its chunks' survivors, then (after a second barrier) one task per row
-/// gathers the survivors in order and draws. By default the work runs on the sampler's own
-/// persistent threads (``Executor/workerPool``), which allocate nothing per call;
-/// ``Executor/concurrentPerform`` runs the same tasks with `DispatchQueue.concurrentPerform`
+/// **Threads.** A call is cut into tasks: whole rows when the batch has at least as many rows
+/// as threads, otherwise ranges of chunks of each row. Workers and the caller claim tasks from
+/// atomic counters (one per NUMA node group; a worker whose group is done helps the others).
+/// The task that completes a row's last chunk settles that row (threshold, survivors, draw). No
+/// thread ever waits for another to start: a worker that is descheduled or still asleep simply
+/// claims nothing, and the caller does the work itself. The caller waits only for tasks that a
+/// worker has already claimed. Sleeping workers are woken only for calls large enough to
+/// repay the wake-up (``wakeThresholdBytes``); spinning ones (back-to-back calls) always join.
+/// ``Executor/concurrentPerform`` runs the same claiming loop on `DispatchQueue.concurrentPerform`
 /// (libdispatch allocates a few blocks per call there).
 ///
 /// **Thread safety.** One sampler serves one call at a time: its scratch is shared by the call's
 /// workers. A second call entering while one is running traps with a message (it never corrupts
 /// results silently). Any number of samplers may run at once on different threads.
-public final class BatchSampler: @unchecked Sendable, ParallelJob {
+public final class BatchSampler: @unchecked Sendable, PoolJob {
     /// Logits per row.
     public let vocabularySize: Int
     /// The largest batch a call may pass.
     public let maximumBatchSize: Int
-    /// Workers a call uses (at most this many run at once).
+    /// Threads a call can use, the caller included: the requested count, less any thread the
+    /// system refused to start (see ``requestedThreadCount``).
     public let threadCount: Int
+    /// The thread count asked for at creation.
+    public let requestedThreadCount: Int
     /// How the work of a call is spread over threads.
     public let executor: Executor
-
-    /// How a call's work is spread over threads.
-    public enum Executor: Sendable, Equatable {
-        /// The sampler's own `threadCount - 1` persistent threads plus the caller: no heap
-        /// allocation per call, and one wake-up per call.
-        case workerPool
-        /// `DispatchQueue.concurrentPerform`: no threads of the sampler's own, but libdispatch
-        /// allocates a few blocks per call and split rows take three dispatches.
-        case concurrentPerform
-    }
-
-    private let chunksPerRow: Int
     /// Where the workers run and their memory lives.
     public let plan: NUMAPlan
     /// The topology the plan was made for.
     public let topology: NUMATopology
     /// The placement policy.
     public let placement: NUMAPlacement
-    /// One scratch region per worker (row mode) or per row (split mode): a candidate slot per
-    /// logit; per chunk a provisional threshold, a survivor count and (split mode) partial
-    /// statistics; (split mode) the row's merged statistics and threshold. Region `w` is one
-    /// allocation on worker `w`'s node.
+
+    /// The most threads a sampler accepts. More than the rows and chunks of a call can use only
+    /// costs memory (a scratch region per thread).
+    public static let maximumThreadCount = 1024
+
+    /// Calls reading fewer bytes than this do not wake sleeping workers (spinning ones still
+    /// join): a wake-up costs the caller a syscall, and a sleeping thread takes tens of
+    /// microseconds to run on a virtual machine, longer than such a call takes alone.
+    public static let wakeThresholdBytes = 1 << 20
+
+    /// How a call's work is spread over threads.
+    public enum Executor: Sendable, Equatable {
+        /// The sampler's own `threadCount - 1` persistent threads plus the caller: no heap
+        /// allocation per call.
+        case workerPool
+        /// `DispatchQueue.concurrentPerform`: no threads of the sampler's own, but libdispatch
+        /// allocates a few blocks per call.
+        case concurrentPerform
+    }
+
+    /// Why a sampler cannot be created.
+    public enum ConfigurationError: Error, Sendable, Equatable, CustomStringConvertible {
+        /// The vocabulary size is not in `1..<2³¹`.
+        case invalidVocabularySize(Int)
+        /// The maximum batch size is not in `1..<2³¹`.
+        case invalidBatchSize(Int)
+        /// The thread count is not in `1...maximumThreadCount`.
+        case invalidThreadCount(Int)
+        /// The scratch memory (`bytes`) could not be allocated.
+        case outOfMemory(bytes: Int)
+
+        public var description: String {
+            switch self {
+            case .invalidVocabularySize(let v): return "vocabulary size \(v) is invalid (must be in 1..<2^31)"
+            case .invalidBatchSize(let b): return "maximum batch size \(b) is invalid (must be in 1..<2^31)"
+            case .invalidThreadCount(let t):
+                return "thread count \(t) is invalid (must be in 1...\(BatchSampler.maximumThreadCount))"
+            case .outOfMemory(let bytes): return "cannot allocate \(bytes) bytes of sampler scratch"
+            }
+        }
+    }
+
+    private let chunksPerRow: Int
+    /// One scratch region per thread: row tasks use their worker's region, split rows (fewer
+    /// rows than threads) the region of their row. Region `w` is one block on worker `w`'s node.
     private let regions: [RowPipeline.Scratch]
-    private let regionPartials: [UnsafeMutablePointer<StatisticsKernel.ChunkPartial>]
     private let regionBlocks: [NodeMemory.Block]
-    /// Row mode: per node group, the next row of its range to take.
-    private let groupCounters: UnsafeMutablePointer<Atomic<Int>>
     private let placementStatus: PlacementStatus
+    private let busy = Atomic<Bool>(false)
+    private let pool: WorkerPool?
+
+    // Per-call coordination, allocated once.
+    /// Per node group: `first` is the call number, `second` packs the group's task range as
+    /// `end << 32 | next`. Claiming is a double-word compare-and-swap that also checks the call
+    /// number, so a worker that wakes after its call is over can never claim a later call's
+    /// task by mistake (no ABA).
+    private let claims: UnsafeMutablePointer<Atomic<WordPair>>
+    /// Tasks of the current call that are finished.
+    private let tasksDone: UnsafeMutablePointer<Atomic<Int>>
+    /// Split rows: chunks of each row reduced so far; the task that completes the count settles
+    /// the row.
+    private let chunksDone: UnsafeMutablePointer<Atomic<Int>>
+    /// Each worker's floor sum (``readFloor``), one cache line apart.
+    private let floorSums: UnsafeMutablePointer<Float>
+    /// The node group each worker claims from first.
+    private let workerGroups: [Int]
+    private var callNumber: UInt = 0
+    /// The current call; written by the caller before it publishes the claim counters, read by
+    /// a worker only after it has claimed a task of the call.
+    private var call = Call()
 
     /// Worker threads that could not be bound to their node (libnuma refused); they run unbound.
     /// Binding happens as each thread starts, so this may grow shortly after `init`.
@@ -87,117 +147,103 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
     final class PlacementStatus: Sendable {
         let unbound = Atomic<Int>(0)
     }
-    private let busy = Atomic<Bool>(false)
-    private let pool: WorkerPool?
-    private let barrier = SpinBarrier()
-    /// The current call's buffers and work, set before the workers start.
-    private var batch: Batch?
-    private var work = Work.rows(0)
-
-    /// What ``execute(_:)`` does for the current call.
-    private enum Work {
-        /// Whole rows from the atomic counter.
-        case rows(Int)
-        /// Split rows: `phase` nil runs all three phases with barriers (own threads only).
-        case split(SplitPlan, tasks: Int, phase: Int?)
-    }
 
     /// The thread count used when none is given: every active processor.
     public static var defaultThreadCount: Int { max(1, activeProcessorCount()) }
 
     /// - Parameters:
-    ///   - vocabularySize: logits per row (`> 0`).
-    ///   - maximumBatchSize: the largest number of rows a call passes (`> 0`).
-    ///   - threadCount: workers per call; default every active processor.
+    ///   - vocabularySize: logits per row, `1..<2³¹`.
+    ///   - maximumBatchSize: the largest number of rows a call passes, `1..<2³¹`.
+    ///   - threadCount: threads per call, the caller included, `1...maximumThreadCount`; default
+    ///     every active processor. A thread the system refuses to start is left out
+    ///     (``threadCount`` then says how many run).
     ///   - executor: the sampler's own threads (default) or `concurrentPerform`.
     ///   - spinMicroseconds: with the worker pool, how long an idle worker spins waiting for the
-    ///     next call before it sleeps (default 50). Spinning makes back-to-back calls start at
-    ///     once; a sleeping worker takes tens of microseconds to wake on a virtual machine, which
-    ///     matters for a single split row. 0 never spins.
+    ///     next call before it sleeps (default 50). 0 never spins.
     ///   - placement: NUMA placement of workers, scratch and rows (default automatic; see
     ///     ``NUMAPlacement``). On a single-node machine or without libnuma nothing is bound.
     ///   - topology: the machine; default the detected one (inject one to plan for another).
-    /// - Precondition: positive sizes, vocabulary below 2³¹.
+    /// - Throws: ``ConfigurationError`` for sizes out of range or scratch that cannot be
+    ///   allocated.
     public init(
         vocabularySize: Int, maximumBatchSize: Int, threadCount: Int? = nil, executor: Executor = .workerPool,
         spinMicroseconds: Int = 50, placement: NUMAPlacement = .automatic, topology: NUMATopology = .current
-    ) {
-        precondition(vocabularySize > 0 && vocabularySize < Int(Int32.max), "vocabularySize must be in 1..<2^31, got \(vocabularySize)")
-        precondition(maximumBatchSize > 0, "maximumBatchSize must be positive, got \(maximumBatchSize)")
-        let threads = threadCount ?? Self.defaultThreadCount
-        precondition(threads > 0, "threadCount must be positive, got \(threads)")
+    ) throws(ConfigurationError) {
+        guard vocabularySize > 0 && vocabularySize < Int(Int32.max) else { throw .invalidVocabularySize(vocabularySize) }
+        guard maximumBatchSize > 0 && maximumBatchSize < Int(Int32.max) else { throw .invalidBatchSize(maximumBatchSize) }
+        let requested = threadCount ?? Self.defaultThreadCount
+        guard requested > 0 && requested <= Self.maximumThreadCount else { throw .invalidThreadCount(requested) }
+        guard let layout = RowPipeline.Scratch.Layout(vocab: vocabularySize) else {
+            throw .outOfMemory(bytes: Int.max)
+        }
+        let requestedPlan = NUMAPlan(threads: requested, topology: topology, placement: placement)
+        // Bind only where it changes something: several nodes, or one node asked for by name.
+        let binds = topology.available && (topology.nodes.count > 1 || { if case .node = placement { return true } else { return false } }())
+        let status = PlacementStatus()
+        var onStart: (@Sendable (Int) -> Void)?
+        if binds {
+            onStart = { index in
+                if let node = requestedPlan.workerNodes[index], !NodeMemory.bindCurrentThread(toNode: node) {
+                    status.unbound.add(1, ordering: .relaxed)
+                }
+            }
+        }
+        let pool = executor == .workerPool && requested > 1
+            ? WorkerPool(threadCount: requested, spinMicroseconds: spinMicroseconds, onStart: onStart)
+            : nil
+        let threads = pool?.threadCount ?? requested
+        // With fewer threads than asked for, plan for the threads that run.
+        let plan = threads == requested ? requestedPlan : NUMAPlan(threads: threads, topology: topology, placement: placement)
+        var regions: [RowPipeline.Scratch] = []
+        var blocks: [NodeMemory.Block] = []
+        for region in 0..<threads {
+            let node = placement == .disabled ? nil : plan.workerNodes[region]
+            let block = placement == .disabled
+                ? NodeMemory.allocateFromHeap(byteCount: layout.byteCount)
+                : NodeMemory.allocate(byteCount: layout.byteCount, node: node, topology: topology)
+            guard let block else {
+                blocks.forEach(NodeMemory.free)
+                pool?.shutdown()
+                throw .outOfMemory(bytes: layout.byteCount)
+            }
+            regions.append(layout.bind(block.pointer))
+            blocks.append(block)
+        }
         self.vocabularySize = vocabularySize
         self.maximumBatchSize = maximumBatchSize
+        self.requestedThreadCount = requested
         self.threadCount = threads
         self.executor = executor
         self.chunksPerRow = StatisticsKernel.chunkCount(length: vocabularySize)
         self.topology = topology
         self.placement = placement
-        let plan = NUMAPlan(threads: threads, topology: topology, placement: placement)
         self.plan = plan
-        // Bind only where it changes something: several nodes, or one node asked for by name.
-        let binds = topology.available && (topology.nodes.count > 1 || { if case .node = placement { return true } else { return false } }())
-        let status = PlacementStatus()
         self.placementStatus = status
-        var onStart: (@Sendable (Int) -> Void)?
-        if binds {
-            onStart = { index in
-                if let node = plan.workerNodes[index], !NodeMemory.bindCurrentThread(toNode: node) {
-                    status.unbound.add(1, ordering: .relaxed)
-                }
-            }
-        }
-        self.pool = executor == .workerPool && threads > 1
-            ? WorkerPool(threadCount: threads, spinMicroseconds: spinMicroseconds, onStart: onStart)
-            : nil
-        // One block per region, on the region's node: candidates, partials, counts, thresholds.
-        let chunks = chunksPerRow
-        let candidateBytes = (vocabularySize * MemoryLayout<Candidate>.stride + 63) / 64 * 64
-        let partialBytes = (chunks * MemoryLayout<StatisticsKernel.ChunkPartial>.stride + 63) / 64 * 64
-        let countBytes = (chunks * MemoryLayout<Int>.stride + 63) / 64 * 64
-        let thresholdBytes = (chunks * MemoryLayout<Float>.stride + 63) / 64 * 64
-        let statisticsBytes = (MemoryLayout<RowStatistics>.stride + MemoryLayout<Float>.stride + 63) / 64 * 64
-        let weightBytes = vocabularySize * MemoryLayout<Double>.stride
-        let regionBytes = candidateBytes + partialBytes + countBytes + thresholdBytes + statisticsBytes + weightBytes
-        var regions: [RowPipeline.Scratch] = []
-        var regionPartials: [UnsafeMutablePointer<StatisticsKernel.ChunkPartial>] = []
-        var blocks: [NodeMemory.Block] = []
-        for region in 0..<threads {
-            let node = placement == .disabled ? nil : plan.workerNodes[region]
-            let block = placement == .disabled
-                ? NodeMemory.allocateFromHeap(byteCount: regionBytes)
-                : NodeMemory.allocate(byteCount: regionBytes, node: node, topology: topology)
-            let base = block.pointer
-            let candidates = base.bindMemory(to: Candidate.self, capacity: vocabularySize)
-            let partials = (base + candidateBytes).bindMemory(to: StatisticsKernel.ChunkPartial.self, capacity: chunks)
-            partials.initialize(repeating: StatisticsKernel.ChunkPartial(), count: chunks)
-            let counts = (base + candidateBytes + partialBytes).bindMemory(to: Int.self, capacity: chunks)
-            counts.initialize(repeating: 0, count: chunks)
-            let thresholds = (base + candidateBytes + partialBytes + countBytes).bindMemory(to: Float.self, capacity: chunks)
-            thresholds.initialize(repeating: 0, count: chunks)
-            let statisticsBase = base + candidateBytes + partialBytes + countBytes + thresholdBytes
-            let rowStatistics = statisticsBase.bindMemory(to: RowStatistics.self, capacity: 1)
-            rowStatistics.initialize(to: RowStatistics(maximum: -.infinity, argmax: -1, finiteCount: 0, mean: 0, sumOfSquaredDeviations: 0))
-            let rowThreshold = (statisticsBase + MemoryLayout<RowStatistics>.stride).bindMemory(to: Float.self, capacity: 1)
-            rowThreshold.initialize(to: .nan)
-            let weights = (statisticsBase + statisticsBytes).bindMemory(to: Double.self, capacity: vocabularySize)
-            regions.append(RowPipeline.Scratch(
-                thresholds: thresholds, counts: counts, candidates: candidates, rowStatistics: rowStatistics, rowThreshold: rowThreshold,
-                weights: weights))
-            regionPartials.append(partials)
-            blocks.append(block)
-        }
+        self.pool = pool
         self.regions = regions
-        self.regionPartials = regionPartials
         self.regionBlocks = blocks
-        groupCounters = .allocate(capacity: plan.groups.count)
-        for g in 0..<plan.groups.count { (groupCounters + g).initialize(to: Atomic<Int>(0)) }
+        claims = .allocate(capacity: plan.groups.count)
+        for g in 0..<plan.groups.count { (claims + g).initialize(to: Atomic(WordPair(first: 0, second: 0))) }
+        tasksDone = .allocate(capacity: 1)
+        tasksDone.initialize(to: Atomic(0))
+        chunksDone = .allocate(capacity: threads)
+        for r in 0..<threads { (chunksDone + r).initialize(to: Atomic(0)) }
+        floorSums = .allocate(capacity: threads * 16)
+        floorSums.initialize(repeating: 0, count: threads * 16)
+        workerGroups = (0..<threads).map { w in plan.groups.firstIndex { $0.workers.contains(w) } ?? 0 }
     }
 
     deinit {
+        // No worker may touch this sampler once its memory goes: stop them first.
+        pool?.shutdown()
         regionBlocks.forEach(NodeMemory.free)
-        groupCounters.deinitialize(count: plan.groups.count)
-        groupCounters.deallocate()
+        claims.deinitialize(count: plan.groups.count)
+        claims.deallocate()
+        tasksDone.deinitialize(count: 1)
+        tasksDone.deallocate()
+        chunksDone.deinitialize(count: threadCount)
+        chunksDone.deallocate()
+        floorSums.deallocate()
     }
 
     /// Samples one token per row.
@@ -246,21 +292,12 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
         precondition(parameters.count >= rows, "parameters holds \(parameters.count) entries for \(rows) rows")
         precondition(steps.count >= rows, "steps holds \(steps.count) entries for \(rows) rows")
         precondition(results.count >= rows, "results holds \(results.count) slots for \(rows) rows")
-        let (exchanged, _) = busy.compareExchange(expected: false, desired: true, ordering: .acquiring)
-        precondition(exchanged, "BatchSampler.sample was called while another call on the same sampler was running; use one sampler per concurrent caller")
-        defer { busy.store(false, ordering: .releasing) }
         guard rows > 0 else { return }
-        batch = Batch(
-            logits: logits, format: format, stride: stride, parameters: parameters.baseAddress!, steps: steps.baseAddress!,
-            results: results.baseAddress!)
-        defer { batch = nil }
-        if rows < threadCount && chunksPerRow > 1 {
-            sampleSplit(rows: rows)
-        } else {
-            work = .rows(rows)
-            for g in 0..<plan.groups.count { groupCounters[g].store(plan.rowStart(group: g, batch: rows), ordering: .relaxed) }
-            parallel(threadCount)
-        }
+        let elementBytes = format == .float32 ? 4 : 2
+        run(Call(
+            kind: .sample, logits: logits, format: format, stride: stride, rows: rows,
+            parameters: parameters.baseAddress!, steps: steps.baseAddress!, results: results.baseAddress!,
+            bytes: rows * vocabularySize * elementBytes))
     }
 
     /// Array convenience: `logits` holds `rows × vocabularySize` values, row-major.
@@ -273,54 +310,67 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
     public func sample(logits: [Float], parameters: [SamplingParameters], steps: [UInt64]? = nil) -> [SampleResult] {
         let rows = parameters.count
         precondition(logits.count == rows * vocabularySize, "logits holds \(logits.count) values, expected \(rows) rows × \(vocabularySize)")
-        let steps = steps ?? [UInt64](repeating: 0, count: rows)
-        precondition(steps.count == rows, "steps holds \(steps.count) entries for \(rows) rows")
-        return [SampleResult](unsafeUninitializedCapacity: rows) { out, initialized in
-            let placeholder = SampleResult.failure(.noFiniteLogit)
-            out.initialize(repeating: placeholder)
-            logits.withUnsafeBufferPointer { l in
-                parameters.withUnsafeBufferPointer { p in
-                    steps.withUnsafeBufferPointer { s in
-                        sample(logits: l.baseAddress!, rows: rows, parameters: p, steps: s, into: out)
-                    }
-                }
-            }
-            initialized = rows
-        }
+        return logits.withUnsafeBytes { sample(raw: $0.baseAddress!, format: .float32, parameters: parameters, steps: steps) }
     }
 
     /// Array convenience for 16-bit logits: `bits` holds `rows × vocabularySize` float16 or
-    /// bfloat16 values, row-major.
+    /// bfloat16 values (``LogitFormat/float16`` or ``LogitFormat/bfloat16``), row-major.
     public func sample(bits: [UInt16], format: LogitFormat, parameters: [SamplingParameters], steps: [UInt64]? = nil) -> [SampleResult] {
-        precondition(format != .float32, "use sample(logits:parameters:steps:) for Float logits")
+        precondition(format != .float32, "bits holds 16-bit logits: use sample(logits:parameters:steps:) for Float logits")
         let rows = parameters.count
         precondition(bits.count == rows * vocabularySize, "bits holds \(bits.count) values, expected \(rows) rows × \(vocabularySize)")
+        return bits.withUnsafeBytes { sample(raw: $0.baseAddress!, format: format, parameters: parameters, steps: steps) }
+    }
+
+    /// The array APIs' shared body.
+    private func sample(raw: UnsafeRawPointer, format: LogitFormat, parameters: [SamplingParameters], steps: [UInt64]?) -> [SampleResult] {
+        let rows = parameters.count
         let steps = steps ?? [UInt64](repeating: 0, count: rows)
         precondition(steps.count == rows, "steps holds \(steps.count) entries for \(rows) rows")
         return [SampleResult](unsafeUninitializedCapacity: rows) { out, initialized in
             out.initialize(repeating: .failure(.noFiniteLogit))
-            bits.withUnsafeBytes { raw in
-                parameters.withUnsafeBufferPointer { p in
-                    steps.withUnsafeBufferPointer { s in
-                        sample(logits: raw.baseAddress!, format: format, rows: rows, parameters: p, steps: s, into: out)
-                    }
+            parameters.withUnsafeBufferPointer { p in
+                steps.withUnsafeBufferPointer { s in
+                    sample(logits: raw, format: format, rows: rows, parameters: p, steps: s, into: out)
                 }
             }
             initialized = rows
         }
     }
 
+    /// The memory-read floor of a call's bytes: `rows` rows of `bytesPerRow` bytes each, one
+    /// row every `bytesPerRow` bytes, summed by ``ReadFloor`` on this sampler's threads with the
+    /// same tasks, claiming and wake-ups as ``sample(logits:format:rows:rowStride:parameters:steps:into:)``.
+    /// For `nsigma bench`.
+    package func readFloor(_ logits: UnsafeRawPointer, rows: Int, bytesPerRow: Int) -> Float {
+        precondition(rows >= 1 && rows <= maximumBatchSize && bytesPerRow >= 1)
+        for w in 0..<threadCount { floorSums[w * 16] = 0 }
+        run(Call(kind: .floor(bytesPerRow: bytesPerRow), logits: logits, rows: rows, bytes: rows * bytesPerRow))
+        var total: Float = 0
+        for w in 0..<threadCount { total += floorSums[w * 16] }
+        return total
+    }
+
     // MARK: - scheduling
 
-    /// The caller's buffers for one call; valid for the call's duration only.
-    private struct Batch: @unchecked Sendable {
-        let logits: UnsafeRawPointer
-        let format: LogitFormat
+    /// One call's buffers and shape; valid for the call's duration only.
+    private struct Call: @unchecked Sendable {
+        enum Kind { case sample, floor(bytesPerRow: Int) }
+        var kind = Kind.sample
+        var logits = UnsafeRawPointer(bitPattern: 64)!
+        var format = LogitFormat.float32
         /// Elements between row starts.
-        let stride: Int
-        let parameters: UnsafePointer<SamplingParameters>
-        let steps: UnsafePointer<UInt64>
-        let results: UnsafeMutablePointer<SampleResult>
+        var stride = 0
+        var rows = 0
+        var parameters = UnsafePointer<SamplingParameters>(bitPattern: 64)!
+        var steps = UnsafePointer<UInt64>(bitPattern: 64)!
+        var results = UnsafeMutablePointer<SampleResult>(bitPattern: 64)!
+        /// Bytes the call reads.
+        var bytes = 0
+        /// Ranges each row is cut into: 1 for row tasks (as many rows as threads, or more).
+        var rangesPerRow = 1
+
+        var isSplit: Bool { rangesPerRow > 1 }
 
         /// Row `row` as elements of type `E`.
         @inline(__always)
@@ -329,142 +379,117 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
         }
     }
 
-    /// Runs ``execute(_:)`` for `0..<count` on the executor; with the worker pool every index
-    /// has its own thread, so tasks may meet at ``barrier``.
-    private func parallel(_ count: Int) {
-        if count == 1 {
-            execute(0)
-        } else if let pool {
-            pool.run(participants: count, self)
+    /// Runs one call: publishes its tasks, works on them, and waits for the tasks workers
+    /// claimed.
+    private func run(_ newCall: Call) {
+        let (exchanged, _) = busy.compareExchange(expected: false, desired: true, ordering: .acquiring)
+        precondition(exchanged, "BatchSampler.sample was called while another call on the same sampler was running; use one sampler per concurrent caller")
+        defer { busy.store(false, ordering: .releasing) }
+        var call = newCall
+        let rows = call.rows
+        // Fewer rows than threads: cut each row into ranges of whole chunks, about four per
+        // thread so that the threads that show up share the work evenly.
+        if rows < threadCount && chunksPerRow > 1 {
+            call.rangesPerRow = min(chunksPerRow, max(2, (4 * threadCount + rows - 1) / rows))
+        }
+        self.call = call
+        callNumber &+= 1
+        let tasks = rows * call.rangesPerRow
+        tasksDone.pointee.store(0, ordering: .relaxed)
+        if call.isSplit {
+            for r in 0..<rows { chunksDone[r].store(0, ordering: .relaxed) }
+            claims[0].store(WordPair(first: callNumber, second: UInt(tasks) << 32), ordering: .releasing)
+            for g in 1..<plan.groups.count { claims[g].store(WordPair(first: callNumber, second: 0), ordering: .releasing) }
         } else {
-            DispatchQueue.concurrentPerform(iterations: count) { self.execute($0) }
+            for g in 0..<plan.groups.count {
+                let start = UInt(plan.rowStart(group: g, batch: rows)), end = UInt(plan.rowStart(group: g + 1, batch: rows))
+                claims[g].store(WordPair(first: callNumber, second: end << 32 | start), ordering: .releasing)
+            }
+        }
+        let participants = min(threadCount, tasks)
+        if participants > 1, let pool {
+            pool.dispatch(self, participants: participants, wakeSleepers: call.bytes >= Self.wakeThresholdBytes)
+            work(worker: 0)
+        } else if participants > 1 {
+            DispatchQueue.concurrentPerform(iterations: participants) { work(worker: $0) }
+        } else {
+            work(worker: 0)
+        }
+        // Only tasks that a worker has claimed can still be running.
+        var spins = 0
+        while tasksDone.pointee.load(ordering: .acquiring) < tasks {
+            spins &+= 1
+            if spins > 1000 { sched_yield() }
         }
     }
 
-    /// One task of the current call (``ParallelJob``), in the batch's logit format.
-    func execute(_ index: Int) {
-        guard let batch else { preconditionFailure("execute outside a sample call") }
-        switch batch.format {
-        case .float32: execute(index, batch, Float.self)
-        case .float16: execute(index, batch, Half.self)
-        case .bfloat16: execute(index, batch, BFloat16.self)
-        }
-    }
-
-    private func execute<E: LogitElement>(_ index: Int, _ batch: Batch, _ type: E.Type) {
-        switch work {
-        case .rows(let rows):
-            rowWorker(index, batch, rows: rows, type)
-        case .split(let plan, let tasks, let phase):
-            if phase == nil || phase == 0 { reduceChunks(index, plan, batch, type) }
-            if phase == nil { barrier.wait(participants: tasks) }
-            if phase == nil || phase == 1 { thresholdAndCompact(index, plan, batch, type) }
-            if phase == nil { barrier.wait(participants: tasks) }
-            if phase == nil || phase == 2 { gatherAndDraw(index, plan, batch) }
-        }
-    }
-
-    /// Row mode: worker `w` takes rows of its node group's range from the group's counter.
-    private func rowWorker<E: LogitElement>(_ worker: Int, _ batch: Batch, rows: Int, _ type: E.Type) {
-        let scratch = regions[worker]
-        var group = 0
-        while !plan.groups[group].workers.contains(worker) { group += 1 }
-        let end = plan.rowStart(group: group + 1, batch: rows)
+    /// Claims the next task of group `group`'s range, if any is left in the current call.
+    @inline(__always)
+    private func claim(group: Int) -> Int? {
+        var current = claims[group].load(ordering: .acquiring)
         while true {
-            let row = groupCounters[group].wrappingAdd(1, ordering: .relaxed).oldValue
-            if row >= end { break }
-            batch.results[row] = RowPipeline.sampleRow(
-                batch.row(row, as: E.self), vocab: vocabularySize, parameters: batch.parameters[row],
-                step: batch.steps[row], scratch: scratch)
+            let next = current.second & 0xFFFF_FFFF, end = current.second >> 32
+            guard next < end else { return nil }
+            let (exchanged, original) = claims[group].compareExchange(
+                expected: current, desired: WordPair(first: current.first, second: current.second &+ 1),
+                ordering: .acquiringAndReleasing)
+            if exchanged { return Int(next) }
+            current = original
         }
     }
 
-    /// Fewer rows than threads: each row cut into ranges of whole chunks, one task per range.
-    private func sampleSplit(rows: Int) {
-        let perRow = min(chunksPerRow, max(1, threadCount / rows))
-        let plan = SplitPlan(chunksPerRow: chunksPerRow, rangesPerRow: perRow)
-        let tasks = rows * perRow
-        if pool != nil || tasks == 1 {
-            work = .split(plan, tasks: tasks, phase: nil)
-            parallel(tasks)
-        } else {
-            for phase in 0..<3 {
-                work = .split(plan, tasks: tasks, phase: phase)
-                parallel(tasks)
+    /// Claims and runs tasks until none is left (``PoolJob``): first from the worker's own node
+    /// group, then from the others.
+    func work(worker: Int) {
+        let groups = plan.groups.count
+        let home = workerGroups[worker]
+        for k in 0..<groups {
+            let group = (home + k) % groups
+            while let task = claim(group: group) {
+                switch call.format {
+                case .float32: run(task: task, worker: worker, Float.self)
+                case .float16: run(task: task, worker: worker, Half.self)
+                case .bfloat16: run(task: task, worker: worker, BFloat16.self)
+                }
+                tasksDone.pointee.add(1, ordering: .releasing)
             }
         }
     }
 
-    /// Split phase 1: reduce the task's chunks (partials stored per chunk) and collect their
-    /// survivors against provisional thresholds from the task's own chunks.
-    private func reduceChunks<E: LogitElement>(_ task: Int, _ plan: SplitPlan, _ batch: Batch, _ type: E.Type) {
-        let (row, first, end) = plan.range(task)
-        let parameters = batch.parameters[row]
-        if parameters.validationError != nil { return }
-        _ = RowPipeline.reduce(
-            batch.row(row, as: E.self), vocab: vocabularySize, chunks: first, end, collect: parameters.temperature != 0,
-            parameters: parameters, scratch: regions[row], partials: regionPartials[row])
-    }
-
-    /// Split phase 2: every task of a row merges the row's partials in chunk order (the same
-    /// arithmetic, so the same result in each); the row's first task settles errors and greedy
-    /// rows; each task brings its own chunks' survivors to the final threshold.
-    private func thresholdAndCompact<E: LogitElement>(_ task: Int, _ plan: SplitPlan, _ batch: Batch, _ type: E.Type) {
-        let (row, first, end) = plan.range(task)
-        let isFirst = first == 0
-        let parameters = batch.parameters[row]
-        let p = batch.row(row, as: E.self)
-        if isFirst { regions[row].rowThreshold.pointee = .nan }
-        if let error = parameters.validationError {
-            if isFirst { batch.results[row] = .failure(error) }
+    /// Task `task` of the current call: a whole row, or a range of one row's chunks.
+    private func run<E: LogitElement>(task: Int, worker: Int, _ type: E.Type) {
+        let call = self.call
+        let row = task / call.rangesPerRow, part = task % call.rangesPerRow
+        let first = part * chunksPerRow / call.rangesPerRow, end = (part + 1) * chunksPerRow / call.rangesPerRow
+        if case .floor(let bytesPerRow) = call.kind {
+            let chunkBytes = StatisticsKernel.chunkLength * 4
+            let start = min(bytesPerRow, first * chunkBytes), stop = call.isSplit ? min(bytesPerRow, end * chunkBytes) : bytesPerRow
+            floorSums[worker * 16] += ReadFloor.sum(call.logits + row * bytesPerRow + start, byteCount: stop - start)
             return
         }
-        let chunkLength = StatisticsKernel.chunkLength
+        let p = call.row(row, as: E.self)
+        let parameters = call.parameters[row]
+        guard call.isSplit else {
+            call.results[row] = RowPipeline.sampleRow(
+                p, vocab: vocabularySize, parameters: parameters, step: call.steps[row], scratch: regions[worker])
+            return
+        }
+        // Split row: reduce this range's chunks into the row's region; the task that completes
+        // the row settles it.
+        let scratch = regions[row]
+        if parameters.validationError == nil {
+            _ = RowPipeline.reduce(
+                p, vocab: vocabularySize, chunks: first, end, collect: parameters.temperature != 0, parameters: parameters,
+                scratch: scratch, partials: scratch.partials)
+        }
+        guard chunksDone[row].add(end - first, ordering: .acquiringAndReleasing).newValue == chunksPerRow else { return }
         var accumulator = StatisticsKernel.RowAccumulator()
-        for c in 0..<chunksPerRow { accumulator.merge(regionPartials[row][c], chunk: c, start: c * chunkLength) }
-        let statistics: RowStatistics
-        switch accumulator.finish(row: p, count: vocabularySize) {
-        case .failure(let error):
-            if isFirst { batch.results[row] = .failure(error) }
-            return
-        case .success(let s):
-            statistics = s
+        if parameters.validationError == nil {
+            let chunkLength = StatisticsKernel.chunkLength
+            for c in 0..<chunksPerRow { accumulator.merge(scratch.partials[c], chunk: c, start: c * chunkLength) }
         }
-        guard statistics.finiteCount > 0 else {
-            if isFirst { batch.results[row] = .failure(.noFiniteLogit) }
-            return
-        }
-        guard let threshold = RowPipeline.compareThreshold(statistics, parameters) else {
-            if isFirst { batch.results[row] = .success(SampledToken(token: statistics.argmax, logProbability: 0, candidateCount: 1)) }
-            return
-        }
-        if isFirst {
-            regions[row].rowStatistics.pointee = statistics
-            regions[row].rowThreshold.pointee = threshold
-        }
-        RowPipeline.finalize(p, vocab: vocabularySize, chunks: first, end, threshold: threshold, scratch: regions[row])
-    }
-
-    /// Split phase 3: the row's first task gathers the survivors in chunk order and draws.
-    private func gatherAndDraw(_ task: Int, _ plan: SplitPlan, _ batch: Batch) {
-        let (row, first, _) = plan.range(task)
-        guard first == 0, !regions[row].rowThreshold.pointee.isNaN else { return }
-        let rowScratch = regions[row]
-        batch.results[row] = RowPipeline.draw(
-            statistics: rowScratch.rowStatistics.pointee, parameters: batch.parameters[row], step: batch.steps[row],
-            count: RowPipeline.gather(chunks: chunksPerRow, scratch: rowScratch), scratch: rowScratch)
-    }
-}
-
-/// How split mode cuts rows into tasks of whole chunks.
-private struct SplitPlan: Sendable {
-    let chunksPerRow: Int
-    let rangesPerRow: Int
-
-    /// Task `task` covers chunks `first..<end` of row `row`.
-    func range(_ task: Int) -> (row: Int, first: Int, end: Int) {
-        let row = task / rangesPerRow, part = task % rangesPerRow
-        return (row, part * chunksPerRow / rangesPerRow, (part + 1) * chunksPerRow / rangesPerRow)
+        call.results[row] = RowPipeline.settle(
+            p, vocab: vocabularySize, accumulator: accumulator, parameters: parameters, step: call.steps[row], scratch: scratch)
     }
 }
 

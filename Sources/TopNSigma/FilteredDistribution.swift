@@ -49,7 +49,7 @@ public struct FilteredDistribution: Sendable, Equatable {
             return .success(FilteredDistribution(
                 statistics: statistics, threshold: threshold,
                 kept: kept.map { ($0.token, exp((Double($0.logit) - m) / t) / total) }))
-        }
+        } ?? .failure(.noFiniteLogit)
     }
 
     /// Array convenience for ``of(_:parameters:)-(UnsafeBufferPointer<Float>,_)``.

@@ -19,6 +19,16 @@ protocol LogitElement {
     static func float(_ p: UnsafePointer<Self>, _ i: Int) -> Float
     /// Logits `p[i..<i+16]` as a SIMD16<Float> (unaligned).
     static func load16(_ p: UnsafePointer<Self>, _ i: Int) -> SIMD16<Float>
+    /// Logits `p[i..<i+32]` as two SIMD16<Float> in an order of the format's choosing: for
+    /// reductions whose result does not depend on which lane holds which logit (sums, maxima).
+    static func load32Unordered(_ p: UnsafePointer<Self>, _ i: Int) -> (SIMD16<Float>, SIMD16<Float>)
+}
+
+extension LogitElement {
+    @inline(__always)
+    static func load32Unordered(_ p: UnsafePointer<Self>, _ i: Int) -> (SIMD16<Float>, SIMD16<Float>) {
+        (load16(p, i), load16(p, i &+ 16))
+    }
 }
 
 extension Float: LogitElement {
@@ -38,9 +48,20 @@ struct Half: LogitElement {
     @inline(__always)
     static func float(_ p: UnsafePointer<Half>, _ i: Int) -> Float { HalfPrecision.float(fromHalfBits: p[i].bits) }
 
+    /// With F16C in the build, one `vcvtph2ps` per 16 logits (NaNs come out quiet, which only
+    /// matters to a NaN's payload: a NaN fails its row either way); otherwise the exact bit
+    /// path of ``HalfPrecision``.
     @inline(__always)
     static func load16(_ p: UnsafePointer<Half>, _ i: Int) -> SIMD16<Float> {
-        HalfPrecision.floats(fromWidenedHalfBits: widen16(UnsafeRawPointer(p + i)))
+        if BuildTarget.hasF16C {
+            // A lane loop, which LLVM turns into `vcvtph2ps`: the standard library's
+            // `SIMD16<Float>.init(_: SIMD16<Float16>)` is an out-of-line call per vector.
+            let h = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float16>.self)
+            var r = SIMD16<Float>()
+            for lane in 0..<16 { r[lane] = Float(h[lane]) }
+            return r
+        }
+        return HalfPrecision.floats(fromWidenedHalfBits: widen16(UnsafeRawPointer(p + i)))
     }
 }
 
@@ -54,6 +75,18 @@ struct BFloat16: LogitElement {
     @inline(__always)
     static func load16(_ p: UnsafePointer<BFloat16>, _ i: Int) -> SIMD16<Float> {
         unsafeBitCast(widen16(UnsafeRawPointer(p + i)) &<< SIMD16<UInt32>(repeating: 16), to: SIMD16<Float>.self)
+    }
+
+    /// 32 bfloat16 from one 64-byte load: each 32-bit word holds an even logit in its low half
+    /// and an odd one in its high half, so a shift gives the even ones and a mask the odd ones,
+    /// both already Float bit patterns. Two operations per 32 logits, evens first.
+    @inline(__always)
+    static func load32Unordered(_ p: UnsafePointer<BFloat16>, _ i: Int) -> (SIMD16<Float>, SIMD16<Float>) {
+        let words = UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<UInt32>.self)
+        return (
+            unsafeBitCast(words &<< SIMD16<UInt32>(repeating: 16), to: SIMD16<Float>.self),
+            unsafeBitCast(words & SIMD16<UInt32>(repeating: 0xFFFF_0000), to: SIMD16<Float>.self)
+        )
     }
 }
 

@@ -193,8 +193,8 @@ public enum NodeMemory {
     /// `byteCount` bytes on `node` (`numa_alloc_onnode`), on the calling thread's node
     /// (`numa_alloc_local`, node nil), or 64-byte aligned from the heap when libnuma is
     /// unavailable (in `topology`) or fails. libnuma's blocks are page-aligned and zero-filled on
-    /// first touch.
-    public static func allocate(byteCount: Int, node: Int?, topology: NUMATopology = .current) -> Block {
+    /// first touch. Nil when the memory cannot be had.
+    public static func allocate(byteCount: Int, node: Int?, topology: NUMATopology = .current) -> Block? {
         let size = max(byteCount, 1)
         #if os(Linux) && canImport(CNUMA)
         if topology.available {
@@ -206,7 +206,8 @@ public enum NodeMemory {
     }
 
     /// `byteCount` bytes interleaved page by page over all nodes (`numa_alloc_interleaved`).
-    public static func allocateInterleaved(byteCount: Int, topology: NUMATopology = .current) -> Block {
+    /// Nil when the memory cannot be had.
+    public static func allocateInterleaved(byteCount: Int, topology: NUMATopology = .current) -> Block? {
         let size = max(byteCount, 1)
         #if os(Linux) && canImport(CNUMA)
         if topology.available, let raw = numa_alloc_interleaved(size) {
@@ -217,15 +218,15 @@ public enum NodeMemory {
     }
 
     /// `byteCount` bytes, 64-byte aligned, from the C heap (the process's default NUMA policy).
-    public static func allocateFromHeap(byteCount: Int) -> Block {
+    /// Nil when the memory cannot be had.
+    public static func allocateFromHeap(byteCount: Int) -> Block? {
         heapBlock(max(byteCount, 1), node: nil)
     }
 
-    private static func heapBlock(_ size: Int, node: Int?) -> Block {
+    private static func heapBlock(_ size: Int, node: Int?) -> Block? {
         var raw: UnsafeMutableRawPointer?
-        let status = posix_memalign(&raw, 64, size)
-        precondition(status == 0 && raw != nil, "out of memory allocating \(size) bytes")
-        return Block(pointer: raw!, byteCount: size, source: .heap, node: node)
+        guard posix_memalign(&raw, 64, size) == 0, let raw else { return nil }
+        return Block(pointer: raw, byteCount: size, source: .heap, node: node)
     }
 
     /// Returns a block (`numa_free` or `free`).
@@ -270,10 +271,14 @@ public enum NodeMemory {
     ///   - layout: interleaved, or partitioned by node as `plan` splits a batch of `rows`.
     ///   - plan: the sampler's plan (``BatchSampler/plan``).
     ///   - topology: the machine; default the detected one.
+    /// - Returns: the block, or nil when `rows × vocab` floats overflow or cannot be allocated.
     public static func allocateLogits(
         rows: Int, vocab: Int, layout: LogitsLayout, plan: NUMAPlan, topology: NUMATopology = .current
-    ) -> Block {
-        let bytes = rows * vocab * MemoryLayout<Float>.stride
+    ) -> Block? {
+        guard rows >= 0, vocab >= 0 else { return nil }
+        let (elements, overflow) = rows.multipliedReportingOverflow(by: vocab)
+        guard !overflow, elements <= Int.max / MemoryLayout<Float>.stride else { return nil }
+        let bytes = elements * MemoryLayout<Float>.stride
         switch layout {
         case .interleaved:
             return allocateInterleaved(byteCount: bytes, topology: topology)

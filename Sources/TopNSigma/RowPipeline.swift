@@ -22,17 +22,68 @@ import Darwin
 enum RowPipeline {
     typealias ChunkPartial = StatisticsKernel.ChunkPartial
 
-    /// Per-row scratch: one provisional threshold and one survivor count per chunk, the row's
-    /// candidate region (`vocab` slots), and for split rows the merged statistics and the final
-    /// threshold (NaN when the row needs no draw).
+    /// One row's scratch: a candidate slot and a weight per logit, and per chunk a provisional
+    /// threshold, a survivor count and (split rows) partial statistics. Laid out in one block by
+    /// ``Layout``.
     struct Scratch {
         var thresholds: UnsafeMutablePointer<Float>
         var counts: UnsafeMutablePointer<Int>
         var candidates: UnsafeMutablePointer<Candidate>
-        var rowStatistics: UnsafeMutablePointer<RowStatistics>
-        var rowThreshold: UnsafeMutablePointer<Float>
         /// Top-p's weights, one per candidate slot.
         var weights: UnsafeMutablePointer<Double>
+        /// Split rows: each chunk's partial statistics, merged in chunk order by the task that
+        /// settles the row.
+        var partials: UnsafeMutablePointer<StatisticsKernel.ChunkPartial>
+
+        /// Where each array of a ``Scratch`` lives in its block: offsets computed from the
+        /// element types' own strides and alignments, each array on a 64-byte boundary.
+        struct Layout {
+            let vocab: Int
+            let chunks: Int
+            let candidates: Int, weights: Int, partials: Int, counts: Int, thresholds: Int
+            /// Bytes of one block.
+            let byteCount: Int
+
+            /// The layout for rows of `vocab` logits, or nil when its size overflows `Int`.
+            init?(vocab: Int) {
+                let chunks = StatisticsKernel.chunkCount(length: vocab)
+                var offset = 0
+                func place<T>(_ type: T.Type, count: Int) -> Int? {
+                    let (bytes, overflow) = count.multipliedReportingOverflow(by: MemoryLayout<T>.stride)
+                    guard !overflow, offset <= Int.max - bytes - 64 else { return nil }
+                    let start = offset
+                    offset = (offset + bytes + 63) & ~63
+                    return start
+                }
+                guard let candidates = place(Candidate.self, count: vocab),
+                      let weights = place(Double.self, count: vocab),
+                      let partials = place(StatisticsKernel.ChunkPartial.self, count: chunks),
+                      let counts = place(Int.self, count: chunks),
+                      let thresholds = place(Float.self, count: chunks)
+                else { return nil }
+                self.vocab = vocab
+                self.chunks = chunks
+                (self.candidates, self.weights, self.partials, self.counts, self.thresholds) =
+                    (candidates, weights, partials, counts, thresholds)
+                byteCount = max(offset, 64)
+            }
+
+            /// Binds and initializes a scratch in `block` (at least ``byteCount`` bytes, 64-byte
+            /// aligned).
+            func bind(_ block: UnsafeMutableRawPointer) -> Scratch {
+                let partials = (block + self.partials).bindMemory(to: StatisticsKernel.ChunkPartial.self, capacity: chunks)
+                partials.initialize(repeating: StatisticsKernel.ChunkPartial(), count: chunks)
+                let counts = (block + self.counts).bindMemory(to: Int.self, capacity: chunks)
+                counts.initialize(repeating: 0, count: chunks)
+                let thresholds = (block + self.thresholds).bindMemory(to: Float.self, capacity: chunks)
+                thresholds.initialize(repeating: 0, count: chunks)
+                return Scratch(
+                    thresholds: thresholds, counts: counts,
+                    candidates: (block + candidates).bindMemory(to: Candidate.self, capacity: vocab),
+                    weights: (block + weights).bindMemory(to: Double.self, capacity: vocab),
+                    partials: partials)
+            }
+        }
     }
 
     /// Margin on the provisional threshold: the prefix std may be a little below the row's.
@@ -68,7 +119,6 @@ enum RowPipeline {
         for c in first..<end {
             let start = c * chunkLength
             let length = min(chunkLength, vocab - start)
-            if c + 1 < end { StatisticsKernel.touch(p + start + length, count: min(chunkLength, vocab - start - length)) }
             let part = StatisticsKernel.chunkPartial(p + start, count: length)
             partials?[c] = part
             accumulator.merge(part, chunk: c, start: start)
@@ -78,11 +128,35 @@ enum RowPipeline {
                 scratch.thresholds[c] = threshold
                 // Most chunks hold no survivor at all: their maximum says so without a compare pass.
                 scratch.counts[c] = part.maximum >= threshold
-                    ? CandidateKernel.compact(p + start, count: length, threshold: threshold, indexBase: start, into: scratch.candidates + start)
+                    ? compactBlocks(p + start, count: length, threshold: threshold, indexBase: start, maxima: part.blockMaxima, into: scratch.candidates + start)
                     : 0
             }
         }
         return accumulator
+    }
+
+    /// Compacts the blocks of one chunk whose maximum reaches `threshold` (see
+    /// ``StatisticsKernel/blockLength``); returns the survivors written, in id order.
+    @inline(__always)
+    static func compactBlocks<E: LogitElement>(
+        _ p: UnsafePointer<E>, count n: Int, threshold: Float, indexBase: Int, maxima: StatisticsKernel.BlockMaxima,
+        into out: UnsafeMutablePointer<Candidate>
+    ) -> Int {
+        let blockLength = StatisticsKernel.blockLength
+        var written = 0
+        var start = 0
+        var block = 0
+        while start < n {
+            let length = min(blockLength, n - start)
+            let maximum = block < StatisticsKernel.blocksPerChunk ? maxima[block] : .infinity
+            if maximum >= threshold {
+                written += CandidateKernel.compact(
+                    p + start, count: length, threshold: threshold, indexBase: indexBase + start, into: out + written)
+            }
+            start += length
+            block += 1
+        }
+        return written
     }
 
     /// Brings chunks `first..<end` to the final `threshold`: filters each chunk's slot in place, or
@@ -120,75 +194,139 @@ enum RowPipeline {
         return count
     }
 
-    /// The Float compare threshold of a row, or nil when the row is greedy: the larger of
-    /// Top-nσ's `max - n·std` and min-p's `max + T·ln(minP)` (intersection of both filters), or
-    /// every finite logit when both are off.
-    @inline(__always)
-    static func compareThreshold(_ statistics: RowStatistics, _ parameters: SamplingParameters) -> Float? {
-        if parameters.temperature == 0 { return nil }
-        return TopNSigma.floatThreshold(logitThreshold(statistics, parameters))
-    }
-
     /// The combined Top-nσ / min-p threshold in double precision (`-inf` when both are off).
     static func logitThreshold(_ statistics: RowStatistics, _ parameters: SamplingParameters) -> Double {
-        var threshold = -Double.infinity
-        if let n = parameters.nSigma { threshold = TopNSigma.threshold(for: statistics, n: Double(n)) }
-        if let minP = parameters.minP {
-            threshold = max(threshold, Double(statistics.maximum) + Double(parameters.temperature) * log(Double(minP)))
-        }
-        return threshold
+        thresholdRange(statistics, parameters, m2Error: 0).lower
     }
 
-    /// The threshold survivors of one row on the calling thread: its statistics, and the number
-    /// of survivors gathered at the front of `scratch.candidates` in id order (nil for a greedy
-    /// row, which needs none); top-k and top-p are not applied yet.
+    /// The range the float64 definition's threshold lies in, given a bound `m2Error` on the
+    /// error of `statistics.sumOfSquaredDeviations` (the maximum is exact): Top-nσ's
+    /// `max - n·std` with `std` anywhere in its error interval, then the larger of that and
+    /// min-p's exact `max + T·ln(minP)`.
+    static func thresholdRange(
+        _ statistics: RowStatistics, _ parameters: SamplingParameters, m2Error: Double
+    ) -> (lower: Double, upper: Double) {
+        var lower = -Double.infinity, upper = -Double.infinity
+        if let n = parameters.nSigma {
+            let maximum = Double(statistics.maximum), n = Double(n)
+            if m2Error > 0 && statistics.finiteCount > 1 {
+                let m2 = statistics.sumOfSquaredDeviations, denominator = Double(statistics.finiteCount - 1)
+                let high = ((m2 + m2Error) / denominator).squareRoot()
+                let low = (max(0, m2 - m2Error) / denominator).squareRoot()
+                // Two ulps of slack for the double roundings of this very computation.
+                lower = (maximum - n * high).nextDown.nextDown
+                upper = (maximum - n * low).nextUp.nextUp
+            } else {
+                lower = TopNSigma.threshold(for: statistics, n: n)
+                upper = lower
+            }
+        }
+        if let minP = parameters.minP {
+            let t = Double(statistics.maximum) + Double(parameters.temperature) * log(Double(minP))
+            lower = max(lower, t)
+            upper = max(upper, t)
+        }
+        return (lower, upper)
+    }
+
+    /// Settles a row whose chunks are all reduced (``reduce``, merged in chunk order into
+    /// `accumulator`) and whose survivors sit in their chunk slots: the one step that decides a
+    /// row, for whole rows and split rows alike.
+    ///
+    /// Errors and greedy rows are settled from the statistics. Otherwise the survivors are
+    /// brought to the threshold and gathered in id order. The threshold is exact: when a
+    /// survivor lies within the Float sums' error bound of it (``thresholdRange``), the row's
+    /// moments are recomputed in double precision (rare: a few rows in a thousand), so the kept
+    /// set is always `{ i : Double(x_i) >= threshold }` with the float64 statistics.
+    ///
+    /// - Returns: the statistics (exact ones if they were recomputed) and the number of
+    ///   survivors gathered at the front of `scratch.candidates` in id order (nil for a greedy
+    ///   row); top-k and top-p are not applied yet.
+    static func settleSurvivors<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, accumulator: StatisticsKernel.RowAccumulator, parameters: SamplingParameters,
+        scratch: Scratch
+    ) -> Result<(statistics: RowStatistics, count: Int?), RowError> {
+        if let error = parameters.validationError { return .failure(error) }
+        var statistics: RowStatistics
+        switch accumulator.finish(row: p, count: vocab) {
+        case .failure(let error): return .failure(error)
+        case .success(let s): statistics = s
+        }
+        guard statistics.finiteCount > 0 else { return .failure(.noFiniteLogit) }
+        if parameters.temperature == 0 { return .success((statistics, nil)) }
+        let chunks = StatisticsKernel.chunkCount(length: vocab)
+        let range = thresholdRange(statistics, parameters, m2Error: accumulator.m2Error)
+        let low = TopNSigma.floatThreshold(range.lower)
+        finalize(p, vocab: vocab, chunks: 0, chunks, threshold: low, scratch: scratch)
+        var count = gather(chunks: chunks, scratch: scratch)
+        var threshold = low
+        if range.upper > range.lower {
+            // Survivors in [low, high) are undecided by the Float statistics.
+            let high = TopNSigma.floatThreshold(range.upper)
+            var undecided = false
+            for j in 0..<count where scratch.candidates[j].logit < high {
+                undecided = true
+                break
+            }
+            if undecided {
+                let exact = StatisticsKernel.exactMoments(p, count: vocab)
+                statistics.mean = exact.mean
+                statistics.sumOfSquaredDeviations = exact.m2
+            }
+            threshold = undecided
+                ? TopNSigma.floatThreshold(logitThreshold(statistics, parameters))
+                : high
+        }
+        if threshold > low {
+            var kept = 0
+            for j in 0..<count where scratch.candidates[j].logit >= threshold {
+                scratch.candidates[kept] = scratch.candidates[j]
+                kept &+= 1
+            }
+            count = kept
+        }
+        return .success((statistics, count))
+    }
+
+    /// The threshold survivors of one row on the calling thread: ``reduce`` then
+    /// ``settleSurvivors``.
     static func survivors<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, scratch: Scratch
     ) -> Result<(statistics: RowStatistics, count: Int?), RowError> {
         if let error = parameters.validationError { return .failure(error) }
-        let chunks = StatisticsKernel.chunkCount(length: vocab)
         let accumulator = reduce(
-            p, vocab: vocab, chunks: 0, chunks, collect: parameters.temperature != 0, parameters: parameters,
-            scratch: scratch, partials: nil)
-        switch accumulator.finish(row: p, count: vocab) {
-        case .failure(let error):
-            return .failure(error)
-        case .success(let statistics):
-            guard statistics.finiteCount > 0 else { return .failure(.noFiniteLogit) }
-            guard let threshold = compareThreshold(statistics, parameters) else { return .success((statistics, nil)) }
-            finalize(p, vocab: vocab, chunks: 0, chunks, threshold: threshold, scratch: scratch)
-            return .success((statistics, gather(chunks: chunks, scratch: scratch)))
-        }
+            p, vocab: vocab, chunks: 0, StatisticsKernel.chunkCount(length: vocab), collect: parameters.temperature != 0,
+            parameters: parameters, scratch: scratch, partials: nil)
+        return settleSurvivors(p, vocab: vocab, accumulator: accumulator, parameters: parameters, scratch: scratch)
     }
 
     /// Runs `body` with a scratch region for one row of `vocab` logits, allocated for the call:
-    /// for the single-row convenience APIs (the sampler keeps its own).
-    static func withTemporaryScratch<R>(vocab: Int, _ body: (Scratch) -> R) -> R {
-        let chunks = StatisticsKernel.chunkCount(length: vocab)
-        let candidates = UnsafeMutablePointer<Candidate>.allocate(capacity: vocab)
-        let weights = UnsafeMutablePointer<Double>.allocate(capacity: vocab)
-        let thresholds = UnsafeMutablePointer<Float>.allocate(capacity: chunks)
-        let counts = UnsafeMutablePointer<Int>.allocate(capacity: chunks)
-        let rowStatistics = UnsafeMutablePointer<RowStatistics>.allocate(capacity: 1)
-        let rowThreshold = UnsafeMutablePointer<Float>.allocate(capacity: 1)
-        defer {
-            candidates.deallocate()
-            weights.deallocate()
-            thresholds.deallocate()
-            counts.deallocate()
-            rowStatistics.deallocate()
-            rowThreshold.deallocate()
-        }
-        return body(Scratch(
-            thresholds: thresholds, counts: counts, candidates: candidates, rowStatistics: rowStatistics,
-            rowThreshold: rowThreshold, weights: weights))
+    /// for the single-row convenience APIs (the sampler keeps its own). Nil when the row is too
+    /// large to have one.
+    static func withTemporaryScratch<R>(vocab: Int, _ body: (Scratch) -> R) -> R? {
+        guard let layout = Scratch.Layout(vocab: vocab) else { return nil }
+        let block = UnsafeMutableRawPointer.allocate(byteCount: layout.byteCount, alignment: 64)
+        defer { block.deallocate() }
+        return body(layout.bind(block))
     }
 
     /// One row start to finish on the calling thread.
     static func sampleRow<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, step: UInt64, scratch: Scratch
     ) -> SampleResult {
-        switch survivors(p, vocab: vocab, parameters: parameters, scratch: scratch) {
+        if let error = parameters.validationError { return .failure(error) }
+        let accumulator = reduce(
+            p, vocab: vocab, chunks: 0, StatisticsKernel.chunkCount(length: vocab), collect: parameters.temperature != 0,
+            parameters: parameters, scratch: scratch, partials: nil)
+        return settle(p, vocab: vocab, accumulator: accumulator, parameters: parameters, step: step, scratch: scratch)
+    }
+
+    /// Settles a reduced row (``settleSurvivors``), then truncates and draws.
+    static func settle<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, accumulator: StatisticsKernel.RowAccumulator, parameters: SamplingParameters,
+        step: UInt64, scratch: Scratch
+    ) -> SampleResult {
+        switch settleSurvivors(p, vocab: vocab, accumulator: accumulator, parameters: parameters, scratch: scratch) {
         case .failure(let error):
             return .failure(error)
         case .success(let (statistics, count)):

@@ -27,6 +27,12 @@ enum StatisticsKernel {
         var mean: Double = 0
         var m2: Double = 0
         var maximum: Float = -.infinity
+        /// A bound on the rounding error of `m2` (see ``m2ErrorBound(shiftedSquares:)``).
+        var m2Error: Double = 0
+        /// A bound on the rounding error of `mean`.
+        var meanError: Double = 0
+        /// Each ``blockLength`` block's maximum (`+inf` where unknown).
+        var blockMaxima = BlockMaxima(repeating: .infinity)
         /// Index of the first NaN / `+inf` inside the chunk, or -1.
         var invalidIndex: Int = -1
         var invalidIsNaN: Bool = false
@@ -38,44 +44,204 @@ enum StatisticsKernel {
         var maximum: Float
         var count: Int
         var sawNaN: Bool
-        var isFinite: Bool { s1.isFinite && s2.isFinite && !sawNaN }
+        /// Each block's maximum; `+inf` where unknown (the block is then always compacted).
+        var blockMaxima = BlockMaxima(repeating: .infinity)
+        var isFinite: Bool {
+            @inline(__always) get { s1.isFinite && s2.isFinite && !sawNaN }
+        }
     }
 
     // MARK: - chunk loops
 
-    /// Sums of `x - shift` and `(x - shift)²` and the maximum, assuming every logit is finite.
-    /// A non-finite logit or an overflowing square shows up as non-finite sums.
+    /// One block's lane sums and lane maxima.
+    struct BlockSums {
+        var s1: Vector
+        var s2: Vector
+        var maximum: Vector
+    }
+
+    /// Whether a statistics loop subtracts its shift (a type, so that each loop is specialized).
+    protocol ShiftMode { static var isShifted: Bool { get } }
+    enum Shifted: ShiftMode { static var isShifted: Bool { true } }
+    enum Unshifted: ShiftMode { static var isShifted: Bool { false } }
+
+    /// Logits per block: the unit of the survivor compaction. The statistics loop records each
+    /// block's maximum, so a chunk's compaction pass reads only the blocks that can hold a
+    /// survivor (usually one of four).
+    static let blockLength = 1024
+    /// Blocks per chunk.
+    static let blocksPerChunk = chunkLength / blockLength
+    typealias BlockMaxima = SIMD4<Float>
+
+    /// Sums of `x - shift` and `(x - shift)²`, the maximum and each block's maximum, assuming
+    /// every logit is finite (`shift` nil: sums of `x` and `x²`). A non-finite logit or an
+    /// overflowing square shows up as non-finite sums.
+    ///
+    /// Unshifted, three vector operations per 16 logits: `vmaxps` (the `replace(with:where:)`
+    /// below is matched to it), an add and a fused multiply-add (a multiply and an add without
+    /// FMA); shifted, a subtract more. The number of independent accumulator sets follows the
+    /// build, so that no sum waits on the latency of its own previous add and nothing spills:
+    /// four with AVX-512 (one register per `SIMD16`), two with AVX (two registers each), one on
+    /// SSE (already four registers each).
     @inline(__always)
-    static func unmaskedSums<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int, shift: Float) -> ShiftedSums {
+    static func unmaskedSums<E: LogitElement, S: ShiftMode>(_ p: UnsafePointer<E>, count n: Int, _ mode: S.Type, shift: Float) -> ShiftedSums {
         let k = Vector(repeating: shift)
-        // One SIMD16 accumulator set is already 4 independent chains per sum on SSE (2 on AVX2):
-        // more than the add latency needs at memory speed, and a second set spills on SSE.
         var s1 = Vector(), s2 = Vector()
         var m = Vector(repeating: -.infinity)
+        var blocks = BlockMaxima(repeating: .infinity)
         var i = 0
-        while i &+ 16 <= n {
-            let a = E.load16(p, i)
-            m.replace(with: a, where: a .> m)
-            let d = a - k
-            s1 += d
-            s2 += d * d
-            i &+= 16
+        var block = 0
+        while i &+ blockLength <= n && block < blocksPerChunk {
+            let sums = BuildTarget.hasAVX512
+                ? sums4(p, from: i, to: i &+ blockLength, S.self, k)
+                : BuildTarget.hasWideVectors
+                    ? sums2(p, from: i, to: i &+ blockLength, S.self, k)
+                    : sums1(p, from: i, to: i &+ blockLength, S.self, k)
+            s1 += sums.s1
+            s2 += sums.s2
+            let blockMaximum = sums.maximum
+            m.replace(with: blockMaximum, where: blockMaximum .> m)
+            blocks[block] = horizontalMaximum(blockMaximum)
+            i &+= blockLength
+            block &+= 1
         }
-        var sum1 = 0.0, sum2 = 0.0
-        var maximum = m.max()
-        for lane in 0..<16 {
-            sum1 += Double(s1[lane])
-            sum2 += Double(s2[lane])
+        let vectorEnd = i &+ (n &- i) / 16 &* 16
+        if i < vectorEnd {
+            let tail = sums1(p, from: i, to: vectorEnd, S.self, k)
+            s1 += tail.s1
+            s2 += tail.s2
+            m.replace(with: tail.maximum, where: tail.maximum .> m)
+            i = vectorEnd
         }
+        var sum1 = laneSum(s1), sum2 = laneSum(s2)
+        var maximum = horizontalMaximum(m)
+        let scalarShift = S.isShifted ? shift : 0
         while i < n {
             let x = E.float(p, i)
             if x > maximum { maximum = x }
-            let d = x - shift
+            let d = x - scalarShift
             sum1 += Double(d)
             sum2 += Double(d * d)
             i &+= 1
         }
-        return ShiftedSums(s1: sum1, s2: sum2, maximum: maximum, count: n, sawNaN: false)
+        return ShiftedSums(s1: sum1, s2: sum2, maximum: maximum, count: n, sawNaN: false, blockMaxima: blocks)
+    }
+
+    /// The sum of `v`'s lanes in double precision: each lane widened (`vcvtps2pd`), then
+    /// halved. The standard library's `sum()` walks the lanes one by one.
+    @inline(__always)
+    static func laneSum(_ v: Vector) -> Double {
+        var low = SIMD8<Double>(), high = SIMD8<Double>()
+        for lane in 0..<8 {
+            low[lane] = Double(v[lane])
+            high[lane] = Double(v[lane &+ 8])
+        }
+        let eight = low + high
+        let four = eight.lowHalf + eight.highHalf
+        let two = four.lowHalf + four.highHalf
+        return two[0] + two[1]
+    }
+
+    /// The largest lane of `v` (NaN-free input), by halving: four `vmaxps`. The standard
+    /// library's `max()` walks the lanes through memory with NaN checks, about ten times slower.
+    @inline(__always)
+    static func horizontalMaximum(_ v: Vector) -> Float {
+        var a = v.lowHalf
+        let b = v.highHalf
+        a.replace(with: b, where: b .> a)
+        var c = a.lowHalf
+        let d = a.highHalf
+        c.replace(with: d, where: d .> c)
+        var e = c.lowHalf
+        let f = c.highHalf
+        e.replace(with: f, where: f .> e)
+        return Swift.max(e[0], e[1])
+    }
+
+    /// One accumulator set over `p[from..<to]` (`to - from` a multiple of 16): adds to `s1` and
+    /// `s2`, returns the lanes' maxima.
+    @inline(__always)
+    static func sums1<E: LogitElement, S: ShiftMode>(
+        _ p: UnsafePointer<E>, from: Int, to end: Int, _ mode: S.Type, _ k: Vector
+    ) -> BlockSums {
+        let shifted = S.isShifted
+        var s1 = Vector(), s2 = Vector()
+        var m = Vector(repeating: -.infinity)
+        var i = from
+        while i < end {
+            let a = E.load16(p, i)
+            m.replace(with: a, where: a .> m)
+            let d = shifted ? a - k : a
+            s1 += d
+            s2 = BuildTarget.multiplyAdd(d, d, s2)
+            i &+= 16
+        }
+        return BlockSums(s1: s1, s2: s2, maximum: m)
+    }
+
+    /// Two accumulator sets over `p[from..<to]` (`to - from` a multiple of 32).
+    @inline(__always)
+    static func sums2<E: LogitElement, S: ShiftMode>(
+        _ p: UnsafePointer<E>, from: Int, to end: Int, _ mode: S.Type, _ k: Vector
+    ) -> BlockSums {
+        let shifted = S.isShifted
+        var s1 = Vector(), s2 = Vector()
+        var ma = Vector(repeating: -.infinity), mb = ma
+        var t1 = Vector(), t2 = Vector()
+        var i = from
+        while i < end {
+            let (a, b) = E.load32Unordered(p, i)
+            ma.replace(with: a, where: a .> ma)
+            mb.replace(with: b, where: b .> mb)
+            let da = shifted ? a - k : a
+            let db = shifted ? b - k : b
+            s1 += da
+            t1 += db
+            s2 = BuildTarget.multiplyAdd(da, da, s2)
+            t2 = BuildTarget.multiplyAdd(db, db, t2)
+            i &+= 32
+        }
+        s1 += t1
+        s2 += t2
+        ma.replace(with: mb, where: mb .> ma)
+        return BlockSums(s1: s1, s2: s2, maximum: ma)
+    }
+
+    /// Four accumulator sets over `p[from..<to]` (`to - from` a multiple of 64).
+    @inline(__always)
+    static func sums4<E: LogitElement, S: ShiftMode>(
+        _ p: UnsafePointer<E>, from: Int, to end: Int, _ mode: S.Type, _ k: Vector
+    ) -> BlockSums {
+        let shifted = S.isShifted
+        var s1 = Vector(), s2 = Vector()
+        var ma = Vector(repeating: -.infinity), mb = ma, mc = ma, md = ma
+        var t1 = Vector(), t2 = Vector(), u1 = Vector(), u2 = Vector(), v1 = Vector(), v2 = Vector()
+        var i = from
+        while i < end {
+            let (a, b) = E.load32Unordered(p, i)
+            let (c, d) = E.load32Unordered(p, i &+ 32)
+            ma.replace(with: a, where: a .> ma)
+            mb.replace(with: b, where: b .> mb)
+            mc.replace(with: c, where: c .> mc)
+            md.replace(with: d, where: d .> md)
+            let da = shifted ? a - k : a, db = shifted ? b - k : b
+            let dc = shifted ? c - k : c, dd = shifted ? d - k : d
+            s1 += da
+            t1 += db
+            u1 += dc
+            v1 += dd
+            s2 = BuildTarget.multiplyAdd(da, da, s2)
+            t2 = BuildTarget.multiplyAdd(db, db, t2)
+            u2 = BuildTarget.multiplyAdd(dc, dc, u2)
+            v2 = BuildTarget.multiplyAdd(dd, dd, v2)
+            i &+= 64
+        }
+        s1 += (t1 + u1) + v1
+        s2 += (t2 + u2) + v2
+        ma.replace(with: mb, where: mb .> ma)
+        mc.replace(with: md, where: md .> mc)
+        ma.replace(with: mc, where: mc .> ma)
+        return BlockSums(s1: s1, s2: s2, maximum: ma)
     }
 
     /// As ``unmaskedSums``, but `-inf` logits take no part and NaNs are flagged.
@@ -99,7 +265,7 @@ enum StatisticsKernel {
             i &+= 16
         }
         var sum1 = 0.0, sum2 = 0.0
-        var maximum = m.max()
+        var maximum = horizontalMaximum(m)
         for lane in 0..<16 {
             sum1 += Double(s1[lane])
             sum2 += Double(s2[lane])
@@ -151,21 +317,109 @@ enum StatisticsKernel {
             let d = Double(x) - mean
             m2 += d * d
         }
-        return ChunkPartial(count: count, mean: mean, m2: m2, maximum: maximum)
+        return ChunkPartial(
+            count: count, mean: mean, m2: m2, maximum: maximum, m2Error: m2 * 0x1p-40,
+            meanError: (abs(mean) + (m2 / Double(count)).squareRoot()) * 0x1p-40)
+    }
+
+    /// The mean and `M2` of a whole row's finite logits, two passes in double precision: the
+    /// float64 definition itself, for rows where a logit lies so close to the threshold that the
+    /// Float sums' error bound cannot decide it. The row is known to hold no NaN and no `+inf`.
+    static func exactMoments<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int) -> (mean: Double, m2: Double) {
+        typealias Wide = SIMD8<Double>
+        /// Lanes `0..<8` and `8..<16` of `v` widened to double, with masked (`-inf`) lanes 0.
+        @inline(__always)
+        func widen(_ v: Vector) -> (Wide, Wide, SIMD16<Int32>) {
+            let valid = v .> Vector(repeating: -.infinity)
+            let x = v.replacing(with: 0, where: .!valid)
+            var low = Wide(), high = Wide()
+            for lane in 0..<8 {
+                low[lane] = Double(x[lane])
+                high[lane] = Double(x[lane &+ 8])
+            }
+            return (low, high, SIMD16<Int32>(repeating: 0).replacing(with: 1, where: valid))
+        }
+        var sumLow = Wide(), sumHigh = Wide(), counts = SIMD16<Int32>()
+        var i = 0
+        while i &+ 16 <= n {
+            let (low, high, valid) = widen(E.load16(p, i))
+            sumLow += low
+            sumHigh += high
+            counts &+= valid
+            i &+= 16
+        }
+        var count = Int(counts.wrappedSum())
+        var sum = (sumLow + sumHigh).sum()
+        for j in i..<n where E.float(p, j) > -.infinity {
+            count += 1
+            sum += Double(E.float(p, j))
+        }
+        guard count > 0 else { return (0, 0) }
+        let mean = sum / Double(count)
+        let center = Wide(repeating: mean)
+        var m2Low = Wide(), m2High = Wide()
+        i = 0
+        while i &+ 16 <= n {
+            let v = E.load16(p, i)
+            let (low, high, valid) = widen(v)
+            var validLow = SIMDMask<SIMD8<Int64>>(), validHigh = SIMDMask<SIMD8<Int64>>()
+            for lane in 0..<8 {
+                validLow[lane] = valid[lane] != 0
+                validHigh[lane] = valid[lane &+ 8] != 0
+            }
+            let dLow = (low - center).replacing(with: 0, where: .!validLow)
+            let dHigh = (high - center).replacing(with: 0, where: .!validHigh)
+            m2Low += dLow * dLow
+            m2High += dHigh * dHigh
+            i &+= 16
+        }
+        var m2 = (m2Low + m2High).sum()
+        for j in i..<n where E.float(p, j) > -.infinity {
+            let d = Double(E.float(p, j)) - mean
+            m2 += d * d
+        }
+        return (mean, m2)
+    }
+
+    /// A bound on the error of a chunk's `M2 = S2 - S1²/n` from its Float lane sums, given
+    /// `S2 = Σ(x - K)²`. Each lane adds at most `chunkLength / 16` terms, each rounded once in
+    /// the subtraction and once in the square (or the FMA), so with `m = 256` terms and the
+    /// unit roundoff `u = 2⁻²⁴`: `|ΔS2| ≤ (m + 3)·u·S2`, `|ΔS1| ≤ (m + 2)·u·Σ|x - K|
+    /// ≤ (m + 2)·u·√(n·S2)`, hence `|Δ(S1²/n)| ≤ 2(m + 2)·u·S2` and `|ΔM2| ≤ (3m + 7)·u·S2`.
+    /// Doubled for the double-precision steps and the lane reduction. A bound, not an
+    /// estimate: the pipeline relies on it to decide when a kept set could differ from the
+    /// float64 definition's.
+    @inline(__always)
+    static func m2ErrorBound(shiftedSquares s2: Double) -> Double {
+        2 * Double(3 * 256 + 7) * 0x1p-24 * s2
+    }
+
+    /// A bound on the error of a chunk's mean `K + S1/n`: `|ΔS1|/n ≤ (m + 2)·u·√(S2/n)`, doubled.
+    @inline(__always)
+    static func meanErrorBound(shiftedSquares s2: Double, count n: Double) -> Double {
+        2 * Double(256 + 2) * 0x1p-24 * (s2 / n).squareRoot() + 0x1p-50 * s2.squareRoot()
     }
 
     /// Reduces one chunk (at most ``chunkLength`` logits; any length and alignment works).
+    ///
+    /// The first attempt sums `x` and `x²` unshifted (three vector operations per 16 logits).
+    /// Its `M2 = S2 - S1²/n` loses digits when the mean is far from 0 relative to the spread;
+    /// when `S2 > 64·M2` (`|mean| > ~8σ`; real logits stay below 5σ) the chunk is reduced again
+    /// around its mean. The error that remains is bounded (``m2ErrorBound(shiftedSquares:)``)
+    /// and the pipeline decides every logit near the threshold against that bound.
     static func chunkPartial<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int) -> ChunkPartial {
         var shift: Float = 0
-        for i in 0..<n where E.float(p, i).isFinite {
-            shift = E.float(p, i)
-            break
-        }
+        var shifted = false
         var masked = false
-        var sums = unmaskedSums(p, count: n, shift: shift)
-        for attempt in 0..<2 {
+        var sums = unmaskedSums(p, count: n, Unshifted.self, shift: 0)
+        for attempt in 0..<3 {
             if !sums.isFinite && !masked {
                 masked = true
+                shifted = true
+                for i in 0..<n where E.float(p, i).isFinite {
+                    shift = E.float(p, i)
+                    break
+                }
                 sums = maskedSums(p, count: n, shift: shift)
             }
             if !sums.isFinite {
@@ -183,18 +437,23 @@ enum StatisticsKernel {
             }
             let meanOffset = sums.s1 / count
             let m2 = max(0, sums.s2 - sums.s1 * meanOffset)
-            // A shift far from the mean loses digits to cancellation: reduce again around the mean.
-            if attempt == 0 && meanOffset * meanOffset * count > 4 * m2 {
+            // Too much cancellation for the shift: reduce again around the mean.
+            let limit = shifted ? 4.0 : 63.0
+            if attempt < 2 && meanOffset * meanOffset * count > limit * m2 {
                 let better = Float(Double(shift) + meanOffset)
-                if better.isFinite && better != shift {
+                if better.isFinite && (better != shift || !shifted) {
                     shift = better
-                    sums = masked ? maskedSums(p, count: n, shift: shift) : unmaskedSums(p, count: n, shift: shift)
+                    shifted = true
+                    sums = masked ? maskedSums(p, count: n, shift: shift) : unmaskedSums(p, count: n, Shifted.self, shift: shift)
                     continue
                 }
             }
-            return ChunkPartial(count: sums.count, mean: Double(shift) + meanOffset, m2: m2, maximum: sums.maximum)
+            return ChunkPartial(
+                count: sums.count, mean: Double(shift) + meanOffset, m2: m2, maximum: sums.maximum,
+                m2Error: m2ErrorBound(shiftedSquares: sums.s2),
+                meanError: meanErrorBound(shiftedSquares: sums.s2, count: count), blockMaxima: sums.blockMaxima)
         }
-        preconditionFailure("unreachable: the loop returns on its second attempt")
+        return doublePrecisionPartial(p, count: n)
     }
 
     // MARK: - row fold
@@ -206,6 +465,11 @@ enum StatisticsKernel {
         var m2 = 0.0
         var maximum = -Float.infinity
         var maximumChunk = -1
+        /// A bound on the error of `m2`: the chunks' ``ChunkPartial/m2Error`` and what the errors
+        /// of their means add in each merge.
+        var m2Error = 0.0
+        /// A bound on the error of `mean`.
+        var meanError = 0.0
         var error: RowError?
 
         /// Merges the partial of chunk `chunk` (which starts at logit `start`). Chunks must come in
@@ -222,17 +486,24 @@ enum StatisticsKernel {
                 maximumChunk = chunk
             }
             guard part.count > 0 else { return }
+            m2Error += part.m2Error
             if count == 0 {
                 count = part.count
                 mean = part.mean
                 m2 = part.m2
+                meanError = part.meanError
                 return
             }
             let na = Double(count), nb = Double(part.count)
             let n = na + nb
             let delta = part.mean - mean
+            let deltaError = meanError + part.meanError
+            let weight = na * nb / n
             mean += delta * (nb / n)
-            m2 += part.m2 + delta * delta * (na * nb / n)
+            m2 += part.m2 + delta * delta * weight
+            // (δ ± e)² w differs from δ² w by at most (2|δ|e + e²) w; plus the double roundings.
+            m2Error += (2 * abs(delta) * deltaError + deltaError * deltaError) * weight + 0x1p-50 * m2
+            meanError = (na * meanError + nb * part.meanError) / n + 0x1p-52 * abs(mean)
             count += part.count
         }
 
@@ -260,25 +531,6 @@ enum StatisticsKernel {
         }
         while i < n && E.float(p, i) != value { i &+= 1 }
         return i
-    }
-
-    /// Loads one byte per cache line of `p[0..<count]` (four independent chains), so the next
-    /// chunk's lines are in flight from memory while the current chunk is reduced: a software
-    /// prefetch without intrinsics. Measured ~10% faster from DRAM with AVX2 on the dev machine.
-    @inline(__always)
-    static func touch<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int) {
-        let raw = UnsafeRawPointer(p)
-        let bytes = n * MemoryLayout<E>.stride
-        var a: UInt32 = 0, b: UInt32 = 0, c: UInt32 = 0, d: UInt32 = 0
-        var offset = 0
-        while offset &+ 256 <= bytes {
-            a &+= UInt32(raw.load(fromByteOffset: offset, as: UInt8.self))
-            b &+= UInt32(raw.load(fromByteOffset: offset &+ 64, as: UInt8.self))
-            c &+= UInt32(raw.load(fromByteOffset: offset &+ 128, as: UInt8.self))
-            d &+= UInt32(raw.load(fromByteOffset: offset &+ 192, as: UInt8.self))
-            offset &+= 256
-        }
-        keepAlive(Float(a &+ b &+ c &+ d))
     }
 
     /// Number of chunks a row of `length` logits is cut into.

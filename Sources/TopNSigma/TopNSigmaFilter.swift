@@ -113,7 +113,7 @@ public enum TopNSigma {
                 return .success(FilteredRow(
                     statistics: statistics, threshold: RowPipeline.logitThreshold(statistics, parameters), kept: kept))
             }
-        }
+        } ?? .failure(.noFiniteLogit)
     }
 
     /// Array convenience for ``filter(_:n:)-(UnsafeBufferPointer<Float>,_)``.

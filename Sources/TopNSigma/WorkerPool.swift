@@ -1,37 +1,48 @@
+import CThreadName
 import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// Persistent worker threads that run a parallel loop with no heap allocation per call.
+/// Persistent worker threads that help with a call's work, with no heap allocation per call and
+/// no thread ever waiting for another one to start.
 ///
 /// `DispatchQueue.concurrentPerform` allocates inside libdispatch on every call (about four
 /// allocations per call measured here, two even through `dispatch_apply_f`), and its threads
-/// cannot be bound to a NUMA node once. This pool starts `threadCount - 1` threads once; a call
-/// publishes the loop body under a mutex, the caller runs index 0 itself, and workers that
-/// finished spin briefly before they sleep on a condition variable, so back-to-back calls (a
-/// decode loop, a benchmark) wake them without a syscall; after the spin window they sleep and
-/// use no CPU.
+/// cannot be bound to a NUMA node once. This pool starts up to `threadCount - 1` threads once.
+/// ``dispatch(_:participants:wakeSleepers:)`` publishes a job and returns at once: the job
+/// itself hands out its tasks (the sampler claims them from atomic counters), the caller works
+/// on them too, and the caller waits only for tasks that a worker has claimed. A worker that
+/// wakes late finds nothing left to claim and goes back to waiting, so a descheduled or slow
+/// worker never stalls a call.
+///
+/// Workers that finished spin briefly for the next call before they sleep on a condition
+/// variable, so back-to-back calls (a decode loop, a benchmark) reach them without a syscall.
+/// All shared state is changed inside ``State/withLock(_:)``; the pthread calls live in this
+/// file.
 final class WorkerPool: @unchecked Sendable {
-    /// Threads that run a loop, the caller included.
+    /// Threads that can work on a call, the caller included: `1 +` the threads actually started.
     let threadCount: Int
+    /// Threads asked for, the caller included. Larger than ``threadCount`` when the system
+    /// refused to start a thread (`pthread_create` failed: a process or memory limit).
+    let requestedThreadCount: Int
     private let state: State
     private var threads: [pthread_t] = []
 
     /// State shared with the worker threads (they retain it; the pool does not retain them).
     final class State: @unchecked Sendable {
-        let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-        let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-        /// The job of the current call; guarded by `mutex`. An object rather than a closure:
-        /// handing a non-escaping closure to other threads (`withoutActuallyEscaping`) allocates a
-        /// context on every call.
-        var job: (any ParallelJob)?
+        private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+        private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+        /// The job of the latest call; guarded by `mutex`. Unowned: the job (the sampler) owns
+        /// the pool and shuts it down before it goes away.
+        unowned(unsafe) var job: (any PoolJob)?
+        /// Workers (by index) that take part in the latest call; guarded by `mutex`.
         var participants = 0
         var shutdown = false
-        /// The call number, published with release ordering after `job` is set.
+        /// Workers asleep on the condition variable; guarded by `mutex`.
+        var sleeping = 0
+        /// The call number, bumped with release ordering after `job` is set.
         let generation = Atomic<UInt64>(0)
-        /// Workers (not the caller) that finished the current call.
-        let finished = Atomic<Int>(0)
         /// Runs once on each worker thread before its first job (e.g. NUMA binding); index ≥ 1.
         let onStart: (@Sendable (Int) -> Void)?
         /// How long an idle worker spins for the next call before it sleeps.
@@ -50,36 +61,70 @@ final class WorkerPool: @unchecked Sendable {
             wake.deallocate()
             mutex.deallocate()
         }
+
+        /// Runs `body` with the mutex held.
+        @inline(__always)
+        func withLock<R>(_ body: () -> R) -> R {
+            pthread_mutex_lock(mutex)
+            defer { pthread_mutex_unlock(mutex) }
+            return body()
+        }
+
+        /// Sleeps until `generation` differs from `seen` or the pool shuts down; the mutex must
+        /// be held (call inside ``withLock(_:)``).
+        func sleepWhileIdle(seen: UInt64) {
+            sleeping += 1
+            while generation.load(ordering: .acquiring) == seen && !shutdown { pthread_cond_wait(wake, mutex) }
+            sleeping -= 1
+        }
+
+        /// Wakes every sleeping worker; the mutex must be held.
+        func wakeAll() { pthread_cond_broadcast(wake) }
     }
 
     /// - Parameters:
-    ///   - threadCount: threads per loop, the caller included (`threadCount - 1` are started).
+    ///   - threadCount: threads per call, the caller included (`threadCount - 1` are started).
     ///   - spinMicroseconds: how long an idle worker spins for the next call before it sleeps.
     ///   - onStart: run on each started thread with its index (1…threadCount-1) before any work.
+    ///
+    /// A thread that cannot be started (a process limit) is not retried: the pool runs with the
+    /// threads it has, and ``threadCount`` says how many.
     init(threadCount: Int, spinMicroseconds: Int = 50, onStart: (@Sendable (Int) -> Void)? = nil) {
-        precondition(threadCount > 0, "threadCount must be positive")
-        self.threadCount = threadCount
+        self.requestedThreadCount = max(1, threadCount)
         self.state = State(onStart: onStart, spinNanoseconds: UInt64(max(0, spinMicroseconds)) * 1000)
+        var started: [pthread_t] = []
         for index in 1..<max(1, threadCount) {
             let context = Unmanaged.passRetained(WorkerContext(state: state, index: index)).toOpaque()
             var thread = pthread_t()
             let status = pthread_create(&thread, nil, { raw in
                 let context = Unmanaged<WorkerContext>.fromOpaque(raw!).takeRetainedValue()
+                WorkerPool.nameCurrentThread("topnsigma-\(context.index)")
                 WorkerPool.workerLoop(context.state, index: context.index)
                 return nil
             }, context)
-            precondition(status == 0, "pthread_create failed with \(status)")
-            threads.append(thread)
+            if status != 0 {
+                Unmanaged<WorkerContext>.fromOpaque(context).release()
+                break
+            }
+            started.append(thread)
         }
+        self.threads = started
+        self.threadCount = started.count + 1
     }
 
-    deinit {
-        pthread_mutex_lock(state.mutex)
-        state.shutdown = true
-        state.generation.add(1, ordering: .releasing)
-        pthread_cond_broadcast(state.wake)
-        pthread_mutex_unlock(state.mutex)
+    deinit { shutdown() }
+
+    /// Stops and joins every worker. After it returns no worker touches any job again; the
+    /// owner of the job calls it before the job's memory goes away. Idempotent.
+    func shutdown() {
+        state.withLock {
+            state.shutdown = true
+            state.job = nil
+            state.generation.add(1, ordering: .releasing)
+            state.wakeAll()
+        }
         for thread in threads { pthread_join(thread, nil) }
+        threads = []
     }
 
     private final class WorkerContext {
@@ -91,31 +136,18 @@ final class WorkerPool: @unchecked Sendable {
         }
     }
 
-    /// Runs `job.execute(i)` for every `i` in `0..<participants`, each on its own thread (index 0
-    /// on the caller), and returns when all are done. `participants` must not exceed
-    /// ``threadCount``. Calls must not overlap (the sampler guarantees it).
-    func run(participants: Int, _ job: any ParallelJob) {
-        precondition(participants >= 1 && participants <= threadCount, "participants \(participants) outside 1...\(threadCount)")
-        if participants == 1 {
-            job.execute(0)
-            return
+    /// Publishes `job` to workers `1..<participants` and returns at once; the caller then works
+    /// on the job itself as participant 0. Spinning workers see it within nanoseconds. Sleeping
+    /// ones are woken only when `wakeSleepers` (a wake-up costs the caller a syscall and takes
+    /// the worker tens of microseconds on a virtual machine: not worth it for a small job).
+    func dispatch(_ job: any PoolJob, participants: Int, wakeSleepers: Bool) {
+        guard participants > 1, threadCount > 1 else { return }
+        state.withLock {
+            state.job = job
+            state.participants = min(participants, threadCount)
+            state.generation.add(1, ordering: .releasing)
+            if wakeSleepers && state.sleeping > 0 { state.wakeAll() }
         }
-        state.finished.store(0, ordering: .relaxed)
-        pthread_mutex_lock(state.mutex)
-        state.job = job
-        state.participants = participants
-        state.generation.add(1, ordering: .releasing)
-        pthread_cond_broadcast(state.wake)
-        pthread_mutex_unlock(state.mutex)
-        job.execute(0)
-        var spins = 0
-        while state.finished.load(ordering: .acquiring) < participants - 1 {
-            spins += 1
-            if spins > 1000 { sched_yield() }
-        }
-        pthread_mutex_lock(state.mutex)
-        state.job = nil
-        pthread_mutex_unlock(state.mutex)
     }
 
     private static func workerLoop(_ state: State, index: Int) {
@@ -130,35 +162,27 @@ final class WorkerPool: @unchecked Sendable {
                 spins &+= 1
                 if spins & 255 == 0 && monotonicNanoseconds() > deadline { break }
             }
-            pthread_mutex_lock(state.mutex)
-            while state.generation.load(ordering: .acquiring) == seen && !state.shutdown {
-                pthread_cond_wait(state.wake, state.mutex)
+            let (job, participates, stop): ((any PoolJob)?, Bool, Bool) = state.withLock {
+                if state.generation.load(ordering: .acquiring) == seen && !state.shutdown { state.sleepWhileIdle(seen: seen) }
+                seen = state.generation.load(ordering: .acquiring)
+                return (state.job, index < state.participants, state.shutdown)
             }
-            if state.shutdown {
-                pthread_mutex_unlock(state.mutex)
-                return
-            }
-            seen = state.generation.load(ordering: .acquiring)
-            let participates = index < state.participants
-            pthread_mutex_unlock(state.mutex)
-            if participates {
-                runJob(state, index: index)
-                state.finished.add(1, ordering: .releasing)
-            }
+            if stop { return }
+            if participates, let job { job.work(worker: index) }
         }
     }
 
-    private static func runJob(_ state: State, index: Int) {
-        pthread_mutex_lock(state.mutex)
-        let job = state.job
-        pthread_mutex_unlock(state.mutex)
-        job?.execute(index)
+    /// Names the calling thread (shown by `top -H`, debuggers and `/proc/…/task/…/comm`).
+    static func nameCurrentThread(_ name: String) {
+        _ = String(name.prefix(15)).withCString { topnsigma_name_current_thread($0) }
     }
 }
 
-/// Work a ``WorkerPool`` call runs: `execute(i)` once for each participant `i`.
-protocol ParallelJob: AnyObject, Sendable {
-    func execute(_ index: Int)
+/// Work that a ``WorkerPool`` hands to its workers: each participant calls `work(worker:)`,
+/// which claims tasks until none are left. A call may arrive late, after the job's call is
+/// over; it must then find nothing to claim and return without touching the call's buffers.
+protocol PoolJob: AnyObject, Sendable {
+    func work(worker: Int)
 }
 
 /// CLOCK_MONOTONIC in nanoseconds.
@@ -167,27 +191,4 @@ func monotonicNanoseconds() -> UInt64 {
     var now = timespec()
     clock_gettime(CLOCK_MONOTONIC, &now)
     return UInt64(now.tv_sec) &* 1_000_000_000 &+ UInt64(now.tv_nsec)
-}
-
-/// A reusable spinning barrier for the participants of one ``WorkerPool`` call, all of which run
-/// at once on their own threads.
-final class SpinBarrier: @unchecked Sendable {
-    private let arrived = Atomic<Int>(0)
-    private let phase = Atomic<Int>(0)
-
-    /// Blocks until `participants` threads have called `wait` for this phase.
-    func wait(participants: Int) {
-        if participants <= 1 { return }
-        let current = phase.load(ordering: .acquiring)
-        if arrived.add(1, ordering: .acquiringAndReleasing).newValue == participants {
-            arrived.store(0, ordering: .relaxed)
-            phase.add(1, ordering: .releasing)
-            return
-        }
-        var spins = 0
-        while phase.load(ordering: .acquiring) == current {
-            spins += 1
-            if spins > 1000 { sched_yield() }
-        }
-    }
 }

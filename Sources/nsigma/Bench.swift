@@ -10,10 +10,12 @@ import TopNSigmaIO
 /// buffers in one run.
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Benchmark fused Top-nσ against naive Top-nσ, sort-based top-p and the cblas_sasum floor.",
+        abstract: "Benchmark fused Top-nσ against naive Top-nσ, sort-based top-p and the memory-read floor.",
         discussion: """
             Every timing is a median of repeats on the same buffer, reported as µs per row, GB/s of
-            logits consumed and its ratio to cblas_sasum over that buffer at the same thread count.
+            logits consumed and its ratio to the floor: the faster of floor-read (a plain SIMD read
+            of the same bytes, in this binary, on the sampler's threads) and cblas_sasum over that
+            buffer at the same thread count.
             Real logits (SmolLM2-135M, vocab 49152) are used for vocab 49152 when --data finds them;
             every other vocab uses synthetic rows shaped like them.
             """
@@ -28,7 +30,7 @@ struct Bench: ParsableCommand {
     @Option(help: "Comma-separated thread counts ('all' = every core).")
     var threads: String = "1,all"
 
-    @Option(help: "Methods to run (comma-separated): fused-topnsigma, fused-topnsigma-gcd, fused-topnsigma-f16, fused-topnsigma-bf16, fused-topp, naive-topnsigma, sort-topp.")
+    @Option(help: "Methods to run (comma-separated): fused-topnsigma, fused-statistics, fused-topnsigma-gcd, fused-topnsigma-f16, fused-topnsigma-bf16, fused-topp, naive-topnsigma, sort-topp.")
     var methods: String = "fused-topnsigma,fused-topnsigma-gcd,fused-topnsigma-f16,fused-topnsigma-bf16,fused-topp,naive-topnsigma,sort-topp"
 
     @Option(help: "Top-nσ's n.")
@@ -101,6 +103,7 @@ struct Bench: ParsableCommand {
         }
         writeStandardError("\r\u{1B}[K")
         let report = BenchReport(machine: MachineDescription.current(), results: results)
+        if let warning = Self.sasumWarning(results, coreType: report.machine.openblasCoreType) { print(warning) }
         if let json {
             do { try report.write(path: json) } catch { throw UsageError(message: "cannot write \(json): \(error.localizedDescription)") }
             print("wrote \(json)")
@@ -120,6 +123,22 @@ struct Bench: ParsableCommand {
                 throw ExitCode(1)
             }
         }
+    }
+
+    /// A warning when OpenBLAS's sasum reads far slower than a plain SIMD read of the same bytes:
+    /// OpenBLAS misdetected the CPU and runs slow kernels, so it is no floor.
+    static func sasumWarning(_ results: [BenchResult], coreType: String) -> String? {
+        var worst = 0.0
+        for read in results where read.method == "floor-read" {
+            guard let sasum = results.first(where: {
+                $0.method == "floor-sasum" && $0.vocab == read.vocab && $0.batch == read.batch && $0.threads == read.threads
+            }) else { continue }
+            worst = max(worst, sasum.medianSeconds / read.medianSeconds)
+        }
+        guard worst > 1.5 else { return nil }
+        return "\nwarning: cblas_sasum read the logits up to \(fmt(worst, 1))× slower than floor-read: OpenBLAS runs its "
+            + "'\(coreType)' kernels on this CPU. Ratios use the faster floor; to compare against OpenBLAS's fast kernels, "
+            + "run with OPENBLAS_CORETYPE=Haswell (AVX2) or OPENBLAS_CORETYPE=SkylakeX (AVX-512)."
     }
 
     func parseList(_ text: String, name: String, allowAll: Bool = false) throws -> [Int] {
@@ -170,6 +189,8 @@ func fmt(_ x: Double, _ digits: Int) -> String {
 /// The methods `nsigma bench` compares.
 enum BenchMethod: String, CaseIterable {
     case fused = "fused-topnsigma"
+    /// The statistics pass alone (max, mean, std; no survivors, no draw): the kernel's own cost.
+    case statistics = "fused-statistics"
     case fusedDispatch = "fused-topnsigma-gcd"
     /// The same logits stored as float16 / bfloat16 (half the bytes), converted in registers.
     case fusedHalf = "fused-topnsigma-f16"
@@ -212,7 +233,11 @@ struct BenchResult: Codable {
     var workload: String
     var usPerRow: Double
     var gbPerSecond: Double
+    /// Median time over the floor's: the faster of `floor-read` and `floor-sasum` timed in the
+    /// same group of interleaved rounds.
     var ratioToFloor: Double
+    /// Which floor `ratioToFloor` divides by.
+    var floor: String?
     var speedupOverNaive: Double?
     var speedupOverSortTopP: Double?
     var medianSeconds: Double
@@ -282,7 +307,13 @@ struct BenchRunner {
         openblas_set_num_threads(Int32(threads))
 
         let sink = Box<Float>(0)
+        // The floor: a plain SIMD read of the same bytes, compiled with the library's flags and
+        // run on a sampler's own worker threads (same wake-ups, same claiming of chunks).
+        let floorSampler = try! BatchSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads)
         var timed: [Timed] = [
+            Timed(name: "floor-read", body: {
+                sink.value += floorSampler.readFloor(UnsafeRawPointer(logits), rows: batch, bytesPerRow: vocab * 4)
+            }),
             Timed(name: "floor-sasum", body: { sink.value += cblas_sasum(Int32(batch * vocab), logits, 1) }),
             Timed(name: "floor-sasum-rows", body: { for r in 0..<batch { sink.value += cblas_sasum(Int32(vocab), logits + r * vocab, 1) } }),
         ]
@@ -324,7 +355,7 @@ struct BenchRunner {
         for (index, method) in methods.enumerated() {
             switch method {
             case .fused, .fusedDispatch, .fusedHalf, .fusedBrain, .fusedTopP:
-                let sampler = BatchSampler(
+                let sampler = try! BatchSampler(
                     vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads,
                     executor: method == .fusedDispatch ? .concurrentPerform : .workerPool)
                 let out = outputs[index]
@@ -347,6 +378,14 @@ struct BenchRunner {
                             steps: UnsafeBufferPointer(steps), into: out)
                     },
                     kept: { median(out.compactMap { try? $0.get().candidateCount }) }))
+            case .statistics:
+                timed.append(Timed(name: method.rawValue, body: {
+                    for r in 0..<batch {
+                        if case .success(let s) = TopNSigma.rowStatistics(UnsafeBufferPointer(start: logits + r * vocab, count: vocab)) {
+                            sink.value += s.maximum
+                        }
+                    }
+                }))
             case .naive:
                 let (n, temperature) = (n, temperature)
                 timed.append(opponent(method.rawValue, { NaiveTopNSigma(vocabularySize: vocab) }) { naive, row in
@@ -361,22 +400,27 @@ struct BenchRunner {
         }
         var results: [BenchResult] = []
         // Each opponent's `kept` is read right after its own timing: run them one at a time
-        // against the floors, and the fused methods together with the floors.
-        let floors = Array(timed[0..<2])
-        var groups: [[Timed]] = [floors + timed[2...].filter { $0.name.hasPrefix("fused") }]
-        for t in timed[2...] where !t.name.hasPrefix("fused") { groups.append([floors[0], t]) }
-        var floorMedians: [Double] = []
+        // against the floors, and the fused methods together with the floors. Every group times
+        // floor-read and floor-sasum, and each result is a ratio to the faster of the two in
+        // its own group.
+        let floors = Array(timed[0..<3])
+        var groups: [[Timed]] = [floors + timed[3...].filter { $0.name.hasPrefix("fused") }]
+        for t in timed[3...] where !t.name.hasPrefix("fused") { groups.append([floors[0], floors[1], t]) }
         for group in groups {
             let timings = interleaved(group) { writeStandardError("\r\u{1B}[K\(progress): \($0)") }
+            let floorRead = zip(group, timings).first { $0.0.name == "floor-read" }!.1.median
+            let floorSasum = zip(group, timings).first { $0.0.name == "floor-sasum" }!.1.median
+            let floor = min(floorRead, floorSasum)
+            let floorName = floorRead <= floorSasum ? "floor-read" : "floor-sasum"
             for (t, timing) in zip(group, timings) {
-                if t.name == "floor-sasum" { floorMedians.append(timing.median) }
                 if t.name.hasPrefix("floor") && results.contains(where: { $0.method == t.name }) { continue }
+                let isHalf = t.name.hasSuffix("f16")
                 results.append(BenchResult(
                     method: t.name, batch: batch, vocab: vocab, threads: threads, workload: workload.source,
                     usPerRow: timing.median * 1e6 / Double(batch),
-                    gbPerSecond: (t.name.hasSuffix("f16") ? bytes / 2 : bytes) / timing.median * 1e-9,
-                    ratioToFloor: timing.median / floorMedians.last!, medianSeconds: timing.median, repeats: timing.repeats,
-                    medianKept: t.kept()))
+                    gbPerSecond: (isHalf ? bytes / 2 : bytes) / timing.median * 1e-9,
+                    ratioToFloor: timing.median / floor, floor: floorName, medianSeconds: timing.median,
+                    repeats: timing.repeats, medianKept: t.kept()))
             }
         }
         blackHole(sink.value)
@@ -419,7 +463,7 @@ struct BenchRunner {
         let bytes = Double(vocab * hidden * 4)
         rows.insert(BenchResult(
             method: "lm-head-sgemm", batch: batch, vocab: vocab, threads: threads, workload: workload.source,
-            usPerRow: gemm.median * 1e6 / Double(batch), gbPerSecond: bytes / gemm.median * 1e-9, ratioToFloor: 0,
+            usPerRow: gemm.median * 1e6 / Double(batch), gbPerSecond: bytes / gemm.median * 1e-9, ratioToFloor: 0, floor: nil,
             medianSeconds: gemm.median, repeats: gemm.repeats, hidden: hidden), at: 0)
         return rows
     }

@@ -18,8 +18,11 @@ struct Info: ParsableCommand {
     func run() throws {
         let machine = MachineDescription.current()
         let topology = NUMATopology.current
-        let sampler = BatchSampler(vocabularySize: 16, maximumBatchSize: 1)
-        let workerNodes = sampler.plan.workerNodes.map { $0.map(String.init) ?? "unbound" }
+        // The plan a default sampler would make, without starting its threads.
+        let threads = BatchSampler.defaultThreadCount
+        let placement = NUMAPlacement.automatic
+        let plan = NUMAPlan(threads: threads, topology: topology, placement: placement)
+        let workerNodes = plan.workerNodes.map { $0.map(String.init) ?? "unbound" }
         if json {
             let nodes = topology.nodes.map { node in
                 "{\"id\": \(node.id), \"cpus\": [\(node.cpus.map(String.init).joined(separator: ", "))], \"memoryBytes\": \(node.memoryBytes)}"
@@ -27,10 +30,10 @@ struct Info: ParsableCommand {
             let reason = topology.fallbackReason.map(jsonString) ?? "null"
             print("{\"cpus\": \(machine.cpus), "
                 + "\"numa\": {\"available\": \(topology.available), \"nodes\": [\(nodes.joined(separator: ", "))], \"fallbackReason\": \(reason)}, "
-                + "\"threads\": \(sampler.threadCount), \"placement\": \(jsonString(sampler.placement.description)), "
-                + "\"workerNodes\": [\(sampler.plan.workerNodes.map { $0.map(String.init) ?? "null" }.joined(separator: ", "))], "
+                + "\"threads\": \(threads), \"placement\": \(jsonString(placement.description)), "
+                + "\"workerNodes\": [\(plan.workerNodes.map { $0.map(String.init) ?? "null" }.joined(separator: ", "))], "
                 + "\"simd\": {\"build\": [\(machine.buildSIMD.map(jsonString).joined(separator: ", "))], \"cpu\": [\(machine.cpuFlags.map(jsonString).joined(separator: ", "))]}, "
-                + "\"cpuModel\": \(jsonString(machine.cpuModel)), \"openblas\": \(jsonString(machine.openblas))}")
+                + "\"cpuModel\": \(jsonString(machine.cpuModel)), \"openblas\": \(jsonString(machine.openblas)), \"openblasCoreType\": \(jsonString(machine.openblasCoreType))}")
             return
         }
         print("CPU:        \(machine.cpuModel), \(machine.cpus) CPUs")
@@ -45,8 +48,8 @@ struct Info: ParsableCommand {
             let gib = Double(node.memoryBytes) / Double(1 << 30)
             print("  node \(node.id): CPUs \(cpuList(node.cpus)), memory \(String(format: "%.1f", gib)) GiB")
         }
-        print("Sampler:    \(sampler.threadCount) threads by default, placement \(sampler.placement), worker nodes [\(workerNodes.joined(separator: ", "))]")
-        print("OpenBLAS:   \(machine.openblas)")
+        print("Sampler:    \(threads) threads by default, placement \(placement), worker nodes [\(workerNodes.joined(separator: ", "))]")
+        print("OpenBLAS:   \(machine.openblas), core type \(machine.openblasCoreType)")
     }
 
     /// `0-3,8` style CPU list.

@@ -11,6 +11,9 @@ struct MachineDescription: Codable {
     var buildSIMD: [String]
     var threads: Int
     var openblas: String
+    /// The kernel set OpenBLAS picked for this CPU (`openblas_get_corename`): `Prescott` or
+    /// `Cooperlake` on the virtual CPUs seen here is a misdetection with slow kernels.
+    var openblasCoreType: String
     /// OPENBLAS_THREAD_TIMEOUT in force (`bench` sets 4 unless the caller set it).
     var openblasThreadTimeout: String?
     var date: String
@@ -38,6 +41,7 @@ struct MachineDescription: Codable {
             buildSIMD: simd,
             threads: BatchSampler.defaultThreadCount,
             openblas: openblas_get_config().map { String(cString: $0) } ?? "unknown",
+            openblasCoreType: openblas_get_corename().map { String(cString: $0) } ?? "unknown",
             openblasThreadTimeout: ProcessInfo.processInfo.environment["OPENBLAS_THREAD_TIMEOUT"],
             date: ISO8601DateFormatter().string(from: Date()))
     }

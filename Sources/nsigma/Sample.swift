@@ -39,7 +39,16 @@ struct Sample: ParsableCommand {
         guard temperature >= 0 else { throw UsageError(message: "--temperature must be >= 0, got \(temperature)") }
         let file = try input.load()
         guard file.rows > 0 else { return }
-        let sampler = BatchSampler(vocabularySize: file.vocab, maximumBatchSize: file.rows, threadCount: threads)
+        // More threads than the file's rows and chunks can use would only cost memory.
+        let useful = max(file.rows, (file.vocab + 4095) / 4096)
+        let sampler: BatchSampler
+        do {
+            sampler = try BatchSampler(
+                vocabularySize: file.vocab, maximumBatchSize: file.rows,
+                threadCount: threads.map { min($0, useful, BatchSampler.maximumThreadCount) })
+        } catch {
+            throw UsageError(message: error.description)
+        }
         let parameters = [SamplingParameters](
             repeating: try truncation.parameters(temperature: temperature, nSigma: n, seed: seed), count: file.rows)
         var tokens = [[Int]](repeating: [], count: file.rows)

@@ -28,7 +28,7 @@ final class AllocationTests: XCTestCase {
             }
             var steps = [UInt64](repeating: 0, count: rows)
             var results = [SampleResult](repeating: .failure(.noFiniteLogit), count: rows)
-            let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
+            let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
             logits.withUnsafeBufferPointer { l in
                 parameters.withUnsafeBufferPointer { p in
                     results.withUnsafeMutableBufferPointer { out in

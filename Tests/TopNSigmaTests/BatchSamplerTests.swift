@@ -6,8 +6,8 @@ import TopNSigmaBaselines
 
 @Suite struct BatchSamplerTests {
     /// Draws `count` tokens from one row with steps 0..<count.
-    func draws(_ row: [Float], parameters: SamplingParameters, count: Int, threads: Int = 1) -> [SampleResult] {
-        let sampler = BatchSampler(vocabularySize: row.count, maximumBatchSize: 1, threadCount: threads)
+    func draws(_ row: [Float], parameters: SamplingParameters, count: Int, threads: Int = 1) throws -> [SampleResult] {
+        let sampler = try BatchSampler(vocabularySize: row.count, maximumBatchSize: 1, threadCount: threads)
         return (0..<count).map { step in sampler.sample(logits: row, parameters: [parameters], steps: [UInt64(step)])[0] }
     }
 
@@ -21,7 +21,7 @@ import TopNSigmaBaselines
         let expected = Reference.distribution(row, n: Double(n), temperature: Double(temperature))
         let drawCount = 4000
         var observed: [Int: Int] = [:]
-        for result in draws(row, parameters: SamplingParameters(temperature: temperature, nSigma: n, seed: UInt64(r) * 31 + 7), count: drawCount) {
+        for result in try draws(row, parameters: SamplingParameters(temperature: temperature, nSigma: n, seed: UInt64(r) * 31 + 7), count: drawCount) {
             let token = try result.get()
             #expect(expected[token.token] != nil, "token \(token.token) is outside the kept set")
             #expect(token.candidateCount == expected.count)
@@ -42,7 +42,7 @@ import TopNSigmaBaselines
         #expect(expected.count == 6)
         var observed: [Int: Int] = [:]
         let drawCount = 6000
-        for result in draws(row, parameters: SamplingParameters(temperature: 1, nSigma: nil, seed: 99), count: drawCount) {
+        for result in try draws(row, parameters: SamplingParameters(temperature: 1, nSigma: nil, seed: 99), count: drawCount) {
             let token = try result.get()
             #expect(row[token.token] > -.infinity)
             #expect(token.candidateCount == 6)
@@ -74,7 +74,7 @@ import TopNSigmaBaselines
         var parameters = (0..<8).map { SamplingParameters(temperature: 1, nSigma: 1.5, seed: UInt64($0)) }
         parameters[6].temperature = -1
         parameters[7].nSigma = .nan
-        let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: 8, threadCount: 2)
+        let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 8, threadCount: 2)
         let results = sampler.sample(logits: rows.flatMap { $0 }, parameters: parameters, steps: [UInt64](repeating: 3, count: 8))
         #expect(throws: RowError.notANumber(index: 17)) { try results[1].get() }
         #expect(throws: RowError.positiveInfinity(index: 4999)) { try results[3].get() }
@@ -82,7 +82,7 @@ import TopNSigmaBaselines
         #expect(throws: RowError.invalidTemperature(-1)) { try results[6].get() }
         if case .failure(.invalidNSigma(let n)) = results[7] { #expect(n.isNaN) } else { Issue.record("row 7: \(results[7])") }
         for r in [0, 2, 4] {
-            let alone = BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 1)
+            let alone = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 1)
                 .sample(logits: rows[r], parameters: [parameters[r]], steps: [3])[0]
             #expect(try results[r].get() == (try alone.get()), "row \(r)")
         }
@@ -95,11 +95,11 @@ import TopNSigmaBaselines
         var rows = (0..<2).map { _ in random.row(count: vocab) }
         rows[0][15_000] = .infinity
         rows[0][19_000] = .nan
-        let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: 2, threadCount: 4)
+        let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 2, threadCount: 4)
         let parameters = [SamplingParameters(seed: 1), SamplingParameters(seed: 2)]
         let results = sampler.sample(logits: rows.flatMap { $0 }, parameters: parameters, steps: [9, 9])
         #expect(throws: RowError.positiveInfinity(index: 15_000)) { try results[0].get() }
-        let alone = BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 1)
+        let alone = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 1)
             .sample(logits: rows[1], parameters: [parameters[1]], steps: [9])[0]
         #expect(try results[1].get() == alone.get())
         let masked = sampler.sample(logits: [Float](repeating: -.infinity, count: vocab), parameters: [SamplingParameters()])
@@ -116,7 +116,7 @@ import TopNSigmaBaselines
         let reference = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: 1)
             .sample(logits: block, parameters: parameters, steps: steps).map { try $0.get() }
         for (threads, executor) in [(2, BatchSampler.Executor.workerPool), (3, .workerPool), (8, .workerPool), (2, .concurrentPerform), (5, .concurrentPerform)] {
-            let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads, executor: executor)
+            let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads, executor: executor)
             #expect(try sampler.sample(logits: block, parameters: parameters, steps: steps).map { try $0.get() } == reference, "\(threads) threads")
             // Each row alone (split across the threads) and the batch reversed.
             for r in 0..<rows {
@@ -129,7 +129,7 @@ import TopNSigmaBaselines
             #expect(try reversed.map { try $0.get() } == order.map { reference[$0] }, "reversed, \(threads) threads")
         }
         // Inside a larger batch, with the rows twice.
-        let big = BatchSampler(vocabularySize: vocab, maximumBatchSize: 2 * rows, threadCount: 2)
+        let big = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 2 * rows, threadCount: 2)
         let twice = big.sample(logits: block + block, parameters: parameters + parameters, steps: steps + steps)
         #expect(try twice.map { try $0.get() } == reference + reference)
     }
@@ -143,7 +143,7 @@ import TopNSigmaBaselines
         let parameters = [SamplingParameters](repeating: SamplingParameters(temperature: 1, nSigma: 1, seed: 4), count: rows)
         let steps: [UInt64] = [0, 1, 2]
         var results = [SampleResult](repeating: .failure(.noFiniteLogit), count: rows + 1)
-        let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: 4, threadCount: 2)
+        let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 4, threadCount: 2)
         block.withUnsafeBufferPointer { b in
             parameters.withUnsafeBufferPointer { p in
                 steps.withUnsafeBufferPointer { s in
@@ -164,7 +164,7 @@ import TopNSigmaBaselines
     @Test("the naive opponent draws the same tokens as the fused sampler on real rows")
     func naiveAgrees() throws {
         var naive = NaiveTopNSigma(vocabularySize: Fixture.logits.vocab)
-        let sampler = BatchSampler(vocabularySize: Fixture.logits.vocab, maximumBatchSize: 1, threadCount: 1)
+        let sampler = try BatchSampler(vocabularySize: Fixture.logits.vocab, maximumBatchSize: 1, threadCount: 1)
         for r in 0..<Fixture.logits.rows {
             let row = Fixture.row(r)
             for step in 0..<20 {
@@ -184,7 +184,7 @@ import TopNSigmaBaselines
     func overlappingCallsTrap() async {
         await #expect(processExitsWith: .failure) {
             let vocab = 128_256, rows = 64
-            let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: 1)
+            let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: 1)
             let logits = [Float](repeating: 0.5, count: vocab * rows)
             let parameters = [SamplingParameters](repeating: SamplingParameters(), count: rows)
             let started = Atomic<Bool>(false)

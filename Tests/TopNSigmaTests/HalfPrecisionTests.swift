@@ -57,7 +57,7 @@ import TopNSigmaBaselines
         let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 31)
         let parameters = (0..<rows).map { SamplingParameters(temperature: [1, 0.7, 0, 1.5][$0], nSigma: [1, 2, 1, nil][$0], seed: UInt64($0), topP: $0 == 3 ? 0.9 : nil) }
         let steps: [UInt64] = [4, 5, 6, 7]
-        let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
+        let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
         let half = Self.halfBlock(logits)
         let fromHalf = sampler.sample(bits: half.bits, format: .float16, parameters: parameters, steps: steps)
         let fromFloat = sampler.sample(logits: half.floats, parameters: parameters, steps: steps)

@@ -67,7 +67,7 @@ import TopNSigmaBaselines
             .sample(logits: logits, parameters: parameters).map { try $0.get() }
         for cpus in [[2, 2], [1, 1, 1, 1]] {
             // Not available: the plan is made, nothing is bound, memory comes from the heap.
-            let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: 4, topology: Self.topology(cpus))
+            let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: 4, topology: Self.topology(cpus))
             #expect(sampler.plan.groups.count == cpus.count)
             #expect(try sampler.sample(logits: logits, parameters: parameters).map { try $0.get() } == reference)
         }
@@ -79,7 +79,7 @@ import TopNSigmaBaselines
         let vocab = 5_000, rows = 8
         let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 9)
         let parameters = [SamplingParameters](repeating: SamplingParameters(seed: 3), count: rows)
-        let sampler = BatchSampler(
+        let sampler = try BatchSampler(
             vocabularySize: vocab, maximumBatchSize: rows, threadCount: 4, topology: Self.topology([1, 1, 1, 1], available: true))
         let results = try sampler.sample(logits: logits, parameters: parameters).map { try $0.get() }
         let reference = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: 1)
@@ -94,13 +94,13 @@ import TopNSigmaBaselines
         let topology = NUMATopology.current
         guard topology.available else {
             // The fallback: heap memory, still usable.
-            let block = NodeMemory.allocate(byteCount: 1 << 16, node: 0)
+            let block = NodeMemory.allocate(byteCount: 1 << 16, node: 0)!
             #expect(block.source == .heap)
             NodeMemory.free(block)
             return
         }
         for node in topology.nodes.map(\.id) {
-            let block = NodeMemory.allocate(byteCount: 1 << 20, node: node)
+            let block = NodeMemory.allocate(byteCount: 1 << 20, node: node)!
             defer { NodeMemory.free(block) }
             #expect(block.source == .libnuma)
             block.pointer.initializeMemory(as: UInt8.self, repeating: 1, count: block.byteCount)
@@ -109,14 +109,14 @@ import TopNSigmaBaselines
             }
         }
         // A server's logits buffer, partitioned as the sampler splits the batch.
-        let sampler = BatchSampler(vocabularySize: 32_000, maximumBatchSize: 16, threadCount: 2)
-        let logits = NodeMemory.allocateLogits(rows: 16, vocab: 32_000, layout: .partitioned, plan: sampler.plan)
+        let sampler = try BatchSampler(vocabularySize: 32_000, maximumBatchSize: 16, threadCount: 2)
+        let logits = try #require(NodeMemory.allocateLogits(rows: 16, vocab: 32_000, layout: .partitioned, plan: sampler.plan))
         defer { NodeMemory.free(logits) }
         logits.pointer.initializeMemory(as: Float.self, repeating: 0, count: 16 * 32_000)
         for (node, rows) in sampler.plan.rowRanges(batch: 16) where !rows.isEmpty {
             #expect(NodeMemory.node(of: logits.pointer + rows.lowerBound * 32_000 * 4) == node)
         }
-        let interleaved = NodeMemory.allocateLogits(rows: 4, vocab: 1000, layout: .interleaved, plan: sampler.plan)
+        let interleaved = try #require(NodeMemory.allocateLogits(rows: 4, vocab: 1000, layout: .interleaved, plan: sampler.plan))
         defer { NodeMemory.free(interleaved) }
         interleaved.pointer.initializeMemory(as: Float.self, repeating: 0, count: 4000)
         #expect(NodeMemory.node(of: interleaved.pointer).map { id in topology.nodes.contains { $0.id == id } } == true)
@@ -126,11 +126,11 @@ import TopNSigmaBaselines
     func fallback() throws {
         let topology = NUMATopology.singleNode(cpus: 3, reason: "testing the fallback")
         #expect(topology.nodes.count == 1 && topology.nodes[0].cpus == [0, 1, 2] && !topology.available)
-        let block = NodeMemory.allocate(byteCount: 4096, node: 0, topology: topology)
+        let block = NodeMemory.allocate(byteCount: 4096, node: 0, topology: topology)!
         #expect(block.source == .heap)
         #expect(Int(bitPattern: block.pointer) % 64 == 0)
         NodeMemory.free(block)
-        let sampler = BatchSampler(vocabularySize: 1000, maximumBatchSize: 2, threadCount: 3, topology: topology)
+        let sampler = try BatchSampler(vocabularySize: 1000, maximumBatchSize: 2, threadCount: 3, topology: topology)
         #expect(sampler.plan.workerNodes == [0, 0, 0])
         let token = sampler.sample(logits: [Float](repeating: 0, count: 1000) + (0..<1000).map(Float.init), parameters: [.init(temperature: 0), .init(temperature: 0)])
         #expect(try token.map { try $0.get().token } == [0, 999])

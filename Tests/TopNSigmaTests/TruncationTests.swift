@@ -73,7 +73,7 @@ import TopNSigmaBaselines
         let row = Fixture.row(7)
         let parameters = SamplingParameters(temperature: 1.2, nSigma: nil, seed: 17, topK: 12, topP: 0.9, minP: 0.01)
         let expected = Dictionary(uniqueKeysWithValues: Self.reference(row, parameters).map { ($0.token, $0.probability) })
-        let sampler = BatchSampler(vocabularySize: row.count, maximumBatchSize: 1, threadCount: 1)
+        let sampler = try BatchSampler(vocabularySize: row.count, maximumBatchSize: 1, threadCount: 1)
         var observed: [Int: Int] = [:]
         let draws = 4000
         for step in 0..<draws {
@@ -99,7 +99,7 @@ import TopNSigmaBaselines
         let reference = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: 1)
             .sample(logits: logits, parameters: parameters).map { try $0.get() }
         for threads in [2, 4] {
-            let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
+            let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
             #expect(try sampler.sample(logits: logits, parameters: parameters).map { try $0.get() } == reference)
             for r in 0..<rows {
                 let alone = try sampler.sample(logits: Array(logits[(r * vocab)..<((r + 1) * vocab)]), parameters: [parameters[r]])[0].get()
@@ -141,7 +141,7 @@ import TopNSigmaBaselines
         #expect(throws: RowError.invalidTopP(1.5)) { try FilteredDistribution.of(row, parameters: SamplingParameters(topP: 1.5)).get() }
         #expect(throws: RowError.invalidTopP(0)) { try FilteredDistribution.of(row, parameters: SamplingParameters(topP: 0)).get() }
         #expect(throws: RowError.invalidMinP(-0.1)) { try FilteredDistribution.of(row, parameters: SamplingParameters(minP: -0.1)).get() }
-        let results = BatchSampler(vocabularySize: 3, maximumBatchSize: 2, threadCount: 1)
+        let results = try BatchSampler(vocabularySize: 3, maximumBatchSize: 2, threadCount: 1)
             .sample(logits: row + row, parameters: [SamplingParameters(topK: -1), SamplingParameters(topK: 1)])
         #expect(throws: RowError.invalidTopK(-1)) { try results[0].get() }
         #expect(try results[1].get().token == 2)
@@ -153,7 +153,7 @@ import TopNSigmaBaselines
         let argmax = try Reference.statistics(row).get().argmax
         let greedy = try FilteredDistribution.of(row, parameters: SamplingParameters(temperature: 0, topK: 5, topP: 0.1)).get()
         #expect(greedy.kept.map(\.token) == [argmax] && greedy.kept[0].probability == 1)
-        let sampler = BatchSampler(vocabularySize: row.count, maximumBatchSize: 1, threadCount: 1)
+        let sampler = try BatchSampler(vocabularySize: row.count, maximumBatchSize: 1, threadCount: 1)
         for step in 0..<20 {
             let token = try sampler.sample(logits: row, parameters: [SamplingParameters(temperature: 5, nSigma: nil, topK: 1)], steps: [UInt64(step)])[0].get()
             #expect(token.token == argmax && token.candidateCount == 1 && token.logProbability == 0)

@@ -27,7 +27,7 @@ let benchmarks: @Sendable () -> Void = {
         for batch in [1, 8, 64, 256] {
             for threads in Set([1, allCores]).sorted() {
                 Benchmark("fused-topnsigma vocab \(vocab) batch \(batch) threads \(threads)") { benchmark in
-                    let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads)
+                    let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads)
                     let parameters = [SamplingParameters](repeating: SamplingParameters(temperature: 1, nSigma: 1, seed: 7), count: batch)
                     var steps = [UInt64](repeating: 0, count: batch)
                     var results = [SampleResult](repeating: .failure(.noFiniteLogit), count: batch)

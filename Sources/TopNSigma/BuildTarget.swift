@@ -1,0 +1,34 @@
+import CBuildFeatures
+
+/// What the library was compiled for, as constants the optimizer folds: the clang importer
+/// evaluates `CBuildFeatures`' macros with this module's own `-Xcc` flags, the same flags that
+/// steer Swift's code generation for SIMD types.
+enum BuildTarget {
+    /// 256-bit or wider vector registers (AVX): a `SIMD16<Float>` is one or two registers, so
+    /// kernels can afford a second accumulator set.
+    static var hasWideVectors: Bool {
+        @inline(__always) get { topnsigma_build_avx() != 0 }
+    }
+
+    /// Fused multiply-add instructions (FMA3).
+    static var hasFMA: Bool {
+        @inline(__always) get { topnsigma_build_fma() != 0 }
+    }
+
+    /// Hardware half→float conversion (F16C `vcvtph2ps`).
+    static var hasF16C: Bool {
+        @inline(__always) get { topnsigma_build_f16c() != 0 }
+    }
+
+    /// 512-bit vectors (AVX-512F): one `SIMD16<Float>` per register.
+    static var hasAVX512: Bool {
+        @inline(__always) get { topnsigma_build_avx512f() != 0 }
+    }
+
+    /// `a * b + c`: one `vfmadd` where the build has FMA, a multiply and an add otherwise (the
+    /// generic `addingProduct` calls `fmaf` per lane without FMA).
+    @inline(__always)
+    static func multiplyAdd(_ a: SIMD16<Float>, _ b: SIMD16<Float>, _ c: SIMD16<Float>) -> SIMD16<Float> {
+        hasFMA ? c.addingProduct(a, b) : c + a * b
+    }
+}
