@@ -27,11 +27,11 @@ let package = Package(
         ),
         // Header-only: which SIMD features the including module was compiled for.
         .systemLibrary(name: "CBuildFeatures"),
-        // Header-only: a non-variadic wrapper of prctl(PR_SET_NAME) to name worker threads.
-        .systemLibrary(name: "CThreadName"),
+        // Header-only C helpers: naming worker threads (prctl), software prefetch.
+        .systemLibrary(name: "CShims"),
         .target(
             name: "TopNSigma",
-            dependencies: [.target(name: "CNUMA", condition: .when(platforms: [.linux])), "CBuildFeatures", "CThreadName"]
+            dependencies: [.target(name: "CNUMA", condition: .when(platforms: [.linux])), "CBuildFeatures", "CShims"]
         ),
         .target(
             name: "TopNSigmaIO",

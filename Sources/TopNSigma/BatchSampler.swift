@@ -130,6 +130,8 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
     /// Split rows: chunks of each row reduced so far; the task that completes the count settles
     /// the row.
     private let chunksDone: UnsafeMutablePointer<Atomic<Int>>
+    /// Split rows: the strictest provisional threshold each row's tasks have found.
+    private let sharedThresholds: UnsafeMutablePointer<Atomic<UInt32>>
     /// Each worker's floor sum (``readFloor``), one cache line apart.
     private let floorSums: UnsafeMutablePointer<Float>
     /// The node group each worker claims from first.
@@ -140,7 +142,8 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
     private var call = Call()
 
     /// Worker threads that could not be bound to their node (libnuma refused); they run unbound.
-    /// Binding happens as each thread starts, so this may grow shortly after `init`.
+    /// Settled when `init` returns (each worker binds itself as it starts, and `init` waits
+    /// for them to start).
     public var unboundWorkerCount: Int { placementStatus.unbound.load(ordering: .relaxed) }
 
     /// Counts of the worker threads' binding outcomes.
@@ -228,6 +231,8 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         tasksDone.initialize(to: Atomic(0))
         chunksDone = .allocate(capacity: threads)
         for r in 0..<threads { (chunksDone + r).initialize(to: Atomic(0)) }
+        sharedThresholds = .allocate(capacity: threads)
+        for r in 0..<threads { (sharedThresholds + r).initialize(to: Atomic(0)) }
         floorSums = .allocate(capacity: threads * 16)
         floorSums.initialize(repeating: 0, count: threads * 16)
         workerGroups = (0..<threads).map { w in plan.groups.firstIndex { $0.workers.contains(w) } ?? 0 }
@@ -243,6 +248,8 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         tasksDone.deallocate()
         chunksDone.deinitialize(count: threadCount)
         chunksDone.deallocate()
+        sharedThresholds.deinitialize(count: threadCount)
+        sharedThresholds.deallocate()
         floorSums.deallocate()
     }
 
@@ -387,17 +394,24 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         defer { busy.store(false, ordering: .releasing) }
         var call = newCall
         let rows = call.rows
-        // Fewer rows than threads: cut each row into ranges of whole chunks, about four per
-        // thread so that the threads that show up share the work evenly.
-        if rows < threadCount && chunksPerRow > 1 {
-            call.rangesPerRow = min(chunksPerRow, max(2, (4 * threadCount + rows - 1) / rows))
+        // Threads that will work on this call: the caller, the workers spinning for work, and
+        // the sleeping ones if the call is large enough to wake them.
+        let wake = call.bytes >= Self.wakeThresholdBytes
+        let available = pool.map { 1 + $0.helpersAvailable(wakeSleepers: wake) } ?? threadCount
+        // Fewer rows than those threads: cut each row into ranges of whole chunks, about four
+        // per thread so that the threads that show up share the work evenly.
+        if rows < available && chunksPerRow > 1 {
+            call.rangesPerRow = min(chunksPerRow, max(2, (4 * available + rows - 1) / rows))
         }
         self.call = call
         callNumber &+= 1
         let tasks = rows * call.rangesPerRow
         tasksDone.pointee.store(0, ordering: .relaxed)
         if call.isSplit {
-            for r in 0..<rows { chunksDone[r].store(0, ordering: .relaxed) }
+            for r in 0..<rows {
+                chunksDone[r].store(0, ordering: .relaxed)
+                RowPipeline.SharedThreshold(word: sharedThresholds + r).reset()
+            }
             claims[0].store(WordPair(first: callNumber, second: UInt(tasks) << 32), ordering: .releasing)
             for g in 1..<plan.groups.count { claims[g].store(WordPair(first: callNumber, second: 0), ordering: .releasing) }
         } else {
@@ -406,9 +420,9 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
                 claims[g].store(WordPair(first: callNumber, second: end << 32 | start), ordering: .releasing)
             }
         }
-        let participants = min(threadCount, tasks)
+        let participants = min(available, tasks)
         if participants > 1, let pool {
-            pool.dispatch(self, participants: participants, wakeSleepers: call.bytes >= Self.wakeThresholdBytes)
+            pool.dispatch(self, participants: threadCount, wakeSleepers: wake)
             work(worker: 0)
         } else if participants > 1 {
             DispatchQueue.concurrentPerform(iterations: participants) { work(worker: $0) }
@@ -480,7 +494,7 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         if parameters.validationError == nil {
             _ = RowPipeline.reduce(
                 p, vocab: vocabularySize, chunks: first, end, collect: parameters.temperature != 0, parameters: parameters,
-                scratch: scratch, partials: scratch.partials)
+                scratch: scratch, partials: scratch.partials, shared: RowPipeline.SharedThreshold(word: sharedThresholds + row))
         }
         guard chunksDone[row].add(end - first, ordering: .acquiringAndReleasing).newValue == chunksPerRow else { return }
         var accumulator = StatisticsKernel.RowAccumulator()

@@ -1,3 +1,4 @@
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -19,7 +20,7 @@ import Darwin
 /// row's after one chunk, rescans are rare, and the row is read from memory once. The final
 /// candidate set is exactly `{ i : x_i >= threshold }` in id order, whatever the provisional
 /// thresholds were, so how chunks are grouped into tasks never changes a result.
-enum RowPipeline {
+package enum RowPipeline {
     typealias ChunkPartial = StatisticsKernel.ChunkPartial
 
     /// One row's scratch: a candidate slot and a weight per logit, and per chunk a provisional
@@ -86,6 +87,45 @@ enum RowPipeline {
         }
     }
 
+    /// How many rows had their moments recomputed in double precision because a survivor lay
+    /// within the Float sums' error bound of the threshold (diagnostics for tests and benchmarks).
+    package static let exactRecomputations = Atomic<Int>(0)
+
+    /// The strictest provisional threshold published so far by the tasks of one split row: a
+    /// Float in an atomic word, kept in an order-preserving integer encoding so that "raise to"
+    /// is an integer maximum.
+    struct SharedThreshold {
+        let word: UnsafeMutablePointer<Atomic<UInt32>>
+
+        /// The encoding of `x` (not NaN) whose unsigned order is `x`'s order.
+        @inline(__always)
+        static func key(_ x: Float) -> UInt32 {
+            let bits = x.bitPattern
+            return bits & 0x8000_0000 != 0 ? ~bits : bits | 0x8000_0000
+        }
+
+        @inline(__always)
+        static func value(_ key: UInt32) -> Float {
+            Float(bitPattern: key & 0x8000_0000 != 0 ? key & 0x7FFF_FFFF : ~key)
+        }
+
+        /// Resets to the loosest threshold.
+        func reset() { word.pointee.store(Self.key(-.greatestFiniteMagnitude), ordering: .relaxed) }
+
+        /// Publishes `threshold` if it is stricter than the shared one; returns the stricter.
+        @inline(__always)
+        func raise(to threshold: Float) -> Float {
+            let key = Self.key(threshold)
+            var current = word.pointee.load(ordering: .relaxed)
+            while key > current {
+                let (exchanged, original) = word.pointee.compareExchange(expected: current, desired: key, ordering: .relaxed)
+                if exchanged { return threshold }
+                current = original
+            }
+            return Self.value(current)
+        }
+    }
+
     /// Margin on the provisional threshold: the prefix std may be a little below the row's.
     static let provisionalMargin = 1.5
 
@@ -112,7 +152,7 @@ enum RowPipeline {
     /// also stored there (indexed by chunk). Stops at the first invalid logit.
     static func reduce<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, chunks first: Int, _ end: Int, collect: Bool, parameters: SamplingParameters,
-        scratch: Scratch?, partials: UnsafeMutablePointer<ChunkPartial>?
+        scratch: Scratch?, partials: UnsafeMutablePointer<ChunkPartial>?, shared: SharedThreshold? = nil
     ) -> StatisticsKernel.RowAccumulator {
         let chunkLength = StatisticsKernel.chunkLength
         var accumulator = StatisticsKernel.RowAccumulator()
@@ -124,7 +164,10 @@ enum RowPipeline {
             accumulator.merge(part, chunk: c, start: start)
             if accumulator.error != nil { break }
             if collect, let scratch {
-                let threshold = provisionalThreshold(accumulator, parameters)
+                var threshold = provisionalThreshold(accumulator, parameters)
+                // A split row's tasks share the strictest provisional threshold any of them has
+                // found, so a task over a few chunks does not collect as if it saw the row alone.
+                if let shared { threshold = shared.raise(to: threshold) }
                 scratch.thresholds[c] = threshold
                 // Most chunks hold no survivor at all: their maximum says so without a compare pass.
                 scratch.counts[c] = part.maximum >= threshold
@@ -269,6 +312,7 @@ enum RowPipeline {
                 break
             }
             if undecided {
+                exactRecomputations.add(1, ordering: .relaxed)
                 let exact = StatisticsKernel.exactMoments(p, count: vocab)
                 statistics.mean = exact.mean
                 statistics.sumOfSquaredDeviations = exact.m2

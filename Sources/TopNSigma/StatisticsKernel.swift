@@ -1,3 +1,4 @@
+
 /// The fused one-pass statistics kernel over raw row pointers.
 ///
 /// A row is cut into fixed chunks of ``chunkLength`` logits. Each chunk is reduced in one SIMD pass
@@ -146,18 +147,23 @@ enum StatisticsKernel {
     /// library's `max()` walks the lanes through memory with NaN checks, about ten times slower.
     @inline(__always)
     static func horizontalMaximum(_ v: Vector) -> Float {
-        var a = v.lowHalf
-        let b = v.highHalf
-        a.replace(with: b, where: b .> a)
-        var c = a.lowHalf
-        let d = a.highHalf
-        c.replace(with: d, where: d .> c)
-        var e = c.lowHalf
-        let f = c.highHalf
-        e.replace(with: f, where: f .> e)
-        return Swift.max(e[0], e[1])
+        // Swap halves and keep the larger, at full width each time: one `vmaxps` per step.
+        var a = v
+        let swapped = Vector(lowHalf: v.highHalf, highHalf: v.lowHalf)
+        a.replace(with: swapped, where: swapped .> a)
+        var b = a.lowHalf
+        let swapped8 = SIMD8<Float>(lowHalf: b.highHalf, highHalf: b.lowHalf)
+        b.replace(with: swapped8, where: swapped8 .> b)
+        var c = b.lowHalf
+        let swapped4 = SIMD4<Float>(c[2], c[3], c[0], c[1])
+        c.replace(with: swapped4, where: swapped4 .> c)
+        return c[0] > c[1] ? c[0] : c[1]
     }
 
+    /// The running maxima below are written `m = a.replacing(with: m, where: m .> a)`, which is
+    /// exactly `maxps m, a` (`m > a ? m : a`), so SSE builds update `m` in place without a copy
+    /// (a NaN in `a` then propagates into `m`, harmless: it also makes the sums NaN, and the chunk
+    /// is reduced again by the masked loop).
     /// One accumulator set over `p[from..<to]` (`to - from` a multiple of 16): adds to `s1` and
     /// `s2`, returns the lanes' maxima.
     @inline(__always)
@@ -170,7 +176,7 @@ enum StatisticsKernel {
         var i = from
         while i < end {
             let a = E.load16(p, i)
-            m.replace(with: a, where: a .> m)
+            m = a.replacing(with: m, where: m .> a)
             let d = shifted ? a - k : a
             s1 += d
             s2 = BuildTarget.multiplyAdd(d, d, s2)
@@ -191,8 +197,8 @@ enum StatisticsKernel {
         var i = from
         while i < end {
             let (a, b) = E.load32Unordered(p, i)
-            ma.replace(with: a, where: a .> ma)
-            mb.replace(with: b, where: b .> mb)
+            ma = a.replacing(with: ma, where: ma .> a)
+            mb = b.replacing(with: mb, where: mb .> b)
             let da = shifted ? a - k : a
             let db = shifted ? b - k : b
             s1 += da
@@ -203,7 +209,7 @@ enum StatisticsKernel {
         }
         s1 += t1
         s2 += t2
-        ma.replace(with: mb, where: mb .> ma)
+        ma = mb.replacing(with: ma, where: ma .> mb)
         return BlockSums(s1: s1, s2: s2, maximum: ma)
     }
 
@@ -220,10 +226,10 @@ enum StatisticsKernel {
         while i < end {
             let (a, b) = E.load32Unordered(p, i)
             let (c, d) = E.load32Unordered(p, i &+ 32)
-            ma.replace(with: a, where: a .> ma)
-            mb.replace(with: b, where: b .> mb)
-            mc.replace(with: c, where: c .> mc)
-            md.replace(with: d, where: d .> md)
+            ma = a.replacing(with: ma, where: ma .> a)
+            mb = b.replacing(with: mb, where: mb .> b)
+            mc = c.replacing(with: mc, where: mc .> c)
+            md = d.replacing(with: md, where: md .> d)
             let da = shifted ? a - k : a, db = shifted ? b - k : b
             let dc = shifted ? c - k : c, dd = shifted ? d - k : d
             s1 += da
@@ -238,9 +244,9 @@ enum StatisticsKernel {
         }
         s1 += (t1 + u1) + v1
         s2 += (t2 + u2) + v2
-        ma.replace(with: mb, where: mb .> ma)
-        mc.replace(with: md, where: md .> mc)
-        ma.replace(with: mc, where: mc .> ma)
+        ma = mb.replacing(with: ma, where: ma .> mb)
+        mc = md.replacing(with: mc, where: mc .> md)
+        ma = mc.replacing(with: ma, where: ma .> mc)
         return BlockSums(s1: s1, s2: s2, maximum: ma)
     }
 

@@ -1,4 +1,4 @@
-import CThreadName
+import CShims
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -45,6 +45,8 @@ final class WorkerPool: @unchecked Sendable {
         let generation = Atomic<UInt64>(0)
         /// Runs once on each worker thread before its first job (e.g. NUMA binding); index ≥ 1.
         let onStart: (@Sendable (Int) -> Void)?
+        /// Workers that have run `onStart`.
+        let started = Atomic<Int>(0)
         /// How long an idle worker spins for the next call before it sleeps.
         let spinNanoseconds: UInt64
 
@@ -110,6 +112,9 @@ final class WorkerPool: @unchecked Sendable {
         }
         self.threads = started
         self.threadCount = started.count + 1
+        // Wait once, here, for every worker to have run `onStart` (its NUMA binding), so that
+        // what the pool reports is settled when `init` returns. Calls never wait for a start.
+        while state.started.load(ordering: .acquiring) < started.count { sched_yield() }
     }
 
     deinit { shutdown() }
@@ -136,6 +141,13 @@ final class WorkerPool: @unchecked Sendable {
         }
     }
 
+    /// How many workers would take part in a call dispatched now: those spinning for work, and
+    /// the sleeping ones too when `wakeSleepers`. A hint: a worker may fall asleep meanwhile.
+    func helpersAvailable(wakeSleepers: Bool) -> Int {
+        guard threadCount > 1 else { return 0 }
+        return state.withLock { wakeSleepers ? threadCount - 1 : threadCount - 1 - state.sleeping }
+    }
+
     /// Publishes `job` to workers `1..<participants` and returns at once; the caller then works
     /// on the job itself as participant 0. Spinning workers see it within nanoseconds. Sleeping
     /// ones are woken only when `wakeSleepers` (a wake-up costs the caller a syscall and takes
@@ -152,6 +164,7 @@ final class WorkerPool: @unchecked Sendable {
 
     private static func workerLoop(_ state: State, index: Int) {
         state.onStart?(index)
+        state.started.add(1, ordering: .releasing)
         var seen: UInt64 = 0
         while true {
             // Spin for the next call for `spinNanoseconds` before sleeping: waking a sleeping

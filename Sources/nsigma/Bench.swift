@@ -60,6 +60,9 @@ struct Bench: ParsableCommand {
     @Option(help: "Draw throughput against vocab size per method as an SVG file.")
     var svg: String?
 
+    @Flag(help: "Run the kernel's targets as named checks (ratios to the floor, half precision, threads, split rows), print each with PASS or FAIL, and exit 1 if any fails.")
+    var checks = false
+
     @Option(help: "Hidden size H: add a decode step, logits = hidden[B, H] × W[V, H]ᵀ (cblas_sgemm), and report sampling as a share of it.")
     var lmHead: Int?
 
@@ -79,6 +82,11 @@ struct Bench: ParsableCommand {
         let baselineResults = try baseline.map { try BenchReport.load(path: $0) }
         let realPath = data ?? BenchReport.defaultDataPath()
         if let data, !FileManager.default.fileExists(atPath: data) { throw UsageError(message: "--data \(data): no such file") }
+        if checks {
+            let passed = BenchChecks(seconds: seconds, realPath: realPath).run()
+            if !passed { throw ExitCode(1) }
+            return
+        }
 
         let runner = BenchRunner(
             methods: methodList.compactMap(BenchMethod.init), n: n, temperature: temperature, topP: topP, seconds: seconds)
@@ -86,9 +94,11 @@ struct Bench: ParsableCommand {
         var workloads: [(vocab: Int, batch: Int, threads: Int)] = []
         for v in vocabs { for b in batches { for t in threadCounts { workloads.append((v, b, t)) } } }
         var cache: [Int: Workload] = [:]
+        defer { cache.values.forEach { $0.free() } }
         for (index, w) in workloads.enumerated() {
             let progress = "[\(index + 1)/\(workloads.count)] vocab \(w.vocab) batch \(w.batch) threads \(w.threads)"
             if cache[w.vocab].map({ $0.rows < w.batch }) ?? true {
+                cache[w.vocab]?.free()
                 cache[w.vocab] = Workload.make(vocab: w.vocab, rows: batches.max()!, realPath: realPath)
             }
             let workload = cache[w.vocab]!
@@ -209,6 +219,8 @@ struct Workload {
     let source: String
     let logits: UnsafeMutableBufferPointer<Float>
 
+    func free() { logits.deallocate() }
+
     static func make(vocab: Int, rows: Int, realPath: String?) -> Workload {
         let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: vocab * rows)
         if vocab == 49_152, let realPath, let real = try? LogitsFile.read(path: realPath, vocab: vocab), real.rows > 0 {
@@ -260,6 +272,8 @@ struct BenchRunner {
         var name: String
         var body: () -> Void
         var kept: () -> Double? = { nil }
+        /// Runs before each timed call, untimed (e.g. evicting the caches).
+        var prepare: (() -> Void)? = nil
     }
 
     /// Consecutive calls of one body per round: a decode loop calls the sampler back to back, and
@@ -282,6 +296,7 @@ struct BenchRunner {
         while rounds < 3 || (rounds < 200 && DispatchTime.now().uptimeNanoseconds < budget) {
             for (i, t) in timed.enumerated() {
                 for _ in 0..<Self.burst {
+                    t.prepare?()
                     let start = DispatchTime.now().uptimeNanoseconds
                     t.body()
                     samples[i].append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)

@@ -1,5 +1,8 @@
-#ifndef TOPNSIGMA_THREAD_NAME_H
-#define TOPNSIGMA_THREAD_NAME_H
+#ifndef TOPNSIGMA_SHIMS_H
+#define TOPNSIGMA_SHIMS_H
+// Small C helpers the library cannot write in Swift. Header-only: each is a static inline
+// function that the Swift compiler inlines like its own code.
+
 // Names the calling thread (shown by top -H, debuggers and /proc/<pid>/task/<tid>/comm).
 // prctl is variadic, which Swift cannot call; this wrapper is not.
 #if defined(__linux__)
@@ -13,4 +16,10 @@ static inline int topnsigma_name_current_thread(const char *name) {
     return -1;
 }
 #endif
+
+// A software prefetch of the cache line at p into all cache levels (prefetcht0 on x86): a
+// hint, never a fault, whatever p is.
+static inline void topnsigma_prefetch(const void *p) {
+    __builtin_prefetch(p, 0, 3);
+}
 #endif
