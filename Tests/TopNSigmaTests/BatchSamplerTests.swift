@@ -1,4 +1,7 @@
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 import Synchronization
 import Testing
 import TopNSigma
@@ -196,5 +199,70 @@ import TopNSigmaBaselines
             started.store(true, ordering: .releasing)
             for _ in 0..<100 { _ = sampler.sample(logits: logits, parameters: parameters) }
         }
+    }
+}
+
+/// Creating a sampler: sizes out of range are typed errors, never traps.
+@Suite struct SamplerConfigurationTests {
+    @Test("vocabulary, batch and thread counts out of range throw ConfigurationError")
+    func invalidSizes() {
+        #expect(throws: BatchSampler.ConfigurationError.invalidVocabularySize(0)) { try BatchSampler(vocabularySize: 0, maximumBatchSize: 1) }
+        #expect(throws: BatchSampler.ConfigurationError.invalidVocabularySize(1 << 31)) {
+            try BatchSampler(vocabularySize: 1 << 31, maximumBatchSize: 1)
+        }
+        #expect(throws: BatchSampler.ConfigurationError.invalidBatchSize(-3)) { try BatchSampler(vocabularySize: 10, maximumBatchSize: -3) }
+        #expect(throws: BatchSampler.ConfigurationError.invalidThreadCount(0)) {
+            try BatchSampler(vocabularySize: 10, maximumBatchSize: 1, threadCount: 0)
+        }
+        #expect(throws: BatchSampler.ConfigurationError.invalidThreadCount(BatchSampler.maximumThreadCount + 1)) {
+            try BatchSampler(vocabularySize: 10, maximumBatchSize: 1, threadCount: BatchSampler.maximumThreadCount + 1)
+        }
+        #expect(BatchSampler.ConfigurationError.invalidThreadCount(0).description.contains("thread count 0"))
+    }
+
+    @Test("a sampler reports the threads it runs and the ones asked for")
+    func threadCounts() throws {
+        let sampler = try BatchSampler(vocabularySize: 100, maximumBatchSize: 2, threadCount: 3)
+        #expect(sampler.requestedThreadCount == 3)
+        #expect(sampler.threadCount == 3)
+    }
+
+    @Test("when the system refuses threads, the pool runs with the ones it got and samples correctly")
+    func threadStartFailure() async {
+        await #expect(processExitsWith: .success) {
+            // An address-space limit just above what the process uses leaves no room for more
+            // thread stacks (8 MiB each), so pthread_create fails after a few threads.
+            var usage = rlimit()
+            getrlimit(Int32(RLIMIT_AS.rawValue), &usage)
+            let statm = try String(contentsOfFile: "/proc/self/statm", encoding: .utf8)
+            let pages = Int(statm.split(separator: " ")[0])!
+            var limit = rlimit(rlim_cur: rlim_t(pages * 4096 + (40 << 20)), rlim_max: usage.rlim_max)
+            setrlimit(Int32(RLIMIT_AS.rawValue), &limit)
+            let vocab = 5_000
+            let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 4, threadCount: 64)
+            guard sampler.threadCount < 64, sampler.requestedThreadCount == 64 else { exit(3) }
+            let logits = SyntheticLogits.generate(rows: 4, vocab: vocab, seed: 2)
+            let parameters = [SamplingParameters](repeating: SamplingParameters(seed: 9), count: 4)
+            let results = sampler.sample(logits: logits, parameters: parameters).map { try? $0.get() }
+            let reference = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 4, threadCount: 1)
+                .sample(logits: logits, parameters: parameters).map { try? $0.get() }
+            exit(results == reference && !results.contains(nil) ? 0 : 4)
+        }
+    }
+
+    @Test("the memory-read floor reads every byte of every row")
+    func readFloor() throws {
+        let vocab = 9_000, rows = 3
+        let logits = (0..<(vocab * rows)).map { Float($0 % 13) * 0.5 }
+        let expected = logits.reduce(0.0) { $0 + Double($1) }
+        for threads in [1, 2, 4] {
+            let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
+            for batch in 1...rows {
+                let sum = logits.withUnsafeBytes { sampler.readFloor($0.baseAddress!, rows: batch, bytesPerRow: vocab * 4) }
+                let want = logits[0..<(batch * vocab)].reduce(0.0) { $0 + Double($1) }
+                #expect(abs(Double(sum) - want) <= 1e-5 * want, "threads \(threads), batch \(batch)")
+            }
+        }
+        #expect(expected > 0)
     }
 }
