@@ -15,7 +15,7 @@ import Glibc
 /// 3. otherwise the survivors `x >= max - n·std` (every finite logit when `nSigma` is `nil`)
 ///    are compacted into per-worker scratch: each chunk, while still in L1 after its reduction,
 ///    against a provisional threshold from the chunks before it, then filtered to the final
-///    threshold (see ``RowPipeline``), so the row is read from memory once;
+///    threshold (the library's internal row pipeline), so the row is read from memory once;
 /// 4. softmax at temperature `T` over the survivors only, an inverse-CDF draw with a 53-bit
 ///    uniform from Philox4x32-10 keyed by `seed` at counter `step`, and the log-probability of
 ///    the drawn token under that renormalized distribution.
@@ -41,6 +41,17 @@ import Glibc
 /// **Thread safety.** One sampler serves one call at a time: its scratch is shared by the call's
 /// workers. A second call entering while one is running traps with a message (it never corrupts
 /// results silently). Any number of samplers may run at once on different threads.
+///
+/// ```swift
+/// let sampler = BatchSampler(vocabularySize: 4, maximumBatchSize: 2)
+/// let logits: [Float] = [1, 5, 2, 0,    // row 0
+///                        3, 3, -.infinity, 1]   // row 1 (token 2 masked)
+/// let parameters = [SamplingParameters(temperature: 0.7, nSigma: 1, seed: 42),
+///                   SamplingParameters(temperature: 0)]   // greedy
+/// for case .success(let drawn) in sampler.sample(logits: logits, parameters: parameters, steps: [0, 0]) {
+///     print(drawn.token, drawn.logProbability, drawn.candidateCount)
+/// }
+/// ```
 public final class BatchSampler: @unchecked Sendable, ParallelJob {
     /// Logits per row.
     public let vocabularySize: Int
@@ -105,6 +116,10 @@ public final class BatchSampler: @unchecked Sendable, ParallelJob {
     /// The thread count used when none is given: every active processor.
     public static var defaultThreadCount: Int { max(1, activeProcessorCount()) }
 
+    /// Creates a sampler for rows of `vocabularySize` logits and batches of up to
+    /// `maximumBatchSize` rows: allocates all of its scratch (on the workers' NUMA nodes) and
+    /// starts its `threadCount - 1` worker threads. Create it once per model and keep it.
+    ///
     /// - Parameters:
     ///   - vocabularySize: logits per row (`> 0`).
     ///   - maximumBatchSize: the largest number of rows a call passes (`> 0`).

@@ -15,6 +15,8 @@ public struct FilteredDistribution: Sendable, Equatable {
     /// id first). Greedy (`T = 0`) keeps the argmax with probability 1.
     public var kept: [(token: Int, probability: Double)]
 
+    /// Two distributions are equal when their statistics, thresholds and kept lists (tokens and
+    /// probabilities, in order) are.
     public static func == (a: FilteredDistribution, b: FilteredDistribution) -> Bool {
         a.statistics == b.statistics && a.threshold == b.threshold
             && a.kept.map(\.token) == b.kept.map(\.token) && a.kept.map(\.probability) == b.kept.map(\.probability)

@@ -5,6 +5,7 @@ public struct Candidate: Sendable, Equatable {
     /// The token's raw logit.
     public var logit: Float
 
+    /// A candidate for token `index` with its raw `logit`.
     @inlinable
     public init(index: Int32, logit: Float) {
         self.index = index
@@ -27,7 +28,7 @@ public enum TopNSigma {
     /// The Top-nσ threshold `max - n·std` for a row's statistics, in double precision.
     ///
     /// - Parameters:
-    ///   - statistics: the row's statistics (from ``rowStatistics(_:)``).
+    ///   - statistics: the row's statistics (from ``rowStatistics(_:)-(UnsafeBufferPointer<Float>)``).
     ///   - n: the number of standard deviations, `n >= 0`.
     /// - Returns: the threshold; `-inf` for a row without finite logits.
     @inlinable
@@ -122,7 +123,7 @@ public enum TopNSigma {
     }
 }
 
-/// What ``TopNSigma/filter(_:n:)`` returns for one row.
+/// What ``TopNSigma/filter(_:n:)-(UnsafeBufferPointer<Float>,_)`` returns for one row.
 public struct FilteredRow: Sendable, Equatable {
     /// The row's statistics.
     public var statistics: RowStatistics
