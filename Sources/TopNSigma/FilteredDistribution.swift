@@ -25,6 +25,12 @@ public struct FilteredDistribution: Sendable, Equatable {
     /// The filtered distribution of one row under `parameters` (the same pipeline and combination
     /// rule as ``BatchSampler``; see ``SamplingParameters``).
     ///
+    /// ```swift
+    /// let top2 = SamplingParameters(temperature: 1, nSigma: nil, topK: 2)
+    /// let distribution = try FilteredDistribution.of([1, 2, 3, 4, 5], parameters: top2).get()
+    /// distribution.kept   // [(token: 4, probability: 0.731…), (token: 3, probability: 0.268…)]
+    /// ```
+    ///
     /// - Returns: the distribution, or the row's error.
     /// - Complexity: one pass over the row plus O(survivors); allocates its scratch and result.
     public static func of(_ row: UnsafeBufferPointer<Float>, parameters: SamplingParameters) -> Result<FilteredDistribution, RowError> {

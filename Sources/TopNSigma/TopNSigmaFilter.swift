@@ -94,6 +94,12 @@ public enum TopNSigma {
 
     /// The tokens Top-nσ keeps, ascending by token id, with their statistics.
     ///
+    /// ```swift
+    /// let filtered = try TopNSigma.filter([1, 2, 3, 4, 5], n: 1).get()
+    /// filtered.threshold          // 5 - 1 · 1.58… = 3.41…
+    /// filtered.kept.map(\.index)  // [3, 4]
+    /// ```
+    ///
     /// - Parameters:
     ///   - row: the logits.
     ///   - n: standard deviations below the maximum; `n >= 0`, or `nil` to keep every finite logit.
