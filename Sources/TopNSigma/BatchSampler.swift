@@ -15,15 +15,10 @@ import Glibc
 /// 3. otherwise the survivors `x >= max - n·std` (every finite logit when `nSigma` is `nil`)
 ///    are compacted into scratch: each chunk, while still in L1 after its reduction, against a
 ///    provisional threshold from the chunks before it, then filtered to the final threshold
-///    (see ``RowPipeline``), so the row is read from memory once;
+///    (exactly the float64 definition's), so the row is read from memory once;
 /// 4. softmax at temperature `T` over the survivors only, an inverse-CDF draw with a 53-bit
 ///    uniform from Philox4x32-10 keyed by `seed` at counter `step`, and the log-probability of
 ///    the drawn token under that renormalized distribution.
-///
-/// ```swift
-/// let sampler = try BatchSampler(vocabularySize: 128_256, maximumBatchSize: 64)
-/// let results = sampler.sample(logits: logits, parameters: parameters, steps: steps)
-/// ```
 ///
 /// **Determinism.** The token is a pure function of (row logits, parameters, seed, step): the
 /// same for any thread count, batch size or position of the row in the batch. Rows are reduced
@@ -50,6 +45,17 @@ import Glibc
 /// **Thread safety.** One sampler serves one call at a time: its scratch is shared by the call's
 /// workers. A second call entering while one is running traps with a message (it never corrupts
 /// results silently). Any number of samplers may run at once on different threads.
+///
+/// ```swift
+/// let sampler = try BatchSampler(vocabularySize: 4, maximumBatchSize: 2)
+/// let logits: [Float] = [1, 5, 2, 0,    // row 0
+///                        3, 3, -.infinity, 1]   // row 1 (token 2 masked)
+/// let parameters = [SamplingParameters(temperature: 0.7, nSigma: 1, seed: 42),
+///                   SamplingParameters(temperature: 0)]   // greedy
+/// for case .success(let drawn) in sampler.sample(logits: logits, parameters: parameters, steps: [0, 0]) {
+///     print(drawn.token, drawn.logProbability, drawn.candidateCount)
+/// }
+/// ```
 public final class BatchSampler: @unchecked Sendable, PoolJob {
     /// Logits per row.
     public let vocabularySize: Int
@@ -154,6 +160,10 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
     /// The thread count used when none is given: every active processor.
     public static var defaultThreadCount: Int { max(1, activeProcessorCount()) }
 
+    /// Creates a sampler for rows of `vocabularySize` logits and batches of up to
+    /// `maximumBatchSize` rows: allocates all of its scratch (on the workers' NUMA nodes) and
+    /// starts its `threadCount - 1` worker threads. Create it once per model and keep it.
+    ///
     /// - Parameters:
     ///   - vocabularySize: logits per row, `1..<2³¹`.
     ///   - maximumBatchSize: the largest number of rows a call passes, `1..<2³¹`.

@@ -15,6 +15,8 @@ public struct FilteredDistribution: Sendable, Equatable {
     /// id first). Greedy (`T = 0`) keeps the argmax with probability 1.
     public var kept: [(token: Int, probability: Double)]
 
+    /// Two distributions are equal when their statistics, thresholds and kept lists (tokens and
+    /// probabilities, in order) are.
     public static func == (a: FilteredDistribution, b: FilteredDistribution) -> Bool {
         a.statistics == b.statistics && a.threshold == b.threshold
             && a.kept.map(\.token) == b.kept.map(\.token) && a.kept.map(\.probability) == b.kept.map(\.probability)
@@ -22,6 +24,12 @@ public struct FilteredDistribution: Sendable, Equatable {
 
     /// The filtered distribution of one row under `parameters` (the same pipeline and combination
     /// rule as ``BatchSampler``; see ``SamplingParameters``).
+    ///
+    /// ```swift
+    /// let top2 = SamplingParameters(temperature: 1, nSigma: nil, topK: 2)
+    /// let distribution = try FilteredDistribution.of([1, 2, 3, 4, 5], parameters: top2).get()
+    /// distribution.kept   // [(token: 4, probability: 0.731…), (token: 3, probability: 0.268…)]
+    /// ```
     ///
     /// - Returns: the distribution, or the row's error.
     /// - Complexity: one pass over the row plus O(survivors); allocates its scratch and result.

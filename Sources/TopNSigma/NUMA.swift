@@ -19,6 +19,7 @@ public struct NUMATopology: Sendable, Equatable {
         /// The node's memory in bytes (0 when unknown).
         public var memoryBytes: Int64
 
+        /// A node with libnuma's number `id`, its CPUs and its memory in bytes (0 when unknown).
         public init(id: Int, cpus: [Int], memoryBytes: Int64) {
             self.id = id
             self.cpus = cpus
@@ -33,6 +34,14 @@ public struct NUMATopology: Sendable, Equatable {
     /// Why the single-node fallback is in use, when it is.
     public var fallbackReason: String?
 
+    /// A topology with the given nodes; use it to plan for a machine other than this one
+    /// (see ``NUMAPlan/init(threads:topology:placement:)`` and the `topology:` argument of
+    /// ``BatchSampler``).
+    ///
+    /// - Parameters:
+    ///   - nodes: the nodes with at least one CPU, by id.
+    ///   - available: whether libnuma is usable (allocation and binding go through it).
+    ///   - fallbackReason: why the single-node fallback is in use, when it is.
     public init(nodes: [Node], available: Bool, fallbackReason: String? = nil) {
         self.nodes = nodes
         self.available = available
@@ -87,6 +96,7 @@ public enum NUMAPlacement: Sendable, Equatable, CustomStringConvertible {
     /// Every worker bound to one node, all scratch on it.
     case node(Int)
 
+    /// The policy as `nsigma info` prints it: `automatic`, `disabled` or `node 1`.
     public var description: String {
         switch self {
         case .automatic: return "automatic"
@@ -104,10 +114,23 @@ public struct NUMAPlan: Sendable, Equatable {
     /// The nodes that take part, in order, with their workers.
     public var groups: [(node: Int?, workers: Range<Int>)]
 
+    /// Two plans are equal when they bind the same workers to the same nodes in the same groups.
     public static func == (a: NUMAPlan, b: NUMAPlan) -> Bool {
         a.workerNodes == b.workerNodes && a.groups.map(\.node) == b.groups.map(\.node) && a.groups.map(\.workers) == b.groups.map(\.workers)
     }
 
+    /// The plan for `threads` workers on `topology` under `placement`. ``BatchSampler`` makes
+    /// one in its initializer (``BatchSampler/plan``); make one yourself to see where a sampler
+    /// would run on another machine:
+    ///
+    /// ```swift
+    /// let twoSockets = NUMATopology(nodes: [.init(id: 0, cpus: Array(0..<8), memoryBytes: 0),
+    ///                                       .init(id: 1, cpus: Array(8..<16), memoryBytes: 0)],
+    ///                               available: true)
+    /// let plan = NUMAPlan(threads: 16, topology: twoSockets, placement: .automatic)
+    /// plan.rowRanges(batch: 64)   // [(node: 0, rows: 0..<32), (node: 1, rows: 32..<64)]
+    /// ```
+    ///
     /// - Parameters:
     ///   - threads: workers per call.
     ///   - topology: the machine (or an injected one).
@@ -147,7 +170,7 @@ public struct NUMAPlan: Sendable, Equatable {
     /// The rows of a batch each group takes: contiguous, in group order, in proportion to the
     /// group's workers (group `g` ends at `round(batch · workers before and in g / threads)`). A
     /// server that allocates its logits partitioned by node
-    /// (``NodeMemory/allocateLogits(rows:vocab:layout:plan:)``) puts each range on its node.
+    /// (``NodeMemory/allocateLogits(rows:vocab:layout:plan:topology:)``) puts each range on its node.
     public func rowRanges(batch: Int) -> [(node: Int?, rows: Range<Int>)] {
         groups.indices.map { g in (groups[g].node, rowStart(group: g, batch: batch)..<rowStart(group: g + 1, batch: batch)) }
     }
@@ -177,14 +200,20 @@ public struct NUMAPlan: Sendable, Equatable {
 public enum NodeMemory {
     /// How a block was allocated, so that it goes back the same way.
     public enum Source: Sendable, Equatable {
+        /// From libnuma (`numa_alloc_onnode`, `numa_alloc_local` or `numa_alloc_interleaved`);
+        /// freed with `numa_free`.
         case libnuma
+        /// 64-byte aligned from the C heap; freed with `free`.
         case heap
     }
 
     /// A block of bytes.
     public struct Block: @unchecked Sendable {
+        /// The first byte of the block.
         public let pointer: UnsafeMutableRawPointer
+        /// The block's size in bytes, as requested.
         public let byteCount: Int
+        /// How the block was allocated; ``NodeMemory/free(_:)`` returns it the same way.
         public let source: Source
         /// The node requested (nil: local or interleaved).
         public let node: Int?

@@ -8,6 +8,7 @@ public struct Philox4x32: Sendable, Equatable {
     /// The two 32-bit key words.
     public var key: (UInt32, UInt32)
 
+    /// A generator with the two 32-bit key words given directly (as in Random123's test vectors).
     @inlinable
     public init(key: (UInt32, UInt32)) { self.key = key }
 
@@ -17,6 +18,7 @@ public struct Philox4x32: Sendable, Equatable {
         self.key = (UInt32(truncatingIfNeeded: seed), UInt32(truncatingIfNeeded: seed >> 32))
     }
 
+    /// Two generators are equal when their keys are: they then produce the same blocks.
     public static func == (a: Philox4x32, b: Philox4x32) -> Bool { a.key == b.key }
 
     /// The ten-round Philox4x32 bijection of `counter` under this key.

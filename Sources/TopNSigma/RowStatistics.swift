@@ -20,6 +20,8 @@ public struct RowStatistics: Sendable, Equatable, CustomStringConvertible {
     /// precision.
     public var sumOfSquaredDeviations: Double
 
+    /// Statistics with the given fields, as ``TopNSigma/rowStatistics(_:)-(UnsafeBufferPointer<Float>)``
+    /// computes them (for tests and for callers that merge statistics of their own).
     @inlinable
     public init(maximum: Float, argmax: Int, finiteCount: Int, mean: Double, sumOfSquaredDeviations: Double) {
         self.maximum = maximum
@@ -45,6 +47,7 @@ public struct RowStatistics: Sendable, Equatable, CustomStringConvertible {
         finiteCount > 0 ? (sumOfSquaredDeviations / Double(finiteCount)).squareRoot() : 0
     }
 
+    /// A one-line summary: maximum and argmax, finite count, mean and standard deviation.
     public var description: String {
         "RowStatistics(max: \(maximum) at \(argmax), finite: \(finiteCount), mean: \(mean), std: \(standardDeviation))"
     }
@@ -70,6 +73,8 @@ public enum RowError: Error, Sendable, Equatable, CustomStringConvertible {
     /// min-p outside `[0, 1]` or NaN.
     case invalidMinP(Float)
 
+    /// What is wrong with the row, without the row number: `logit at index 17 is NaN`. See
+    /// ``message(row:)`` for the form that names the row.
     public var description: String {
         switch self {
         case .notANumber(let index): return "logit at index \(index) is NaN"

@@ -21,6 +21,15 @@ public struct SamplingParameters: Sendable, Equatable, Hashable {
     /// `>= max + T·ln(minP)`; `0 <= minP <= 1`, or nil.
     public var minP: Float?
 
+    /// One request's parameters; the defaults are Top-nσ with `n = 1` at temperature 1, seed 0,
+    /// and no other filter.
+    ///
+    /// ```swift
+    /// let topNSigma = SamplingParameters(temperature: 0.7, nSigma: 1.0, seed: requestSeed)
+    /// let nucleus = SamplingParameters(temperature: 0.8, nSigma: nil, seed: requestSeed, topP: 0.9)
+    /// let greedy = SamplingParameters(temperature: 0)
+    /// ```
+    ///
     /// - Parameters:
     ///   - temperature: softmax temperature, default 1; 0 for greedy.
     ///   - nSigma: Top-nσ's n, default 1; `nil` disables the filter.
@@ -61,6 +70,7 @@ public struct SampledToken: Sendable, Equatable, Hashable {
     /// How many tokens the distribution was drawn from (1 for greedy).
     public var candidateCount: Int
 
+    /// A draw with the given token, log-probability and candidate count.
     @inlinable
     public init(token: Int, logProbability: Double, candidateCount: Int) {
         self.token = token

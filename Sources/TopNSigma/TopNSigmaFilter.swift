@@ -5,6 +5,7 @@ public struct Candidate: Sendable, Equatable {
     /// The token's raw logit.
     public var logit: Float
 
+    /// A candidate for token `index` with its raw `logit`.
     @inlinable
     public init(index: Int32, logit: Float) {
         self.index = index
@@ -27,7 +28,7 @@ public enum TopNSigma {
     /// The Top-nσ threshold `max - n·std` for a row's statistics, in double precision.
     ///
     /// - Parameters:
-    ///   - statistics: the row's statistics (from ``rowStatistics(_:)``).
+    ///   - statistics: the row's statistics (from ``rowStatistics(_:)-(UnsafeBufferPointer<Float>)``).
     ///   - n: the number of standard deviations, `n >= 0`.
     /// - Returns: the threshold; `-inf` for a row without finite logits.
     @inlinable
@@ -93,6 +94,12 @@ public enum TopNSigma {
 
     /// The tokens Top-nσ keeps, ascending by token id, with their statistics.
     ///
+    /// ```swift
+    /// let filtered = try TopNSigma.filter([1, 2, 3, 4, 5], n: 1).get()
+    /// filtered.threshold          // 5 - 1 · 1.58… = 3.41…
+    /// filtered.kept.map(\.index)  // [3, 4]
+    /// ```
+    ///
     /// - Parameters:
     ///   - row: the logits.
     ///   - n: standard deviations below the maximum; `n >= 0`, or `nil` to keep every finite logit.
@@ -122,7 +129,7 @@ public enum TopNSigma {
     }
 }
 
-/// What ``TopNSigma/filter(_:n:)`` returns for one row.
+/// What ``TopNSigma/filter(_:n:)-(UnsafeBufferPointer<Float>,_)`` returns for one row.
 public struct FilteredRow: Sendable, Equatable {
     /// The row's statistics.
     public var statistics: RowStatistics
