@@ -105,6 +105,7 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         /// The scratch memory (`bytes`) could not be allocated.
         case outOfMemory(bytes: Int)
 
+        /// What is wrong, with the allowed range: `thread count 0 is invalid (must be in 1...1024)`.
         public var description: String {
             switch self {
             case .invalidVocabularySize(let v): return "vocabulary size \(v) is invalid (must be in 1..<2^31)"
