@@ -10,6 +10,8 @@ let package = Package(
         .library(name: "TopNSigmaBaselines", targets: ["TopNSigmaBaselines"]),
         .library(name: "TopNSigmaIO", targets: ["TopNSigmaIO"]),
         .executable(name: "nsigma", targets: ["nsigma"]),
+        // The C ABI (include/topnsigma.h) as a shared library, libTopNSigmaC.so.
+        .library(name: "TopNSigmaC", type: .dynamic, targets: ["TopNSigmaC"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -49,6 +51,12 @@ let package = Package(
                 "CBuildFeatures",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
+        ),
+        // The C header, as a module the Swift implementation imports (its structs are the ABI's).
+        .systemLibrary(name: "CTopNSigma", path: "include"),
+        .target(
+            name: "TopNSigmaC",
+            dependencies: ["TopNSigma", "CTopNSigma"]
         ),
         // Test support only: counts heap allocations by interposing malloc (not in any product).
         .target(name: "CAllocationCounter"),
