@@ -14,6 +14,7 @@
 #include "topnsigma.h"
 
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -296,6 +297,18 @@ static void check_bad_arguments(const float *logits, long vocab) {
     CHECK(tns_sampler_create(vocab, 4, 100000, -1, &s) == TNS_ERR_THREADS, "threads huge");
     CHECK(tns_sampler_create(vocab, 4, 1, -3, &s) == TNS_ERR_PLACEMENT, "placement -3");
     CHECK(tns_sampler_create(vocab, 4, 1, -1, NULL) == TNS_ERR_NULL_POINTER, "out NULL");
+    /* A NUMA node the machine lacks runs unbound (not an error). */
+    CHECK(tns_sampler_create(vocab, 1, 1, 4000, &s) == TNS_OK, "placement: missing node");
+    {
+        tns_params q;
+        tns_params_init(&q);
+        uint64_t step = 0;
+        int64_t token = -1;
+        tns_status row = -1;
+        CHECK(tns_sample(s, logits, TNS_FORMAT_F32, 1, vocab, &q, &step, &token, NULL, NULL, &row) == TNS_OK && row == TNS_OK,
+              "sample on a missing node");
+    }
+    tns_sampler_destroy(s);
     tns_sampler_destroy(NULL);
     CHECK(tns_sampler_vocab_size(NULL) == 0 && tns_sampler_threads(NULL) == 0, "NULL getters");
 
@@ -377,6 +390,52 @@ static void check_bad_arguments(const float *logits, long vocab) {
     }
     CHECK(tns_abi_version() == TNS_ABI_VERSION, "abi version %d", tns_abi_version());
     CHECK(strlen(tns_version()) >= 5, "version '%s'", tns_version());
+}
+
+/* Two threads calling one handle at once: each call either samples correctly or returns
+ * TNS_ERR_BUSY; it never traps or corrupts the other call's results. */
+typedef struct {
+    tns_sampler *s;
+    const float *logits;
+    long rows, vocab;
+    const int64_t *expected;
+    int ok, busy, wrong;
+} hammer_arg;
+
+static void *hammer(void *p) {
+    hammer_arg *a = p;
+    tns_params params[64];
+    uint64_t steps[64] = {0};
+    int64_t tokens[64];
+    tns_status status[64];
+    for (long r = 0; r < a->rows; r++) tns_params_init(&params[r]);
+    for (int i = 0; i < 200; i++) {
+        tns_status st = tns_sample(a->s, a->logits, TNS_FORMAT_F32, a->rows, a->vocab, params, steps, tokens, NULL, NULL, status);
+        if (st == TNS_ERR_BUSY) { a->busy++; continue; }
+        if (st != TNS_OK) { a->wrong++; continue; }
+        a->ok++;
+        for (long r = 0; r < a->rows; r++) if (status[r] != TNS_OK || tokens[r] != a->expected[r]) a->wrong++;
+    }
+    return NULL;
+}
+
+static void check_concurrent_calls(const float *logits, long rows, long vocab) {
+    tns_sampler *s = NULL;
+    if (tns_sampler_create(vocab, rows, 1, TNS_PLACEMENT_DISABLED, &s) != TNS_OK) { CHECK(0, "create"); return; }
+    tns_params params[64];
+    uint64_t steps[64] = {0};
+    int64_t expected[64];
+    tns_status status[64];
+    for (long r = 0; r < rows; r++) tns_params_init(&params[r]);
+    CHECK(tns_sample(s, logits, TNS_FORMAT_F32, rows, vocab, params, steps, expected, NULL, NULL, status) == TNS_OK, "sample");
+    hammer_arg args[2] = {{s, logits, rows, vocab, expected, 0, 0, 0}, {s, logits, rows, vocab, expected, 0, 0, 0}};
+    pthread_t threads[2];
+    for (int t = 0; t < 2; t++) pthread_create(&threads[t], NULL, hammer, &args[t]);
+    for (int t = 0; t < 2; t++) pthread_join(threads[t], NULL);
+    CHECK(args[0].wrong == 0 && args[1].wrong == 0, "concurrent calls: %d + %d wrong results", args[0].wrong, args[1].wrong);
+    CHECK(args[0].ok + args[1].ok > 0 && args[0].ok + args[0].busy == 200 && args[1].ok + args[1].busy == 200, "call counts");
+    printf("concurrent calls on one handle: %d sampled, %d TNS_ERR_BUSY\n", args[0].ok + args[1].ok, args[0].busy + args[1].busy);
+    tns_sampler_destroy(s);
 }
 
 /* tns_filter against a double-precision two-pass oracle; tns_filtered_distribution's shape. */
@@ -463,6 +522,7 @@ int main(int argc, char **argv) {
     check_row_errors(logits, rows, vocab);
     check_bad_arguments(logits, vocab);
     check_single_rows(logits, rows, vocab);
+    check_concurrent_calls(logits, rows, vocab);
     free(expected);
     free(logits);
     if (failures) { fprintf(stderr, "%d checks failed\n", failures); return 1; }
