@@ -65,5 +65,10 @@ let package = Package(
             dependencies: ["TopNSigma", "TopNSigmaBaselines", "TopNSigmaIO", "CAllocationCounter"],
             resources: [.copy("Fixtures")]
         ),
+        // The C ABI's Swift-side test (zero allocations in tns_sample); the C program is Tests/CABI.
+        .testTarget(
+            name: "TopNSigmaCTests",
+            dependencies: ["TopNSigmaC", "CTopNSigma", "CAllocationCounter"]
+        ),
     ]
 )
