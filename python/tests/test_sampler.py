@@ -132,6 +132,9 @@ def test_value_errors(fixture_rows):
         (four, {"dtype": "bfloat16"}),                          # float32 called bfloat16
         (four, {"dtype": "int8"}),
         (four, {"seed": -1}),
+        (four, {"seed": 1 << 64}),
+        (four, {"step": [0, 1, 2, -3]}),
+        (four, {"top_k": 1 << 70}),
         (four, {"seed": [1, 2]}),                               # wrong per-row length
         (four.tolist(), {}),                                    # not an ndarray
         (four.astype(">f4"), {}),                               # big-endian

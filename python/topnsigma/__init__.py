@@ -196,29 +196,45 @@ def _nonnegative_int(name):
 
 
 def _fill_params(out, rows, temperature, n_sigma, seed, top_k, top_p, min_p):
-    temperatures = _column(temperature, rows, "temperature", float)
-    seeds = _column(seed, rows, "seed", _nonnegative_int("seed"))
-    columns = {
-        "n_sigma": (_column(n_sigma, rows, "n_sigma", _optional(float)), _USE_N_SIGMA),
-        "top_k": (_column(top_k, rows, "top_k", _optional(int)), _USE_TOP_K),
-        "top_p": (_column(top_p, rows, "top_p", _optional(float)), _USE_TOP_P),
-        "min_p": (_column(min_p, rows, "min_p", _optional(float)), _USE_MIN_P),
-    }
+    """Fills `rows` tns_params records; scalars are broadcast without a Python loop."""
     out["struct_size"] = _PARAMS_DTYPE.itemsize
-    out["temperature"] = temperatures
-    out["seed"] = np.array(seeds, dtype=np.uint64)
+    out["temperature"] = float(temperature) if np.ndim(temperature) == 0 else _column(temperature, rows, "temperature", float)
+    out["seed"] = _uint64_column(seed, rows, "seed")
     flags = np.zeros(rows, dtype=np.uint32)
-    for field, (values, flag) in columns.items():
-        on = np.array([v is not None for v in values], dtype=bool)
-        flags |= np.where(on, flag, 0).astype(np.uint32)
-        if field == "top_k":
-            for v in values:
-                if v is not None and not (-(1 << 63) <= v < 1 << 63):
-                    raise ValueError(f"top_k {v} does not fit in 64 bits")
-            out[field] = [0 if v is None else v for v in values]
-        else:
-            out[field] = [0.0 if v is None else v for v in values]
+    for field, value, flag, cast in (
+        ("n_sigma", n_sigma, _USE_N_SIGMA, float),
+        ("top_k", top_k, _USE_TOP_K, int),
+        ("top_p", top_p, _USE_TOP_P, float),
+        ("min_p", min_p, _USE_MIN_P, float),
+    ):
+        if value is None:
+            out[field] = 0
+            continue
+        if np.ndim(value) == 0:
+            v = cast(value)
+            if field == "top_k" and not (-(1 << 63) <= v < 1 << 63):
+                raise ValueError(f"top_k {v} does not fit in 64 bits")
+            out[field] = v
+            flags |= np.uint32(flag)
+            continue
+        values = _column(value, rows, field, _optional(cast))
+        if field == "top_k" and any(v is not None and not (-(1 << 63) <= v < 1 << 63) for v in values):
+            raise ValueError(f"top_k does not fit in 64 bits: {value!r}")
+        out[field] = [0 if v is None else v for v in values]
+        flags |= np.array([0 if v is None else flag for v in values], dtype=np.uint32)
     out["flags"] = flags
+
+
+def _uint64_column(value, rows, name):
+    """Seeds or steps: integers in 0 ... 2^64 - 1, a scalar or one per row."""
+    if np.ndim(value) == 0:
+        return _nonnegative_int(name)(value)
+    array = np.asarray(value)
+    if array.dtype.kind == "u" or (array.dtype.kind == "i" and (array.size == 0 or array.min() >= 0)):
+        if array.shape != (rows,):
+            raise ValueError(f"{name} has shape {array.shape}, expected ({rows},)")
+        return array.astype(np.uint64)
+    return np.array(_column(value, rows, name, _nonnegative_int(name)), dtype=np.uint64)
 
 
 # ---- The sampler -----------------------------------------------------------------------------------
@@ -322,7 +338,7 @@ class Sampler:
         params = self._params[:rows]
         steps = self._steps[:rows]
         _fill_params(params, rows, temperature, n_sigma, seed, top_k, top_p, min_p)
-        steps[:] = _column(step, rows, "step", _nonnegative_int("step"))
+        steps[:] = _uint64_column(step, rows, "step")
         tokens = np.empty(rows, dtype=np.int64)
         logprobs = np.empty(rows, dtype=np.float64)
         kept = np.empty(rows, dtype=np.int64)
