@@ -56,7 +56,7 @@ enum {
     TNS_ERR_UNSUPPORTED = 9,        /* a tns_params flag bit this library does not know */
     TNS_ERR_BUSY = 10,              /* another call is running on this handle */
     TNS_ERR_BUFFER_TOO_SMALL = 11,  /* the caller's buffer is too small; the needed count is written */
-    TNS_ERR_OUT_OF_MEMORY = 12,     /* allocation failed while creating a handle */
+    TNS_ERR_OUT_OF_MEMORY = 12,     /* creating a handle: its scratch exceeds physical memory, or allocation failed */
 
     TNS_ROW_NAN = 100,                  /* a logit is NaN (its index is reported) */
     TNS_ROW_POSITIVE_INFINITY = 101,    /* a logit is +inf (its index is reported) */

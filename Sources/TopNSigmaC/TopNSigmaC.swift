@@ -116,6 +116,12 @@ final class SamplerHandle {
     }
 }
 
+/// The machine's physical memory in bytes (`+inf` when unknown).
+func physicalMemoryBytes() -> Double {
+    let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+    return pages > 0 && size > 0 ? Double(pages) * Double(size) : .infinity
+}
+
 @inline(__always)
 func handle(_ pointer: OpaquePointer) -> SamplerHandle {
     Unmanaged<SamplerHandle>.fromOpaque(UnsafeRawPointer(pointer)).takeUnretainedValue()
@@ -181,6 +187,13 @@ public func cSamplerCreate(
     case 0...: numaPlacement = .node(Int(placement))
     default: return Status.placement
     }
+    // The Swift library traps when its scratch cannot be allocated: refuse sizes that cannot
+    // fit in this machine's memory (per thread, about 16 bytes per logit of scratch).
+    let threadCount = threads == 0 ? BatchSampler.defaultThreadCount : Int(threads)
+    let perThread = Double(vocabSize) * Double(MemoryLayout<Candidate>.stride + MemoryLayout<Double>.stride)
+    let estimate = Double(threadCount) * perThread
+        + Double(maxBatch) * Double(MemoryLayout<SamplingParameters>.stride + MemoryLayout<SampleResult>.stride)
+    guard estimate < physicalMemoryBytes() else { return Status.outOfMemory }
     guard let h = SamplerHandle(
         vocabularySize: Int(vocabSize), maximumBatchSize: Int(maxBatch), threadCount: threads == 0 ? nil : Int(threads),
         placement: numaPlacement)
