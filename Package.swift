@@ -10,6 +10,8 @@ let package = Package(
         .library(name: "TopNSigmaBaselines", targets: ["TopNSigmaBaselines"]),
         .library(name: "TopNSigmaIO", targets: ["TopNSigmaIO"]),
         .executable(name: "nsigma", targets: ["nsigma"]),
+        // The C ABI (include/topnsigma.h) as a shared library, libTopNSigmaC.so.
+        .library(name: "TopNSigmaC", type: .dynamic, targets: ["TopNSigmaC"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -53,12 +55,23 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The C header, as a module the Swift implementation imports (its structs are the ABI's).
+        .systemLibrary(name: "CTopNSigma", path: "include"),
+        .target(
+            name: "TopNSigmaC",
+            dependencies: ["TopNSigma", "CTopNSigma"]
+        ),
         // Test support only: counts heap allocations by interposing malloc (not in any product).
         .target(name: "CAllocationCounter"),
         .testTarget(
             name: "TopNSigmaTests",
             dependencies: ["TopNSigma", "TopNSigmaBaselines", "TopNSigmaIO", "CAllocationCounter"],
             resources: [.copy("Fixtures")]
+        ),
+        // The C ABI's Swift-side test (zero allocations in tns_sample); the C program is Tests/CABI.
+        .testTarget(
+            name: "TopNSigmaCTests",
+            dependencies: ["TopNSigmaC", "CTopNSigma", "CAllocationCounter"]
         ),
     ]
 )

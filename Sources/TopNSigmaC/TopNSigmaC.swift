@@ -1,0 +1,360 @@
+// The C ABI declared in include/topnsigma.h, implemented with @_cdecl over the Swift library.
+//
+// The structs, enums and limits come from the header itself (module CTopNSigma), so the
+// implementation cannot drift from the layouts C callers compile against. Every entry point
+// validates its arguments before touching a Swift API that has preconditions: no argument a C
+// caller can pass makes the library trap.
+import CTopNSigma
+import Synchronization
+import TopNSigma
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The library's version (`tns_version`).
+let libraryVersion: StaticString = "0.1.0"
+
+/// Status codes, as Swift constants of the header's type.
+enum Status {
+    static let ok = tns_status(TNS_OK)
+    static let nullPointer = tns_status(TNS_ERR_NULL_POINTER)
+    static let vocabSize = tns_status(TNS_ERR_VOCAB_SIZE)
+    static let batchSize = tns_status(TNS_ERR_BATCH_SIZE)
+    static let threads = tns_status(TNS_ERR_THREADS)
+    static let placement = tns_status(TNS_ERR_PLACEMENT)
+    static let format = tns_status(TNS_ERR_FORMAT)
+    static let rowStride = tns_status(TNS_ERR_ROW_STRIDE)
+    static let structSize = tns_status(TNS_ERR_STRUCT_SIZE)
+    static let unsupported = tns_status(TNS_ERR_UNSUPPORTED)
+    static let busy = tns_status(TNS_ERR_BUSY)
+    static let bufferTooSmall = tns_status(TNS_ERR_BUFFER_TOO_SMALL)
+    static let outOfMemory = tns_status(TNS_ERR_OUT_OF_MEMORY)
+
+    /// The row status of a row error, and the index it names (-1 when none).
+    static func of(_ error: RowError) -> (status: tns_status, index: Int) {
+        switch error {
+        case .notANumber(let index): return (tns_status(TNS_ROW_NAN), index)
+        case .positiveInfinity(let index): return (tns_status(TNS_ROW_POSITIVE_INFINITY), index)
+        case .noFiniteLogit: return (tns_status(TNS_ROW_NO_FINITE_LOGIT), -1)
+        case .invalidTemperature: return (tns_status(TNS_ROW_INVALID_TEMPERATURE), -1)
+        case .invalidNSigma: return (tns_status(TNS_ROW_INVALID_N_SIGMA), -1)
+        case .invalidTopK: return (tns_status(TNS_ROW_INVALID_TOP_K), -1)
+        case .invalidTopP: return (tns_status(TNS_ROW_INVALID_TOP_P), -1)
+        case .invalidMinP: return (tns_status(TNS_ROW_INVALID_MIN_P), -1)
+        }
+    }
+
+    static func message(_ status: tns_status) -> StaticString {
+        switch Int(status) {
+        case Int(TNS_OK): return "ok"
+        case Int(TNS_ERR_NULL_POINTER): return "a required pointer is NULL"
+        case Int(TNS_ERR_VOCAB_SIZE): return "vocabulary size must be in 1...2^31-2"
+        case Int(TNS_ERR_BATCH_SIZE): return "batch size out of range (max_batch must be in 1...2^24, rows in 0...max_batch)"
+        case Int(TNS_ERR_THREADS): return "thread count must be in 0...4096 (0: all cores)"
+        case Int(TNS_ERR_PLACEMENT): return "placement must be TNS_PLACEMENT_AUTOMATIC, TNS_PLACEMENT_DISABLED or a NUMA node id >= 0"
+        case Int(TNS_ERR_FORMAT): return "unknown logit format (TNS_FORMAT_F32, TNS_FORMAT_F16 or TNS_FORMAT_BF16)"
+        case Int(TNS_ERR_ROW_STRIDE): return "row stride must be at least the vocabulary size (and rows * stride must fit in memory)"
+        case Int(TNS_ERR_STRUCT_SIZE): return "tns_params.struct_size is too small or differs between rows (use tns_params_init)"
+        case Int(TNS_ERR_UNSUPPORTED): return "tns_params.flags has a bit this library does not know"
+        case Int(TNS_ERR_BUSY): return "another call is running on this sampler (use one sampler per concurrent caller)"
+        case Int(TNS_ERR_BUFFER_TOO_SMALL): return "output buffer too small (the needed count was written)"
+        case Int(TNS_ERR_OUT_OF_MEMORY): return "out of memory"
+        case Int(TNS_ROW_NAN): return "a logit is NaN"
+        case Int(TNS_ROW_POSITIVE_INFINITY): return "a logit is +inf"
+        case Int(TNS_ROW_NO_FINITE_LOGIT): return "no finite logit (every logit is -inf)"
+        case Int(TNS_ROW_INVALID_TEMPERATURE): return "temperature is invalid (must be >= 0)"
+        case Int(TNS_ROW_INVALID_N_SIGMA): return "n is invalid (must be >= 0, or Top-n sigma off)"
+        case Int(TNS_ROW_INVALID_TOP_K): return "top-k is invalid (must be >= 1)"
+        case Int(TNS_ROW_INVALID_TOP_P): return "top-p is invalid (must be in (0, 1])"
+        case Int(TNS_ROW_INVALID_MIN_P): return "min-p is invalid (must be in [0, 1])"
+        default: return "unknown status"
+        }
+    }
+}
+
+/// The largest vocabulary the Swift library accepts (token ids are Int32; `vocab < Int32.max`).
+let maximumVocabulary = Int(Int32.max) - 1
+
+/// Creates the Swift sampler. The only place that calls `BatchSampler.init`: if it becomes
+/// throwing, this becomes `try? BatchSampler(...)` and a nil result maps to an error status.
+func makeSampler(vocabularySize: Int, maximumBatchSize: Int, threadCount: Int?, placement: NUMAPlacement) -> BatchSampler? {
+    BatchSampler(vocabularySize: vocabularySize, maximumBatchSize: maximumBatchSize, threadCount: threadCount, placement: placement)
+}
+
+/// What a `tns_sampler *` points to: the Swift sampler plus the per-row buffers a call converts
+/// into, allocated once at creation so that `tns_sample` allocates nothing.
+final class SamplerHandle {
+    let sampler: BatchSampler
+    let parameters: UnsafeMutablePointer<SamplingParameters>
+    let results: UnsafeMutablePointer<SampleResult>
+    let capacity: Int
+    let busy = Atomic<Bool>(false)
+
+    init?(vocabularySize: Int, maximumBatchSize: Int, threadCount: Int?, placement: NUMAPlacement) {
+        // malloc, not Swift's allocate: a failure becomes TNS_ERR_OUT_OF_MEMORY instead of a trap.
+        guard let p = malloc(maximumBatchSize * MemoryLayout<SamplingParameters>.stride) else { return nil }
+        guard let r = malloc(maximumBatchSize * MemoryLayout<SampleResult>.stride) else { free(p); return nil }
+        guard let sampler = makeSampler(
+            vocabularySize: vocabularySize, maximumBatchSize: maximumBatchSize, threadCount: threadCount, placement: placement)
+        else { free(p); free(r); return nil }
+        self.sampler = sampler
+        capacity = maximumBatchSize
+        parameters = p.bindMemory(to: SamplingParameters.self, capacity: maximumBatchSize)
+        parameters.initialize(repeating: SamplingParameters(), count: maximumBatchSize)
+        results = r.bindMemory(to: SampleResult.self, capacity: maximumBatchSize)
+        results.initialize(repeating: .failure(.noFiniteLogit), count: maximumBatchSize)
+    }
+
+    deinit {
+        parameters.deinitialize(count: capacity)
+        results.deinitialize(count: capacity)
+        free(parameters)
+        free(results)
+    }
+}
+
+/// The machine's physical memory in bytes (`+inf` when unknown).
+func physicalMemoryBytes() -> Double {
+    let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
+    return pages > 0 && size > 0 ? Double(pages) * Double(size) : .infinity
+}
+
+@inline(__always)
+func handle(_ pointer: OpaquePointer) -> SamplerHandle {
+    Unmanaged<SamplerHandle>.fromOpaque(UnsafeRawPointer(pointer)).takeUnretainedValue()
+}
+
+/// Reads one row's `tns_params` (whose `struct_size` the caller checked): the fields that fit in
+/// `structSize`, defaults for the rest.
+@inline(__always)
+func readParameters(_ raw: UnsafeRawPointer, structSize: Int) -> tns_params {
+    var p = tns_params()
+    tns_params_init(&p)
+    withUnsafeMutableBytes(of: &p) { dst in
+        dst.copyMemory(from: UnsafeRawBufferPointer(start: raw, count: min(structSize, dst.count)))
+    }
+    return p
+}
+
+/// The Swift parameters of a C struct, or the whole-call status that rejects it.
+@inline(__always)
+func swiftParameters(_ p: tns_params) -> (SamplingParameters, tns_status) {
+    if p.flags & ~UInt32(TNS_KNOWN_FLAGS) != 0 { return (SamplingParameters(), Status.unsupported) }
+    let flags = Int32(bitPattern: p.flags)
+    return (SamplingParameters(
+        temperature: p.temperature,
+        nSigma: flags & Int32(TNS_USE_N_SIGMA) != 0 ? p.n_sigma : nil,
+        seed: p.seed,
+        topK: flags & Int32(TNS_USE_TOP_K) != 0 ? Int(p.top_k) : nil,
+        topP: flags & Int32(TNS_USE_TOP_P) != 0 ? p.top_p : nil,
+        minP: flags & Int32(TNS_USE_MIN_P) != 0 ? p.min_p : nil), Status.ok)
+}
+
+// MARK: - Versions and messages
+
+@_cdecl("tns_abi_version")
+public func cABIVersion() -> Int32 { Int32(TNS_ABI_VERSION) }
+
+@_cdecl("tns_version")
+public func cVersion() -> UnsafePointer<CChar> {
+    UnsafeRawPointer(libraryVersion.utf8Start).assumingMemoryBound(to: CChar.self)
+}
+
+@_cdecl("tns_status_message")
+public func cStatusMessage(_ status: tns_status) -> UnsafePointer<CChar> {
+    UnsafeRawPointer(Status.message(status).utf8Start).assumingMemoryBound(to: CChar.self)
+}
+
+// MARK: - Sampler lifetime
+
+@_cdecl("tns_sampler_create")
+public func cSamplerCreate(
+    _ vocabSize: Int64, _ maxBatch: Int64, _ threads: Int32, _ placement: Int32,
+    _ out: UnsafeMutablePointer<OpaquePointer?>?
+) -> tns_status {
+    guard let out else { return Status.nullPointer }
+    out.pointee = nil
+    guard vocabSize >= 1 && vocabSize <= Int64(maximumVocabulary) else { return Status.vocabSize }
+    guard maxBatch >= 1 && maxBatch <= Int64(TNS_MAX_BATCH) else { return Status.batchSize }
+    guard threads >= 0 && threads <= Int32(TNS_MAX_THREADS) else { return Status.threads }
+    let numaPlacement: NUMAPlacement
+    switch placement {
+    case Int32(TNS_PLACEMENT_AUTOMATIC): numaPlacement = .automatic
+    case Int32(TNS_PLACEMENT_DISABLED): numaPlacement = .disabled
+    case 0...: numaPlacement = .node(Int(placement))
+    default: return Status.placement
+    }
+    // The Swift library traps when its scratch cannot be allocated: refuse sizes that cannot
+    // fit in this machine's memory (per thread, about 16 bytes per logit of scratch).
+    let threadCount = threads == 0 ? BatchSampler.defaultThreadCount : Int(threads)
+    let perThread = Double(vocabSize) * Double(MemoryLayout<Candidate>.stride + MemoryLayout<Double>.stride)
+    let estimate = Double(threadCount) * perThread
+        + Double(maxBatch) * Double(MemoryLayout<SamplingParameters>.stride + MemoryLayout<SampleResult>.stride)
+    guard estimate < physicalMemoryBytes() else { return Status.outOfMemory }
+    guard let h = SamplerHandle(
+        vocabularySize: Int(vocabSize), maximumBatchSize: Int(maxBatch), threadCount: threads == 0 ? nil : Int(threads),
+        placement: numaPlacement)
+    else { return Status.outOfMemory }
+    out.pointee = OpaquePointer(Unmanaged.passRetained(h).toOpaque())
+    return Status.ok
+}
+
+@_cdecl("tns_sampler_destroy")
+public func cSamplerDestroy(_ sampler: OpaquePointer?) {
+    guard let sampler else { return }
+    Unmanaged<SamplerHandle>.fromOpaque(UnsafeRawPointer(sampler)).release()
+}
+
+@_cdecl("tns_sampler_vocab_size")
+public func cSamplerVocabSize(_ sampler: OpaquePointer?) -> Int64 {
+    guard let sampler else { return 0 }
+    return Int64(handle(sampler).sampler.vocabularySize)
+}
+
+@_cdecl("tns_sampler_max_batch")
+public func cSamplerMaxBatch(_ sampler: OpaquePointer?) -> Int64 {
+    guard let sampler else { return 0 }
+    return Int64(handle(sampler).sampler.maximumBatchSize)
+}
+
+@_cdecl("tns_sampler_threads")
+public func cSamplerThreads(_ sampler: OpaquePointer?) -> Int32 {
+    guard let sampler else { return 0 }
+    return Int32(handle(sampler).sampler.threadCount)
+}
+
+// MARK: - Batched sampling
+
+@_cdecl("tns_sample")
+public func cSample(
+    _ sampler: OpaquePointer?, _ logits: UnsafeRawPointer?, _ format: Int32, _ rows: Int64, _ rowStride: Int64,
+    _ params: UnsafeRawPointer?, _ steps: UnsafePointer<UInt64>?,
+    _ tokens: UnsafeMutablePointer<Int64>?, _ logprobs: UnsafeMutablePointer<Double>?,
+    _ kept: UnsafeMutablePointer<Int64>?, _ rowStatus: UnsafeMutablePointer<tns_status>?
+) -> tns_status {
+    guard let sampler else { return Status.nullPointer }
+    let h = handle(sampler)
+    let vocab = h.sampler.vocabularySize
+    guard rows >= 0 && rows <= Int64(h.capacity) else { return Status.batchSize }
+    let logitFormat: LogitFormat
+    switch format {
+    case Int32(TNS_FORMAT_F32): logitFormat = .float32
+    case Int32(TNS_FORMAT_F16): logitFormat = .float16
+    case Int32(TNS_FORMAT_BF16): logitFormat = .bfloat16
+    default: return Status.format
+    }
+    guard rowStride >= Int64(vocab) else { return Status.rowStride }
+    let n = Int(rows)
+    if n == 0 { return Status.ok }
+    guard let logits, let params, let steps, let tokens, let rowStatus else { return Status.nullPointer }
+    // The block must be addressable: (rows - 1) * stride + vocab elements of format's size.
+    let (span, o1) = Int(rows - 1).multipliedReportingOverflow(by: Int(rowStride))
+    let (elements, o2) = span.addingReportingOverflow(vocab)
+    let (_, o3) = elements.multipliedReportingOverflow(by: logitFormat.byteCount)
+    guard !o1 && !o2 && !o3 else { return Status.rowStride }
+    let structSize = Int(params.loadUnaligned(as: UInt32.self))
+    guard structSize >= Int(TNS_PARAMS_V1_SIZE) && structSize % 8 == 0 else { return Status.structSize }
+
+    let (exchanged, _) = h.busy.compareExchange(expected: false, desired: true, ordering: .acquiring)
+    guard exchanged else { return Status.busy }
+    defer { h.busy.store(false, ordering: .releasing) }
+
+    for r in 0..<n {
+        let raw = params + r * structSize
+        guard Int(raw.loadUnaligned(as: UInt32.self)) == structSize else { return Status.structSize }
+        let (p, status) = swiftParameters(readParameters(raw, structSize: structSize))
+        guard status == Status.ok else { return status }
+        h.parameters[r] = p
+    }
+    h.sampler.sample(
+        logits: logits, format: logitFormat, rows: n, rowStride: Int(rowStride),
+        parameters: UnsafeBufferPointer(start: h.parameters, count: n),
+        steps: UnsafeBufferPointer(start: steps, count: n),
+        into: UnsafeMutableBufferPointer(start: h.results, count: n))
+    for r in 0..<n {
+        switch h.results[r] {
+        case .success(let token):
+            tokens[r] = Int64(token.token)
+            logprobs?[r] = token.logProbability
+            kept?[r] = Int64(token.candidateCount)
+            rowStatus[r] = Status.ok
+        case .failure(let error):
+            let (status, index) = Status.of(error)
+            tokens[r] = Int64(index)
+            logprobs?[r] = .nan
+            kept?[r] = 0
+            rowStatus[r] = status
+        }
+    }
+    return Status.ok
+}
+
+// MARK: - Single rows
+
+func writeStatistics(_ stats: UnsafeMutablePointer<tns_row_stats>?, _ s: RowStatistics, threshold: Double) {
+    guard let stats else { return }
+    stats.pointee = tns_row_stats(
+        max: Double(s.maximum), mean: s.mean, std: s.standardDeviation, threshold: threshold,
+        finite: Int64(s.finiteCount), argmax: Int64(s.argmax), error_index: -1)
+}
+
+func writeRowError(_ stats: UnsafeMutablePointer<tns_row_stats>?, _ error: RowError) -> tns_status {
+    let (status, index) = Status.of(error)
+    stats?.pointee = tns_row_stats(
+        max: .nan, mean: .nan, std: .nan, threshold: .nan, finite: 0, argmax: -1, error_index: Int64(index))
+    return status
+}
+
+@_cdecl("tns_filter")
+public func cFilter(
+    _ row: UnsafePointer<Float>?, _ vocab: Int64, _ useNSigma: Int32, _ nSigma: Float,
+    _ stats: UnsafeMutablePointer<tns_row_stats>?, _ keptIDs: UnsafeMutablePointer<Int32>?, _ capacity: Int64,
+    _ keptCount: UnsafeMutablePointer<Int64>?
+) -> tns_status {
+    guard let row, let keptCount else { return Status.nullPointer }
+    guard vocab >= 1 && vocab <= Int64(maximumVocabulary) else { return Status.vocabSize }
+    guard capacity >= 0 else { return Status.bufferTooSmall }
+    guard capacity == 0 || keptIDs != nil else { return Status.nullPointer }
+    switch TopNSigma.filter(UnsafeBufferPointer(start: row, count: Int(vocab)), n: useNSigma != 0 ? nSigma : nil) {
+    case .failure(let error):
+        return writeRowError(stats, error)
+    case .success(let filtered):
+        keptCount.pointee = Int64(filtered.kept.count)
+        guard filtered.kept.count <= capacity else { return Status.bufferTooSmall }
+        writeStatistics(stats, filtered.statistics, threshold: filtered.threshold)
+        for (i, candidate) in filtered.kept.enumerated() { keptIDs![i] = candidate.index }
+        return Status.ok
+    }
+}
+
+@_cdecl("tns_filtered_distribution")
+public func cFilteredDistribution(
+    _ row: UnsafePointer<Float>?, _ vocab: Int64, _ params: UnsafeRawPointer?,
+    _ stats: UnsafeMutablePointer<tns_row_stats>?, _ tokens: UnsafeMutablePointer<Int32>?,
+    _ probabilities: UnsafeMutablePointer<Double>?, _ capacity: Int64, _ count: UnsafeMutablePointer<Int64>?
+) -> tns_status {
+    guard let row, let params, let count else { return Status.nullPointer }
+    guard vocab >= 1 && vocab <= Int64(maximumVocabulary) else { return Status.vocabSize }
+    guard capacity >= 0 else { return Status.bufferTooSmall }
+    guard capacity == 0 || (tokens != nil && probabilities != nil) else { return Status.nullPointer }
+    let structSize = Int(params.loadUnaligned(as: UInt32.self))
+    guard structSize >= Int(TNS_PARAMS_V1_SIZE) && structSize % 8 == 0 else { return Status.structSize }
+    let (parameters, status) = swiftParameters(readParameters(params, structSize: structSize))
+    guard status == Status.ok else { return status }
+    switch FilteredDistribution.of(UnsafeBufferPointer(start: row, count: Int(vocab)), parameters: parameters) {
+    case .failure(let error):
+        return writeRowError(stats, error)
+    case .success(let distribution):
+        count.pointee = Int64(distribution.kept.count)
+        guard distribution.kept.count <= capacity else { return Status.bufferTooSmall }
+        writeStatistics(stats, distribution.statistics, threshold: distribution.threshold)
+        for (i, entry) in distribution.kept.enumerated() {
+            tokens![i] = Int32(entry.token)
+            probabilities![i] = entry.probability
+        }
+        return Status.ok
+    }
+}

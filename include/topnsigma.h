@@ -1,0 +1,231 @@
+/*
+ * topnsigma.h: the C ABI of TopNSigma, a batched CPU sampling kernel for LLM decoding built
+ * around Top-nσ (Tang et al., arXiv 2411.07641). Link with -lTopNSigmaC (libTopNSigmaC.so, the
+ * SwiftPM product `TopNSigmaC`; build it with `swift build -c release --product TopNSigmaC`).
+ *
+ * Semantics are the Swift library's (README "Semantics"): per row, keep the finite logits
+ * >= max - n·std (Bessel-corrected std; -inf logits are masked and never kept), intersect with
+ * min-p and top-k, apply top-p over what is left, softmax at temperature T, and draw with
+ * Philox4x32-10 keyed by the row's seed, counter = its step. The token depends only on (row
+ * logits, parameters, seed, step): never on the batch, the row's position or the thread count.
+ *
+ * Contract of every function:
+ *   - It never traps or aborts on bad arguments: it validates every pointer, size and enum first
+ *     and returns a tns_status (TNS_OK == 0). Nothing is written to an output when a call fails
+ *     as a whole (a status other than TNS_OK), unless the function says otherwise.
+ *   - It never hands memory to the caller: results go into caller-provided buffers. tns_sample
+ *     performs no heap allocation at all (the handle owns all scratch, sized at creation). The
+ *     single-row calls tns_filter and tns_filtered_distribution are diagnostic: the Swift
+ *     library uses temporary scratch inside them.
+ *   - A handle serves one call at a time. A call made while another call is running on the same
+ *     handle returns TNS_ERR_BUSY instead of corrupting results. Distinct handles are
+ *     independent and may be used from any threads at once.
+ *
+ * ABI evolution: tns_params starts with struct_size. Fill it with tns_params_init (an inline
+ * function, so struct_size is the size this header declares). A library reads only the fields
+ * that fit in struct_size; fields the caller's struct lacks take their defaults; a flag bit the
+ * library does not know is an error (TNS_ERR_UNSUPPORTED), never silently ignored. Later
+ * options are appended at the end. TNS_ABI_VERSION changes only on incompatible changes.
+ */
+#ifndef TOPNSIGMA_H
+#define TOPNSIGMA_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* The ABI version this header describes; tns_abi_version() returns the library's. */
+#define TNS_ABI_VERSION 1
+
+/* ---- Status codes --------------------------------------------------------------------------- */
+
+/* Whole-call statuses (0-99) and row statuses (100-199). tns_status_message() names each. */
+enum {
+    TNS_OK = 0,
+    TNS_ERR_NULL_POINTER = 1,       /* a required pointer is NULL */
+    TNS_ERR_VOCAB_SIZE = 2,         /* vocabulary size outside 1 ... 2^31 - 2 */
+    TNS_ERR_BATCH_SIZE = 3,         /* max_batch outside 1 ... TNS_MAX_BATCH, or rows outside 0 ... max_batch */
+    TNS_ERR_THREADS = 4,            /* thread count outside 0 ... TNS_MAX_THREADS */
+    TNS_ERR_PLACEMENT = 5,          /* placement below TNS_PLACEMENT_DISABLED */
+    TNS_ERR_FORMAT = 6,             /* unknown logit format */
+    TNS_ERR_ROW_STRIDE = 7,         /* row stride below the vocabulary size, or rows * stride overflows */
+    TNS_ERR_STRUCT_SIZE = 8,        /* tns_params.struct_size too small, unaligned, or not the same in every row */
+    TNS_ERR_UNSUPPORTED = 9,        /* a tns_params flag bit this library does not know */
+    TNS_ERR_BUSY = 10,              /* another call is running on this handle */
+    TNS_ERR_BUFFER_TOO_SMALL = 11,  /* the caller's buffer is too small; the needed count is written */
+    TNS_ERR_OUT_OF_MEMORY = 12,     /* creating a handle: its scratch exceeds physical memory, or allocation failed */
+
+    TNS_ROW_NAN = 100,                  /* a logit is NaN (its index is reported) */
+    TNS_ROW_POSITIVE_INFINITY = 101,    /* a logit is +inf (its index is reported) */
+    TNS_ROW_NO_FINITE_LOGIT = 102,      /* every logit is -inf (or the row is empty) */
+    TNS_ROW_INVALID_TEMPERATURE = 103,  /* temperature negative or NaN */
+    TNS_ROW_INVALID_N_SIGMA = 104,      /* n negative or NaN */
+    TNS_ROW_INVALID_TOP_K = 105,        /* top-k below 1 */
+    TNS_ROW_INVALID_TOP_P = 106,        /* top-p outside (0, 1] */
+    TNS_ROW_INVALID_MIN_P = 107         /* min-p outside [0, 1] */
+};
+typedef int32_t tns_status;
+
+/* A static, NUL-terminated English message for any status code ("unknown status" otherwise). */
+const char *tns_status_message(tns_status status);
+
+/* The library's ABI version (TNS_ABI_VERSION of the header it was built from). */
+int32_t tns_abi_version(void);
+/* The library's version string, e.g. "0.1.0" (static storage). */
+const char *tns_version(void);
+
+/* ---- Logit formats, placement, limits -------------------------------------------------------- */
+
+enum {
+    TNS_FORMAT_F32 = 0,   /* IEEE binary32 */
+    TNS_FORMAT_F16 = 1,   /* IEEE binary16, as raw uint16_t bits */
+    TNS_FORMAT_BF16 = 2   /* bfloat16 (high half of a binary32), as raw uint16_t bits */
+};
+
+/* Placement of the handle's worker threads and scratch: one of these, or a NUMA node id >= 0
+ * (every worker and all scratch on that node; a node the machine lacks runs unbound). */
+enum {
+    TNS_PLACEMENT_AUTOMATIC = -1,  /* spread over the NUMA nodes, each worker bound to its node */
+    TNS_PLACEMENT_DISABLED = -2    /* no binding, scratch from the heap (first touch) */
+};
+
+#define TNS_MAX_BATCH (1 << 24)   /* largest max_batch a handle accepts */
+#define TNS_MAX_THREADS 4096      /* largest thread count a handle accepts */
+
+/* ---- Per-row sampling parameters ------------------------------------------------------------ */
+
+/* Which optional filters are on (tns_params.flags). */
+enum {
+    TNS_USE_N_SIGMA = 1u << 0,   /* Top-nσ with n = n_sigma; clear it to sample from every finite logit */
+    TNS_USE_TOP_K = 1u << 1,     /* keep the top_k largest logits (ties: lower id first) */
+    TNS_USE_TOP_P = 1u << 2,     /* nucleus: smallest most-probable set with mass >= top_p */
+    TNS_USE_MIN_P = 1u << 3      /* keep probability >= min_p × the top probability */
+};
+#define TNS_KNOWN_FLAGS 0xFu
+
+typedef struct tns_params {
+    uint32_t struct_size;  /* sizeof(tns_params) as the caller compiled it: set by tns_params_init */
+    uint32_t flags;        /* TNS_USE_* bits */
+    uint64_t seed;         /* the request's seed: key of the counter-based generator */
+    float temperature;     /* >= 0; 0 is greedy argmax (lowest id on ties, logprob 0) */
+    float n_sigma;         /* Top-nσ's n (>= 0), read when TNS_USE_N_SIGMA is set */
+    float top_p;           /* (0, 1], read when TNS_USE_TOP_P is set */
+    float min_p;           /* [0, 1], read when TNS_USE_MIN_P is set */
+    int64_t top_k;         /* >= 1, read when TNS_USE_TOP_K is set */
+    /* Later options are appended here. */
+} tns_params;
+
+#define TNS_PARAMS_V1_SIZE 40u   /* the smallest struct_size a library accepts */
+
+/* Defaults: temperature 1, Top-nσ on with n = 1, seed 0, no top-k / top-p / min-p. */
+static inline void tns_params_init(tns_params *p) {
+    if (!p) return;
+    p->struct_size = (uint32_t)sizeof(tns_params);
+    p->flags = TNS_USE_N_SIGMA;
+    p->seed = 0;
+    p->temperature = 1.0f;
+    p->n_sigma = 1.0f;
+    p->top_p = 1.0f;
+    p->min_p = 0.0f;
+    p->top_k = 0;
+}
+
+/* ---- The batched sampler ---------------------------------------------------------------------- */
+
+/* An opaque sampler: owns its scratch memory and its worker threads. */
+typedef struct tns_sampler tns_sampler;
+
+/*
+ * Creates a sampler for rows of vocab_size logits (1 ... 2^31 - 2), batches of up to max_batch
+ * rows (1 ... TNS_MAX_BATCH), with `threads` workers (0: every active processor; at most
+ * TNS_MAX_THREADS) and a placement (TNS_PLACEMENT_* or a NUMA node id).
+ * On success *out holds the handle (destroy it with tns_sampler_destroy); on failure *out is set
+ * to NULL (when out is not NULL).
+ */
+tns_status tns_sampler_create(int64_t vocab_size, int64_t max_batch, int32_t threads, int32_t placement,
+                              tns_sampler **out);
+
+/* Destroys a sampler (joins its threads, frees its memory). NULL is a no-op. Not concurrently
+ * with a call on the same handle. */
+void tns_sampler_destroy(tns_sampler *sampler);
+
+/* The handle's vocabulary size, maximum batch and thread count (0 for NULL). */
+int64_t tns_sampler_vocab_size(const tns_sampler *sampler);
+int64_t tns_sampler_max_batch(const tns_sampler *sampler);
+int32_t tns_sampler_threads(const tns_sampler *sampler);
+
+/*
+ * Samples one token per row.
+ *
+ *   logits      row 0's first logit, stored as `format`; row r starts at element r * row_stride
+ *   format      TNS_FORMAT_F32, TNS_FORMAT_F16 or TNS_FORMAT_BF16
+ *   rows        0 ... the handle's max_batch (0 does nothing and returns TNS_OK)
+ *   row_stride  elements (not bytes) between row starts, >= vocab_size
+ *   params      `rows` parameter structs, each initialized with tns_params_init (all rows the
+ *               same struct_size; the array is read with that stride)
+ *   steps       `rows` decode steps (the generator's counter)
+ *   tokens      out, `rows`: the drawn token id. For a failed row: the offending logit's index
+ *               for TNS_ROW_NAN / TNS_ROW_POSITIVE_INFINITY, otherwise -1
+ *   logprobs    out, `rows`, may be NULL: log p(token) under the distribution sampled from
+ *               (0 for greedy); NaN for a failed row
+ *   kept        out, `rows`, may be NULL: how many tokens the row was drawn from; 0 for a failed row
+ *   row_status  out, `rows`: TNS_OK or the row's TNS_ROW_* code. A failing row never affects
+ *               the others.
+ *
+ * Returns TNS_OK when the rows were sampled (check row_status per row), or a whole-call error
+ * (nothing written). The logits are never written. No heap allocation.
+ */
+tns_status tns_sample(tns_sampler *sampler, const void *logits, int32_t format, int64_t rows, int64_t row_stride,
+                      const tns_params *params, const uint64_t *steps,
+                      int64_t *tokens, double *logprobs, int64_t *kept, tns_status *row_status);
+
+/* ---- Single rows -------------------------------------------------------------------------------- */
+
+/* A row's statistics over its finite logits, and the filter's threshold. */
+typedef struct tns_row_stats {
+    double max;          /* largest finite logit (-inf when none) */
+    double mean;         /* mean of the finite logits */
+    double std;          /* Bessel-corrected standard deviation (0 with fewer than two finite logits) */
+    double threshold;    /* the combined Top-nσ / min-p logit threshold (-inf when both are off) */
+    int64_t finite;      /* number of finite logits */
+    int64_t argmax;      /* lowest index holding max (-1 when none) */
+    int64_t error_index; /* for TNS_ROW_NAN / TNS_ROW_POSITIVE_INFINITY: the offending index; else -1 */
+} tns_row_stats;
+
+/*
+ * Top-nσ's kept set of one float32 row: statistics, threshold max - n·std, and the kept token
+ * ids ascending. use_n_sigma == 0 keeps every finite logit.
+ *
+ *   stats       out (may be NULL)
+ *   kept_ids    out, `capacity` entries (vocab always suffices; may be NULL when capacity is 0)
+ *   kept_count  out: the number of kept tokens, also when the buffer is too small
+ *
+ * Returns TNS_OK, a TNS_ROW_* code for a bad row or n (stats->error_index names a bad logit),
+ * TNS_ERR_BUFFER_TOO_SMALL (only *kept_count written), or a whole-call error.
+ */
+tns_status tns_filter(const float *row, int64_t vocab, int32_t use_n_sigma, float n_sigma,
+                      tns_row_stats *stats, int32_t *kept_ids, int64_t capacity, int64_t *kept_count);
+
+/*
+ * The distribution one float32 row is sampled from under `params` (the batched sampler's
+ * pipeline and combination rule): the kept tokens with their renormalized probabilities, most
+ * probable first (ties: lower id first). Greedy (temperature 0) keeps the argmax with
+ * probability 1. The seed is not used.
+ *
+ *   tokens, probabilities  out, `capacity` entries each (vocab always suffices)
+ *   count                  out: the number of kept tokens, also when the buffers are too small
+ *
+ * Returns as tns_filter.
+ */
+tns_status tns_filtered_distribution(const float *row, int64_t vocab, const tns_params *params,
+                                     tns_row_stats *stats, int32_t *tokens, double *probabilities,
+                                     int64_t capacity, int64_t *count);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* TOPNSIGMA_H */

@@ -1,0 +1,67 @@
+"""topnsigma.filter against a NumPy float64 oracle of the Top-nσ rule."""
+
+import numpy as np
+import pytest
+
+import topnsigma
+
+
+@pytest.mark.parametrize("n", [0.0, 0.5, 1.0, 3.0])
+def test_filter_matches_numpy_oracle(fixture_rows, n):
+    for row in fixture_rows:
+        x = row.astype(np.float64)
+        std = x.std(ddof=1)
+        threshold = x.max() - n * std
+        f = topnsigma.filter(row, n_sigma=n)
+        assert f["max"] == x.max()
+        assert f["finite"] == row.size
+        assert f["mean"] == pytest.approx(x.mean(), abs=1e-6 * std)
+        assert f["std"] == pytest.approx(std, rel=1e-6)
+        assert f["threshold"] == pytest.approx(threshold, abs=1e-6 * (1 + n) * std)
+        assert f["kept"].dtype == np.int64
+        assert f["kept"].tolist() == np.nonzero(x >= f["threshold"])[0].tolist()
+        # And against the oracle's own threshold, except for logits within rounding of it.
+        oracle = set(np.nonzero(x >= threshold)[0].tolist())
+        borderline = set(np.nonzero(np.abs(x - threshold) <= 1e-5 * std)[0].tolist())
+        assert set(f["kept"].tolist()) ^ oracle <= borderline
+
+
+def test_filter_masked_and_off():
+    row = np.array([-np.inf, 1.0, 2.0, -np.inf, 3.0, 0.0], dtype=np.float32)
+    finite = np.array([1.0, 2.0, 3.0, 0.0])
+    f = topnsigma.filter(row, n_sigma=1.0)
+    assert f["finite"] == 4
+    assert f["std"] == pytest.approx(finite.std(ddof=1))
+    assert f["kept"].tolist() == [i for i in range(6) if row[i] >= 3.0 - finite.std(ddof=1)]
+    off = topnsigma.filter(row, n_sigma=None)
+    assert off["kept"].tolist() == [1, 2, 4, 5] and off["threshold"] == -np.inf
+
+
+def test_filter_truncation(fixture_rows):
+    row = fixture_rows[2]
+    order = np.argsort(-row.astype(np.float64), kind="stable")
+    assert topnsigma.filter(row, n_sigma=None, top_k=5)["kept"].tolist() == sorted(order[:5].tolist())
+    # min-p at T = 1: logits >= max + ln(min_p).
+    m = 0.05
+    kept = topnsigma.filter(row, n_sigma=None, min_p=m)["kept"]
+    assert kept.tolist() == np.nonzero(row.astype(np.float64) >= row.max() + np.log(m))[0].tolist()
+    # top-p: the smallest most-probable prefix with mass >= p.
+    p = 0.8
+    probs = np.exp(row.astype(np.float64) - row.max())
+    probs /= probs.sum()
+    cumulative = np.cumsum(probs[order])
+    size = int(np.searchsorted(cumulative, p) + 1)
+    assert topnsigma.filter(row, n_sigma=None, top_p=p)["kept"].tolist() == sorted(order[:size].tolist())
+
+
+def test_filter_errors():
+    with pytest.raises(ValueError, match="index 2 is NaN"):
+        topnsigma.filter(np.array([1, 2, np.nan], dtype=np.float32))
+    with pytest.raises(ValueError, match="no finite logit"):
+        topnsigma.filter(np.full(4, -np.inf, dtype=np.float32))
+    with pytest.raises(ValueError, match="n is invalid"):
+        topnsigma.filter(np.ones(4, dtype=np.float32), n_sigma=-1)
+    with pytest.raises(ValueError):
+        topnsigma.filter(np.ones(4, dtype=np.float64))
+    with pytest.raises(ValueError):
+        topnsigma.filter(np.ones((2, 2), dtype=np.float32))

