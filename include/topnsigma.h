@@ -93,7 +93,7 @@ enum {
 };
 
 #define TNS_MAX_BATCH (1 << 24)   /* largest max_batch a handle accepts */
-#define TNS_MAX_THREADS 4096      /* largest thread count a handle accepts */
+#define TNS_MAX_THREADS 1024      /* largest thread count a handle accepts (BatchSampler.maximumThreadCount) */
 
 /* ---- Per-row sampling parameters ------------------------------------------------------------ */
 

@@ -78,10 +78,10 @@ enum Status {
 /// The largest vocabulary the Swift library accepts (token ids are Int32; `vocab < Int32.max`).
 let maximumVocabulary = Int(Int32.max) - 1
 
-/// Creates the Swift sampler. The only place that calls `BatchSampler.init`: if it becomes
-/// throwing, this becomes `try? BatchSampler(...)` and a nil result maps to an error status.
+/// Creates the Swift sampler, the only place that calls `BatchSampler.init`; nil when it throws
+/// (the arguments were checked before, so only its scratch allocation can fail).
 func makeSampler(vocabularySize: Int, maximumBatchSize: Int, threadCount: Int?, placement: NUMAPlacement) -> BatchSampler? {
-    BatchSampler(vocabularySize: vocabularySize, maximumBatchSize: maximumBatchSize, threadCount: threadCount, placement: placement)
+    try? BatchSampler(vocabularySize: vocabularySize, maximumBatchSize: maximumBatchSize, threadCount: threadCount, placement: placement)
 }
 
 /// What a `tns_sampler *` points to: the Swift sampler plus the per-row buffers a call converts
