@@ -23,11 +23,13 @@ public struct FilteredDistribution: Sendable, Equatable {
     /// The filtered distribution of one row under `parameters` (the same pipeline and combination
     /// rule as ``BatchSampler``; see ``SamplingParameters``).
     ///
-    /// - Returns: the distribution, or the row's error.
+    /// - Returns: the distribution, or the row's error (``RowError/vocabularyTooLarge(_:)`` for a
+    ///   row longer than ``TopNSigma/maximumVocabularySize``, checked before any logit is read).
     /// - Complexity: one pass over the row plus O(survivors); allocates its scratch and result.
     public static func of(_ row: UnsafeBufferPointer<Float>, parameters: SamplingParameters) -> Result<FilteredDistribution, RowError> {
         if let error = parameters.validationError { return .failure(error) }
         guard let base = row.baseAddress, row.count > 0 else { return .failure(.noFiniteLogit) }
+        guard row.count <= TopNSigma.maximumVocabularySize else { return .failure(.vocabularyTooLarge(row.count)) }
         let vocab = row.count
         return RowPipeline.withTemporaryScratch(vocab: vocab) { scratch in
             let candidates = scratch.candidates, weights = scratch.weights
