@@ -22,12 +22,13 @@ struct Filter: ParsableCommand {
 
     @OptionGroup var truncation: TruncationOptions
 
-    @Option(help: "Temperature of the distribution min-p and top-p are computed on (> 0).")
+    @Option(help: "Temperature of the distribution min-p and top-p are computed on (>= 0; 0 is greedy: kept is the argmax).")
     var temperature: Float = 1.0
 
     func run() throws {
         let n = try parseNSigma(nText)
-        guard temperature > 0 else { throw UsageError(message: "--temperature must be > 0 for filter, got \(temperature)") }
+        // T = 0 is greedy, as in `sample` and the library: the row keeps its argmax alone.
+        guard temperature >= 0 else { throw UsageError(message: "--temperature must be >= 0, got \(temperature)") }
         let parameters = try truncation.parameters(temperature: temperature, nSigma: n)
         let file = try input.load()
         var lines: [String] = []

@@ -37,11 +37,12 @@ struct Sample: ParsableCommand {
         guard draws >= 1 else { throw UsageError(message: "--draws must be at least 1, got \(draws)") }
         if let threads, threads < 1 { throw UsageError(message: "--threads must be at least 1, got \(threads)") }
         guard temperature >= 0 else { throw UsageError(message: "--temperature must be >= 0, got \(temperature)") }
+        // Every option is checked before the file is read: a file without rows does not excuse a bad option.
+        let rowParameters = try truncation.parameters(temperature: temperature, nSigma: n, seed: seed)
         let file = try input.load()
         guard file.rows > 0 else { return }
         let sampler = BatchSampler(vocabularySize: file.vocab, maximumBatchSize: file.rows, threadCount: threads)
-        let parameters = [SamplingParameters](
-            repeating: try truncation.parameters(temperature: temperature, nSigma: n, seed: seed), count: file.rows)
+        let parameters = [SamplingParameters](repeating: rowParameters, count: file.rows)
         var tokens = [[Int]](repeating: [], count: file.rows)
         var logprobs = [[Double]](repeating: [], count: file.rows)
         var kept = [Int](repeating: 0, count: file.rows)
