@@ -15,7 +15,7 @@ struct LogitsOptions: ParsableArguments {
 
     /// Checks the options that need no file (`--dtype`, `--vocab`), so that a bad option is
     /// reported whatever the file holds.
-    func validate() throws {
+    func checkOptions() throws {
         _ = try elementType()
         if let vocab { try checkVocabulary(vocab, what: "--vocab") }
     }
@@ -30,7 +30,7 @@ struct LogitsOptions: ParsableArguments {
 
     /// Reads the file, or throws a ``UsageError`` with the reader's message.
     func load() throws -> LogitsFile {
-        try validate()
+        try checkOptions()
         let type = try elementType()
         let file: LogitsFile
         do {
