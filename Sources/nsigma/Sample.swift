@@ -41,6 +41,10 @@ struct Sample: ParsableCommand {
         let rowParameters = try truncation.parameters(temperature: temperature, nSigma: n, seed: seed)
         let file = try input.load()
         guard file.rows > 0 else { return }
+        // BatchSampler takes vocabularies below Int32.max (one less than filter's limit).
+        if file.vocab >= Int(Int32.max) {
+            throw UsageError(message: "\(input.logits): the vocabulary \(file.vocab) is too large for the sampler: at most \(Int32.max - 1)")
+        }
         let sampler = BatchSampler(vocabularySize: file.vocab, maximumBatchSize: file.rows, threadCount: threads)
         let parameters = [SamplingParameters](repeating: rowParameters, count: file.rows)
         var tokens = [[Int]](repeating: [], count: file.rows)
