@@ -11,6 +11,7 @@ struct Filter: ParsableCommand {
             Each line: {"row": i, "max": …, "mean": …, "std": …, "threshold": …, "finite": count, "kept": [ids]}.
             "threshold" is the combined Top-nσ / min-p logit threshold (null when both are off); top-k and
             top-p then cut the kept set further (Top-nσ, top-k and min-p intersected, top-p on the rest).
+            With --temperature 0 the row is greedy, as in `sample`: "kept" is the argmax alone.
             A row that cannot be filtered prints {"row": i, "error": "…"} and the exit status is 3.
             """
     )
