@@ -31,11 +31,13 @@ public struct FilteredDistribution: Sendable, Equatable {
     /// distribution.kept   // [(token: 4, probability: 0.731…), (token: 3, probability: 0.268…)]
     /// ```
     ///
-    /// - Returns: the distribution, or the row's error.
+    /// - Returns: the distribution, or the row's error (``RowError/vocabularyTooLarge(_:)`` for a
+    ///   row longer than ``TopNSigma/maximumVocabularySize``, checked before any logit is read).
     /// - Complexity: one pass over the row plus O(survivors); allocates its scratch and result.
     public static func of(_ row: UnsafeBufferPointer<Float>, parameters: SamplingParameters) -> Result<FilteredDistribution, RowError> {
         if let error = parameters.validationError { return .failure(error) }
         guard let base = row.baseAddress, row.count > 0 else { return .failure(.noFiniteLogit) }
+        guard row.count <= TopNSigma.maximumVocabularySize else { return .failure(.vocabularyTooLarge(row.count)) }
         let vocab = row.count
         return RowPipeline.withTemporaryScratch(vocab: vocab) { scratch in
             let candidates = scratch.candidates, weights = scratch.weights
@@ -57,7 +59,7 @@ public struct FilteredDistribution: Sendable, Equatable {
             return .success(FilteredDistribution(
                 statistics: statistics, threshold: threshold,
                 kept: kept.map { ($0.token, exp((Double($0.logit) - m) / t) / total) }))
-        } ?? .failure(.noFiniteLogit)
+        } ?? .failure(.vocabularyTooLarge(row.count))
     }
 
     /// Array convenience for ``of(_:parameters:)-(UnsafeBufferPointer<Float>,_)``.

@@ -72,6 +72,9 @@ public enum RowError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidTopP(Float)
     /// min-p outside `[0, 1]` or NaN.
     case invalidMinP(Float)
+    /// The row holds more logits than token ids can name (``TopNSigma/maximumVocabularySize``,
+    /// `2^31 - 1`: ids are stored as `Int32`).
+    case vocabularyTooLarge(Int)
 
     /// What is wrong with the row, without the row number: `logit at index 17 is NaN`. See
     /// ``message(row:)`` for the form that names the row.
@@ -85,6 +88,7 @@ public enum RowError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidTopK(let k): return "top-k \(k) is invalid (must be >= 1)"
         case .invalidTopP(let p): return "top-p \(p) is invalid (must be in (0, 1])"
         case .invalidMinP(let m): return "min-p \(m) is invalid (must be in [0, 1])"
+        case .vocabularyTooLarge(let v): return "a row of \(v) logits is too large (at most \(TopNSigma.maximumVocabularySize): token ids are 32-bit)"
         }
     }
 

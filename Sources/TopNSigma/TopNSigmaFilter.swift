@@ -25,6 +25,10 @@ public struct Candidate: Sendable, Equatable {
 /// double precision and compared exactly: a Float logit `x` is kept iff `Double(x) >= threshold`.
 /// The kept set does not depend on the temperature.
 public enum TopNSigma {
+    /// The largest row length the library samples or filters: `2^31 - 1`, so that every token id
+    /// fits the `Int32` of a ``Candidate``. A longer row fails with ``RowError/vocabularyTooLarge(_:)``.
+    public static let maximumVocabularySize = Int(Int32.max)
+
     /// The Top-nσ threshold `max - n·std` for a row's statistics, in double precision.
     ///
     /// - Parameters:
@@ -104,12 +108,15 @@ public enum TopNSigma {
     ///   - row: the logits.
     ///   - n: standard deviations below the maximum; `n >= 0`, or `nil` to keep every finite logit.
     /// - Returns: the statistics, the double-precision threshold and the kept tokens; or the row's
-    ///   error (invalid logits, ``RowError/noFiniteLogit``, ``RowError/invalidNSigma(_:)``).
+    ///   error (invalid logits, ``RowError/noFiniteLogit``, ``RowError/invalidNSigma(_:)``,
+    ///   ``RowError/vocabularyTooLarge(_:)`` for more than ``maximumVocabularySize`` logits,
+    ///   checked before any logit is read).
     /// - Complexity: one pass over the row (the sampler's pipeline) plus O(survivors).
     public static func filter(_ row: UnsafeBufferPointer<Float>, n: Float?) -> Result<FilteredRow, RowError> {
         let parameters = SamplingParameters(temperature: 1, nSigma: n)
         if let error = parameters.validationError { return .failure(error) }
         guard let base = row.baseAddress, row.count > 0 else { return .failure(.noFiniteLogit) }
+        guard row.count <= maximumVocabularySize else { return .failure(.vocabularyTooLarge(row.count)) }
         return RowPipeline.withTemporaryScratch(vocab: row.count) { scratch in
             switch RowPipeline.survivors(base, vocab: row.count, parameters: parameters, scratch: scratch) {
             case .failure(let error):
@@ -120,7 +127,7 @@ public enum TopNSigma {
                 return .success(FilteredRow(
                     statistics: statistics, threshold: RowPipeline.logitThreshold(statistics, parameters), kept: kept))
             }
-        } ?? .failure(.noFiniteLogit)
+        } ?? .failure(.vocabularyTooLarge(row.count))
     }
 
     /// Array convenience for ``filter(_:n:)-(UnsafeBufferPointer<Float>,_)``.

@@ -5,7 +5,7 @@ import Darwin
 #endif
 
 /// top-k and sort-free top-p over the survivors of the threshold filters, in place and without
-/// heap allocation (the standard library's sort allocates a merge buffer).
+/// heap allocation (the standard library's sort allocates a merge buffer), O(n log n) at worst.
 ///
 /// Order of preference ("key order"): higher logit first, then lower token id, which is the
 /// sort-based reference's order (probability descending, ties by lower id) for any temperature.
@@ -29,13 +29,47 @@ enum Truncation {
         }
     }
 
-    /// Partitions `c[lo..<hi]` around a median-of-three pivot in key order; returns the pivot's
-    /// final index `i`: `c[lo..<i]` precede it, `c[(i+1)..<hi]` follow it.
-    static func partition(_ c: UnsafeMutablePointer<Candidate>, _ w: UnsafeMutablePointer<Double>?, _ lo: Int, _ hi: Int) -> Int {
-        let mid = lo + (hi - lo) / 2, last = hi - 1
-        if precedes(c[mid], c[lo]) { swapAt(c, w, mid, lo) }
-        if precedes(c[last], c[lo]) { swapAt(c, w, last, lo) }
-        if precedes(c[mid], c[last]) { swapAt(c, w, mid, last) }
+    /// The pivot positions' generator: SplitMix64 from a fixed seed. The positions depend on the
+    /// range sizes only, never on the logits, so no row can steer them; results never depend on
+    /// them either (the kept set is defined by key order alone).
+    struct PivotSampler {
+        var state: UInt64 = 0x243F_6A88_85A3_08D3
+
+        @inline(__always)
+        mutating func position(_ lo: Int, _ hi: Int) -> Int {
+            state &+= 0x9E37_79B9_7F4A_7C15
+            var z = state
+            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+            z ^= z >> 31
+            return lo + Int(truncatingIfNeeded: z % UInt64(hi - lo))
+        }
+    }
+
+    /// How many partitions a selection over `n` candidates may take before it sorts what is left:
+    /// `2·⌈log2 n⌉ + 4`. Random pivots need about `log_{4/3} n` partitions at worst in practice;
+    /// the cap bounds any input (a McIlroy adversary included) to O(n log n).
+    @inline(__always)
+    static func partitionBudget(_ n: Int) -> Int { 2 * (Int.bitWidth - n.leadingZeroBitCount) + 4 }
+
+    /// Partitions `c[lo..<hi]` around the median (in key order) of three candidates at
+    /// pseudo-random positions; returns the pivot's final index `i`: `c[lo..<i]` precede it,
+    /// `c[(i+1)..<hi]` follow it.
+    static func partition(
+        _ c: UnsafeMutablePointer<Candidate>, _ w: UnsafeMutablePointer<Double>?, _ lo: Int, _ hi: Int,
+        _ sampler: inout PivotSampler
+    ) -> Int {
+        let last = hi - 1
+        if hi - lo > 2 {
+            let x = sampler.position(lo, hi), y = sampler.position(lo, hi), z = sampler.position(lo, hi)
+            let median: Int
+            if precedes(c[x], c[y]) {
+                median = precedes(c[y], c[z]) ? y : precedes(c[x], c[z]) ? z : x
+            } else {
+                median = precedes(c[x], c[z]) ? x : precedes(c[y], c[z]) ? z : y
+            }
+            swapAt(c, w, median, last)
+        }
         let pivot = c[last]
         var i = lo
         for j in lo..<last where precedes(c[j], pivot) {
@@ -46,12 +80,44 @@ enum Truncation {
         return i
     }
 
+    /// Sorts `c[lo..<hi]` (and their weights) in key order, in place: heapsort, O(m log m) for
+    /// any input and no allocation. The fallback once a selection has used its partition budget.
+    static func sortByKey(_ c: UnsafeMutablePointer<Candidate>, _ w: UnsafeMutablePointer<Double>?, _ lo: Int, _ hi: Int) {
+        let n = hi - lo
+        guard n > 1 else { return }
+        // A heap whose root comes last in key order; popping it to the end sorts ascending.
+        func siftDown(_ start: Int, _ end: Int) {
+            var root = start
+            while 2 * root + 1 < end {
+                var child = 2 * root + 1
+                if child + 1 < end && precedes(c[lo + child], c[lo + child + 1]) { child += 1 }
+                if !precedes(c[lo + root], c[lo + child]) { return }
+                swapAt(c, w, lo + root, lo + child)
+                root = child
+            }
+        }
+        for start in stride(from: n / 2 - 1, through: 0, by: -1) { siftDown(start, n) }
+        for end in stride(from: n - 1, to: 0, by: -1) {
+            swapAt(c, w, lo, lo + end)
+            siftDown(0, end)
+        }
+    }
+
     /// Rearranges `c[0..<n]` so that `c[0..<k]` are the first `k` in key order (in no particular
-    /// order). Quickselect: O(n) expected.
+    /// order). Introselect: quickselect with pseudo-random median-of-three pivots, O(n) expected;
+    /// after ``partitionBudget(_:)`` partitions the remaining range is heapsorted, so the worst
+    /// case is O(n log n) whatever the row.
     static func selectFirst(_ k: Int, _ c: UnsafeMutablePointer<Candidate>, count n: Int) {
         var lo = 0, hi = n
+        var sampler = PivotSampler()
+        var budget = partitionBudget(n)
         while hi - lo > 1 {
-            let i = partition(c, nil, lo, hi)
+            if budget == 0 {
+                sortByKey(c, nil, lo, hi)
+                return
+            }
+            budget -= 1
+            let i = partition(c, nil, lo, hi, &sampler)
             if i == k || i == k - 1 { return }
             if i > k { hi = i } else { lo = i + 1 }
         }
@@ -59,14 +125,29 @@ enum Truncation {
 
     /// top-p without a full sort: given the weights `w[i] ∝ p_i` of `c[0..<n]`, rearranges the
     /// candidates so that `c[0..<m]` is the smallest prefix in key order whose mass reaches
-    /// `p · Σw`, and returns `m`. Weighted quickselect: O(n) expected.
+    /// `p · Σw`, and returns `m`. Weighted introselect: O(n) expected, O(n log n) at worst (the
+    /// same partition budget and heapsort fallback as ``selectFirst(_:_:count:)``).
     static func nucleus(_ c: UnsafeMutablePointer<Candidate>, _ w: UnsafeMutablePointer<Double>, count n: Int, p: Double) -> Int {
         var total = 0.0
         for i in 0..<n { total += w[i] }
         var need = p * total
         var lo = 0, hi = n
+        var sampler = PivotSampler()
+        var budget = partitionBudget(n)
         while lo < hi {
-            let i = partition(c, w, lo, hi)
+            if budget == 0 {
+                // Sorted, the range is scanned in key order for the first prefix reaching `need`.
+                sortByKey(c, w, lo, hi)
+                var mass = 0.0
+                for j in lo..<hi {
+                    mass += w[j]
+                    if mass >= need { return j + 1 }
+                }
+                lo = hi
+                break
+            }
+            budget -= 1
+            let i = partition(c, w, lo, hi, &sampler)
             var before = 0.0
             for j in lo..<i { before += w[j] }
             if i > lo && before >= need {

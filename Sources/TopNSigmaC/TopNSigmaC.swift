@@ -44,6 +44,8 @@ enum Status {
         case .invalidTopK: return (tns_status(TNS_ROW_INVALID_TOP_K), -1)
         case .invalidTopP: return (tns_status(TNS_ROW_INVALID_TOP_P), -1)
         case .invalidMinP: return (tns_status(TNS_ROW_INVALID_MIN_P), -1)
+        // The vocabulary is checked at the ABI (1 ... 2^31 - 2) before any row is read.
+        case .vocabularyTooLarge: return (tns_status(TNS_ERR_VOCAB_SIZE), -1)
         }
     }
 
@@ -53,7 +55,7 @@ enum Status {
         case Int(TNS_ERR_NULL_POINTER): return "a required pointer is NULL"
         case Int(TNS_ERR_VOCAB_SIZE): return "vocabulary size must be in 1...2^31-2"
         case Int(TNS_ERR_BATCH_SIZE): return "batch size out of range (max_batch must be in 1...2^24, rows in 0...max_batch)"
-        case Int(TNS_ERR_THREADS): return "thread count must be in 0...4096 (0: all cores)"
+        case Int(TNS_ERR_THREADS): return "thread count must be in 0...1024 (0: all cores)"
         case Int(TNS_ERR_PLACEMENT): return "placement must be TNS_PLACEMENT_AUTOMATIC, TNS_PLACEMENT_DISABLED or a NUMA node id >= 0"
         case Int(TNS_ERR_FORMAT): return "unknown logit format (TNS_FORMAT_F32, TNS_FORMAT_F16 or TNS_FORMAT_BF16)"
         case Int(TNS_ERR_ROW_STRIDE): return "row stride must be at least the vocabulary size (and rows * stride must fit in memory)"

@@ -48,12 +48,17 @@ public struct LogitsFile: Sendable {
     /// `vocab × element size`. A path ending in `.npy`, or content starting with the NumPy magic,
     /// is read as NumPy.
     ///
+    /// Every size in the file or the arguments is checked before any arithmetic on it: a huge
+    /// `vocab` or shape is a ``ReadError``, never an overflow trap.
+    ///
     /// - Parameters:
-    ///   - path: the file.
+    ///   - path: the file (a regular file, or a link to one).
     ///   - vocab: logits per row, required for raw files; for `.npy` it must match the shape if given.
-    ///   - dtype: element type of a raw file (default float32).
+    ///   - dtype: element type of a raw file (`nil`: float32). For `.npy` the header decides; a
+    ///     `dtype` that differs from the header's is an error rather than silently ignored.
     /// - Throws: ``ReadError`` with a message naming the file and the problem.
-    public static func read(path: String, vocab: Int? = nil, dtype: ElementType = .float32) throws(ReadError) -> LogitsFile {
+    public static func read(path: String, vocab: Int? = nil, dtype: ElementType? = nil) throws(ReadError) -> LogitsFile {
+        if let problem = notRegularFile(path) { throw .unreadable(path: path, reason: problem) }
         let data: Data
         do {
             data = try Data(contentsOf: URL(fileURLWithPath: path), options: .mappedIfSafe)
@@ -62,20 +67,49 @@ public struct LogitsFile: Sendable {
             let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
             throw .unreadable(path: path, reason: !exists ? "no such file" : isDirectory.boolValue ? "is a directory" : "\(error.localizedDescription)")
         }
+        return try parse(data, path: path, vocab: vocab, dtype: dtype)
+    }
+
+    /// Parses the bytes of a logits file as ``read(path:vocab:dtype:)`` does (`path` names the
+    /// file in messages and, by its `.npy` suffix, asks for NumPy).
+    public static func parse(_ data: Data, path: String, vocab: Int? = nil, dtype: ElementType? = nil) throws(ReadError) -> LogitsFile {
         if let vocab, vocab <= 0 { throw .badSize(path: path, reason: "--vocab must be positive, got \(vocab)") }
         let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
         if data.count >= 6 && data.prefix(6).elementsEqual(magic) {
-            return try readNumPy(data, path: path, vocab: vocab)
+            let file = try readNumPy(data, path: path, vocab: vocab)
+            if let dtype, dtype != file.dtype {
+                throw .badNumPy(path: path, reason: "--dtype \(dtype.rawValue) conflicts with the header's dtype \(file.dtype.rawValue) (a .npy file's header decides; drop --dtype)")
+            }
+            return file
         }
         if path.hasSuffix(".npy") { throw .badNumPy(path: path, reason: "missing the \\x93NUMPY magic") }
         guard let vocab else { throw .missingVocab(path: path) }
-        let rowBytes = vocab * dtype.byteCount
+        let dtype = dtype ?? .float32
+        let (rowBytes, overflow) = vocab.multipliedReportingOverflow(by: dtype.byteCount)
+        guard !overflow else { throw .badSize(path: path, reason: "--vocab \(vocab) × \(dtype.byteCount) bytes overflows") }
         guard data.count > 0 else { throw .badSize(path: path, reason: "the file is empty") }
         guard data.count % rowBytes == 0 else {
             throw .badSize(path: path, reason: "\(data.count) bytes is not a multiple of \(rowBytes) (vocab \(vocab) × \(dtype.byteCount) bytes)")
         }
         let rows = data.count / rowBytes
+        // rows × vocab × byteCount == data.count: no overflow.
         return LogitsFile(values: decode(data, offset: 0, count: rows * vocab, dtype: dtype), rows: rows, vocab: vocab, dtype: dtype)
+    }
+
+    /// Why `path` cannot be read as a logits file although it exists (a device, a FIFO, a
+    /// socket), or nil. A FIFO would block and a device is not a file of logits; `Data` reports
+    /// either as a permission problem, which misleads.
+    static func notRegularFile(_ path: String) -> String? {
+        var info = stat()
+        guard stat(path, &info) == 0 else { return nil }  // missing or unreachable: the read says why
+        switch info.st_mode & S_IFMT {
+        case S_IFREG, S_IFDIR: return nil
+        case S_IFCHR: return "not a regular file (a character device)"
+        case S_IFBLK: return "not a regular file (a block device)"
+        case S_IFIFO: return "not a regular file (a FIFO)"
+        case S_IFSOCK: return "not a regular file (a socket)"
+        default: return "not a regular file"
+        }
     }
 
     static func readNumPy(_ data: Data, path: String, vocab: Int?) throws(ReadError) -> LogitsFile {
@@ -113,14 +147,21 @@ public struct LogitsFile: Sendable {
         guard dims.count == 2, let rows = dims[0], let columns = dims[1] else {
             throw .badNumPy(path: path, reason: "shape \(shapeText) is not 2-D [batch, vocab]")
         }
-        guard columns > 0 else { throw .badSize(path: path, reason: "vocab (shape[1]) is 0") }
+        guard rows >= 0 else { throw .badNumPy(path: path, reason: "shape[0] = \(rows) is negative") }
+        guard columns > 0 else { throw .badSize(path: path, reason: "vocab (shape[1]) is \(columns), must be positive") }
         if let vocab, vocab != columns {
             throw .badSize(path: path, reason: "--vocab \(vocab) does not match the file's shape[1] = \(columns)")
         }
         let offset = headerStart + headerLength
-        let needed = rows * columns * dtype.byteCount
-        guard data.count - offset == needed else {
-            throw .badSize(path: path, reason: "shape (\(rows), \(columns)) needs \(needed) data bytes, found \(data.count - offset)")
+        let found = data.count - offset
+        // The shape is untrusted: a product that overflows cannot match the file's size.
+        let (elements, overflow1) = rows.multipliedReportingOverflow(by: columns)
+        let (needed, overflow2) = elements.multipliedReportingOverflow(by: dtype.byteCount)
+        guard !overflow1 && !overflow2 else {
+            throw .badSize(path: path, reason: "shape (\(rows), \(columns)) is too large (its byte count overflows), found \(found) data bytes")
+        }
+        guard found == needed else {
+            throw .badSize(path: path, reason: "shape (\(rows), \(columns)) needs \(needed) data bytes, found \(found)")
         }
         return LogitsFile(values: decode(data, offset: offset, count: rows * columns, dtype: dtype), rows: rows, vocab: columns, dtype: dtype)
     }

@@ -10,19 +10,43 @@ struct LogitsOptions: ParsableArguments {
     @Option(name: .long, help: "Logits per row; required for raw files.")
     var vocab: Int?
 
-    @Option(name: .long, help: "Element type of a raw file: f32, f16 or bf16.")
-    var dtype: String = "f32"
+    @Option(name: .long, help: "Element type of a raw file: f32 (default), f16 or bf16. A .npy file's header decides; a different --dtype is an error.")
+    var dtype: String?
 
-    /// Reads the file, or throws a ``UsageError`` with the reader's message.
-    func load() throws -> LogitsFile {
+    /// Checks the options that need no file (`--dtype`, `--vocab`), so that a bad option is
+    /// reported whatever the file holds.
+    func checkOptions() throws {
+        _ = try elementType()
+        if let vocab { try checkVocabulary(vocab, what: "--vocab") }
+    }
+
+    func elementType() throws -> LogitsFile.ElementType? {
+        guard let dtype else { return nil }
         guard let type = LogitsFile.ElementType(rawValue: dtype) else {
             throw UsageError(message: "--dtype must be f32, f16 or bf16, got '\(dtype)'")
         }
+        return type
+    }
+
+    /// Reads the file, or throws a ``UsageError`` with the reader's message.
+    func load() throws -> LogitsFile {
+        try checkOptions()
+        let type = try elementType()
+        let file: LogitsFile
         do {
-            return try LogitsFile.read(path: logits, vocab: vocab, dtype: type)
+            file = try LogitsFile.read(path: logits, vocab: vocab, dtype: type)
         } catch {
             throw UsageError(message: error.description)
         }
+        try checkVocabulary(file.vocab, what: "\(logits): the vocabulary")
+        return file
+    }
+}
+
+/// Token ids are 32-bit in the library: a larger vocabulary is an input error, not a row error.
+func checkVocabulary(_ vocab: Int, what: String) throws {
+    if vocab > TopNSigma.maximumVocabularySize {
+        throw UsageError(message: "\(what) \(vocab) is too large: at most \(TopNSigma.maximumVocabularySize) (2^31 - 1) logits per row")
     }
 }
 

@@ -11,6 +11,7 @@ struct Filter: ParsableCommand {
             Each line: {"row": i, "max": …, "mean": …, "std": …, "threshold": …, "finite": count, "kept": [ids]}.
             "threshold" is the combined Top-nσ / min-p logit threshold (null when both are off); top-k and
             top-p then cut the kept set further (Top-nσ, top-k and min-p intersected, top-p on the rest).
+            With --temperature 0 the row is greedy, as in `sample`: "kept" is the argmax alone.
             A row that cannot be filtered prints {"row": i, "error": "…"} and the exit status is 3.
             """
     )
@@ -22,12 +23,13 @@ struct Filter: ParsableCommand {
 
     @OptionGroup var truncation: TruncationOptions
 
-    @Option(help: "Temperature of the distribution min-p and top-p are computed on (> 0).")
+    @Option(help: "Temperature of the distribution min-p and top-p are computed on (>= 0; 0 is greedy: kept is the argmax).")
     var temperature: Float = 1.0
 
     func run() throws {
         let n = try parseNSigma(nText)
-        guard temperature > 0 else { throw UsageError(message: "--temperature must be > 0 for filter, got \(temperature)") }
+        // T = 0 is greedy, as in `sample` and the library: the row keeps its argmax alone.
+        guard temperature >= 0 else { throw UsageError(message: "--temperature must be >= 0, got \(temperature)") }
         let parameters = try truncation.parameters(temperature: temperature, nSigma: n)
         let file = try input.load()
         var lines: [String] = []

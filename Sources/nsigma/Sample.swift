@@ -37,8 +37,14 @@ struct Sample: ParsableCommand {
         guard draws >= 1 else { throw UsageError(message: "--draws must be at least 1, got \(draws)") }
         if let threads, threads < 1 { throw UsageError(message: "--threads must be at least 1, got \(threads)") }
         guard temperature >= 0 else { throw UsageError(message: "--temperature must be >= 0, got \(temperature)") }
+        // Every option is checked before the file is read: a file without rows does not excuse a bad option.
+        let rowParameters = try truncation.parameters(temperature: temperature, nSigma: n, seed: seed)
         let file = try input.load()
         guard file.rows > 0 else { return }
+        // BatchSampler takes vocabularies below Int32.max (one less than filter's limit).
+        if file.vocab >= Int(Int32.max) {
+            throw UsageError(message: "\(input.logits): the vocabulary \(file.vocab) is too large for the sampler: at most \(Int32.max - 1)")
+        }
         // More threads than the file's rows and chunks can use would only cost memory.
         let useful = max(file.rows, (file.vocab + 4095) / 4096)
         let sampler: BatchSampler
@@ -49,8 +55,7 @@ struct Sample: ParsableCommand {
         } catch {
             throw UsageError(message: error.description)
         }
-        let parameters = [SamplingParameters](
-            repeating: try truncation.parameters(temperature: temperature, nSigma: n, seed: seed), count: file.rows)
+        let parameters = [SamplingParameters](repeating: rowParameters, count: file.rows)
         var tokens = [[Int]](repeating: [], count: file.rows)
         var logprobs = [[Double]](repeating: [], count: file.rows)
         var kept = [Int](repeating: 0, count: file.rows)

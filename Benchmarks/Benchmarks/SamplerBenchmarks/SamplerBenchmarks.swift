@@ -61,6 +61,9 @@ let benchmarks: @Sendable () -> Void = {
             }
         }
     }
+
+    // top-k / top-p on adversarial rows (WorstCaseBenchmarks.swift).
+    worstCaseTruncationBenchmarks()
 }
 
 /// An opponent sampling `batch` rows one by one; `makeSampler` builds its scratch once.
