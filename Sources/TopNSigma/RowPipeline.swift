@@ -282,15 +282,15 @@ package enum RowPipeline {
     /// moments are recomputed in double precision (rare: a few rows in a thousand), so the kept
     /// set is always `{ i : Double(x_i) >= threshold }` with the float64 statistics.
     ///
-    /// - Returns: the statistics (exact ones if they were recomputed) and the number of
-    ///   survivors gathered at the front of `scratch.candidates` in id order (nil for a greedy
-    ///   row); top-k and top-p are not applied yet.
+    /// - Returns: the fused pass's statistics (within their error bound of the float64 ones) and
+    ///   the number of survivors gathered at the front of `scratch.candidates` in id order (nil
+    ///   for a greedy row); top-k and top-p are not applied yet.
     static func settleSurvivors<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, accumulator: StatisticsKernel.RowAccumulator, parameters: SamplingParameters,
         scratch: Scratch
     ) -> Result<(statistics: RowStatistics, count: Int?), RowError> {
         if let error = parameters.validationError { return .failure(error) }
-        var statistics: RowStatistics
+        let statistics: RowStatistics
         switch accumulator.finish(row: p, count: vocab) {
         case .failure(let error): return .failure(error)
         case .success(let s): statistics = s
@@ -312,14 +312,18 @@ package enum RowPipeline {
                 break
             }
             if undecided {
+                // Decide the cut with float64 moments. The statistics reported stay the fused
+                // pass's, so they never depend on the parameters (min-p, temperature) that made
+                // a logit undecided.
                 exactRecomputations.add(1, ordering: .relaxed)
                 let exact = StatisticsKernel.exactMoments(p, count: vocab)
-                statistics.mean = exact.mean
-                statistics.sumOfSquaredDeviations = exact.m2
+                var exactStatistics = statistics
+                exactStatistics.mean = exact.mean
+                exactStatistics.sumOfSquaredDeviations = exact.m2
+                threshold = TopNSigma.floatThreshold(logitThreshold(exactStatistics, parameters))
+            } else {
+                threshold = high
             }
-            threshold = undecided
-                ? TopNSigma.floatThreshold(logitThreshold(statistics, parameters))
-                : high
         }
         if threshold > low {
             var kept = 0

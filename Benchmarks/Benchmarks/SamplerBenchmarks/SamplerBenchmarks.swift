@@ -25,6 +25,16 @@ let benchmarks: @Sendable () -> Void = {
         let rows = 256
         let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 42)
         for batch in [1, 8, 64, 256] {
+            // The floor the fused sampler is measured against: a plain SIMD read of the same
+            // bytes, built with the same (default) flags as the library in this package.
+            Benchmark("floor-read vocab \(vocab) batch \(batch) threads 1") { benchmark in
+                logits.withUnsafeBytes { raw in
+                    let bytes = batch * vocab * 4
+                    benchmark.startMeasurement()
+                    for _ in benchmark.scaledIterations { blackHole(floorRead(raw.baseAddress!, byteCount: bytes)) }
+                    benchmark.stopMeasurement()
+                }
+            }
             for threads in Set([1, allCores]).sorted() {
                 Benchmark("fused-topnsigma vocab \(vocab) batch \(batch) threads \(threads)") { benchmark in
                     let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads)
@@ -64,6 +74,27 @@ let benchmarks: @Sendable () -> Void = {
 
     // top-k / top-p on adversarial rows (WorstCaseBenchmarks.swift).
     worstCaseTruncationBenchmarks()
+}
+
+/// A plain `SIMD16<Float>` sum of `byteCount` bytes with four accumulators: the memory-read floor.
+@inline(never)
+func floorRead(_ p: UnsafeRawPointer, byteCount: Int) -> Float {
+    var a = SIMD16<Float>(), b = a, c = a, d = a
+    var i = 0
+    let n = byteCount / 4
+    while i + 64 <= n {
+        a += p.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
+        b += p.loadUnaligned(fromByteOffset: (i + 16) * 4, as: SIMD16<Float>.self)
+        c += p.loadUnaligned(fromByteOffset: (i + 32) * 4, as: SIMD16<Float>.self)
+        d += p.loadUnaligned(fromByteOffset: (i + 48) * 4, as: SIMD16<Float>.self)
+        i += 64
+    }
+    var total = ((a + b) + (c + d)).sum()
+    while i < n {
+        total += p.load(fromByteOffset: i * 4, as: Float.self)
+        i += 1
+    }
+    return total
 }
 
 /// An opponent sampling `batch` rows one by one; `makeSampler` builds its scratch once.
