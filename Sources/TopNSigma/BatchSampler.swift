@@ -71,7 +71,7 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
     /// Where the workers run and their memory lives.
     public let plan: NUMAPlan
     /// The topology the plan was made for.
-    public let topology: NUMATopology
+    package let topology: NUMATopology
     /// The placement policy.
     public let placement: NUMAPlacement
 

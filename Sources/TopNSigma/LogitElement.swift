@@ -50,7 +50,7 @@ struct Half: LogitElement {
 
     /// With F16C in the build, one `vcvtph2ps` per 16 logits (NaNs come out quiet, which only
     /// matters to a NaN's payload: a NaN fails its row either way); otherwise the exact bit
-    /// path of ``HalfPrecision``.
+    /// path of `HalfPrecision`.
     @inline(__always)
     static func load16(_ p: UnsafePointer<Half>, _ i: Int) -> SIMD16<Float> {
         if BuildTarget.hasF16C {
@@ -105,10 +105,10 @@ func widen16(_ p: UnsafeRawPointer) -> SIMD16<UInt32> {
 /// IEEE binary16 → binary32 by bit manipulation, scalar and 16 lanes at a time. Exact for every
 /// half (normals, subnormals, ±0, ±inf, NaN payloads), with no dependence on F16C or the
 /// platform's `Float16` (whose SIMD conversions call a scalar helper per lane without F16C).
-public enum HalfPrecision {
+package enum HalfPrecision {
     /// The `Float` with the value of the binary16 `bits`.
     @inlinable
-    public static func float(fromHalfBits bits: UInt16) -> Float {
+    package static func float(fromHalfBits bits: UInt16) -> Float {
         let sign = UInt32(bits & 0x8000) << 16
         let magnitude = UInt32(bits & 0x7FFF) << 13
         if bits & 0x7C00 == 0x7C00 { return Float(bitPattern: sign | magnitude | 0x7F80_0000) }
@@ -117,7 +117,7 @@ public enum HalfPrecision {
     }
 
     /// Sixteen halves at once, the same arithmetic as ``float(fromHalfBits:)``.
-    public static func floats(fromHalfBits bits: SIMD16<UInt16>) -> SIMD16<Float> {
+    package static func floats(fromHalfBits bits: SIMD16<UInt16>) -> SIMD16<Float> {
         withUnsafeBytes(of: bits) { floats(fromWidenedHalfBits: widen16($0.baseAddress!)) }
     }
 

@@ -49,7 +49,7 @@ public struct NUMATopology: Sendable, Equatable {
     }
 
     /// One node holding CPUs `0..<cpus`: the fallback, and a convenient test topology.
-    public static func singleNode(cpus: Int, memoryBytes: Int64 = 0, reason: String?) -> NUMATopology {
+    package static func singleNode(cpus: Int, memoryBytes: Int64 = 0, reason: String?) -> NUMATopology {
         NUMATopology(nodes: [Node(id: 0, cpus: Array(0..<max(1, cpus)), memoryBytes: memoryBytes)], available: false, fallbackReason: reason)
     }
 
@@ -112,7 +112,7 @@ public struct NUMAPlan: Sendable, Equatable {
     /// The node of each worker (index 0 is the calling thread), or nil when unbound.
     public var workerNodes: [Int?]
     /// The nodes that take part, in order, with their workers.
-    public var groups: [(node: Int?, workers: Range<Int>)]
+    package var groups: [(node: Int?, workers: Range<Int>)]
 
     /// Two plans are equal when they bind the same workers to the same nodes in the same groups.
     public static func == (a: NUMAPlan, b: NUMAPlan) -> Bool {
@@ -199,7 +199,7 @@ public struct NUMAPlan: Sendable, Equatable {
 /// Memory from a NUMA node (libnuma) or, in the fallback, 64-byte aligned from the C heap.
 public enum NodeMemory {
     /// How a block was allocated, so that it goes back the same way.
-    public enum Source: Sendable, Equatable {
+    package enum Source: Sendable, Equatable {
         /// From libnuma (`numa_alloc_onnode`, `numa_alloc_local` or `numa_alloc_interleaved`);
         /// freed with `numa_free`.
         case libnuma
@@ -214,16 +214,16 @@ public enum NodeMemory {
         /// The block's size in bytes, as requested.
         public let byteCount: Int
         /// How the block was allocated; ``NodeMemory/free(_:)`` returns it the same way.
-        public let source: Source
+        package let source: Source
         /// The node requested (nil: local or interleaved).
-        public let node: Int?
+        package let node: Int?
     }
 
     /// `byteCount` bytes on `node` (`numa_alloc_onnode`), on the calling thread's node
     /// (`numa_alloc_local`, node nil), or 64-byte aligned from the heap when libnuma is
     /// unavailable (in `topology`) or fails. libnuma's blocks are page-aligned and zero-filled on
     /// first touch. Nil when the memory cannot be had.
-    public static func allocate(byteCount: Int, node: Int?, topology: NUMATopology = .current) -> Block? {
+    package static func allocate(byteCount: Int, node: Int?, topology: NUMATopology = .current) -> Block? {
         let size = max(byteCount, 1)
         #if os(Linux) && canImport(CNUMA)
         if topology.available {
@@ -236,7 +236,7 @@ public enum NodeMemory {
 
     /// `byteCount` bytes interleaved page by page over all nodes (`numa_alloc_interleaved`).
     /// Nil when the memory cannot be had.
-    public static func allocateInterleaved(byteCount: Int, topology: NUMATopology = .current) -> Block? {
+    package static func allocateInterleaved(byteCount: Int, topology: NUMATopology = .current) -> Block? {
         let size = max(byteCount, 1)
         #if os(Linux) && canImport(CNUMA)
         if topology.available, let raw = numa_alloc_interleaved(size) {
@@ -248,7 +248,7 @@ public enum NodeMemory {
 
     /// `byteCount` bytes, 64-byte aligned, from the C heap (the process's default NUMA policy).
     /// Nil when the memory cannot be had.
-    public static func allocateFromHeap(byteCount: Int) -> Block? {
+    package static func allocateFromHeap(byteCount: Int) -> Block? {
         heapBlock(max(byteCount, 1), node: nil)
     }
 
@@ -273,7 +273,7 @@ public enum NodeMemory {
     /// The node that holds the page at `address`, asked of the kernel
     /// (`get_mempolicy(MPOL_F_NODE | MPOL_F_ADDR)`); nil when it cannot tell. The page must have
     /// been touched.
-    public static func node(of address: UnsafeRawPointer) -> Int? {
+    package static func node(of address: UnsafeRawPointer) -> Int? {
         #if os(Linux) && canImport(CNUMA)
         var node: Int32 = -1
         let status = get_mempolicy(&node, nil, 0, UnsafeMutableRawPointer(mutating: address), UInt32(MPOL_F_NODE | MPOL_F_ADDR))
@@ -331,7 +331,7 @@ public enum NodeMemory {
     /// Binds the calling thread to `node`'s CPUs (`numa_run_on_node`). Returns false, and leaves
     /// the thread unbound, when libnuma is unavailable or refuses.
     @discardableResult
-    public static func bindCurrentThread(toNode node: Int) -> Bool {
+    package static func bindCurrentThread(toNode node: Int) -> Bool {
         #if os(Linux) && canImport(CNUMA)
         guard NUMATopology.current.available else { return false }
         return numa_run_on_node(Int32(node)) == 0

@@ -10,7 +10,7 @@ public struct Philox4x32: Sendable, Equatable {
 
     /// A generator with the two 32-bit key words given directly (as in Random123's test vectors).
     @inlinable
-    public init(key: (UInt32, UInt32)) { self.key = key }
+    package init(key: (UInt32, UInt32)) { self.key = key }
 
     /// A generator keyed by a 64-bit seed (low word first).
     @inlinable
@@ -23,7 +23,7 @@ public struct Philox4x32: Sendable, Equatable {
 
     /// The ten-round Philox4x32 bijection of `counter` under this key.
     @inlinable
-    public func block(_ counter: (UInt32, UInt32, UInt32, UInt32)) -> (UInt32, UInt32, UInt32, UInt32) {
+    package func block(_ counter: (UInt32, UInt32, UInt32, UInt32)) -> (UInt32, UInt32, UInt32, UInt32) {
         var c = counter
         var k = key
         for round in 0..<10 {

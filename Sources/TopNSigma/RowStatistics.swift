@@ -23,7 +23,7 @@ public struct RowStatistics: Sendable, Equatable, CustomStringConvertible {
     /// Statistics with the given fields, as ``TopNSigma/rowStatistics(_:)-(UnsafeBufferPointer<Float>)``
     /// computes them (for tests and for callers that merge statistics of their own).
     @inlinable
-    public init(maximum: Float, argmax: Int, finiteCount: Int, mean: Double, sumOfSquaredDeviations: Double) {
+    package init(maximum: Float, argmax: Int, finiteCount: Int, mean: Double, sumOfSquaredDeviations: Double) {
         self.maximum = maximum
         self.argmax = argmax
         self.finiteCount = finiteCount

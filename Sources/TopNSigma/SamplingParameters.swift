@@ -72,7 +72,7 @@ public struct SampledToken: Sendable, Equatable, Hashable {
 
     /// A draw with the given token, log-probability and candidate count.
     @inlinable
-    public init(token: Int, logProbability: Double, candidateCount: Int) {
+    package init(token: Int, logProbability: Double, candidateCount: Int) {
         self.token = token
         self.logProbability = logProbability
         self.candidateCount = candidateCount

@@ -7,7 +7,7 @@ public struct Candidate: Sendable, Equatable {
 
     /// A candidate for token `index` with its raw `logit`.
     @inlinable
-    public init(index: Int32, logit: Float) {
+    package init(index: Int32, logit: Float) {
         self.index = index
         self.logit = logit
     }
@@ -36,7 +36,7 @@ public enum TopNSigma {
     ///   - n: the number of standard deviations, `n >= 0`.
     /// - Returns: the threshold; `-inf` for a row without finite logits.
     @inlinable
-    public static func threshold(for statistics: RowStatistics, n: Double) -> Double {
+    package static func threshold(for statistics: RowStatistics, n: Double) -> Double {
         Double(statistics.maximum) - n * statistics.standardDeviation
     }
 
@@ -44,7 +44,7 @@ public enum TopNSigma {
     /// `x >= t` decides exactly `Double(x) >= threshold`. Clamped below at
     /// `-Float.greatestFiniteMagnitude` so that `-inf` is never kept.
     @inlinable
-    public static func floatThreshold(_ threshold: Double) -> Float {
+    package static func floatThreshold(_ threshold: Double) -> Float {
         if !(threshold > -Double(Float.greatestFiniteMagnitude)) { return -Float.greatestFiniteMagnitude }
         if threshold > Double(Float.greatestFiniteMagnitude) { return .infinity }
         var t = Float(threshold)
@@ -81,7 +81,7 @@ public enum TopNSigma {
     ///   - results: `rows` slots, filled in row order. A failing row gets its error; the others
     ///     are unaffected.
     /// - Precondition: `results.count >= rows`, `rowStride >= vocab`.
-    public static func rowStatistics(
+    package static func rowStatistics(
         logits: UnsafePointer<Float>, rows: Int, vocab: Int, rowStride: Int? = nil,
         into results: UnsafeMutableBufferPointer<Result<RowStatistics, RowError>>
     ) {

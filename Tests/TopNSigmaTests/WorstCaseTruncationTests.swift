@@ -75,7 +75,7 @@ import TopNSigmaBaselines
             SamplingParameters(temperature: 1, nSigma: nil, seed: 2, topK: vocab / 2),
             SamplingParameters(temperature: 1, nSigma: nil, seed: 3, topK: vocab / 2, topP: 0.5),
         ]
-        let sampler = BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 1)
+        let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 1)
         for row in rows {
             for p in parameters {
                 let expected = Dictionary(uniqueKeysWithValues: TruncationTests.reference(row, p).map { ($0.token, $0.probability) })
