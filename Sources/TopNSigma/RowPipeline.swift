@@ -8,7 +8,7 @@ import Darwin
 /// The per-row pipeline shared by whole-row and split-row scheduling.
 ///
 /// Each chunk of ``StatisticsKernel/chunkLength`` logits is reduced and, while it is still in L1,
-/// compacted against a *provisional* threshold `max' - 1.5·n·std'` built from the chunks reduced so
+/// compacted against a *provisional* threshold `max' - 1.2·n·std'` built from the chunks reduced so
 /// far (primed values: statistics of a prefix of the row). The survivors go to the chunk's own slot
 /// of the row's candidate region (slot `c` starts at `c · chunkLength`, so a chunk can never
 /// overflow into the next). Once the row's statistics are final, each chunk whose provisional
@@ -127,10 +127,10 @@ package enum RowPipeline {
     }
 
     /// Margin on the provisional threshold: the prefix std may be a little below the row's.
-    static let provisionalMargin = 1.5
+    static let provisionalMargin = 1.2
 
     /// The provisional compare threshold from the statistics of a prefix of the row: Top-nσ's
-    /// `max' - 1.5·n·std'` and min-p's `max' + T·ln(minP)`, the larger of the two. Both are at
+    /// `max' - 1.2·n·std'` and min-p's `max' + T·ln(minP)`, the larger of the two. Both are at
     /// or below their final values (`max' <= max`), so the survivors collected are a superset.
     @inline(__always)
     static func provisionalThreshold(_ accumulator: StatisticsKernel.RowAccumulator, _ parameters: SamplingParameters) -> Float {

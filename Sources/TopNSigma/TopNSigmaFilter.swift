@@ -164,14 +164,19 @@ enum CandidateKernel {
         while i &+ 32 <= n {
             let a = E.load16(p, i)
             let b = E.load16(p, i &+ 16)
-            if any((a .>= t) .| (b .>= t)) {
-                for j in 0..<16 where a[j] >= threshold {
-                    out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i &+ j), logit: a[j])
-                    written &+= 1
+            let hitA = a .>= t, hitB = b .>= t
+            if any(hitA .| hitB) {
+                if any(hitA) {
+                    for j in 0..<16 where a[j] >= threshold {
+                        out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i &+ j), logit: a[j])
+                        written &+= 1
+                    }
                 }
-                for j in 0..<16 where b[j] >= threshold {
-                    out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i &+ 16 &+ j), logit: b[j])
-                    written &+= 1
+                if any(hitB) {
+                    for j in 0..<16 where b[j] >= threshold {
+                        out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i &+ 16 &+ j), logit: b[j])
+                        written &+= 1
+                    }
                 }
             }
             i &+= 32
