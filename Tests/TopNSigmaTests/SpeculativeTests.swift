@@ -47,10 +47,11 @@ import TopNSigma
         let p = target(i)
         switch kind {
         case .far:
-            // Mass mostly where p has little: reversed logits over every token, kept or not.
-            let w = rows[i].map { Foundation.exp(-Double($0)) }
+            // Mass mostly where p has little: 0.9 on the kept tokens in reversed order of
+            // probability, 0.1 spread over every token, kept or not.
+            let w = (0..<vocab).map { p[$0] == nil ? 0 : Foundation.exp(-2 * Double(rows[i][$0])) }
             let total = w.reduce(0, +)
-            return w.map { $0 / total }
+            return w.map { 0.9 * $0 / total + 0.1 / Double(vocab) }
         case .close:
             return (0..<vocab).map { 0.9 * (p[$0] ?? 0) + 0.1 / Double(vocab) }
         case .outsideKept:
