@@ -593,8 +593,7 @@ extension BenchRunner {
         }
         let steps = [UInt64](repeating: 1, count: rows)
         // Median accepted count, shown in the "kept" column (each worker writes its own requests' slots).
-        let accepted = UnsafeMutableBufferPointer<Int>.allocate(capacity: batch)
-        accepted.initialize(repeating: 0)
+        let accepted = Slots(count: batch)
         switch method {
         case .fusedVerify:
             let verifier = try! BatchSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads)
@@ -632,11 +631,22 @@ extension BenchRunner {
             return [Timed(name: method.rawValue, body: {
                 parallelRows(batch, threads: threads) { worker, r in
                     let request = UnsafeBufferPointer(start: logits + r * (k + 1) * vocab, count: (k + 1) * vocab)
-                    accepted[r] = scratch[worker].value.verify(
+                    accepted.values[r] = scratch[worker].value.verify(
                         request, tokens: proposals[r].tokens, q: proposals[r].probabilities, n: n, temperature: temperature,
                         seed: 7, step: 1)?.accepted ?? 0
                 }
-            }, kept: { median(Array(accepted)) }, rowsPerEntry: k + 1)]
+            }, kept: { median(Array(accepted.values)) }, rowsPerEntry: k + 1)]
         }
     }
+}
+
+/// Integer slots that threads write without exclusivity checks (each its own), freed with the last
+/// closure that holds them.
+final class Slots: @unchecked Sendable {
+    let values: UnsafeMutableBufferPointer<Int>
+    init(count: Int) {
+        values = .allocate(capacity: count)
+        values.initialize(repeating: 0)
+    }
+    deinit { values.deallocate() }
 }

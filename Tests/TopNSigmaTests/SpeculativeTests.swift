@@ -290,6 +290,46 @@ import TopNSigmaBaselines
         #expect(outcomes[1] == .success(VerificationResult(accepted: 0, tokens: [1], logProbabilities: [0])))
     }
 
+    @Test("pointer form: bfloat16 rows verify as their Float conversions; k = 0 draws the bonus from p_1 alone")
+    func pointerFormAndNoDraft() throws {
+        let vocab = 5000, k = 2, requests = 3
+        var random = TestRandom(seed: 3)
+        let floats = (0..<(requests * (k + 1) * vocab)).map { _ in Float(random.gaussian() * 3) }
+        let bits = floats.map { UInt16($0.bitPattern >> 16) }
+        let converted = bits.map { Float(bitPattern: UInt32($0) << 16) }
+        let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: requests, threadCount: 2)
+        let proposals = (0..<requests).map { _ in DraftProposal(tokens: [1, 2], probabilities: [0.01, 0.5]) }
+        let parameters = (0..<requests).map { SamplingParameters(temperature: 1, nSigma: 3, seed: UInt64($0)) }
+        let steps: [UInt64] = [4, 5, 6]
+        let expected = sampler.verify(logits: converted, k: k, proposals: proposals, parameters: parameters, steps: steps)
+        var results = [VerificationOutcome](repeating: .failure(.row(0, .noFiniteLogit)), count: requests)
+        bits.withUnsafeBytes { raw in
+            proposals.withUnsafeBufferPointer { q in
+                parameters.withUnsafeBufferPointer { p in
+                    steps.withUnsafeBufferPointer { s in
+                        results.withUnsafeMutableBufferPointer { out in
+                            sampler.verify(logits: raw.baseAddress!, format: .bfloat16, requests: requests, k: k,
+                                           proposals: q, parameters: p, steps: s, into: out)
+                        }
+                    }
+                }
+            }
+        }
+        #expect(results == expected)
+        #expect(expected.allSatisfy { (try? $0.get()) != nil })
+        // k = 0: no draft, the bonus token from p_1 with its log-probability.
+        let row = Array(converted[0..<vocab])
+        let distribution = try FilteredDistribution.of(row, parameters: parameters[0]).get()
+        let probability = Dictionary(uniqueKeysWithValues: distribution.kept.map { ($0.token, $0.probability) })
+        for step in UInt64(0)..<20 {
+            let result = try sampler.verify(logits: row, k: 0, proposals: [DraftProposal(tokens: [], probabilities: [])],
+                                            parameters: [parameters[0]], steps: [step])[0].get()
+            #expect(result.accepted == 0 && result.tokens.count == 1)
+            let p = try #require(probability[result.tokens[0]])
+            #expect(abs(result.logProbabilities[0] - Foundation.log(p)) < 1e-9)
+        }
+    }
+
     @Test("the target is the sampler's: log-probabilities equal FilteredDistribution's under top-k, top-p and min-p")
     func targetMatchesSampler() throws {
         let row = Fixture.row(0), vocab = row.count
