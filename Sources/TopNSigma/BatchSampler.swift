@@ -369,11 +369,24 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         return total
     }
 
+    /// Schedules a verification call (``verify(logits:format:requests:k:rowStride:proposals:parameters:steps:into:)``):
+    /// one task per request, never split.
+    func runVerification(
+        logits: UnsafeRawPointer, format: LogitFormat, stride: Int, requests: Int, verification: VerificationCall,
+        parameters: UnsafePointer<SamplingParameters>, steps: UnsafePointer<UInt64>
+    ) {
+        let elementBytes = format == .float32 ? 4 : 2
+        run(Call(
+            kind: .verify, logits: logits, format: format, stride: stride, rows: requests,
+            parameters: parameters, steps: steps, bytes: requests * (verification.k + 1) * vocabularySize * elementBytes,
+            verification: verification))
+    }
+
     // MARK: - scheduling
 
     /// One call's buffers and shape; valid for the call's duration only.
     private struct Call: @unchecked Sendable {
-        enum Kind { case sample, floor(bytesPerRow: Int) }
+        enum Kind { case sample, floor(bytesPerRow: Int), verify }
         var kind = Kind.sample
         var logits = UnsafeRawPointer(bitPattern: 64)!
         var format = LogitFormat.float32
@@ -387,6 +400,8 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         var bytes = 0
         /// Ranges each row is cut into: 1 for row tasks (as many rows as threads, or more).
         var rangesPerRow = 1
+        /// A verification call's proposals and results (`rows` counts requests then).
+        var verification: VerificationCall?
 
         var isSplit: Bool { rangesPerRow > 1 }
 
@@ -411,7 +426,7 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         let available = pool.map { 1 + $0.helpersAvailable(wakeSleepers: wake) } ?? threadCount
         // Fewer rows than those threads: cut each row into ranges of whole chunks, about four
         // per thread so that the threads that show up share the work evenly.
-        if rows < available && chunksPerRow > 1 {
+        if rows < available && chunksPerRow > 1 && call.verification == nil {
             call.rangesPerRow = min(chunksPerRow, max(2, (4 * available + rows - 1) / rows))
         }
         self.call = call
@@ -490,6 +505,15 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
             let chunkBytes = StatisticsKernel.chunkLength * 4
             let start = min(bytesPerRow, first * chunkBytes), stop = call.isSplit ? min(bytesPerRow, end * chunkBytes) : bytesPerRow
             floorSums[worker * 16] += ReadFloor.sum(call.logits + row * bytesPerRow + start, byteCount: stop - start)
+            return
+        }
+        if let verification = call.verification {
+            // A whole request: its k + 1 rows in order, on this worker's region.
+            let rowsPerRequest = verification.k + 1
+            verification.results[row] = RowPipeline.verifyRequest(
+                row: { call.row(row * rowsPerRequest + $0, as: E.self) }, vocab: vocabularySize, k: verification.k,
+                proposal: verification.proposals[row], parameters: call.parameters[row], step: call.steps[row],
+                scratch: regions[worker])
             return
         }
         let p = call.row(row, as: E.self)

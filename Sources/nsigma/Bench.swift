@@ -97,9 +97,10 @@ struct Bench: ParsableCommand {
         defer { cache.values.forEach { $0.free() } }
         for (index, w) in workloads.enumerated() {
             let progress = "[\(index + 1)/\(workloads.count)] vocab \(w.vocab) batch \(w.batch) threads \(w.threads)"
-            if cache[w.vocab].map({ $0.rows < w.batch }) ?? true {
+            let rowsPerEntry = runner.methods.map(\.rowsPerEntry).max() ?? 1
+            if cache[w.vocab].map({ $0.rows < w.batch * rowsPerEntry }) ?? true {
                 cache[w.vocab]?.free()
-                cache[w.vocab] = Workload.make(vocab: w.vocab, rows: batches.max()!, realPath: realPath)
+                cache[w.vocab] = Workload.make(vocab: w.vocab, rows: batches.max()! * rowsPerEntry, realPath: realPath)
             }
             let workload = cache[w.vocab]!
             let rows = runner.measure(workload: workload, batch: w.batch, threads: w.threads, progress: progress)
@@ -174,6 +175,11 @@ struct Bench: ParsableCommand {
                 + pad(r.speedupOverSortTopP.map { fmt($0, 1) + "×" } ?? "", 14, right: true)
                 + pad(r.medianKept.map { fmt($0, 0) } ?? "", 8, right: true))
         }
+        for r in rows {
+            if let ratio = r.ratioToPlainSampling {
+                print("  \(r.method): \(fmt(ratio, 3)) × sampling the same \(BenchRunner.verifyK + 1) × \(r.batch) rows plainly")
+            }
+        }
     }
 
     func printDecodeTable(_ rows: [BenchResult]) {
@@ -209,6 +215,14 @@ enum BenchMethod: String, CaseIterable {
     case fusedTopP = "fused-topp"
     case naive = "naive-topnsigma"
     case sortTopP = "sort-topp"
+    /// Speculative verification, k = ``BenchRunner/verifyK``: `batch` requests of k + 1 rows,
+    /// timed with the plain sampling of the same rows (`fused-verify-plain`).
+    case fusedVerify = "fused-verify"
+    /// The separate-pass opponent: a softmax of each row, then the rejection loop.
+    case separateVerify = "separate-verify"
+
+    /// Rows read per batch entry: k + 1 for the verification methods.
+    var rowsPerEntry: Int { self == .fusedVerify || self == .separateVerify ? BenchRunner.verifyK + 1 : 1 }
 }
 
 /// A block of logits to benchmark on.
@@ -257,6 +271,9 @@ struct BenchResult: Codable {
     var medianKept: Double?
     var hidden: Int?
     var shareOfDecodeStep: Double?
+    /// Verification methods: median time over that of sampling the same rows plainly
+    /// (`fused-verify-plain`, same run).
+    var ratioToPlainSampling: Double?
 }
 
 /// Runs the methods on a workload.
@@ -274,7 +291,12 @@ struct BenchRunner {
         var kept: () -> Double? = { nil }
         /// Runs before each timed call, untimed (e.g. evicting the caches).
         var prepare: (() -> Void)? = nil
+        /// Rows read per batch entry (k + 1 for verification): per-row figures divide by it.
+        var rowsPerEntry = 1
     }
+
+    /// Draft tokens per request of the verification methods.
+    static let verifyK = 4
 
     /// Consecutive calls of one body per round: a decode loop calls the sampler back to back, and
     /// the worker pool's threads are then awake (a cold wake costs tens of µs on a VM).
@@ -411,6 +433,8 @@ struct BenchRunner {
                 timed.append(opponent(method.rawValue, { SortTopP(vocabularySize: vocab) }) { sorter, row in
                     sorter.sample(row, p: topP, temperature: temperature, seed: 7, step: 1)
                 })
+            case .fusedVerify, .separateVerify:
+                timed += verification(method, logits: logits, vocab: vocab, batch: batch, threads: threads, parameters: parameters)
             }
         }
         var results: [BenchResult] = []
@@ -430,11 +454,12 @@ struct BenchRunner {
             for (t, timing) in zip(group, timings) {
                 if t.name.hasPrefix("floor") && results.contains(where: { $0.method == t.name }) { continue }
                 let isHalf = t.name.hasSuffix("f16")
+                let rows = Double(t.rowsPerEntry)
                 results.append(BenchResult(
                     method: t.name, batch: batch, vocab: vocab, threads: threads, workload: workload.source,
-                    usPerRow: timing.median * 1e6 / Double(batch),
-                    gbPerSecond: (isHalf ? bytes / 2 : bytes) / timing.median * 1e-9,
-                    ratioToFloor: timing.median / floor, floor: floorName, medianSeconds: timing.median,
+                    usPerRow: timing.median * 1e6 / (Double(batch) * rows),
+                    gbPerSecond: (isHalf ? bytes / 2 : bytes) * rows / timing.median * 1e-9,
+                    ratioToFloor: timing.median / (floor * rows), floor: floorName, medianSeconds: timing.median,
                     repeats: timing.repeats, medianKept: t.kept()))
             }
         }
@@ -447,8 +472,12 @@ struct BenchRunner {
     static func relate(_ rows: [BenchResult]) -> [BenchResult] {
         let naive = rows.first { $0.method == BenchMethod.naive.rawValue }?.medianSeconds
         let sort = rows.first { $0.method == BenchMethod.sortTopP.rawValue }?.medianSeconds
+        let plain = rows.first { $0.method == BenchRunner.verifyPlainName }?.medianSeconds
         return rows.map { r in
             var r = r
+            if let plain, r.method == BenchMethod.fusedVerify.rawValue || r.method == BenchMethod.separateVerify.rawValue {
+                r.ratioToPlainSampling = r.medianSeconds / plain
+            }
             if let naive, !r.method.hasPrefix("floor") { r.speedupOverNaive = naive / r.medianSeconds }
             if let sort, !r.method.hasPrefix("floor") { r.speedupOverSortTopP = sort / r.medianSeconds }
             return r
@@ -539,4 +568,85 @@ func halfBits(_ x: Float) -> UInt16 {
     var e = exponent + 15
     if mantissa == 1024 { mantissa = 0; e += 1 }
     return sign | UInt16(e << 10 | mantissa)
+}
+
+extension BenchRunner {
+    /// The plain sampling of the verification rows, the yardstick of `fused-verify`.
+    static let verifyPlainName = "fused-verify-plain"
+
+    /// The verification methods' timings over `batch` requests of `verifyK + 1` rows each (the
+    /// workload's first `batch × (verifyK + 1)` rows). Each request's draft proposes the argmax of
+    /// its first `verifyK` rows with q = 0.9 (a deterministic draft: `q` is the point mass), so
+    /// that some requests accept several tokens.
+    func verification(
+        _ method: BenchMethod, logits: UnsafePointer<Float>, vocab: Int, batch: Int, threads: Int,
+        parameters: UnsafeMutableBufferPointer<SamplingParameters>
+    ) -> [Timed] {
+        let k = Self.verifyK, rows = batch * (k + 1)
+        let proposals = (0..<batch).map { r in
+            DraftProposal(
+                tokens: (0..<k).map { i in
+                    let row = UnsafeBufferPointer(start: logits + (r * (k + 1) + i) * vocab, count: vocab)
+                    return row.indices.max { row[$0] < row[$1] } ?? 0
+                },
+                probabilities: [Double](repeating: 0.9, count: k))
+        }
+        let steps = [UInt64](repeating: 1, count: rows)
+        // Median accepted count, shown in the "kept" column (each worker writes its own requests' slots).
+        let accepted = Slots(count: batch)
+        switch method {
+        case .fusedVerify:
+            let verifier = try! BatchSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads)
+            let plain = try! BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
+            let requestParameters = Array(parameters.prefix(batch))
+            let rowParameters = [SamplingParameters](repeating: parameters[0], count: rows)
+            let outcomes = Box([VerificationOutcome](repeating: .failure(.row(0, .noFiniteLogit)), count: batch))
+            let samples = Box([SampleResult](repeating: .failure(.noFiniteLogit), count: rows))
+            return [
+                Timed(name: method.rawValue, body: {
+                    requestParameters.withUnsafeBufferPointer { p in
+                        proposals.withUnsafeBufferPointer { q in
+                            steps.withUnsafeBufferPointer { s in
+                                outcomes.value.withUnsafeMutableBufferPointer { out in
+                                    verifier.verify(logits: UnsafeRawPointer(logits), format: .float32, requests: batch, k: k,
+                                                    proposals: q, parameters: p, steps: s, into: out)
+                                }
+                            }
+                        }
+                    }
+                }, kept: { median(outcomes.value.map { (try? $0.get().accepted) ?? 0 }) }, rowsPerEntry: k + 1),
+                Timed(name: Self.verifyPlainName, body: {
+                    rowParameters.withUnsafeBufferPointer { p in
+                        steps.withUnsafeBufferPointer { s in
+                            samples.value.withUnsafeMutableBufferPointer { out in
+                                plain.sample(logits: logits, rows: rows, parameters: p, steps: s, into: out)
+                            }
+                        }
+                    }
+                }, kept: { median(samples.value.compactMap { try? $0.get().candidateCount }) }, rowsPerEntry: k + 1),
+            ]
+        default:
+            let scratch = (0..<threads).map { _ in Box(SeparateVerify(vocabularySize: vocab, k: k)) }
+            let (n, temperature) = (n, temperature)
+            return [Timed(name: method.rawValue, body: {
+                parallelRows(batch, threads: threads) { worker, r in
+                    let request = UnsafeBufferPointer(start: logits + r * (k + 1) * vocab, count: (k + 1) * vocab)
+                    accepted.values[r] = scratch[worker].value.verify(
+                        request, tokens: proposals[r].tokens, q: proposals[r].probabilities, n: n, temperature: temperature,
+                        seed: 7, step: 1)?.accepted ?? 0
+                }
+            }, kept: { median(Array(accepted.values)) }, rowsPerEntry: k + 1)]
+        }
+    }
+}
+
+/// Integer slots that threads write without exclusivity checks (each its own), freed with the last
+/// closure that holds them.
+final class Slots: @unchecked Sendable {
+    let values: UnsafeMutableBufferPointer<Int>
+    init(count: Int) {
+        values = .allocate(capacity: count)
+        values.initialize(repeating: 0)
+    }
+    deinit { values.deallocate() }
 }

@@ -12,8 +12,8 @@ import Glibc
 struct NSigma: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "nsigma",
-        abstract: "Top-nσ sampling on the CPU: filter, sample, benchmark, inspect the machine.",
-        subcommands: [Bench.self, Filter.self, Sample.self, Info.self]
+        abstract: "Top-nσ sampling on the CPU: filter, sample, verify drafts, benchmark, inspect the machine.",
+        subcommands: [Bench.self, Filter.self, Sample.self, Verify.self, Info.self]
     )
 
     static func main() {
