@@ -13,10 +13,11 @@
  *   - It never traps or aborts on bad arguments: it validates every pointer, size and enum first
  *     and returns a tns_status (TNS_OK == 0). Nothing is written to an output when a call fails
  *     as a whole (a status other than TNS_OK), unless the function says otherwise.
- *   - It never hands memory to the caller: results go into caller-provided buffers. tns_sample
- *     performs no heap allocation at all (the handle owns all scratch, sized at creation). The
- *     single-row calls tns_filter and tns_filtered_distribution are diagnostic: the Swift
- *     library uses temporary scratch inside them.
+ *   - It never hands memory to the caller: results go into caller-provided buffers. tns_sample,
+ *     tns_sampler_filter and tns_sampler_filtered_distribution perform no heap allocation at all
+ *     (the handle owns all scratch, sized at creation). The handle-less tns_filter and
+ *     tns_filtered_distribution are conveniences for one-off rows: they allocate temporary
+ *     scratch inside the call.
  *   - A handle serves one call at a time. A call made while another call is running on the same
  *     handle returns TNS_ERR_BUSY instead of corrupting results. Distinct handles are
  *     independent and may be used from any threads at once.
@@ -223,6 +224,17 @@ tns_status tns_filter(const float *row, int64_t vocab, int32_t use_n_sigma, floa
 tns_status tns_filtered_distribution(const float *row, int64_t vocab, const tns_params *params,
                                      tns_row_stats *stats, int32_t *tokens, double *probabilities,
                                      int64_t capacity, int64_t *count);
+
+/*
+ * tns_filter and tns_filtered_distribution on a handle's scratch: no heap allocation. The row has
+ * the handle's vocabulary size. Same outputs and statuses as the handle-less calls, plus
+ * TNS_ERR_BUSY while another call runs on the handle.
+ */
+tns_status tns_sampler_filter(tns_sampler *sampler, const float *row, int32_t use_n_sigma, float n_sigma,
+                              tns_row_stats *stats, int32_t *kept_ids, int64_t capacity, int64_t *kept_count);
+tns_status tns_sampler_filtered_distribution(tns_sampler *sampler, const float *row, const tns_params *params,
+                                             tns_row_stats *stats, int32_t *tokens, double *probabilities,
+                                             int64_t capacity, int64_t *count);
 
 #ifdef __cplusplus
 }

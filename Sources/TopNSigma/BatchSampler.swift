@@ -382,6 +382,16 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
             verification: verification))
     }
 
+    /// Runs `body` with this sampler's first scratch region (a row of `vocabularySize`), for
+    /// single-row calls that must not allocate (the C ABI's `tns_sampler_filter`); nil, without
+    /// running `body`, while a call is running on this sampler.
+    package func withRowScratch<R>(_ body: (RowPipeline.Scratch) -> R) -> R? {
+        let (exchanged, _) = busy.compareExchange(expected: false, desired: true, ordering: .acquiring)
+        guard exchanged else { return nil }
+        defer { busy.store(false, ordering: .releasing) }
+        return body(regions[0])
+    }
+
     // MARK: - scheduling
 
     /// One call's buffers and shape; valid for the call's duration only.

@@ -26,12 +26,12 @@ package enum RowPipeline {
     /// One row's scratch: a candidate slot and a weight per logit, and per chunk a provisional
     /// threshold, a survivor count and (split rows) partial statistics. Laid out in one block by
     /// ``Layout``.
-    struct Scratch {
+    package struct Scratch {
         var thresholds: UnsafeMutablePointer<Float>
         var counts: UnsafeMutablePointer<Int>
-        var candidates: UnsafeMutablePointer<Candidate>
+        package var candidates: UnsafeMutablePointer<Candidate>
         /// Top-p's weights, one per candidate slot.
-        var weights: UnsafeMutablePointer<Double>
+        package var weights: UnsafeMutablePointer<Double>
         /// Split rows: each chunk's partial statistics, merged in chunk order by the task that
         /// settles the row.
         var partials: UnsafeMutablePointer<StatisticsKernel.ChunkPartial>
@@ -238,7 +238,7 @@ package enum RowPipeline {
     }
 
     /// The combined Top-nσ / min-p threshold in double precision (`-inf` when both are off).
-    static func logitThreshold(_ statistics: RowStatistics, _ parameters: SamplingParameters) -> Double {
+    package static func logitThreshold(_ statistics: RowStatistics, _ parameters: SamplingParameters) -> Double {
         thresholdRange(statistics, parameters, m2Error: 0).lower
     }
 
@@ -339,6 +339,21 @@ package enum RowPipeline {
     /// The threshold survivors of one row on the calling thread: ``reduce`` then
     /// ``settleSurvivors``.
     static func survivors<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, scratch: Scratch
+    ) -> Result<(statistics: RowStatistics, count: Int?), RowError> {
+        survivorsOfRow(p, vocab: vocab, parameters: parameters, scratch: scratch)
+    }
+
+    /// ``survivors(_:vocab:parameters:scratch:)`` for a Float row, for the package's other
+    /// targets (the C ABI's allocation-free single-row calls).
+    package static func survivors(
+        _ p: UnsafePointer<Float>, vocab: Int, parameters: SamplingParameters, scratch: Scratch
+    ) -> Result<(statistics: RowStatistics, count: Int?), RowError> {
+        survivorsOfRow(p, vocab: vocab, parameters: parameters, scratch: scratch)
+    }
+
+    @inline(__always)
+    static func survivorsOfRow<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, scratch: Scratch
     ) -> Result<(statistics: RowStatistics, count: Int?), RowError> {
         if let error = parameters.validationError { return .failure(error) }

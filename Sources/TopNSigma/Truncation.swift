@@ -9,7 +9,7 @@ import Darwin
 ///
 /// Order of preference ("key order"): higher logit first, then lower token id, which is the
 /// sort-based reference's order (probability descending, ties by lower id) for any temperature.
-enum Truncation {
+package enum Truncation {
     /// Whether `a` comes before `b` in key order.
     @inline(__always)
     static func precedes(_ a: Candidate, _ b: Candidate) -> Bool {
@@ -82,7 +82,7 @@ enum Truncation {
 
     /// Sorts `c[lo..<hi]` (and their weights) in key order, in place: heapsort, O(m log m) for
     /// any input and no allocation. The fallback once a selection has used its partition budget.
-    static func sortByKey(_ c: UnsafeMutablePointer<Candidate>, _ w: UnsafeMutablePointer<Double>?, _ lo: Int, _ hi: Int) {
+    package static func sortByKey(_ c: UnsafeMutablePointer<Candidate>, _ w: UnsafeMutablePointer<Double>?, _ lo: Int, _ hi: Int) {
         let n = hi - lo
         guard n > 1 else { return }
         // A heap whose root comes last in key order; popping it to the end sorts ascending.
@@ -185,7 +185,7 @@ enum Truncation {
 
     /// Applies top-k, then top-p over the renormalized distribution of what is left, to the
     /// survivors `c[0..<n]` (ascending ids on entry and on exit); returns the new count.
-    static func apply(
+    package static func apply(
         _ c: UnsafeMutablePointer<Candidate>, count n: Int, weights: UnsafeMutablePointer<Double>,
         maximum: Float, parameters: SamplingParameters
     ) -> Int {

@@ -360,3 +360,94 @@ public func cFilteredDistribution(
         return Status.ok
     }
 }
+
+// MARK: - Single rows on a handle's scratch (no allocation)
+
+/// Runs `body` with the handle's scratch, holding its busy flag (the same one `tns_sample` takes),
+/// or returns TNS_ERR_BUSY.
+func withHandleScratch(_ h: SamplerHandle, _ body: (RowPipeline.Scratch) -> tns_status) -> tns_status {
+    let (exchanged, _) = h.busy.compareExchange(expected: false, desired: true, ordering: .acquiring)
+    guard exchanged else { return Status.busy }
+    defer { h.busy.store(false, ordering: .releasing) }
+    return h.sampler.withRowScratch(body) ?? Status.busy
+}
+
+@_cdecl("tns_sampler_filter")
+public func cSamplerFilter(
+    _ sampler: OpaquePointer?, _ row: UnsafePointer<Float>?, _ useNSigma: Int32, _ nSigma: Float,
+    _ stats: UnsafeMutablePointer<tns_row_stats>?, _ keptIDs: UnsafeMutablePointer<Int32>?, _ capacity: Int64,
+    _ keptCount: UnsafeMutablePointer<Int64>?
+) -> tns_status {
+    guard let sampler, let row, let keptCount else { return Status.nullPointer }
+    guard capacity >= 0 else { return Status.bufferTooSmall }
+    guard capacity == 0 || keptIDs != nil else { return Status.nullPointer }
+    let h = handle(sampler)
+    let vocab = h.sampler.vocabularySize
+    let parameters = SamplingParameters(temperature: 1, nSigma: useNSigma != 0 ? nSigma : nil)
+    if let error = parameters.validationError { return writeRowError(stats, error) }
+    return withHandleScratch(h) { scratch in
+        switch RowPipeline.survivors(row, vocab: vocab, parameters: parameters, scratch: scratch) {
+        case .failure(let error):
+            return writeRowError(stats, error)
+        case .success(let (statistics, gathered)):
+            // T = 1 is never greedy, so the survivors were gathered, ascending by id.
+            let n = gathered ?? 0
+            keptCount.pointee = Int64(n)
+            guard n <= capacity else { return Status.bufferTooSmall }
+            writeStatistics(stats, statistics, threshold: RowPipeline.logitThreshold(statistics, parameters))
+            for i in 0..<n { keptIDs![i] = scratch.candidates[i].index }
+            return Status.ok
+        }
+    }
+}
+
+@_cdecl("tns_sampler_filtered_distribution")
+public func cSamplerFilteredDistribution(
+    _ sampler: OpaquePointer?, _ row: UnsafePointer<Float>?, _ params: UnsafeRawPointer?,
+    _ stats: UnsafeMutablePointer<tns_row_stats>?, _ tokens: UnsafeMutablePointer<Int32>?,
+    _ probabilities: UnsafeMutablePointer<Double>?, _ capacity: Int64, _ count: UnsafeMutablePointer<Int64>?
+) -> tns_status {
+    guard let sampler, let row, let params, let count else { return Status.nullPointer }
+    guard capacity >= 0 else { return Status.bufferTooSmall }
+    guard capacity == 0 || (tokens != nil && probabilities != nil) else { return Status.nullPointer }
+    let structSize = Int(params.loadUnaligned(as: UInt32.self))
+    guard structSize >= Int(TNS_PARAMS_V1_SIZE) && structSize % 8 == 0 else { return Status.structSize }
+    let (parameters, status) = swiftParameters(readParameters(params, structSize: structSize))
+    guard status == Status.ok else { return status }
+    if let error = parameters.validationError { return writeRowError(stats, error) }
+    let h = handle(sampler)
+    let vocab = h.sampler.vocabularySize
+    return withHandleScratch(h) { scratch in
+        switch RowPipeline.survivors(row, vocab: vocab, parameters: parameters, scratch: scratch) {
+        case .failure(let error):
+            return writeRowError(stats, error)
+        case .success(let (statistics, gathered)):
+            let threshold = RowPipeline.logitThreshold(statistics, parameters)
+            guard let gathered else {
+                // Greedy: the argmax with probability 1.
+                count.pointee = 1
+                guard capacity >= 1 else { return Status.bufferTooSmall }
+                writeStatistics(stats, statistics, threshold: threshold)
+                tokens![0] = Int32(statistics.argmax)
+                probabilities![0] = 1
+                return Status.ok
+            }
+            // The same arithmetic as FilteredDistribution.of: top-k / top-p, the total in the
+            // order they leave the candidates, then most probable first (ties: lower id).
+            let c = scratch.candidates
+            let n = Truncation.apply(c, count: gathered, weights: scratch.weights, maximum: statistics.maximum, parameters: parameters)
+            count.pointee = Int64(n)
+            guard n <= capacity else { return Status.bufferTooSmall }
+            let m = Double(statistics.maximum), t = Double(parameters.temperature)
+            var total = 0.0
+            for i in 0..<n { total += exp((Double(c[i].logit) - m) / t) }
+            Truncation.sortByKey(c, nil, 0, n)
+            writeStatistics(stats, statistics, threshold: threshold)
+            for i in 0..<n {
+                tokens![i] = c[i].index
+                probabilities![i] = exp((Double(c[i].logit) - m) / t) / total
+            }
+            return Status.ok
+        }
+    }
+}

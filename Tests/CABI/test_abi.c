@@ -444,6 +444,10 @@ static void check_concurrent_calls(const float *logits, long rows, long vocab) {
 static void check_single_rows(const float *logits, long rows, long vocab) {
     int32_t *ids = malloc((size_t)vocab * sizeof(int32_t));
     double *probs = malloc((size_t)vocab * sizeof(double));
+    int32_t *ids2 = malloc((size_t)vocab * sizeof(int32_t));
+    double *probs2 = malloc((size_t)vocab * sizeof(double));
+    tns_sampler *handle = NULL;
+    CHECK(tns_sampler_create(vocab, 1, 1, TNS_PLACEMENT_DISABLED, &handle) == TNS_OK, "single-row handle");
     for (long r = 0; r < rows; r++) {
         const float *x = logits + r * vocab;
         double max = -INFINITY, sum = 0, m2 = 0;
@@ -474,6 +478,15 @@ static void check_single_rows(const float *logits, long rows, long vocab) {
             }
             CHECK(mismatches == 0 && j == count, "row %ld n %g: kept %lld, oracle %ld", r, ns[k], (long long)count, j);
 
+            /* The handle's allocation-free call gives exactly the same answer. */
+            tns_row_stats hstats;
+            int64_t hcount = -1;
+            CHECK(tns_sampler_filter(handle, x, 1, ns[k], &hstats, ids2, vocab, &hcount) == TNS_OK, "sampler filter");
+            CHECK(hcount == count && memcmp(ids, ids2, (size_t)count * sizeof(int32_t)) == 0, "sampler filter row %ld ids", r);
+            CHECK(hstats.mean == stats.mean && hstats.std == stats.std && hstats.threshold == stats.threshold, "sampler filter stats");
+            CHECK(tns_sampler_filter(handle, x, 1, ns[k], &hstats, ids2, 0, &hcount) == TNS_ERR_BUFFER_TOO_SMALL && hcount == count,
+                  "sampler filter, no room");
+
             /* The distribution under n only: the same set, probabilities descending, summing to 1. */
             tns_params p;
             tns_params_init(&p);
@@ -489,6 +502,11 @@ static void check_single_rows(const float *logits, long rows, long vocab) {
                 CHECK((double)x[ids[i]] >= stats.threshold, "kept token above the threshold");
             }
             CHECK(fabs(total - 1) < 1e-9, "row %ld total %.17g", r, total);
+            int64_t hdcount = -1;
+            CHECK(tns_sampler_filtered_distribution(handle, x, &p, NULL, ids2, probs2, vocab, &hdcount) == TNS_OK, "sampler dist");
+            CHECK(hdcount == dcount && memcmp(ids, ids2, (size_t)dcount * sizeof(int32_t)) == 0
+                      && memcmp(probs, probs2, (size_t)dcount * sizeof(double)) == 0,
+                  "sampler dist row %ld equals tns_filtered_distribution", r);
         }
         tns_params p;
         tns_params_init(&p);
@@ -498,9 +516,20 @@ static void check_single_rows(const float *logits, long rows, long vocab) {
         CHECK(tns_filtered_distribution(x, vocab, &p, NULL, ids, probs, vocab, &dcount) == TNS_OK && dcount == 5,
               "top-k 5: %lld", (long long)dcount);
         CHECK(ids[0] == argmax, "top-k: argmax first");
+        int64_t hdcount = -1;
+        CHECK(tns_sampler_filtered_distribution(handle, x, &p, NULL, ids2, probs2, vocab, &hdcount) == TNS_OK && hdcount == 5
+                  && memcmp(ids, ids2, 5 * sizeof(int32_t)) == 0 && memcmp(probs, probs2, 5 * sizeof(double)) == 0,
+              "sampler dist top-k 5");
+        p.temperature = 0;
+        CHECK(tns_sampler_filtered_distribution(handle, x, &p, NULL, ids2, probs2, vocab, &hdcount) == TNS_OK && hdcount == 1
+                  && ids2[0] == argmax && probs2[0] == 1, "sampler dist greedy");
     }
+    CHECK(tns_sampler_filter(NULL, logits, 1, 1, NULL, ids, vocab, NULL) == TNS_ERR_NULL_POINTER, "sampler filter NULL");
+    tns_sampler_destroy(handle);
     free(ids);
     free(probs);
+    free(ids2);
+    free(probs2);
 }
 
 int main(int argc, char **argv) {

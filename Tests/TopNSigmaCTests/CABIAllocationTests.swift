@@ -76,4 +76,41 @@ final class CABIAllocationTests: XCTestCase {
         XCTAssertEqual(kept[1], 1)
         XCTAssertLessThanOrEqual(kept[2], 30)
     }
+
+    func testSingleRowCallsOnAHandleAllocateNothing() throws {
+        try XCTSkipUnless(topnsigma_allocation_counting_available(), "malloc is owned by a sanitizer in this build")
+        let vocab = 32_000
+        var row = [Float](repeating: 0, count: vocab)
+        var state: UInt64 = 12_345
+        for i in row.indices {
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            row[i] = Float(state >> 40) / Float(1 << 24) * 8 - 4 + (i % 1009 == 0 ? 5 : 0)
+        }
+        var params = tns_params()
+        tns_params_init(&params)
+        params.flags |= UInt32(TNS_USE_TOP_K | TNS_USE_TOP_P)
+        params.top_k = 40
+        params.top_p = 0.9
+        var ids = [Int32](repeating: 0, count: vocab), probs = [Double](repeating: 0, count: vocab)
+        var stats = tns_row_stats(), count: Int64 = 0
+        var handle: OpaquePointer?
+        XCTAssertEqual(cSamplerCreate(Int64(vocab), 1, 1, Int32(TNS_PLACEMENT_DISABLED), &handle), tns_status(TNS_OK))
+        defer { cSamplerDestroy(handle) }
+        row.withUnsafeBufferPointer { r in
+            ids.withUnsafeMutableBufferPointer { i in
+                probs.withUnsafeMutableBufferPointer { p in
+                    func both() {
+                        XCTAssertEqual(cSamplerFilter(handle, r.baseAddress, 1, 1, &stats, i.baseAddress, Int64(vocab), &count), tns_status(TNS_OK))
+                        XCTAssertEqual(
+                            cSamplerFilteredDistribution(handle, r.baseAddress, &params, &stats, i.baseAddress, p.baseAddress, Int64(vocab), &count),
+                            tns_status(TNS_OK))
+                    }
+                    both()
+                    let n = allocations { for _ in 0..<50 { both() } }
+                    XCTAssertEqual(n, 0, "\(n) allocations in 100 single-row calls on a handle")
+                }
+            }
+        }
+        XCTAssertGreaterThan(count, 0)
+    }
 }
