@@ -32,11 +32,15 @@ package enum Truncation {
     /// The pivot positions' generator: SplitMix64 from a fixed seed. The positions depend on the
     /// range sizes only, never on the logits, so no row can steer them; results never depend on
     /// them either (the kept set is defined by key order alone).
-    struct PivotSampler {
+    package struct PivotSampler {
         var state: UInt64 = 0x243F_6A88_85A3_08D3
 
+        /// A generator at the fixed seed, as every selection starts.
+        package init() {}
+
+        /// The next pivot position in `lo..<hi`.
         @inline(__always)
-        mutating func position(_ lo: Int, _ hi: Int) -> Int {
+        package mutating func position(_ lo: Int, _ hi: Int) -> Int {
             state &+= 0x9E37_79B9_7F4A_7C15
             var z = state
             z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9

@@ -1,3 +1,4 @@
+import TopNSigma
 /// Rows built to defeat selection algorithms: the worst-case inputs of top-k / top-p selection,
 /// for correctness tests and worst-case benchmarks (never a fast path).
 ///
@@ -63,15 +64,9 @@ public enum AdversarialLogits {
             return value[x] < value[y]
         }
         var a = Array(0..<n)
-        var state: UInt64 = 0x243F_6A88_85A3_08D3  // Truncation.PivotSampler's seed and steps
-        func position(_ lo: Int, _ hi: Int) -> Int {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            z ^= z >> 31
-            return lo + Int(truncatingIfNeeded: z % UInt64(hi - lo))
-        }
+        // The library's own pivot generator, replayed: the adversary answers its picks.
+        var sampler = Truncation.PivotSampler()
+        func position(_ lo: Int, _ hi: Int) -> Int { sampler.position(lo, hi) }
         func partition(_ lo: Int, _ hi: Int) -> Int {
             let last = hi - 1
             switch pivot {
