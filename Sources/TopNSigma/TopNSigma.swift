@@ -1,18 +1,3 @@
-/// One surviving token: its id and its logit.
-public struct Candidate: Sendable, Equatable {
-    /// Token id (index in the row).
-    public var index: Int32
-    /// The token's raw logit.
-    public var logit: Float
-
-    /// A candidate for token `index` with its raw `logit`.
-    @inlinable
-    package init(index: Int32, logit: Float) {
-        self.index = index
-        self.logit = logit
-    }
-}
-
 /// The Top-nσ filter (Tang et al., "Top-nσ: Not All Logits Are You Need", arXiv 2411.07641).
 ///
 /// For a row `x` with finite logits `F` (a `-inf` logit is a masked token):
@@ -28,29 +13,6 @@ public enum TopNSigma {
     /// The largest row length the library samples or filters: `2^31 - 1`, so that every token id
     /// fits the `Int32` of a ``Candidate``. A longer row fails with ``RowError/vocabularyTooLarge(_:)``.
     public static let maximumVocabularySize = Int(Int32.max)
-
-    /// The Top-nσ threshold `max - n·std` for a row's statistics, in double precision.
-    ///
-    /// - Parameters:
-    ///   - statistics: the row's statistics (from ``rowStatistics(_:)-(UnsafeBufferPointer<Float>)``).
-    ///   - n: the number of standard deviations, `n >= 0`.
-    /// - Returns: the threshold; `-inf` for a row without finite logits.
-    @inlinable
-    package static func threshold(for statistics: RowStatistics, n: Double) -> Double {
-        Double(statistics.maximum) - n * statistics.standardDeviation
-    }
-
-    /// The smallest `Float` `t` such that `Double(t) >= threshold`, so that the Float comparison
-    /// `x >= t` decides exactly `Double(x) >= threshold`. Clamped below at
-    /// `-Float.greatestFiniteMagnitude` so that `-inf` is never kept.
-    @inlinable
-    package static func floatThreshold(_ threshold: Double) -> Float {
-        if !(threshold > -Double(Float.greatestFiniteMagnitude)) { return -Float.greatestFiniteMagnitude }
-        if threshold > Double(Float.greatestFiniteMagnitude) { return .infinity }
-        var t = Float(threshold)
-        if Double(t) < threshold { t = t.nextUp }
-        return t
-    }
 
     /// The statistics of one row in one fused pass.
     ///
@@ -144,51 +106,4 @@ public struct FilteredRow: Sendable, Equatable {
     public var threshold: Double
     /// The kept tokens, ascending by id.
     public var kept: [Candidate]
-}
-
-/// The threshold-and-compact pass.
-enum CandidateKernel {
-    typealias Vector = SIMD16<Float>
-
-    /// Writes every `(index, logit)` with `logit >= threshold` of `p[0..<n]` to `out`, ascending,
-    /// with token ids offset by `indexBase`; returns how many were written. `out` must have room
-    /// for `n` candidates. Two vectors per step and one branch for both, taken only near survivors.
-    @inline(__always)
-    static func compact<E: LogitElement>(
-        _ p: UnsafePointer<E>, count n: Int, threshold: Float, indexBase: Int,
-        into out: UnsafeMutablePointer<Candidate>
-    ) -> Int {
-        let t = Vector(repeating: threshold)
-        var written = 0
-        var i = 0
-        while i &+ 32 <= n {
-            let a = E.load16(p, i)
-            let b = E.load16(p, i &+ 16)
-            let hitA = a .>= t, hitB = b .>= t
-            if any(hitA .| hitB) {
-                if any(hitA) {
-                    for j in 0..<16 where a[j] >= threshold {
-                        out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i &+ j), logit: a[j])
-                        written &+= 1
-                    }
-                }
-                if any(hitB) {
-                    for j in 0..<16 where b[j] >= threshold {
-                        out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i &+ 16 &+ j), logit: b[j])
-                        written &+= 1
-                    }
-                }
-            }
-            i &+= 32
-        }
-        while i < n {
-            let x = E.float(p, i)
-            if x >= threshold {
-                out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i), logit: x)
-                written &+= 1
-            }
-            i &+= 1
-        }
-        return written
-    }
 }

@@ -1,0 +1,128 @@
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+// The threshold rules in one place: Top-nσ's `max - n·std`, min-p's `max + T·ln(minP)`, their
+// combination, the exact Float compare threshold, the provisional thresholds survivors are
+// collected against during the pass, and the error range that decides when a row's moments must
+// be recomputed in double precision.
+
+extension TopNSigma {
+    /// The Top-nσ threshold `max - n·std` for a row's statistics, in double precision.
+    ///
+    /// - Parameters:
+    ///   - statistics: the row's statistics (from ``rowStatistics(_:)-(UnsafeBufferPointer<Float>)``).
+    ///   - n: the number of standard deviations, `n >= 0`.
+    /// - Returns: the threshold; `-inf` for a row without finite logits.
+    @inlinable
+    package static func threshold(for statistics: RowStatistics, n: Double) -> Double {
+        Double(statistics.maximum) - n * statistics.standardDeviation
+    }
+
+    /// The smallest `Float` `t` such that `Double(t) >= threshold`, so that the Float comparison
+    /// `x >= t` decides exactly `Double(x) >= threshold`. Clamped below at
+    /// `-Float.greatestFiniteMagnitude` so that `-inf` is never kept.
+    @inlinable
+    package static func floatThreshold(_ threshold: Double) -> Float {
+        if !(threshold > -Double(Float.greatestFiniteMagnitude)) { return -Float.greatestFiniteMagnitude }
+        if threshold > Double(Float.greatestFiniteMagnitude) { return .infinity }
+        var t = Float(threshold)
+        if Double(t) < threshold { t = t.nextUp }
+        return t
+    }
+}
+
+extension RowPipeline {
+    /// Margin on the provisional threshold: the prefix std may be a little below the row's.
+    static let provisionalMargin = 1.2
+
+    /// The provisional compare threshold from the statistics of a prefix of the row: Top-nσ's
+    /// `max' - 1.2·n·std'` and min-p's `max' + T·ln(minP)`, the larger of the two. Both are at
+    /// or below their final values (`max' <= max`), so the survivors collected are a superset.
+    @inline(__always)
+    static func provisionalThreshold(_ accumulator: StatisticsKernel.RowAccumulator, _ parameters: SamplingParameters) -> Float {
+        guard accumulator.count > 0 else { return -Float.greatestFiniteMagnitude }
+        var threshold = -Double.infinity
+        if let n = parameters.nSigma {
+            let variance = accumulator.count > 1 ? accumulator.m2 / Double(accumulator.count - 1) : 0
+            threshold = Double(accumulator.maximum) - provisionalMargin * Double(n) * variance.squareRoot()
+        }
+        if let minP = parameters.minP {
+            threshold = max(threshold, Double(accumulator.maximum) + Double(parameters.temperature) * log(Double(minP)))
+        }
+        return TopNSigma.floatThreshold(threshold)
+    }
+
+    /// The combined Top-nσ / min-p threshold in double precision (`-inf` when both are off).
+    package static func logitThreshold(_ statistics: RowStatistics, _ parameters: SamplingParameters) -> Double {
+        thresholdRange(statistics, parameters, m2Error: 0).lower
+    }
+
+    /// The range the float64 definition's threshold lies in, given a bound `m2Error` on the
+    /// error of `statistics.sumOfSquaredDeviations` (the maximum is exact): Top-nσ's
+    /// `max - n·std` with `std` anywhere in its error interval, then the larger of that and
+    /// min-p's exact `max + T·ln(minP)`.
+    static func thresholdRange(
+        _ statistics: RowStatistics, _ parameters: SamplingParameters, m2Error: Double
+    ) -> (lower: Double, upper: Double) {
+        var lower = -Double.infinity, upper = -Double.infinity
+        if let n = parameters.nSigma {
+            let maximum = Double(statistics.maximum), n = Double(n)
+            if m2Error > 0 && statistics.finiteCount > 1 {
+                let m2 = statistics.sumOfSquaredDeviations, denominator = Double(statistics.finiteCount - 1)
+                let high = ((m2 + m2Error) / denominator).squareRoot()
+                let low = (max(0, m2 - m2Error) / denominator).squareRoot()
+                // Two ulps of slack for the double roundings of this very computation.
+                lower = (maximum - n * high).nextDown.nextDown
+                upper = (maximum - n * low).nextUp.nextUp
+            } else {
+                lower = TopNSigma.threshold(for: statistics, n: n)
+                upper = lower
+            }
+        }
+        if let minP = parameters.minP {
+            let t = Double(statistics.maximum) + Double(parameters.temperature) * log(Double(minP))
+            lower = max(lower, t)
+            upper = max(upper, t)
+        }
+        return (lower, upper)
+    }
+
+    /// The strictest provisional threshold published so far by the tasks of one split row: a
+    /// Float in an atomic word, kept in an order-preserving integer encoding so that "raise to"
+    /// is an integer maximum.
+    struct SharedThreshold {
+        let word: UnsafeMutablePointer<Atomic<UInt32>>
+
+        /// The encoding of `x` (not NaN) whose unsigned order is `x`'s order.
+        @inline(__always)
+        static func key(_ x: Float) -> UInt32 {
+            let bits = x.bitPattern
+            return bits & 0x8000_0000 != 0 ? ~bits : bits | 0x8000_0000
+        }
+
+        @inline(__always)
+        static func value(_ key: UInt32) -> Float {
+            Float(bitPattern: key & 0x8000_0000 != 0 ? key & 0x7FFF_FFFF : ~key)
+        }
+
+        /// Resets to the loosest threshold.
+        func reset() { word.pointee.store(Self.key(-.greatestFiniteMagnitude), ordering: .relaxed) }
+
+        /// Publishes `threshold` if it is stricter than the shared one; returns the stricter.
+        @inline(__always)
+        func raise(to threshold: Float) -> Float {
+            let key = Self.key(threshold)
+            var current = word.pointee.load(ordering: .relaxed)
+            while key > current {
+                let (exchanged, original) = word.pointee.compareExchange(expected: current, desired: key, ordering: .relaxed)
+                if exchanged { return threshold }
+                current = original
+            }
+            return Self.value(current)
+        }
+    }
+}
