@@ -133,7 +133,7 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
     /// task by mistake (no ABA).
     private let claims: UnsafeMutablePointer<Atomic<WordPair>>
     /// Tasks of the current call that are finished.
-    private let tasksDone: UnsafeMutablePointer<Atomic<Int>>
+    private let tasksDone = Atomic<Int>(0)
     /// Split rows: chunks of each row reduced so far; the task that completes the count settles
     /// the row.
     private let chunksDone: UnsafeMutablePointer<Atomic<Int>>
@@ -238,8 +238,6 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         self.regionBlocks = blocks
         claims = .allocate(capacity: plan.groups.count)
         for g in 0..<plan.groups.count { (claims + g).initialize(to: Atomic(WordPair(first: 0, second: 0))) }
-        tasksDone = .allocate(capacity: 1)
-        tasksDone.initialize(to: Atomic(0))
         chunksDone = .allocate(capacity: threads)
         for r in 0..<threads { (chunksDone + r).initialize(to: Atomic(0)) }
         sharedThresholds = .allocate(capacity: threads)
@@ -255,8 +253,6 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         regionBlocks.forEach(NodeMemory.free)
         claims.deinitialize(count: plan.groups.count)
         claims.deallocate()
-        tasksDone.deinitialize(count: 1)
-        tasksDone.deallocate()
         chunksDone.deinitialize(count: threadCount)
         chunksDone.deallocate()
         sharedThresholds.deinitialize(count: threadCount)
@@ -311,11 +307,10 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         precondition(steps.count >= rows, "steps holds \(steps.count) entries for \(rows) rows")
         precondition(results.count >= rows, "results holds \(results.count) slots for \(rows) rows")
         guard rows > 0 else { return }
-        let elementBytes = format == .float32 ? 4 : 2
         run(Call(
             kind: .sample, logits: logits, format: format, stride: stride, rows: rows,
             parameters: parameters.baseAddress!, steps: steps.baseAddress!, results: results.baseAddress!,
-            bytes: rows * vocabularySize * elementBytes))
+            bytes: rows * vocabularySize * format.byteCount))
     }
 
     /// Array convenience: `logits` holds `rows × vocabularySize` values, row-major.
@@ -375,10 +370,9 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         logits: UnsafeRawPointer, format: LogitFormat, stride: Int, requests: Int, verification: VerificationCall,
         parameters: UnsafePointer<SamplingParameters>, steps: UnsafePointer<UInt64>
     ) {
-        let elementBytes = format == .float32 ? 4 : 2
         run(Call(
             kind: .verify, logits: logits, format: format, stride: stride, rows: requests,
-            parameters: parameters, steps: steps, bytes: requests * (verification.k + 1) * vocabularySize * elementBytes,
+            parameters: parameters, steps: steps, bytes: requests * (verification.k + 1) * vocabularySize * format.byteCount,
             verification: verification))
     }
 
@@ -442,7 +436,7 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         self.call = call
         callNumber &+= 1
         let tasks = rows * call.rangesPerRow
-        tasksDone.pointee.store(0, ordering: .relaxed)
+        tasksDone.store(0, ordering: .relaxed)
         if call.isSplit {
             for r in 0..<rows {
                 chunksDone[r].store(0, ordering: .relaxed)
@@ -467,7 +461,7 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         }
         // Only tasks that a worker has claimed can still be running.
         var spins = 0
-        while tasksDone.pointee.load(ordering: .acquiring) < tasks {
+        while tasksDone.load(ordering: .acquiring) < tasks {
             spins &+= 1
             if spins > 1000 { sched_yield() }
         }
@@ -501,7 +495,7 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
                 case .float16: run(task: task, worker: worker, Half.self)
                 case .bfloat16: run(task: task, worker: worker, BFloat16.self)
                 }
-                tasksDone.pointee.add(1, ordering: .releasing)
+                tasksDone.add(1, ordering: .releasing)
             }
         }
     }

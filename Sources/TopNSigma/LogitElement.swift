@@ -14,7 +14,7 @@ public enum LogitFormat: Sendable, Equatable, CaseIterable {
 
 /// A stored logit type the kernels are generic over: a scalar read and a 16-lane read, both
 /// producing `Float`.
-protocol LogitElement {
+package protocol LogitElement {
     /// The logit at `p[i]` as a Float.
     static func float(_ p: UnsafePointer<Self>, _ i: Int) -> Float
     /// Logits `p[i..<i+16]` as a SIMD16<Float> (unaligned).
@@ -26,17 +26,17 @@ protocol LogitElement {
 
 extension LogitElement {
     @inline(__always)
-    static func load32Unordered(_ p: UnsafePointer<Self>, _ i: Int) -> (SIMD16<Float>, SIMD16<Float>) {
+    package static func load32Unordered(_ p: UnsafePointer<Self>, _ i: Int) -> (SIMD16<Float>, SIMD16<Float>) {
         (load16(p, i), load16(p, i &+ 16))
     }
 }
 
 extension Float: LogitElement {
     @inline(__always)
-    static func float(_ p: UnsafePointer<Float>, _ i: Int) -> Float { p[i] }
+    package static func float(_ p: UnsafePointer<Float>, _ i: Int) -> Float { p[i] }
 
     @inline(__always)
-    static func load16(_ p: UnsafePointer<Float>, _ i: Int) -> SIMD16<Float> {
+    package static func load16(_ p: UnsafePointer<Float>, _ i: Int) -> SIMD16<Float> {
         UnsafeRawPointer(p + i).loadUnaligned(as: SIMD16<Float>.self)
     }
 }

@@ -246,37 +246,31 @@ package enum RowPipeline {
         return .success((statistics, count))
     }
 
-    /// The threshold survivors of one row on the calling thread: ``reduce`` then
-    /// ``settleSurvivors``.
-    static func survivors<E: LogitElement>(
-        _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, scratch: Scratch
-    ) -> Result<(statistics: RowStatistics, count: Int?), RowError> {
-        survivorsOfRow(p, vocab: vocab, parameters: parameters, scratch: scratch)
-    }
-
-    /// ``survivors(_:vocab:parameters:scratch:)`` for a Float row, for the package's other
-    /// targets (the C ABI's allocation-free single-row calls).
-    package static func survivors(
-        _ p: UnsafePointer<Float>, vocab: Int, parameters: SamplingParameters, scratch: Scratch
-    ) -> Result<(statistics: RowStatistics, count: Int?), RowError> {
-        survivorsOfRow(p, vocab: vocab, parameters: parameters, scratch: scratch)
-    }
-
-    @inline(__always)
-    static func survivorsOfRow<E: LogitElement>(
+    /// The threshold survivors of one row on the calling thread: ``reduceRow(_:vocab:parameters:scratch:)``
+    /// then ``settleSurvivors``. Package-visible for the C ABI's allocation-free single-row calls.
+    package static func survivors<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, scratch: Scratch
     ) -> Result<(statistics: RowStatistics, count: Int?), RowError> {
         if let error = parameters.validationError { return .failure(error) }
-        let accumulator = reduce(
+        let accumulator = reduceRow(p, vocab: vocab, parameters: parameters, scratch: scratch)
+        return settleSurvivors(p, vocab: vocab, accumulator: accumulator, parameters: parameters, scratch: scratch)
+    }
+
+    /// Every chunk of one row on the calling thread, collecting survivors unless the row is
+    /// greedy.
+    @inline(__always)
+    static func reduceRow<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, scratch: Scratch
+    ) -> StatisticsKernel.RowAccumulator {
+        reduce(
             p, vocab: vocab, chunks: 0, StatisticsKernel.chunkCount(length: vocab), collect: parameters.temperature != 0,
             parameters: parameters, scratch: scratch, partials: nil)
-        return settleSurvivors(p, vocab: vocab, accumulator: accumulator, parameters: parameters, scratch: scratch)
     }
 
     /// Runs `body` with a scratch region for one row of `vocab` logits, allocated for the call:
     /// for the single-row convenience APIs (the sampler keeps its own). Nil when the row is too
     /// large to have one.
-    static func withTemporaryScratch<R>(vocab: Int, _ body: (Scratch) -> R) -> R? {
+    package static func withTemporaryScratch<R>(vocab: Int, _ body: (Scratch) -> R) -> R? {
         guard let layout = Scratch.Layout(vocab: vocab) else { return nil }
         let block = UnsafeMutableRawPointer.allocate(byteCount: layout.byteCount, alignment: 64)
         defer { block.deallocate() }
@@ -288,9 +282,7 @@ package enum RowPipeline {
         _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, step: UInt64, scratch: Scratch
     ) -> SampleResult {
         if let error = parameters.validationError { return .failure(error) }
-        let accumulator = reduce(
-            p, vocab: vocab, chunks: 0, StatisticsKernel.chunkCount(length: vocab), collect: parameters.temperature != 0,
-            parameters: parameters, scratch: scratch, partials: nil)
+        let accumulator = reduceRow(p, vocab: vocab, parameters: parameters, scratch: scratch)
         return settle(p, vocab: vocab, accumulator: accumulator, parameters: parameters, step: step, scratch: scratch)
     }
 

@@ -1,4 +1,3 @@
-
 /// The fused one-pass statistics kernel over raw row pointers.
 ///
 /// A row is cut into fixed chunks of ``chunkLength`` logits. Each chunk is reduced in one SIMD pass
@@ -74,13 +73,12 @@ enum StatisticsKernel {
     static let blocksPerChunk = chunkLength / blockLength
     typealias BlockMaxima = SIMD4<Float>
 
-    /// Sums of `x - shift` and `(x - shift)²`, the maximum and each block's maximum, assuming
-    /// every logit is finite (`shift` nil: sums of `x` and `x²`). A non-finite logit or an
-    /// overflowing square shows up as non-finite sums.
+    /// Sums of `x - shift` and `(x - shift)²` (``Shifted``) or of `x` and `x²` (``Unshifted``),
+    /// the maximum and each block's maximum, assuming every logit is finite. A non-finite logit
+    /// or an overflowing square shows up as non-finite sums.
     ///
-    /// Unshifted, three vector operations per 16 logits: `vmaxps` (the `replace(with:where:)`
-    /// below is matched to it), an add and a fused multiply-add (a multiply and an add without
-    /// FMA); shifted, a subtract more. The number of independent accumulator sets follows the
+    /// Unshifted, three vector operations per 16 logits: `vmaxps`, an add and a fused
+    /// multiply-add (a multiply and an add without FMA); shifted, a subtract more. The number of independent accumulator sets follows the
     /// build, so that no sum waits on the latency of its own previous add and nothing spills:
     /// four with AVX-512 (one register per `SIMD16`), two with AVX (two registers each), one on
     /// SSE (already four registers each).
@@ -160,12 +158,13 @@ enum StatisticsKernel {
         return c[0] > c[1] ? c[0] : c[1]
     }
 
-    /// The running maxima below are written `m = a.replacing(with: m, where: m .> a)`, which is
-    /// exactly `maxps m, a` (`m > a ? m : a`), so SSE builds update `m` in place without a copy
-    /// (a NaN in `a` then propagates into `m`, harmless: it also makes the sums NaN, and the chunk
-    /// is reduced again by the masked loop).
-    /// One accumulator set over `p[from..<to]` (`to - from` a multiple of 16): adds to `s1` and
-    /// `s2`, returns the lanes' maxima.
+    /// One accumulator set over `p[from..<to]` (`to - from` a multiple of 16): the lanes' sums
+    /// and maxima.
+    ///
+    /// The running maxima here and in ``sums2`` and ``sums4`` are written
+    /// `m = a.replacing(with: m, where: m .> a)`, which is exactly `maxps m, a` (`m > a ? m : a`),
+    /// so SSE builds update `m` in place without a copy (a NaN in `a` then propagates into `m`,
+    /// harmless: it also makes the sums NaN, and the chunk is reduced again by the masked loop).
     @inline(__always)
     static func sums1<E: LogitElement, S: ShiftMode>(
         _ p: UnsafePointer<E>, from: Int, to end: Int, _ mode: S.Type, _ k: Vector
@@ -333,29 +332,30 @@ enum StatisticsKernel {
     /// Float sums' error bound cannot decide it. The row is known to hold no NaN and no `+inf`.
     static func exactMoments<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int) -> (mean: Double, m2: Double) {
         typealias Wide = SIMD8<Double>
-        /// Lanes `0..<8` and `8..<16` of `v` widened to double, with masked (`-inf`) lanes 0.
+        /// Lanes `0..<8` and `8..<16` of `p[i..<i+16]` widened to double, and which are finite
+        /// (not `-inf`).
         @inline(__always)
-        func widen(_ v: Vector) -> (Wide, Wide, SIMD16<Int32>) {
-            let valid = v .> Vector(repeating: -.infinity)
-            let x = v.replacing(with: 0, where: .!valid)
+        func widen(_ i: Int) -> (low: Wide, high: Wide, validLow: SIMDMask<SIMD8<Int64>>, validHigh: SIMDMask<SIMD8<Int64>>) {
+            let v = E.load16(p, i)
             var low = Wide(), high = Wide()
             for lane in 0..<8 {
-                low[lane] = Double(x[lane])
-                high[lane] = Double(x[lane &+ 8])
+                low[lane] = Double(v[lane])
+                high[lane] = Double(v[lane &+ 8])
             }
-            return (low, high, SIMD16<Int32>(repeating: 0).replacing(with: 1, where: valid))
+            let masked = Wide(repeating: -.infinity)
+            return (low, high, low .> masked, high .> masked)
         }
-        var sumLow = Wide(), sumHigh = Wide(), counts = SIMD16<Int32>()
+        let zero = Wide(), one = Wide(repeating: 1)
+        var sumLow = Wide(), sumHigh = Wide(), counts = Wide()
         var i = 0
         while i &+ 16 <= n {
-            let (low, high, valid) = widen(E.load16(p, i))
-            sumLow += low
-            sumHigh += high
-            counts &+= valid
+            let (low, high, validLow, validHigh) = widen(i)
+            sumLow += low.replacing(with: 0, where: .!validLow)
+            sumHigh += high.replacing(with: 0, where: .!validHigh)
+            counts += zero.replacing(with: one, where: validLow) + zero.replacing(with: one, where: validHigh)
             i &+= 16
         }
-        var count = Int(counts.wrappedSum())
-        var sum = (sumLow + sumHigh).sum()
+        var count = Int(counts.sum()), sum = (sumLow + sumHigh).sum()
         for j in i..<n where E.float(p, j) > -.infinity {
             count += 1
             sum += Double(E.float(p, j))
@@ -366,13 +366,7 @@ enum StatisticsKernel {
         var m2Low = Wide(), m2High = Wide()
         i = 0
         while i &+ 16 <= n {
-            let v = E.load16(p, i)
-            let (low, high, valid) = widen(v)
-            var validLow = SIMDMask<SIMD8<Int64>>(), validHigh = SIMDMask<SIMD8<Int64>>()
-            for lane in 0..<8 {
-                validLow[lane] = valid[lane] != 0
-                validHigh[lane] = valid[lane &+ 8] != 0
-            }
+            let (low, high, validLow, validHigh) = widen(i)
             let dLow = (low - center).replacing(with: 0, where: .!validLow)
             let dHigh = (high - center).replacing(with: 0, where: .!validHigh)
             m2Low += dLow * dLow
