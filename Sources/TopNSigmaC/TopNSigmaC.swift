@@ -310,6 +310,85 @@ func writeRowError(_ stats: UnsafeMutablePointer<tns_row_stats>?, _ error: RowEr
     return status
 }
 
+// MARK: - Single rows on a handle's scratch (no allocation)
+
+/// Runs `body` with the handle's scratch, holding its busy flag (the same one `tns_sample` takes),
+/// or returns TNS_ERR_BUSY.
+func withHandleScratch(_ h: SamplerHandle, _ body: (RowPipeline.Scratch) -> tns_status) -> tns_status {
+    let (exchanged, _) = h.busy.compareExchange(expected: false, desired: true, ordering: .acquiring)
+    guard exchanged else { return Status.busy }
+    defer { h.busy.store(false, ordering: .releasing) }
+    return h.sampler.withRowScratch(body) ?? Status.busy
+}
+
+/// `tns_filter`'s and `tns_sampler_filter`'s shared body: Top-nσ's kept ids of one row, worked
+/// out in `scratch` (the caller has checked the pointers and sizes).
+func filterRow(
+    _ row: UnsafePointer<Float>, vocab: Int, _ useNSigma: Int32, _ nSigma: Float, scratch: RowPipeline.Scratch,
+    _ stats: UnsafeMutablePointer<tns_row_stats>?, _ keptIDs: UnsafeMutablePointer<Int32>?, _ capacity: Int64,
+    _ keptCount: UnsafeMutablePointer<Int64>
+) -> tns_status {
+    let parameters = SamplingParameters(temperature: 1, nSigma: useNSigma != 0 ? nSigma : nil)
+    switch RowPipeline.survivors(row, vocab: vocab, parameters: parameters, scratch: scratch) {
+    case .failure(let error):
+        return writeRowError(stats, error)
+    case .success(let (statistics, gathered)):
+        // T = 1 is never greedy, so the survivors were gathered, ascending by id.
+        let n = gathered ?? 0
+        keptCount.pointee = Int64(n)
+        guard n <= capacity else { return Status.bufferTooSmall }
+        writeStatistics(stats, statistics, threshold: RowPipeline.logitThreshold(statistics, parameters))
+        for i in 0..<n { keptIDs![i] = scratch.candidates[i].index }
+        return Status.ok
+    }
+}
+
+/// `tns_filtered_distribution`'s and `tns_sampler_filtered_distribution`'s shared body: the
+/// same arithmetic as `FilteredDistribution.of` (top-k / top-p, the total in the order they
+/// leave the candidates, then most probable first, ties to the lower id), in `scratch`.
+func filteredDistribution(
+    _ row: UnsafePointer<Float>, vocab: Int, _ parameters: SamplingParameters, scratch: RowPipeline.Scratch,
+    _ stats: UnsafeMutablePointer<tns_row_stats>?, _ tokens: UnsafeMutablePointer<Int32>?,
+    _ probabilities: UnsafeMutablePointer<Double>?, _ capacity: Int64, _ count: UnsafeMutablePointer<Int64>
+) -> tns_status {
+    switch RowPipeline.survivors(row, vocab: vocab, parameters: parameters, scratch: scratch) {
+    case .failure(let error):
+        return writeRowError(stats, error)
+    case .success(let (statistics, gathered)):
+        let threshold = RowPipeline.logitThreshold(statistics, parameters)
+        guard let gathered else {
+            // Greedy: the argmax with probability 1.
+            count.pointee = 1
+            guard capacity >= 1 else { return Status.bufferTooSmall }
+            writeStatistics(stats, statistics, threshold: threshold)
+            tokens![0] = Int32(statistics.argmax)
+            probabilities![0] = 1
+            return Status.ok
+        }
+        let c = scratch.candidates
+        let n = Truncation.apply(c, count: gathered, weights: scratch.weights, maximum: statistics.maximum, parameters: parameters)
+        count.pointee = Int64(n)
+        guard n <= capacity else { return Status.bufferTooSmall }
+        let m = Double(statistics.maximum), t = Double(parameters.temperature)
+        var total = 0.0
+        for i in 0..<n { total += exp((Double(c[i].logit) - m) / t) }
+        Truncation.sortByKey(c, nil, 0, n)
+        writeStatistics(stats, statistics, threshold: threshold)
+        for i in 0..<n {
+            tokens![i] = c[i].index
+            probabilities![i] = exp((Double(c[i].logit) - m) / t) / total
+        }
+        return Status.ok
+    }
+}
+
+/// Reads and checks a `tns_params` for a single-row call: the Swift parameters, or a status.
+func singleRowParameters(_ params: UnsafeRawPointer) -> (SamplingParameters, tns_status) {
+    let structSize = Int(params.loadUnaligned(as: UInt32.self))
+    guard structSize >= Int(TNS_PARAMS_V1_SIZE) && structSize % 8 == 0 else { return (SamplingParameters(), Status.structSize) }
+    return swiftParameters(readParameters(params, structSize: structSize))
+}
+
 @_cdecl("tns_filter")
 public func cFilter(
     _ row: UnsafePointer<Float>?, _ vocab: Int64, _ useNSigma: Int32, _ nSigma: Float,
@@ -320,16 +399,10 @@ public func cFilter(
     guard vocab >= 1 && vocab <= Int64(maximumVocabulary) else { return Status.vocabSize }
     guard capacity >= 0 else { return Status.bufferTooSmall }
     guard capacity == 0 || keptIDs != nil else { return Status.nullPointer }
-    switch TopNSigma.filter(UnsafeBufferPointer(start: row, count: Int(vocab)), n: useNSigma != 0 ? nSigma : nil) {
-    case .failure(let error):
-        return writeRowError(stats, error)
-    case .success(let filtered):
-        keptCount.pointee = Int64(filtered.kept.count)
-        guard filtered.kept.count <= capacity else { return Status.bufferTooSmall }
-        writeStatistics(stats, filtered.statistics, threshold: filtered.threshold)
-        for (i, candidate) in filtered.kept.enumerated() { keptIDs![i] = candidate.index }
-        return Status.ok
-    }
+    if useNSigma != 0, let error = SamplingParameters(nSigma: nSigma).validationError { return writeRowError(stats, error) }
+    return RowPipeline.withTemporaryScratch(vocab: Int(vocab)) { scratch in
+        filterRow(row, vocab: Int(vocab), useNSigma, nSigma, scratch: scratch, stats, keptIDs, capacity, keptCount)
+    } ?? Status.outOfMemory
 }
 
 @_cdecl("tns_filtered_distribution")
@@ -342,34 +415,12 @@ public func cFilteredDistribution(
     guard vocab >= 1 && vocab <= Int64(maximumVocabulary) else { return Status.vocabSize }
     guard capacity >= 0 else { return Status.bufferTooSmall }
     guard capacity == 0 || (tokens != nil && probabilities != nil) else { return Status.nullPointer }
-    let structSize = Int(params.loadUnaligned(as: UInt32.self))
-    guard structSize >= Int(TNS_PARAMS_V1_SIZE) && structSize % 8 == 0 else { return Status.structSize }
-    let (parameters, status) = swiftParameters(readParameters(params, structSize: structSize))
+    let (parameters, status) = singleRowParameters(params)
     guard status == Status.ok else { return status }
-    switch FilteredDistribution.of(UnsafeBufferPointer(start: row, count: Int(vocab)), parameters: parameters) {
-    case .failure(let error):
-        return writeRowError(stats, error)
-    case .success(let distribution):
-        count.pointee = Int64(distribution.kept.count)
-        guard distribution.kept.count <= capacity else { return Status.bufferTooSmall }
-        writeStatistics(stats, distribution.statistics, threshold: distribution.threshold)
-        for (i, entry) in distribution.kept.enumerated() {
-            tokens![i] = Int32(entry.token)
-            probabilities![i] = entry.probability
-        }
-        return Status.ok
-    }
-}
-
-// MARK: - Single rows on a handle's scratch (no allocation)
-
-/// Runs `body` with the handle's scratch, holding its busy flag (the same one `tns_sample` takes),
-/// or returns TNS_ERR_BUSY.
-func withHandleScratch(_ h: SamplerHandle, _ body: (RowPipeline.Scratch) -> tns_status) -> tns_status {
-    let (exchanged, _) = h.busy.compareExchange(expected: false, desired: true, ordering: .acquiring)
-    guard exchanged else { return Status.busy }
-    defer { h.busy.store(false, ordering: .releasing) }
-    return h.sampler.withRowScratch(body) ?? Status.busy
+    if let error = parameters.validationError { return writeRowError(stats, error) }
+    return RowPipeline.withTemporaryScratch(vocab: Int(vocab)) { scratch in
+        filteredDistribution(row, vocab: Int(vocab), parameters, scratch: scratch, stats, tokens, probabilities, capacity, count)
+    } ?? Status.outOfMemory
 }
 
 @_cdecl("tns_sampler_filter")
@@ -381,23 +432,10 @@ public func cSamplerFilter(
     guard let sampler, let row, let keptCount else { return Status.nullPointer }
     guard capacity >= 0 else { return Status.bufferTooSmall }
     guard capacity == 0 || keptIDs != nil else { return Status.nullPointer }
+    if useNSigma != 0, let error = SamplingParameters(nSigma: nSigma).validationError { return writeRowError(stats, error) }
     let h = handle(sampler)
-    let vocab = h.sampler.vocabularySize
-    let parameters = SamplingParameters(temperature: 1, nSigma: useNSigma != 0 ? nSigma : nil)
-    if let error = parameters.validationError { return writeRowError(stats, error) }
     return withHandleScratch(h) { scratch in
-        switch RowPipeline.survivors(row, vocab: vocab, parameters: parameters, scratch: scratch) {
-        case .failure(let error):
-            return writeRowError(stats, error)
-        case .success(let (statistics, gathered)):
-            // T = 1 is never greedy, so the survivors were gathered, ascending by id.
-            let n = gathered ?? 0
-            keptCount.pointee = Int64(n)
-            guard n <= capacity else { return Status.bufferTooSmall }
-            writeStatistics(stats, statistics, threshold: RowPipeline.logitThreshold(statistics, parameters))
-            for i in 0..<n { keptIDs![i] = scratch.candidates[i].index }
-            return Status.ok
-        }
+        filterRow(row, vocab: h.sampler.vocabularySize, useNSigma, nSigma, scratch: scratch, stats, keptIDs, capacity, keptCount)
     }
 }
 
@@ -410,44 +448,11 @@ public func cSamplerFilteredDistribution(
     guard let sampler, let row, let params, let count else { return Status.nullPointer }
     guard capacity >= 0 else { return Status.bufferTooSmall }
     guard capacity == 0 || (tokens != nil && probabilities != nil) else { return Status.nullPointer }
-    let structSize = Int(params.loadUnaligned(as: UInt32.self))
-    guard structSize >= Int(TNS_PARAMS_V1_SIZE) && structSize % 8 == 0 else { return Status.structSize }
-    let (parameters, status) = swiftParameters(readParameters(params, structSize: structSize))
+    let (parameters, status) = singleRowParameters(params)
     guard status == Status.ok else { return status }
     if let error = parameters.validationError { return writeRowError(stats, error) }
     let h = handle(sampler)
-    let vocab = h.sampler.vocabularySize
     return withHandleScratch(h) { scratch in
-        switch RowPipeline.survivors(row, vocab: vocab, parameters: parameters, scratch: scratch) {
-        case .failure(let error):
-            return writeRowError(stats, error)
-        case .success(let (statistics, gathered)):
-            let threshold = RowPipeline.logitThreshold(statistics, parameters)
-            guard let gathered else {
-                // Greedy: the argmax with probability 1.
-                count.pointee = 1
-                guard capacity >= 1 else { return Status.bufferTooSmall }
-                writeStatistics(stats, statistics, threshold: threshold)
-                tokens![0] = Int32(statistics.argmax)
-                probabilities![0] = 1
-                return Status.ok
-            }
-            // The same arithmetic as FilteredDistribution.of: top-k / top-p, the total in the
-            // order they leave the candidates, then most probable first (ties: lower id).
-            let c = scratch.candidates
-            let n = Truncation.apply(c, count: gathered, weights: scratch.weights, maximum: statistics.maximum, parameters: parameters)
-            count.pointee = Int64(n)
-            guard n <= capacity else { return Status.bufferTooSmall }
-            let m = Double(statistics.maximum), t = Double(parameters.temperature)
-            var total = 0.0
-            for i in 0..<n { total += exp((Double(c[i].logit) - m) / t) }
-            Truncation.sortByKey(c, nil, 0, n)
-            writeStatistics(stats, statistics, threshold: threshold)
-            for i in 0..<n {
-                tokens![i] = c[i].index
-                probabilities![i] = exp((Double(c[i].logit) - m) / t) / total
-            }
-            return Status.ok
-        }
+        filteredDistribution(row, vocab: h.sampler.vocabularySize, parameters, scratch: scratch, stats, tokens, probabilities, capacity, count)
     }
 }
