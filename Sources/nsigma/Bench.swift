@@ -250,6 +250,57 @@ struct Workload {
     }
 }
 
+/// One prepared sampler call on a workload in a given format (16-bit copies made up front).
+final class FusedCall: @unchecked Sendable {
+    let sampler: BatchSampler
+    let batch: Int
+    let format: LogitFormat
+    let source: UnsafeRawPointer
+    let bits: UnsafeMutablePointer<UInt16>?
+    let parameters: UnsafeMutableBufferPointer<SamplingParameters>
+    let steps: UnsafeMutableBufferPointer<UInt64>
+    let results: UnsafeMutableBufferPointer<SampleResult>
+
+    init(sampler: BatchSampler, workload: Workload, batch: Int, format: LogitFormat,
+         parameters: SamplingParameters = SamplingParameters(temperature: 1, nSigma: 1, seed: 7)) {
+        self.sampler = sampler
+        self.batch = batch
+        self.format = format
+        let count = batch * workload.vocab
+        if format == .float32 {
+            bits = nil
+            source = UnsafeRawPointer(workload.logits.baseAddress!)
+        } else {
+            let b = UnsafeMutablePointer<UInt16>.allocate(capacity: count)
+            for i in 0..<count {
+                let x = workload.logits[i]
+                b[i] = format == .float16 ? halfBits(x) : UInt16(x.bitPattern >> 16)
+            }
+            bits = b
+            source = UnsafeRawPointer(b)
+        }
+        self.parameters = .allocate(capacity: batch)
+        self.parameters.initialize(repeating: parameters)
+        steps = .allocate(capacity: batch)
+        steps.initialize(repeating: 1)
+        results = .allocate(capacity: batch)
+        results.initialize(repeating: .failure(.noFiniteLogit))
+    }
+
+    func run() {
+        sampler.sample(
+            logits: source, format: format, rows: batch, parameters: UnsafeBufferPointer(parameters),
+            steps: UnsafeBufferPointer(steps), into: results)
+    }
+
+    func free() {
+        bits?.deallocate()
+        parameters.deallocate()
+        steps.deallocate()
+        results.deallocate()
+    }
+}
+
 /// One measurement, as printed and as written to JSON.
 struct BenchResult: Codable {
     var method: String
@@ -356,25 +407,13 @@ struct BenchRunner {
         ]
         let parameters = UnsafeMutableBufferPointer<SamplingParameters>.allocate(capacity: batch)
         _ = parameters.initialize(from: repeatElement(SamplingParameters(temperature: temperature, nSigma: n, seed: 7), count: batch))
-        let topPParameters = UnsafeMutableBufferPointer<SamplingParameters>.allocate(capacity: batch)
-        _ = topPParameters.initialize(from: repeatElement(SamplingParameters(temperature: temperature, nSigma: nil, seed: 7, topP: Float(topP)), count: batch))
-        var halfBuffers: [UnsafeMutablePointer<UInt16>] = []
-        let steps = UnsafeMutableBufferPointer<UInt64>.allocate(capacity: batch)
-        _ = steps.initialize(from: repeatElement(1, count: batch))
+        var fusedCalls: [FusedCall] = []
         let kept = UnsafeMutableBufferPointer<Int>.allocate(capacity: batch)
         kept.initialize(repeating: 0)
-        let outputs = (0..<methods.count).map { _ in
-            let out = UnsafeMutableBufferPointer<SampleResult>.allocate(capacity: batch)
-            out.initialize(repeating: .failure(.noFiniteLogit))
-            return out
-        }
         defer {
             parameters.deallocate()
-            topPParameters.deallocate()
-            halfBuffers.forEach { $0.deallocate() }
-            steps.deallocate()
+            fusedCalls.forEach { $0.free() }
             kept.deallocate()
-            outputs.forEach { $0.deallocate() }
         }
         /// An opponent sampling row by row over `threads` workers, each with its own scratch.
         func opponent<Scratch>(
@@ -389,32 +428,23 @@ struct BenchRunner {
                 }
             }, kept: { median(Array(kept)) })
         }
-        for (index, method) in methods.enumerated() {
+        for method in methods {
             switch method {
             case .fused, .fusedDispatch, .fusedHalf, .fusedBrain, .fusedTopP:
                 let sampler = try! BatchSampler(
                     vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads,
                     executor: method == .fusedDispatch ? .concurrentPerform : .workerPool)
-                let out = outputs[index]
-                var format = LogitFormat.float32
-                var source = UnsafeRawPointer(logits)
-                if method == .fusedHalf || method == .fusedBrain {
-                    // The workload stored as 16-bit values, converted once here (not timed).
-                    format = method == .fusedHalf ? .float16 : .bfloat16
-                    let bits = UnsafeMutablePointer<UInt16>.allocate(capacity: batch * vocab)
-                    halfBuffers.append(bits)
-                    for i in 0..<(batch * vocab) { bits[i] = method == .fusedHalf ? halfBits(logits[i]) : UInt16(logits[i].bitPattern >> 16) }
-                    source = UnsafeRawPointer(bits)
-                }
-                let rowParameters = method == .fusedTopP ? topPParameters : parameters
+                // 16-bit methods read the workload stored as 16-bit values, converted once (not timed).
+                let call = FusedCall(
+                    sampler: sampler, workload: workload, batch: batch,
+                    format: method == .fusedHalf ? .float16 : method == .fusedBrain ? .bfloat16 : .float32,
+                    parameters: method == .fusedTopP
+                        ? SamplingParameters(temperature: temperature, nSigma: nil, seed: 7, topP: Float(topP))
+                        : SamplingParameters(temperature: temperature, nSigma: n, seed: 7))
+                fusedCalls.append(call)
                 timed.append(Timed(
-                    name: method.rawValue,
-                    body: {
-                        sampler.sample(
-                            logits: source, format: format, rows: batch, parameters: UnsafeBufferPointer(rowParameters),
-                            steps: UnsafeBufferPointer(steps), into: out)
-                    },
-                    kept: { median(out.compactMap { try? $0.get().candidateCount }) }))
+                    name: method.rawValue, body: call.run,
+                    kept: { median(call.results.compactMap { try? $0.get().candidateCount }) }))
             case .statistics:
                 timed.append(Timed(name: method.rawValue, body: {
                     for r in 0..<batch {

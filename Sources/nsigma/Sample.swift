@@ -41,10 +41,6 @@ struct Sample: ParsableCommand {
         let rowParameters = try truncation.parameters(temperature: temperature, nSigma: n, seed: seed)
         let file = try input.load()
         guard file.rows > 0 else { return }
-        // BatchSampler takes vocabularies below Int32.max (one less than filter's limit).
-        if file.vocab >= Int(Int32.max) {
-            throw UsageError(message: "\(input.logits): the vocabulary \(file.vocab) is too large for the sampler: at most \(Int32.max - 1)")
-        }
         // More threads than the file's rows and chunks can use would only cost memory.
         let useful = max(file.rows, (file.vocab + 4095) / 4096)
         let sampler: BatchSampler
@@ -53,7 +49,8 @@ struct Sample: ParsableCommand {
                 vocabularySize: file.vocab, maximumBatchSize: file.rows,
                 threadCount: threads.map { min($0, useful, BatchSampler.maximumThreadCount) })
         } catch {
-            throw UsageError(message: error.description)
+            // A vocabulary the sampler cannot take (it takes one logit less than filter's limit).
+            throw UsageError(message: "\(input.logits): \(error.description)")
         }
         let parameters = [SamplingParameters](repeating: rowParameters, count: file.rows)
         var tokens = [[Int]](repeating: [], count: file.rows)
