@@ -66,7 +66,9 @@ enum {
     TNS_ROW_INVALID_N_SIGMA = 104,      /* n negative or NaN */
     TNS_ROW_INVALID_TOP_K = 105,        /* top-k below 1 */
     TNS_ROW_INVALID_TOP_P = 106,        /* top-p outside (0, 1] */
-    TNS_ROW_INVALID_MIN_P = 107         /* min-p outside [0, 1] */
+    TNS_ROW_INVALID_MIN_P = 107,        /* min-p outside [0, 1] */
+    TNS_ROW_INVALID_PROCESSING = 108    /* request processing (bias, penalties, bitmask, logprobs) invalid;
+                                           reserved: the C ABI takes no processing yet */
 };
 typedef int32_t tns_status;
 

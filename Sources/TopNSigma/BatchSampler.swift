@@ -267,19 +267,28 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
     ///   - rows: rows to sample, `0...maximumBatchSize`.
     ///   - rowStride: elements between row starts, `>= vocabularySize` (default `vocabularySize`).
     ///   - parameters: each row's parameters (at least `rows`).
+    ///   - processing: each row's request processing (at least `rows`), or nil for none: its
+    ///     bitmask, bias and penalties are applied inside the pass (``RequestProcessing``).
     ///   - steps: each row's decode step, the generator's counter (at least `rows`).
     ///   - results: filled with each row's token or error (at least `rows` slots).
+    ///   - logprobs: where rows that ask for ``RequestProcessing/topLogprobs`` get them (at
+    ///     least `rows` slots; slot `r` is written only for such a row, or emptied when it
+    ///     fails). A row that asks without this buffer fails with
+    ///     ``RowError/missingLogprobsBuffer``.
     /// - Complexity: one pass over the logits from memory, a compare pass from cache, and
-    ///   O(survivors) for the draw. No heap allocation.
+    ///   O(survivors) for the draw; with processing, O(bitmask words + bias + history) more per
+    ///   row. No heap allocation.
     public func sample(
         logits: UnsafePointer<Float>, rows: Int, rowStride: Int? = nil,
         parameters: UnsafeBufferPointer<SamplingParameters>,
+        processing: UnsafeBufferPointer<RequestProcessing>? = nil,
         steps: UnsafeBufferPointer<UInt64>,
-        into results: UnsafeMutableBufferPointer<SampleResult>
+        into results: UnsafeMutableBufferPointer<SampleResult>,
+        logprobs: UnsafeMutableBufferPointer<TopLogprobs>? = nil
     ) {
         sample(
             logits: UnsafeRawPointer(logits), format: .float32, rows: rows, rowStride: rowStride, parameters: parameters,
-            steps: steps, into: results)
+            processing: processing, steps: steps, into: results, logprobs: logprobs)
     }
 
     /// Samples one token per row of half-precision or float logits, read in their stored format
@@ -292,13 +301,17 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
     ///   - rows: rows to sample, `0...maximumBatchSize`.
     ///   - rowStride: elements (not bytes) between row starts, `>= vocabularySize`.
     ///   - parameters: each row's parameters (at least `rows`).
+    ///   - processing: each row's request processing (at least `rows`), or nil for none.
     ///   - steps: each row's decode step (at least `rows`).
     ///   - results: filled with each row's token or error (at least `rows` slots).
+    ///   - logprobs: where rows that ask for top logprobs get them (at least `rows` slots).
     public func sample(
         logits: UnsafeRawPointer, format: LogitFormat, rows: Int, rowStride: Int? = nil,
         parameters: UnsafeBufferPointer<SamplingParameters>,
+        processing: UnsafeBufferPointer<RequestProcessing>? = nil,
         steps: UnsafeBufferPointer<UInt64>,
-        into results: UnsafeMutableBufferPointer<SampleResult>
+        into results: UnsafeMutableBufferPointer<SampleResult>,
+        logprobs: UnsafeMutableBufferPointer<TopLogprobs>? = nil
     ) {
         let stride = rowStride ?? vocabularySize
         precondition(rows >= 0 && rows <= maximumBatchSize, "rows (\(rows)) must be in 0...maximumBatchSize (\(maximumBatchSize))")
@@ -306,11 +319,56 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         precondition(parameters.count >= rows, "parameters holds \(parameters.count) entries for \(rows) rows")
         precondition(steps.count >= rows, "steps holds \(steps.count) entries for \(rows) rows")
         precondition(results.count >= rows, "results holds \(results.count) slots for \(rows) rows")
+        if let processing { precondition(processing.count >= rows, "processing holds \(processing.count) entries for \(rows) rows") }
+        if let logprobs { precondition(logprobs.count >= rows, "logprobs holds \(logprobs.count) slots for \(rows) rows") }
         guard rows > 0 else { return }
         run(Call(
             kind: .sample, logits: logits, format: format, stride: stride, rows: rows,
             parameters: parameters.baseAddress!, steps: steps.baseAddress!, results: results.baseAddress!,
-            bytes: rows * vocabularySize * format.byteCount))
+            bytes: rows * vocabularySize * format.byteCount, processing: processing?.baseAddress,
+            logprobs: logprobs?.baseAddress))
+    }
+
+    /// Array convenience with request processing: `logits` holds `rows × vocabularySize`
+    /// values, row-major; one ``RequestProcessing`` per row.
+    ///
+    /// ```swift
+    /// var processing = RequestProcessing(logitBias: [LogitBias(token: 7, bias: 5)], topLogprobs: 3)
+    /// processing.outputTokens = [3, 3, 9]
+    /// processing.frequencyPenalty = 0.5
+    /// let (results, logprobs) = sampler.sample(
+    ///     logits: logits, parameters: [SamplingParameters(temperature: 0.8)], processing: [processing])
+    /// logprobs[0].entries   // the 3 most probable tokens of the processed row, at T = 1
+    /// ```
+    ///
+    /// - Returns: each row's token or error, and each row's logprobs (empty for rows that did
+    ///   not ask or failed).
+    public func sample(
+        logits: [Float], parameters: [SamplingParameters], processing: [RequestProcessing], steps: [UInt64]? = nil
+    ) -> (results: [SampleResult], logprobs: [TopLogprobs]) {
+        let rows = parameters.count
+        precondition(logits.count == rows * vocabularySize, "logits holds \(logits.count) values, expected \(rows) rows × \(vocabularySize)")
+        precondition(processing.count == rows, "processing holds \(processing.count) entries for \(rows) rows")
+        let steps = steps ?? [UInt64](repeating: 0, count: rows)
+        precondition(steps.count == rows, "steps holds \(steps.count) entries for \(rows) rows")
+        var results = [SampleResult](repeating: .failure(.noFiniteLogit), count: rows)
+        var logprobs = [TopLogprobs](repeating: TopLogprobs(), count: rows)
+        logits.withUnsafeBufferPointer { l in
+            parameters.withUnsafeBufferPointer { p in
+                processing.withUnsafeBufferPointer { q in
+                    steps.withUnsafeBufferPointer { s in
+                        results.withUnsafeMutableBufferPointer { r in
+                            logprobs.withUnsafeMutableBufferPointer { o in
+                                sample(
+                                    logits: l.baseAddress!, rows: rows, parameters: p, processing: q, steps: s, into: r,
+                                    logprobs: o)
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return (results, logprobs)
     }
 
     /// Array convenience: `logits` holds `rows × vocabularySize` values, row-major.
@@ -406,6 +464,10 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         var rangesPerRow = 1
         /// A verification call's proposals and results (`rows` counts requests then).
         var verification: VerificationCall?
+        /// Each row's request processing, if the call has any.
+        var processing: UnsafePointer<RequestProcessing>?
+        /// Where rows that ask for logprobs get them.
+        var logprobs: UnsafeMutablePointer<TopLogprobs>?
 
         var isSplit: Bool { rangesPerRow > 1 }
 
@@ -441,6 +503,9 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
             for r in 0..<rows {
                 chunksDone[r].store(0, ordering: .relaxed)
                 RowPipeline.SharedThreshold(word: sharedThresholds + r).reset()
+                // A split row's tasks share its region: its processing is prepared once, here.
+                RowPipeline.prepare(
+                    call.processing.map { $0[r] }, vocab: vocabularySize, scratch: regions[r], logprobsBuffer: call.logprobs != nil)
             }
             claims[0].store(WordPair(first: callNumber, second: UInt(tasks) << 32), ordering: .releasing)
             for g in 1..<plan.groups.count { claims[g].store(WordPair(first: callNumber, second: 0), ordering: .releasing) }
@@ -524,25 +589,30 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         let parameters = call.parameters[row]
         guard call.isSplit else {
             call.results[row] = RowPipeline.sampleRow(
-                p, vocab: vocabularySize, parameters: parameters, step: call.steps[row], scratch: regions[worker])
+                p, vocab: vocabularySize, parameters: parameters, processing: call.processing.map { $0[row] },
+                step: call.steps[row], scratch: regions[worker], logprobs: call.logprobs.map { $0 + row })
             return
         }
         // Split row: reduce this range's chunks into the row's region; the task that completes
         // the row settles it.
         let scratch = regions[row]
-        if parameters.validationError == nil {
+        let state = scratch.state.pointee
+        let valid = parameters.validationError == nil && state.error == nil
+        if valid {
             _ = RowPipeline.reduce(
-                p, vocab: vocabularySize, chunks: first, end, collect: parameters.temperature != 0, parameters: parameters,
-                scratch: scratch, partials: scratch.partials, shared: RowPipeline.SharedThreshold(word: sharedThresholds + row))
+                p, vocab: vocabularySize, chunks: first, end, collect: parameters.temperature != 0 || state.topLogprobs >= 0,
+                parameters: parameters, scratch: scratch, partials: scratch.partials,
+                shared: RowPipeline.SharedThreshold(word: sharedThresholds + row), state: state)
         }
         guard chunksDone[row].add(end - first, ordering: .acquiringAndReleasing).newValue == chunksPerRow else { return }
         var accumulator = StatisticsKernel.RowAccumulator()
-        if parameters.validationError == nil {
+        if valid {
             let chunkLength = StatisticsKernel.chunkLength
             for c in 0..<chunksPerRow { accumulator.merge(scratch.partials[c], chunk: c, start: c * chunkLength) }
         }
         call.results[row] = RowPipeline.settle(
-            p, vocab: vocabularySize, accumulator: accumulator, parameters: parameters, step: call.steps[row], scratch: scratch)
+            p, vocab: vocabularySize, accumulator: accumulator, parameters: parameters, step: call.steps[row], scratch: scratch,
+            logprobs: call.logprobs.map { $0 + row })
     }
 }
 

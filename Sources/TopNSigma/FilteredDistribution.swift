@@ -31,10 +31,15 @@ public struct FilteredDistribution: Sendable, Equatable {
     /// distribution.kept   // [(token: 4, probability: 0.731…), (token: 3, probability: 0.268…)]
     /// ```
     ///
+    /// With `processing`, the statistics, threshold and kept set are those of the processed row
+    /// (bitmask, bias, penalties; see ``RequestProcessing``; its `topLogprobs` is ignored here).
+    ///
     /// - Returns: the distribution, or the row's error (``RowError/vocabularyTooLarge(_:)`` for a
     ///   row longer than ``TopNSigma/maximumVocabularySize``, checked before any logit is read).
     /// - Complexity: one pass over the row plus O(survivors); allocates its scratch and result.
-    public static func of(_ row: UnsafeBufferPointer<Float>, parameters: SamplingParameters) -> Result<FilteredDistribution, RowError> {
+    public static func of(
+        _ row: UnsafeBufferPointer<Float>, parameters: SamplingParameters, processing: RequestProcessing? = nil
+    ) -> Result<FilteredDistribution, RowError> {
         if let error = parameters.validationError { return .failure(error) }
         guard let base = row.baseAddress, row.count > 0 else { return .failure(.noFiniteLogit) }
         guard row.count <= TopNSigma.maximumVocabularySize else { return .failure(.vocabularyTooLarge(row.count)) }
@@ -42,7 +47,9 @@ public struct FilteredDistribution: Sendable, Equatable {
         return RowPipeline.withTemporaryScratch(vocab: vocab) { scratch in
             let candidates = scratch.candidates, weights = scratch.weights
             let statistics: RowStatistics, gathered: Int?
-            switch RowPipeline.survivors(base, vocab: vocab, parameters: parameters, scratch: scratch) {
+            var processing = processing
+            processing?.topLogprobs = nil
+            switch RowPipeline.survivors(base, vocab: vocab, parameters: parameters, processing: processing, scratch: scratch) {
             case .failure(let error): return .failure(error)
             case .success(let result): (statistics, gathered) = result
             }
@@ -63,7 +70,7 @@ public struct FilteredDistribution: Sendable, Equatable {
     }
 
     /// Array convenience for ``of(_:parameters:)-(UnsafeBufferPointer<Float>,_)``.
-    public static func of(_ row: [Float], parameters: SamplingParameters) -> Result<FilteredDistribution, RowError> {
-        row.withUnsafeBufferPointer { of($0, parameters: parameters) }
+    public static func of(_ row: [Float], parameters: SamplingParameters, processing: RequestProcessing? = nil) -> Result<FilteredDistribution, RowError> {
+        row.withUnsafeBufferPointer { of($0, parameters: parameters, processing: processing) }
     }
 }

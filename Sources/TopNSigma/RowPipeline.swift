@@ -35,6 +35,25 @@ package enum RowPipeline {
         /// Split rows: each chunk's partial statistics, merged in chunk order by the task that
         /// settles the row.
         var partials: UnsafeMutablePointer<StatisticsKernel.ChunkPartial>
+        /// The row's request processing, prepared before its pass (``prepare(_:vocab:scratch:)``).
+        var state: UnsafeMutablePointer<ProcessingState>
+        /// The effective allowed-token bitmask: the request's, less the edited tokens.
+        var mask: UnsafeMutablePointer<UInt32>
+        /// The edited tokens' hash table (token → index in ``edits``), open addressing; only
+        /// the part a request needs is cleared and used.
+        var table: UnsafeMutablePointer<Int32>
+        var tableCapacity: Int
+        /// The tokens that the bias or the penalties change.
+        var edits: UnsafeMutablePointer<Edit>
+        /// Indices into ``edits`` grouped by chunk: chunk `c`'s are `order[editStarts[c]..<editStarts[c + 1]]`,
+        /// so each chunk processes its edited tokens while it is in L1.
+        var order: UnsafeMutablePointer<Int32>
+        var editStarts: UnsafeMutablePointer<Int>
+        /// Logprobs: per chunk, `Σ exp(x - chunk max)`, the chunk max, and its top tokens.
+        var expSums: UnsafeMutablePointer<Double>
+        var chunkMaxima: UnsafeMutablePointer<Float>
+        var topCounts: UnsafeMutablePointer<Int>
+        var topTokens: UnsafeMutablePointer<Candidate>
 
         /// Where each array of a ``Scratch`` lives in its block: offsets computed from the
         /// element types' own strides and alignments, each array on a 64-byte boundary.
@@ -42,6 +61,8 @@ package enum RowPipeline {
             let vocab: Int
             let chunks: Int
             let candidates: Int, weights: Int, partials: Int, counts: Int, thresholds: Int
+            let state: Int, mask: Int, maskWords: Int, table: Int, tableCapacity: Int, edits: Int, order: Int, editStarts: Int
+            let expSums: Int, chunkMaxima: Int, topCounts: Int, topTokens: Int
             /// Bytes of one block.
             let byteCount: Int
 
@@ -60,13 +81,34 @@ package enum RowPipeline {
                       let weights = place(Double.self, count: vocab),
                       let partials = place(StatisticsKernel.ChunkPartial.self, count: chunks),
                       let counts = place(Int.self, count: chunks),
-                      let thresholds = place(Float.self, count: chunks)
+                      let thresholds = place(Float.self, count: chunks),
+                      let state = place(ProcessingState.self, count: 1),
+                      let mask = place(UInt32.self, count: vocab / 32 + 2),
+                      let table = place(Int32.self, count: Self.tableCapacity(vocab: vocab)),
+                      let edits = place(Edit.self, count: vocab),
+                      let order = place(Int32.self, count: vocab),
+                      let editStarts = place(Int.self, count: chunks + 1),
+                      let expSums = place(Double.self, count: chunks),
+                      let chunkMaxima = place(Float.self, count: chunks),
+                      let topCounts = place(Int.self, count: chunks),
+                      let topTokens = place(Candidate.self, count: chunks * TopLogprobs.maximumCount)
                 else { return nil }
                 self.vocab = vocab
                 self.chunks = chunks
                 (self.candidates, self.weights, self.partials, self.counts, self.thresholds) =
                     (candidates, weights, partials, counts, thresholds)
+                (self.state, self.mask, self.maskWords, self.edits) = (state, mask, vocab / 32 + 2, edits)
+                (self.table, self.tableCapacity, self.order, self.editStarts) = (table, Self.tableCapacity(vocab: vocab), order, editStarts)
+                (self.expSums, self.chunkMaxima, self.topCounts, self.topTokens) = (expSums, chunkMaxima, topCounts, topTokens)
                 byteCount = max(offset, 64)
+            }
+
+            /// The hash table's capacity: a power of two, at least twice the vocabulary (load at
+            /// most one half).
+            static func tableCapacity(vocab: Int) -> Int {
+                var capacity = 16
+                while capacity < 2 * vocab { capacity *= 2 }
+                return capacity
             }
 
             /// Binds and initializes a scratch in `block` (at least ``byteCount`` bytes, 64-byte
@@ -78,11 +120,24 @@ package enum RowPipeline {
                 counts.initialize(repeating: 0, count: chunks)
                 let thresholds = (block + self.thresholds).bindMemory(to: Float.self, capacity: chunks)
                 thresholds.initialize(repeating: 0, count: chunks)
+                let state = (block + self.state).bindMemory(to: ProcessingState.self, capacity: 1)
+                state.initialize(to: ProcessingState())
+                let topCounts = (block + self.topCounts).bindMemory(to: Int.self, capacity: chunks)
+                topCounts.initialize(repeating: 0, count: chunks)
                 return Scratch(
                     thresholds: thresholds, counts: counts,
                     candidates: (block + candidates).bindMemory(to: Candidate.self, capacity: vocab),
                     weights: (block + weights).bindMemory(to: Double.self, capacity: vocab),
-                    partials: partials)
+                    partials: partials, state: state,
+                    mask: (block + mask).bindMemory(to: UInt32.self, capacity: maskWords),
+                    table: (block + table).bindMemory(to: Int32.self, capacity: tableCapacity), tableCapacity: tableCapacity,
+                    edits: (block + edits).bindMemory(to: Edit.self, capacity: vocab),
+                    order: (block + order).bindMemory(to: Int32.self, capacity: vocab),
+                    editStarts: (block + editStarts).bindMemory(to: Int.self, capacity: chunks + 1),
+                    expSums: (block + expSums).bindMemory(to: Double.self, capacity: chunks),
+                    chunkMaxima: (block + chunkMaxima).bindMemory(to: Float.self, capacity: chunks),
+                    topCounts: topCounts,
+                    topTokens: (block + topTokens).bindMemory(to: Candidate.self, capacity: chunks * TopLogprobs.maximumCount))
             }
         }
     }
@@ -95,29 +150,60 @@ package enum RowPipeline {
     /// when `collect`, compacts each chunk against the provisional threshold of the chunks merged so
     /// far (this one included) into `scratch`. When `partials` is given, each chunk's partial is
     /// also stored there (indexed by chunk). Stops at the first invalid logit.
+    ///
+    /// With request processing (`state`), the chunks are read through the effective bitmask
+    /// (masked and edited tokens take no part; the edited ones join when the row settles), and a
+    /// row that asks for logprobs also gets each chunk's exp-sum and top tokens while the chunk
+    /// is in L1 (``LogprobKernel``).
     static func reduce<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, chunks first: Int, _ end: Int, collect: Bool, parameters: SamplingParameters,
-        scratch: Scratch?, partials: UnsafeMutablePointer<ChunkPartial>?, shared: SharedThreshold? = nil
+        scratch: Scratch?, partials: UnsafeMutablePointer<ChunkPartial>?, shared: SharedThreshold? = nil,
+        state: ProcessingState = ProcessingState()
     ) -> StatisticsKernel.RowAccumulator {
         let chunkLength = StatisticsKernel.chunkLength
         var accumulator = StatisticsKernel.RowAccumulator()
+        var running = LogprobKernel.RunningTop()
         for c in first..<end {
             let start = c * chunkLength
             let length = min(chunkLength, vocab - start)
-            let part = StatisticsKernel.chunkPartial(p + start, count: length)
+            let mask = state.mask.map { UnsafePointer($0 + start / 32) }
+            let part = mask.map { StatisticsKernel.chunkPartial(p + start, count: length, mask: $0) }
+                ?? StatisticsKernel.chunkPartial(p + start, count: length)
             partials?[c] = part
             accumulator.merge(part, chunk: c, start: start)
             if accumulator.error != nil { break }
-            if collect, let scratch {
-                var threshold = provisionalThreshold(accumulator, parameters)
+            guard let scratch else { continue }
+            if collect {
+                // Greedy rows collect only for their rank (logprobs): the ties of the maximum.
+                var threshold = parameters.temperature == 0 ? accumulator.maximum : provisionalThreshold(accumulator, parameters)
                 // A split row's tasks share the strictest provisional threshold any of them has
                 // found, so a task over a few chunks does not collect as if it saw the row alone.
                 if let shared { threshold = shared.raise(to: threshold) }
                 scratch.thresholds[c] = threshold
                 // Most chunks hold no survivor at all: their maximum says so without a compare pass.
                 scratch.counts[c] = part.maximum >= threshold
-                    ? compactBlocks(p + start, count: length, threshold: threshold, indexBase: start, maxima: part.blockMaxima, into: scratch.candidates + start)
+                    ? compactBlocks(
+                        p + start, count: length, threshold: threshold, indexBase: start, maxima: part.blockMaxima, mask: mask,
+                        into: scratch.candidates + start)
                     : 0
+            }
+            // The edited tokens of this chunk, read while it is in L1.
+            if state.editCount > 0 {
+                for j in scratch.editStarts[c]..<scratch.editStarts[c + 1] {
+                    let k = Int(scratch.order[j])
+                    let edit = scratch.edits[k]
+                    if edit.allowed { scratch.edits[k].value = state.process(E.float(p, Int(edit.token)), edit) }
+                }
+            }
+            if state.topLogprobs >= 0 {
+                let keep = state.topLogprobs
+                let top = scratch.topTokens + c * TopLogprobs.maximumCount
+                var bound = running.bound(keep: keep)
+                scratch.chunkMaxima[c] = part.maximum
+                scratch.expSums[c] = LogprobKernel.chunk(
+                    p + start, count: length, mask: mask, maximum: part.maximum, indexBase: start, keep: keep,
+                    bound: &bound, into: top, found: &scratch.topCounts[c])
+                if keep > 0 { running.merge(top, count: scratch.topCounts[c], keep: keep) }
             }
         }
         return accumulator
@@ -128,7 +214,7 @@ package enum RowPipeline {
     @inline(__always)
     static func compactBlocks<E: LogitElement>(
         _ p: UnsafePointer<E>, count n: Int, threshold: Float, indexBase: Int, maxima: StatisticsKernel.BlockMaxima,
-        into out: UnsafeMutablePointer<Candidate>
+        mask: UnsafePointer<UInt32>?, into out: UnsafeMutablePointer<Candidate>
     ) -> Int {
         let blockLength = StatisticsKernel.blockLength
         var written = 0
@@ -138,7 +224,11 @@ package enum RowPipeline {
             let length = min(blockLength, n - start)
             let maximum = block < StatisticsKernel.blocksPerChunk ? maxima[block] : .infinity
             if maximum >= threshold {
-                written += CandidateKernel.compact(
+                written += mask.map {
+                    CandidateKernel.compact(
+                        p + start, count: length, threshold: threshold, indexBase: indexBase + start, mask: $0 + start / 32,
+                        into: out + written)
+                } ?? CandidateKernel.compact(
                     p + start, count: length, threshold: threshold, indexBase: indexBase + start, into: out + written)
             }
             start += length
@@ -149,7 +239,10 @@ package enum RowPipeline {
 
     /// Brings chunks `first..<end` to the final `threshold`: filters each chunk's slot in place, or
     /// compacts the chunk again when its provisional threshold was stricter.
-    static func finalize<E: LogitElement>(_ p: UnsafePointer<E>, vocab: Int, chunks first: Int, _ end: Int, threshold: Float, scratch: Scratch) {
+    static func finalize<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, chunks first: Int, _ end: Int, threshold: Float, scratch: Scratch,
+        mask: UnsafePointer<UInt32>? = nil
+    ) {
         let chunkLength = StatisticsKernel.chunkLength
         for c in first..<end {
             let start = c * chunkLength
@@ -161,6 +254,10 @@ package enum RowPipeline {
                     kept &+= 1
                 }
                 scratch.counts[c] = kept
+            } else if let mask {
+                scratch.counts[c] = CandidateKernel.compact(
+                    p + start, count: min(chunkLength, vocab - start), threshold: threshold, indexBase: start,
+                    mask: mask + start / 32, into: slot)
             } else {
                 scratch.counts[c] = CandidateKernel.compact(
                     p + start, count: min(chunkLength, vocab - start), threshold: threshold, indexBase: start, into: slot)
@@ -192,26 +289,46 @@ package enum RowPipeline {
     /// moments are recomputed in double precision (rare: a few rows in a thousand), so the kept
     /// set is always `{ i : Double(x_i) >= threshold }` with the float64 statistics.
     ///
+    /// With request processing, the edited tokens' processed logits are computed here, merged
+    /// into the statistics of the rest (Chan's formula, exactly as chunks merge) and into the
+    /// survivors in id order.
+    ///
     /// - Returns: the fused pass's statistics (within their error bound of the float64 ones) and
-    ///   the number of survivors gathered at the front of `scratch.candidates` in id order (nil
-    ///   for a greedy row); top-k and top-p are not applied yet.
+    ///   the number of survivors gathered at the front of `scratch.candidates` in id order (for
+    ///   a greedy row: nil, or with logprobs the ties of the maximum); top-k and top-p are not
+    ///   applied yet.
     static func settleSurvivors<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, accumulator: StatisticsKernel.RowAccumulator, parameters: SamplingParameters,
-        scratch: Scratch
+        scratch: Scratch, state: ProcessingState = ProcessingState()
     ) -> Result<(statistics: RowStatistics, count: Int?), RowError> {
-        if let error = parameters.validationError { return .failure(error) }
-        let statistics: RowStatistics
-        switch accumulator.finish(row: p, count: vocab) {
+        if let error = parameters.validationError ?? state.error { return .failure(error) }
+        let mask = state.mask.map { UnsafePointer($0) }
+        var statistics: RowStatistics
+        var m2Error = accumulator.m2Error
+        switch accumulator.finish(row: p, count: vocab, mask: mask) {
         case .failure(let error): return .failure(error)
         case .success(let s): statistics = s
         }
+        if state.editCount > 0 {
+            switch mergeEdits(p, accumulator: accumulator, untouched: statistics, state: state, scratch: scratch) {
+            case .failure(let error): return .failure(error)
+            case .success(let merged): (statistics, m2Error) = merged
+            }
+        }
         guard statistics.finiteCount > 0 else { return .failure(.noFiniteLogit) }
-        if parameters.temperature == 0 { return .success((statistics, nil)) }
         let chunks = StatisticsKernel.chunkCount(length: vocab)
-        let range = thresholdRange(statistics, parameters, m2Error: accumulator.m2Error)
+        if parameters.temperature == 0 {
+            guard state.topLogprobs >= 0 else { return .success((statistics, nil)) }
+            // A greedy row's rank counts the ties of its maximum.
+            finalize(p, vocab: vocab, chunks: 0, chunks, threshold: statistics.maximum, scratch: scratch, mask: mask)
+            let ties = mergeEditSurvivors(
+                threshold: statistics.maximum, count: gather(chunks: chunks, scratch: scratch), state: state, scratch: scratch)
+            return .success((statistics, ties))
+        }
+        let range = thresholdRange(statistics, parameters, m2Error: m2Error)
         let low = TopNSigma.floatThreshold(range.lower)
-        finalize(p, vocab: vocab, chunks: 0, chunks, threshold: low, scratch: scratch)
-        var count = gather(chunks: chunks, scratch: scratch)
+        finalize(p, vocab: vocab, chunks: 0, chunks, threshold: low, scratch: scratch, mask: mask)
+        var count = mergeEditSurvivors(threshold: low, count: gather(chunks: chunks, scratch: scratch), state: state, scratch: scratch)
         var threshold = low
         if range.upper > range.lower {
             // Survivors in [low, high) are undecided by the Float statistics.
@@ -226,7 +343,9 @@ package enum RowPipeline {
                 // pass's, so they never depend on the parameters (min-p, temperature) that made
                 // a logit undecided.
                 exactRecomputations.add(1, ordering: .relaxed)
-                let exact = StatisticsKernel.exactMoments(p, count: vocab)
+                let exact = mask == nil
+                    ? StatisticsKernel.exactMoments(p, count: vocab)
+                    : exactProcessedMoments(p, vocab: vocab, state: state, scratch: scratch)
                 var exactStatistics = statistics
                 exactStatistics.mean = exact.mean
                 exactStatistics.sumOfSquaredDeviations = exact.m2
@@ -246,25 +365,137 @@ package enum RowPipeline {
         return .success((statistics, count))
     }
 
-    /// The threshold survivors of one row on the calling thread: ``reduceRow(_:vocab:parameters:scratch:)``
-    /// then ``settleSurvivors``. Package-visible for the C ABI's allocation-free single-row calls.
+    /// The processed logits of the row's edited tokens (computed in the pass, in
+    /// `scratch.edits`), merged into the statistics of the untouched tokens. Returns the merged statistics and the bound on
+    /// their `M2`'s error, or the row's error (an edited logit that is NaN or `+inf`, before or
+    /// after processing).
+    static func mergeEdits<E: LogitElement>(
+        _ p: UnsafePointer<E>, accumulator: StatisticsKernel.RowAccumulator, untouched: RowStatistics, state: ProcessingState,
+        scratch: Scratch
+    ) -> Result<(RowStatistics, Double), RowError> {
+        let edits = scratch.edits
+        var count = 0, sum = 0.0, maximum = -Float.infinity, argmax = Int.max
+        for k in 0..<state.editCount {
+            // Processed in the pass (masked ones are -inf from the start).
+            let v = edits[k].value, token = Int(edits[k].token)
+            if v.isNaN { return .failure(.notANumber(index: token)) }
+            if v == .infinity { return .failure(.positiveInfinity(index: token)) }
+            guard v > -.infinity else { continue }
+            count += 1
+            sum += Double(v)
+            if v > maximum || (v == maximum && token < argmax) {
+                maximum = v
+                argmax = token
+            }
+        }
+        var statistics = untouched
+        guard count > 0 else { return .success((statistics, accumulator.m2Error)) }
+        let mean = sum / Double(count)
+        var m2 = 0.0
+        for k in 0..<state.editCount where edits[k].value > -.infinity {
+            let d = Double(edits[k].value) - mean
+            m2 += d * d
+        }
+        var merged = accumulator
+        merged.merge(
+            ChunkPartial(
+                count: count, mean: mean, m2: m2, maximum: -.infinity, m2Error: m2 * 0x1p-40,
+                meanError: (abs(mean) + (m2 / Double(count)).squareRoot()) * 0x1p-40),
+            chunk: -1, start: 0)
+        statistics.finiteCount = merged.count
+        statistics.mean = merged.mean
+        statistics.sumOfSquaredDeviations = merged.m2
+        if maximum > untouched.maximum || (maximum == untouched.maximum && argmax < untouched.argmax) {
+            statistics.maximum = maximum
+            statistics.argmax = argmax
+        }
+        return .success((statistics, merged.m2Error))
+    }
+
+    /// Merges the edited tokens whose processed logit is at or above `threshold` into the
+    /// `count` gathered survivors, in id order; returns the new count. (The edited tokens are
+    /// masked out of the pass, so no token is counted twice.)
+    static func mergeEditSurvivors(threshold: Float, count: Int, state: ProcessingState, scratch: Scratch) -> Int {
+        guard state.editCount > 0 else { return count }
+        // Sorted by id in the weights region, which is free until truncation.
+        return scratch.weights.withMemoryRebound(to: Candidate.self, capacity: state.editCount) { extra in
+            var m = 0
+            for k in 0..<state.editCount where scratch.edits[k].value >= threshold {
+                extra[m] = Candidate(index: scratch.edits[k].token, logit: scratch.edits[k].value)
+                m += 1
+            }
+            guard m > 0 else { return count }
+            Truncation.sortByIndex(extra, count: m)
+            let c = scratch.candidates
+            var i = count - 1, j = m - 1, k = count + m - 1
+            while j >= 0 {
+                if i >= 0 && c[i].index > extra[j].index {
+                    c[k] = c[i]
+                    i -= 1
+                } else {
+                    c[k] = extra[j]
+                    j -= 1
+                }
+                k -= 1
+            }
+            return count + m
+        }
+    }
+
+    /// The float64 two-pass moments of the processed row (allowed, untouched tokens and the
+    /// edited tokens' processed logits): the exact-threshold fallback for processed rows.
+    static func exactProcessedMoments<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, state: ProcessingState, scratch: Scratch
+    ) -> (mean: Double, m2: Double) {
+        guard let mask = state.mask.map({ UnsafePointer($0) }) else { return StatisticsKernel.exactMoments(p, count: vocab) }
+        var count = 0, sum = 0.0
+        for i in 0..<vocab where StatisticsKernel.allowed(mask, i) && E.float(p, i) > -.infinity {
+            count += 1
+            sum += Double(E.float(p, i))
+        }
+        for k in 0..<state.editCount where scratch.edits[k].value > -.infinity {
+            count += 1
+            sum += Double(scratch.edits[k].value)
+        }
+        guard count > 0 else { return (0, 0) }
+        let mean = sum / Double(count)
+        var m2 = 0.0
+        for i in 0..<vocab where StatisticsKernel.allowed(mask, i) && E.float(p, i) > -.infinity {
+            let d = Double(E.float(p, i)) - mean
+            m2 += d * d
+        }
+        for k in 0..<state.editCount where scratch.edits[k].value > -.infinity {
+            let d = Double(scratch.edits[k].value) - mean
+            m2 += d * d
+        }
+        return (mean, m2)
+    }
+
+    /// The threshold survivors of one row on the calling thread: ``prepare(_:vocab:scratch:logprobsBuffer:)``,
+    /// ``reduceRow(_:vocab:parameters:scratch:state:)`` then ``settleSurvivors``. Package-visible
+    /// for the C ABI's allocation-free single-row calls.
     package static func survivors<E: LogitElement>(
-        _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, scratch: Scratch
+        _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, processing: RequestProcessing? = nil,
+        scratch: Scratch
     ) -> Result<(statistics: RowStatistics, count: Int?), RowError> {
-        if let error = parameters.validationError { return .failure(error) }
-        let accumulator = reduceRow(p, vocab: vocab, parameters: parameters, scratch: scratch)
-        return settleSurvivors(p, vocab: vocab, accumulator: accumulator, parameters: parameters, scratch: scratch)
+        prepare(processing, vocab: vocab, scratch: scratch, logprobsBuffer: false)
+        let state = scratch.state.pointee
+        if let error = parameters.validationError ?? state.error { return .failure(error) }
+        let accumulator = reduceRow(p, vocab: vocab, parameters: parameters, scratch: scratch, state: state)
+        return settleSurvivors(p, vocab: vocab, accumulator: accumulator, parameters: parameters, scratch: scratch, state: state)
     }
 
     /// Every chunk of one row on the calling thread, collecting survivors unless the row is
-    /// greedy.
+    /// greedy without logprobs.
     @inline(__always)
     static func reduceRow<E: LogitElement>(
-        _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, scratch: Scratch
+        _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, scratch: Scratch,
+        state: ProcessingState = ProcessingState()
     ) -> StatisticsKernel.RowAccumulator {
         reduce(
-            p, vocab: vocab, chunks: 0, StatisticsKernel.chunkCount(length: vocab), collect: parameters.temperature != 0,
-            parameters: parameters, scratch: scratch, partials: nil)
+            p, vocab: vocab, chunks: 0, StatisticsKernel.chunkCount(length: vocab),
+            collect: parameters.temperature != 0 || state.topLogprobs >= 0, parameters: parameters, scratch: scratch,
+            partials: nil, state: state)
     }
 
     /// Runs `body` with a scratch region for one row of `vocab` logits, allocated for the call:
@@ -277,36 +508,110 @@ package enum RowPipeline {
         return body(layout.bind(block))
     }
 
-    /// One row start to finish on the calling thread.
+    /// One row start to finish on the calling thread: its processing prepared, reduced,
+    /// settled and drawn; its logprobs written to `logprobs` when it asks for them.
     static func sampleRow<E: LogitElement>(
-        _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, step: UInt64, scratch: Scratch
+        _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, processing: RequestProcessing? = nil,
+        step: UInt64, scratch: Scratch, logprobs: UnsafeMutablePointer<TopLogprobs>? = nil
     ) -> SampleResult {
-        if let error = parameters.validationError { return .failure(error) }
-        let accumulator = reduceRow(p, vocab: vocab, parameters: parameters, scratch: scratch)
-        return settle(p, vocab: vocab, accumulator: accumulator, parameters: parameters, step: step, scratch: scratch)
+        prepare(processing, vocab: vocab, scratch: scratch, logprobsBuffer: logprobs != nil)
+        let state = scratch.state.pointee
+        if let error = parameters.validationError ?? state.error {
+            logprobs?.pointee = TopLogprobs()
+            return .failure(error)
+        }
+        let accumulator = reduceRow(p, vocab: vocab, parameters: parameters, scratch: scratch, state: state)
+        return settle(p, vocab: vocab, accumulator: accumulator, parameters: parameters, step: step, scratch: scratch, logprobs: logprobs)
     }
 
-    /// Settles a reduced row (``settleSurvivors``), then truncates and draws.
+    /// Settles a reduced row (``settleSurvivors``), then truncates and draws; writes the row's
+    /// logprobs when its (prepared) processing asks for them.
     static func settle<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, accumulator: StatisticsKernel.RowAccumulator, parameters: SamplingParameters,
-        step: UInt64, scratch: Scratch
+        step: UInt64, scratch: Scratch, logprobs: UnsafeMutablePointer<TopLogprobs>? = nil
     ) -> SampleResult {
-        switch settleSurvivors(p, vocab: vocab, accumulator: accumulator, parameters: parameters, scratch: scratch) {
+        let state = scratch.state.pointee
+        switch settleSurvivors(p, vocab: vocab, accumulator: accumulator, parameters: parameters, scratch: scratch, state: state) {
         case .failure(let error):
+            logprobs?.pointee = TopLogprobs()
             return .failure(error)
         case .success(let (statistics, count)):
-            guard let count else { return .success(SampledToken(token: statistics.argmax, logProbability: 0, candidateCount: 1)) }
-            return draw(statistics: statistics, parameters: parameters, step: step, count: count, scratch: scratch)
+            let drawn: SampledToken, sampledLogit: Float
+            if parameters.temperature == 0 {
+                drawn = SampledToken(token: statistics.argmax, logProbability: 0, candidateCount: 1)
+                sampledLogit = statistics.maximum
+            } else {
+                drawn = draw(statistics: statistics, parameters: parameters, step: step, count: count ?? 0, scratch: scratch)
+                var logit = statistics.maximum
+                for j in 0..<drawn.candidateCount where Int(scratch.candidates[j].index) == drawn.token {
+                    logit = scratch.candidates[j].logit
+                    break
+                }
+                sampledLogit = logit
+            }
+            if state.topLogprobs >= 0, let logprobs {
+                logprobs.pointee = rowLogprobs(
+                    statistics: statistics, sampled: sampledLogit, survivors: count ?? 0, vocab: vocab, state: state, scratch: scratch)
+            }
+            return .success(drawn)
         }
     }
 
     /// top-k and top-p over the gathered survivors, then the draw.
-    static func draw(statistics: RowStatistics, parameters: SamplingParameters, step: UInt64, count: Int, scratch: Scratch) -> SampleResult {
+    static func draw(statistics: RowStatistics, parameters: SamplingParameters, step: UInt64, count: Int, scratch: Scratch) -> SampledToken {
         let kept = Truncation.apply(
             scratch.candidates, count: count, weights: scratch.weights, maximum: statistics.maximum, parameters: parameters)
         let u = Philox4x32(seed: parameters.seed).uniform(step: step)
-        return .success(DrawKernel.draw(
+        return DrawKernel.draw(
             UnsafeBufferPointer(start: scratch.candidates, count: kept), maximum: statistics.maximum,
-            temperature: parameters.temperature, uniform: u, weights: scratch.weights))
+            temperature: parameters.temperature, uniform: u, weights: scratch.weights)
+    }
+
+    /// The row's logprobs at temperature 1 before truncation: `log Z` from the chunks' exp-sums
+    /// (each rescaled from its chunk max to the row's) and the edited tokens; the top tokens from
+    /// the chunks' top lists and the edited tokens; the sampled token's rank from the survivors
+    /// (`survivors` of them in `scratch.candidates`, permuted by truncation but all there), which
+    /// hold every token at or above any kept one.
+    static func rowLogprobs(
+        statistics: RowStatistics, sampled: Float, survivors: Int, vocab: Int, state: ProcessingState, scratch: Scratch
+    ) -> TopLogprobs {
+        let chunks = StatisticsKernel.chunkCount(length: vocab)
+        let maximum = Double(statistics.maximum)
+        var z = 0.0
+        for c in 0..<chunks where scratch.chunkMaxima[c] > -.infinity {
+            z += scratch.expSums[c] * exp(Double(scratch.chunkMaxima[c]) - maximum)
+        }
+        for k in 0..<state.editCount where scratch.edits[k].value > -.infinity {
+            z += exp(Double(scratch.edits[k].value) - maximum)
+        }
+        let logZ = log(z)
+        var result = TopLogprobs()
+        result.sampledLogprob = Double(sampled) - maximum - logZ
+        var rank = 0
+        for j in 0..<survivors where scratch.candidates[j].logit >= sampled { rank += 1 }
+        result.sampledRank = max(rank, 1)
+        let keep = state.topLogprobs
+        guard keep > 0 else { return result }
+        withUnsafeTemporaryAllocation(of: Candidate.self, capacity: keep) { best in
+            var found = 0
+            func offer(_ c: Candidate) {
+                if found == keep && !Truncation.precedes(c, best[keep - 1]) { return }
+                var j = found < keep ? found : keep - 1
+                while j > 0 && Truncation.precedes(c, best[j - 1]) {
+                    best[j] = best[j - 1]
+                    j -= 1
+                }
+                best[j] = c
+                if found < keep { found += 1 }
+            }
+            for c in 0..<chunks {
+                for j in 0..<scratch.topCounts[c] { offer(scratch.topTokens[c * TopLogprobs.maximumCount + j]) }
+            }
+            for k in 0..<state.editCount where scratch.edits[k].value > -.infinity {
+                offer(Candidate(index: scratch.edits[k].token, logit: scratch.edits[k].value))
+            }
+            for j in 0..<found { result.append(token: best[j].index, logprob: Double(best[j].logit) - maximum - logZ) }
+        }
+        return result
     }
 }

@@ -75,6 +75,22 @@ public enum RowError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The row holds more logits than token ids can name (``TopNSigma/maximumVocabularySize``,
     /// `2^31 - 1`: ids are stored as `Int32`).
     case vocabularyTooLarge(Int)
+    /// ``RequestProcessing/repetitionPenalty`` is not finite or not `> 0`.
+    case invalidRepetitionPenalty(Float)
+    /// ``RequestProcessing/frequencyPenalty`` is not finite.
+    case invalidFrequencyPenalty(Float)
+    /// ``RequestProcessing/presencePenalty`` is not finite.
+    case invalidPresencePenalty(Float)
+    /// A logit bias that is not finite.
+    case invalidLogitBias(token: Int, Float)
+    /// A token id (bias or history) outside `0..<vocabularySize`.
+    case tokenOutOfRange(Int)
+    /// The allowed-token bitmask has fewer words than the vocabulary needs (`ceil(V / 32)`).
+    case bitmaskTooShort(words: Int, needed: Int)
+    /// ``RequestProcessing/topLogprobs`` outside `0...TopLogprobs.maximumCount`.
+    case invalidTopLogprobs(Int)
+    /// Logprobs were requested but the call passed no buffer to return them in.
+    case missingLogprobsBuffer
 
     /// What is wrong with the row, without the row number: `logit at index 17 is NaN`. See
     /// ``message(row:)`` for the form that names the row.
@@ -88,6 +104,14 @@ public enum RowError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidTopK(let k): return "top-k \(k) is invalid (must be >= 1)"
         case .invalidTopP(let p): return "top-p \(p) is invalid (must be in (0, 1])"
         case .invalidMinP(let m): return "min-p \(m) is invalid (must be in [0, 1])"
+        case .invalidRepetitionPenalty(let r): return "repetition penalty \(r) is invalid (must be finite and > 0)"
+        case .invalidFrequencyPenalty(let f): return "frequency penalty \(f) is invalid (must be finite)"
+        case .invalidPresencePenalty(let p): return "presence penalty \(p) is invalid (must be finite)"
+        case .invalidLogitBias(let token, let bias): return "logit bias \(bias) on token \(token) is invalid (must be finite)"
+        case .tokenOutOfRange(let token): return "token id \(token) is out of range for the vocabulary"
+        case .bitmaskTooShort(let words, let needed): return "allowed-token bitmask has \(words) words, the vocabulary needs \(needed)"
+        case .invalidTopLogprobs(let n): return "top logprobs \(n) is invalid (must be in 0...\(TopLogprobs.maximumCount))"
+        case .missingLogprobsBuffer: return "logprobs were requested but no logprobs buffer was passed"
         case .vocabularyTooLarge(let v): return "a row of \(v) logits is too large (at most \(TopNSigma.maximumVocabularySize): token ids are 32-bit)"
         }
     }

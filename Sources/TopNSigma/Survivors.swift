@@ -46,4 +46,45 @@ enum CandidateKernel {
         }
         return written
     }
+
+    /// As ``compact(_:count:threshold:indexBase:into:)``, keeping only the tokens `mask` allows
+    /// (`mask`'s first bit is `p[0]`'s; `p` starts a word).
+    @inline(__always)
+    static func compact<E: LogitElement>(
+        _ p: UnsafePointer<E>, count n: Int, threshold: Float, indexBase: Int, mask: UnsafePointer<UInt32>,
+        into out: UnsafeMutablePointer<Candidate>
+    ) -> Int {
+        let t = Vector(repeating: threshold)
+        var written = 0
+        var i = 0
+        while i &+ 32 <= n {
+            let w = mask[i &>> 5]
+            if w != 0 {
+                let a = E.load16(p, i)
+                let b = E.load16(p, i &+ 16)
+                if any((a .>= t) .| (b .>= t)) {
+                    for j in 0..<16 where a[j] >= threshold && w &>> UInt32(j) & 1 != 0 {
+                        out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i &+ j), logit: a[j])
+                        written &+= 1
+                    }
+                    for j in 0..<16 where b[j] >= threshold && w &>> UInt32(16 &+ j) & 1 != 0 {
+                        out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i &+ 16 &+ j), logit: b[j])
+                        written &+= 1
+                    }
+                }
+            }
+            i &+= 32
+        }
+        while i < n {
+            if StatisticsKernel.allowed(mask, i) {
+                let x = E.float(p, i)
+                if x >= threshold {
+                    out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i), logit: x)
+                    written &+= 1
+                }
+            }
+            i &+= 1
+        }
+        return written
+    }
 }

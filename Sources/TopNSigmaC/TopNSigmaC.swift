@@ -46,6 +46,10 @@ enum Status {
         case .invalidMinP: return (tns_status(TNS_ROW_INVALID_MIN_P), -1)
         // The vocabulary is checked at the ABI (1 ... 2^31 - 2) before any row is read.
         case .vocabularyTooLarge: return (tns_status(TNS_ERR_VOCAB_SIZE), -1)
+        case .invalidLogitBias(let token, _), .tokenOutOfRange(let token): return (tns_status(TNS_ROW_INVALID_PROCESSING), token)
+        case .invalidRepetitionPenalty, .invalidFrequencyPenalty, .invalidPresencePenalty, .bitmaskTooShort, .invalidTopLogprobs,
+            .missingLogprobsBuffer:
+            return (tns_status(TNS_ROW_INVALID_PROCESSING), -1)
         }
     }
 
@@ -72,6 +76,7 @@ enum Status {
         case Int(TNS_ROW_INVALID_TOP_K): return "top-k is invalid (must be >= 1)"
         case Int(TNS_ROW_INVALID_TOP_P): return "top-p is invalid (must be in (0, 1])"
         case Int(TNS_ROW_INVALID_MIN_P): return "min-p is invalid (must be in [0, 1])"
+        case Int(TNS_ROW_INVALID_PROCESSING): return "request processing is invalid (bias, penalty, bitmask or logprobs)"
         default: return "unknown status"
         }
     }

@@ -220,6 +220,15 @@ enum BenchMethod: String, CaseIterable {
     case fusedVerify = "fused-verify"
     /// The separate-pass opponent: a softmax of each row, then the rejection loop.
     case separateVerify = "separate-verify"
+    /// Every row a server-like request (``SyntheticRequests/serverLike(vocab:seed:topLogprobs:)``:
+    /// grammar bitmask, 20 biased tokens, 512-token history, three penalties), processed in the
+    /// fused pass.
+    case fusedProcessed = "fused-processed"
+    /// Top-nσ with 20 top logprobs per row, nothing else processed.
+    case fusedLogprobs = "fused-logprobs"
+    /// The same requests as `fused-processed`, processed as vLLM does (a copy, then separate
+    /// passes: bitmask, bias, penalties), then sampled by the same fused sampler.
+    case separateProcessed = "separate-processed"
 
     /// Rows read per batch entry: k + 1 for the verification methods.
     var rowsPerEntry: Int { self == .fusedVerify || self == .separateVerify ? BenchRunner.verifyK + 1 : 1 }
@@ -260,9 +269,12 @@ final class FusedCall: @unchecked Sendable {
     let parameters: UnsafeMutableBufferPointer<SamplingParameters>
     let steps: UnsafeMutableBufferPointer<UInt64>
     let results: UnsafeMutableBufferPointer<SampleResult>
+    let processing: UnsafeMutableBufferPointer<RequestProcessing>?
+    let logprobs: UnsafeMutableBufferPointer<TopLogprobs>
 
     init(sampler: BatchSampler, workload: Workload, batch: Int, format: LogitFormat,
-         parameters: SamplingParameters = SamplingParameters(temperature: 1, nSigma: 1, seed: 7)) {
+         parameters: SamplingParameters = SamplingParameters(temperature: 1, nSigma: 1, seed: 7),
+         processing: [RequestProcessing]? = nil) {
         self.sampler = sampler
         self.batch = batch
         self.format = format
@@ -285,15 +297,30 @@ final class FusedCall: @unchecked Sendable {
         steps.initialize(repeating: 1)
         results = .allocate(capacity: batch)
         results.initialize(repeating: .failure(.noFiniteLogit))
+        if let processing {
+            let buffer = UnsafeMutableBufferPointer<RequestProcessing>.allocate(capacity: batch)
+            _ = buffer.initialize(from: processing.prefix(batch))
+            self.processing = buffer
+        } else {
+            self.processing = nil
+        }
+        logprobs = .allocate(capacity: batch)
+        logprobs.initialize(repeating: TopLogprobs())
     }
 
     func run() {
         sampler.sample(
             logits: source, format: format, rows: batch, parameters: UnsafeBufferPointer(parameters),
-            steps: UnsafeBufferPointer(steps), into: results)
+            processing: processing.map { UnsafeBufferPointer($0) }, steps: UnsafeBufferPointer(steps), into: results,
+            logprobs: logprobs)
     }
 
     func free() {
+        if let processing {
+            processing.deinitialize()
+            processing.deallocate()
+        }
+        logprobs.deallocate()
         bits?.deallocate()
         parameters.deallocate()
         steps.deallocate()
@@ -465,6 +492,20 @@ struct BenchRunner {
                 })
             case .fusedVerify, .separateVerify:
                 timed += verification(method, logits: logits, vocab: vocab, batch: batch, threads: threads, parameters: parameters)
+            case .fusedProcessed, .fusedLogprobs:
+                let sampler = try! BatchSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads)
+                let requests = method == .fusedProcessed
+                    ? (0..<batch).map { SyntheticRequests.serverLike(vocab: vocab, seed: UInt64($0)) }
+                    : [RequestProcessing](repeating: RequestProcessing(topLogprobs: 20), count: batch)
+                let call = FusedCall(
+                    sampler: sampler, workload: workload, batch: batch, format: .float32,
+                    parameters: SamplingParameters(temperature: temperature, nSigma: n, seed: 7), processing: requests)
+                fusedCalls.append(call)
+                timed.append(Timed(
+                    name: method.rawValue, body: call.run,
+                    kept: { median(call.results.compactMap { try? $0.get().candidateCount }) }))
+            case .separateProcessed:
+                timed.append(separateProcessing(workload: workload, batch: batch, threads: threads, parameters: parameters))
             }
         }
         var results: [BenchResult] = []
@@ -601,6 +642,38 @@ func halfBits(_ x: Float) -> UInt16 {
 }
 
 extension BenchRunner {
+    /// `separate-processed`: each row copied and processed by ``SeparateProcessing`` (separate
+    /// full-row passes, as vLLM), rows spread over `threads` workers, then the processed block
+    /// sampled by a sampler with the same threads.
+    func separateProcessing(
+        workload: Workload, batch: Int, threads: Int, parameters: UnsafeMutableBufferPointer<SamplingParameters>
+    ) -> Timed {
+        let vocab = workload.vocab
+        let logits = UnsafePointer(workload.logits.baseAddress!)
+        let requests = (0..<batch).map { SyntheticRequests.serverLike(vocab: vocab, seed: UInt64($0)) }
+        let scratch = (0..<threads).map { _ in Box(SeparateProcessing(vocabularySize: vocab)) }
+        let processed = Slots(floats: batch * vocab)
+        let sampler = try! BatchSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads)
+        let steps = [UInt64](repeating: 1, count: batch)
+        let results = Box([SampleResult](repeating: .failure(.noFiniteLogit), count: batch))
+        let rowParameters = Array(parameters.prefix(batch))
+        return Timed(name: BenchMethod.separateProcessed.rawValue, body: {
+            parallelRows(batch, threads: threads) { worker, r in
+                scratch[worker].value.apply(UnsafeBufferPointer(start: logits + r * vocab, count: vocab), requests[r])
+                scratch[worker].value.processed.withUnsafeBufferPointer {
+                    (processed.floats + r * vocab).update(from: $0.baseAddress!, count: vocab)
+                }
+            }
+            rowParameters.withUnsafeBufferPointer { p in
+                steps.withUnsafeBufferPointer { s in
+                    results.value.withUnsafeMutableBufferPointer { out in
+                        sampler.sample(logits: processed.floats, rows: batch, parameters: p, steps: s, into: out)
+                    }
+                }
+            }
+        }, kept: { median(results.value.compactMap { try? $0.get().candidateCount }) })
+    }
+
     /// The plain sampling of the verification rows, the yardstick of `fused-verify`.
     static let verifyPlainName = "fused-verify-plain"
 
@@ -670,13 +743,23 @@ extension BenchRunner {
     }
 }
 
-/// Integer slots that threads write without exclusivity checks (each its own), freed with the last
-/// closure that holds them.
+/// Integer (or Float) slots that threads write without exclusivity checks (each its own), freed
+/// with the last closure that holds them.
 final class Slots: @unchecked Sendable {
     let values: UnsafeMutableBufferPointer<Int>
+    let floats: UnsafeMutablePointer<Float>
     init(count: Int) {
         values = .allocate(capacity: count)
         values.initialize(repeating: 0)
+        floats = .allocate(capacity: 1)
     }
-    deinit { values.deallocate() }
+    init(floats count: Int) {
+        values = .allocate(capacity: 1)
+        floats = .allocate(capacity: count)
+        floats.initialize(repeating: 0, count: count)
+    }
+    deinit {
+        values.deallocate()
+        floats.deallocate()
+    }
 }

@@ -1,0 +1,316 @@
+/// One token's additive logit bias (OpenAI's `logit_bias` entry).
+public struct LogitBias: Sendable, Equatable, Hashable {
+    /// The token id, `0..<vocabularySize`.
+    public var token: Int32
+    /// Added to the token's logit; finite.
+    public var bias: Float
+
+    /// A bias of `bias` on `token`.
+    @inlinable
+    public init(token: Int32, bias: Float) {
+        self.token = token
+        self.bias = bias
+    }
+}
+
+/// What a server does to one request's logits before sampling, applied inside the fused pass:
+/// the caller's logits are never written and no row is copied.
+///
+/// Order (vLLM's): the allowed-token bitmask, then the logit bias, then the penalties; Top-nσ,
+/// min-p, top-k and top-p then see the processed row (its max, mean and std), then the
+/// temperature and the draw. Each step is optional; the defaults change nothing.
+///
+/// - **Allowed tokens** (xgrammar / llguidance / vLLM layout): 32-bit words, token `t` is allowed
+///   iff bit `t % 32` (least significant first) of word `t / 32` is 1. A masked token counts as
+///   `-inf`: it takes no part in the statistics and is never kept, whatever its logit (a masked
+///   NaN is ignored).
+/// - **Logit bias**: each `(token, bias)` is added to that token's logit (several entries for one
+///   token add up). A masked token stays masked.
+/// - **Penalties**, with vLLM's definitions, over `promptTokens` and `outputTokens`:
+///   `repetitionPenalty r` divides a positive logit by `r` and multiplies any other by `r`, for
+///   tokens in the prompt or the output; `frequencyPenalty f` subtracts `f · count` (occurrences
+///   in the output); `presencePenalty p` subtracts `p` from tokens that occur in the output.
+///
+/// The processed logit is computed in `Float`, in that order:
+/// `v = x + bias; if seen { v = v > 0 ? v / r : v * r }; v -= f * count; if count > 0 { v -= p }`.
+///
+/// ```swift
+/// var processing = RequestProcessing()
+/// processing.allowedTokens = grammarBitmask                  // [UInt32], ceil(V / 32) words
+/// processing.logitBias = [LogitBias(token: 50256, bias: -100)]
+/// processing.promptTokens = promptIDs
+/// processing.outputTokens = generatedIDs
+/// processing.repetitionPenalty = 1.1
+/// processing.topLogprobs = 5
+/// ```
+public struct RequestProcessing: Sendable, Equatable, Hashable {
+    /// The allowed-token bitmask, at least `ceil(vocabularySize / 32)` words, or nil for every
+    /// token allowed.
+    public var allowedTokens: [UInt32]?
+    /// Sparse additive biases.
+    public var logitBias: [LogitBias]
+    /// The prompt's token ids (for the repetition penalty only).
+    public var promptTokens: [Int32]
+    /// The tokens generated so far (all three penalties).
+    public var outputTokens: [Int32]
+    /// vLLM's `repetition_penalty`, `> 0` and finite; 1 is off.
+    public var repetitionPenalty: Float
+    /// vLLM's / OpenAI's `frequency_penalty`, finite; 0 is off.
+    public var frequencyPenalty: Float
+    /// vLLM's / OpenAI's `presence_penalty`, finite; 0 is off.
+    public var presencePenalty: Float
+    /// How many top log-probabilities to return, `0...TopLogprobs.maximumCount`, or nil for none
+    /// (no extra work). 0 still returns the sampled token's log-probability and rank.
+    public var topLogprobs: Int?
+
+    /// Processing with the given steps; the defaults change nothing.
+    @inlinable
+    public init(
+        allowedTokens: [UInt32]? = nil, logitBias: [LogitBias] = [], promptTokens: [Int32] = [], outputTokens: [Int32] = [],
+        repetitionPenalty: Float = 1, frequencyPenalty: Float = 0, presencePenalty: Float = 0, topLogprobs: Int? = nil
+    ) {
+        self.allowedTokens = allowedTokens
+        self.logitBias = logitBias
+        self.promptTokens = promptTokens
+        self.outputTokens = outputTokens
+        self.repetitionPenalty = repetitionPenalty
+        self.frequencyPenalty = frequencyPenalty
+        self.presencePenalty = presencePenalty
+        self.topLogprobs = topLogprobs
+    }
+
+    /// Whether the penalties change anything (the history is read only then).
+    @inlinable
+    var penalizes: Bool { repetitionPenalty != 1 || frequencyPenalty != 0 || presencePenalty != 0 }
+
+    /// The error of these settings that needs no logit: a penalty that is not finite, `r <= 0`,
+    /// a top-logprobs count out of range, a bias that is not finite or a token id out of
+    /// `0..<vocabularySize`, or a bitmask shorter than `ceil(vocabularySize / 32)` words.
+    public func validationError(vocabularySize: Int) -> RowError? {
+        if !(repetitionPenalty > 0 && repetitionPenalty.isFinite) { return .invalidRepetitionPenalty(repetitionPenalty) }
+        if !frequencyPenalty.isFinite { return .invalidFrequencyPenalty(frequencyPenalty) }
+        if !presencePenalty.isFinite { return .invalidPresencePenalty(presencePenalty) }
+        if let n = topLogprobs, !(0...TopLogprobs.maximumCount).contains(n) { return .invalidTopLogprobs(n) }
+        if let words = allowedTokens {
+            let needed = (vocabularySize + 31) / 32
+            if words.count < needed { return .bitmaskTooShort(words: words.count, needed: needed) }
+        }
+        for entry in logitBias {
+            if entry.token < 0 || Int(entry.token) >= vocabularySize { return .tokenOutOfRange(Int(entry.token)) }
+            if !entry.bias.isFinite { return .invalidLogitBias(token: Int(entry.token), entry.bias) }
+        }
+        for token in promptTokens where token < 0 || Int(token) >= vocabularySize { return .tokenOutOfRange(Int(token)) }
+        for token in outputTokens where token < 0 || Int(token) >= vocabularySize { return .tokenOutOfRange(Int(token)) }
+        return nil
+    }
+}
+
+/// A token and its log-probability.
+public struct TokenLogprob: Sendable, Equatable, Hashable {
+    /// The token id.
+    public var token: Int32
+    /// `log p(token)`.
+    public var logprob: Double
+
+    /// `token` with log-probability `logprob`.
+    @inlinable
+    public init(token: Int32, logprob: Double) {
+        self.token = token
+        self.logprob = logprob
+    }
+}
+
+/// One row's log-probabilities in the processed distribution (vLLM's `processed_logprobs`):
+/// `log_softmax` of the processed logits at temperature 1, before any truncation.
+///
+/// Fixed capacity and stored inline, so the sampler fills a caller's buffer without allocating.
+public struct TopLogprobs: Sendable, Equatable {
+    /// The most entries a row can ask for (OpenAI's limit).
+    public static let maximumCount = 20
+
+    /// How many entries ``entries`` holds.
+    public private(set) var count: Int = 0
+    /// The sampled token's log-probability in this distribution (not the truncated one that
+    /// ``SampledToken/logProbability`` describes).
+    public var sampledLogprob: Double = 0
+    /// The sampled token's rank, 1-based: how many tokens have a processed logit at or above its
+    /// own (vLLM's definition, so ties share the worst rank).
+    public var sampledRank: Int = 0
+
+    private var tokens = SIMD32<Int32>()
+    private var logprobs = SIMD32<Double>()
+
+    /// Empty.
+    public init() {}
+
+    /// The `count` most probable tokens, most probable first (ties: lower id first).
+    public var entries: [TokenLogprob] {
+        (0..<count).map { TokenLogprob(token: tokens[$0], logprob: logprobs[$0]) }
+    }
+
+    /// Entry `i` (`0..<count`).
+    public subscript(i: Int) -> TokenLogprob {
+        precondition(i >= 0 && i < count, "index \(i) out of 0..<\(count)")
+        return TokenLogprob(token: tokens[i], logprob: logprobs[i])
+    }
+
+    /// Appends an entry (at most ``maximumCount``).
+    @inline(__always)
+    mutating func append(token: Int32, logprob: Double) {
+        tokens[count] = token
+        logprobs[count] = logprob
+        count += 1
+    }
+
+    /// Drops every entry.
+    @inline(__always)
+    mutating func removeAll() { count = 0 }
+}
+
+// MARK: - inside the pipeline
+
+/// One token whose logit the request's bias or penalties change.
+struct Edit {
+    var token: Int32
+    /// Occurrences in the output.
+    var count: Int32
+    /// The summed bias.
+    var bias: Float
+    /// The processed logit, computed in the pass while its chunk is in L1 (`-inf`: masked,
+    /// takes no part).
+    var value: Float
+    /// In the prompt or the output (the repetition penalty applies).
+    var seen: Bool
+    /// Allowed by the request's bitmask.
+    var allowed: Bool
+}
+
+/// A row's processing as the pass needs it, prepared in the row's scratch before the pass
+/// (``RowPipeline/prepare(_:vocab:scratch:logprobsBuffer:)``).
+struct ProcessingState {
+    /// The effective bitmask (the request's, less the edited tokens), or nil when the pass
+    /// reads every logit as it is.
+    var mask: UnsafeMutablePointer<UInt32>?
+    /// Edited tokens, at the front of the scratch's `edits`.
+    var editCount = 0
+    /// Top logprobs to return, or -1 for none.
+    var topLogprobs = -1
+    var repetitionPenalty: Float = 1
+    var frequencyPenalty: Float = 0
+    var presencePenalty: Float = 0
+    /// The request's error, found before the pass (it then reads nothing).
+    var error: RowError?
+
+    /// The processed logit of an edited token whose raw logit is `x` (vLLM's order, in Float).
+    @inline(__always)
+    func process(_ x: Float, _ edit: Edit) -> Float {
+        var v = x + edit.bias
+        if edit.seen && repetitionPenalty != 1 { v = v > 0 ? v / repetitionPenalty : v * repetitionPenalty }
+        if edit.count > 0 {
+            v -= frequencyPenalty * Float(edit.count)
+            v -= presencePenalty
+        }
+        return v
+    }
+}
+
+extension RowPipeline {
+    /// Prepares a row's processing in `scratch.state` (and its bitmask and edits): validates the
+    /// request, gathers the edited tokens (bias, then prompt and output when a penalty is on)
+    /// into a hash table, groups them by chunk, and builds the effective bitmask. O(bitmask words + bias + history);
+    /// reads no logit. A request with nothing to do leaves the state inactive, so the pass is
+    /// the plain one.
+    static func prepare(_ processing: RequestProcessing?, vocab: Int, scratch: Scratch, logprobsBuffer: Bool) {
+        var state = ProcessingState()
+        defer { scratch.state.pointee = state }
+        guard let processing else { return }
+        let r = processing.repetitionPenalty, f = processing.frequencyPenalty, pp = processing.presencePenalty
+        if !(r > 0 && r.isFinite) { state.error = .invalidRepetitionPenalty(r); return }
+        if !f.isFinite { state.error = .invalidFrequencyPenalty(f); return }
+        if !pp.isFinite { state.error = .invalidPresencePenalty(pp); return }
+        if let n = processing.topLogprobs {
+            guard (0...TopLogprobs.maximumCount).contains(n) else { state.error = .invalidTopLogprobs(n); return }
+            guard logprobsBuffer else { state.error = .missingLogprobsBuffer; return }
+            state.topLogprobs = n
+        }
+        (state.repetitionPenalty, state.frequencyPenalty, state.presencePenalty) = (r, f, pp)
+        let words = (vocab + 31) / 32
+        if let allowed = processing.allowedTokens, allowed.count < words {
+            state.error = .bitmaskTooShort(words: allowed.count, needed: words)
+            return
+        }
+        // The edited tokens, deduplicated through a hash table sized for this request (so the
+        // part that is cleared and probed stays in L1).
+        let edits = scratch.edits, table = scratch.table
+        let penalizes = processing.penalizes
+        let entries = processing.logitBias.count + (r != 1 ? processing.promptTokens.count : 0)
+            + (penalizes ? processing.outputTokens.count : 0)
+        var size = 16, shift: UInt32 = 28
+        while size < 2 * min(entries, vocab) && size < scratch.tableCapacity {
+            size *= 2
+            shift -= 1
+        }
+        table.update(repeating: -1, count: size)
+        var n = 0
+        func slot(_ token: Int32) -> Int {
+            var h = Int((UInt32(bitPattern: token) &* 0x9E37_79B1) >> shift)
+            while true {
+                let s = Int(table[h])
+                if s < 0 { break }
+                if edits[s].token == token { return s }
+                h = (h + 1) & (size - 1)
+            }
+            table[h] = Int32(truncatingIfNeeded: n)
+            edits[n] = Edit(token: token, count: 0, bias: 0, value: -.infinity, seen: false, allowed: true)
+            n += 1
+            return n - 1
+        }
+        let bound = Int32(truncatingIfNeeded: vocab)
+        for entry in processing.logitBias {
+            guard entry.token >= 0 && entry.token < bound else { state.error = .tokenOutOfRange(Int(entry.token)); return }
+            guard entry.bias.isFinite else { state.error = .invalidLogitBias(token: Int(entry.token), entry.bias); return }
+            edits[slot(entry.token)].bias += entry.bias
+        }
+        for token in processing.promptTokens {
+            guard token >= 0 && token < bound else { state.error = .tokenOutOfRange(Int(token)); return }
+            if r != 1 { edits[slot(token)].seen = true }
+        }
+        for token in processing.outputTokens {
+            guard token >= 0 && token < bound else { state.error = .tokenOutOfRange(Int(token)); return }
+            if penalizes {
+                let k = slot(token)
+                edits[k].seen = true
+                edits[k].count &+= 1
+            }
+        }
+        // Group the edits by chunk (a counting sort; `counts` is free until the pass).
+        let chunks = StatisticsKernel.chunkCount(length: vocab)
+        let starts = scratch.editStarts, cursor = scratch.counts
+        starts.update(repeating: 0, count: chunks + 1)
+        for k in 0..<n { starts[Int(edits[k].token) / StatisticsKernel.chunkLength + 1] += 1 }
+        for c in 0..<chunks { starts[c + 1] += starts[c] }
+        cursor.update(from: starts, count: chunks)
+        for k in 0..<n {
+            let c = Int(edits[k].token) / StatisticsKernel.chunkLength
+            scratch.order[cursor[c]] = Int32(truncatingIfNeeded: k)
+            cursor[c] += 1
+        }
+        state.editCount = n
+        guard processing.allowedTokens != nil || n > 0 else { return }
+        // The effective bitmask: the request's (or all ones), less the edited tokens.
+        let mask = scratch.mask
+        if let allowed = processing.allowedTokens {
+            allowed.withUnsafeBufferPointer { mask.update(from: $0.baseAddress!, count: words) }
+        } else {
+            mask.update(repeating: ~0, count: words)
+        }
+        if vocab % 32 != 0 { mask[words - 1] &= (1 << UInt32(vocab % 32)) &- 1 }
+        for k in 0..<n {
+            let t = Int(edits[k].token)
+            let bit: UInt32 = 1 << UInt32(t & 31)
+            edits[k].allowed = mask[t >> 5] & bit != 0
+            mask[t >> 5] &= ~bit
+        }
+        state.mask = mask
+    }
+}
