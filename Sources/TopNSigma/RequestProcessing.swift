@@ -205,12 +205,13 @@ struct ProcessingState {
     @inline(__always)
     func process(_ x: Float, _ edit: Edit) -> Float {
         var v = x + edit.bias
-        if edit.seen && repetitionPenalty != 1 { v = v > 0 ? v / repetitionPenalty : v * repetitionPenalty }
-        if edit.count > 0 {
-            v -= frequencyPenalty * Float(edit.count)
-            v -= presencePenalty
-        }
-        return v
+        // Both candidates computed, one selected: the sign of a logit is a coin flip for the
+        // branch predictor.
+        let divided = v / repetitionPenalty, multiplied = v * repetitionPenalty
+        let repeated = v > 0 ? divided : multiplied
+        v = edit.seen ? repeated : v
+        let penalized = (v - frequencyPenalty * Float(edit.count)) - presencePenalty
+        return edit.count > 0 ? penalized : v
     }
 }
 
@@ -241,7 +242,7 @@ extension RowPipeline {
         }
         // The edited tokens, deduplicated through a hash table sized for this request (so the
         // part that is cleared and probed stays in L1).
-        let edits = scratch.edits, table = scratch.table
+        let edits = scratch.staging, table = scratch.table
         let penalizes = processing.penalizes
         let entries = processing.logitBias.count + (r != 1 ? processing.promptTokens.count : 0)
             + (penalizes ? processing.outputTokens.count : 0)
@@ -252,38 +253,24 @@ extension RowPipeline {
         }
         table.update(repeating: -1, count: size)
         var n = 0
-        func slot(_ token: Int32) -> Int {
-            var h = Int((UInt32(bitPattern: token) &* 0x9E37_79B1) >> shift)
-            while true {
-                let s = Int(table[h])
-                if s < 0 { break }
-                if edits[s].token == token { return s }
-                h = (h + 1) & (size - 1)
-            }
-            table[h] = Int32(truncatingIfNeeded: n)
-            edits[n] = Edit(token: token, count: 0, bias: 0, value: -.infinity, seen: false, allowed: true)
-            n += 1
-            return n - 1
-        }
-        let bound = Int32(truncatingIfNeeded: vocab)
-        for entry in processing.logitBias {
-            guard entry.token >= 0 && entry.token < bound else { state.error = .tokenOutOfRange(Int(entry.token)); return }
-            guard entry.bias.isFinite else { state.error = .invalidLogitBias(token: Int(entry.token), entry.bias); return }
-            edits[slot(entry.token)].bias += entry.bias
-        }
-        for token in processing.promptTokens {
-            guard token >= 0 && token < bound else { state.error = .tokenOutOfRange(Int(token)); return }
-            if r != 1 { edits[slot(token)].seen = true }
-        }
-        for token in processing.outputTokens {
-            guard token >= 0 && token < bound else { state.error = .tokenOutOfRange(Int(token)); return }
-            if penalizes {
-                let k = slot(token)
-                edits[k].seen = true
-                edits[k].count &+= 1
+        // Through buffer pointers: iterating an Array (its read coroutine) allocates in
+        // unoptimized builds, and a call must not.
+        let error = processing.logitBias.withUnsafeBufferPointer { bias in
+            processing.promptTokens.withUnsafeBufferPointer { prompt in
+                processing.outputTokens.withUnsafeBufferPointer { output in
+                    gatherEdits(
+                        bias: bias, prompt: r != 1 ? prompt : UnsafeBufferPointer(start: nil, count: 0),
+                        promptToValidate: prompt, output: output, penalizes: penalizes, vocab: vocab,
+                        table: table, size: size, shift: shift, edits: edits, count: &n)
+                }
             }
         }
-        // Group the edits by chunk (a counting sort; `counts` is free until the pass).
+        if let error {
+            state.error = error
+            return
+        }
+        // Group the edits by chunk into `scratch.edits` (a counting sort; `counts` is free until
+        // the pass).
         let chunks = StatisticsKernel.chunkCount(length: vocab)
         let starts = scratch.editStarts, cursor = scratch.counts
         starts.update(repeating: 0, count: chunks + 1)
@@ -292,7 +279,7 @@ extension RowPipeline {
         cursor.update(from: starts, count: chunks)
         for k in 0..<n {
             let c = Int(edits[k].token) / StatisticsKernel.chunkLength
-            scratch.order[cursor[c]] = Int32(truncatingIfNeeded: k)
+            scratch.edits[cursor[c]] = edits[k]
             cursor[c] += 1
         }
         state.editCount = n
@@ -305,12 +292,68 @@ extension RowPipeline {
             mask.update(repeating: ~0, count: words)
         }
         if vocab % 32 != 0 { mask[words - 1] &= (1 << UInt32(vocab % 32)) &- 1 }
+        let grouped = scratch.edits
         for k in 0..<n {
-            let t = Int(edits[k].token)
+            let t = Int(grouped[k].token)
             let bit: UInt32 = 1 << UInt32(t & 31)
-            edits[k].allowed = mask[t >> 5] & bit != 0
+            grouped[k].allowed = mask[t >> 5] & bit != 0
             mask[t >> 5] &= ~bit
         }
         state.mask = mask
+    }
+
+    /// The index in `edits` of `token`'s edit, added (and `count` incremented) if it is new:
+    /// open addressing over `table[0..<size]` (`size = 2^(32 - shift)`, entries -1 when free).
+    @inline(__always)
+    static func editSlot(
+        _ token: Int32, table: UnsafeMutablePointer<Int32>, size: Int, shift: UInt32, edits: UnsafeMutablePointer<Edit>,
+        count n: inout Int
+    ) -> Int {
+        var h = Int((UInt32(bitPattern: token) &* 0x9E37_79B1) >> shift)
+        while true {
+            let s = Int(table[h])
+            if s < 0 { break }
+            if edits[s].token == token { return s }
+            h = (h + 1) & (size - 1)
+        }
+        table[h] = Int32(truncatingIfNeeded: n)
+        edits[n] = Edit(token: token, count: 0, bias: 0, value: -.infinity, seen: false, allowed: true)
+        n += 1
+        return n - 1
+    }
+
+    /// Adds the bias and history entries to the edits (``editSlot(_:table:size:shift:edits:count:)``):
+    /// the bias, the prompt (`prompt`: empty unless the repetition penalty is on; every token of
+    /// `promptToValidate` is range-checked), and the output when a penalty is on. Returns the
+    /// first bad entry's error.
+    static func gatherEdits(
+        bias: UnsafeBufferPointer<LogitBias>, prompt: UnsafeBufferPointer<Int32>, promptToValidate: UnsafeBufferPointer<Int32>,
+        output: UnsafeBufferPointer<Int32>, penalizes: Bool, vocab: Int, table: UnsafeMutablePointer<Int32>, size: Int,
+        shift: UInt32, edits: UnsafeMutablePointer<Edit>, count n: inout Int
+    ) -> RowError? {
+        let bound = Int32(truncatingIfNeeded: vocab)
+        for i in 0..<bias.count {
+            let entry = bias[i]
+            guard entry.token >= 0 && entry.token < bound else { return .tokenOutOfRange(Int(entry.token)) }
+            guard entry.bias.isFinite else { return .invalidLogitBias(token: Int(entry.token), entry.bias) }
+            edits[editSlot(entry.token, table: table, size: size, shift: shift, edits: edits, count: &n)].bias += entry.bias
+        }
+        for i in 0..<promptToValidate.count {
+            let token = promptToValidate[i]
+            guard token >= 0 && token < bound else { return .tokenOutOfRange(Int(token)) }
+        }
+        for i in 0..<prompt.count {
+            edits[editSlot(prompt[i], table: table, size: size, shift: shift, edits: edits, count: &n)].seen = true
+        }
+        for i in 0..<output.count {
+            let token = output[i]
+            guard token >= 0 && token < bound else { return .tokenOutOfRange(Int(token)) }
+            if penalizes {
+                let k = editSlot(token, table: table, size: size, shift: shift, edits: edits, count: &n)
+                edits[k].seen = true
+                edits[k].count &+= 1
+            }
+        }
+        return nil
     }
 }

@@ -45,9 +45,10 @@ package enum RowPipeline {
         var tableCapacity: Int
         /// The tokens that the bias or the penalties change.
         var edits: UnsafeMutablePointer<Edit>
-        /// Indices into ``edits`` grouped by chunk: chunk `c`'s are `order[editStarts[c]..<editStarts[c + 1]]`,
-        /// so each chunk processes its edited tokens while it is in L1.
-        var order: UnsafeMutablePointer<Int32>
+        /// The edits as the hash table gathers them, before they are grouped by chunk.
+        var staging: UnsafeMutablePointer<Edit>
+        /// Chunk `c`'s edits are `edits[editStarts[c]..<editStarts[c + 1]]` (``edits`` is grouped by
+        /// chunk), so each chunk processes its edited tokens while it is in L1, in one sweep.
         var editStarts: UnsafeMutablePointer<Int>
         /// Logprobs: per chunk, `Σ exp(x - chunk max)`, the chunk max, and its top tokens.
         var expSums: UnsafeMutablePointer<Double>
@@ -61,7 +62,7 @@ package enum RowPipeline {
             let vocab: Int
             let chunks: Int
             let candidates: Int, weights: Int, partials: Int, counts: Int, thresholds: Int
-            let state: Int, mask: Int, maskWords: Int, table: Int, tableCapacity: Int, edits: Int, order: Int, editStarts: Int
+            let state: Int, mask: Int, maskWords: Int, table: Int, tableCapacity: Int, edits: Int, staging: Int, editStarts: Int
             let expSums: Int, chunkMaxima: Int, topCounts: Int, topTokens: Int
             /// Bytes of one block.
             let byteCount: Int
@@ -86,7 +87,7 @@ package enum RowPipeline {
                       let mask = place(UInt32.self, count: vocab / 32 + 2),
                       let table = place(Int32.self, count: Self.tableCapacity(vocab: vocab)),
                       let edits = place(Edit.self, count: vocab),
-                      let order = place(Int32.self, count: vocab),
+                      let staging = place(Edit.self, count: vocab),
                       let editStarts = place(Int.self, count: chunks + 1),
                       let expSums = place(Double.self, count: chunks),
                       let chunkMaxima = place(Float.self, count: chunks),
@@ -98,7 +99,7 @@ package enum RowPipeline {
                 (self.candidates, self.weights, self.partials, self.counts, self.thresholds) =
                     (candidates, weights, partials, counts, thresholds)
                 (self.state, self.mask, self.maskWords, self.edits) = (state, mask, vocab / 32 + 2, edits)
-                (self.table, self.tableCapacity, self.order, self.editStarts) = (table, Self.tableCapacity(vocab: vocab), order, editStarts)
+                (self.table, self.tableCapacity, self.staging, self.editStarts) = (table, Self.tableCapacity(vocab: vocab), staging, editStarts)
                 (self.expSums, self.chunkMaxima, self.topCounts, self.topTokens) = (expSums, chunkMaxima, topCounts, topTokens)
                 byteCount = max(offset, 64)
             }
@@ -132,7 +133,7 @@ package enum RowPipeline {
                     mask: (block + mask).bindMemory(to: UInt32.self, capacity: maskWords),
                     table: (block + table).bindMemory(to: Int32.self, capacity: tableCapacity), tableCapacity: tableCapacity,
                     edits: (block + edits).bindMemory(to: Edit.self, capacity: vocab),
-                    order: (block + order).bindMemory(to: Int32.self, capacity: vocab),
+                    staging: (block + staging).bindMemory(to: Edit.self, capacity: vocab),
                     editStarts: (block + editStarts).bindMemory(to: Int.self, capacity: chunks + 1),
                     expSums: (block + expSums).bindMemory(to: Double.self, capacity: chunks),
                     chunkMaxima: (block + chunkMaxima).bindMemory(to: Float.self, capacity: chunks),
@@ -189,8 +190,7 @@ package enum RowPipeline {
             }
             // The edited tokens of this chunk, read while it is in L1.
             if state.editCount > 0 {
-                for j in scratch.editStarts[c]..<scratch.editStarts[c + 1] {
-                    let k = Int(scratch.order[j])
+                for k in scratch.editStarts[c]..<scratch.editStarts[c + 1] {
                     let edit = scratch.edits[k]
                     if edit.allowed { scratch.edits[k].value = state.process(E.float(p, Int(edit.token)), edit) }
                 }
@@ -590,28 +590,34 @@ package enum RowPipeline {
         var rank = 0
         for j in 0..<survivors where scratch.candidates[j].logit >= sampled { rank += 1 }
         result.sampledRank = max(rank, 1)
-        let keep = state.topLogprobs
+        let keep = min(state.topLogprobs, vocab)
         guard keep > 0 else { return result }
-        withUnsafeTemporaryAllocation(of: Candidate.self, capacity: keep) { best in
-            var found = 0
-            func offer(_ c: Candidate) {
-                if found == keep && !Truncation.precedes(c, best[keep - 1]) { return }
-                var j = found < keep ? found : keep - 1
-                while j > 0 && Truncation.precedes(c, best[j - 1]) {
-                    best[j] = best[j - 1]
-                    j -= 1
-                }
-                best[j] = c
-                if found < keep { found += 1 }
+        // The best `keep` in key order, in the candidates region's tail (free after the draw,
+        // which used only the survivors at its front).
+        let best = scratch.candidates + (vocab - keep)
+        var found = 0
+        for c in 0..<chunks {
+            for j in 0..<scratch.topCounts[c] {
+                offer(scratch.topTokens[c * TopLogprobs.maximumCount + j], into: best, found: &found, keep: keep)
             }
-            for c in 0..<chunks {
-                for j in 0..<scratch.topCounts[c] { offer(scratch.topTokens[c * TopLogprobs.maximumCount + j]) }
-            }
-            for k in 0..<state.editCount where scratch.edits[k].value > -.infinity {
-                offer(Candidate(index: scratch.edits[k].token, logit: scratch.edits[k].value))
-            }
-            for j in 0..<found { result.append(token: best[j].index, logprob: Double(best[j].logit) - maximum - logZ) }
         }
+        for k in 0..<state.editCount where scratch.edits[k].value > -.infinity {
+            offer(Candidate(index: scratch.edits[k].token, logit: scratch.edits[k].value), into: best, found: &found, keep: keep)
+        }
+        for j in 0..<found { result.append(token: best[j].index, logprob: Double(best[j].logit) - maximum - logZ) }
         return result
+    }
+
+    /// Inserts `c` into `best[0..<found]` (key order), keeping at most `keep`.
+    @inline(__always)
+    static func offer(_ c: Candidate, into best: UnsafeMutablePointer<Candidate>, found: inout Int, keep: Int) {
+        if found == keep && !Truncation.precedes(c, best[keep - 1]) { return }
+        var j = found < keep ? found : keep - 1
+        while j > 0 && Truncation.precedes(c, best[j - 1]) {
+            best[j] = best[j - 1]
+            j -= 1
+        }
+        best[j] = c
+        if found < keep { found += 1 }
     }
 }

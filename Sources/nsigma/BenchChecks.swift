@@ -2,6 +2,7 @@ import CBuildFeatures
 import Dispatch
 import Foundation
 import TopNSigma
+import TopNSigmaBaselines
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -105,6 +106,15 @@ struct BenchChecks {
         report(Outcome(
             name: "split row, one core busy", figure: "2 threads \(fmt(busy, 2))× the 1-thread time",
             target: "≤ 1.3×", passed: busy <= 1.3))
+        // 10-11: request processing against plain sampling of the same block (B=64, from DRAM).
+        let processing = timeProcessing(runner, large, batch: 64, flush: flusher)
+        report(Outcome(
+            name: "processed rows vs plain", figure: "\(fmt(processing.processed, 2))× the plain fused time "
+                + "(bitmask, 20 biases, 512-token history, 3 penalties)", target: "≤ 1.15×",
+            passed: isDefaultBuild ? nil : processing.processed <= 1.15))
+        report(Outcome(
+            name: "top logprobs 20 vs plain", figure: "\(fmt(processing.logprobs, 2))× the plain fused time",
+            target: "≤ 1.3×", passed: isDefaultBuild ? nil : processing.logprobs <= 1.3))
         print("(rows whose moments were recomputed in double precision: \(RowPipeline.exactRecomputations.load(ordering: .relaxed)))")
         return !outcomes.contains { $0.passed == false }
     }
@@ -141,6 +151,29 @@ struct BenchChecks {
         ]) { writeStandardError("\r\u{1B}[K--checks: \($0)") }
         blackHole(sink.value)
         return (timings[1].median, timings[0].median)
+    }
+
+    /// The `fused-processed` and `fused-logprobs` calls' median times over the plain fused call's,
+    /// interleaved, each call reading its logits from DRAM.
+    func timeProcessing(_ runner: BenchRunner, _ workload: Workload, batch: Int, flush: CacheFlusher) -> (processed: Double, logprobs: Double) {
+        let sampler = try! BatchSampler(vocabularySize: workload.vocab, maximumBatchSize: batch, threadCount: 1)
+        let calls = [
+            FusedCall(sampler: sampler, workload: workload, batch: batch, format: .float32),
+            FusedCall(
+                sampler: sampler, workload: workload, batch: batch, format: .float32,
+                processing: (0..<batch).map { SyntheticRequests.serverLike(vocab: workload.vocab, seed: UInt64($0)) }),
+            FusedCall(
+                sampler: sampler, workload: workload, batch: batch, format: .float32,
+                processing: [RequestProcessing](repeating: RequestProcessing(topLogprobs: 20), count: batch)),
+        ]
+        defer { calls.forEach { $0.free() } }
+        let prepare = { flush.flush() }
+        let timings = runner.interleaved([
+            .init(name: "plain", body: calls[0].run, prepare: prepare),
+            .init(name: "processed", body: calls[1].run, prepare: prepare),
+            .init(name: "logprobs", body: calls[2].run, prepare: prepare),
+        ]) { writeStandardError("\r\u{1B}[K--checks: request processing \($0)") }
+        return (timings[1].median / timings[0].median, timings[2].median / timings[0].median)
     }
 
     /// Median seconds of a B=64 call in each format, interleaved.

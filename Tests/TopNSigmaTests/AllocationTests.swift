@@ -64,4 +64,47 @@ final class AllocationTests: XCTestCase {
             }
         }
     }
+
+    func testRequestProcessingAllocatesNothing() throws {
+        try XCTSkipUnless(topnsigma_allocation_counting_available(), "malloc is owned by a sanitizer in this build")
+        XCTAssertGreaterThan(allocations { _ = [Int](repeating: 1, count: 1000 + Int.random(in: 0..<2)) }, 0)
+        // Whole rows (8 rows, 2 threads) and split rows (1 row, 2 threads), every feature on,
+        // greedy and sampled rows, f32 and bf16.
+        for (rows, vocab, threads) in [(8, 49_152, 2), (1, 128_256, 2)] {
+            let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 5)
+            let processing = (0..<rows).map { SyntheticRequests.serverLike(vocab: vocab, seed: UInt64($0), topLogprobs: 20) }
+            let parameters = (0..<rows).map { SamplingParameters(temperature: $0 % 3 == 1 ? 0 : 0.9, nSigma: 1, seed: UInt64($0), topP: 0.95) }
+            let steps = [UInt64](repeating: 1, count: rows)
+            var results = [SampleResult](repeating: .failure(.noFiniteLogit), count: rows)
+            var logprobs = [TopLogprobs](repeating: TopLogprobs(), count: rows)
+            let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
+            let bits = logits.map { UInt16($0.bitPattern >> 16) }
+            for format in [LogitFormat.float32, .bfloat16] {
+                logits.withUnsafeBytes { f32 in
+                    bits.withUnsafeBytes { bf16 in
+                        parameters.withUnsafeBufferPointer { p in
+                            processing.withUnsafeBufferPointer { q in
+                                steps.withUnsafeBufferPointer { s in
+                                    results.withUnsafeMutableBufferPointer { out in
+                                        logprobs.withUnsafeMutableBufferPointer { lp in
+                                            func call() {
+                                                sampler.sample(
+                                                    logits: format == .float32 ? f32.baseAddress! : bf16.baseAddress!, format: format,
+                                                    rows: rows, parameters: p, processing: q, steps: s, into: out, logprobs: lp)
+                                            }
+                                            for _ in 0..<3 { call() }
+                                            let count = allocations { for _ in 0..<20 { call() } }
+                                            XCTAssertEqual(count, 0, "\(format), rows \(rows), threads \(threads): \(count) allocations in 20 calls")
+                                        }
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+                XCTAssertNoThrow(try results[0].get())
+                XCTAssertEqual(logprobs[0].count, 20)
+            }
+        }
+    }
 }

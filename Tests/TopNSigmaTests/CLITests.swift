@@ -284,14 +284,17 @@ import TopNSigmaIO
         let results = object["results"] as! [[String: Any]]
         let gemm = try #require(results.first { $0["method"] as? String == "lm-head-sgemm" })
         #expect(gemm["hidden"] as? Int == 32)
+        let gemmSeconds = try #require(gemm["medianSeconds"] as? Double)
         for method in ["fused-topnsigma+lm-head", "naive-topnsigma+lm-head"] {
             let entry = try #require(results.first { $0["method"] as? String == method })
             let share = try #require(entry["shareOfDecodeStep"] as? Double)
             #expect(share > 0 && share < 1)
+            // The share is the method's time over the step's (its time plus the sgemm's): no
+            // timing comparison between methods here (a debug build on a shared machine decides
+            // nothing about speed; the bench does).
+            let seconds = try #require(entry["medianSeconds"] as? Double)
+            #expect(Swift.abs(share - seconds / (seconds + gemmSeconds)) <= 1e-9)
         }
-        let fused = results.first { $0["method"] as? String == "fused-topnsigma+lm-head" }!["shareOfDecodeStep"] as! Double
-        let naive = results.first { $0["method"] as? String == "naive-topnsigma+lm-head" }!["shareOfDecodeStep"] as! Double
-        #expect(fused < naive)
     }
 
     @Test("bad bench options exit 2 with a message", arguments: [["--vocab", "0"], ["--threads", "x"], ["--methods", "magic"], ["--baseline", "/nonexistent.json"]])
