@@ -2,17 +2,21 @@ import ArgumentParser
 import TopNSigma
 import TopNSigmaIO
 
-/// `nsigma filter --logits PATH [--vocab V] [--n 1.0]`: the statistics and the kept set of
-/// every row, one JSON object per line.
+/// `nsigma filter --logits PATH [--vocab V] [--n 1.0] [truncation] [processing]`: the statistics
+/// and the kept set of every (processed) row, one JSON object per line.
 struct Filter: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Print each row's statistics and the tokens Top-nσ keeps, as JSON lines.",
         discussion: """
             Each line: {"row": i, "max": …, "mean": …, "std": …, "threshold": …, "finite": count, "kept": [ids]}.
-            "threshold" is the combined Top-nσ / min-p logit threshold (null when both are off); top-k and
+            "threshold" is the combined Top-nσ / min-p logit threshold (null when both are off); top-k and \
             top-p then cut the kept set further (Top-nσ, top-k and min-p intersected, top-p on the rest).
             With --temperature 0 the row is greedy, as in `sample`: "kept" is the argmax alone.
-            A row that cannot be filtered prints {"row": i, "error": "…"} and the exit status is 3.
+            With --allowed, --logit-bias, --history or a penalty, every field describes the processed row, \
+            as `sample` sees it: the bitmask (a disallowed token counts as -inf: it is not in "finite" and \
+            never kept), then the bias, then the penalties.
+            A row that cannot be filtered (a NaN logit, a token id out of range, …) prints \
+            {"row": i, "error": "…"} and the exit status is 3.
             """
     )
 
@@ -26,19 +30,30 @@ struct Filter: ParsableCommand {
     @Option(help: "Temperature of the distribution min-p and top-p are computed on (>= 0; 0 is greedy: kept is the argmax).")
     var temperature: Float = 1.0
 
+    @OptionGroup var processing: ProcessingOptions
+
     func run() throws {
         let n = try parseNSigma(nText)
         // T = 0 is greedy, as in `sample` and the library: the row keeps its argmax alone.
         guard temperature >= 0 else { throw UsageError(message: "--temperature must be >= 0, got \(temperature)") }
         let parameters = try truncation.parameters(temperature: temperature, nSigma: n)
+        try input.checkOptions()
+        let processingInput = try processing.load()
         let file = try input.load()
+        // Each row's processing (nil: the rows as they are), and the rows' errors found here.
+        var requests: [RequestProcessing]?, rowErrors: [RowError?]?
+        if processingInput.isActive {
+            (requests, rowErrors) = try processingInput.requests(rows: file.rows, vocab: file.vocab, topLogprobs: nil)
+        }
         var lines: [String] = []
         lines.reserveCapacity(file.rows)
         var failed = false
         file.values.withUnsafeBufferPointer { values in
             for r in 0..<file.rows {
                 let row = UnsafeBufferPointer(rebasing: values[(r * file.vocab)..<((r + 1) * file.vocab)])
-                switch FilteredDistribution.of(row, parameters: parameters) {
+                let result = rowErrors?[r].map { Result<FilteredDistribution, RowError>.failure($0) }
+                    ?? FilteredDistribution.of(row, parameters: parameters, processing: requests?[r])
+                switch result {
                 case .failure(let error):
                     failed = true
                     lines.append("{\"row\": \(r), \"error\": \(jsonString(error.message(row: r)))}")

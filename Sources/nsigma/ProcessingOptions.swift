@@ -1,0 +1,242 @@
+import ArgumentParser
+import Foundation
+import TopNSigma
+
+/// The request-processing options shared by `filter` and `sample`: an allowed-token bitmask, a
+/// logit bias, a token history and the three penalties (the library's ``RequestProcessing``).
+///
+/// Checked in two steps, so that a bad option is reported whatever the logits file holds:
+/// ``load()`` reads and parses every file and checks every value before the logits are read;
+/// ``ProcessingInput/requests(rows:vocab:topLogprobs:)`` then checks the files' row counts and
+/// sizes against the logits.
+struct ProcessingOptions: ParsableArguments {
+    @Option(help: ArgumentHelp(
+        "Allowed-token bitmasks: a raw file of little-endian 32-bit words, rows × ceil(V / 32), one mask per row (token t is allowed iff bit t % 32 of word t / 32 is set, least significant first).",
+        valueName: "path"))
+    var allowed: String?
+
+    @Option(name: .customLong("logit-bias"), help: ArgumentHelp(
+        "A JSON object {\"token id\": bias} added to every row's logits, or a JSON array of such objects, one per row.",
+        valueName: "path"))
+    var logitBias: String?
+
+    @Option(help: ArgumentHelp(
+        "A JSON array of {\"prompt\": [ids], \"output\": [ids]}, one per row (a missing key is empty): the tokens the penalties count.",
+        valueName: "path"))
+    var history: String?
+
+    @Option(name: .customLong("repetition-penalty"), parsing: .unconditional, help: ArgumentHelp(
+        "Divide a positive logit by R and multiply any other by R, for tokens in the row's prompt or output (finite, > 0; 1 is off).",
+        valueName: "r"))
+    var repetitionPenalty: Float = 1
+
+    @Option(name: .customLong("frequency-penalty"), parsing: .unconditional, help: ArgumentHelp(
+        "Subtract F × (occurrences in the row's output) from each token's logit (finite; 0 is off).",
+        valueName: "f"))
+    var frequencyPenalty: Float = 0
+
+    @Option(name: .customLong("presence-penalty"), parsing: .unconditional, help: ArgumentHelp(
+        "Subtract P from the logit of each token that occurs in the row's output (finite; 0 is off).",
+        valueName: "p"))
+    var presencePenalty: Float = 0
+
+    /// Reads and parses every file and checks every value: everything that needs no logits.
+    func load() throws -> ProcessingInput {
+        guard repetitionPenalty.isFinite && repetitionPenalty > 0 else {
+            throw UsageError(message: "--repetition-penalty must be finite and > 0, got \(repetitionPenalty)")
+        }
+        guard frequencyPenalty.isFinite else { throw UsageError(message: "--frequency-penalty must be finite, got \(frequencyPenalty)") }
+        guard presencePenalty.isFinite else { throw UsageError(message: "--presence-penalty must be finite, got \(presencePenalty)") }
+        var input = ProcessingInput(
+            repetitionPenalty: repetitionPenalty, frequencyPenalty: frequencyPenalty, presencePenalty: presencePenalty)
+        if let allowed {
+            guard let data = FileManager.default.contents(atPath: allowed) else {
+                throw UsageError(message: "cannot read --allowed \(allowed)")
+            }
+            input.allowed = (allowed, data)
+        }
+        if let logitBias {
+            let what = "--logit-bias \(logitBias)"
+            switch try readJSON(logitBias, option: "--logit-bias") {
+            case let object as [String: Any]:
+                input.biases = .shared(try biases(object, what: what))
+            case let array as [Any]:
+                input.biases = .perRow(try array.enumerated().map { i, element in
+                    guard let object = element as? [String: Any] else {
+                        throw UsageError(message: "\(what): entry \(i) is not a JSON object {\"token id\": bias}")
+                    }
+                    return try biases(object, what: "\(what): entry \(i)")
+                })
+            default:
+                throw UsageError(message: "\(what): expected a JSON object {\"token id\": bias} or an array of them")
+            }
+        }
+        if let history {
+            let what = "--history \(history)"
+            guard let array = try readJSON(history, option: "--history") as? [Any] else {
+                throw UsageError(message: "\(what): expected a JSON array of {\"prompt\": [ids], \"output\": [ids]}")
+            }
+            input.history = try array.enumerated().map { i, element in
+                guard let object = element as? [String: Any] else {
+                    throw UsageError(message: "\(what): entry \(i) is not a JSON object {\"prompt\": [ids], \"output\": [ids]}")
+                }
+                for key in object.keys where key != "prompt" && key != "output" {
+                    throw UsageError(message: "\(what): entry \(i) has the unknown key \(jsonString(key)) (only \"prompt\" and \"output\")")
+                }
+                return ProcessingInput.History(
+                    prompt: try tokenList(object["prompt"], what: "\(what): entry \(i) \"prompt\""),
+                    output: try tokenList(object["output"], what: "\(what): entry \(i) \"output\""))
+            }
+        }
+        return input
+    }
+
+    /// The JSON value in the file at `path`.
+    private func readJSON(_ path: String, option: String) throws -> Any {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw UsageError(message: "cannot read \(option) \(path)")
+        }
+        do {
+            return try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
+        } catch {
+            let detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? error.localizedDescription
+            throw UsageError(message: "\(option) \(path) is not valid JSON: \(detail)")
+        }
+    }
+
+    /// One `{"token id": bias}` object, by ascending token id (a JSON object has no order).
+    private func biases(_ object: [String: Any], what: String) throws -> [(token: Int, bias: Float)] {
+        try object.map { key, value in
+            guard let token = Int(key) else {
+                throw UsageError(message: "\(what): key \(jsonString(key)) is not a token id (a 64-bit integer)")
+            }
+            guard let number = jsonNumber(value) else {
+                throw UsageError(message: "\(what): the bias of token \(key) is not a number")
+            }
+            // A bias beyond Float's range becomes ±inf, which the library reports as the row's error.
+            return (token, Float(number.doubleValue))
+        }.sorted { $0.token < $1.token }
+    }
+
+    /// A JSON array of token ids; a missing key is empty.
+    private func tokenList(_ value: Any?, what: String) throws -> [Int] {
+        guard let value else { return [] }
+        guard let array = value as? [Any] else { throw UsageError(message: "\(what) is not an array of token ids") }
+        return try array.enumerated().map { i, element in
+            guard let number = jsonNumber(element) else {
+                throw UsageError(message: "\(what): element \(i) is not a number")
+            }
+            guard let token = jsonInteger(number) else {
+                throw UsageError(message: "\(what): element \(i) (\(number)) is not a token id (a 64-bit integer)")
+            }
+            return token
+        }
+    }
+}
+
+/// A JSON number (JSONSerialization's NSNumber), not a boolean: `true` and `false` come back as
+/// NSNumbers too, with the type code of `char`.
+func jsonNumber(_ value: Any) -> NSNumber? {
+    guard let number = value as? NSNumber else { return nil }
+    return String(cString: number.objCType) == "c" ? nil : number
+}
+
+/// The number's exact integer value, or nil when it has a fraction or does not fit 64 bits.
+func jsonInteger(_ number: NSNumber) -> Int? {
+    let d = number.doubleValue
+    guard d.isFinite, d.rounded(.towardZero) == d, d.magnitude < 0x1p63 else { return nil }
+    let type = String(cString: number.objCType)
+    // Integer type codes hold the value exactly; a double (or a decimal) is integral here.
+    return type == "d" || type == "f" || number is NSDecimalNumber ? Int(d) : Int(number.int64Value)
+}
+
+/// The processing options, read and parsed: ``requests(rows:vocab:topLogprobs:)`` makes each
+/// row's ``RequestProcessing`` once the logits' shape is known.
+struct ProcessingInput {
+    struct History {
+        var prompt: [Int]
+        var output: [Int]
+    }
+
+    enum Biases {
+        /// One object for every row.
+        case shared([(token: Int, bias: Float)])
+        /// One object per row.
+        case perRow([[(token: Int, bias: Float)]])
+    }
+
+    /// The path and bytes of `--allowed`.
+    var allowed: (path: String, data: Data)?
+    var biases: Biases?
+    var history: [History]?
+    var repetitionPenalty: Float = 1
+    var frequencyPenalty: Float = 0
+    var presencePenalty: Float = 0
+
+    /// Whether any processing option was given (otherwise the rows are sampled as they are).
+    var isActive: Bool {
+        allowed != nil || biases != nil || history != nil || repetitionPenalty != 1 || frequencyPenalty != 0
+            || presencePenalty != 0
+    }
+
+    /// Each row's processing, and each row's error found here: a token id that an `Int32` cannot
+    /// hold (reported, as the library would, as out of range, after any earlier error of the
+    /// row in the library's order). Throws a ``UsageError`` for a file whose rows do not match
+    /// the logits.
+    func requests(rows: Int, vocab: Int, topLogprobs: Int?) throws -> (processing: [RequestProcessing], errors: [RowError?]) {
+        let words = (vocab + 31) / 32
+        var masks: [UInt32]?
+        if case let (path, data)? = allowed {
+            let (count, overflow) = rows.multipliedReportingOverflow(by: words)
+            let (bytes, overflow2) = count.multipliedReportingOverflow(by: 4)
+            guard !overflow && !overflow2 && data.count == bytes else {
+                throw UsageError(message: "--allowed \(path) holds \(data.count) bytes, expected \(rows) rows × \(words) words (ceil(\(vocab) / 32)) × 4 bytes")
+            }
+            masks = data.withUnsafeBytes { raw in (0..<count).map { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) } }
+        }
+        if case .perRow(let list) = biases, list.count != rows {
+            throw UsageError(message: "--logit-bias holds \(list.count) objects for \(rows) rows")
+        }
+        if let history, history.count != rows {
+            throw UsageError(message: "--history holds \(history.count) entries for \(rows) rows")
+        }
+        var processing: [RequestProcessing] = []
+        var errors = [RowError?](repeating: nil, count: rows)
+        processing.reserveCapacity(rows)
+        for r in 0..<rows {
+            var request = RequestProcessing(
+                repetitionPenalty: repetitionPenalty, frequencyPenalty: frequencyPenalty, presencePenalty: presencePenalty,
+                topLogprobs: topLogprobs)
+            if let masks { request.allowedTokens = Array(masks[(r * words)..<((r + 1) * words)]) }
+            // The first id that does not fit Int32 is the row's error, unless the library finds
+            // one first in what comes before it (its order: penalties, bias, prompt, output).
+            func id(_ token: Int) -> Int32? {
+                if let id = Int32(exactly: token) { return id }
+                if errors[r] == nil { errors[r] = request.validationError(vocabularySize: vocab) ?? .tokenOutOfRange(token) }
+                return nil
+            }
+            let rowBiases: [(token: Int, bias: Float)]
+            switch biases {
+            case .shared(let list): rowBiases = list
+            case .perRow(let list): rowBiases = list[r]
+            case nil: rowBiases = []
+            }
+            for entry in rowBiases {
+                guard let token = id(entry.token) else { break }
+                request.logitBias.append(LogitBias(token: token, bias: entry.bias))
+            }
+            if let entry = history?[r] {
+                for token in entry.prompt {
+                    guard let token = id(token) else { break }
+                    request.promptTokens.append(token)
+                }
+                for token in entry.output {
+                    guard let token = id(token) else { break }
+                    request.outputTokens.append(token)
+                }
+            }
+            processing.append(request)
+        }
+        return (processing, errors)
+    }
+}
