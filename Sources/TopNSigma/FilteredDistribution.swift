@@ -69,7 +69,7 @@ public struct FilteredDistribution: Sendable, Equatable {
         } ?? .failure(.vocabularyTooLarge(row.count))
     }
 
-    /// Array convenience for ``of(_:parameters:)-(UnsafeBufferPointer<Float>,_)``.
+    /// Array convenience for ``of(_:parameters:processing:)-(UnsafeBufferPointer<Float>,_,_)``.
     public static func of(_ row: [Float], parameters: SamplingParameters, processing: RequestProcessing? = nil) -> Result<FilteredDistribution, RowError> {
         row.withUnsafeBufferPointer { of($0, parameters: parameters, processing: processing) }
     }
