@@ -28,6 +28,11 @@ let package = Package(
             path: "Sources/FuzzRowPipeline"
         ),
         .executableTarget(
+            name: "FuzzRequestProcessing",
+            dependencies: [.product(name: "TopNSigma", package: root)],
+            path: "Sources/FuzzRequestProcessing"
+        ),
+        .executableTarget(
             name: "soak",
             dependencies: [.product(name: "TopNSigma", package: root), .product(name: "TopNSigmaBaselines", package: root)],
             path: "Sources/soak"

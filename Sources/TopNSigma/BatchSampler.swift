@@ -505,7 +505,7 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
                 RowPipeline.SharedThreshold(word: sharedThresholds + r).reset()
                 // A split row's tasks share its region: its processing is prepared once, here.
                 RowPipeline.prepare(
-                    call.processing.map { $0[r] }, vocab: vocabularySize, scratch: regions[r], logprobsBuffer: call.logprobs != nil)
+                    call.processing.map { $0[r] }, vocab: vocabularySize, scratch: regions[r], logprobs: call.logprobs != nil ? .buffer : .missing)
             }
             claims[0].store(WordPair(first: callNumber, second: UInt(tasks) << 32), ordering: .releasing)
             for g in 1..<plan.groups.count { claims[g].store(WordPair(first: callNumber, second: 0), ordering: .releasing) }

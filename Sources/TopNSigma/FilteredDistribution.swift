@@ -32,7 +32,7 @@ public struct FilteredDistribution: Sendable, Equatable {
     /// ```
     ///
     /// With `processing`, the statistics, threshold and kept set are those of the processed row
-    /// (bitmask, bias, penalties; see ``RequestProcessing``; its `topLogprobs` is ignored here).
+    /// (bitmask, bias, penalties; see ``RequestProcessing``; its `topLogprobs` is validated, not computed).
     ///
     /// - Returns: the distribution, or the row's error (``RowError/vocabularyTooLarge(_:)`` for a
     ///   row longer than ``TopNSigma/maximumVocabularySize``, checked before any logit is read).
@@ -47,8 +47,6 @@ public struct FilteredDistribution: Sendable, Equatable {
         return RowPipeline.withTemporaryScratch(vocab: vocab) { scratch in
             let candidates = scratch.candidates, weights = scratch.weights
             let statistics: RowStatistics, gathered: Int?
-            var processing = processing
-            processing?.topLogprobs = nil
             switch RowPipeline.survivors(base, vocab: vocab, parameters: parameters, processing: processing, scratch: scratch) {
             case .failure(let error): return .failure(error)
             case .success(let result): (statistics, gathered) = result

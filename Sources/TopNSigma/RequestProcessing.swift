@@ -186,7 +186,7 @@ struct Edit {
 }
 
 /// A row's processing as the pass needs it, prepared in the row's scratch before the pass
-/// (``RowPipeline/prepare(_:vocab:scratch:logprobsBuffer:)``).
+/// (``RowPipeline/prepare(_:vocab:scratch:logprobs:)``).
 struct ProcessingState {
     /// The effective bitmask (the request's, less the edited tokens), or nil when the pass
     /// reads every logit as it is.
@@ -215,13 +215,23 @@ struct ProcessingState {
     }
 }
 
+/// Where a row's requested logprobs go.
+enum LogprobsDestination {
+    /// A buffer the caller passed: compute them.
+    case buffer
+    /// None was passed: a request for logprobs fails its row.
+    case missing
+    /// The call does not return logprobs (a filter): the count is validated, nothing computed.
+    case ignored
+}
+
 extension RowPipeline {
     /// Prepares a row's processing in `scratch.state` (and its bitmask and edits): validates the
     /// request, gathers the edited tokens (bias, then prompt and output when a penalty is on)
     /// into a hash table, groups them by chunk, and builds the effective bitmask. O(bitmask words + bias + history);
     /// reads no logit. A request with nothing to do leaves the state inactive, so the pass is
     /// the plain one.
-    static func prepare(_ processing: RequestProcessing?, vocab: Int, scratch: Scratch, logprobsBuffer: Bool) {
+    static func prepare(_ processing: RequestProcessing?, vocab: Int, scratch: Scratch, logprobs: LogprobsDestination) {
         var state = ProcessingState()
         defer { scratch.state.pointee = state }
         guard let processing else { return }
@@ -231,8 +241,13 @@ extension RowPipeline {
         if !pp.isFinite { state.error = .invalidPresencePenalty(pp); return }
         if let n = processing.topLogprobs {
             guard (0...TopLogprobs.maximumCount).contains(n) else { state.error = .invalidTopLogprobs(n); return }
-            guard logprobsBuffer else { state.error = .missingLogprobsBuffer; return }
-            state.topLogprobs = n
+            switch logprobs {
+            case .buffer: state.topLogprobs = n
+            case .missing:
+                state.error = .missingLogprobsBuffer
+                return
+            case .ignored: break
+            }
         }
         (state.repetitionPenalty, state.frequencyPenalty, state.presencePenalty) = (r, f, pp)
         let words = (vocab + 31) / 32

@@ -471,14 +471,14 @@ package enum RowPipeline {
         return (mean, m2)
     }
 
-    /// The threshold survivors of one row on the calling thread: ``prepare(_:vocab:scratch:logprobsBuffer:)``,
+    /// The threshold survivors of one row on the calling thread: ``prepare(_:vocab:scratch:logprobs:)``,
     /// ``reduceRow(_:vocab:parameters:scratch:state:)`` then ``settleSurvivors``. Package-visible
     /// for the C ABI's allocation-free single-row calls.
     package static func survivors<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, processing: RequestProcessing? = nil,
         scratch: Scratch
     ) -> Result<(statistics: RowStatistics, count: Int?), RowError> {
-        prepare(processing, vocab: vocab, scratch: scratch, logprobsBuffer: false)
+        prepare(processing, vocab: vocab, scratch: scratch, logprobs: .ignored)
         let state = scratch.state.pointee
         if let error = parameters.validationError ?? state.error { return .failure(error) }
         let accumulator = reduceRow(p, vocab: vocab, parameters: parameters, scratch: scratch, state: state)
@@ -514,7 +514,7 @@ package enum RowPipeline {
         _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, processing: RequestProcessing? = nil,
         step: UInt64, scratch: Scratch, logprobs: UnsafeMutablePointer<TopLogprobs>? = nil
     ) -> SampleResult {
-        prepare(processing, vocab: vocab, scratch: scratch, logprobsBuffer: logprobs != nil)
+        prepare(processing, vocab: vocab, scratch: scratch, logprobs: logprobs != nil ? .buffer : .missing)
         let state = scratch.state.pointee
         if let error = parameters.validationError ?? state.error {
             logprobs?.pointee = TopLogprobs()
