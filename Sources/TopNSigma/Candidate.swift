@@ -1,9 +1,9 @@
 /// One surviving token: its id and its logit.
-public struct Candidate: Sendable, Equatable {
+package struct Candidate: Sendable, Equatable {
     /// Token id (index in the row).
-    public var index: Int32
+    package var index: Int32
     /// The token's raw logit.
-    public var logit: Float
+    package var logit: Float
 
     /// A candidate for token `index` with its raw `logit`.
     @inlinable

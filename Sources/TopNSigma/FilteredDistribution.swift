@@ -4,8 +4,42 @@ import Glibc
 import Darwin
 #endif
 
-/// The distribution a row is sampled from, for speculative decoding and RL log-probabilities.
+/// The distribution one row is sampled from: what the Top-nσ filter keeps (Tang et al., "Top-nσ:
+/// Not All Logits Are You Need", arXiv 2411.07641), with the other filters and the temperature
+/// applied. The single-row API; ``BatchSampler`` samples batches with the same pipeline.
+///
+/// For a row `x` with finite logits `F` (a `-inf` logit is a masked token):
+///
+///     threshold = max(F) - n · std(F)          (std Bessel-corrected: M2 / (|F| - 1))
+///     kept      = { i : x_i >= threshold }      (`-inf` is never kept)
+///
+/// The comparison is `>=`, so the argmax is always kept and a row with std 0 keeps every token
+/// equal to the maximum. `n = 0` keeps only the max-tied tokens. The threshold is computed in
+/// double precision and compared exactly: a Float logit `x` is kept iff `Double(x) >= threshold`.
+/// The kept set does not depend on the temperature.
 public struct FilteredDistribution: Sendable, Equatable {
+    /// One kept token.
+    public struct KeptToken: Sendable, Equatable, Hashable {
+        /// The token id.
+        public var token: Int
+        /// Its (processed) logit.
+        public var logit: Float
+        /// Its probability in the renormalized distribution over the kept set.
+        public var probability: Double
+
+        /// A kept token.
+        @inlinable
+        package init(token: Int, logit: Float, probability: Double) {
+            self.token = token
+            self.logit = logit
+            self.probability = probability
+        }
+    }
+
+    /// The largest row length the single-row API filters: `2^31 - 1`, so that every token id
+    /// fits 32 bits. A longer row fails with ``RowError/vocabularyTooLarge(_:)``.
+    public static let maximumVocabularySize = Int(Int32.max)
+
     /// The row's statistics.
     public var statistics: RowStatistics
     /// The combined Top-nσ / min-p logit threshold in double precision (`-inf` when both are off);
@@ -13,38 +47,36 @@ public struct FilteredDistribution: Sendable, Equatable {
     public var threshold: Double
     /// The kept tokens with their renormalized probabilities, most probable first (ties: lower
     /// id first). Greedy (`T = 0`) keeps the argmax with probability 1.
-    public var kept: [(token: Int, probability: Double)]
-
-    /// Two distributions are equal when their statistics, thresholds and kept lists (tokens and
-    /// probabilities, in order) are.
-    public static func == (a: FilteredDistribution, b: FilteredDistribution) -> Bool {
-        a.statistics == b.statistics && a.threshold == b.threshold
-            && a.kept.map(\.token) == b.kept.map(\.token) && a.kept.map(\.probability) == b.kept.map(\.probability)
-    }
+    public var kept: [KeptToken]
 
     /// The filtered distribution of one row under `parameters` (the same pipeline and combination
     /// rule as ``BatchSampler``; see ``SamplingParameters``).
     ///
     /// ```swift
     /// let top2 = SamplingParameters(temperature: 1, nSigma: nil, topK: 2)
-    /// let distribution = try FilteredDistribution.of([1, 2, 3, 4, 5], parameters: top2).get()
-    /// distribution.kept   // [(token: 4, probability: 0.731…), (token: 3, probability: 0.268…)]
+    /// let distribution = try FilteredDistribution.of([1, 2, 3, 4, 5], parameters: top2)
+    /// distribution.kept.map(\.token)         // [4, 3]
+    /// distribution.kept.map(\.probability)   // [0.731…, 0.268…]
+    ///
+    /// let topNSigma = try FilteredDistribution.of([1, 2, 3, 4, 5], parameters: SamplingParameters(nSigma: 1))
+    /// topNSigma.threshold                    // 5 - 1 · 1.58… = 3.41…
+    /// topNSigma.kept.map(\.token)            // [4, 3]
     /// ```
     ///
     /// With `processing`, the statistics, threshold and kept set are those of the processed row
     /// (bitmask, bias, penalties; see ``RequestProcessing``; its `topLogprobs` is validated, not computed).
     ///
-    /// - Returns: the distribution, or the row's error (``RowError/vocabularyTooLarge(_:)`` for a
-    ///   row longer than ``TopNSigma/maximumVocabularySize``, checked before any logit is read).
+    /// - Throws: the row's ``RowError`` (``RowError/vocabularyTooLarge(_:)`` for a row longer than
+    ///   ``maximumVocabularySize``, checked before any logit is read).
     /// - Complexity: one pass over the row plus O(survivors); allocates its scratch and result.
     public static func of(
         _ row: UnsafeBufferPointer<Float>, parameters: SamplingParameters, processing: RequestProcessing? = nil
-    ) -> Result<FilteredDistribution, RowError> {
-        if let error = parameters.validationError { return .failure(error) }
-        guard let base = row.baseAddress, row.count > 0 else { return .failure(.noFiniteLogit) }
-        guard row.count <= TopNSigma.maximumVocabularySize else { return .failure(.vocabularyTooLarge(row.count)) }
+    ) throws(RowError) -> FilteredDistribution {
+        if let error = parameters.validationError { throw error }
+        guard let base = row.baseAddress, row.count > 0 else { throw .noFiniteLogit }
+        guard row.count <= maximumVocabularySize else { throw .vocabularyTooLarge(row.count) }
         let vocab = row.count
-        return RowPipeline.withTemporaryScratch(vocab: vocab) { scratch in
+        let result: Result<FilteredDistribution, RowError>? = RowPipeline.withTemporaryScratch(vocab: vocab) { scratch in
             let candidates = scratch.candidates, weights = scratch.weights
             let statistics: RowStatistics, gathered: Int?
             switch RowPipeline.survivors(base, vocab: vocab, parameters: parameters, processing: processing, scratch: scratch) {
@@ -53,22 +85,33 @@ public struct FilteredDistribution: Sendable, Equatable {
             }
             let threshold = RowPipeline.logitThreshold(statistics, parameters)
             guard let gathered else {
-                return .success(FilteredDistribution(statistics: statistics, threshold: threshold, kept: [(statistics.argmax, 1)]))
+                return .success(FilteredDistribution(
+                    statistics: statistics, threshold: threshold,
+                    kept: [KeptToken(token: statistics.argmax, logit: statistics.maximum, probability: 1)]))
             }
             let count = Truncation.apply(candidates, count: gathered, weights: weights, maximum: statistics.maximum, parameters: parameters)
             let m = Double(statistics.maximum), t = Double(parameters.temperature)
             var total = 0.0
             for i in 0..<count { total += exp((Double(candidates[i].logit) - m) / t) }
-            var kept = (0..<count).map { i in (token: Int(candidates[i].index), logit: candidates[i].logit) }
+            var kept = (0..<count).map { i in
+                KeptToken(
+                    token: Int(candidates[i].index), logit: candidates[i].logit,
+                    probability: exp((Double(candidates[i].logit) - m) / t) / total)
+            }
             kept.sort { $0.logit > $1.logit || ($0.logit == $1.logit && $0.token < $1.token) }
-            return .success(FilteredDistribution(
-                statistics: statistics, threshold: threshold,
-                kept: kept.map { ($0.token, exp((Double($0.logit) - m) / t) / total) }))
-        } ?? .failure(.vocabularyTooLarge(row.count))
+            return .success(FilteredDistribution(statistics: statistics, threshold: threshold, kept: kept))
+        }
+        guard let result else { throw .vocabularyTooLarge(row.count) }
+        return try result.get()
     }
 
     /// Array convenience for ``of(_:parameters:processing:)-(UnsafeBufferPointer<Float>,_,_)``.
-    public static func of(_ row: [Float], parameters: SamplingParameters, processing: RequestProcessing? = nil) -> Result<FilteredDistribution, RowError> {
-        row.withUnsafeBufferPointer { of($0, parameters: parameters, processing: processing) }
+    public static func of(
+        _ row: [Float], parameters: SamplingParameters, processing: RequestProcessing? = nil
+    ) throws(RowError) -> FilteredDistribution {
+        let result = row.withUnsafeBufferPointer { buffer in
+            Result { () throws(RowError) -> FilteredDistribution in try of(buffer, parameters: parameters, processing: processing) }
+        }
+        return try result.get()
     }
 }

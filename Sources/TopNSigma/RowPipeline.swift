@@ -326,13 +326,13 @@ package enum RowPipeline {
             return .success((statistics, ties))
         }
         let range = thresholdRange(statistics, parameters, m2Error: m2Error)
-        let low = TopNSigma.floatThreshold(range.lower)
+        let low = floatThreshold(range.lower)
         finalize(p, vocab: vocab, chunks: 0, chunks, threshold: low, scratch: scratch, mask: mask)
         var count = mergeEditSurvivors(threshold: low, count: gather(chunks: chunks, scratch: scratch), state: state, scratch: scratch)
         var threshold = low
         if range.upper > range.lower {
             // Survivors in [low, high) are undecided by the Float statistics.
-            let high = TopNSigma.floatThreshold(range.upper)
+            let high = floatThreshold(range.upper)
             var undecided = false
             for j in 0..<count where scratch.candidates[j].logit < high {
                 undecided = true
@@ -349,7 +349,7 @@ package enum RowPipeline {
                 var exactStatistics = statistics
                 exactStatistics.mean = exact.mean
                 exactStatistics.sumOfSquaredDeviations = exact.m2
-                threshold = TopNSigma.floatThreshold(logitThreshold(exactStatistics, parameters))
+                threshold = floatThreshold(logitThreshold(exactStatistics, parameters))
             } else {
                 threshold = high
             }

@@ -10,15 +10,11 @@ import Darwin
 // collected against during the pass, and the error range that decides when a row's moments must
 // be recomputed in double precision.
 
-extension TopNSigma {
-    /// The Top-nσ threshold `max - n·std` for a row's statistics, in double precision.
-    ///
-    /// - Parameters:
-    ///   - statistics: the row's statistics (from ``rowStatistics(_:)-(UnsafeBufferPointer<Float>)``).
-    ///   - n: the number of standard deviations, `n >= 0`.
-    /// - Returns: the threshold; `-inf` for a row without finite logits.
+extension RowPipeline {
+    /// The Top-nσ threshold `max - n·std` for a row's statistics, in double precision (`-inf`
+    /// for a row without finite logits).
     @inlinable
-    package static func threshold(for statistics: RowStatistics, n: Double) -> Double {
+    package static func topNSigmaThreshold(for statistics: RowStatistics, n: Double) -> Double {
         Double(statistics.maximum) - n * statistics.standardDeviation
     }
 
@@ -53,7 +49,7 @@ extension RowPipeline {
         if let minP = parameters.minP {
             threshold = max(threshold, Double(accumulator.maximum) + Double(parameters.temperature) * log(Double(minP)))
         }
-        return TopNSigma.floatThreshold(threshold)
+        return floatThreshold(threshold)
     }
 
     /// The combined Top-nσ / min-p threshold in double precision (`-inf` when both are off).
@@ -79,7 +75,7 @@ extension RowPipeline {
                 lower = (maximum - n * high).nextDown.nextDown
                 upper = (maximum - n * low).nextUp.nextUp
             } else {
-                lower = TopNSigma.threshold(for: statistics, n: n)
+                lower = topNSigmaThreshold(for: statistics, n: n)
                 upper = lower
             }
         }

@@ -475,7 +475,7 @@ struct BenchRunner {
             case .statistics:
                 timed.append(Timed(name: method.rawValue, body: {
                     for r in 0..<batch {
-                        if case .success(let s) = TopNSigma.rowStatistics(UnsafeBufferPointer(start: logits + r * vocab, count: vocab)) {
+                        if let s = try? RowStatistics.of(UnsafeBufferPointer(start: logits + r * vocab, count: vocab)) {
                             sink.value += s.maximum
                         }
                     }

@@ -45,8 +45,8 @@ struct LogitsOptions: ParsableArguments {
 
 /// Token ids are 32-bit in the library: a larger vocabulary is an input error, not a row error.
 func checkVocabulary(_ vocab: Int, what: String) throws {
-    if vocab > TopNSigma.maximumVocabularySize {
-        throw UsageError(message: "\(what) \(vocab) is too large: at most \(TopNSigma.maximumVocabularySize) (2^31 - 1) logits per row")
+    if vocab > FilteredDistribution.maximumVocabularySize {
+        throw UsageError(message: "\(what) \(vocab) is too large: at most \(FilteredDistribution.maximumVocabularySize) (2^31 - 1) logits per row")
     }
 }
 

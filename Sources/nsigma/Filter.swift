@@ -52,7 +52,7 @@ struct Filter: ParsableCommand {
             for r in 0..<file.rows {
                 let row = UnsafeBufferPointer(rebasing: values[(r * file.vocab)..<((r + 1) * file.vocab)])
                 let result = rowErrors?[r].map { Result<FilteredDistribution, RowError>.failure($0) }
-                    ?? FilteredDistribution.of(row, parameters: parameters, processing: requests?[r])
+                    ?? Result { () throws(RowError) in try FilteredDistribution.of(row, parameters: parameters, processing: requests?[r]) }
                 switch result {
                 case .failure(let error):
                     failed = true

@@ -130,7 +130,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     let expected = reference(row, q)
     if cachedSampler?.vocabularySize != vocab { cachedSampler = try! BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 1) }
     let (results, logprobs) = cachedSampler!.sample(logits: row, parameters: [parameters], processing: [q])
-    let filtered = FilteredDistribution.of(row, parameters: parameters, processing: q)
+    let filtered = Result { () throws(RowError) in try FilteredDistribution.of(row, parameters: parameters, processing: q) }
     if let error = expected.error {
         check(filtered.failure.map { "\($0)" } == "\(error)", "filter: expected \(error), got \(filtered)")
         check(results[0].failure.map { "\($0)" } == "\(error)", "sample: expected \(error), got \(results[0])")

@@ -4,7 +4,7 @@ import Glibc
 import TopNSigma
 
 // libFuzzer target: one row with arbitrary logits and parameters through the public API
-// (TopNSigma.filter, FilteredDistribution.of, BatchSampler with one row), checked against a
+// (FilteredDistribution.of with Top-nσ alone and with every parameter, BatchSampler with one row), checked against a
 // float64 oracle written here from the README's semantics, sharing no code with the library.
 //
 // Input layout: 8 parameter bytes (temperature, n, top-k, top-p, min-p, logit scale, logit
@@ -97,8 +97,11 @@ public func fuzzRowPipeline(_ start: UnsafePointer<UInt8>, _ size: Int) -> CInt 
 }
 
 func verify(_ row: [Float], _ parameters: SamplingParameters) {
-    let distribution = FilteredDistribution.of(row, parameters: parameters)
-    let filterResult = TopNSigma.filter(row, n: parameters.nSigma)
+    let distribution = Result { () throws(RowError) in try FilteredDistribution.of(row, parameters: parameters) }
+    // Top-nσ alone: temperature 1, no other filter.
+    let filterResult = Result { () throws(RowError) in
+        try FilteredDistribution.of(row, parameters: SamplingParameters(temperature: 1, nSigma: parameters.nSigma))
+    }
     if cachedSampler?.vocabularySize != row.count {
         cachedSampler = try! BatchSampler(vocabularySize: row.count, maximumBatchSize: 1, threadCount: 1, spinMicroseconds: 0)
     }
@@ -194,9 +197,9 @@ func verify(_ row: [Float], _ parameters: SamplingParameters) {
         // filter: Top-nσ alone.
         let threshold = topNSigmaThreshold(parameters.nSigma, maximum: maximum, std: std)
         let band = thresholdBand(parameters.nSigma, stdBound: stdBound, threshold: threshold)
-        let kept = filtered.kept.map { Int($0.index) }
-        check(kept == kept.sorted() && Set(kept).count == kept.count, "filter's kept ids are not ascending and distinct")
-        for c in filtered.kept { check(row[Int(c.index)].bitPattern == c.logit.bitPattern, "candidate \(c) does not carry its logit") }
+        let kept = filtered.kept.map(\.token).sorted()
+        check(Set(kept).count == kept.count, "filter's kept ids are not distinct")
+        for c in filtered.kept { check(row[c.token].bitPattern == c.logit.bitPattern, "kept token \(c) does not carry its logit") }
         checkThresholdSet(row, finite, kept: kept, threshold: threshold, band: keptSetBand(threshold: threshold, maximum: maximum), what: "filter")
         if let n = parameters.nSigma, n.isInfinite && std == 0 {
             // Known: the library reports max − ∞·0 = NaN here (its kept set, every finite
