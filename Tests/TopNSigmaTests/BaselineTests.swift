@@ -83,7 +83,7 @@ import TopNSigmaBaselines
             let rows = 32
             let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 11)
             let kept = try (0..<rows).map { r in
-                try TopNSigma.filter(Array(logits[(r * vocab)..<((r + 1) * vocab)]), n: 1).get().kept.count
+                try filterTopNSigma(Array(logits[(r * vocab)..<((r + 1) * vocab)]), n: 1).get().kept.count
             }.sorted()
             #expect((2...12).contains(kept[rows / 2]), "vocab \(vocab): median kept \(kept[rows / 2])")
             #expect(kept.last! <= 400, "vocab \(vocab): max kept \(kept.last!)")

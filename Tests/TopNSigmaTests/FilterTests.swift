@@ -6,7 +6,7 @@ import TopNSigma
     func realLogits(n: Double) throws {
         for r in 0..<Fixture.logits.rows {
             let row = Fixture.row(r)
-            let filtered = try TopNSigma.filter(row, n: Float(n)).get()
+            let filtered = try filterTopNSigma(row, n: Float(n)).get()
             #expect(filtered.kept.map { Int($0.index) } == Reference.kept(row, n: n), "row \(r), n = \(n)")
             #expect(filtered.kept.allSatisfy { row[Int($0.index)] == $0.logit })
         }
@@ -17,9 +17,9 @@ import TopNSigma
         var row: [Float] = (0..<100).map { Float($0 % 7) }
         row[3] = 9
         row[70] = 9
-        #expect(try TopNSigma.filter(row, n: 0).get().kept.map(\.index) == [3, 70])
+        #expect(try filterTopNSigma(row, n: 0).get().kept.map(\.index) == [3, 70])
         let constant = [Float](repeating: 1.5, count: 40)
-        #expect(try TopNSigma.filter(constant, n: 2).get().kept.count == 40)
+        #expect(try filterTopNSigma(constant, n: 2).get().kept.count == 40)
     }
 
     @Test("a hand-worked row: mean, Bessel std, threshold and kept set")
@@ -27,16 +27,16 @@ import TopNSigma
         // x = [1, 2, 3, 4, 5, -inf]: finite mean 3, M2 = 10, std = sqrt(10 / 4) = 1.5811…
         // n = 1: threshold = 5 - 1.5811 = 3.4189 → keeps 4 (id 3) and 5 (id 4).
         let row: [Float] = [1, 2, 3, 4, 5, -.infinity]
-        let filtered = try TopNSigma.filter(row, n: 1).get()
+        let filtered = try filterTopNSigma(row, n: 1).get()
         #expect(filtered.statistics.finiteCount == 5)
         #expect(filtered.statistics.mean == 3)
         #expect(abs(filtered.statistics.standardDeviation - 2.5.squareRoot()) < 1e-15)
         #expect(abs(filtered.threshold - (5 - 2.5.squareRoot())) < 1e-15)
-        #expect(filtered.kept == [Candidate(index: 3, logit: 4), Candidate(index: 4, logit: 5)])
+        #expect(filtered.kept == [.init(index: 3, logit: 4), .init(index: 4, logit: 5)])
         // n = 2: threshold 1.8377 → keeps 2, 3, 4, 5.
-        #expect(try TopNSigma.filter(row, n: 2).get().kept.map(\.index) == [1, 2, 3, 4])
+        #expect(try filterTopNSigma(row, n: 2).get().kept.map(\.index) == [1, 2, 3, 4])
         // Filter off keeps every finite logit, never -inf.
-        #expect(try TopNSigma.filter(row, n: nil).get().kept.map(\.index) == [0, 1, 2, 3, 4])
+        #expect(try filterTopNSigma(row, n: nil).get().kept.map(\.index) == [0, 1, 2, 3, 4])
     }
 
     @Test("a logit exactly at the threshold is kept (>=), decided in double precision")
@@ -46,21 +46,21 @@ import TopNSigma
         let row: [Float] = [0, 2, 2, 0]
         let std = (4.0 / 3.0).squareRoot()
         let n = Float(2 / std)   // threshold = 2 - n·std ≈ 0 up to rounding of n
-        let filtered = try TopNSigma.filter(row, n: n).get()
+        let filtered = try filterTopNSigma(row, n: n).get()
         let expected = Reference.kept(row, n: Double(n))
         #expect(filtered.kept.map { Int($0.index) } == expected)
-        #expect(TopNSigma.floatThreshold(0.1) == Float(0.1).nextUp || Double(TopNSigma.floatThreshold(0.1)) >= 0.1)
+        #expect(RowPipeline.floatThreshold(0.1) == Float(0.1).nextUp || Double(RowPipeline.floatThreshold(0.1)) >= 0.1)
         for t in [0.1, -3.3, 1e-40, 17.25, 1e30] {
-            let f = TopNSigma.floatThreshold(t)
+            let f = RowPipeline.floatThreshold(t)
             #expect(Double(f) >= t && Double(f.nextDown) < t, "threshold \(t)")
         }
     }
 
     @Test("negative or NaN n, and rows without finite logits, are errors")
     func errors() {
-        #expect(throws: RowError.invalidNSigma(-1)) { try TopNSigma.filter([1, 2], n: -1).get() }
-        #expect(throws: RowError.noFiniteLogit) { try TopNSigma.filter([-.infinity, -.infinity], n: 1).get() }
-        #expect(throws: RowError.notANumber(index: 1)) { try TopNSigma.filter([1, .nan], n: 1).get() }
+        #expect(throws: RowError.invalidNSigma(-1)) { try filterTopNSigma([1, 2], n: -1).get() }
+        #expect(throws: RowError.noFiniteLogit) { try filterTopNSigma([-.infinity, -.infinity], n: 1).get() }
+        #expect(throws: RowError.notANumber(index: 1)) { try filterTopNSigma([1, .nan], n: 1).get() }
         #expect(RowError.notANumber(index: 17).message(row: 3) == "row 3: logit at index 17 is NaN")
     }
 }

@@ -76,7 +76,7 @@ import TopNSigmaIO
 
     @Test("TopNSigma.filter and FilteredDistribution.of fail a row of 2^31 or more logits, before reading it")
     func vocabularyTooLarge() throws {
-        #expect(TopNSigma.maximumVocabularySize == Int(Int32.max))
+        #expect(FilteredDistribution.maximumVocabularySize == Int(Int32.max))
         // A real 16-float buffer presented as a huge row: the guard must return before any read
         // (a read past the 16 floats would fault, or trip AddressSanitizer).
         let storage = UnsafeMutableBufferPointer<Float>.allocate(capacity: 16)
@@ -84,14 +84,14 @@ import TopNSigmaIO
         storage.initialize(repeating: 1)
         for count in [1 << 31, 1 << 40, Int.max] {
             let row = UnsafeBufferPointer(start: UnsafePointer(storage.baseAddress!), count: count)
-            #expect(throws: RowError.vocabularyTooLarge(count)) { try TopNSigma.filter(row, n: 1).get() }
+            #expect(throws: RowError.vocabularyTooLarge(count)) { try filterTopNSigma(row, n: 1).get() }
             #expect(throws: RowError.vocabularyTooLarge(count)) {
-                try FilteredDistribution.of(row, parameters: SamplingParameters(topK: 5, topP: 0.9)).get()
+                try FilteredDistribution.of(row, parameters: SamplingParameters(topK: 5, topP: 0.9))
             }
         }
         #expect(RowError.vocabularyTooLarge(1 << 31).message(row: 2) == "row 2: a row of 2147483648 logits is too large (at most 2147483647: token ids are 32-bit)")
         // Parameter errors still come first; a short row is unaffected.
-        #expect(try TopNSigma.filter(UnsafeBufferPointer(storage), n: 1).get().kept.count == 16)
+        #expect(try filterTopNSigma(UnsafeBufferPointer(storage), n: 1).get().kept.count == 16)
     }
 
     func expectUsageError(_ arguments: [String], mentioning text: String) throws {

@@ -80,7 +80,7 @@ func grammarMask(vocab: Int, seed: UInt64) -> [UInt32] {
     func checkFilter(_ row: [Float], _ q: RequestProcessing, n: Float = 1, sourceLocation: SourceLocation = #_sourceLocation) throws {
         let processed = ProcessingReference.process(row, q)
         let reference = try Reference.statistics(processed).get()
-        let filtered = try FilteredDistribution.of(row, parameters: SamplingParameters(temperature: 1, nSigma: n), processing: q).get()
+        let filtered = try FilteredDistribution.of(row, parameters: SamplingParameters(temperature: 1, nSigma: n), processing: q)
         let s = filtered.statistics
         #expect(Double(s.maximum) == reference.maximum, sourceLocation: sourceLocation)
         #expect(s.argmax == reference.argmax, sourceLocation: sourceLocation)
@@ -117,30 +117,30 @@ func grammarMask(vocab: Int, seed: UInt64) -> [UInt32] {
         var one = [UInt32](repeating: 0, count: words.count)
         one[77 / 32] = 1 << UInt32(77 % 32)
         try checkFilter(row, RequestProcessing(allowedTokens: one))
-        let onlyOne = try FilteredDistribution.of(row, parameters: SamplingParameters(), processing: RequestProcessing(allowedTokens: one)).get()
+        let onlyOne = try FilteredDistribution.of(row, parameters: SamplingParameters(), processing: RequestProcessing(allowedTokens: one))
         #expect(onlyOne.kept.map(\.token) == [77])
         // A bias onto a masked token leaves it masked.
         let masked = RequestProcessing(allowedTokens: words, logitBias: [LogitBias(token: 4321, bias: 100), LogitBias(token: 5, bias: 3)])
         try checkFilter(row, masked)
-        let f = try FilteredDistribution.of(row, parameters: SamplingParameters(), processing: masked).get()
+        let f = try FilteredDistribution.of(row, parameters: SamplingParameters(), processing: masked)
         #expect(!f.kept.contains { $0.token == 4321 })
         // Penalties that move the argmax: the far token repeated in the output.
         let penalized = RequestProcessing(outputTokens: [4321, 4321, 4321], repetitionPenalty: 4, frequencyPenalty: 5, presencePenalty: 10)
         try checkFilter(row, penalized)
-        let moved = try FilteredDistribution.of(row, parameters: SamplingParameters(), processing: penalized).get()
+        let moved = try FilteredDistribution.of(row, parameters: SamplingParameters(), processing: penalized)
         #expect(moved.statistics.argmax != 4321)
         // A masked NaN is ignored; an allowed NaN fails the row.
         var nan = row
         nan[4321] = .nan
         try checkFilter(nan, RequestProcessing(allowedTokens: words))
         #expect(throws: RowError.notANumber(index: 4321)) {
-            try FilteredDistribution.of(nan, parameters: SamplingParameters(), processing: RequestProcessing(logitBias: [LogitBias(token: 4321, bias: 1)])).get()
+            try FilteredDistribution.of(nan, parameters: SamplingParameters(), processing: RequestProcessing(logitBias: [LogitBias(token: 4321, bias: 1)]))
         }
         // Nothing left.
         #expect(throws: RowError.noFiniteLogit) {
             try FilteredDistribution.of(
                 row, parameters: SamplingParameters(), processing: RequestProcessing(allowedTokens: [UInt32](repeating: 0, count: words.count))
-            ).get()
+            )
         }
     }
 

@@ -8,7 +8,7 @@ import TopNSigma
     func kernel(_ row: [Float], offset: Int = 0) -> Result<RowStatistics, RowError> {
         let padded = [Float](repeating: .nan, count: offset) + row + [Float](repeating: .nan, count: 3)
         return padded.withUnsafeBufferPointer {
-            TopNSigma.rowStatistics(UnsafeBufferPointer(rebasing: $0[offset..<(offset + row.count)]))
+            rowStatistics(UnsafeBufferPointer(rebasing: $0[offset..<(offset + row.count)]))
         }
     }
 
@@ -160,7 +160,7 @@ import TopNSigma
         var results = [Result<RowStatistics, RowError>](repeating: .failure(.noFiniteLogit), count: rows)
         block.withUnsafeBufferPointer { b in
             results.withUnsafeMutableBufferPointer { out in
-                TopNSigma.rowStatistics(logits: b.baseAddress!, rows: rows, vocab: vocab, rowStride: stride, into: out)
+                RowStatistics.of(logits: b.baseAddress!, rows: rows, vocab: vocab, rowStride: stride, into: out)
             }
         }
         for r in 0..<rows {

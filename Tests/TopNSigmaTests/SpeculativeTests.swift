@@ -319,7 +319,7 @@ import TopNSigmaBaselines
         #expect(expected.allSatisfy { (try? $0.get()) != nil })
         // k = 0: no draft, the bonus token from p_1 with its log-probability.
         let row = Array(converted[0..<vocab])
-        let distribution = try FilteredDistribution.of(row, parameters: parameters[0]).get()
+        let distribution = try FilteredDistribution.of(row, parameters: parameters[0])
         let probability = Dictionary(uniqueKeysWithValues: distribution.kept.map { ($0.token, $0.probability) })
         for step in UInt64(0)..<20 {
             let result = try sampler.verify(logits: row, k: 0, proposals: [DraftProposal(tokens: [], probabilities: [])],
@@ -339,7 +339,7 @@ import TopNSigmaBaselines
             SamplingParameters(temperature: 1.2, nSigma: nil, seed: 2, topK: 40, topP: 0.9),
             SamplingParameters(temperature: 1, nSigma: 2, seed: 3, minP: 0.05),
         ] {
-            let distribution = try FilteredDistribution.of(row, parameters: parameters).get()
+            let distribution = try FilteredDistribution.of(row, parameters: parameters)
             let probability = Dictionary(uniqueKeysWithValues: distribution.kept.map { ($0.token, $0.probability) })
             for step in UInt64(0)..<8 {
                 let top = distribution.kept[0].token

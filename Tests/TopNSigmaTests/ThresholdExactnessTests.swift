@@ -33,7 +33,7 @@ import TopNSigmaBaselines
                 for ulps in -3...3 {
                     let crafted = Self.straddling(row, index: index, n: n, ulps: ulps)
                     let expected = Reference.kept(crafted, n: n)
-                    let filtered = try TopNSigma.filter(crafted, n: Float(n)).get()
+                    let filtered = try filterTopNSigma(crafted, n: Float(n)).get()
                     #expect(filtered.kept.map { Int($0.index) } == expected, "row \(r), index \(index), \(ulps) ulps, n \(n)")
                     rowsChecked += 1
                 }
@@ -66,7 +66,7 @@ import TopNSigmaBaselines
             for i in row.indices { row[i] = row[i] * 0.25 + offset }
             for ulps in [-1, 0, 1] {
                 let crafted = Self.straddling(row, index: vocab / 3, n: 1, ulps: ulps)
-                let filtered = try TopNSigma.filter(crafted, n: 1).get()
+                let filtered = try filterTopNSigma(crafted, n: 1).get()
                 #expect(filtered.kept.map { Int($0.index) } == Reference.kept(crafted, n: 1), "vocab \(vocab), offset \(offset), \(ulps) ulps")
             }
         }

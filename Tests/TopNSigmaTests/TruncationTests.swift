@@ -50,7 +50,7 @@ import TopNSigmaBaselines
     func againstReference(parameters: SamplingParameters) throws {
         for r in 0..<Fixture.logits.rows {
             let row = Fixture.row(r)
-            let got = try FilteredDistribution.of(row, parameters: parameters).get().kept
+            let got = try FilteredDistribution.of(row, parameters: parameters).kept
             let expected = Self.reference(row, parameters)
             #expect(got.map(\.token) == expected.map(\.token), "row \(r) \(parameters)")
             for (a, b) in zip(got, expected) { #expect(Swift.abs(a.probability - b.probability) < 1e-9) }
@@ -63,7 +63,7 @@ import TopNSigmaBaselines
         for r in 0..<Fixture.logits.rows {
             let row = Fixture.row(r)
             let sorted = try #require(row.withUnsafeBufferPointer { sorter.keptSet($0, p: p, temperature: temperature) })
-            let fused = try FilteredDistribution.of(row, parameters: SamplingParameters(temperature: temperature, nSigma: nil, topP: Float(p))).get()
+            let fused = try FilteredDistribution.of(row, parameters: SamplingParameters(temperature: temperature, nSigma: nil, topP: Float(p)))
             #expect(fused.kept.map(\.token) == sorted.map(\.token), "row \(r) p \(p) T \(temperature)")
         }
     }
@@ -114,21 +114,21 @@ import TopNSigmaBaselines
         let tied: [Float] = [0, 1, 5, 0, 0, 5, -.infinity, 5, 0, 5, 9]
         for k in 1...6 {
             let parameters = SamplingParameters(nSigma: nil, topK: k)
-            #expect(try FilteredDistribution.of(tied, parameters: parameters).get().kept.map(\.token) == Self.reference(tied, parameters).map(\.token), "k \(k)")
+            #expect(try FilteredDistribution.of(tied, parameters: parameters).kept.map(\.token) == Self.reference(tied, parameters).map(\.token), "k \(k)")
         }
-        #expect(try FilteredDistribution.of(tied, parameters: SamplingParameters(nSigma: nil, topK: 3)).get().kept.map(\.token).sorted() == [2, 5, 10])
+        #expect(try FilteredDistribution.of(tied, parameters: SamplingParameters(nSigma: nil, topK: 3)).kept.map(\.token).sorted() == [2, 5, 10])
         // Equal probabilities at the top-p cut: the lower ids are kept first.
         let flat: [Float] = [1, 1, 1, 1, -.infinity, 1]
-        let half = try FilteredDistribution.of(flat, parameters: SamplingParameters(nSigma: nil, topP: 0.5)).get()
+        let half = try FilteredDistribution.of(flat, parameters: SamplingParameters(nSigma: nil, topP: 0.5))
         #expect(half.kept.map(\.token) == [0, 1, 2])  // five tokens of 0.2: 0.6 is the first cumulative mass >= 0.5
         #expect(half.kept.map(\.token) == Self.reference(flat, SamplingParameters(nSigma: nil, topP: 0.5)).map(\.token))
         // A constant row keeps everything under min-p; top-p 1 keeps every finite token.
         let constant = [Float](repeating: 2, count: 5000)
-        #expect(try FilteredDistribution.of(constant, parameters: SamplingParameters(nSigma: nil, minP: 0.9)).get().kept.count == 5000)
+        #expect(try FilteredDistribution.of(constant, parameters: SamplingParameters(nSigma: nil, minP: 0.9)).kept.count == 5000)
         var masked = Fixture.row(5)
         for i in stride(from: 1, to: masked.count, by: 2) { masked[i] = -.infinity }
         for parameters in [SamplingParameters(nSigma: nil, topP: 1), SamplingParameters(nSigma: nil, topP: 0.95, minP: 0.001), SamplingParameters(nSigma: 3, topK: 100)] {
-            let got = try FilteredDistribution.of(masked, parameters: parameters).get().kept
+            let got = try FilteredDistribution.of(masked, parameters: parameters).kept
             #expect(got.map(\.token) == Self.reference(masked, parameters).map(\.token))
             #expect(got.allSatisfy { $0.token % 2 == 0 })
         }
@@ -137,10 +137,10 @@ import TopNSigmaBaselines
     @Test("out-of-range top-k, top-p and min-p fail their row")
     func invalidParameters() throws {
         let row: [Float] = [1, 2, 3]
-        #expect(throws: RowError.invalidTopK(0)) { try FilteredDistribution.of(row, parameters: SamplingParameters(topK: 0)).get() }
-        #expect(throws: RowError.invalidTopP(1.5)) { try FilteredDistribution.of(row, parameters: SamplingParameters(topP: 1.5)).get() }
-        #expect(throws: RowError.invalidTopP(0)) { try FilteredDistribution.of(row, parameters: SamplingParameters(topP: 0)).get() }
-        #expect(throws: RowError.invalidMinP(-0.1)) { try FilteredDistribution.of(row, parameters: SamplingParameters(minP: -0.1)).get() }
+        #expect(throws: RowError.invalidTopK(0)) { try FilteredDistribution.of(row, parameters: SamplingParameters(topK: 0)) }
+        #expect(throws: RowError.invalidTopP(1.5)) { try FilteredDistribution.of(row, parameters: SamplingParameters(topP: 1.5)) }
+        #expect(throws: RowError.invalidTopP(0)) { try FilteredDistribution.of(row, parameters: SamplingParameters(topP: 0)) }
+        #expect(throws: RowError.invalidMinP(-0.1)) { try FilteredDistribution.of(row, parameters: SamplingParameters(minP: -0.1)) }
         let results = try BatchSampler(vocabularySize: 3, maximumBatchSize: 2, threadCount: 1)
             .sample(logits: row + row, parameters: [SamplingParameters(topK: -1), SamplingParameters(topK: 1)])
         #expect(throws: RowError.invalidTopK(-1)) { try results[0].get() }
@@ -151,7 +151,7 @@ import TopNSigmaBaselines
     func greedyAndTopOne() throws {
         let row = Fixture.row(3)
         let argmax = try Reference.statistics(row).get().argmax
-        let greedy = try FilteredDistribution.of(row, parameters: SamplingParameters(temperature: 0, topK: 5, topP: 0.1)).get()
+        let greedy = try FilteredDistribution.of(row, parameters: SamplingParameters(temperature: 0, topK: 5, topP: 0.1))
         #expect(greedy.kept.map(\.token) == [argmax] && greedy.kept[0].probability == 1)
         let sampler = try BatchSampler(vocabularySize: row.count, maximumBatchSize: 1, threadCount: 1)
         for step in 0..<20 {

@@ -21,7 +21,7 @@ import TopNSigmaBaselines
 
     static func check(_ row: [Float], _ name: String) throws {
         for parameters in Self.parameters(vocab: row.count) {
-            let got = try FilteredDistribution.of(row, parameters: parameters).get().kept
+            let got = try FilteredDistribution.of(row, parameters: parameters).kept
             let expected = TruncationTests.reference(row, parameters)
             #expect(got.map(\.token) == expected.map(\.token), "\(name) \(parameters)")
             if got.count == expected.count {
