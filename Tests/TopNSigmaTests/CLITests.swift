@@ -108,6 +108,37 @@ import TopNSigmaIO
         #expect(keys.hasPrefix("{\"row\": 0, \"tokens\": [") && keys.contains("], \"logprobs\": [") && keys.contains("], \"kept\": "))
     }
 
+    @Test("sample: a bf16 or f16 raw file draws what the library draws from its Float values, split rows included",
+          arguments: [LogitFormat.bfloat16, .float16])
+    func sampleHalfPrecisionFile(format: LogitFormat) throws {
+        // Two fixture rows rounded to the format, written as raw bits; the library samples their
+        // exact Float values.
+        let floats = (Fixture.row(2) + Fixture.row(5)).map { format == .bfloat16 ? Float(bitPattern: $0.bitPattern & 0xFFFF_0000) : Float(Float16($0)) }
+        let bits = floats.map { format == .bfloat16 ? UInt16($0.bitPattern >> 16) : Float16($0).bitPattern }
+        let path = try temporaryFile("logits.\(format.fileSpelling)", bits.withUnsafeBytes { Data($0) })
+        let vocab = Fixture.logits.vocab
+        let parameters = [SamplingParameters](repeating: SamplingParameters(temperature: 0.9, nSigma: 1.5, seed: 77), count: 2)
+        // One thread samples whole rows; four split each row into chunk ranges.
+        for threads in [1, 4] {
+            let run = try CLI.run([
+                "sample", "--logits", path, "--vocab", "\(vocab)", "--dtype", format.fileSpelling, "--n", "1.5",
+                "--temperature", "0.9", "--seed", "77", "--draws", "4", "--threads", "\(threads)",
+            ])
+            #expect(run.status == 0, "\(run.stderr)")
+            let lines = run.lines, logprobs = run.exactNumbers("logprobs")
+            #expect(lines.count == 2)
+            let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 2, threadCount: 1)
+            for draw in 0..<4 {
+                let expected = try sampler.sample(logits: floats, parameters: parameters, steps: [UInt64(draw), UInt64(draw)]).map { try $0.get() }
+                for r in 0..<2 {
+                    #expect((lines[r]["tokens"] as? [Int])?[draw] == expected[r].token, "\(format) threads \(threads) row \(r) draw \(draw)")
+                    #expect(logprobs[r]?[draw] == expected[r].logProbability, "\(format) threads \(threads) row \(r) draw \(draw)")
+                    #expect(lines[r]["kept"] as? Int == expected[r].candidateCount)
+                }
+            }
+        }
+    }
+
     @Test("info --json: CPUs, NUMA nodes and threads as the library sees them")
     func infoJSON() throws {
         let result = try CLI.run(["info", "--json"])

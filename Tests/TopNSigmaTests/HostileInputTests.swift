@@ -40,8 +40,8 @@ import TopNSigmaIO
     func hugeRawVocab() throws {
         let data = Data([0, 0, 128, 63, 0, 0, 0, 64])
         for vocab in [1 << 61, 1 << 62, Int.max, Int.max / 2 + 1] {
-            for dtype in LogitsFile.ElementType.allCases {
-                #expect(throws: LogitsFile.ReadError.self, "vocab \(vocab) \(dtype)") { try LogitsFile.parse(data, path: "x.f32", vocab: vocab, dtype: dtype) }
+            for format in LogitFormat.allCases {
+                #expect(throws: LogitsFile.ReadError.self, "vocab \(vocab) \(format)") { try LogitsFile.parse(data, path: "x.f32", vocab: vocab, format: format) }
             }
         }
         // The same bytes read with a sane vocabulary: the hand-worked values 1.0 and 2.0.
@@ -52,11 +52,11 @@ import TopNSigmaIO
     @Test("LogitsFile: --dtype that conflicts with a .npy header is an error; the same dtype is accepted")
     func dtypeConflict() throws {
         let data = numPy("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2), }", data: [0, 0, 128, 63, 0, 0, 0, 64])
-        #expect(try LogitsFile.parse(data, path: "x.npy", dtype: .float32).values == [1, 2])
+        #expect(try LogitsFile.parse(data, path: "x.npy", format: .float32).values == [1, 2])
         #expect(try LogitsFile.parse(data, path: "x.npy").values == [1, 2])
-        for dtype in [LogitsFile.ElementType.float16, .bfloat16] {
-            #expect(throws: LogitsFile.ReadError.badNumPy(path: "x.npy", reason: "--dtype \(dtype.rawValue) conflicts with the header's dtype f32 (a .npy file's header decides; drop --dtype)")) {
-                try LogitsFile.parse(data, path: "x.npy", dtype: dtype)
+        for format in [LogitFormat.float16, .bfloat16] {
+            #expect(throws: LogitsFile.ReadError.badNumPy(path: "x.npy", reason: "--dtype \(format.fileSpelling) conflicts with the header's dtype f32 (a .npy file's header decides; drop --dtype)")) {
+                try LogitsFile.parse(data, path: "x.npy", format: format)
             }
         }
     }

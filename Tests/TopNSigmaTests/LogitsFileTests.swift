@@ -38,8 +38,8 @@ import TopNSigmaIO
         for descr in ["'<f4'", "'=f4'"] {
             let data = numPy("{'descr': \(descr), 'fortran_order': False, 'shape': (2, 3), }", data: Self.bytes(Self.float32Words))
             let file = try LogitsFile.parse(data, path: "x.npy")
-            #expect(file.rows == 2 && file.vocab == 3 && file.dtype == .float32, "\(descr)")
-            #expect(file.values == Self.float32Values, "\(descr)")
+            #expect(file.rows == 2 && file.vocab == 3 && file.format == .float32, "\(descr)")
+            #expect(file.values == Self.float32Values && file.bits == nil, "\(descr)")
         }
         // Double-quoted keys and a --vocab that agrees with the shape.
         let quoted = numPy(#"{"descr": "<f4", "fortran_order": False, "shape": (3, 2), }"#, data: Self.bytes(Self.float32Words))
@@ -51,8 +51,9 @@ import TopNSigmaIO
     func numPyFloat16() throws {
         let data = numPy("{'descr': '<f2', 'fortran_order': False, 'shape': (3, 2), }", data: Self.bytes(Self.float16Bits))
         let file = try LogitsFile.parse(data, path: "x.npy")
-        #expect(file.rows == 3 && file.vocab == 2 && file.dtype == .float16)
+        #expect(file.rows == 3 && file.vocab == 2 && file.format == .float16)
         #expect(file.values == Self.float16Values)
+        #expect(file.bits == Self.float16Bits)
     }
 
     @Test("a version 2 header (4-byte length) and a file without rows")
@@ -75,21 +76,32 @@ import TopNSigmaIO
     @Test("raw float32, float16 and bfloat16 files with --vocab: rows from the size, values by hand")
     func rawFiles() throws {
         let f32 = try LogitsFile.parse(Data(Self.bytes(Self.float32Words)), path: "x.f32", vocab: 3)
-        #expect(f32.rows == 2 && f32.vocab == 3 && f32.dtype == .float32 && f32.values == Self.float32Values)
+        #expect(f32.rows == 2 && f32.vocab == 3 && f32.format == .float32 && f32.values == Self.float32Values && f32.bits == nil)
         // float32 is the default element type.
-        #expect(try LogitsFile.parse(Data(Self.bytes(Self.float32Words)), path: "x.f32", vocab: 6, dtype: .float32).values == Self.float32Values)
+        #expect(try LogitsFile.parse(Data(Self.bytes(Self.float32Words)), path: "x.f32", vocab: 6, format: .float32).values == Self.float32Values)
 
-        let f16 = try LogitsFile.parse(Data(Self.bytes(Self.float16Bits)), path: "x.f16", vocab: 2, dtype: .float16)
-        #expect(f16.rows == 3 && f16.vocab == 2 && f16.dtype == .float16 && f16.values == Self.float16Values)
+        let f16 = try LogitsFile.parse(Data(Self.bytes(Self.float16Bits)), path: "x.f16", vocab: 2, format: .float16)
+        #expect(f16.rows == 3 && f16.vocab == 2 && f16.format == .float16 && f16.values == Self.float16Values)
+        #expect(f16.bits == Self.float16Bits)
 
-        let bf16 = try LogitsFile.parse(Data(Self.bytes(Self.bfloat16Bits)), path: "x.bf16", vocab: 6, dtype: .bfloat16)
-        #expect(bf16.rows == 1 && bf16.vocab == 6 && bf16.dtype == .bfloat16 && bf16.values == Self.bfloat16Values)
+        let bf16 = try LogitsFile.parse(Data(Self.bytes(Self.bfloat16Bits)), path: "x.bf16", vocab: 6, format: .bfloat16)
+        #expect(bf16.rows == 1 && bf16.vocab == 6 && bf16.format == .bfloat16 && bf16.values == Self.bfloat16Values)
+        #expect(bf16.bits == Self.bfloat16Bits)
+    }
+
+    @Test("--dtype's spellings: f32, f16 and bf16 name the three formats, nothing else does")
+    func fileSpellings() {
+        #expect(LogitFormat(fileSpelling: "f32") == .float32)
+        #expect(LogitFormat(fileSpelling: "f16") == .float16)
+        #expect(LogitFormat(fileSpelling: "bf16") == .bfloat16)
+        for other in ["", "f64", "F32", "float32", "bfloat16", "fp16"] { #expect(LogitFormat(fileSpelling: other) == nil, "\(other)") }
+        #expect(LogitFormat.allCases.map(\.fileSpelling) == ["f32", "f16", "bf16"])
     }
 
     @Test("read(path:) reads a file from disk as parse does")
     func readFromDisk() throws {
         let path = try temporaryFile("logits.bf16", Data(Self.bytes(Self.bfloat16Bits)))
-        let file = try LogitsFile.read(path: path, vocab: 3, dtype: .bfloat16)
+        let file = try LogitsFile.read(path: path, vocab: 3, format: .bfloat16)
         #expect(file.rows == 2 && file.values == Self.bfloat16Values)
         #expect(throws: LogitsFile.ReadError.unreadable(path: "/nonexistent/x.f32", reason: "no such file")) {
             try LogitsFile.read(path: "/nonexistent/x.f32", vocab: 3)
@@ -152,7 +164,7 @@ import TopNSigmaIO
             try LogitsFile.parse(Data(Self.bytes(Self.float32Words)), path: "x.f32", vocab: 4)
         }
         #expect(throws: LogitsFile.ReadError.badSize(path: "x.bf16", reason: "12 bytes is not a multiple of 10 (vocab 5 × 2 bytes)")) {
-            try LogitsFile.parse(Data(Self.bytes(Self.bfloat16Bits)), path: "x.bf16", vocab: 5, dtype: .bfloat16)
+            try LogitsFile.parse(Data(Self.bytes(Self.bfloat16Bits)), path: "x.bf16", vocab: 5, format: .bfloat16)
         }
         #expect(throws: LogitsFile.ReadError.badSize(path: "x.f32", reason: "the file is empty")) {
             try LogitsFile.parse(Data(), path: "x.f32", vocab: 4)

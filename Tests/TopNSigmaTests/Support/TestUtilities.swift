@@ -20,6 +20,16 @@ enum CLI {
         var lines: [[String: Any]] {
             stdout.split(separator: "\n").map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
         }
+
+        /// The flat number array `key` of each stdout line, read with `Double(_:)`: exact where
+        /// ``lines`` is not (JSONSerialization on Linux can round a 17-digit number off by an
+        /// ulp). Nil for a line without the key.
+        func exactNumbers(_ key: String) -> [[Double]?] {
+            stdout.split(separator: "\n").map { line in
+                guard let start = line.range(of: "\"\(key)\": ["), let end = line[start.upperBound...].firstIndex(of: "]") else { return nil }
+                return line[start.upperBound..<end].split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces))! }
+            }
+        }
     }
 
     /// The `nsigma` binary: in the test bundle's directory or up to three directories above it.
