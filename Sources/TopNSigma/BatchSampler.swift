@@ -66,8 +66,6 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
     public let executor: Executor
     /// Where the workers run and their memory lives.
     public let plan: NUMAPlan
-    /// The topology the plan was made for.
-    package let topology: NUMATopology
     /// The placement policy.
     public let placement: NUMAPlacement
 
@@ -225,7 +223,6 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         self.threadCount = threads
         self.executor = executor
         self.chunksPerRow = StatisticsKernel.chunkCount(length: vocabularySize)
-        self.topology = topology
         self.placement = placement
         self.plan = plan
         self.placementStatus = status
