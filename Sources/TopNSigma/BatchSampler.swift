@@ -404,7 +404,7 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
 
     /// The memory-read floor of a call's bytes: `rows` rows of `bytesPerRow` bytes each, one
     /// row every `bytesPerRow` bytes, summed by ``ReadFloor`` on this sampler's threads with the
-    /// same tasks, claiming and wake-ups as ``sample(logits:format:rows:rowStride:parameters:steps:into:)``.
+    /// same tasks, claiming and wake-ups as ``sample(logits:format:rows:rowStride:parameters:processing:steps:into:logprobs:)``.
     /// For `nsigma bench`.
     package func readFloor(_ logits: UnsafeRawPointer, rows: Int, bytesPerRow: Int) -> Float {
         precondition(rows >= 1 && rows <= maximumBatchSize && bytesPerRow >= 1)

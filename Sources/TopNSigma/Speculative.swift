@@ -125,7 +125,7 @@ extension BatchSampler {
     /// Verifies each request's `k` draft tokens against its `k + 1` target rows (speculative
     /// decoding, Leviathan et al. 2023, Chen et al. 2023), losslessly: every emitted token is
     /// distributed exactly as the request's own target distribution `p_i`, the one
-    /// ``sample(logits:format:rows:rowStride:parameters:steps:into:)`` draws row `i` from.
+    /// ``sample(logits:format:rows:rowStride:parameters:processing:steps:into:logprobs:)`` draws row `i` from.
     ///
     /// Per request, for `i = 1…k`: accept `d_i` with probability `min(1, p_i(d_i) / q_i(d_i))`
     /// (uniform from Philox keyed by the seed at counter `(step + i - 1, stream 1)`); at the
