@@ -19,7 +19,7 @@ let package = Package(
     targets: [
         .executableTarget(
             name: "FuzzLogitsFile",
-            dependencies: [.product(name: "TopNSigmaIO", package: root)],
+            dependencies: [.product(name: "TopNSigma", package: root), .product(name: "TopNSigmaIO", package: root)],
             path: "Sources/FuzzLogitsFile"
         ),
         .executableTarget(

@@ -215,8 +215,6 @@ public enum NodeMemory {
         public let byteCount: Int
         /// How the block was allocated; ``NodeMemory/free(_:)`` returns it the same way.
         package let source: Source
-        /// The node requested (nil: local or interleaved).
-        package let node: Int?
     }
 
     /// `byteCount` bytes on `node` (`numa_alloc_onnode`), on the calling thread's node
@@ -228,10 +226,10 @@ public enum NodeMemory {
         #if os(Linux) && canImport(CNUMA)
         if topology.available {
             let raw: UnsafeMutableRawPointer? = node.map { numa_alloc_onnode(size, Int32($0)) } ?? numa_alloc_local(size)
-            if let raw { return Block(pointer: raw, byteCount: size, source: .libnuma, node: node) }
+            if let raw { return Block(pointer: raw, byteCount: size, source: .libnuma) }
         }
         #endif
-        return heapBlock(size, node: node)
+        return heapBlock(size)
     }
 
     /// `byteCount` bytes interleaved page by page over all nodes (`numa_alloc_interleaved`).
@@ -240,22 +238,22 @@ public enum NodeMemory {
         let size = max(byteCount, 1)
         #if os(Linux) && canImport(CNUMA)
         if topology.available, let raw = numa_alloc_interleaved(size) {
-            return Block(pointer: raw, byteCount: size, source: .libnuma, node: nil)
+            return Block(pointer: raw, byteCount: size, source: .libnuma)
         }
         #endif
-        return heapBlock(size, node: nil)
+        return heapBlock(size)
     }
 
     /// `byteCount` bytes, 64-byte aligned, from the C heap (the process's default NUMA policy).
     /// Nil when the memory cannot be had.
     package static func allocateFromHeap(byteCount: Int) -> Block? {
-        heapBlock(max(byteCount, 1), node: nil)
+        heapBlock(max(byteCount, 1))
     }
 
-    private static func heapBlock(_ size: Int, node: Int?) -> Block? {
+    private static func heapBlock(_ size: Int) -> Block? {
         var raw: UnsafeMutableRawPointer?
         guard posix_memalign(&raw, 64, size) == 0, let raw else { return nil }
-        return Block(pointer: raw, byteCount: size, source: .heap, node: node)
+        return Block(pointer: raw, byteCount: size, source: .heap)
     }
 
     /// Returns a block (`numa_free` or `free`).
@@ -321,10 +319,10 @@ public enum NodeMemory {
                     let end = min(bytes, (range.upperBound * vocab * 4 + page - 1) / page * page)
                     if end > start { numa_tonode_memory(raw + start, end - start, Int32(node)) }
                 }
-                return Block(pointer: raw, byteCount: max(bytes, 1), source: .libnuma, node: nil)
+                return Block(pointer: raw, byteCount: max(bytes, 1), source: .libnuma)
             }
             #endif
-            return heapBlock(max(bytes, 1), node: nil)
+            return heapBlock(max(bytes, 1))
         }
     }
 

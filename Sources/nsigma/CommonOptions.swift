@@ -16,25 +16,26 @@ struct LogitsOptions: ParsableArguments {
     /// Checks the options that need no file (`--dtype`, `--vocab`), so that a bad option is
     /// reported whatever the file holds.
     func checkOptions() throws {
-        _ = try elementType()
+        _ = try format()
         if let vocab { try checkVocabulary(vocab, what: "--vocab") }
     }
 
-    func elementType() throws -> LogitsFile.ElementType? {
+    /// The element type `--dtype` names, nil when it is not given.
+    func format() throws -> LogitFormat? {
         guard let dtype else { return nil }
-        guard let type = LogitsFile.ElementType(rawValue: dtype) else {
+        guard let format = LogitFormat(fileSpelling: dtype) else {
             throw UsageError(message: "--dtype must be f32, f16 or bf16, got '\(dtype)'")
         }
-        return type
+        return format
     }
 
     /// Reads the file, or throws a ``UsageError`` with the reader's message.
     func load() throws -> LogitsFile {
         try checkOptions()
-        let type = try elementType()
+        let format = try self.format()
         let file: LogitsFile
         do {
-            file = try LogitsFile.read(path: logits, vocab: vocab, dtype: type)
+            file = try LogitsFile.read(path: logits, vocab: vocab, format: format)
         } catch {
             throw UsageError(message: error.description)
         }

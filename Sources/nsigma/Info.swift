@@ -19,10 +19,9 @@ struct Info: ParsableCommand {
         let machine = MachineDescription.current()
         let topology = NUMATopology.current
         // The plan a default sampler would make, without starting its threads.
-        let threads = BatchSampler.defaultThreadCount
+        let threads = machine.threads
         let placement = NUMAPlacement.automatic
         let plan = NUMAPlan(threads: threads, topology: topology, placement: placement)
-        let workerNodes = plan.workerNodes.map { $0.map(String.init) ?? "unbound" }
         if json {
             let nodes = topology.nodes.map { node in
                 "{\"id\": \(node.id), \"cpus\": [\(node.cpus.map(String.init).joined(separator: ", "))], \"memoryBytes\": \(node.memoryBytes)}"
@@ -48,6 +47,7 @@ struct Info: ParsableCommand {
             let gib = Double(node.memoryBytes) / Double(1 << 30)
             print("  node \(node.id): CPUs \(cpuList(node.cpus)), memory \(String(format: "%.1f", gib)) GiB")
         }
+        let workerNodes = plan.workerNodes.map { $0.map(String.init) ?? "unbound" }
         print("Sampler:    \(threads) threads by default, placement \(placement), worker nodes [\(workerNodes.joined(separator: ", "))]")
         print("OpenBLAS:   \(machine.openblas), core type \(machine.openblasCoreType)")
     }

@@ -9,6 +9,7 @@ struct MachineDescription: Codable {
     var cpuModel: String
     var cpuFlags: [String]
     var buildSIMD: [String]
+    /// The sampler's default thread count (`BatchSampler.defaultThreadCount`).
     var threads: Int
     var openblas: String
     /// The kernel set OpenBLAS picked for this CPU (`openblas_get_corename`): `Prescott` or

@@ -99,7 +99,12 @@ struct Sample: ParsableCommand {
             let steps = [UInt64](repeating: UInt64(draw), count: file.rows)
             let results: [SampleResult], rowLogprobs: [TopLogprobs]
             if let requests {
+                // Request processing samples Floats: a 16-bit file's values, converted exactly when
+                // it was read. Only the plain path below reads 16-bit logits as stored.
                 (results, rowLogprobs) = sampler.sample(logits: file.values, parameters: parameters, processing: requests, steps: steps)
+            } else if let bits = file.bits {
+                // A float16 or bfloat16 file: its logits as stored, read by the 16-bit kernels.
+                (results, rowLogprobs) = (sampler.sample(bits: bits, format: file.format, parameters: parameters, steps: steps), [])
             } else {
                 (results, rowLogprobs) = (sampler.sample(logits: file.values, parameters: parameters, steps: steps), [])
             }

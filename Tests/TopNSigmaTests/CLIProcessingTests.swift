@@ -7,48 +7,6 @@ import TopNSigmaIO
 /// `--history`, the penalties) and `sample --top-logprobs`: every field against a processed row
 /// computed here (float32, the documented order) and the float64 oracle.
 @Suite struct CLIProcessingTests {
-    private struct Run {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-        var lines: [[String: Any]] {
-            stdout.split(separator: "\n").map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
-        }
-    }
-
-    /// The `nsigma` binary built beside this test bundle.
-    private static var executable: URL {
-        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for _ in 0..<3 where !FileManager.default.fileExists(atPath: directory.appendingPathComponent("nsigma").path) {
-            directory = directory.deletingLastPathComponent()
-        }
-        return directory.appendingPathComponent("nsigma")
-    }
-
-    private func run(_ arguments: [String]) throws -> Run {
-        let process = Process()
-        process.executableURL = Self.executable
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
-    }
-
-    private func temporaryFile(_ name: String, _ data: Data) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("nsigma-test-\(UUID().uuidString)-\(name)").path
-        try data.write(to: URL(fileURLWithPath: path))
-        return path
-    }
-
-    private func textFile(_ name: String, _ text: String) throws -> String {
-        try temporaryFile(name, Data(text.utf8))
-    }
-
     // MARK: - the oracle
 
     /// One row's processing, as the test describes it.
@@ -106,7 +64,7 @@ import TopNSigmaIO
     }
 
     /// Checks `filter`'s lines against the oracle's statistics and Top-nσ kept sets of `rows`.
-    private func expectFilter(_ run: Run, rows: [[Float]], n: Double = 1, _ context: String) throws {
+    private func expectFilter(_ run: CLI.Run, rows: [[Float]], n: Double = 1, _ context: String) throws {
         #expect(run.status == 0, "\(context): \(run.stderr)")
         let lines = run.lines
         #expect(lines.count == rows.count, "\(context)")
@@ -195,7 +153,7 @@ import TopNSigmaIO
 
     @Test("filter --allowed: statistics and kept set of the masked rows; a mask whose last word has stray bits")
     func allowedAlone() throws {
-        let run = try run(["filter", "--logits", Fixture.path, "--allowed", try allowedFile()])
+        let run = try CLI.run(["filter", "--logits", Fixture.path, "--allowed", try allowedFile()])
         try expectFilter(run, rows: processedRows { Processing(mask: Self.masks[$0]) }, "--allowed")
         #expect(run.lines[3]["finite"] as? Int == 5)
 
@@ -203,7 +161,7 @@ import TopNSigmaIO
         let values: [Float] = (0..<74).map { Float(($0 * 7) % 37) / 4 }
         let masks: [UInt32] = [0xFFFF_0F0F, 0xFFFF_FFE0, 0x0000_0001, 0xFFFF_FFF0 | 0b1010]
         let logits = try temporaryFile("logits.f32", values.withUnsafeBytes { Data($0) })
-        let small = try self.run(["filter", "--logits", logits, "--vocab", "37", "--allowed", try temporaryFile("mask.bin", masks.withUnsafeBytes { Data($0) }), "--n", "0.5"])
+        let small = try CLI.run(["filter", "--logits", logits, "--vocab", "37", "--allowed", try temporaryFile("mask.bin", masks.withUnsafeBytes { Data($0) }), "--n", "0.5"])
         try expectFilter(small, rows: (0..<2).map { r in
             Self.processed(Array(values[(r * 37)..<((r + 1) * 37)]), Processing(mask: Array(masks[(r * 2)..<(r * 2 + 2)])))
         }, n: 0.5, "--allowed, V = 37")
@@ -212,14 +170,14 @@ import TopNSigmaIO
     @Test("filter --logit-bias: one object for every row")
     func logitBiasShared() throws {
         let path = try textFile("bias.json", Self.biasJSON(Self.sharedBias))
-        let run = try run(["filter", "--logits", Fixture.path, "--logit-bias", path])
+        let run = try CLI.run(["filter", "--logits", Fixture.path, "--logit-bias", path])
         try expectFilter(run, rows: processedRows { _ in Processing(bias: Self.sharedBias) }, "--logit-bias object")
     }
 
     @Test("filter --logit-bias: an array with one object per row (an empty object changes nothing)")
     func logitBiasPerRow() throws {
         let path = try textFile("bias.json", "[" + Self.rowBiases.map(Self.biasJSON).joined(separator: ", ") + "]")
-        let run = try run(["filter", "--logits", Fixture.path, "--logit-bias", path])
+        let run = try CLI.run(["filter", "--logits", Fixture.path, "--logit-bias", path])
         try expectFilter(run, rows: processedRows { Processing(bias: Self.rowBiases[$0]) }, "--logit-bias array")
     }
 
@@ -227,7 +185,7 @@ import TopNSigmaIO
         ("--repetition-penalty", Float(1.3)), ("--repetition-penalty", 0.6), ("--frequency-penalty", -0.4), ("--presence-penalty", 1.5),
     ])
     func penaltyAlone(flag: String, value: Float) throws {
-        let run = try run(["filter", "--logits", Fixture.path, "--history", try historyFile(), flag, "\(value)"])
+        let run = try CLI.run(["filter", "--logits", Fixture.path, "--history", try historyFile(), flag, "\(value)"])
         try expectFilter(run, rows: processedRows { r in
             var p = Processing(prompt: Self.histories[r].prompt, output: Self.histories[r].output)
             switch flag {
@@ -241,11 +199,11 @@ import TopNSigmaIO
 
     @Test("--history alone, or penalties without --history, change nothing")
     func historyWithoutPenalty() throws {
-        let plain = try run(["filter", "--logits", Fixture.path])
+        let plain = try CLI.run(["filter", "--logits", Fixture.path])
         #expect(plain.status == 0)
-        let history = try run(["filter", "--logits", Fixture.path, "--history", try historyFile()])
+        let history = try CLI.run(["filter", "--logits", Fixture.path, "--history", try historyFile()])
         #expect(history.status == 0 && history.stdout == plain.stdout)
-        let penalties = try run(["filter", "--logits", Fixture.path, "--repetition-penalty", "1.5", "--frequency-penalty", "1", "--presence-penalty", "1"])
+        let penalties = try CLI.run(["filter", "--logits", Fixture.path, "--repetition-penalty", "1.5", "--frequency-penalty", "1", "--presence-penalty", "1"])
         #expect(penalties.status == 0 && penalties.stdout == plain.stdout)
     }
 
@@ -267,14 +225,14 @@ import TopNSigmaIO
 
     @Test("filter with every processing flag")
     func filterTogether() throws {
-        let run = try run(["filter"] + togetherArguments())
+        let run = try CLI.run(["filter"] + togetherArguments())
         try expectFilter(run, rows: processedRows(Self.together), "all flags")
     }
 
     @Test("sample with every processing flag and --top-logprobs 5: draws, logprobs, top logprobs, ranks")
     func sampleTogether() throws {
         let draws = 3, temperature = 0.8
-        let run = try run(["sample"] + togetherArguments() + ["--top-logprobs", "5", "--draws", "\(draws)", "--seed", "11", "--temperature", "\(temperature)"])
+        let run = try CLI.run(["sample"] + togetherArguments() + ["--top-logprobs", "5", "--draws", "\(draws)", "--seed", "11", "--temperature", "\(temperature)"])
         #expect(run.status == 0, "\(run.stderr)")
         let lines = run.lines
         #expect(lines.count == Self.rows)
@@ -363,10 +321,10 @@ import TopNSigmaIO
     @Test("sample --top-logprobs without processing: the same draws, and 0 gives ranks and sampled logprobs only")
     func topLogprobsPlain() throws {
         let base = ["sample", "--logits", Fixture.path, "--draws", "2", "--seed", "5", "--temperature", "1.5"]
-        let plain = try run(base)
+        let plain = try CLI.run(base)
         #expect(plain.status == 0, "\(plain.stderr)")
         for n in [0, 20] {
-            let run = try run(base + ["--top-logprobs", "\(n)"])
+            let run = try CLI.run(base + ["--top-logprobs", "\(n)"])
             #expect(run.status == 0, "\(run.stderr)")
             for (r, (line, plainLine)) in zip(run.lines, plain.lines).enumerated() {
                 #expect(line["tokens"] as? [Int] == plainLine["tokens"] as? [Int])
@@ -379,7 +337,7 @@ import TopNSigmaIO
     @Test("sample without the new flags: the line is unchanged; processing that does nothing draws the same")
     func sampleLineUnchanged() throws {
         let base = ["sample", "--logits", Fixture.path, "--draws", "2", "--seed", "9", "--temperature", "1.5"]
-        let plain = try run(base)
+        let plain = try CLI.run(base)
         #expect(plain.status == 0, "\(plain.stderr)")
         for (r, line) in plain.stdout.split(separator: "\n").enumerated() {
             let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
@@ -391,7 +349,7 @@ import TopNSigmaIO
         }
         // Empty histories and an empty bias: the processing path, with nothing to do.
         let history = try textFile("history.json", "[" + [String](repeating: "{\"prompt\": [], \"output\": []}", count: Self.rows).joined(separator: ", ") + "]")
-        let neutral = try run(base + ["--history", history, "--logit-bias", try textFile("bias.json", "{}")])
+        let neutral = try CLI.run(base + ["--history", history, "--logit-bias", try textFile("bias.json", "{}")])
         #expect(neutral.status == 0 && neutral.stdout == plain.stdout, "\(neutral.stderr)")
     }
 
@@ -452,7 +410,7 @@ import TopNSigmaIO
             ? ["--logits", try temporaryFile("logits.f32", [Float](repeating: 1, count: 8 * 40).withUnsafeBytes { Data($0) }), "--vocab", "40"]
             : ["--logits", "/nonexistent/logits.npy"]
         for command in error.sampleOnly ? ["sample"] : ["filter", "sample"] {
-            let result = try run([command] + logits + extra)
+            let result = try CLI.run([command] + logits + extra)
             #expect(result.status == 2, "\(command) \(error): \(result.stderr)")
             #expect(result.stdout.isEmpty, "\(command) \(error)")
             #expect(result.stderr.contains(message) && !result.stderr.contains("no such file"), "\(command) \(error): \(result.stderr)")
@@ -478,7 +436,7 @@ import TopNSigmaIO
             6: "row 6: token id 4294967296 is out of range for the vocabulary",
         ]
         for command in ["filter", "sample"] {
-            let run = try run([command, "--logits", Fixture.path] + extra + (command == "sample" ? ["--top-logprobs", "2"] : []))
+            let run = try CLI.run([command, "--logits", Fixture.path] + extra + (command == "sample" ? ["--top-logprobs", "2"] : []))
             #expect(run.status == 3, "\(command): \(run.stderr)")
             let lines = run.lines
             #expect(lines.count == Self.rows)

@@ -8,56 +8,14 @@ import TopNSigmaIO
 
 /// The `nsigma` contracts: output lines, error rows, exit codes.
 @Suite struct CLITests {
-    struct Run {
-        var status: Int32
-        var stdout: String
-        var stderr: String
-        var lines: [[String: Any]] {
-            stdout.split(separator: "\n").map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
-        }
-    }
-
-    /// The `nsigma` binary built beside this test bundle.
-    static var executable: URL {
-        var directory = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
-        for _ in 0..<3 where !FileManager.default.fileExists(atPath: directory.appendingPathComponent("nsigma").path) {
-            directory = directory.deletingLastPathComponent()
-        }
-        return directory.appendingPathComponent("nsigma")
-    }
-
-    func run(_ arguments: [String]) throws -> Run {
-        let process = Process()
-        process.executableURL = Self.executable
-        process.arguments = arguments
-        let out = Pipe(), err = Pipe()
-        process.standardOutput = out
-        process.standardError = err
-        try process.run()
-        let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return Run(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
-    }
-
-    func temporaryFile(_ name: String, _ data: Data) throws -> String {
-        let path = FileManager.default.temporaryDirectory.appendingPathComponent("nsigma-test-\(UUID().uuidString)-\(name)").path
-        try data.write(to: URL(fileURLWithPath: path))
-        return path
-    }
-
-    func rawFile(_ values: [Float]) throws -> String {
-        try temporaryFile("logits.f32", values.withUnsafeBytes { Data($0) })
-    }
-
     @Test("the binary is built beside the tests")
     func binaryExists() {
-        #expect(FileManager.default.isExecutableFile(atPath: Self.executable.path), "\(Self.executable.path)")
+        #expect(FileManager.default.isExecutableFile(atPath: CLI.executable.path), "\(CLI.executable.path)")
     }
 
     @Test("filter: one JSON line per row, fields in contract order, kept sets equal the oracle's")
     func filterFixture() throws {
-        let run = try run(["filter", "--logits", Fixture.path, "--n", "1.0"])
+        let run = try CLI.run(["filter", "--logits", Fixture.path, "--n", "1.0"])
         #expect(run.status == 0)
         #expect(run.stderr.isEmpty)
         let lines = run.stdout.split(separator: "\n")
@@ -82,7 +40,7 @@ import TopNSigmaIO
         values[10 + 5] = .nan
         values[30...39] = ArraySlice(repeating: -.infinity, count: 10)
         let path = try rawFile(values)
-        let run = try run(["filter", "--logits", path, "--vocab", "10", "--n", "0.5"])
+        let run = try CLI.run(["filter", "--logits", path, "--vocab", "10", "--n", "0.5"])
         #expect(run.status == 3)
         let lines = run.lines
         #expect(lines.count == 4)
@@ -98,14 +56,14 @@ import TopNSigmaIO
     func inputErrors(extra: [String]) throws {
         let path = try rawFile([Float](repeating: 1, count: 40))  // 160 bytes: not a multiple of 28
         for command in ["filter", "sample"] {
-            let run = try run([command, "--logits", path] + extra)
+            let run = try CLI.run([command, "--logits", path] + extra)
             #expect(run.status == 2, "\(command) \(extra): \(run.stderr)")
             #expect(run.stdout.isEmpty, "\(command) \(extra)")
             #expect(!run.stderr.isEmpty, "\(command) \(extra)")
         }
-        let missing = try run(["filter", "--logits", "/nonexistent/logits.npy"])
+        let missing = try CLI.run(["filter", "--logits", "/nonexistent/logits.npy"])
         #expect(missing.status == 2 && missing.stdout.isEmpty && missing.stderr.contains("no such file"))
-        let badNpy = try run(["filter", "--logits", try temporaryFile("bad.npy", Data("not numpy".utf8))])
+        let badNpy = try CLI.run(["filter", "--logits", try temporaryFile("bad.npy", Data("not numpy".utf8))])
         #expect(badNpy.status == 2 && badNpy.stdout.isEmpty)
     }
 
@@ -119,13 +77,11 @@ import TopNSigmaIO
             return UInt16(15 + e) << 10 | mantissa
         }
         let values = [3, 1, 4, 1, 5, 9, 2, 6]
-        var header = "{'descr': '<f2', 'fortran_order': False, 'shape': (2, 4), }"
-        while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
-        header += "\n"
-        var data = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(header.utf8.count), 0])
-        data.append(contentsOf: Array(header.utf8))
-        for v in values { let b = halfBits(v); data.append(contentsOf: [UInt8(b & 0xFF), UInt8(b >> 8)]) }
-        let run = try run(["filter", "--logits", try temporaryFile("half.npy", data), "--n", "0"])
+        let data = numPy("{'descr': '<f2', 'fortran_order': False, 'shape': (2, 4), }", data: values.flatMap { v in
+            let b = halfBits(v)
+            return [UInt8(b & 0xFF), UInt8(b >> 8)]
+        })
+        let run = try CLI.run(["filter", "--logits", try temporaryFile("half.npy", data), "--n", "0"])
         #expect(run.status == 0, "\(run.stderr)")
         #expect(run.lines.map { $0["kept"] as? [Int] } == [[2], [1]])
         #expect(run.lines.map { $0["max"] as? Double } == [4, 9])
@@ -133,7 +89,7 @@ import TopNSigmaIO
 
     @Test("sample: D tokens and logprobs per row; draw j uses step j; every row uses the seed")
     func sampleContract() throws {
-        let run = try run(["sample", "--logits", Fixture.path, "--n", "1.0", "--temperature", "1.0", "--seed", "42", "--draws", "5", "--threads", "2"])
+        let run = try CLI.run(["sample", "--logits", Fixture.path, "--n", "1.0", "--temperature", "1.0", "--seed", "42", "--draws", "5", "--threads", "2"])
         #expect(run.status == 0, "\(run.stderr)")
         let lines = run.lines
         #expect(lines.count == Fixture.logits.rows)
@@ -152,9 +108,40 @@ import TopNSigmaIO
         #expect(keys.hasPrefix("{\"row\": 0, \"tokens\": [") && keys.contains("], \"logprobs\": [") && keys.contains("], \"kept\": "))
     }
 
+    @Test("sample: a bf16 or f16 raw file draws what the library draws from its Float values, split rows included",
+          arguments: [LogitFormat.bfloat16, .float16])
+    func sampleHalfPrecisionFile(format: LogitFormat) throws {
+        // Two fixture rows rounded to the format, written as raw bits; the library samples their
+        // exact Float values.
+        let floats = (Fixture.row(2) + Fixture.row(5)).map { format == .bfloat16 ? Float(bitPattern: $0.bitPattern & 0xFFFF_0000) : Float(Float16($0)) }
+        let bits = floats.map { format == .bfloat16 ? UInt16($0.bitPattern >> 16) : Float16($0).bitPattern }
+        let path = try temporaryFile("logits.\(format.fileSpelling)", bits.withUnsafeBytes { Data($0) })
+        let vocab = Fixture.logits.vocab
+        let parameters = [SamplingParameters](repeating: SamplingParameters(temperature: 0.9, nSigma: 1.5, seed: 77), count: 2)
+        // One thread samples whole rows; four split each row into chunk ranges.
+        for threads in [1, 4] {
+            let run = try CLI.run([
+                "sample", "--logits", path, "--vocab", "\(vocab)", "--dtype", format.fileSpelling, "--n", "1.5",
+                "--temperature", "0.9", "--seed", "77", "--draws", "4", "--threads", "\(threads)",
+            ])
+            #expect(run.status == 0, "\(run.stderr)")
+            let lines = run.lines, logprobs = run.exactNumbers("logprobs")
+            #expect(lines.count == 2)
+            let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 2, threadCount: 1)
+            for draw in 0..<4 {
+                let expected = try sampler.sample(logits: floats, parameters: parameters, steps: [UInt64(draw), UInt64(draw)]).map { try $0.get() }
+                for r in 0..<2 {
+                    #expect((lines[r]["tokens"] as? [Int])?[draw] == expected[r].token, "\(format) threads \(threads) row \(r) draw \(draw)")
+                    #expect(logprobs[r]?[draw] == expected[r].logProbability, "\(format) threads \(threads) row \(r) draw \(draw)")
+                    #expect(lines[r]["kept"] as? Int == expected[r].candidateCount)
+                }
+            }
+        }
+    }
+
     @Test("info --json: CPUs, NUMA nodes and threads as the library sees them")
     func infoJSON() throws {
-        let result = try run(["info", "--json"])
+        let result = try CLI.run(["info", "--json"])
         #expect(result.status == 0, "\(result.stderr)")
         let object = try JSONSerialization.jsonObject(with: Data(result.stdout.utf8)) as! [String: Any]
         let topology = NUMATopology.current
@@ -166,25 +153,25 @@ import TopNSigmaIO
         #expect(nodes.map { $0["id"] as? Int } == topology.nodes.map(\.id))
         #expect(nodes.map { $0["cpus"] as? [Int] } == topology.nodes.map(\.cpus))
         #expect(nodes.allSatisfy { ($0["memoryBytes"] as? Int64 ?? -1) >= 0 })
-        let text = try run(["info"])
+        let text = try CLI.run(["info"])
         #expect(text.status == 0 && text.stdout.contains("NUMA:") && text.stdout.contains("node 0"))
     }
 
     @Test("filter and sample accept --top-k, --top-p, --min-p (combinable) and --n off")
     func truncationFlags() throws {
-        let filter = try run(["filter", "--logits", Fixture.path, "--n", "off", "--top-k", "40", "--top-p", "0.9", "--min-p", "0.01", "--temperature", "1.2"])
+        let filter = try CLI.run(["filter", "--logits", Fixture.path, "--n", "off", "--top-k", "40", "--top-p", "0.9", "--min-p", "0.01", "--temperature", "1.2"])
         #expect(filter.status == 0, "\(filter.stderr)")
         let parameters = SamplingParameters(temperature: 1.2, nSigma: nil, topK: 40, topP: 0.9, minP: 0.01)
         for (r, line) in filter.lines.enumerated() {
-            #expect(line["kept"] as? [Int] == TruncationTests.reference(Fixture.row(r), parameters).map(\.token).sorted())
+            #expect(line["kept"] as? [Int] == Reference.truncated(Fixture.row(r), parameters).map(\.token).sorted())
             #expect(line["std"] != nil && line["finite"] as? Int == Fixture.logits.vocab)
         }
-        let sample = try run(["sample", "--logits", Fixture.path, "--top-k", "3", "--draws", "3", "--seed", "5"])
+        let sample = try CLI.run(["sample", "--logits", Fixture.path, "--top-k", "3", "--draws", "3", "--seed", "5"])
         #expect(sample.status == 0, "\(sample.stderr)")
         for line in sample.lines { #expect((line["kept"] as? Int ?? 99) <= 3) }
         for bad in [["--top-k", "0"], ["--top-p", "1.5"], ["--min-p", "-1"]] {
             for command in ["filter", "sample"] {
-                let result = try run([command, "--logits", Fixture.path] + bad)
+                let result = try CLI.run([command, "--logits", Fixture.path] + bad)
                 #expect(result.status == 2 && result.stdout.isEmpty && !result.stderr.isEmpty, "\(command) \(bad)")
             }
         }
@@ -194,7 +181,7 @@ import TopNSigmaIO
     func sampleErrors() throws {
         var values: [Float] = (0..<30).map { Float($0 % 10) }
         values[10 + 2] = .infinity
-        let run = try run(["sample", "--logits", try rawFile(values), "--vocab", "10", "--temperature", "0"])
+        let run = try CLI.run(["sample", "--logits", try rawFile(values), "--vocab", "10", "--temperature", "0"])
         #expect(run.status == 3)
         let lines = run.lines
         #expect(lines.count == 3)
@@ -206,10 +193,8 @@ import TopNSigmaIO
 
 /// `nsigma bench` on a tiny workload: the JSON contract, the SVG, and the regression check.
 @Suite struct BenchCLITests {
-    let cli = CLITests()
-
-    func tiny(_ extra: [String]) throws -> CLITests.Run {
-        try cli.run(["bench", "--vocab", "2000,5000", "--batch", "1,3", "--threads", "1,2", "--seconds", "0.002"] + extra)
+    func tiny(_ extra: [String]) throws -> CLI.Run {
+        try CLI.run(["bench", "--vocab", "2000,5000", "--batch", "1,3", "--threads", "1,2", "--seconds", "0.002"] + extra)
     }
 
     @Test("--json writes every measurement with the contract fields; --svg draws a chart")
@@ -274,7 +259,7 @@ import TopNSigmaIO
     @Test("--lm-head adds the decode step: an sgemm entry and each method's share of the step")
     func lmHead() throws {
         let json = FileManager.default.temporaryDirectory.appendingPathComponent("nsigma-lmhead-\(UUID().uuidString).json").path
-        let run = try cli.run([
+        let run = try CLI.run([
             "bench", "--vocab", "3000", "--batch", "2", "--threads", "1", "--seconds", "0.002", "--lm-head", "32",
             "--methods", "fused-topnsigma,naive-topnsigma", "--json", json,
         ])
@@ -299,7 +284,7 @@ import TopNSigmaIO
 
     @Test("bad bench options exit 2 with a message", arguments: [["--vocab", "0"], ["--threads", "x"], ["--methods", "magic"], ["--baseline", "/nonexistent.json"]])
     func badOptions(options: [String]) throws {
-        let run = try cli.run(["bench", "--seconds", "0.001"] + options)
+        let run = try CLI.run(["bench", "--seconds", "0.001"] + options)
         #expect(run.status == 2)
         #expect(run.stdout.isEmpty)
         #expect(!run.stderr.isEmpty)

@@ -41,11 +41,12 @@ import TopNSigma
 
     @Test("a logit exactly at the threshold is kept (>=), decided in double precision")
     func exactThreshold() throws {
-        // Two values: mean 1, M2 = 2, std = sqrt(2): threshold at n = sqrt(2)/sqrt(2)... use
-        // a row whose threshold is exactly representable: [0, 2, 2, 0] → mean 1, std = sqrt(4/3).
+        // [0, 2, 2, 0]: mean 1, M2 = 4, std = sqrt(4 / 3). With n = 2 / std rounded to Float, the
+        // threshold 2 - n·std is 0 up to that rounding: the zeros sit on the threshold, and the
+        // kept set must be the float64 oracle's.
         let row: [Float] = [0, 2, 2, 0]
         let std = (4.0 / 3.0).squareRoot()
-        let n = Float(2 / std)   // threshold = 2 - n·std ≈ 0 up to rounding of n
+        let n = Float(2 / std)
         let filtered = try filterTopNSigma(row, n: n).get()
         let expected = Reference.kept(row, n: Double(n))
         #expect(filtered.kept.map { Int($0.index) } == expected)

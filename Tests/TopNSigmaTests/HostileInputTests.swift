@@ -10,19 +10,6 @@ import TopNSigmaIO
 /// beyond 32-bit token ids are errors, not wrapped ids or traps; options are checked whatever
 /// the file holds; files that are not regular files are named as such.
 @Suite struct HostileInputTests {
-    let cli = CLITests()
-
-    /// A version-1 `.npy` file with the given header dict text and data bytes.
-    static func numpy(_ dict: String, data: [UInt8] = []) -> Data {
-        var header = dict
-        while (10 + header.utf8.count + 1) % 64 != 0 { header += " " }
-        header += "\n"
-        var bytes = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(header.utf8.count & 0xFF), UInt8(header.utf8.count >> 8)])
-        bytes.append(contentsOf: Array(header.utf8))
-        bytes.append(contentsOf: data)
-        return bytes
-    }
-
     static let hugeShapes: [(String, String)] = [
         ("(4611686018427387904, 4)", "too large"),  // 2^62 rows: rows × vocab × 4 overflows
         ("(4, 2305843009213693952)", "too large"),  // 2^61 vocab: × 4 bytes overflows
@@ -39,7 +26,7 @@ import TopNSigmaIO
     @Test("LogitsFile: a .npy shape whose byte count overflows, or a negative one, is a ReadError")
     func hugeNumPyShapes() throws {
         for (shape, message) in Self.hugeShapes {
-            let data = Self.numpy("{'descr': '<f4', 'fortran_order': False, 'shape': \(shape), }", data: [0, 0, 128, 63])
+            let data = numPy("{'descr': '<f4', 'fortran_order': False, 'shape': \(shape), }", data: [0, 0, 128, 63])
             #expect(throws: LogitsFile.ReadError.self, "\(shape)") { try LogitsFile.parse(data, path: "x.npy") }
             do {
                 _ = try LogitsFile.parse(data, path: "x.npy")
@@ -53,8 +40,8 @@ import TopNSigmaIO
     func hugeRawVocab() throws {
         let data = Data([0, 0, 128, 63, 0, 0, 0, 64])
         for vocab in [1 << 61, 1 << 62, Int.max, Int.max / 2 + 1] {
-            for dtype in LogitsFile.ElementType.allCases {
-                #expect(throws: LogitsFile.ReadError.self, "vocab \(vocab) \(dtype)") { try LogitsFile.parse(data, path: "x.f32", vocab: vocab, dtype: dtype) }
+            for format in LogitFormat.allCases {
+                #expect(throws: LogitsFile.ReadError.self, "vocab \(vocab) \(format)") { try LogitsFile.parse(data, path: "x.f32", vocab: vocab, format: format) }
             }
         }
         // The same bytes read with a sane vocabulary: the hand-worked values 1.0 and 2.0.
@@ -64,17 +51,17 @@ import TopNSigmaIO
 
     @Test("LogitsFile: --dtype that conflicts with a .npy header is an error; the same dtype is accepted")
     func dtypeConflict() throws {
-        let data = Self.numpy("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2), }", data: [0, 0, 128, 63, 0, 0, 0, 64])
-        #expect(try LogitsFile.parse(data, path: "x.npy", dtype: .float32).values == [1, 2])
+        let data = numPy("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2), }", data: [0, 0, 128, 63, 0, 0, 0, 64])
+        #expect(try LogitsFile.parse(data, path: "x.npy", format: .float32).values == [1, 2])
         #expect(try LogitsFile.parse(data, path: "x.npy").values == [1, 2])
-        for dtype in [LogitsFile.ElementType.float16, .bfloat16] {
-            #expect(throws: LogitsFile.ReadError.badNumPy(path: "x.npy", reason: "--dtype \(dtype.rawValue) conflicts with the header's dtype f32 (a .npy file's header decides; drop --dtype)")) {
-                try LogitsFile.parse(data, path: "x.npy", dtype: dtype)
+        for format in [LogitFormat.float16, .bfloat16] {
+            #expect(throws: LogitsFile.ReadError.badNumPy(path: "x.npy", reason: "--dtype \(format.fileSpelling) conflicts with the header's dtype f32 (a .npy file's header decides; drop --dtype)")) {
+                try LogitsFile.parse(data, path: "x.npy", format: format)
             }
         }
     }
 
-    @Test("TopNSigma.filter and FilteredDistribution.of fail a row of 2^31 or more logits, before reading it")
+    @Test("FilteredDistribution.of fails a row of 2^31 or more logits, before reading it")
     func vocabularyTooLarge() throws {
         #expect(FilteredDistribution.maximumVocabularySize == Int(Int32.max))
         // A real 16-float buffer presented as a huge row: the guard must return before any read
@@ -95,7 +82,7 @@ import TopNSigmaIO
     }
 
     func expectUsageError(_ arguments: [String], mentioning text: String) throws {
-        let run = try cli.run(arguments)
+        let run = try CLI.run(arguments)
         #expect(run.status == 2, "\(arguments): status \(run.status), \(run.stderr)")
         #expect(run.stdout.isEmpty, "\(arguments)")
         #expect(run.stderr.hasPrefix("nsigma: ") && run.stderr.contains(text), "\(arguments): \(run.stderr)")
@@ -104,10 +91,10 @@ import TopNSigmaIO
     @Test("nsigma: huge .npy shapes and --vocab values exit 2 with a message, never a trap")
     func cliHugeSizes() throws {
         for (shape, message) in Self.hugeShapes {
-            let path = try cli.temporaryFile("huge.npy", Self.numpy("{'descr': '<f4', 'fortran_order': False, 'shape': \(shape), }", data: [0, 0, 128, 63]))
+            let path = try temporaryFile("huge.npy", numPy("{'descr': '<f4', 'fortran_order': False, 'shape': \(shape), }", data: [0, 0, 128, 63]))
             for command in ["filter", "sample"] { try expectUsageError([command, "--logits", path], mentioning: message) }
         }
-        let raw = try cli.rawFile([1, 2, 3, 4])
+        let raw = try rawFile([1, 2, 3, 4])
         for command in ["filter", "sample"] {
             for vocab in ["2305843009213693952", "4611686018427387904", "9223372036854775807", "2147483648", "4294967296"] {
                 for dtype in [[], ["--dtype", "f16"], ["--dtype", "bf16"]] {
@@ -117,14 +104,14 @@ import TopNSigmaIO
             // 2^31 - 1 is allowed as a vocabulary; this file is just too small for it.
             try expectUsageError([command, "--logits", raw, "--vocab", "2147483647"], mentioning: "is not a multiple of")
             // A .npy whose shape[1] is 2^31 with no rows: the vocabulary is refused too.
-            let wide = try cli.temporaryFile("wide.npy", Self.numpy("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 2147483648), }"))
+            let wide = try temporaryFile("wide.npy", numPy("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 2147483648), }"))
             try expectUsageError([command, "--logits", wide], mentioning: "too large: at most 2147483647")
         }
     }
 
     @Test("nsigma sample checks its options even when the file has no rows")
     func optionsBeforeRows() throws {
-        let empty = try cli.temporaryFile("empty.npy", Self.numpy("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4), }"))
+        let empty = try temporaryFile("empty.npy", numPy("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4), }"))
         let bad: [([String], String)] = [
             (["--top-p", "2"], "top-p 2.0 is invalid"), (["--top-k", "0"], "top-k 0 is invalid"), (["--min-p=-1"], "min-p -1.0 is invalid"),
             (["--n=-1"], "--n must be"), (["--temperature=-1"], "--temperature must be >= 0"), (["--dtype", "f64"], "--dtype must be"),
@@ -136,7 +123,7 @@ import TopNSigmaIO
         try expectUsageError(["sample", "--logits", empty, "--draws", "0"], mentioning: "--draws must be at least 1")
         // Good options on a file without rows: nothing printed, exit 0.
         for command in ["filter", "sample"] {
-            let run = try cli.run([command, "--logits", empty])
+            let run = try CLI.run([command, "--logits", empty])
             #expect(run.status == 0 && run.stdout.isEmpty && run.stderr.isEmpty, "\(command): \(run.stderr)")
         }
     }
@@ -145,14 +132,14 @@ import TopNSigmaIO
     func filterGreedy() throws {
         // Hand-worked rows: argmax 4; a tie of 7 at ids 1 and 3 (lowest id 1); a masked row.
         let values: [Float] = [1, 3, 2, 0, 5, 0, 7, 1, 7, 6, -.infinity, 2, -.infinity, 1, 0]
-        let path = try cli.rawFile(values)
-        let filter = try cli.run(["filter", "--logits", path, "--vocab", "5", "--temperature", "0", "--top-p", "0.5", "--n", "1"])
+        let path = try rawFile(values)
+        let filter = try CLI.run(["filter", "--logits", path, "--vocab", "5", "--temperature", "0", "--top-p", "0.5", "--n", "1"])
         #expect(filter.status == 0, "\(filter.stderr)")
         #expect(filter.lines.map { $0["kept"] as? [Int] } == [[4], [1], [1]])
         // The statistics and the threshold are still the row's (Top-nσ: 5 - std of 1,3,2,0,5).
         let std = Reference.statistics(Array(values[0..<5])).map(\.std)
         #expect(Swift.abs((filter.lines[0]["threshold"] as! Double) - (5 - (try std.get()))) < 1e-9)
-        let sample = try cli.run(["sample", "--logits", path, "--vocab", "5", "--temperature", "0"])
+        let sample = try CLI.run(["sample", "--logits", path, "--vocab", "5", "--temperature", "0"])
         #expect(sample.lines.map { $0["tokens"] as? [Int] } == [[4], [1], [1]])
         try expectUsageError(["filter", "--logits", path, "--vocab", "5", "--temperature=-0.5"], mentioning: "--temperature must be >= 0")
         try expectUsageError(["filter", "--logits", path, "--vocab", "5", "--temperature", "nan"], mentioning: "--temperature")
@@ -163,7 +150,7 @@ import TopNSigmaIO
         for command in ["filter", "sample"] {
             try expectUsageError([command, "--logits", Fixture.path, "--dtype", "f16"], mentioning: "--dtype f16 conflicts with the header's dtype f32")
             try expectUsageError([command, "--logits", Fixture.path, "--dtype", "bf16"], mentioning: "conflicts")
-            let agreeing = try cli.run([command, "--logits", Fixture.path, "--dtype", "f32"])
+            let agreeing = try CLI.run([command, "--logits", Fixture.path, "--dtype", "f32"])
             #expect(agreeing.status == 0 && agreeing.lines.count == Fixture.logits.rows, "\(agreeing.stderr)")
         }
     }

@@ -368,18 +368,12 @@ extension VerificationResult {
 
 /// `nsigma verify`.
 @Suite struct VerifyCLITests {
-    let cli = CLITests()
-
-    func draftsFile(_ json: String) throws -> String {
-        try cli.temporaryFile("drafts.json", Data(json.utf8))
-    }
-
     @Test("verify: one line per request and trial with accepted, tokens, logprobs; trial j uses step j")
     func lines() throws {
         let rows = SpeculativeTests.rows
-        let logits = try cli.rawFile(Array(rows.joined()) + Array(rows.joined()))
-        let drafts = try draftsFile(#"[{"tokens": [6, 4], "q": [0.5, 0.5]}, {"tokens": [0, 1], "q": [1, 1]}]"#)
-        let run = try cli.run(["verify", "--logits", logits, "--vocab", "12", "--k", "2", "--drafts", drafts,
+        let logits = try rawFile(Array(rows.joined()) + Array(rows.joined()))
+        let drafts = try textFile("drafts.json", #"[{"tokens": [6, 4], "q": [0.5, 0.5]}, {"tokens": [0, 1], "q": [1, 1]}]"#)
+        let run = try CLI.run(["verify", "--logits", logits, "--vocab", "12", "--k", "2", "--drafts", drafts,
                                "--n", "1.0", "--temperature", "0.8", "--seed", "9", "--trials", "3"])
         #expect(run.status == 0, "\(run.stderr)")
         let lines = run.lines
@@ -399,8 +393,8 @@ extension VerificationResult {
         }
         // Dense draft rows from --draft-probs: the same result as the library with .dense.
         let q = [Float](repeating: 1 / 12, count: 2 * 2 * 12)
-        let probs = try cli.temporaryFile("q.f32", q.withUnsafeBytes { Data($0) })
-        let dense = try cli.run(["verify", "--logits", logits, "--vocab", "12", "--k", "2", "--drafts", drafts,
+        let probs = try temporaryFile("q.f32", q.withUnsafeBytes { Data($0) })
+        let dense = try CLI.run(["verify", "--logits", logits, "--vocab", "12", "--k", "2", "--drafts", drafts,
                                  "--draft-probs", probs, "--seed", "9"])
         #expect(dense.status == 0, "\(dense.stderr)")
         #expect(dense.lines.count == 2)
@@ -409,22 +403,22 @@ extension VerificationResult {
     @Test("verify: a failing request prints its error line, exit 3; bad input exits 2 with nothing on stdout")
     func errors() throws {
         let good: [Float] = [0, 1, 2, 3]
-        let logits = try cli.rawFile(good + good + good + [0, .nan, 0, 0])
-        let drafts = try draftsFile(#"[{"tokens": [3], "q": [0.5]}, {"tokens": [3], "q": [0.5]}]"#)
-        let run = try cli.run(["verify", "--logits", logits, "--vocab", "4", "--k", "1", "--drafts", drafts])
+        let logits = try rawFile(good + good + good + [0, .nan, 0, 0])
+        let drafts = try textFile("drafts.json", #"[{"tokens": [3], "q": [0.5]}, {"tokens": [3], "q": [0.5]}]"#)
+        let run = try CLI.run(["verify", "--logits", logits, "--vocab", "4", "--k", "1", "--drafts", drafts])
         #expect(run.status == 3)
         let lines = run.lines
         #expect(lines.count == 2)
         #expect(lines[1]["request"] as? Int == 1 && (lines[1]["error"] as? String)?.contains("NaN") == true)
         for arguments in [
             ["--k", "3", "--drafts", drafts],                       // rows not a multiple of k + 1
-            ["--k", "1", "--drafts", try draftsFile("[{]")],        // bad JSON
-            ["--k", "1", "--drafts", try draftsFile(#"[{"tokens": [3], "q": [0.5]}]"#)],   // one draft for two requests
-            ["--k", "1", "--drafts", drafts, "--draft-probs", try cli.rawFile([0.5])],     // wrong size
+            ["--k", "1", "--drafts", try textFile("drafts.json", "[{]")],        // bad JSON
+            ["--k", "1", "--drafts", try textFile("drafts.json", #"[{"tokens": [3], "q": [0.5]}]"#)],   // one draft for two requests
+            ["--k", "1", "--drafts", drafts, "--draft-probs", try rawFile([0.5])],     // wrong size
             ["--k", "-1", "--drafts", drafts],
             ["--k", "1", "--drafts", drafts, "--trials", "0"],
         ] {
-            let bad = try cli.run(["verify", "--logits", logits, "--vocab", "4"] + arguments)
+            let bad = try CLI.run(["verify", "--logits", logits, "--vocab", "4"] + arguments)
             #expect(bad.status == 2, "\(arguments)")
             #expect(bad.stdout.isEmpty && !bad.stderr.isEmpty, "\(arguments)")
         }

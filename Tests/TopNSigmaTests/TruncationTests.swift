@@ -6,34 +6,6 @@ import TopNSigmaBaselines
 /// min-p, top-k and sort-free top-p against a float64 reference written from the combination
 /// rule: Top-nσ, top-k and min-p intersected; top-p over the renormalized rest.
 @Suite struct TruncationTests {
-    static func reference(_ row: [Float], _ parameters: SamplingParameters) -> [(token: Int, probability: Double)] {
-        let t = Double(parameters.temperature)
-        var kept = Reference.kept(row, n: parameters.nSigma.map(Double.init))
-        let maximum = kept.map { Double(row[$0]) }.max()!
-        if let minP = parameters.minP {
-            kept = kept.filter { Foundation.exp((Double(row[$0]) - maximum) / t) >= Double(minP) }
-        }
-        if let k = parameters.topK {
-            kept = Array(kept.sorted { row[$0] > row[$1] || (row[$0] == row[$1] && $0 < $1) }.prefix(k))
-        }
-        func normalized(_ ids: [Int]) -> [(token: Int, probability: Double)] {
-            let weights = ids.map { Foundation.exp((Double(row[$0]) - maximum) / t) }
-            let total = weights.reduce(0, +)
-            return zip(ids, weights).map { ($0, $1 / total) }.sorted { $0.1 > $1.1 || ($0.1 == $1.1 && $0.0 < $1.0) }
-        }
-        var distribution = normalized(kept)
-        if let p = parameters.topP {
-            var mass = 0.0, count = 0
-            for entry in distribution {
-                mass += entry.probability
-                count += 1
-                if mass >= Double(p) { break }
-            }
-            distribution = normalized(distribution.prefix(count).map(\.token))
-        }
-        return distribution
-    }
-
     static let cases: [SamplingParameters] = [
         SamplingParameters(nSigma: nil, topK: 1),
         SamplingParameters(nSigma: 1, topK: 3),
@@ -51,7 +23,7 @@ import TopNSigmaBaselines
         for r in 0..<Fixture.logits.rows {
             let row = Fixture.row(r)
             let got = try FilteredDistribution.of(row, parameters: parameters).kept
-            let expected = Self.reference(row, parameters)
+            let expected = Reference.truncated(row, parameters)
             #expect(got.map(\.token) == expected.map(\.token), "row \(r) \(parameters)")
             for (a, b) in zip(got, expected) { #expect(Swift.abs(a.probability - b.probability) < 1e-9) }
         }
@@ -72,7 +44,7 @@ import TopNSigmaBaselines
     func samplerChiSquare() throws {
         let row = Fixture.row(7)
         let parameters = SamplingParameters(temperature: 1.2, nSigma: nil, seed: 17, topK: 12, topP: 0.9, minP: 0.01)
-        let expected = Dictionary(uniqueKeysWithValues: Self.reference(row, parameters).map { ($0.token, $0.probability) })
+        let expected = Dictionary(uniqueKeysWithValues: Reference.truncated(row, parameters).map { ($0.token, $0.probability) })
         let sampler = try BatchSampler(vocabularySize: row.count, maximumBatchSize: 1, threadCount: 1)
         var observed: [Int: Int] = [:]
         let draws = 4000
@@ -114,14 +86,14 @@ import TopNSigmaBaselines
         let tied: [Float] = [0, 1, 5, 0, 0, 5, -.infinity, 5, 0, 5, 9]
         for k in 1...6 {
             let parameters = SamplingParameters(nSigma: nil, topK: k)
-            #expect(try FilteredDistribution.of(tied, parameters: parameters).kept.map(\.token) == Self.reference(tied, parameters).map(\.token), "k \(k)")
+            #expect(try FilteredDistribution.of(tied, parameters: parameters).kept.map(\.token) == Reference.truncated(tied, parameters).map(\.token), "k \(k)")
         }
         #expect(try FilteredDistribution.of(tied, parameters: SamplingParameters(nSigma: nil, topK: 3)).kept.map(\.token).sorted() == [2, 5, 10])
         // Equal probabilities at the top-p cut: the lower ids are kept first.
         let flat: [Float] = [1, 1, 1, 1, -.infinity, 1]
         let half = try FilteredDistribution.of(flat, parameters: SamplingParameters(nSigma: nil, topP: 0.5))
         #expect(half.kept.map(\.token) == [0, 1, 2])  // five tokens of 0.2: 0.6 is the first cumulative mass >= 0.5
-        #expect(half.kept.map(\.token) == Self.reference(flat, SamplingParameters(nSigma: nil, topP: 0.5)).map(\.token))
+        #expect(half.kept.map(\.token) == Reference.truncated(flat, SamplingParameters(nSigma: nil, topP: 0.5)).map(\.token))
         // A constant row keeps everything under min-p; top-p 1 keeps every finite token.
         let constant = [Float](repeating: 2, count: 5000)
         #expect(try FilteredDistribution.of(constant, parameters: SamplingParameters(nSigma: nil, minP: 0.9)).kept.count == 5000)
@@ -129,7 +101,7 @@ import TopNSigmaBaselines
         for i in stride(from: 1, to: masked.count, by: 2) { masked[i] = -.infinity }
         for parameters in [SamplingParameters(nSigma: nil, topP: 1), SamplingParameters(nSigma: nil, topP: 0.95, minP: 0.001), SamplingParameters(nSigma: 3, topK: 100)] {
             let got = try FilteredDistribution.of(masked, parameters: parameters).kept
-            #expect(got.map(\.token) == Self.reference(masked, parameters).map(\.token))
+            #expect(got.map(\.token) == Reference.truncated(masked, parameters).map(\.token))
             #expect(got.allSatisfy { $0.token % 2 == 0 })
         }
     }

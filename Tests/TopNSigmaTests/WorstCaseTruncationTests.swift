@@ -22,7 +22,7 @@ import TopNSigmaBaselines
     static func check(_ row: [Float], _ name: String) throws {
         for parameters in Self.parameters(vocab: row.count) {
             let got = try FilteredDistribution.of(row, parameters: parameters).kept
-            let expected = TruncationTests.reference(row, parameters)
+            let expected = Reference.truncated(row, parameters)
             #expect(got.map(\.token) == expected.map(\.token), "\(name) \(parameters)")
             if got.count == expected.count {
                 let worst = zip(got, expected).map { Swift.abs($0.probability - $1.probability) }.max() ?? 0
@@ -78,7 +78,7 @@ import TopNSigmaBaselines
         let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 1)
         for row in rows {
             for p in parameters {
-                let expected = Dictionary(uniqueKeysWithValues: TruncationTests.reference(row, p).map { ($0.token, $0.probability) })
+                let expected = Dictionary(uniqueKeysWithValues: Reference.truncated(row, p).map { ($0.token, $0.probability) })
                 for step in 0..<5 {
                     let token = try sampler.sample(logits: row, parameters: [p], steps: [UInt64(step)])[0].get()
                     let probability = try #require(expected[token.token], "token \(token.token) not kept, \(p)")

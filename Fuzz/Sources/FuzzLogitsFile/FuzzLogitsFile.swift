@@ -1,4 +1,5 @@
 import Foundation
+import TopNSigma
 import TopNSigmaIO
 
 // libFuzzer target: LogitsFile.parse on arbitrary bytes with arbitrary --vocab / --dtype.
@@ -17,8 +18,8 @@ public func fuzzLogitsFile(_ start: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     guard size >= 1 else { return 0 }
     var bytes = Array(UnsafeBufferPointer(start: start, count: size))
     let options = bytes.removeFirst()
-    let dtypes: [LogitsFile.ElementType?] = [nil, .float32, .float16, .bfloat16]
-    let dtype = dtypes[Int(options & 3)]
+    let formats: [LogitFormat?] = [nil, .float32, .float16, .bfloat16]
+    let format = formats[Int(options & 3)]
     var vocab: Int?
     switch (options >> 2) & 7 {
     case 0: vocab = nil
@@ -38,7 +39,7 @@ public func fuzzLogitsFile(_ start: UnsafePointer<UInt8>, _ size: Int) -> CInt {
 
     let file: LogitsFile
     do {
-        file = try LogitsFile.parse(data, path: path, vocab: vocab, dtype: dtype)
+        file = try LogitsFile.parse(data, path: path, vocab: vocab, format: format)
     } catch {
         precondition(!error.description.isEmpty)
         return 0
@@ -51,11 +52,17 @@ public func fuzzLogitsFile(_ start: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     let isNumPy = bytes.count >= 6 && bytes.prefix(6).elementsEqual([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59])
     if !isNumPy {
         precondition(!path.hasSuffix(".npy"), "raw bytes read as a .npy path")
-        precondition(file.dtype == dtype ?? .float32)
-    } else if let dtype {
-        precondition(file.dtype == dtype, "--dtype \(dtype) accepted for a \(file.dtype) .npy")
+        precondition(file.format == format ?? .float32)
+    } else if let format {
+        precondition(file.format == format, "--dtype \(format) accepted for a \(file.format) .npy")
     }
-    let width = file.dtype == .float32 ? 4 : 2
+    // A 16-bit file keeps its bits as stored, one per value; a float32 file has none.
+    if file.format == .float32 {
+        precondition(file.bits == nil, "bits for a float32 file")
+    } else {
+        precondition(file.bits?.count == file.values.count, "\(file.bits?.count ?? 0) bits for \(file.values.count) values")
+    }
+    let width = file.format.byteCount
     precondition(file.values.count * width <= bytes.count, "more values than bytes")
     // The data is the file's last values × width bytes (raw: all of it); each value decodes from
     // its bytes exactly (float16 through the standard library's Float16 where available).
@@ -64,7 +71,10 @@ public func fuzzLogitsFile(_ start: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     for (i, value) in file.values.enumerated() {
         let at = offset + i * width
         let expected: Float
-        switch file.dtype {
+        if let bits = file.bits {
+            precondition(bits[i] == UInt16(bytes[at]) | UInt16(bytes[at + 1]) << 8, "bits \(i): \(bits[i])")
+        }
+        switch file.format {
         case .float32:
             expected = Float(bitPattern: UInt32(bytes[at]) | UInt32(bytes[at + 1]) << 8 | UInt32(bytes[at + 2]) << 16 | UInt32(bytes[at + 3]) << 24)
         case .bfloat16:

@@ -2,11 +2,13 @@ import Foundation
 #if canImport(Glibc)
 import Glibc
 #endif
-import TopNSigma
-import TopNSigmaIO
 
-/// The float64 scalar oracle: straightforward two-pass statistics and the Top-nσ rule written
-/// from DESIGN.md, sharing no code with the kernels.
+/// The float64 scalar oracle, sharing no code with the kernels: two-pass statistics in double
+/// precision over the finite logits `F` (max, argmax, count and mean, then `M2` from a second
+/// pass; the Bessel-corrected std `sqrt(M2 / (N − 1))`, 0 for one finite logit), and the Top-nσ
+/// rule as the README's semantics table states it: keep `i` iff `x_i >= max(F) − n · std(F)`
+/// (`-inf` is never kept; `n` nil keeps every finite logit), `p_i = exp(x_i / T)` renormalized
+/// over the kept set. A NaN or `+inf` logit fails the row.
 enum Reference {
     struct Statistics {
         var maximum: Double
@@ -53,48 +55,6 @@ enum Reference {
         for i in ids { weights[i] = Foundation.exp((Double(row[i]) - maximum) / temperature) }
         let total = weights.values.reduce(0, +)
         return weights.mapValues { $0 / total }
-    }
-}
-
-/// The real-logits fixture: 8 rows of SmolLM2-135M (vocab 49152) copied from shared/data.
-enum Fixture {
-    static let logits: LogitsFile = {
-        let url = Bundle.module.url(forResource: "smollm2-135m-8rows", withExtension: "npy", subdirectory: "Fixtures")!
-        return try! LogitsFile.read(path: url.path)
-    }()
-
-    static var path: String {
-        Bundle.module.url(forResource: "smollm2-135m-8rows", withExtension: "npy", subdirectory: "Fixtures")!.path
-    }
-
-    static func row(_ r: Int) -> [Float] {
-        Array(logits.values[(r * logits.vocab)..<((r + 1) * logits.vocab)])
-    }
-}
-
-/// A seeded generator for test data (SplitMix64), independent of the library's Philox.
-struct TestRandom {
-    var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
-    mutating func uniform() -> Double { Double(next() >> 11) * 0x1p-53 }
-
-    mutating func gaussian() -> Double {
-        let u1 = max(uniform(), 1e-300), u2 = uniform()
-        return (-2 * Foundation.log(u1)).squareRoot() * Foundation.cos(2 * .pi * u2)
-    }
-
-    mutating func row(count: Int, mean: Double = 0, std: Double = 4) -> [Float] {
-        (0..<count).map { _ in Float(mean + std * gaussian()) }
     }
 }
 
