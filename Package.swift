@@ -11,11 +11,11 @@ let package = Package(
         .library(name: "TopNSigmaIO", targets: ["TopNSigmaIO"]),
         .executable(name: "nsigma", targets: ["nsigma"]),
         // The C ABI (include/topnsigma.h) as a shared library, libTopNSigmaC.so.
-        .library(name: "TopNSigmaC", type: .dynamic, targets: ["TopNSigmaC"]),
+        .library(name: "TopNSigmaC", type: .dynamic, targets: ["TopNSigmaC"])
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
-        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0"),
+        .package(url: "https://github.com/swiftlang/swift-docc-plugin", from: "1.5.0")
     ],
     targets: [
         .systemLibrary(
@@ -52,7 +52,7 @@ let package = Package(
                 "TopNSigmaIO",
                 "COpenBLAS",
                 "CBuildFeatures",
-                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser")
             ]
         ),
         // The C header, as a module the Swift implementation imports (its structs are the ABI's).
@@ -72,6 +72,6 @@ let package = Package(
         .testTarget(
             name: "TopNSigmaCTests",
             dependencies: ["TopNSigmaC", "CTopNSigma", "CAllocationCounter"]
-        ),
+        )
     ]
 )

@@ -14,7 +14,7 @@ let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingL
 let package = Package(
     name: "TopNSigmaFuzz",
     dependencies: [
-        .package(path: ".."),
+        .package(path: "..")
     ],
     targets: [
         .executableTarget(
@@ -34,13 +34,17 @@ let package = Package(
         ),
         .executableTarget(
             name: "soak",
-            dependencies: [.product(name: "TopNSigma", package: root), .product(name: "TopNSigmaBaselines", package: root)],
+            dependencies: [
+                .product(name: "TopNSigma", package: root), .product(name: "TopNSigmaBaselines", package: root)
+            ],
             path: "Sources/soak"
         ),
         .executableTarget(
             name: "worst-case",
-            dependencies: [.product(name: "TopNSigma", package: root), .product(name: "TopNSigmaBaselines", package: root)],
+            dependencies: [
+                .product(name: "TopNSigma", package: root), .product(name: "TopNSigmaBaselines", package: root)
+            ],
             path: "Sources/worst-case"
-        ),
+        )
     ]
 )

@@ -177,8 +177,12 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         vocabularySize: Int, maximumBatchSize: Int, threadCount: Int? = nil, executor: Executor = .workerPool,
         spinMicroseconds: Int = 50, placement: NUMAPlacement = .automatic, topology: NUMATopology = .current
     ) throws(ConfigurationError) {
-        guard vocabularySize > 0 && vocabularySize < Int(Int32.max) else { throw .invalidVocabularySize(vocabularySize) }
-        guard maximumBatchSize > 0 && maximumBatchSize < Int(Int32.max) else { throw .invalidBatchSize(maximumBatchSize) }
+        guard vocabularySize > 0 && vocabularySize < Int(Int32.max) else {
+            throw .invalidVocabularySize(vocabularySize)
+        }
+        guard maximumBatchSize > 0 && maximumBatchSize < Int(Int32.max) else {
+            throw .invalidBatchSize(maximumBatchSize)
+        }
         let requested = threadCount ?? Self.defaultThreadCount
         guard requested > 0 && requested <= Self.maximumThreadCount else { throw .invalidThreadCount(requested) }
         guard let layout = RowPipeline.Scratch.Layout(vocab: vocabularySize) else {
@@ -186,7 +190,9 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         }
         let requestedPlan = NUMAPlan(threads: requested, topology: topology, placement: placement)
         // Bind only where it changes something: several nodes, or one node asked for by name.
-        let binds = topology.available && (topology.nodes.count > 1 || { if case .node = placement { return true } else { return false } }())
+        let binds =
+            topology.available
+            && (topology.nodes.count > 1 || { if case .node = placement { return true } else { return false } }())
         let status = PlacementStatus()
         var onStart: (@Sendable (Int) -> Void)?
         if binds {
@@ -196,17 +202,20 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
                 }
             }
         }
-        let pool = executor == .workerPool && requested > 1
+        let pool =
+            executor == .workerPool && requested > 1
             ? WorkerPool(threadCount: requested, spinMicroseconds: spinMicroseconds, onStart: onStart)
             : nil
         let threads = pool?.threadCount ?? requested
         // With fewer threads than asked for, plan for the threads that run.
-        let plan = threads == requested ? requestedPlan : NUMAPlan(threads: threads, topology: topology, placement: placement)
+        let plan =
+            threads == requested ? requestedPlan : NUMAPlan(threads: threads, topology: topology, placement: placement)
         var regions: [RowPipeline.Scratch] = []
         var blocks: [NodeMemory.Block] = []
         for region in 0..<threads {
             let node = placement == .disabled ? nil : plan.workerNodes[region]
-            let block = placement == .disabled
+            let block =
+                placement == .disabled
                 ? NodeMemory.allocateFromHeap(byteCount: layout.byteCount)
                 : NodeMemory.allocate(byteCount: layout.byteCount, node: node, topology: topology)
             guard let block else {
@@ -280,7 +289,8 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         logprobs: UnsafeMutableBufferPointer<TopLogprobs>? = nil
     ) {
         sample(
-            logits: UnsafeRawPointer(logits), format: .float32, rows: rows, rowStride: rowStride, parameters: parameters,
+            logits: UnsafeRawPointer(logits), format: .float32, rows: rows, rowStride: rowStride,
+            parameters: parameters,
             processing: processing, steps: steps, into: results, logprobs: logprobs)
     }
 
@@ -307,19 +317,27 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         logprobs: UnsafeMutableBufferPointer<TopLogprobs>? = nil
     ) {
         let stride = rowStride ?? vocabularySize
-        precondition(rows >= 0 && rows <= maximumBatchSize, "rows (\(rows)) must be in 0...maximumBatchSize (\(maximumBatchSize))")
-        precondition(stride >= vocabularySize, "rowStride (\(stride)) must be at least vocabularySize (\(vocabularySize))")
+        precondition(
+            rows >= 0 && rows <= maximumBatchSize,
+            "rows (\(rows)) must be in 0...maximumBatchSize (\(maximumBatchSize))")
+        precondition(
+            stride >= vocabularySize, "rowStride (\(stride)) must be at least vocabularySize (\(vocabularySize))")
         precondition(parameters.count >= rows, "parameters holds \(parameters.count) entries for \(rows) rows")
         precondition(steps.count >= rows, "steps holds \(steps.count) entries for \(rows) rows")
         precondition(results.count >= rows, "results holds \(results.count) slots for \(rows) rows")
-        if let processing { precondition(processing.count >= rows, "processing holds \(processing.count) entries for \(rows) rows") }
-        if let logprobs { precondition(logprobs.count >= rows, "logprobs holds \(logprobs.count) slots for \(rows) rows") }
+        if let processing {
+            precondition(processing.count >= rows, "processing holds \(processing.count) entries for \(rows) rows")
+        }
+        if let logprobs {
+            precondition(logprobs.count >= rows, "logprobs holds \(logprobs.count) slots for \(rows) rows")
+        }
         guard rows > 0 else { return }
-        run(Call(
-            kind: .sample, logits: logits, format: format, stride: stride, rows: rows,
-            parameters: parameters.baseAddress!, steps: steps.baseAddress!, results: results.baseAddress!,
-            bytes: rows * vocabularySize * format.byteCount, processing: processing?.baseAddress,
-            logprobs: logprobs?.baseAddress))
+        run(
+            Call(
+                kind: .sample, logits: logits, format: format, stride: stride, rows: rows,
+                parameters: parameters.baseAddress!, steps: steps.baseAddress!, results: results.baseAddress!,
+                bytes: rows * vocabularySize * format.byteCount, processing: processing?.baseAddress,
+                logprobs: logprobs?.baseAddress))
     }
 
     /// Array convenience with request processing: `logits` holds `rows × vocabularySize`
@@ -340,7 +358,9 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         logits: [Float], parameters: [SamplingParameters], processing: [RequestProcessing], steps: [UInt64]? = nil
     ) -> (results: [SampleResult], logprobs: [TopLogprobs]) {
         let rows = parameters.count
-        precondition(logits.count == rows * vocabularySize, "logits holds \(logits.count) values, expected \(rows) rows × \(vocabularySize)")
+        precondition(
+            logits.count == rows * vocabularySize,
+            "logits holds \(logits.count) values, expected \(rows) rows × \(vocabularySize)")
         precondition(processing.count == rows, "processing holds \(processing.count) entries for \(rows) rows")
         let steps = steps ?? [UInt64](repeating: 0, count: rows)
         precondition(steps.count == rows, "steps holds \(steps.count) entries for \(rows) rows")
@@ -373,21 +393,34 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
     /// - Returns: each row's token or error, in row order.
     public func sample(logits: [Float], parameters: [SamplingParameters], steps: [UInt64]? = nil) -> [SampleResult] {
         let rows = parameters.count
-        precondition(logits.count == rows * vocabularySize, "logits holds \(logits.count) values, expected \(rows) rows × \(vocabularySize)")
-        return logits.withUnsafeBytes { sample(raw: $0.baseAddress!, format: .float32, parameters: parameters, steps: steps) }
+        precondition(
+            logits.count == rows * vocabularySize,
+            "logits holds \(logits.count) values, expected \(rows) rows × \(vocabularySize)")
+        return logits.withUnsafeBytes {
+            sample(raw: $0.baseAddress!, format: .float32, parameters: parameters, steps: steps)
+        }
     }
 
     /// Array convenience for 16-bit logits: `bits` holds `rows × vocabularySize` float16 or
     /// bfloat16 values (``LogitFormat/float16`` or ``LogitFormat/bfloat16``), row-major.
-    public func sample(bits: [UInt16], format: LogitFormat, parameters: [SamplingParameters], steps: [UInt64]? = nil) -> [SampleResult] {
-        precondition(format != .float32, "bits holds 16-bit logits: use sample(logits:parameters:steps:) for Float logits")
+    public func sample(
+        bits: [UInt16], format: LogitFormat, parameters: [SamplingParameters], steps: [UInt64]? = nil
+    ) -> [SampleResult] {
+        precondition(
+            format != .float32, "bits holds 16-bit logits: use sample(logits:parameters:steps:) for Float logits")
         let rows = parameters.count
-        precondition(bits.count == rows * vocabularySize, "bits holds \(bits.count) values, expected \(rows) rows × \(vocabularySize)")
-        return bits.withUnsafeBytes { sample(raw: $0.baseAddress!, format: format, parameters: parameters, steps: steps) }
+        precondition(
+            bits.count == rows * vocabularySize,
+            "bits holds \(bits.count) values, expected \(rows) rows × \(vocabularySize)")
+        return bits.withUnsafeBytes {
+            sample(raw: $0.baseAddress!, format: format, parameters: parameters, steps: steps)
+        }
     }
 
     /// The array APIs' shared body.
-    private func sample(raw: UnsafeRawPointer, format: LogitFormat, parameters: [SamplingParameters], steps: [UInt64]?) -> [SampleResult] {
+    private func sample(
+        raw: UnsafeRawPointer, format: LogitFormat, parameters: [SamplingParameters], steps: [UInt64]?
+    ) -> [SampleResult] {
         let rows = parameters.count
         let steps = steps ?? [UInt64](repeating: 0, count: rows)
         precondition(steps.count == rows, "steps holds \(steps.count) entries for \(rows) rows")
@@ -421,10 +454,12 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         logits: UnsafeRawPointer, format: LogitFormat, stride: Int, requests: Int, verification: VerificationCall,
         parameters: UnsafePointer<SamplingParameters>, steps: UnsafePointer<UInt64>
     ) {
-        run(Call(
-            kind: .verify, logits: logits, format: format, stride: stride, rows: requests,
-            parameters: parameters, steps: steps, bytes: requests * (verification.k + 1) * vocabularySize * format.byteCount,
-            verification: verification))
+        run(
+            Call(
+                kind: .verify, logits: logits, format: format, stride: stride, rows: requests,
+                parameters: parameters, steps: steps,
+                bytes: requests * (verification.k + 1) * vocabularySize * format.byteCount,
+                verification: verification))
     }
 
     /// Runs `body` with this sampler's first scratch region (a row of `vocabularySize`), for

@@ -76,20 +76,25 @@ public struct FilteredDistribution: Sendable, Equatable {
         guard let base = row.baseAddress, row.count > 0 else { throw .noFiniteLogit }
         guard row.count <= maximumVocabularySize else { throw .vocabularyTooLarge(row.count) }
         let vocab = row.count
-        let result: Result<FilteredDistribution, RowError>? = RowPipeline.withTemporaryScratch(vocab: vocab) { scratch in
+        let result: Result<FilteredDistribution, RowError>? = RowPipeline.withTemporaryScratch(vocab: vocab) {
+            scratch in
             let candidates = scratch.candidates, weights = scratch.weights
             let statistics: RowStatistics, gathered: Int?
-            switch RowPipeline.survivors(base, vocab: vocab, parameters: parameters, processing: processing, scratch: scratch) {
+            switch RowPipeline.survivors(
+                base, vocab: vocab, parameters: parameters, processing: processing, scratch: scratch)
+            {
             case .failure(let error): return .failure(error)
             case .success(let result): (statistics, gathered) = result
             }
             let threshold = RowPipeline.logitThreshold(statistics, parameters)
             guard let gathered else {
-                return .success(FilteredDistribution(
-                    statistics: statistics, threshold: threshold,
-                    kept: [KeptToken(token: statistics.argmax, logit: statistics.maximum, probability: 1)]))
+                return .success(
+                    FilteredDistribution(
+                        statistics: statistics, threshold: threshold,
+                        kept: [KeptToken(token: statistics.argmax, logit: statistics.maximum, probability: 1)]))
             }
-            let count = Truncation.apply(candidates, count: gathered, weights: weights, maximum: statistics.maximum, parameters: parameters)
+            let count = Truncation.apply(
+                candidates, count: gathered, weights: weights, maximum: statistics.maximum, parameters: parameters)
             let m = Double(statistics.maximum), t = Double(parameters.temperature)
             var total = 0.0
             for i in 0..<count { total += exp((Double(candidates[i].logit) - m) / t) }
@@ -110,7 +115,9 @@ public struct FilteredDistribution: Sendable, Equatable {
         _ row: [Float], parameters: SamplingParameters, processing: RequestProcessing? = nil
     ) throws(RowError) -> FilteredDistribution {
         let result = row.withUnsafeBufferPointer { buffer in
-            Result { () throws(RowError) -> FilteredDistribution in try of(buffer, parameters: parameters, processing: processing) }
+            Result { () throws(RowError) -> FilteredDistribution in
+                try of(buffer, parameters: parameters, processing: processing)
+            }
         }
         return try result.get()
     }

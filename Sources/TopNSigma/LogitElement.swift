@@ -127,11 +127,13 @@ package enum HalfPrecision {
         typealias Lanes = SIMD16<UInt32>
         let sign = (h & Lanes(repeating: 0x8000)) &<< Lanes(repeating: 16)
         let magnitude = (h & Lanes(repeating: 0x7FFF)) &<< Lanes(repeating: 13)
-        let scaled = unsafeBitCast(unsafeBitCast(magnitude, to: SIMD16<Float>.self) * SIMD16<Float>(repeating: 0x1p112), to: Lanes.self)
+        let scaled = unsafeBitCast(
+            unsafeBitCast(magnitude, to: SIMD16<Float>.self) * SIMD16<Float>(repeating: 0x1p112), to: Lanes.self)
         // All ones where the exponent field is 0x1F (inf/NaN): 0x7C00 + 0x0400 is the only
         // exponent that carries into bit 15. Integer arithmetic only: a lane-wise `.==` against a
         // scalar compiled to a per-lane loop here.
-        let special = Lanes.zero &- (((h & Lanes(repeating: 0x7C00)) &+ Lanes(repeating: 0x0400)) &>> Lanes(repeating: 15))
+        let special =
+            Lanes.zero &- (((h & Lanes(repeating: 0x7C00)) &+ Lanes(repeating: 0x0400)) &>> Lanes(repeating: 15))
         let result = (scaled & ~special) | ((magnitude | Lanes(repeating: 0x7F80_0000)) & special)
         return unsafeBitCast(result | sign, to: SIMD16<Float>.self)
     }

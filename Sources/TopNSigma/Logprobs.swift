@@ -53,7 +53,8 @@ enum LogprobKernel {
     /// offering the logits above `bound` to the top list.
     @inline(__always)
     static func block<E: LogitElement>(
-        _ p: UnsafePointer<E>, from: Int, to end: Int, mask: UnsafePointer<UInt32>?, _ m: Vector, indexBase: Int, keep: Int,
+        _ p: UnsafePointer<E>, from: Int, to end: Int, mask: UnsafePointer<UInt32>?, _ m: Vector, indexBase: Int,
+        keep: Int,
         bound: inout Float, into out: UnsafeMutablePointer<Candidate>, found: inout Int
     ) -> Vector {
         let log2e = Vector(repeating: 1.442_695_040_888_963_4)
@@ -90,13 +91,16 @@ enum LogprobKernel {
     /// list. Out of line, so that the hot loop keeps its vectors in registers.
     @inline(never)
     static func offer(
-        _ a: Vector, _ b: Vector, indexBase: Int, keep: Int, bound: inout Float, into out: UnsafeMutablePointer<Candidate>,
+        _ a: Vector, _ b: Vector, indexBase: Int, keep: Int, bound: inout Float,
+        into out: UnsafeMutablePointer<Candidate>,
         found: inout Int
     ) {
         for j in 0..<32 {
             let x = j < 16 ? a[j] : b[j &- 16]
             guard x > bound else { continue }
-            insert(Candidate(index: Int32(truncatingIfNeeded: indexBase &+ j), logit: x), into: out, found: &found, keep: keep)
+            insert(
+                Candidate(index: Int32(truncatingIfNeeded: indexBase &+ j), logit: x), into: out, found: &found,
+                keep: keep)
             if found == keep { bound = max(bound, out[keep &- 1].logit) }
         }
     }
@@ -120,15 +124,19 @@ enum LogprobKernel {
         // and then in double; the per-block reduction stays outside the vector loop, which it
         // would otherwise scalarize.
         while i &+ StatisticsKernel.blockLength <= n {
-            total += StatisticsKernel.laneSum(block(
-                p, from: i, to: i &+ StatisticsKernel.blockLength, mask: mask, m, indexBase: indexBase, keep: keep, bound: &bound,
-                into: out, found: &found))
+            total += StatisticsKernel.laneSum(
+                block(
+                    p, from: i, to: i &+ StatisticsKernel.blockLength, mask: mask, m, indexBase: indexBase, keep: keep,
+                    bound: &bound,
+                    into: out, found: &found))
             i &+= StatisticsKernel.blockLength
         }
         let vectorEnd = i &+ (n &- i) / 32 &* 32
         if i < vectorEnd {
-            total += StatisticsKernel.laneSum(block(
-                p, from: i, to: vectorEnd, mask: mask, m, indexBase: indexBase, keep: keep, bound: &bound, into: out, found: &found))
+            total += StatisticsKernel.laneSum(
+                block(
+                    p, from: i, to: vectorEnd, mask: mask, m, indexBase: indexBase, keep: keep, bound: &bound,
+                    into: out, found: &found))
             i = vectorEnd
         }
         while i < n {
@@ -136,7 +144,9 @@ enum LogprobKernel {
             if mask.map({ StatisticsKernel.allowed($0, i) }) ?? true, x > -.infinity {
                 total += exp(Double(x) - Double(maximum))
                 if keep > 0 && x > bound {
-                    insert(Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i), logit: x), into: out, found: &found, keep: keep)
+                    insert(
+                        Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i), logit: x), into: out, found: &found,
+                        keep: keep)
                     if found == keep { bound = max(bound, out[keep &- 1].logit) }
                 }
             }

@@ -50,7 +50,9 @@ public struct NUMATopology: Sendable, Equatable {
 
     /// One node holding CPUs `0..<cpus`: the fallback, and a convenient test topology.
     package static func singleNode(cpus: Int, memoryBytes: Int64 = 0, reason: String?) -> NUMATopology {
-        NUMATopology(nodes: [Node(id: 0, cpus: Array(0..<max(1, cpus)), memoryBytes: memoryBytes)], available: false, fallbackReason: reason)
+        NUMATopology(
+            nodes: [Node(id: 0, cpus: Array(0..<max(1, cpus)), memoryBytes: memoryBytes)], available: false,
+            fallbackReason: reason)
     }
 
     /// The topology of this machine (detected once, then cached).
@@ -116,7 +118,8 @@ public struct NUMAPlan: Sendable, Equatable {
 
     /// Two plans are equal when they bind the same workers to the same nodes in the same groups.
     public static func == (a: NUMAPlan, b: NUMAPlan) -> Bool {
-        a.workerNodes == b.workerNodes && a.groups.map(\.node) == b.groups.map(\.node) && a.groups.map(\.workers) == b.groups.map(\.workers)
+        a.workerNodes == b.workerNodes && a.groups.map(\.node) == b.groups.map(\.node)
+            && a.groups.map(\.workers) == b.groups.map(\.workers)
     }
 
     /// The plan for `threads` workers on `topology` under `placement`. ``BatchSampler`` makes
@@ -172,7 +175,9 @@ public struct NUMAPlan: Sendable, Equatable {
     /// server that allocates its logits partitioned by node
     /// (``NodeMemory/allocateLogits(rows:vocab:layout:plan:topology:)``) puts each range on its node.
     public func rowRanges(batch: Int) -> [(node: Int?, rows: Range<Int>)] {
-        groups.indices.map { g in (groups[g].node, rowStart(group: g, batch: batch)..<rowStart(group: g + 1, batch: batch)) }
+        groups.indices.map { g in
+            (groups[g].node, rowStart(group: g, batch: batch)..<rowStart(group: g + 1, batch: batch))
+        }
     }
 
     /// The first row of group `group` (or the batch size for `group == groups.count`), without
@@ -225,7 +230,8 @@ public enum NodeMemory {
         let size = max(byteCount, 1)
         #if os(Linux) && canImport(CNUMA)
         if topology.available {
-            let raw: UnsafeMutableRawPointer? = node.map { numa_alloc_onnode(size, Int32($0)) } ?? numa_alloc_local(size)
+            let raw: UnsafeMutableRawPointer? =
+                node.map { numa_alloc_onnode(size, Int32($0)) } ?? numa_alloc_local(size)
             if let raw { return Block(pointer: raw, byteCount: size, source: .libnuma) }
         }
         #endif
@@ -274,7 +280,8 @@ public enum NodeMemory {
     package static func node(of address: UnsafeRawPointer) -> Int? {
         #if os(Linux) && canImport(CNUMA)
         var node: Int32 = -1
-        let status = get_mempolicy(&node, nil, 0, UnsafeMutableRawPointer(mutating: address), UInt32(MPOL_F_NODE | MPOL_F_ADDR))
+        let status = get_mempolicy(
+            &node, nil, 0, UnsafeMutableRawPointer(mutating: address), UInt32(MPOL_F_NODE | MPOL_F_ADDR))
         return status == 0 && node >= 0 ? Int(node) : nil
         #else
         return nil

@@ -50,10 +50,11 @@ public struct Philox4x32: Sendable, Equatable {
     ///   - stream: a sub-stream for callers that need several uniforms per step (words 2 and 3).
     @inlinable
     public func uniform(step: UInt64, stream: UInt64 = 0) -> Double {
-        let out = block((
-            UInt32(truncatingIfNeeded: step), UInt32(truncatingIfNeeded: step >> 32),
-            UInt32(truncatingIfNeeded: stream), UInt32(truncatingIfNeeded: stream >> 32)
-        ))
+        let out = block(
+            (
+                UInt32(truncatingIfNeeded: step), UInt32(truncatingIfNeeded: step >> 32),
+                UInt32(truncatingIfNeeded: stream), UInt32(truncatingIfNeeded: stream >> 32)
+            ))
         let bits = (UInt64(out.0) << 32 | UInt64(out.1)) >> 11
         return Double(bits) * 0x1p-53
     }

@@ -66,7 +66,8 @@ public struct RequestProcessing: Sendable, Equatable, Hashable {
     /// Processing with the given steps; the defaults change nothing.
     @inlinable
     public init(
-        allowedTokens: [UInt32]? = nil, logitBias: [LogitBias] = [], promptTokens: [Int32] = [], outputTokens: [Int32] = [],
+        allowedTokens: [UInt32]? = nil, logitBias: [LogitBias] = [], promptTokens: [Int32] = [],
+        outputTokens: [Int32] = [],
         repetitionPenalty: Float = 1, frequencyPenalty: Float = 0, presencePenalty: Float = 0, topLogprobs: Int? = nil
     ) {
         self.allowedTokens = allowedTokens
@@ -87,7 +88,9 @@ public struct RequestProcessing: Sendable, Equatable, Hashable {
     /// a top-logprobs count out of range, a bias that is not finite or a token id out of
     /// `0..<vocabularySize`, or a bitmask shorter than `ceil(vocabularySize / 32)` words.
     public func validationError(vocabularySize: Int) -> RowError? {
-        if !(repetitionPenalty > 0 && repetitionPenalty.isFinite) { return .invalidRepetitionPenalty(repetitionPenalty) }
+        if !(repetitionPenalty > 0 && repetitionPenalty.isFinite) {
+            return .invalidRepetitionPenalty(repetitionPenalty)
+        }
         if !frequencyPenalty.isFinite { return .invalidFrequencyPenalty(frequencyPenalty) }
         if !presencePenalty.isFinite { return .invalidPresencePenalty(presencePenalty) }
         if let n = topLogprobs, !(0...TopLogprobs.maximumCount).contains(n) { return .invalidTopLogprobs(n) }
@@ -99,8 +102,12 @@ public struct RequestProcessing: Sendable, Equatable, Hashable {
             if entry.token < 0 || Int(entry.token) >= vocabularySize { return .tokenOutOfRange(Int(entry.token)) }
             if !entry.bias.isFinite { return .invalidLogitBias(token: Int(entry.token), entry.bias) }
         }
-        for token in promptTokens where token < 0 || Int(token) >= vocabularySize { return .tokenOutOfRange(Int(token)) }
-        for token in outputTokens where token < 0 || Int(token) >= vocabularySize { return .tokenOutOfRange(Int(token)) }
+        for token in promptTokens where token < 0 || Int(token) >= vocabularySize {
+            return .tokenOutOfRange(Int(token))
+        }
+        for token in outputTokens where token < 0 || Int(token) >= vocabularySize {
+            return .tokenOutOfRange(Int(token))
+        }
         return nil
     }
 }
@@ -259,7 +266,8 @@ extension RowPipeline {
         // part that is cleared and probed stays in L1).
         let edits = scratch.staging, table = scratch.table
         let penalizes = processing.penalizes
-        let entries = processing.logitBias.count + (r != 1 ? processing.promptTokens.count : 0)
+        let entries =
+            processing.logitBias.count + (r != 1 ? processing.promptTokens.count : 0)
             + (penalizes ? processing.outputTokens.count : 0)
         var size = 16, shift: UInt32 = 28
         while size < 2 * min(entries, vocab) && size < scratch.tableCapacity {
@@ -342,7 +350,8 @@ extension RowPipeline {
     /// `promptToValidate` is range-checked), and the output when a penalty is on. Returns the
     /// first bad entry's error.
     static func gatherEdits(
-        bias: UnsafeBufferPointer<LogitBias>, prompt: UnsafeBufferPointer<Int32>, promptToValidate: UnsafeBufferPointer<Int32>,
+        bias: UnsafeBufferPointer<LogitBias>, prompt: UnsafeBufferPointer<Int32>,
+        promptToValidate: UnsafeBufferPointer<Int32>,
         output: UnsafeBufferPointer<Int32>, penalizes: Bool, vocab: Int, table: UnsafeMutablePointer<Int32>, size: Int,
         shift: UInt32, edits: UnsafeMutablePointer<Edit>, count n: inout Int
     ) -> RowError? {
@@ -351,7 +360,8 @@ extension RowPipeline {
             let entry = bias[i]
             guard entry.token >= 0 && entry.token < bound else { return .tokenOutOfRange(Int(entry.token)) }
             guard entry.bias.isFinite else { return .invalidLogitBias(token: Int(entry.token), entry.bias) }
-            edits[editSlot(entry.token, table: table, size: size, shift: shift, edits: edits, count: &n)].bias += entry.bias
+            edits[editSlot(entry.token, table: table, size: size, shift: shift, edits: edits, count: &n)].bias +=
+                entry.bias
         }
         for i in 0..<promptToValidate.count {
             let token = promptToValidate[i]

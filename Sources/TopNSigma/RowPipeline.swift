@@ -62,7 +62,8 @@ package enum RowPipeline {
             let vocab: Int
             let chunks: Int
             let candidates: Int, weights: Int, partials: Int, counts: Int, thresholds: Int
-            let state: Int, mask: Int, maskWords: Int, table: Int, tableCapacity: Int, edits: Int, staging: Int, editStarts: Int
+            let state: Int, mask: Int, maskWords: Int, table: Int, tableCapacity: Int, edits: Int, staging: Int,
+                editStarts: Int
             let expSums: Int, chunkMaxima: Int, topCounts: Int, topTokens: Int
             /// Bytes of one block.
             let byteCount: Int
@@ -79,28 +80,32 @@ package enum RowPipeline {
                     return start
                 }
                 guard let candidates = place(Candidate.self, count: vocab),
-                      let weights = place(Double.self, count: vocab),
-                      let partials = place(StatisticsKernel.ChunkPartial.self, count: chunks),
-                      let counts = place(Int.self, count: chunks),
-                      let thresholds = place(Float.self, count: chunks),
-                      let state = place(ProcessingState.self, count: 1),
-                      let mask = place(UInt32.self, count: vocab / 32 + 2),
-                      let table = place(Int32.self, count: Self.tableCapacity(vocab: vocab)),
-                      let edits = place(Edit.self, count: vocab),
-                      let staging = place(Edit.self, count: vocab),
-                      let editStarts = place(Int.self, count: chunks + 1),
-                      let expSums = place(Double.self, count: chunks),
-                      let chunkMaxima = place(Float.self, count: chunks),
-                      let topCounts = place(Int.self, count: chunks),
-                      let topTokens = place(Candidate.self, count: chunks * TopLogprobs.maximumCount)
+                    let weights = place(Double.self, count: vocab),
+                    let partials = place(StatisticsKernel.ChunkPartial.self, count: chunks),
+                    let counts = place(Int.self, count: chunks),
+                    let thresholds = place(Float.self, count: chunks),
+                    let state = place(ProcessingState.self, count: 1),
+                    let mask = place(UInt32.self, count: vocab / 32 + 2),
+                    let table = place(Int32.self, count: Self.tableCapacity(vocab: vocab)),
+                    let edits = place(Edit.self, count: vocab),
+                    let staging = place(Edit.self, count: vocab),
+                    let editStarts = place(Int.self, count: chunks + 1),
+                    let expSums = place(Double.self, count: chunks),
+                    let chunkMaxima = place(Float.self, count: chunks),
+                    let topCounts = place(Int.self, count: chunks),
+                    let topTokens = place(Candidate.self, count: chunks * TopLogprobs.maximumCount)
                 else { return nil }
                 self.vocab = vocab
                 self.chunks = chunks
                 (self.candidates, self.weights, self.partials, self.counts, self.thresholds) =
                     (candidates, weights, partials, counts, thresholds)
                 (self.state, self.mask, self.maskWords, self.edits) = (state, mask, vocab / 32 + 2, edits)
-                (self.table, self.tableCapacity, self.staging, self.editStarts) = (table, Self.tableCapacity(vocab: vocab), staging, editStarts)
-                (self.expSums, self.chunkMaxima, self.topCounts, self.topTokens) = (expSums, chunkMaxima, topCounts, topTokens)
+                (self.table, self.tableCapacity, self.staging, self.editStarts) = (
+                    table, Self.tableCapacity(vocab: vocab), staging, editStarts
+                )
+                (self.expSums, self.chunkMaxima, self.topCounts, self.topTokens) = (
+                    expSums, chunkMaxima, topCounts, topTokens
+                )
                 byteCount = max(offset, 64)
             }
 
@@ -115,7 +120,8 @@ package enum RowPipeline {
             /// Binds and initializes a scratch in `block` (at least ``byteCount`` bytes, 64-byte
             /// aligned).
             func bind(_ block: UnsafeMutableRawPointer) -> Scratch {
-                let partials = (block + self.partials).bindMemory(to: StatisticsKernel.ChunkPartial.self, capacity: chunks)
+                let partials = (block + self.partials).bindMemory(
+                    to: StatisticsKernel.ChunkPartial.self, capacity: chunks)
                 partials.initialize(repeating: StatisticsKernel.ChunkPartial(), count: chunks)
                 let counts = (block + self.counts).bindMemory(to: Int.self, capacity: chunks)
                 counts.initialize(repeating: 0, count: chunks)
@@ -131,14 +137,16 @@ package enum RowPipeline {
                     weights: (block + weights).bindMemory(to: Double.self, capacity: vocab),
                     partials: partials, state: state,
                     mask: (block + mask).bindMemory(to: UInt32.self, capacity: maskWords),
-                    table: (block + table).bindMemory(to: Int32.self, capacity: tableCapacity), tableCapacity: tableCapacity,
+                    table: (block + table).bindMemory(to: Int32.self, capacity: tableCapacity),
+                    tableCapacity: tableCapacity,
                     edits: (block + edits).bindMemory(to: Edit.self, capacity: vocab),
                     staging: (block + staging).bindMemory(to: Edit.self, capacity: vocab),
                     editStarts: (block + editStarts).bindMemory(to: Int.self, capacity: chunks + 1),
                     expSums: (block + expSums).bindMemory(to: Double.self, capacity: chunks),
                     chunkMaxima: (block + chunkMaxima).bindMemory(to: Float.self, capacity: chunks),
                     topCounts: topCounts,
-                    topTokens: (block + topTokens).bindMemory(to: Candidate.self, capacity: chunks * TopLogprobs.maximumCount))
+                    topTokens: (block + topTokens).bindMemory(
+                        to: Candidate.self, capacity: chunks * TopLogprobs.maximumCount))
             }
         }
     }
@@ -168,7 +176,8 @@ package enum RowPipeline {
             let start = c * chunkLength
             let length = min(chunkLength, vocab - start)
             let mask = state.mask.map { UnsafePointer($0 + start / 32) }
-            let part = mask.map { StatisticsKernel.chunkPartial(p + start, count: length, mask: $0) }
+            let part =
+                mask.map { StatisticsKernel.chunkPartial(p + start, count: length, mask: $0) }
                 ?? StatisticsKernel.chunkPartial(p + start, count: length)
             partials?[c] = part
             accumulator.merge(part, chunk: c, start: start)
@@ -176,15 +185,18 @@ package enum RowPipeline {
             guard let scratch else { continue }
             if collect {
                 // Greedy rows collect only for their rank (logprobs): the ties of the maximum.
-                var threshold = parameters.temperature == 0 ? accumulator.maximum : provisionalThreshold(accumulator, parameters)
+                var threshold =
+                    parameters.temperature == 0 ? accumulator.maximum : provisionalThreshold(accumulator, parameters)
                 // A split row's tasks share the strictest provisional threshold any of them has
                 // found, so a task over a few chunks does not collect as if it saw the row alone.
                 if let shared { threshold = shared.raise(to: threshold) }
                 scratch.thresholds[c] = threshold
                 // Most chunks hold no survivor at all: their maximum says so without a compare pass.
-                scratch.counts[c] = part.maximum >= threshold
+                scratch.counts[c] =
+                    part.maximum >= threshold
                     ? compactBlocks(
-                        p + start, count: length, threshold: threshold, indexBase: start, maxima: part.blockMaxima, mask: mask,
+                        p + start, count: length, threshold: threshold, indexBase: start, maxima: part.blockMaxima,
+                        mask: mask,
                         into: scratch.candidates + start)
                     : 0
             }
@@ -224,12 +236,16 @@ package enum RowPipeline {
             let length = min(blockLength, n - start)
             let maximum = block < StatisticsKernel.blocksPerChunk ? maxima[block] : .infinity
             if maximum >= threshold {
-                written += mask.map {
-                    CandidateKernel.compact(
-                        p + start, count: length, threshold: threshold, indexBase: indexBase + start, mask: $0 + start / 32,
+                written +=
+                    mask.map {
+                        CandidateKernel.compact(
+                            p + start, count: length, threshold: threshold, indexBase: indexBase + start,
+                            mask: $0 + start / 32,
+                            into: out + written)
+                    }
+                    ?? CandidateKernel.compact(
+                        p + start, count: length, threshold: threshold, indexBase: indexBase + start,
                         into: out + written)
-                } ?? CandidateKernel.compact(
-                    p + start, count: length, threshold: threshold, indexBase: indexBase + start, into: out + written)
             }
             start += length
             block += 1
@@ -260,7 +276,8 @@ package enum RowPipeline {
                     mask: mask + start / 32, into: slot)
             } else {
                 scratch.counts[c] = CandidateKernel.compact(
-                    p + start, count: min(chunkLength, vocab - start), threshold: threshold, indexBase: start, into: slot)
+                    p + start, count: min(chunkLength, vocab - start), threshold: threshold, indexBase: start,
+                    into: slot)
             }
         }
     }
@@ -322,13 +339,15 @@ package enum RowPipeline {
             // A greedy row's rank counts the ties of its maximum.
             finalize(p, vocab: vocab, chunks: 0, chunks, threshold: statistics.maximum, scratch: scratch, mask: mask)
             let ties = mergeEditSurvivors(
-                threshold: statistics.maximum, count: gather(chunks: chunks, scratch: scratch), state: state, scratch: scratch)
+                threshold: statistics.maximum, count: gather(chunks: chunks, scratch: scratch), state: state,
+                scratch: scratch)
             return .success((statistics, ties))
         }
         let range = thresholdRange(statistics, parameters, m2Error: m2Error)
         let low = floatThreshold(range.lower)
         finalize(p, vocab: vocab, chunks: 0, chunks, threshold: low, scratch: scratch, mask: mask)
-        var count = mergeEditSurvivors(threshold: low, count: gather(chunks: chunks, scratch: scratch), state: state, scratch: scratch)
+        var count = mergeEditSurvivors(
+            threshold: low, count: gather(chunks: chunks, scratch: scratch), state: state, scratch: scratch)
         var threshold = low
         if range.upper > range.lower {
             // Survivors in [low, high) are undecided by the Float statistics.
@@ -343,7 +362,8 @@ package enum RowPipeline {
                 // pass's, so they never depend on the parameters (min-p, temperature) that made
                 // a logit undecided.
                 exactRecomputations.add(1, ordering: .relaxed)
-                let exact = mask == nil
+                let exact =
+                    mask == nil
                     ? StatisticsKernel.exactMoments(p, count: vocab)
                     : exactProcessedMoments(p, vocab: vocab, state: state, scratch: scratch)
                 var exactStatistics = statistics
@@ -370,7 +390,8 @@ package enum RowPipeline {
     /// their `M2`'s error, or the row's error (an edited logit that is NaN or `+inf`, before or
     /// after processing).
     static func mergeEdits<E: LogitElement>(
-        _ p: UnsafePointer<E>, accumulator: StatisticsKernel.RowAccumulator, untouched: RowStatistics, state: ProcessingState,
+        _ p: UnsafePointer<E>, accumulator: StatisticsKernel.RowAccumulator, untouched: RowStatistics,
+        state: ProcessingState,
         scratch: Scratch
     ) -> Result<(RowStatistics, Double), RowError> {
         let edits = scratch.edits
@@ -447,7 +468,9 @@ package enum RowPipeline {
     static func exactProcessedMoments<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, state: ProcessingState, scratch: Scratch
     ) -> (mean: Double, m2: Double) {
-        guard let mask = state.mask.map({ UnsafePointer($0) }) else { return StatisticsKernel.exactMoments(p, count: vocab) }
+        guard let mask = state.mask.map({ UnsafePointer($0) }) else {
+            return StatisticsKernel.exactMoments(p, count: vocab)
+        }
         var count = 0, sum = 0.0
         for i in 0..<vocab where StatisticsKernel.allowed(mask, i) && E.float(p, i) > -.infinity {
             count += 1
@@ -482,7 +505,8 @@ package enum RowPipeline {
         let state = scratch.state.pointee
         if let error = parameters.validationError ?? state.error { return .failure(error) }
         let accumulator = reduceRow(p, vocab: vocab, parameters: parameters, scratch: scratch, state: state)
-        return settleSurvivors(p, vocab: vocab, accumulator: accumulator, parameters: parameters, scratch: scratch, state: state)
+        return settleSurvivors(
+            p, vocab: vocab, accumulator: accumulator, parameters: parameters, scratch: scratch, state: state)
     }
 
     /// Every chunk of one row on the calling thread, collecting survivors unless the row is
@@ -521,7 +545,9 @@ package enum RowPipeline {
             return .failure(error)
         }
         let accumulator = reduceRow(p, vocab: vocab, parameters: parameters, scratch: scratch, state: state)
-        return settle(p, vocab: vocab, accumulator: accumulator, parameters: parameters, step: step, scratch: scratch, logprobs: logprobs)
+        return settle(
+            p, vocab: vocab, accumulator: accumulator, parameters: parameters, step: step, scratch: scratch,
+            logprobs: logprobs)
     }
 
     /// Settles a reduced row (``settleSurvivors``), then truncates and draws; writes the row's
@@ -531,7 +557,9 @@ package enum RowPipeline {
         step: UInt64, scratch: Scratch, logprobs: UnsafeMutablePointer<TopLogprobs>? = nil
     ) -> SampleResult {
         let state = scratch.state.pointee
-        switch settleSurvivors(p, vocab: vocab, accumulator: accumulator, parameters: parameters, scratch: scratch, state: state) {
+        switch settleSurvivors(
+            p, vocab: vocab, accumulator: accumulator, parameters: parameters, scratch: scratch, state: state)
+        {
         case .failure(let error):
             logprobs?.pointee = TopLogprobs()
             return .failure(error)
@@ -541,7 +569,8 @@ package enum RowPipeline {
                 drawn = SampledToken(token: statistics.argmax, logProbability: 0, candidateCount: 1)
                 sampledLogit = statistics.maximum
             } else {
-                drawn = draw(statistics: statistics, parameters: parameters, step: step, count: count ?? 0, scratch: scratch)
+                drawn = draw(
+                    statistics: statistics, parameters: parameters, step: step, count: count ?? 0, scratch: scratch)
                 var logit = statistics.maximum
                 for j in 0..<drawn.candidateCount where Int(scratch.candidates[j].index) == drawn.token {
                     logit = scratch.candidates[j].logit
@@ -551,16 +580,20 @@ package enum RowPipeline {
             }
             if state.topLogprobs >= 0, let logprobs {
                 logprobs.pointee = rowLogprobs(
-                    statistics: statistics, sampled: sampledLogit, survivors: count ?? 0, vocab: vocab, state: state, scratch: scratch)
+                    statistics: statistics, sampled: sampledLogit, survivors: count ?? 0, vocab: vocab, state: state,
+                    scratch: scratch)
             }
             return .success(drawn)
         }
     }
 
     /// top-k and top-p over the gathered survivors, then the draw.
-    static func draw(statistics: RowStatistics, parameters: SamplingParameters, step: UInt64, count: Int, scratch: Scratch) -> SampledToken {
+    static func draw(
+        statistics: RowStatistics, parameters: SamplingParameters, step: UInt64, count: Int, scratch: Scratch
+    ) -> SampledToken {
         let kept = Truncation.apply(
-            scratch.candidates, count: count, weights: scratch.weights, maximum: statistics.maximum, parameters: parameters)
+            scratch.candidates, count: count, weights: scratch.weights, maximum: statistics.maximum,
+            parameters: parameters)
         let u = Philox4x32(seed: parameters.seed).uniform(step: step)
         return DrawKernel.draw(
             UnsafeBufferPointer(start: scratch.candidates, count: kept), maximum: statistics.maximum,
@@ -602,7 +635,9 @@ package enum RowPipeline {
             }
         }
         for k in 0..<state.editCount where scratch.edits[k].value > -.infinity {
-            offer(Candidate(index: scratch.edits[k].token, logit: scratch.edits[k].value), into: best, found: &found, keep: keep)
+            offer(
+                Candidate(index: scratch.edits[k].token, logit: scratch.edits[k].value), into: best, found: &found,
+                keep: keep)
         }
         for j in 0..<found { result.append(token: best[j].index, logprob: Double(best[j].logit) - maximum - logZ) }
         return result

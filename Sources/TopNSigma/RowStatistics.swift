@@ -86,8 +86,10 @@ public struct RowStatistics: Sendable, Equatable, CustomStringConvertible {
         precondition(stride >= vocab, "rowStride (\(stride)) must be at least vocab (\(vocab))")
         precondition(results.count >= rows, "results holds \(results.count) slots for \(rows) rows")
         for r in 0..<rows {
-            results[r] = vocab == 0
-                ? .success(RowStatistics(maximum: -.infinity, argmax: -1, finiteCount: 0, mean: 0, sumOfSquaredDeviations: 0))
+            results[r] =
+                vocab == 0
+                ? .success(
+                    RowStatistics(maximum: -.infinity, argmax: -1, finiteCount: 0, mean: 0, sumOfSquaredDeviations: 0))
                 : StatisticsKernel.rowStatistics(logits + r * stride, count: vocab)
         }
     }
@@ -152,12 +154,17 @@ public enum RowError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidRepetitionPenalty(let r): return "repetition penalty \(r) is invalid (must be finite and > 0)"
         case .invalidFrequencyPenalty(let f): return "frequency penalty \(f) is invalid (must be finite)"
         case .invalidPresencePenalty(let p): return "presence penalty \(p) is invalid (must be finite)"
-        case .invalidLogitBias(let token, let bias): return "logit bias \(bias) on token \(token) is invalid (must be finite)"
+        case .invalidLogitBias(let token, let bias):
+            return "logit bias \(bias) on token \(token) is invalid (must be finite)"
         case .tokenOutOfRange(let token): return "token id \(token) is out of range for the vocabulary"
-        case .bitmaskTooShort(let words, let needed): return "allowed-token bitmask has \(words) words, the vocabulary needs \(needed)"
-        case .invalidTopLogprobs(let n): return "top logprobs \(n) is invalid (must be in 0...\(TopLogprobs.maximumCount))"
+        case .bitmaskTooShort(let words, let needed):
+            return "allowed-token bitmask has \(words) words, the vocabulary needs \(needed)"
+        case .invalidTopLogprobs(let n):
+            return "top logprobs \(n) is invalid (must be in 0...\(TopLogprobs.maximumCount))"
         case .missingLogprobsBuffer: return "logprobs were requested but no logprobs buffer was passed"
-        case .vocabularyTooLarge(let v): return "a row of \(v) logits is too large (at most \(FilteredDistribution.maximumVocabularySize): token ids are 32-bit)"
+        case .vocabularyTooLarge(let v):
+            return
+                "a row of \(v) logits is too large (at most \(FilteredDistribution.maximumVocabularySize): token ids are 32-bit)"
         }
     }
 

@@ -38,7 +38,10 @@ public struct SamplingParameters: Sendable, Equatable, Hashable {
     ///   - topP: top-p (nucleus), default off.
     ///   - minP: min-p, default off.
     @inlinable
-    public init(temperature: Float = 1, nSigma: Float? = 1, seed: UInt64 = 0, topK: Int? = nil, topP: Float? = nil, minP: Float? = nil) {
+    public init(
+        temperature: Float = 1, nSigma: Float? = 1, seed: UInt64 = 0, topK: Int? = nil, topP: Float? = nil,
+        minP: Float? = nil
+    ) {
         self.temperature = temperature
         self.nSigma = nSigma
         self.seed = seed

@@ -46,7 +46,10 @@ extension BatchSampler {
     /// claimed.
     func run(_ newCall: Call) {
         let (exchanged, _) = busy.compareExchange(expected: false, desired: true, ordering: .acquiring)
-        precondition(exchanged, "BatchSampler.sample was called while another call on the same sampler was running; use one sampler per concurrent caller")
+        precondition(
+            exchanged,
+            "BatchSampler.sample was called while another call on the same sampler was running; use one sampler per concurrent caller"
+        )
         defer { busy.store(false, ordering: .releasing) }
         var call = newCall
         let rows = call.rows
@@ -69,13 +72,17 @@ extension BatchSampler {
                 RowPipeline.SharedThreshold(word: sharedThresholds + r).reset()
                 // A split row's tasks share its region: its processing is prepared once, here.
                 RowPipeline.prepare(
-                    call.processing.map { $0[r] }, vocab: vocabularySize, scratch: regions[r], logprobs: call.logprobs != nil ? .buffer : .missing)
+                    call.processing.map { $0[r] }, vocab: vocabularySize, scratch: regions[r],
+                    logprobs: call.logprobs != nil ? .buffer : .missing)
             }
             claims[0].store(WordPair(first: callNumber, second: UInt(tasks) << 32), ordering: .releasing)
-            for g in 1..<plan.groups.count { claims[g].store(WordPair(first: callNumber, second: 0), ordering: .releasing) }
+            for g in 1..<plan.groups.count {
+                claims[g].store(WordPair(first: callNumber, second: 0), ordering: .releasing)
+            }
         } else {
             for g in 0..<plan.groups.count {
-                let start = UInt(plan.rowStart(group: g, batch: rows)), end = UInt(plan.rowStart(group: g + 1, batch: rows))
+                let start = UInt(plan.rowStart(group: g, batch: rows)),
+                    end = UInt(plan.rowStart(group: g + 1, batch: rows))
                 claims[g].store(WordPair(first: callNumber, second: end << 32 | start), ordering: .releasing)
             }
         }
@@ -136,7 +143,8 @@ extension BatchSampler {
         let first = part * chunksPerRow / call.rangesPerRow, end = (part + 1) * chunksPerRow / call.rangesPerRow
         if case .floor(let bytesPerRow) = call.kind {
             let chunkBytes = StatisticsKernel.chunkLength * 4
-            let start = min(bytesPerRow, first * chunkBytes), stop = call.isSplit ? min(bytesPerRow, end * chunkBytes) : bytesPerRow
+            let start = min(bytesPerRow, first * chunkBytes),
+                stop = call.isSplit ? min(bytesPerRow, end * chunkBytes) : bytesPerRow
             floorSums[worker * 16] += ReadFloor.sum(call.logits + row * bytesPerRow + start, byteCount: stop - start)
             return
         }
@@ -164,18 +172,22 @@ extension BatchSampler {
         let valid = parameters.validationError == nil && state.error == nil
         if valid {
             _ = RowPipeline.reduce(
-                p, vocab: vocabularySize, chunks: first, end, collect: parameters.temperature != 0 || state.topLogprobs >= 0,
+                p, vocab: vocabularySize, chunks: first, end,
+                collect: parameters.temperature != 0 || state.topLogprobs >= 0,
                 parameters: parameters, scratch: scratch, partials: scratch.partials,
                 shared: RowPipeline.SharedThreshold(word: sharedThresholds + row), state: state)
         }
-        guard chunksDone[row].add(end - first, ordering: .acquiringAndReleasing).newValue == chunksPerRow else { return }
+        guard chunksDone[row].add(end - first, ordering: .acquiringAndReleasing).newValue == chunksPerRow else {
+            return
+        }
         var accumulator = StatisticsKernel.RowAccumulator()
         if valid {
             let chunkLength = StatisticsKernel.chunkLength
             for c in 0..<chunksPerRow { accumulator.merge(scratch.partials[c], chunk: c, start: c * chunkLength) }
         }
         call.results[row] = RowPipeline.settle(
-            p, vocab: vocabularySize, accumulator: accumulator, parameters: parameters, step: call.steps[row], scratch: scratch,
+            p, vocab: vocabularySize, accumulator: accumulator, parameters: parameters, step: call.steps[row],
+            scratch: scratch,
             logprobs: call.logprobs.map { $0 + row })
     }
 }

@@ -100,7 +100,8 @@ public enum VerificationError: Error, Sendable, Equatable, CustomStringConvertib
         case .tokenOutOfRange(let p, let t): return "draft token \(t) at position \(p) is outside the vocabulary"
         case .denseLength(let e, let a): return "the dense draft rows hold \(a) values, expected \(e)"
         case .sparseCount(let e, let a): return "the sparse draft distribution holds \(a) lists, expected k = \(e)"
-        case .sparseTokenOutOfRange(let p, let t): return "sparse draft entry for token \(t) at position \(p) is outside the vocabulary"
+        case .sparseTokenOutOfRange(let p, let t):
+            return "sparse draft entry for token \(t) at position \(p) is outside the vocabulary"
         case .row(let r, let error): return "target row \(r): \(error.description)"
         }
     }
@@ -156,10 +157,14 @@ extension BatchSampler {
     ) {
         let stride = rowStride ?? vocabularySize
         precondition(k >= 0, "k (\(k)) must be >= 0")
-        precondition(requests >= 0 && requests <= maximumBatchSize, "requests (\(requests)) must be in 0...maximumBatchSize (\(maximumBatchSize))")
-        precondition(stride >= vocabularySize, "rowStride (\(stride)) must be at least vocabularySize (\(vocabularySize))")
+        precondition(
+            requests >= 0 && requests <= maximumBatchSize,
+            "requests (\(requests)) must be in 0...maximumBatchSize (\(maximumBatchSize))")
+        precondition(
+            stride >= vocabularySize, "rowStride (\(stride)) must be at least vocabularySize (\(vocabularySize))")
         precondition(proposals.count >= requests, "proposals holds \(proposals.count) entries for \(requests) requests")
-        precondition(parameters.count >= requests, "parameters holds \(parameters.count) entries for \(requests) requests")
+        precondition(
+            parameters.count >= requests, "parameters holds \(parameters.count) entries for \(requests) requests")
         precondition(steps.count >= requests, "steps holds \(steps.count) entries for \(requests) requests")
         precondition(results.count >= requests, "results holds \(results.count) slots for \(requests) requests")
         guard requests > 0 else { return }
@@ -193,8 +198,9 @@ extension BatchSampler {
         let requests = parameters.count
         precondition(k >= 0, "k (\(k)) must be >= 0")
         precondition(proposals.count == requests, "proposals holds \(proposals.count) entries for \(requests) requests")
-        precondition(logits.count == requests * (k + 1) * vocabularySize,
-                     "logits holds \(logits.count) values, expected \(requests) requests × \(k + 1) rows × \(vocabularySize)")
+        precondition(
+            logits.count == requests * (k + 1) * vocabularySize,
+            "logits holds \(logits.count) values, expected \(requests) requests × \(k + 1) rows × \(vocabularySize)")
         let steps = steps ?? [UInt64](repeating: 0, count: requests)
         precondition(steps.count == requests, "steps holds \(steps.count) entries for \(requests) requests")
         guard requests > 0 else { return [] }
@@ -204,8 +210,9 @@ extension BatchSampler {
                 proposals.withUnsafeBufferPointer { q in
                     parameters.withUnsafeBufferPointer { p in
                         steps.withUnsafeBufferPointer { s in
-                            verify(logits: raw.baseAddress!, format: .float32, requests: requests, k: k,
-                                   proposals: q, parameters: p, steps: s, into: out)
+                            verify(
+                                logits: raw.baseAddress!, format: .float32, requests: requests, k: k,
+                                proposals: q, parameters: p, steps: s, into: out)
                         }
                     }
                 }
@@ -219,7 +226,9 @@ extension RowPipeline {
     /// The shape errors of one proposal, if any.
     static func shapeError(_ proposal: DraftProposal, k: Int, vocab: Int) -> VerificationError? {
         if proposal.tokens.count != k { return .tokenCount(expected: k, actual: proposal.tokens.count) }
-        if proposal.probabilities.count != k { return .probabilityCount(expected: k, actual: proposal.probabilities.count) }
+        if proposal.probabilities.count != k {
+            return .probabilityCount(expected: k, actual: proposal.probabilities.count)
+        }
         for (i, t) in proposal.tokens.enumerated() where t < 0 || t >= vocab {
             return .tokenOutOfRange(position: i, token: t)
         }
@@ -270,7 +279,9 @@ extension RowPipeline {
     }
 
     /// Checks a row that is not needed for the draft outcome: only its errors matter.
-    static func rowError<E: LogitElement>(_ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters) -> RowError? {
+    static func rowError<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters
+    ) -> RowError? {
         if let error = parameters.validationError { return error }
         let accumulator = reduce(
             p, vocab: vocab, chunks: 0, StatisticsKernel.chunkCount(length: vocab), collect: false,
@@ -309,7 +320,8 @@ extension RowPipeline {
                 return .failure(.row(i, error))
             case .success(let (statistics, count)):
                 if let count {
-                    n = Truncation.apply(c, count: count, weights: w, maximum: statistics.maximum, parameters: parameters)
+                    n = Truncation.apply(
+                        c, count: count, weights: w, maximum: statistics.maximum, parameters: parameters)
                     maximum = Double(statistics.maximum)
                     let t = Double(parameters.temperature)
                     var sum = 0.0
@@ -330,7 +342,9 @@ extension RowPipeline {
             let position = step &+ UInt64(i)
             guard i < k else {
                 // All k accepted: the bonus token from p_{k+1}.
-                let j = inverseCDF(w, count: n, total: total, uniform: philox.uniform(step: position, stream: BatchSampler.correctionStream))
+                let j = inverseCDF(
+                    w, count: n, total: total,
+                    uniform: philox.uniform(step: position, stream: BatchSampler.correctionStream))
                 tokens.append(Int(c[j].index))
                 logProbabilities.append(logProbability(j))
                 break
@@ -340,8 +354,10 @@ extension RowPipeline {
             let pd = found.map { w[$0] / total } ?? 0
             let qd = clampedProbability(proposal.probabilities[i])
             // p(d) = 0: acceptance probability 0. q(d) invalid (NaN, <= 0): ratio +inf, probability 1.
-            let accept = pd > 0 && (qd == 0 || pd >= qd
-                || philox.uniform(step: position, stream: BatchSampler.acceptanceStream) < pd / qd)
+            let accept =
+                pd > 0
+                && (qd == 0 || pd >= qd
+                    || philox.uniform(step: position, stream: BatchSampler.acceptanceStream) < pd / qd)
             if accept, let found {
                 tokens.append(d)
                 logProbabilities.append(logProbability(found))

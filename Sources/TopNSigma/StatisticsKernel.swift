@@ -83,7 +83,9 @@ enum StatisticsKernel {
     /// four with AVX-512 (one register per `SIMD16`), two with AVX (two registers each), one on
     /// SSE (already four registers each).
     @inline(__always)
-    static func unmaskedSums<E: LogitElement, S: ShiftMode>(_ p: UnsafePointer<E>, count n: Int, _ mode: S.Type, shift: Float) -> ShiftedSums {
+    static func unmaskedSums<E: LogitElement, S: ShiftMode>(
+        _ p: UnsafePointer<E>, count n: Int, _ mode: S.Type, shift: Float
+    ) -> ShiftedSums {
         let k = Vector(repeating: shift)
         var s1 = Vector(), s2 = Vector()
         var m = Vector(repeating: -.infinity)
@@ -91,7 +93,8 @@ enum StatisticsKernel {
         var i = 0
         var block = 0
         while i &+ blockLength <= n && block < blocksPerChunk {
-            let sums = BuildTarget.hasAVX512
+            let sums =
+                BuildTarget.hasAVX512
                 ? sums4(p, from: i, to: i &+ blockLength, S.self, k)
                 : BuildTarget.hasWideVectors
                     ? sums2(p, from: i, to: i &+ blockLength, S.self, k)
@@ -423,7 +426,9 @@ enum StatisticsKernel {
     }
 
     /// The first NaN or `+inf` among the tokens of `p[0..<n]` that `mask` allows, if any.
-    static func firstInvalid<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>) -> (index: Int, isNaN: Bool)? {
+    static func firstInvalid<E: LogitElement>(
+        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>
+    ) -> (index: Int, isNaN: Bool)? {
         for i in 0..<n where allowed(mask, i) {
             let x = E.float(p, i)
             if x.isNaN { return (i, true) }
@@ -433,7 +438,9 @@ enum StatisticsKernel {
     }
 
     /// As ``doublePrecisionPartial(_:count:)``, over the tokens `mask` allows.
-    static func doublePrecisionPartial<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>) -> ChunkPartial {
+    static func doublePrecisionPartial<E: LogitElement>(
+        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>
+    ) -> ChunkPartial {
         var count = 0, sum = 0.0, maximum = -Float.infinity
         for i in 0..<n where allowed(mask, i) {
             let x = E.float(p, i)
@@ -459,7 +466,9 @@ enum StatisticsKernel {
     /// As ``chunkPartial(_:count:)``, over the tokens `mask` allows (`mask`'s first bit is
     /// `p[0]`'s; `n` is a chunk, so `p` starts a word). An allowed `-inf` sends the chunk to the
     /// double-precision path.
-    static func chunkPartial<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>) -> ChunkPartial {
+    static func chunkPartial<E: LogitElement>(
+        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>
+    ) -> ChunkPartial {
         var shift: Float = 0
         var shifted = false
         var sums = bitmaskedSums(p, count: n, mask: mask, Unshifted.self, shift: 0)
@@ -496,7 +505,9 @@ enum StatisticsKernel {
     }
 
     /// The first index `i` with `p[i] == value` that `mask` allows, or `n` when there is none.
-    static func firstIndex<E: LogitElement>(of value: Float, in p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>) -> Int {
+    static func firstIndex<E: LogitElement>(
+        of value: Float, in p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>
+    ) -> Int {
         var i = 0
         while i < n && !(allowed(mask, i) && E.float(p, i) == value) { i &+= 1 }
         return i
@@ -545,7 +556,9 @@ enum StatisticsKernel {
         /// Lanes `0..<8` and `8..<16` of `p[i..<i+16]` widened to double, and which are finite
         /// (not `-inf`).
         @inline(__always)
-        func widen(_ i: Int) -> (low: Wide, high: Wide, validLow: SIMDMask<SIMD8<Int64>>, validHigh: SIMDMask<SIMD8<Int64>>) {
+        func widen(
+            _ i: Int
+        ) -> (low: Wide, high: Wide, validLow: SIMDMask<SIMD8<Int64>>, validHigh: SIMDMask<SIMD8<Int64>>) {
             let v = E.load16(p, i)
             var low = Wide(), high = Wide()
             for lane in 0..<8 {
@@ -654,7 +667,9 @@ enum StatisticsKernel {
                 if better.isFinite && (better != shift || !shifted) {
                     shift = better
                     shifted = true
-                    sums = masked ? maskedSums(p, count: n, shift: shift) : unmaskedSums(p, count: n, Shifted.self, shift: shift)
+                    sums =
+                        masked
+                        ? maskedSums(p, count: n, shift: shift) : unmaskedSums(p, count: n, Shifted.self, shift: shift)
                     continue
                 }
             }
@@ -718,16 +733,24 @@ enum StatisticsKernel {
         }
 
         /// The row's statistics; `row` is needed to locate the argmax inside its chunk.
-        func finish<E: LogitElement>(row p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>? = nil) -> Result<RowStatistics, RowError> {
+        func finish<E: LogitElement>(
+            row p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>? = nil
+        ) -> Result<RowStatistics, RowError> {
             if let error { return .failure(error) }
             guard count > 0 else {
-                return .success(RowStatistics(maximum: -.infinity, argmax: -1, finiteCount: 0, mean: 0, sumOfSquaredDeviations: 0))
+                return .success(
+                    RowStatistics(maximum: -.infinity, argmax: -1, finiteCount: 0, mean: 0, sumOfSquaredDeviations: 0))
             }
             let start = maximumChunk * chunkLength
             let end = min(n, start + chunkLength)
-            let argmax = (mask.map { StatisticsKernel.firstIndex(of: maximum, in: p + start, count: end - start, mask: $0 + start / 32) }
-                ?? StatisticsKernel.firstIndex(of: maximum, in: p + start, count: end - start)) + start
-            return .success(RowStatistics(maximum: maximum, argmax: argmax, finiteCount: count, mean: mean, sumOfSquaredDeviations: m2))
+            let argmax =
+                (mask.map {
+                    StatisticsKernel.firstIndex(of: maximum, in: p + start, count: end - start, mask: $0 + start / 32)
+                }
+                    ?? StatisticsKernel.firstIndex(of: maximum, in: p + start, count: end - start)) + start
+            return .success(
+                RowStatistics(
+                    maximum: maximum, argmax: argmax, finiteCount: count, mean: mean, sumOfSquaredDeviations: m2))
         }
     }
 

@@ -29,7 +29,8 @@ enum CandidateKernel {
                 }
                 if any(hitB) {
                     for j in 0..<16 where b[j] >= threshold {
-                        out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i &+ 16 &+ j), logit: b[j])
+                        out[written] = Candidate(
+                            index: Int32(truncatingIfNeeded: indexBase &+ i &+ 16 &+ j), logit: b[j])
                         written &+= 1
                     }
                 }
@@ -68,7 +69,8 @@ enum CandidateKernel {
                         written &+= 1
                     }
                     for j in 0..<16 where b[j] >= threshold && w &>> UInt32(16 &+ j) & 1 != 0 {
-                        out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i &+ 16 &+ j), logit: b[j])
+                        out[written] = Candidate(
+                            index: Int32(truncatingIfNeeded: indexBase &+ i &+ 16 &+ j), logit: b[j])
                         written &+= 1
                     }
                 }

@@ -39,7 +39,9 @@ extension RowPipeline {
     /// `max' - 1.2·n·std'` and min-p's `max' + T·ln(minP)`, the larger of the two. Both are at
     /// or below their final values (`max' <= max`), so the survivors collected are a superset.
     @inline(__always)
-    static func provisionalThreshold(_ accumulator: StatisticsKernel.RowAccumulator, _ parameters: SamplingParameters) -> Float {
+    static func provisionalThreshold(
+        _ accumulator: StatisticsKernel.RowAccumulator, _ parameters: SamplingParameters
+    ) -> Float {
         guard accumulator.count > 0 else { return -Float.greatestFiniteMagnitude }
         var threshold = -Double.infinity
         if let n = parameters.nSigma {
@@ -114,7 +116,8 @@ extension RowPipeline {
             let key = Self.key(threshold)
             var current = word.pointee.load(ordering: .relaxed)
             while key > current {
-                let (exchanged, original) = word.pointee.compareExchange(expected: current, desired: key, ordering: .relaxed)
+                let (exchanged, original) = word.pointee.compareExchange(
+                    expected: current, desired: key, ordering: .relaxed)
                 if exchanged { return threshold }
                 current = original
             }

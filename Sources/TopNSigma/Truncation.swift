@@ -86,7 +86,9 @@ package enum Truncation {
 
     /// Sorts `c[lo..<hi]` (and their weights) in key order, in place: heapsort, O(m log m) for
     /// any input and no allocation. The fallback once a selection has used its partition budget.
-    package static func sortByKey(_ c: UnsafeMutablePointer<Candidate>, _ w: UnsafeMutablePointer<Double>?, _ lo: Int, _ hi: Int) {
+    package static func sortByKey(
+        _ c: UnsafeMutablePointer<Candidate>, _ w: UnsafeMutablePointer<Double>?, _ lo: Int, _ hi: Int
+    ) {
         let n = hi - lo
         guard n > 1 else { return }
         // A heap whose root comes last in key order; popping it to the end sorts ascending.
@@ -131,7 +133,9 @@ package enum Truncation {
     /// candidates so that `c[0..<m]` is the smallest prefix in key order whose mass reaches
     /// `p · Σw`, and returns `m`. Weighted introselect: O(n) expected, O(n log n) at worst (the
     /// same partition budget and heapsort fallback as ``selectFirst(_:_:count:)``).
-    static func nucleus(_ c: UnsafeMutablePointer<Candidate>, _ w: UnsafeMutablePointer<Double>, count n: Int, p: Double) -> Int {
+    static func nucleus(
+        _ c: UnsafeMutablePointer<Candidate>, _ w: UnsafeMutablePointer<Double>, count n: Int, p: Double
+    ) -> Int {
         var total = 0.0
         for i in 0..<n { total += w[i] }
         var need = p * total

@@ -98,12 +98,14 @@ final class WorkerPool: @unchecked Sendable {
         for index in 1..<max(1, threadCount) {
             let context = Unmanaged.passRetained(WorkerContext(state: state, index: index)).toOpaque()
             var thread = pthread_t()
-            let status = pthread_create(&thread, nil, { raw in
-                let context = Unmanaged<WorkerContext>.fromOpaque(raw!).takeRetainedValue()
-                WorkerPool.nameCurrentThread("topnsigma-\(context.index)")
-                WorkerPool.workerLoop(context.state, index: context.index)
-                return nil
-            }, context)
+            let status = pthread_create(
+                &thread, nil,
+                { raw in
+                    let context = Unmanaged<WorkerContext>.fromOpaque(raw!).takeRetainedValue()
+                    WorkerPool.nameCurrentThread("topnsigma-\(context.index)")
+                    WorkerPool.workerLoop(context.state, index: context.index)
+                    return nil
+                }, context)
             if status != 0 {
                 Unmanaged<WorkerContext>.fromOpaque(context).release()
                 break
@@ -176,7 +178,9 @@ final class WorkerPool: @unchecked Sendable {
                 if spins & 255 == 0 && monotonicNanoseconds() > deadline { break }
             }
             let (job, participates, stop): ((any PoolJob)?, Bool, Bool) = state.withLock {
-                if state.generation.load(ordering: .acquiring) == seen && !state.shutdown { state.sleepWhileIdle(seen: seen) }
+                if state.generation.load(ordering: .acquiring) == seen && !state.shutdown {
+                    state.sleepWhileIdle(seen: seen)
+                }
                 seen = state.generation.load(ordering: .acquiring)
                 return (state.job, index < state.participants, state.shutdown)
             }

@@ -44,7 +44,9 @@ public enum AdversarialLogits {
     ///   the simulation stops at the kernel's partition budget).
     /// - Complexity: `.firstMiddleLast` runs the quadratic algorithm once, Θ(V²) time (a few
     ///   seconds for V = 128256); `.sampled` stops after O(log V) partitions.
-    public static func mcIlroy(vocab n: Int, k: Int, pivot: Pivot = .firstMiddleLast, step: Float = 1e-4) -> (row: [Float], partitions: Int) {
+    public static func mcIlroy(
+        vocab n: Int, k: Int, pivot: Pivot = .firstMiddleLast, step: Float = 1e-4
+    ) -> (row: [Float], partitions: Int) {
         precondition(n >= 1 && k >= 1 && k <= n, "need 1 <= k <= vocab")
         let gas = Int.max
         var value = [Int](repeating: gas, count: n)

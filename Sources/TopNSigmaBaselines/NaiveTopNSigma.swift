@@ -19,7 +19,9 @@ public struct NaiveTopNSigma {
 
     /// Samples one row.
     /// - Returns: the token, or nil when the row holds no finite logit or a NaN/`+inf`.
-    public mutating func sample(_ row: UnsafeBufferPointer<Float>, n: Float?, temperature: Float, seed: UInt64, step: UInt64) -> SampledToken? {
+    public mutating func sample(
+        _ row: UnsafeBufferPointer<Float>, n: Float?, temperature: Float, seed: UInt64, step: UInt64
+    ) -> SampledToken? {
         let count = row.count
         precondition(masked.count >= count, "scratch holds \(masked.count) logits, the row \(count)")
         // Pass 1: max (and validity).
@@ -44,7 +46,11 @@ public struct NaiveTopNSigma {
         // Pass 4: mask. Pass 5: softmax over the whole row. Pass 6: cumulative draw.
         var kept = 0
         for i in 0..<count {
-            if Double(row[i]) >= threshold && row[i] > -.infinity { masked[i] = row[i]; kept += 1 } else { masked[i] = -.infinity }
+            if Double(row[i]) >= threshold && row[i] > -.infinity {
+                masked[i] = row[i]; kept += 1
+            } else {
+                masked[i] = -.infinity
+            }
         }
         var total = 0.0
         for i in 0..<count {

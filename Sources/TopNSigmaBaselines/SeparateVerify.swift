@@ -41,7 +41,8 @@ public struct SeparateVerify {
     /// Verifies one request: `rows` holds its `k + 1` target rows back to back.
     /// - Returns: the outcome, or nil when a row holds NaN, `+inf` or no finite logit.
     public mutating func verify(
-        _ rows: UnsafeBufferPointer<Float>, tokens: [Int], q: [Double], n: Float?, temperature: Float, seed: UInt64, step: UInt64
+        _ rows: UnsafeBufferPointer<Float>, tokens: [Int], q: [Double], n: Float?, temperature: Float, seed: UInt64,
+        step: UInt64
     ) -> Outcome? {
         let v = vocabularySize
         precondition(rows.count == (k + 1) * v && tokens.count == k && q.count == k)

@@ -18,7 +18,9 @@ public struct SortTopP {
 
     /// The kept tokens (descending probability, ties by lower id) with their renormalized
     /// probabilities, or nil for a row with no finite logit or a NaN/`+inf`.
-    public mutating func keptSet(_ row: UnsafeBufferPointer<Float>, p: Double, temperature: Float) -> [(token: Int, probability: Double)]? {
+    public mutating func keptSet(
+        _ row: UnsafeBufferPointer<Float>, p: Double, temperature: Float
+    ) -> [(token: Int, probability: Double)]? {
         guard let kept = nucleus(row, p: p, temperature: temperature) else { return nil }
         var mass = 0.0
         for k in 0..<kept { mass += probabilities[Int(order[k])] }
@@ -26,7 +28,9 @@ public struct SortTopP {
     }
 
     /// Samples one row with the uniform of Philox4x32-10 at (seed, step).
-    public mutating func sample(_ row: UnsafeBufferPointer<Float>, p: Double, temperature: Float, seed: UInt64, step: UInt64) -> SampledToken? {
+    public mutating func sample(
+        _ row: UnsafeBufferPointer<Float>, p: Double, temperature: Float, seed: UInt64, step: UInt64
+    ) -> SampledToken? {
         guard let kept = nucleus(row, p: p, temperature: temperature) else { return nil }
         var mass = 0.0
         for k in 0..<kept { mass += probabilities[Int(order[k])] }

@@ -46,8 +46,10 @@ enum Status {
         case .invalidMinP: return (tns_status(TNS_ROW_INVALID_MIN_P), -1)
         // The vocabulary is checked at the ABI (1 ... 2^31 - 2) before any row is read.
         case .vocabularyTooLarge: return (tns_status(TNS_ERR_VOCAB_SIZE), -1)
-        case .invalidLogitBias(let token, _), .tokenOutOfRange(let token): return (tns_status(TNS_ROW_INVALID_PROCESSING), token)
-        case .invalidRepetitionPenalty, .invalidFrequencyPenalty, .invalidPresencePenalty, .bitmaskTooShort, .invalidTopLogprobs,
+        case .invalidLogitBias(let token, _), .tokenOutOfRange(let token):
+            return (tns_status(TNS_ROW_INVALID_PROCESSING), token)
+        case .invalidRepetitionPenalty, .invalidFrequencyPenalty, .invalidPresencePenalty, .bitmaskTooShort,
+            .invalidTopLogprobs,
             .missingLogprobsBuffer:
             return (tns_status(TNS_ROW_INVALID_PROCESSING), -1)
         }
@@ -58,12 +60,16 @@ enum Status {
         case Int(TNS_OK): return "ok"
         case Int(TNS_ERR_NULL_POINTER): return "a required pointer is NULL"
         case Int(TNS_ERR_VOCAB_SIZE): return "vocabulary size must be in 1...2^31-2"
-        case Int(TNS_ERR_BATCH_SIZE): return "batch size out of range (max_batch must be in 1...2^24, rows in 0...max_batch)"
+        case Int(TNS_ERR_BATCH_SIZE):
+            return "batch size out of range (max_batch must be in 1...2^24, rows in 0...max_batch)"
         case Int(TNS_ERR_THREADS): return "thread count must be in 0...1024 (0: all cores)"
-        case Int(TNS_ERR_PLACEMENT): return "placement must be TNS_PLACEMENT_AUTOMATIC, TNS_PLACEMENT_DISABLED or a NUMA node id >= 0"
+        case Int(TNS_ERR_PLACEMENT):
+            return "placement must be TNS_PLACEMENT_AUTOMATIC, TNS_PLACEMENT_DISABLED or a NUMA node id >= 0"
         case Int(TNS_ERR_FORMAT): return "unknown logit format (TNS_FORMAT_F32, TNS_FORMAT_F16 or TNS_FORMAT_BF16)"
-        case Int(TNS_ERR_ROW_STRIDE): return "row stride must be at least the vocabulary size (and rows * stride must fit in memory)"
-        case Int(TNS_ERR_STRUCT_SIZE): return "tns_params.struct_size is too small or differs between rows (use tns_params_init)"
+        case Int(TNS_ERR_ROW_STRIDE):
+            return "row stride must be at least the vocabulary size (and rows * stride must fit in memory)"
+        case Int(TNS_ERR_STRUCT_SIZE):
+            return "tns_params.struct_size is too small or differs between rows (use tns_params_init)"
         case Int(TNS_ERR_UNSUPPORTED): return "tns_params.flags has a bit this library does not know"
         case Int(TNS_ERR_BUSY): return "another call is running on this sampler (use one sampler per concurrent caller)"
         case Int(TNS_ERR_BUFFER_TOO_SMALL): return "output buffer too small (the needed count was written)"
@@ -76,7 +82,8 @@ enum Status {
         case Int(TNS_ROW_INVALID_TOP_K): return "top-k is invalid (must be >= 1)"
         case Int(TNS_ROW_INVALID_TOP_P): return "top-p is invalid (must be in (0, 1])"
         case Int(TNS_ROW_INVALID_MIN_P): return "min-p is invalid (must be in [0, 1])"
-        case Int(TNS_ROW_INVALID_PROCESSING): return "request processing is invalid (bias, penalty, bitmask or logprobs)"
+        case Int(TNS_ROW_INVALID_PROCESSING):
+            return "request processing is invalid (bias, penalty, bitmask or logprobs)"
         default: return "unknown status"
         }
     }
@@ -87,8 +94,12 @@ let maximumVocabulary = Int(Int32.max) - 1
 
 /// Creates the Swift sampler, the only place that calls `BatchSampler.init`; nil when it throws
 /// (the arguments were checked before, so only its scratch allocation can fail).
-func makeSampler(vocabularySize: Int, maximumBatchSize: Int, threadCount: Int?, placement: NUMAPlacement) -> BatchSampler? {
-    try? BatchSampler(vocabularySize: vocabularySize, maximumBatchSize: maximumBatchSize, threadCount: threadCount, placement: placement)
+func makeSampler(
+    vocabularySize: Int, maximumBatchSize: Int, threadCount: Int?, placement: NUMAPlacement
+) -> BatchSampler? {
+    try? BatchSampler(
+        vocabularySize: vocabularySize, maximumBatchSize: maximumBatchSize, threadCount: threadCount,
+        placement: placement)
 }
 
 /// What a `tns_sampler *` points to: the Swift sampler plus the per-row buffers a call converts
@@ -104,8 +115,10 @@ final class SamplerHandle {
         // malloc, not Swift's allocate: a failure becomes TNS_ERR_OUT_OF_MEMORY instead of a trap.
         guard let p = malloc(maximumBatchSize * MemoryLayout<SamplingParameters>.stride) else { return nil }
         guard let r = malloc(maximumBatchSize * MemoryLayout<SampleResult>.stride) else { free(p); return nil }
-        guard let sampler = makeSampler(
-            vocabularySize: vocabularySize, maximumBatchSize: maximumBatchSize, threadCount: threadCount, placement: placement)
+        guard
+            let sampler = makeSampler(
+                vocabularySize: vocabularySize, maximumBatchSize: maximumBatchSize, threadCount: threadCount,
+                placement: placement)
         else { free(p); free(r); return nil }
         self.sampler = sampler
         capacity = maximumBatchSize
@@ -151,13 +164,15 @@ func readParameters(_ raw: UnsafeRawPointer, structSize: Int) -> tns_params {
 func swiftParameters(_ p: tns_params) -> (SamplingParameters, tns_status) {
     if p.flags & ~UInt32(TNS_KNOWN_FLAGS) != 0 { return (SamplingParameters(), Status.unsupported) }
     let flags = Int32(bitPattern: p.flags)
-    return (SamplingParameters(
-        temperature: p.temperature,
-        nSigma: flags & Int32(TNS_USE_N_SIGMA) != 0 ? p.n_sigma : nil,
-        seed: p.seed,
-        topK: flags & Int32(TNS_USE_TOP_K) != 0 ? Int(p.top_k) : nil,
-        topP: flags & Int32(TNS_USE_TOP_P) != 0 ? p.top_p : nil,
-        minP: flags & Int32(TNS_USE_MIN_P) != 0 ? p.min_p : nil), Status.ok)
+    return (
+        SamplingParameters(
+            temperature: p.temperature,
+            nSigma: flags & Int32(TNS_USE_N_SIGMA) != 0 ? p.n_sigma : nil,
+            seed: p.seed,
+            topK: flags & Int32(TNS_USE_TOP_K) != 0 ? Int(p.top_k) : nil,
+            topP: flags & Int32(TNS_USE_TOP_P) != 0 ? p.top_p : nil,
+            minP: flags & Int32(TNS_USE_MIN_P) != 0 ? p.min_p : nil), Status.ok
+    )
 }
 
 // MARK: - Versions and messages
@@ -198,12 +213,15 @@ public func cSamplerCreate(
     // fit in this machine's memory (per thread, about 16 bytes per logit of scratch).
     let threadCount = threads == 0 ? BatchSampler.defaultThreadCount : Int(threads)
     let perThread = Double(vocabSize) * Double(MemoryLayout<Candidate>.stride + MemoryLayout<Double>.stride)
-    let estimate = Double(threadCount) * perThread
+    let estimate =
+        Double(threadCount) * perThread
         + Double(maxBatch) * Double(MemoryLayout<SamplingParameters>.stride + MemoryLayout<SampleResult>.stride)
     guard estimate < physicalMemoryBytes() else { return Status.outOfMemory }
-    guard let h = SamplerHandle(
-        vocabularySize: Int(vocabSize), maximumBatchSize: Int(maxBatch), threadCount: threads == 0 ? nil : Int(threads),
-        placement: numaPlacement)
+    guard
+        let h = SamplerHandle(
+            vocabularySize: Int(vocabSize), maximumBatchSize: Int(maxBatch),
+            threadCount: threads == 0 ? nil : Int(threads),
+            placement: numaPlacement)
     else { return Status.outOfMemory }
     out.pointee = OpaquePointer(Unmanaged.passRetained(h).toOpaque())
     return Status.ok
@@ -371,7 +389,8 @@ func filteredDistribution(
             return Status.ok
         }
         let c = scratch.candidates
-        let n = Truncation.apply(c, count: gathered, weights: scratch.weights, maximum: statistics.maximum, parameters: parameters)
+        let n = Truncation.apply(
+            c, count: gathered, weights: scratch.weights, maximum: statistics.maximum, parameters: parameters)
         count.pointee = Int64(n)
         guard n <= capacity else { return Status.bufferTooSmall }
         let m = Double(statistics.maximum), t = Double(parameters.temperature)
@@ -390,7 +409,9 @@ func filteredDistribution(
 /// Reads and checks a `tns_params` for a single-row call: the Swift parameters, or a status.
 func singleRowParameters(_ params: UnsafeRawPointer) -> (SamplingParameters, tns_status) {
     let structSize = Int(params.loadUnaligned(as: UInt32.self))
-    guard structSize >= Int(TNS_PARAMS_V1_SIZE) && structSize % 8 == 0 else { return (SamplingParameters(), Status.structSize) }
+    guard structSize >= Int(TNS_PARAMS_V1_SIZE) && structSize % 8 == 0 else {
+        return (SamplingParameters(), Status.structSize)
+    }
     return swiftParameters(readParameters(params, structSize: structSize))
 }
 
@@ -404,7 +425,9 @@ public func cFilter(
     guard vocab >= 1 && vocab <= Int64(maximumVocabulary) else { return Status.vocabSize }
     guard capacity >= 0 else { return Status.bufferTooSmall }
     guard capacity == 0 || keptIDs != nil else { return Status.nullPointer }
-    if useNSigma != 0, let error = SamplingParameters(nSigma: nSigma).validationError { return writeRowError(stats, error) }
+    if useNSigma != 0, let error = SamplingParameters(nSigma: nSigma).validationError {
+        return writeRowError(stats, error)
+    }
     return RowPipeline.withTemporaryScratch(vocab: Int(vocab)) { scratch in
         filterRow(row, vocab: Int(vocab), useNSigma, nSigma, scratch: scratch, stats, keptIDs, capacity, keptCount)
     } ?? Status.outOfMemory
@@ -424,7 +447,8 @@ public func cFilteredDistribution(
     guard status == Status.ok else { return status }
     if let error = parameters.validationError { return writeRowError(stats, error) }
     return RowPipeline.withTemporaryScratch(vocab: Int(vocab)) { scratch in
-        filteredDistribution(row, vocab: Int(vocab), parameters, scratch: scratch, stats, tokens, probabilities, capacity, count)
+        filteredDistribution(
+            row, vocab: Int(vocab), parameters, scratch: scratch, stats, tokens, probabilities, capacity, count)
     } ?? Status.outOfMemory
 }
 
@@ -437,10 +461,14 @@ public func cSamplerFilter(
     guard let sampler, let row, let keptCount else { return Status.nullPointer }
     guard capacity >= 0 else { return Status.bufferTooSmall }
     guard capacity == 0 || keptIDs != nil else { return Status.nullPointer }
-    if useNSigma != 0, let error = SamplingParameters(nSigma: nSigma).validationError { return writeRowError(stats, error) }
+    if useNSigma != 0, let error = SamplingParameters(nSigma: nSigma).validationError {
+        return writeRowError(stats, error)
+    }
     let h = handle(sampler)
     return withHandleScratch(h) { scratch in
-        filterRow(row, vocab: h.sampler.vocabularySize, useNSigma, nSigma, scratch: scratch, stats, keptIDs, capacity, keptCount)
+        filterRow(
+            row, vocab: h.sampler.vocabularySize, useNSigma, nSigma, scratch: scratch, stats, keptIDs, capacity,
+            keptCount)
     }
 }
 
@@ -458,6 +486,8 @@ public func cSamplerFilteredDistribution(
     if let error = parameters.validationError { return writeRowError(stats, error) }
     let h = handle(sampler)
     return withHandleScratch(h) { scratch in
-        filteredDistribution(row, vocab: h.sampler.vocabularySize, parameters, scratch: scratch, stats, tokens, probabilities, capacity, count)
+        filteredDistribution(
+            row, vocab: h.sampler.vocabularySize, parameters, scratch: scratch, stats, tokens, probabilities, capacity,
+            count)
     }
 }

@@ -69,7 +69,8 @@ public struct LogitsFile: Sendable {
     ///     `LogitFormat(fileSpelling:)`). For `.npy` the header decides; a `format` that differs
     ///     from the header's is an error rather than silently ignored.
     /// - Throws: ``ReadError`` with a message naming the file and the problem.
-    public static func read(path: String, vocab: Int? = nil, format: LogitFormat? = nil) throws(ReadError) -> LogitsFile {
+    public static func read(path: String, vocab: Int? = nil, format: LogitFormat? = nil) throws(ReadError) -> LogitsFile
+    {
         if let problem = notRegularFile(path) { throw .unreadable(path: path, reason: problem) }
         let data: Data
         do {
@@ -77,20 +78,29 @@ public struct LogitsFile: Sendable {
         } catch {
             var isDirectory: ObjCBool = false
             let exists = FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory)
-            throw .unreadable(path: path, reason: !exists ? "no such file" : isDirectory.boolValue ? "is a directory" : "\(error.localizedDescription)")
+            throw .unreadable(
+                path: path,
+                reason: !exists
+                    ? "no such file" : isDirectory.boolValue ? "is a directory" : "\(error.localizedDescription)")
         }
         return try parse(data, path: path, vocab: vocab, format: format)
     }
 
     /// Parses the bytes of a logits file as ``read(path:vocab:format:)`` does (`path` names the
     /// file in messages and, by its `.npy` suffix, asks for NumPy).
-    public static func parse(_ data: Data, path: String, vocab: Int? = nil, format: LogitFormat? = nil) throws(ReadError) -> LogitsFile {
+    public static func parse(
+        _ data: Data, path: String, vocab: Int? = nil, format: LogitFormat? = nil
+    ) throws(ReadError) -> LogitsFile {
         if let vocab, vocab <= 0 { throw .badSize(path: path, reason: "--vocab must be positive, got \(vocab)") }
         let magic: [UInt8] = [0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59]
         if data.count >= 6 && data.prefix(6).elementsEqual(magic) {
             let file = try readNumPy(data, path: path, vocab: vocab)
             if let format, format != file.format {
-                throw .badNumPy(path: path, reason: "--dtype \(format.fileSpelling) conflicts with the header's dtype \(file.format.fileSpelling) (a .npy file's header decides; drop --dtype)")
+                throw .badNumPy(
+                    path: path,
+                    reason:
+                        "--dtype \(format.fileSpelling) conflicts with the header's dtype \(file.format.fileSpelling) (a .npy file's header decides; drop --dtype)"
+                )
             }
             return file
         }
@@ -98,10 +108,15 @@ public struct LogitsFile: Sendable {
         guard let vocab else { throw .missingVocab(path: path) }
         let format = format ?? .float32
         let (rowBytes, overflow) = vocab.multipliedReportingOverflow(by: format.byteCount)
-        guard !overflow else { throw .badSize(path: path, reason: "--vocab \(vocab) × \(format.byteCount) bytes overflows") }
+        guard !overflow else {
+            throw .badSize(path: path, reason: "--vocab \(vocab) × \(format.byteCount) bytes overflows")
+        }
         guard data.count > 0 else { throw .badSize(path: path, reason: "the file is empty") }
         guard data.count % rowBytes == 0 else {
-            throw .badSize(path: path, reason: "\(data.count) bytes is not a multiple of \(rowBytes) (vocab \(vocab) × \(format.byteCount) bytes)")
+            throw .badSize(
+                path: path,
+                reason:
+                    "\(data.count) bytes is not a multiple of \(rowBytes) (vocab \(vocab) × \(format.byteCount) bytes)")
         }
         let rows = data.count / rowBytes
         // rows × vocab × byteCount == data.count: no overflow.
@@ -141,9 +156,13 @@ public struct LogitsFile: Sendable {
             throw .badNumPy(path: path, reason: "unsupported format version \(major)")
         }
         guard data.count >= headerStart + headerLength,
-              let header = String(data: data.subdata(in: data.startIndex + headerStart ..< data.startIndex + headerStart + headerLength), encoding: .utf8)
+            let header = String(
+                data: data.subdata(in: data.startIndex + headerStart..<data.startIndex + headerStart + headerLength),
+                encoding: .utf8)
         else { throw .badNumPy(path: path, reason: "truncated or non-text header") }
-        guard let descr = field("descr", in: header) else { throw .badNumPy(path: path, reason: "header has no 'descr'") }
+        guard let descr = field("descr", in: header) else {
+            throw .badNumPy(path: path, reason: "header has no 'descr'")
+        }
         let format: LogitFormat
         switch descr.trimmingCharacters(in: CharacterSet(charactersIn: "'\" ")) {
         case "<f4", "=f4": format = .float32
@@ -153,14 +172,20 @@ public struct LogitsFile: Sendable {
         if let order = field("fortran_order", in: header), order.contains("True") {
             throw .badNumPy(path: path, reason: "Fortran order is not supported; save in C order")
         }
-        guard let shapeText = field("shape", in: header) else { throw .badNumPy(path: path, reason: "header has no 'shape'") }
+        guard let shapeText = field("shape", in: header) else {
+            throw .badNumPy(path: path, reason: "header has no 'shape'")
+        }
         let dims = shapeText.trimmingCharacters(in: CharacterSet(charactersIn: "() "))
-            .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.map { Int($0) }
+            .split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.map {
+                Int($0)
+            }
         guard dims.count == 2, let rows = dims[0], let columns = dims[1] else {
             throw .badNumPy(path: path, reason: "shape \(shapeText) is not 2-D [batch, vocab]")
         }
         guard rows >= 0 else { throw .badNumPy(path: path, reason: "shape[0] = \(rows) is negative") }
-        guard columns > 0 else { throw .badSize(path: path, reason: "vocab (shape[1]) is \(columns), must be positive") }
+        guard columns > 0 else {
+            throw .badSize(path: path, reason: "vocab (shape[1]) is \(columns), must be positive")
+        }
         if let vocab, vocab != columns {
             throw .badSize(path: path, reason: "--vocab \(vocab) does not match the file's shape[1] = \(columns)")
         }
@@ -170,7 +195,10 @@ public struct LogitsFile: Sendable {
         let (elements, overflow1) = rows.multipliedReportingOverflow(by: columns)
         let (needed, overflow2) = elements.multipliedReportingOverflow(by: format.byteCount)
         guard !overflow1 && !overflow2 else {
-            throw .badSize(path: path, reason: "shape (\(rows), \(columns)) is too large (its byte count overflows), found \(found) data bytes")
+            throw .badSize(
+                path: path,
+                reason: "shape (\(rows), \(columns)) is too large (its byte count overflows), found \(found) data bytes"
+            )
         }
         guard found == needed else {
             throw .badSize(path: path, reason: "shape (\(rows), \(columns)) needs \(needed) data bytes, found \(found)")
@@ -199,16 +227,23 @@ public struct LogitsFile: Sendable {
             switch format {
             case .float32:
                 let values = [Float](unsafeUninitializedCapacity: count) { out, initialized in
-                    for i in 0..<count { out[i] = Float(bitPattern: UInt32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))) }
+                    for i in 0..<count {
+                        out[i] = Float(
+                            bitPattern: UInt32(littleEndian: base.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self))
+                        )
+                    }
                     initialized = count
                 }
                 return LogitsFile(values: values, bits: nil, rows: rows, vocab: vocab, format: format)
             case .float16, .bfloat16:
                 let bits = [UInt16](unsafeUninitializedCapacity: count) { out, initialized in
-                    for i in 0..<count { out[i] = UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)) }
+                    for i in 0..<count {
+                        out[i] = UInt16(littleEndian: base.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self))
+                    }
                     initialized = count
                 }
-                let values = format == .float16
+                let values =
+                    format == .float16
                     ? bits.map(HalfPrecision.float(fromHalfBits:))
                     : bits.map { Float(bitPattern: UInt32($0) << 16) }
                 return LogitsFile(values: values, bits: bits, rows: rows, vocab: vocab, format: format)

@@ -30,8 +30,12 @@ struct Bench: ParsableCommand {
     @Option(help: "Comma-separated thread counts ('all' = every core).")
     var threads: String = "1,all"
 
-    @Option(help: "Methods to run (comma-separated): fused-topnsigma, fused-statistics, fused-topnsigma-gcd, fused-topnsigma-f16, fused-topnsigma-bf16, fused-topp, naive-topnsigma, sort-topp.")
-    var methods: String = "fused-topnsigma,fused-topnsigma-gcd,fused-topnsigma-f16,fused-topnsigma-bf16,fused-topp,naive-topnsigma,sort-topp"
+    @Option(
+        help:
+            "Methods to run (comma-separated): fused-topnsigma, fused-statistics, fused-topnsigma-gcd, fused-topnsigma-f16, fused-topnsigma-bf16, fused-topp, naive-topnsigma, sort-topp."
+    )
+    var methods: String =
+        "fused-topnsigma,fused-topnsigma-gcd,fused-topnsigma-f16,fused-topnsigma-bf16,fused-topp,naive-topnsigma,sort-topp"
 
     @Option(help: "Top-nσ's n.")
     var n: Float = 1.0
@@ -60,10 +64,16 @@ struct Bench: ParsableCommand {
     @Option(help: "Draw throughput against vocab size per method as an SVG file.")
     var svg: String?
 
-    @Flag(help: "Run the kernel's targets as named checks (ratios to the floor, half precision, threads, split rows), print each with PASS or FAIL, and exit 1 if any fails.")
+    @Flag(
+        help:
+            "Run the kernel's targets as named checks (ratios to the floor, half precision, threads, split rows), print each with PASS or FAIL, and exit 1 if any fails."
+    )
     var checks = false
 
-    @Option(help: "Hidden size H: add a decode step, logits = hidden[B, H] × W[V, H]ᵀ (cblas_sgemm), and report sampling as a share of it.")
+    @Option(
+        help:
+            "Hidden size H: add a decode step, logits = hidden[B, H] × W[V, H]ᵀ (cblas_sgemm), and report sampling as a share of it."
+    )
     var lmHead: Int?
 
     func run() throws {
@@ -72,7 +82,8 @@ struct Bench: ParsableCommand {
         let threadCounts = try parseList(threads, name: "--threads", allowAll: true)
         let methodList = methods.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
         for method in methodList where BenchMethod(rawValue: method) == nil {
-            throw UsageError(message: "unknown method '\(method)' (\(BenchMethod.allCases.map(\.rawValue).joined(separator: ", ")))")
+            throw UsageError(
+                message: "unknown method '\(method)' (\(BenchMethod.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
         guard seconds > 0, n >= 0, temperature > 0, topP > 0, topP <= 1 else {
             throw UsageError(message: "--seconds, --temperature must be > 0, --n >= 0, --top-p in (0, 1]")
@@ -81,7 +92,9 @@ struct Bench: ParsableCommand {
         if baseline != nil && !(maxRegression >= 0) { throw UsageError(message: "--max-regression must be >= 0") }
         let baselineResults = try baseline.map { try BenchReport.load(path: $0) }
         let realPath = data ?? BenchReport.defaultDataPath()
-        if let data, !FileManager.default.fileExists(atPath: data) { throw UsageError(message: "--data \(data): no such file") }
+        if let data, !FileManager.default.fileExists(atPath: data) {
+            throw UsageError(message: "--data \(data): no such file")
+        }
         if checks {
             let passed = BenchChecks(seconds: seconds, realPath: realPath).run()
             if !passed { throw ExitCode(1) }
@@ -89,7 +102,8 @@ struct Bench: ParsableCommand {
         }
 
         let runner = BenchRunner(
-            methods: methodList.compactMap(BenchMethod.init), n: n, temperature: temperature, topP: topP, seconds: seconds)
+            methods: methodList.compactMap(BenchMethod.init), n: n, temperature: temperature, topP: topP,
+            seconds: seconds)
         var results: [BenchResult] = []
         var workloads: [(vocab: Int, batch: Int, threads: Int)] = []
         for v in vocabs { for b in batches { for t in threadCounts { workloads.append((v, b, t)) } } }
@@ -107,7 +121,8 @@ struct Bench: ParsableCommand {
             results += rows
             printTable(rows, workload: workload)
             if let lmHead {
-                let step = runner.measureDecodeStep(vocab: w.vocab, batch: w.batch, threads: w.threads, hidden: lmHead, progress: progress)
+                let step = runner.measureDecodeStep(
+                    vocab: w.vocab, batch: w.batch, threads: w.threads, hidden: lmHead, progress: progress)
                 results += step
                 printDecodeTable(step)
             }
@@ -116,7 +131,9 @@ struct Bench: ParsableCommand {
         let report = BenchReport(machine: MachineDescription.current(), results: results)
         if let warning = Self.sasumWarning(results, coreType: report.machine.openblasCoreType) { print(warning) }
         if let json {
-            do { try report.write(path: json) } catch { throw UsageError(message: "cannot write \(json): \(error.localizedDescription)") }
+            do { try report.write(path: json) } catch {
+                throw UsageError(message: "cannot write \(json): \(error.localizedDescription)")
+            }
             print("wrote \(json)")
         }
         if let svg {
@@ -126,7 +143,8 @@ struct Bench: ParsableCommand {
             print("wrote \(svg)")
         }
         if let baselineResults {
-            let regressions = BenchReport.regressions(current: results, baseline: baselineResults, maxRegressionPercent: maxRegression)
+            let regressions = BenchReport.regressions(
+                current: results, baseline: baselineResults, maxRegressionPercent: maxRegression)
             if regressions.isEmpty {
                 print("baseline: no result regressed by more than \(maxRegression)% (ratio to the floor)")
             } else {
@@ -141,13 +159,17 @@ struct Bench: ParsableCommand {
     static func sasumWarning(_ results: [BenchResult], coreType: String) -> String? {
         var worst = 0.0
         for read in results where read.method == "floor-read" {
-            guard let sasum = results.first(where: {
-                $0.method == "floor-sasum" && $0.vocab == read.vocab && $0.batch == read.batch && $0.threads == read.threads
-            }) else { continue }
+            guard
+                let sasum = results.first(where: {
+                    $0.method == "floor-sasum" && $0.vocab == read.vocab && $0.batch == read.batch
+                        && $0.threads == read.threads
+                })
+            else { continue }
             worst = max(worst, sasum.medianSeconds / read.medianSeconds)
         }
         guard worst > 1.5 else { return nil }
-        return "\nwarning: cblas_sasum read the logits up to \(fmt(worst, 1))× slower than floor-read: OpenBLAS runs its "
+        return
+            "\nwarning: cblas_sasum read the logits up to \(fmt(worst, 1))× slower than floor-read: OpenBLAS runs its "
             + "'\(coreType)' kernels on this CPU. Ratios use the faster floor; to compare against OpenBLAS's fast kernels, "
             + "run with OPENBLAS_CORETYPE=Haswell (AVX2) or OPENBLAS_CORETYPE=SkylakeX (AVX-512)."
     }
@@ -156,7 +178,9 @@ struct Bench: ParsableCommand {
         let values = try text.split(separator: ",").map { part -> Int in
             let item = part.trimmingCharacters(in: .whitespaces)
             if allowAll && item == "all" { return BatchSampler.defaultThreadCount }
-            guard let value = Int(item), value > 0 else { throw UsageError(message: "\(name): '\(item)' is not a positive integer") }
+            guard let value = Int(item), value > 0 else {
+                throw UsageError(message: "\(name): '\(item)' is not a positive integer")
+            }
             return value
         }
         guard !values.isEmpty else { throw UsageError(message: "\(name) is empty") }
@@ -167,26 +191,36 @@ struct Bench: ParsableCommand {
     func printTable(_ rows: [BenchResult], workload: Workload) {
         guard let first = rows.first else { return }
         print("\nvocab \(first.vocab) (\(workload.source)), batch \(first.batch), threads \(first.threads)")
-        print(pad("method", 22) + pad("µs/row", 11, right: true) + pad("GB/s", 9, right: true) + pad("× floor", 10, right: true)
-            + pad("vs naive", 11, right: true) + pad("vs sort-topp", 14, right: true) + pad("kept", 8, right: true))
+        print(
+            pad("method", 22) + pad("µs/row", 11, right: true) + pad("GB/s", 9, right: true)
+                + pad("× floor", 10, right: true)
+                + pad("vs naive", 11, right: true) + pad("vs sort-topp", 14, right: true) + pad("kept", 8, right: true))
         for r in rows {
-            print(pad(r.method, 22) + pad(fmt(r.usPerRow, 2), 11, right: true) + pad(fmt(r.gbPerSecond, 2), 9, right: true)
-                + pad(fmt(r.ratioToFloor, 2), 10, right: true) + pad(r.speedupOverNaive.map { fmt($0, 1) + "×" } ?? "", 11, right: true)
-                + pad(r.speedupOverSortTopP.map { fmt($0, 1) + "×" } ?? "", 14, right: true)
-                + pad(r.medianKept.map { fmt($0, 0) } ?? "", 8, right: true))
+            print(
+                pad(r.method, 22) + pad(fmt(r.usPerRow, 2), 11, right: true)
+                    + pad(fmt(r.gbPerSecond, 2), 9, right: true)
+                    + pad(fmt(r.ratioToFloor, 2), 10, right: true)
+                    + pad(r.speedupOverNaive.map { fmt($0, 1) + "×" } ?? "", 11, right: true)
+                    + pad(r.speedupOverSortTopP.map { fmt($0, 1) + "×" } ?? "", 14, right: true)
+                    + pad(r.medianKept.map { fmt($0, 0) } ?? "", 8, right: true))
         }
         for r in rows {
             if let ratio = r.ratioToPlainSampling {
-                print("  \(r.method): \(fmt(ratio, 3)) × sampling the same \(BenchRunner.verifyK + 1) × \(r.batch) rows plainly")
+                print(
+                    "  \(r.method): \(fmt(ratio, 3)) × sampling the same \(BenchRunner.verifyK + 1) × \(r.batch) rows plainly"
+                )
             }
         }
     }
 
     func printDecodeTable(_ rows: [BenchResult]) {
         guard let gemm = rows.first(where: { $0.method == "lm-head-sgemm" }) else { return }
-        print("  decode step: lm-head sgemm \(fmt(gemm.usPerRow * Double(gemm.batch), 1)) µs per step (H = \(gemm.hidden ?? 0))")
+        print(
+            "  decode step: lm-head sgemm \(fmt(gemm.usPerRow * Double(gemm.batch), 1)) µs per step (H = \(gemm.hidden ?? 0))"
+        )
         for r in rows where r.method != "lm-head-sgemm" {
-            print("  " + pad(r.method, 22) + "sampling is " + fmt(100 * (r.shareOfDecodeStep ?? 0), 2) + "% of the step")
+            print(
+                "  " + pad(r.method, 22) + "sampling is " + fmt(100 * (r.shareOfDecodeStep ?? 0), 2) + "% of the step")
         }
     }
 }
@@ -272,9 +306,11 @@ final class FusedCall: @unchecked Sendable {
     let processing: UnsafeMutableBufferPointer<RequestProcessing>?
     let logprobs: UnsafeMutableBufferPointer<TopLogprobs>
 
-    init(sampler: BatchSampler, workload: Workload, batch: Int, format: LogitFormat,
-         parameters: SamplingParameters = SamplingParameters(temperature: 1, nSigma: 1, seed: 7),
-         processing: [RequestProcessing]? = nil) {
+    init(
+        sampler: BatchSampler, workload: Workload, batch: Int, format: LogitFormat,
+        parameters: SamplingParameters = SamplingParameters(temperature: 1, nSigma: 1, seed: 7),
+        processing: [RequestProcessing]? = nil
+    ) {
         self.sampler = sampler
         self.batch = batch
         self.format = format
@@ -426,14 +462,19 @@ struct BenchRunner {
         // run on a sampler's own worker threads (same wake-ups, same claiming of chunks).
         let floorSampler = try! BatchSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads)
         var timed: [Timed] = [
-            Timed(name: "floor-read", body: {
-                sink.value += floorSampler.readFloor(UnsafeRawPointer(logits), rows: batch, bytesPerRow: vocab * 4)
-            }),
+            Timed(
+                name: "floor-read",
+                body: {
+                    sink.value += floorSampler.readFloor(UnsafeRawPointer(logits), rows: batch, bytesPerRow: vocab * 4)
+                }),
             Timed(name: "floor-sasum", body: { sink.value += cblas_sasum(Int32(batch * vocab), logits, 1) }),
-            Timed(name: "floor-sasum-rows", body: { for r in 0..<batch { sink.value += cblas_sasum(Int32(vocab), logits + r * vocab, 1) } }),
+            Timed(
+                name: "floor-sasum-rows",
+                body: { for r in 0..<batch { sink.value += cblas_sasum(Int32(vocab), logits + r * vocab, 1) } })
         ]
         let parameters = UnsafeMutableBufferPointer<SamplingParameters>.allocate(capacity: batch)
-        _ = parameters.initialize(from: repeatElement(SamplingParameters(temperature: temperature, nSigma: n, seed: 7), count: batch))
+        _ = parameters.initialize(
+            from: repeatElement(SamplingParameters(temperature: temperature, nSigma: n, seed: 7), count: batch))
         var fusedCalls: [FusedCall] = []
         let kept = UnsafeMutableBufferPointer<Int>.allocate(capacity: batch)
         kept.initialize(repeating: 0)
@@ -448,12 +489,14 @@ struct BenchRunner {
             _ draw: @escaping (inout Scratch, UnsafeBufferPointer<Float>) -> SampledToken?
         ) -> Timed {
             let scratch = (0..<threads).map { _ in Box(makeScratch()) }
-            return Timed(name: name, body: {
-                parallelRows(batch, threads: threads) { worker, r in
-                    let row = UnsafeBufferPointer(start: logits + r * vocab, count: vocab)
-                    kept[r] = draw(&scratch[worker].value, row)?.candidateCount ?? 0
-                }
-            }, kept: { median(Array(kept)) })
+            return Timed(
+                name: name,
+                body: {
+                    parallelRows(batch, threads: threads) { worker, r in
+                        let row = UnsafeBufferPointer(start: logits + r * vocab, count: vocab)
+                        kept[r] = draw(&scratch[worker].value, row)?.candidateCount ?? 0
+                    }
+                }, kept: { median(Array(kept)) })
         }
         for method in methods {
             switch method {
@@ -469,43 +512,55 @@ struct BenchRunner {
                         ? SamplingParameters(temperature: temperature, nSigma: nil, seed: 7, topP: Float(topP))
                         : SamplingParameters(temperature: temperature, nSigma: n, seed: 7))
                 fusedCalls.append(call)
-                timed.append(Timed(
-                    name: method.rawValue, body: call.run,
-                    kept: { median(call.results.compactMap { try? $0.get().candidateCount }) }))
+                timed.append(
+                    Timed(
+                        name: method.rawValue, body: call.run,
+                        kept: { median(call.results.compactMap { try? $0.get().candidateCount }) }))
             case .statistics:
-                timed.append(Timed(name: method.rawValue, body: {
-                    for r in 0..<batch {
-                        if let s = try? RowStatistics.of(UnsafeBufferPointer(start: logits + r * vocab, count: vocab)) {
-                            sink.value += s.maximum
-                        }
-                    }
-                }))
+                timed.append(
+                    Timed(
+                        name: method.rawValue,
+                        body: {
+                            for r in 0..<batch {
+                                if let s = try? RowStatistics.of(
+                                    UnsafeBufferPointer(start: logits + r * vocab, count: vocab))
+                                {
+                                    sink.value += s.maximum
+                                }
+                            }
+                        }))
             case .naive:
                 let (n, temperature) = (n, temperature)
-                timed.append(opponent(method.rawValue, { NaiveTopNSigma(vocabularySize: vocab) }) { naive, row in
-                    naive.sample(row, n: n, temperature: temperature, seed: 7, step: 1)
-                })
+                timed.append(
+                    opponent(method.rawValue, { NaiveTopNSigma(vocabularySize: vocab) }) { naive, row in
+                        naive.sample(row, n: n, temperature: temperature, seed: 7, step: 1)
+                    })
             case .sortTopP:
                 let (topP, temperature) = (topP, temperature)
-                timed.append(opponent(method.rawValue, { SortTopP(vocabularySize: vocab) }) { sorter, row in
-                    sorter.sample(row, p: topP, temperature: temperature, seed: 7, step: 1)
-                })
+                timed.append(
+                    opponent(method.rawValue, { SortTopP(vocabularySize: vocab) }) { sorter, row in
+                        sorter.sample(row, p: topP, temperature: temperature, seed: 7, step: 1)
+                    })
             case .fusedVerify, .separateVerify:
-                timed += verification(method, logits: logits, vocab: vocab, batch: batch, threads: threads, parameters: parameters)
+                timed += verification(
+                    method, logits: logits, vocab: vocab, batch: batch, threads: threads, parameters: parameters)
             case .fusedProcessed, .fusedLogprobs:
                 let sampler = try! BatchSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads)
-                let requests = method == .fusedProcessed
+                let requests =
+                    method == .fusedProcessed
                     ? (0..<batch).map { SyntheticRequests.serverLike(vocab: vocab, seed: UInt64($0)) }
                     : [RequestProcessing](repeating: RequestProcessing(topLogprobs: 20), count: batch)
                 let call = FusedCall(
                     sampler: sampler, workload: workload, batch: batch, format: .float32,
                     parameters: SamplingParameters(temperature: temperature, nSigma: n, seed: 7), processing: requests)
                 fusedCalls.append(call)
-                timed.append(Timed(
-                    name: method.rawValue, body: call.run,
-                    kept: { median(call.results.compactMap { try? $0.get().candidateCount }) }))
+                timed.append(
+                    Timed(
+                        name: method.rawValue, body: call.run,
+                        kept: { median(call.results.compactMap { try? $0.get().candidateCount }) }))
             case .separateProcessed:
-                timed.append(separateProcessing(workload: workload, batch: batch, threads: threads, parameters: parameters))
+                timed.append(
+                    separateProcessing(workload: workload, batch: batch, threads: threads, parameters: parameters))
             }
         }
         var results: [BenchResult] = []
@@ -526,12 +581,13 @@ struct BenchRunner {
                 if t.name.hasPrefix("floor") && results.contains(where: { $0.method == t.name }) { continue }
                 let isHalf = t.name.hasSuffix("f16")
                 let rows = Double(t.rowsPerEntry)
-                results.append(BenchResult(
-                    method: t.name, batch: batch, vocab: vocab, threads: threads, workload: workload.source,
-                    usPerRow: timing.median * 1e6 / (Double(batch) * rows),
-                    gbPerSecond: (isHalf ? bytes / 2 : bytes) * rows / timing.median * 1e-9,
-                    ratioToFloor: timing.median / (floor * rows), floor: floorName, medianSeconds: timing.median,
-                    repeats: timing.repeats, medianKept: t.kept()))
+                results.append(
+                    BenchResult(
+                        method: t.name, batch: batch, vocab: vocab, threads: threads, workload: workload.source,
+                        usPerRow: timing.median * 1e6 / (Double(batch) * rows),
+                        gbPerSecond: (isHalf ? bytes / 2 : bytes) * rows / timing.median * 1e-9,
+                        ratioToFloor: timing.median / (floor * rows), floor: floorName, medianSeconds: timing.median,
+                        repeats: timing.repeats, medianKept: t.kept()))
             }
         }
         blackHole(sink.value)
@@ -546,7 +602,9 @@ struct BenchRunner {
         let plain = rows.first { $0.method == BenchRunner.verifyPlainName }?.medianSeconds
         return rows.map { r in
             var r = r
-            if let plain, r.method == BenchMethod.fusedVerify.rawValue || r.method == BenchMethod.separateVerify.rawValue {
+            if let plain,
+                r.method == BenchMethod.fusedVerify.rawValue || r.method == BenchMethod.separateVerify.rawValue
+            {
                 r.ratioToPlainSampling = r.medianSeconds / plain
             }
             if let naive, !r.method.hasPrefix("floor") { r.speedupOverNaive = naive / r.medianSeconds }
@@ -565,21 +623,26 @@ struct BenchRunner {
         let logits = UnsafeMutableBufferPointer<Float>.allocate(capacity: batch * vocab)
         defer { logits.deallocate() }
         let gemm = time {
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(vocab), Int32(hidden), 1,
-                        states, Int32(hidden), weights, Int32(hidden), 0, logits.baseAddress, Int32(vocab))
+            cblas_sgemm(
+                CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(vocab), Int32(hidden), 1,
+                states, Int32(hidden), weights, Int32(hidden), 0, logits.baseAddress, Int32(vocab))
         }
         let workload = Workload(vocab: vocab, rows: batch, source: "lm-head H=\(hidden)", logits: logits)
-        var rows = measure(workload: workload, batch: batch, threads: threads, progress: progress).filter { !$0.method.hasPrefix("floor") }
+        var rows = measure(workload: workload, batch: batch, threads: threads, progress: progress).filter {
+            !$0.method.hasPrefix("floor")
+        }
         for i in rows.indices {
             rows[i].hidden = hidden
             rows[i].shareOfDecodeStep = rows[i].medianSeconds / (rows[i].medianSeconds + gemm.median)
             rows[i].method += "+lm-head"
         }
         let bytes = Double(vocab * hidden * 4)
-        rows.insert(BenchResult(
-            method: "lm-head-sgemm", batch: batch, vocab: vocab, threads: threads, workload: workload.source,
-            usPerRow: gemm.median * 1e6 / Double(batch), gbPerSecond: bytes / gemm.median * 1e-9, ratioToFloor: 0, floor: nil,
-            medianSeconds: gemm.median, repeats: gemm.repeats, hidden: hidden), at: 0)
+        rows.insert(
+            BenchResult(
+                method: "lm-head-sgemm", batch: batch, vocab: vocab, threads: threads, workload: workload.source,
+                usPerRow: gemm.median * 1e6 / Double(batch), gbPerSecond: bytes / gemm.median * 1e-9, ratioToFloor: 0,
+                floor: nil,
+                medianSeconds: gemm.median, repeats: gemm.repeats, hidden: hidden), at: 0)
         return rows
     }
 }
@@ -657,21 +720,24 @@ extension BenchRunner {
         let steps = [UInt64](repeating: 1, count: batch)
         let results = Box([SampleResult](repeating: .failure(.noFiniteLogit), count: batch))
         let rowParameters = Array(parameters.prefix(batch))
-        return Timed(name: BenchMethod.separateProcessed.rawValue, body: {
-            parallelRows(batch, threads: threads) { worker, r in
-                scratch[worker].value.apply(UnsafeBufferPointer(start: logits + r * vocab, count: vocab), requests[r])
-                scratch[worker].value.processed.withUnsafeBufferPointer {
-                    (processed.floats + r * vocab).update(from: $0.baseAddress!, count: vocab)
-                }
-            }
-            rowParameters.withUnsafeBufferPointer { p in
-                steps.withUnsafeBufferPointer { s in
-                    results.value.withUnsafeMutableBufferPointer { out in
-                        sampler.sample(logits: processed.floats, rows: batch, parameters: p, steps: s, into: out)
+        return Timed(
+            name: BenchMethod.separateProcessed.rawValue,
+            body: {
+                parallelRows(batch, threads: threads) { worker, r in
+                    scratch[worker].value.apply(
+                        UnsafeBufferPointer(start: logits + r * vocab, count: vocab), requests[r])
+                    scratch[worker].value.processed.withUnsafeBufferPointer {
+                        (processed.floats + r * vocab).update(from: $0.baseAddress!, count: vocab)
                     }
                 }
-            }
-        }, kept: { median(results.value.compactMap { try? $0.get().candidateCount }) })
+                rowParameters.withUnsafeBufferPointer { p in
+                    steps.withUnsafeBufferPointer { s in
+                        results.value.withUnsafeMutableBufferPointer { out in
+                            sampler.sample(logits: processed.floats, rows: batch, parameters: p, steps: s, into: out)
+                        }
+                    }
+                }
+            }, kept: { median(results.value.compactMap { try? $0.get().candidateCount }) })
     }
 
     /// The plain sampling of the verification rows, the yardstick of `fused-verify`.
@@ -706,39 +772,51 @@ extension BenchRunner {
             let outcomes = Box([VerificationOutcome](repeating: .failure(.row(0, .noFiniteLogit)), count: batch))
             let samples = Box([SampleResult](repeating: .failure(.noFiniteLogit), count: rows))
             return [
-                Timed(name: method.rawValue, body: {
-                    requestParameters.withUnsafeBufferPointer { p in
-                        proposals.withUnsafeBufferPointer { q in
-                            steps.withUnsafeBufferPointer { s in
-                                outcomes.value.withUnsafeMutableBufferPointer { out in
-                                    verifier.verify(logits: UnsafeRawPointer(logits), format: .float32, requests: batch, k: k,
-                                                    proposals: q, parameters: p, steps: s, into: out)
+                Timed(
+                    name: method.rawValue,
+                    body: {
+                        requestParameters.withUnsafeBufferPointer { p in
+                            proposals.withUnsafeBufferPointer { q in
+                                steps.withUnsafeBufferPointer { s in
+                                    outcomes.value.withUnsafeMutableBufferPointer { out in
+                                        verifier.verify(
+                                            logits: UnsafeRawPointer(logits), format: .float32, requests: batch, k: k,
+                                            proposals: q, parameters: p, steps: s, into: out)
+                                    }
                                 }
                             }
                         }
-                    }
-                }, kept: { median(outcomes.value.map { (try? $0.get().accepted) ?? 0 }) }, rowsPerEntry: k + 1),
-                Timed(name: Self.verifyPlainName, body: {
-                    rowParameters.withUnsafeBufferPointer { p in
-                        steps.withUnsafeBufferPointer { s in
-                            samples.value.withUnsafeMutableBufferPointer { out in
-                                plain.sample(logits: logits, rows: rows, parameters: p, steps: s, into: out)
+                    }, kept: { median(outcomes.value.map { (try? $0.get().accepted) ?? 0 }) }, rowsPerEntry: k + 1),
+                Timed(
+                    name: Self.verifyPlainName,
+                    body: {
+                        rowParameters.withUnsafeBufferPointer { p in
+                            steps.withUnsafeBufferPointer { s in
+                                samples.value.withUnsafeMutableBufferPointer { out in
+                                    plain.sample(logits: logits, rows: rows, parameters: p, steps: s, into: out)
+                                }
                             }
                         }
-                    }
-                }, kept: { median(samples.value.compactMap { try? $0.get().candidateCount }) }, rowsPerEntry: k + 1),
+                    }, kept: { median(samples.value.compactMap { try? $0.get().candidateCount }) }, rowsPerEntry: k + 1)
             ]
         default:
             let scratch = (0..<threads).map { _ in Box(SeparateVerify(vocabularySize: vocab, k: k)) }
             let (n, temperature) = (n, temperature)
-            return [Timed(name: method.rawValue, body: {
-                parallelRows(batch, threads: threads) { worker, r in
-                    let request = UnsafeBufferPointer(start: logits + r * (k + 1) * vocab, count: (k + 1) * vocab)
-                    accepted.values[r] = scratch[worker].value.verify(
-                        request, tokens: proposals[r].tokens, q: proposals[r].probabilities, n: n, temperature: temperature,
-                        seed: 7, step: 1)?.accepted ?? 0
-                }
-            }, kept: { median(Array(accepted.values)) }, rowsPerEntry: k + 1)]
+            return [
+                Timed(
+                    name: method.rawValue,
+                    body: {
+                        parallelRows(batch, threads: threads) { worker, r in
+                            let request = UnsafeBufferPointer(
+                                start: logits + r * (k + 1) * vocab, count: (k + 1) * vocab)
+                            accepted.values[r] =
+                                scratch[worker].value.verify(
+                                    request, tokens: proposals[r].tokens, q: proposals[r].probabilities, n: n,
+                                    temperature: temperature,
+                                    seed: 7, step: 1)?.accepted ?? 0
+                        }
+                    }, kept: { median(Array(accepted.values)) }, rowsPerEntry: k + 1)
+            ]
         }
     }
 }

@@ -51,71 +51,98 @@ struct BenchChecks {
         // 1-3: float32 against the floor, one thread.
         for (name, workload, batch, target) in [
             ("f32 B=64 V=128256 (DRAM)", large, 64, 1.2), ("f32 B=1 V=128256 (cache)", large, 1, 2.0),
-            ("f32 B=1 V=49152 (cache)", small, 1, 2.0),
+            ("f32 B=1 V=49152 (cache)", small, 1, 2.0)
         ] {
             let (fused, floor) = timeAgainstFloor(
-                runner, workload, batch: batch, threads: 1, format: .float32, name: name, flush: batch == 64 ? flusher : nil)
+                runner, workload, batch: batch, threads: 1, format: .float32, name: name,
+                flush: batch == 64 ? flusher : nil)
             let ratio = fused / floor
             let times = "(\(fmt(fused * 1e6 / Double(batch), 2)) vs \(fmt(floor * 1e6 / Double(batch), 2)) µs/row)"
             if isDefaultBuild && batch == 64 {
-                report(Outcome(name: name, figure: "\(fmt(ratio, 2))× floor", target: "≤ 1.2× in a SIMD build", passed: nil))
-                report(Outcome(name: "default build B=64 V=128256", figure: "\(fmt(ratio, 2))× floor", target: "≤ 1.6×", passed: ratio <= 1.6))
+                report(
+                    Outcome(
+                        name: name, figure: "\(fmt(ratio, 2))× floor", target: "≤ 1.2× in a SIMD build", passed: nil))
+                report(
+                    Outcome(
+                        name: "default build B=64 V=128256", figure: "\(fmt(ratio, 2))× floor", target: "≤ 1.6×",
+                        passed: ratio <= 1.6))
             } else if isDefaultBuild {
-                report(Outcome(name: name, figure: "\(fmt(ratio, 2))× floor (\(build))", target: "≤ \(target)× in a SIMD build", passed: nil))
+                report(
+                    Outcome(
+                        name: name, figure: "\(fmt(ratio, 2))× floor (\(build))",
+                        target: "≤ \(target)× in a SIMD build", passed: nil))
             } else {
-                report(Outcome(name: name, figure: "\(fmt(ratio, 2))× floor \(times)", target: "≤ \(target)×", passed: ratio <= target))
+                report(
+                    Outcome(
+                        name: name, figure: "\(fmt(ratio, 2))× floor \(times)", target: "≤ \(target)×",
+                        passed: ratio <= target))
             }
         }
         if !isDefaultBuild {
-            report(Outcome(
-                name: "default build B=64 V=128256", figure: "this binary is a SIMD build; run `swift build -c release` and "
-                    + "`.build/release/nsigma bench --checks`", target: "≤ 1.6×", passed: nil))
+            report(
+                Outcome(
+                    name: "default build B=64 V=128256",
+                    figure: "this binary is a SIMD build; run `swift build -c release` and "
+                        + "`.build/release/nsigma bench --checks`", target: "≤ 1.6×", passed: nil))
         }
 
         // 4-5: half precision against float32, B=64 V=128256, one thread.
         let rates = timeFormats(runner, large, batch: 64, flush: flusher)
-        report(Outcome(
-            name: "bf16 rows/s vs f32", figure: "\(fmt(rates.f32 / rates.bf16, 2))×", target: "≥ 1.8×",
-            passed: isDefaultBuild ? nil : rates.f32 / rates.bf16 >= 1.8))
-        report(Outcome(
-            name: "f16 rows/s vs f32", figure: "\(fmt(rates.f32 / rates.f16, 2))×", target: "≥ 1.5×",
-            passed: isDefaultBuild ? nil : rates.f32 / rates.f16 >= 1.5))
+        report(
+            Outcome(
+                name: "bf16 rows/s vs f32", figure: "\(fmt(rates.f32 / rates.bf16, 2))×", target: "≥ 1.8×",
+                passed: isDefaultBuild ? nil : rates.f32 / rates.bf16 >= 1.8))
+        report(
+            Outcome(
+                name: "f16 rows/s vs f32", figure: "\(fmt(rates.f32 / rates.f16, 2))×", target: "≥ 1.5×",
+                passed: isDefaultBuild ? nil : rates.f32 / rates.f16 >= 1.5))
 
         // 6: two threads at B=64, where the floor itself scales.
         if cores >= 2 {
-            let one = timeAgainstFloor(runner, large, batch: 64, threads: 1, format: .float32, name: "threads 1", flush: flusher)
-            let two = timeAgainstFloor(runner, large, batch: 64, threads: 2, format: .float32, name: "threads 2", flush: flusher)
+            let one = timeAgainstFloor(
+                runner, large, batch: 64, threads: 1, format: .float32, name: "threads 1", flush: flusher)
+            let two = timeAgainstFloor(
+                runner, large, batch: 64, threads: 2, format: .float32, name: "threads 2", flush: flusher)
             let floorScaling = one.floor / two.floor, scaling = one.fused / two.fused
-            report(Outcome(
-                name: "2 threads B=64 V=128256",
-                figure: "\(fmt(scaling, 2))× the 1-thread rows/s (the floor scaled \(fmt(floorScaling, 2))×)",
-                target: "≥ 1.8× where the floor scales ≥ 1.8×", passed: floorScaling >= 1.8 ? scaling >= 1.8 : nil))
+            report(
+                Outcome(
+                    name: "2 threads B=64 V=128256",
+                    figure: "\(fmt(scaling, 2))× the 1-thread rows/s (the floor scaled \(fmt(floorScaling, 2))×)",
+                    target: "≥ 1.8× where the floor scales ≥ 1.8×", passed: floorScaling >= 1.8 ? scaling >= 1.8 : nil))
         }
 
         // 7-9: one row split over the threads is never slower than one thread.
         let threads = max(2, cores)
         let backToBack = timeSplit(large, threads: threads, pauseMicroseconds: 0, busy: false)
-        report(Outcome(
-            name: "split row, back to back", figure: "\(threads) threads \(fmt(backToBack, 2))× the 1-thread time",
-            target: "≤ 1.0× (+5% noise)", passed: backToBack <= 1.05))
+        report(
+            Outcome(
+                name: "split row, back to back", figure: "\(threads) threads \(fmt(backToBack, 2))× the 1-thread time",
+                target: "≤ 1.0× (+5% noise)", passed: backToBack <= 1.05))
         let paused = timeSplit(large, threads: threads, pauseMicroseconds: 1000, busy: false)
-        report(Outcome(
-            name: "split row, after 1 ms", figure: "\(threads) threads \(fmt(paused, 2))× the 1-thread time",
-            target: "≤ 1.0× (+5% noise)", passed: paused <= 1.05))
+        report(
+            Outcome(
+                name: "split row, after 1 ms", figure: "\(threads) threads \(fmt(paused, 2))× the 1-thread time",
+                target: "≤ 1.0× (+5% noise)", passed: paused <= 1.05))
         let busy = timeSplit(large, threads: 2, pauseMicroseconds: 0, busy: true)
-        report(Outcome(
-            name: "split row, one core busy", figure: "2 threads \(fmt(busy, 2))× the 1-thread time",
-            target: "≤ 1.3×", passed: busy <= 1.3))
+        report(
+            Outcome(
+                name: "split row, one core busy", figure: "2 threads \(fmt(busy, 2))× the 1-thread time",
+                target: "≤ 1.3×", passed: busy <= 1.3))
         // 10-11: request processing against plain sampling of the same block (B=64, from DRAM).
         let processing = timeProcessing(runner, large, batch: 64, flush: flusher)
-        report(Outcome(
-            name: "processed rows vs plain", figure: "\(fmt(processing.processed, 2))× the plain fused time "
-                + "(bitmask, 20 biases, 512-token history, 3 penalties)", target: "≤ 1.15×",
-            passed: isDefaultBuild ? nil : processing.processed <= 1.15))
-        report(Outcome(
-            name: "top logprobs 20 vs plain", figure: "\(fmt(processing.logprobs, 2))× the plain fused time",
-            target: "≤ 1.3×", passed: isDefaultBuild ? nil : processing.logprobs <= 1.3))
-        print("(rows whose moments were recomputed in double precision: \(RowPipeline.exactRecomputations.load(ordering: .relaxed)))")
+        report(
+            Outcome(
+                name: "processed rows vs plain",
+                figure: "\(fmt(processing.processed, 2))× the plain fused time "
+                    + "(bitmask, 20 biases, 512-token history, 3 penalties)", target: "≤ 1.15×",
+                passed: isDefaultBuild ? nil : processing.processed <= 1.15))
+        report(
+            Outcome(
+                name: "top logprobs 20 vs plain", figure: "\(fmt(processing.logprobs, 2))× the plain fused time",
+                target: "≤ 1.3×", passed: isDefaultBuild ? nil : processing.logprobs <= 1.3))
+        print(
+            "(rows whose moments were recomputed in double precision: \(RowPipeline.exactRecomputations.load(ordering: .relaxed)))"
+        )
         return !outcomes.contains { $0.passed == false }
     }
 
@@ -146,8 +173,11 @@ struct BenchChecks {
         let logits = UnsafeRawPointer(workload.logits.baseAddress!)
         let prepare = flush.map { f in { f.flush() } }
         let timings = runner.interleaved([
-            .init(name: "floor-read", body: { sink.value += sampler.readFloor(logits, rows: batch, bytesPerRow: workload.vocab * 4) }, prepare: prepare),
-            .init(name: name, body: call.run, prepare: prepare),
+            .init(
+                name: "floor-read",
+                body: { sink.value += sampler.readFloor(logits, rows: batch, bytesPerRow: workload.vocab * 4) },
+                prepare: prepare),
+            .init(name: name, body: call.run, prepare: prepare)
         ]) { writeStandardError("\r\u{1B}[K--checks: \($0)") }
         blackHole(sink.value)
         return (timings[1].median, timings[0].median)
@@ -155,7 +185,9 @@ struct BenchChecks {
 
     /// The `fused-processed` and `fused-logprobs` calls' median times over the plain fused call's,
     /// interleaved, each call reading its logits from DRAM.
-    func timeProcessing(_ runner: BenchRunner, _ workload: Workload, batch: Int, flush: CacheFlusher) -> (processed: Double, logprobs: Double) {
+    func timeProcessing(
+        _ runner: BenchRunner, _ workload: Workload, batch: Int, flush: CacheFlusher
+    ) -> (processed: Double, logprobs: Double) {
         let sampler = try! BatchSampler(vocabularySize: workload.vocab, maximumBatchSize: batch, threadCount: 1)
         let calls = [
             FusedCall(sampler: sampler, workload: workload, batch: batch, format: .float32),
@@ -164,27 +196,32 @@ struct BenchChecks {
                 processing: (0..<batch).map { SyntheticRequests.serverLike(vocab: workload.vocab, seed: UInt64($0)) }),
             FusedCall(
                 sampler: sampler, workload: workload, batch: batch, format: .float32,
-                processing: [RequestProcessing](repeating: RequestProcessing(topLogprobs: 20), count: batch)),
+                processing: [RequestProcessing](repeating: RequestProcessing(topLogprobs: 20), count: batch))
         ]
         defer { calls.forEach { $0.free() } }
         let prepare = { flush.flush() }
         let timings = runner.interleaved([
             .init(name: "plain", body: calls[0].run, prepare: prepare),
             .init(name: "processed", body: calls[1].run, prepare: prepare),
-            .init(name: "logprobs", body: calls[2].run, prepare: prepare),
+            .init(name: "logprobs", body: calls[2].run, prepare: prepare)
         ]) { writeStandardError("\r\u{1B}[K--checks: request processing \($0)") }
         return (timings[1].median / timings[0].median, timings[2].median / timings[0].median)
     }
 
     /// Median seconds of a B=64 call in each format, interleaved.
-    func timeFormats(_ runner: BenchRunner, _ workload: Workload, batch: Int, flush: CacheFlusher) -> (f32: Double, f16: Double, bf16: Double) {
+    func timeFormats(
+        _ runner: BenchRunner, _ workload: Workload, batch: Int, flush: CacheFlusher
+    ) -> (f32: Double, f16: Double, bf16: Double) {
         let sampler = try! BatchSampler(vocabularySize: workload.vocab, maximumBatchSize: batch, threadCount: 1)
-        let calls = [LogitFormat.float32, .float16, .bfloat16].map { FusedCall(sampler: sampler, workload: workload, batch: batch, format: $0) }
+        let calls = [LogitFormat.float32, .float16, .bfloat16].map {
+            FusedCall(sampler: sampler, workload: workload, batch: batch, format: $0)
+        }
         defer { calls.forEach { $0.free() } }
         let prepare = { flush.flush() }
         let timings = runner.interleaved([
-            .init(name: "f32", body: calls[0].run, prepare: prepare), .init(name: "f16", body: calls[1].run, prepare: prepare),
-            .init(name: "bf16", body: calls[2].run, prepare: prepare),
+            .init(name: "f32", body: calls[0].run, prepare: prepare),
+            .init(name: "f16", body: calls[1].run, prepare: prepare),
+            .init(name: "bf16", body: calls[2].run, prepare: prepare)
         ]) { writeStandardError("\r\u{1B}[K--checks: formats \($0)") }
         return (timings[0].median, timings[1].median, timings[2].median)
     }
@@ -195,8 +232,10 @@ struct BenchChecks {
     func timeSplit(_ workload: Workload, threads: Int, pauseMicroseconds: Int, busy: Bool) -> Double {
         let one = try! BatchSampler(vocabularySize: workload.vocab, maximumBatchSize: 1, threadCount: 1)
         let many = try! BatchSampler(vocabularySize: workload.vocab, maximumBatchSize: 1, threadCount: threads)
-        let calls = [FusedCall(sampler: one, workload: workload, batch: 1, format: .float32),
-                     FusedCall(sampler: many, workload: workload, batch: 1, format: .float32)]
+        let calls = [
+            FusedCall(sampler: one, workload: workload, batch: 1, format: .float32),
+            FusedCall(sampler: many, workload: workload, batch: 1, format: .float32)
+        ]
         defer { calls.forEach { $0.free() } }
         var spinner: Process?
         if busy {

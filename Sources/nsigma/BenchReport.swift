@@ -13,7 +13,9 @@ struct BenchReport: Codable {
 
     /// Reads an earlier report's results, or throws a ``UsageError``.
     static func load(path: String) throws -> [BenchResult] {
-        guard let data = FileManager.default.contents(atPath: path) else { throw UsageError(message: "--baseline \(path): cannot read the file") }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw UsageError(message: "--baseline \(path): cannot read the file")
+        }
         do {
             return try JSONDecoder().decode(BenchReport.self, from: data).results
         } catch {
@@ -26,7 +28,7 @@ struct BenchReport: Codable {
         let candidates = [
             ProcessInfo.processInfo.environment["TOPNSIGMA_DATA"],
             "../shared/data/smollm2-135m-logits.f32",
-            "shared/data/smollm2-135m-logits.f32",
+            "shared/data/smollm2-135m-logits.f32"
         ]
         return candidates.compactMap { $0 }.first { FileManager.default.fileExists(atPath: $0) }
     }
@@ -36,7 +38,9 @@ struct BenchReport: Codable {
     /// workload); the floors themselves (ratio 1 by definition) are skipped. Ratios, not times:
     /// a machine that is uniformly slower today does not fail.
     static func regressions(current: [BenchResult], baseline: [BenchResult], maxRegressionPercent: Double) -> [String] {
-        func key(_ r: BenchResult) -> String { "\(r.method) batch \(r.batch) vocab \(r.vocab) threads \(r.threads) [\(r.workload)]" }
+        func key(_ r: BenchResult) -> String {
+            "\(r.method) batch \(r.batch) vocab \(r.vocab) threads \(r.threads) [\(r.workload)]"
+        }
         var old: [String: BenchResult] = [:]
         for r in baseline { old[key(r)] = r }
         var lines: [String] = []
@@ -44,7 +48,9 @@ struct BenchReport: Codable {
             guard let before = old[key(r)], before.ratioToFloor > 0 else { continue }
             let change = (r.ratioToFloor / before.ratioToFloor - 1) * 100
             if change > maxRegressionPercent {
-                lines.append("\(key(r)): ratio to floor \(fmt(before.ratioToFloor, 3)) → \(fmt(r.ratioToFloor, 3)) (+\(fmt(change, 1))%, allowed \(fmt(maxRegressionPercent, 1))%)")
+                lines.append(
+                    "\(key(r)): ratio to floor \(fmt(before.ratioToFloor, 3)) → \(fmt(r.ratioToFloor, 3)) (+\(fmt(change, 1))%, allowed \(fmt(maxRegressionPercent, 1))%)"
+                )
             }
         }
         return lines
@@ -68,7 +74,9 @@ enum BenchChart {
         }
         measured += floors.values
         let panels = Array(Set(measured.map { PanelKey(batch: $0.batch, threads: $0.threads) })).sorted()
-        let palette = ["#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#1f77b4", "#2ca02c"]
+        let palette = [
+            "#d62728", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22", "#1f77b4", "#2ca02c"
+        ]
         let methodOrder = ["floor"] + BenchMethod.allCases.map(\.rawValue)
         let methods = methodOrder.filter { m in measured.contains { $0.method == m } }
         var colors = ["floor": "#555555"]
@@ -80,7 +88,8 @@ enum BenchChart {
         let panelW = 420.0, panelH = 300.0, margin = 60.0
         let columns = min(2, max(1, panels.count))
         let rowsCount = (panels.count + columns - 1) / columns
-        let width = Double(columns) * (panelW + margin) + margin, height = Double(rowsCount) * (panelH + 2 * margin) + 90
+        let width = Double(columns) * (panelW + margin) + margin,
+            height = Double(rowsCount) * (panelH + 2 * margin) + 90
         var out = """
             <svg xmlns="http://www.w3.org/2000/svg" width="\(Int(width))" height="\(Int(height))" font-family="Helvetica, Arial, sans-serif" font-size="12">
             <rect width="100%" height="100%" fill="white"/>
@@ -91,7 +100,8 @@ enum BenchChart {
         for m in methods {
             let dash = m == "floor" ? " stroke-dasharray=\"6,4\"" : ""
             let label = m == "floor" ? "floor (fastest read: floor-read or cblas_sasum)" : m
-            out += "<line x1=\"\(legendX)\" y1=\"50\" x2=\"\(legendX + 24)\" y2=\"50\" stroke=\"\(colors[m]!)\" stroke-width=\"3\"\(dash)/>"
+            out +=
+                "<line x1=\"\(legendX)\" y1=\"50\" x2=\"\(legendX + 24)\" y2=\"50\" stroke=\"\(colors[m]!)\" stroke-width=\"3\"\(dash)/>"
             out += "<text x=\"\(legendX + 30)\" y=\"54\">\(label)</text>\n"
             legendX += 54 + Double(label.count) * 7
         }
@@ -99,11 +109,17 @@ enum BenchChart {
             let ox = margin + Double(index % columns) * (panelW + margin)
             let oy = 90 + Double(index / columns) * (panelH + 2 * margin)
             func x(_ v: Int) -> Double {
-                vocabs.count == 1 ? ox + panelW / 2 : ox + 20 + (panelW - 40) * Double(vocabs.firstIndex(of: v)!) / Double(vocabs.count - 1)
+                vocabs.count == 1
+                    ? ox + panelW / 2
+                    : ox + 20 + (panelW - 40) * Double(vocabs.firstIndex(of: v)!) / Double(vocabs.count - 1)
             }
-            func y(_ gb: Double) -> Double { oy + panelH - panelH * (log10(max(gb, pow(10, lo))) - lo) / max(1e-9, hi - lo) }
-            out += "<text x=\"\(ox)\" y=\"\(oy - 10)\" font-size=\"14\" font-weight=\"bold\">batch \(panel.batch), \(panel.threads) thread\(panel.threads == 1 ? "" : "s")</text>\n"
-            out += "<rect x=\"\(ox)\" y=\"\(oy)\" width=\"\(panelW)\" height=\"\(panelH)\" fill=\"none\" stroke=\"#999\"/>\n"
+            func y(_ gb: Double) -> Double {
+                oy + panelH - panelH * (log10(max(gb, pow(10, lo))) - lo) / max(1e-9, hi - lo)
+            }
+            out +=
+                "<text x=\"\(ox)\" y=\"\(oy - 10)\" font-size=\"14\" font-weight=\"bold\">batch \(panel.batch), \(panel.threads) thread\(panel.threads == 1 ? "" : "s")</text>\n"
+            out +=
+                "<rect x=\"\(ox)\" y=\"\(oy)\" width=\"\(panelW)\" height=\"\(panelH)\" fill=\"none\" stroke=\"#999\"/>\n"
             var decade = lo
             while decade <= hi {
                 let yy = y(pow(10, decade))
@@ -114,16 +130,22 @@ enum BenchChart {
             for v in vocabs {
                 out += "<text x=\"\(x(v))\" y=\"\(oy + panelH + 18)\" text-anchor=\"middle\">\(v)</text>\n"
             }
-            out += "<text x=\"\(ox + panelW / 2)\" y=\"\(oy + panelH + 36)\" text-anchor=\"middle\" fill=\"#444\">vocabulary size</text>\n"
-            out += "<text x=\"\(ox - 44)\" y=\"\(oy + panelH / 2)\" text-anchor=\"middle\" fill=\"#444\" transform=\"rotate(-90 \(ox - 44) \(oy + panelH / 2))\">GB/s</text>\n"
+            out +=
+                "<text x=\"\(ox + panelW / 2)\" y=\"\(oy + panelH + 36)\" text-anchor=\"middle\" fill=\"#444\">vocabulary size</text>\n"
+            out +=
+                "<text x=\"\(ox - 44)\" y=\"\(oy + panelH / 2)\" text-anchor=\"middle\" fill=\"#444\" transform=\"rotate(-90 \(ox - 44) \(oy + panelH / 2))\">GB/s</text>\n"
             for m in methods {
-                let points = measured.filter { $0.method == m && $0.batch == panel.batch && $0.threads == panel.threads }.sorted { $0.vocab < $1.vocab }
+                let points = measured.filter {
+                    $0.method == m && $0.batch == panel.batch && $0.threads == panel.threads
+                }.sorted { $0.vocab < $1.vocab }
                 guard !points.isEmpty else { continue }
                 let dash = m == "floor" ? " stroke-dasharray=\"6,4\"" : ""
                 let path = points.map { "\(fmt(x($0.vocab), 1)),\(fmt(y($0.gbPerSecond), 1))" }.joined(separator: " ")
-                out += "<polyline points=\"\(path)\" fill=\"none\" stroke=\"\(colors[m]!)\" stroke-width=\"2.5\"\(dash)/>\n"
+                out +=
+                    "<polyline points=\"\(path)\" fill=\"none\" stroke=\"\(colors[m]!)\" stroke-width=\"2.5\"\(dash)/>\n"
                 for p in points {
-                    out += "<circle cx=\"\(fmt(x(p.vocab), 1))\" cy=\"\(fmt(y(p.gbPerSecond), 1))\" r=\"3.5\" fill=\"\(colors[m]!)\"><title>\(m): \(fmt(p.gbPerSecond, 2)) GB/s, \(fmt(p.usPerRow, 1)) µs/row</title></circle>\n"
+                    out +=
+                        "<circle cx=\"\(fmt(x(p.vocab), 1))\" cy=\"\(fmt(y(p.gbPerSecond), 1))\" r=\"3.5\" fill=\"\(colors[m]!)\"><title>\(m): \(fmt(p.gbPerSecond, 2)) GB/s, \(fmt(p.usPerRow, 1)) µs/row</title></circle>\n"
                 }
             }
         }

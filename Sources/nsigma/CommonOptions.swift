@@ -10,7 +10,11 @@ struct LogitsOptions: ParsableArguments {
     @Option(name: .long, help: "Logits per row; required for raw files.")
     var vocab: Int?
 
-    @Option(name: .long, help: "Element type of a raw file: f32 (default), f16 or bf16. A .npy file's header decides; a different --dtype is an error.")
+    @Option(
+        name: .long,
+        help:
+            "Element type of a raw file: f32 (default), f16 or bf16. A .npy file's header decides; a different --dtype is an error."
+    )
     var dtype: String?
 
     /// Checks the options that need no file (`--dtype`, `--vocab`), so that a bad option is
@@ -47,7 +51,10 @@ struct LogitsOptions: ParsableArguments {
 /// Token ids are 32-bit in the library: a larger vocabulary is an input error, not a row error.
 func checkVocabulary(_ vocab: Int, what: String) throws {
     if vocab > FilteredDistribution.maximumVocabularySize {
-        throw UsageError(message: "\(what) \(vocab) is too large: at most \(FilteredDistribution.maximumVocabularySize) (2^31 - 1) logits per row")
+        throw UsageError(
+            message:
+                "\(what) \(vocab) is too large: at most \(FilteredDistribution.maximumVocabularySize) (2^31 - 1) logits per row"
+        )
     }
 }
 
@@ -111,7 +118,8 @@ struct TruncationOptions: ParsableArguments {
 
     /// The parameters for these options, or a ``UsageError`` for a value out of range.
     func parameters(temperature: Float, nSigma: Float?, seed: UInt64 = 0) throws -> SamplingParameters {
-        let parameters = SamplingParameters(temperature: temperature, nSigma: nSigma, seed: seed, topK: topK, topP: topP, minP: minP)
+        let parameters = SamplingParameters(
+            temperature: temperature, nSigma: nSigma, seed: seed, topK: topK, topP: topP, minP: minP)
         if let error = parameters.validationError { throw UsageError(message: error.description) }
         return parameters
     }

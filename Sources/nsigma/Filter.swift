@@ -27,7 +27,9 @@ struct Filter: ParsableCommand {
 
     @OptionGroup var truncation: TruncationOptions
 
-    @Option(help: "Temperature of the distribution min-p and top-p are computed on (>= 0; 0 is greedy: kept is the argmax).")
+    @Option(
+        help: "Temperature of the distribution min-p and top-p are computed on (>= 0; 0 is greedy: kept is the argmax)."
+    )
     var temperature: Float = 1.0
 
     @OptionGroup var processing: ProcessingOptions
@@ -51,8 +53,11 @@ struct Filter: ParsableCommand {
         file.values.withUnsafeBufferPointer { values in
             for r in 0..<file.rows {
                 let row = UnsafeBufferPointer(rebasing: values[(r * file.vocab)..<((r + 1) * file.vocab)])
-                let result = rowErrors?[r].map { Result<FilteredDistribution, RowError>.failure($0) }
-                    ?? Result { () throws(RowError) in try FilteredDistribution.of(row, parameters: parameters, processing: requests?[r]) }
+                let result =
+                    rowErrors?[r].map { Result<FilteredDistribution, RowError>.failure($0) }
+                    ?? Result { () throws(RowError) in
+                        try FilteredDistribution.of(row, parameters: parameters, processing: requests?[r])
+                    }
                 switch result {
                 case .failure(let error):
                     failed = true
@@ -62,7 +67,8 @@ struct Filter: ParsableCommand {
                     let kept = filtered.kept.map(\.token).sorted().map(String.init).joined(separator: ", ")
                     lines.append(
                         "{\"row\": \(r), \"max\": \(json(s.maximum)), \"mean\": \(json(s.mean)), \"std\": \(json(s.standardDeviation)), "
-                            + "\"threshold\": \(json(filtered.threshold)), \"finite\": \(s.finiteCount), \"kept\": [\(kept)]}")
+                            + "\"threshold\": \(json(filtered.threshold)), \"finite\": \(s.finiteCount), \"kept\": [\(kept)]}"
+                    )
                 }
             }
         }

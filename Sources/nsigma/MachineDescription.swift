@@ -22,10 +22,14 @@ struct MachineDescription: Codable {
     static func current() -> MachineDescription {
         let cpuinfo = (try? String(contentsOfFile: "/proc/cpuinfo", encoding: .utf8)) ?? ""
         func field(_ name: String) -> String? {
-            cpuinfo.split(separator: "\n").first { $0.hasPrefix(name) }.flatMap { $0.split(separator: ":", maxSplits: 1).last }
-                .map { $0.trimmingCharacters(in: .whitespaces) }
+            cpuinfo.split(separator: "\n").first { $0.hasPrefix(name) }.flatMap {
+                $0.split(separator: ":", maxSplits: 1).last
+            }
+            .map { $0.trimmingCharacters(in: .whitespaces) }
         }
-        let interesting: Set<String> = ["sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_bf16", "avx512_fp16", "amx_bf16"]
+        let interesting: Set<String> = [
+            "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512_bf16", "avx512_fp16", "amx_bf16"
+        ]
         let flags = (field("flags") ?? "").split(separator: " ").map(String.init).filter { interesting.contains($0) }
         var simd: [String] = []
         if topnsigma_build_sse4_2() != 0 { simd.append("sse4.2") }

@@ -10,34 +10,44 @@ import TopNSigma
 /// ``ProcessingInput/requests(rows:vocab:topLogprobs:)`` then checks the files' row counts and
 /// sizes against the logits.
 struct ProcessingOptions: ParsableArguments {
-    @Option(help: ArgumentHelp(
-        "Allowed-token bitmasks: a raw file of little-endian 32-bit words, rows × ceil(V / 32), one mask per row (token t is allowed iff bit t % 32 of word t / 32 is set, least significant first).",
-        valueName: "path"))
+    @Option(
+        help: ArgumentHelp(
+            "Allowed-token bitmasks: a raw file of little-endian 32-bit words, rows × ceil(V / 32), one mask per row (token t is allowed iff bit t % 32 of word t / 32 is set, least significant first).",
+            valueName: "path"))
     var allowed: String?
 
-    @Option(name: .customLong("logit-bias"), help: ArgumentHelp(
-        "A JSON object {\"token id\": bias} added to every row's logits, or a JSON array of such objects, one per row.",
-        valueName: "path"))
+    @Option(
+        name: .customLong("logit-bias"),
+        help: ArgumentHelp(
+            "A JSON object {\"token id\": bias} added to every row's logits, or a JSON array of such objects, one per row.",
+            valueName: "path"))
     var logitBias: String?
 
-    @Option(help: ArgumentHelp(
-        "A JSON array of {\"prompt\": [ids], \"output\": [ids]}, one per row (a missing key is empty): the tokens the penalties count.",
-        valueName: "path"))
+    @Option(
+        help: ArgumentHelp(
+            "A JSON array of {\"prompt\": [ids], \"output\": [ids]}, one per row (a missing key is empty): the tokens the penalties count.",
+            valueName: "path"))
     var history: String?
 
-    @Option(name: .customLong("repetition-penalty"), parsing: .unconditional, help: ArgumentHelp(
-        "Divide a positive logit by R and multiply any other by R, for tokens in the row's prompt or output (finite, > 0; 1 is off).",
-        valueName: "r"))
+    @Option(
+        name: .customLong("repetition-penalty"), parsing: .unconditional,
+        help: ArgumentHelp(
+            "Divide a positive logit by R and multiply any other by R, for tokens in the row's prompt or output (finite, > 0; 1 is off).",
+            valueName: "r"))
     var repetitionPenalty: Float = 1
 
-    @Option(name: .customLong("frequency-penalty"), parsing: .unconditional, help: ArgumentHelp(
-        "Subtract F × (occurrences in the row's output) from each token's logit (finite; 0 is off).",
-        valueName: "f"))
+    @Option(
+        name: .customLong("frequency-penalty"), parsing: .unconditional,
+        help: ArgumentHelp(
+            "Subtract F × (occurrences in the row's output) from each token's logit (finite; 0 is off).",
+            valueName: "f"))
     var frequencyPenalty: Float = 0
 
-    @Option(name: .customLong("presence-penalty"), parsing: .unconditional, help: ArgumentHelp(
-        "Subtract P from the logit of each token that occurs in the row's output (finite; 0 is off).",
-        valueName: "p"))
+    @Option(
+        name: .customLong("presence-penalty"), parsing: .unconditional,
+        help: ArgumentHelp(
+            "Subtract P from the logit of each token that occurs in the row's output (finite; 0 is off).",
+            valueName: "p"))
     var presencePenalty: Float = 0
 
     /// Reads and parses every file and checks every value: everything that needs no logits.
@@ -45,8 +55,12 @@ struct ProcessingOptions: ParsableArguments {
         guard repetitionPenalty.isFinite && repetitionPenalty > 0 else {
             throw UsageError(message: "--repetition-penalty must be finite and > 0, got \(repetitionPenalty)")
         }
-        guard frequencyPenalty.isFinite else { throw UsageError(message: "--frequency-penalty must be finite, got \(frequencyPenalty)") }
-        guard presencePenalty.isFinite else { throw UsageError(message: "--presence-penalty must be finite, got \(presencePenalty)") }
+        guard frequencyPenalty.isFinite else {
+            throw UsageError(message: "--frequency-penalty must be finite, got \(frequencyPenalty)")
+        }
+        guard presencePenalty.isFinite else {
+            throw UsageError(message: "--presence-penalty must be finite, got \(presencePenalty)")
+        }
         var input = ProcessingInput(
             repetitionPenalty: repetitionPenalty, frequencyPenalty: frequencyPenalty, presencePenalty: presencePenalty)
         if let allowed {
@@ -61,12 +75,13 @@ struct ProcessingOptions: ParsableArguments {
             case let object as [String: Any]:
                 input.biases = .shared(try biases(object, what: what))
             case let array as [Any]:
-                input.biases = .perRow(try array.enumerated().map { i, element in
-                    guard let object = element as? [String: Any] else {
-                        throw UsageError(message: "\(what): entry \(i) is not a JSON object {\"token id\": bias}")
-                    }
-                    return try biases(object, what: "\(what): entry \(i)")
-                })
+                input.biases = .perRow(
+                    try array.enumerated().map { i, element in
+                        guard let object = element as? [String: Any] else {
+                            throw UsageError(message: "\(what): entry \(i) is not a JSON object {\"token id\": bias}")
+                        }
+                        return try biases(object, what: "\(what): entry \(i)")
+                    })
             default:
                 throw UsageError(message: "\(what): expected a JSON object {\"token id\": bias} or an array of them")
             }
@@ -78,10 +93,14 @@ struct ProcessingOptions: ParsableArguments {
             }
             input.history = try array.enumerated().map { i, element in
                 guard let object = element as? [String: Any] else {
-                    throw UsageError(message: "\(what): entry \(i) is not a JSON object {\"prompt\": [ids], \"output\": [ids]}")
+                    throw UsageError(
+                        message: "\(what): entry \(i) is not a JSON object {\"prompt\": [ids], \"output\": [ids]}")
                 }
                 for key in object.keys where key != "prompt" && key != "output" {
-                    throw UsageError(message: "\(what): entry \(i) has the unknown key \(jsonString(key)) (only \"prompt\" and \"output\")")
+                    throw UsageError(
+                        message:
+                            "\(what): entry \(i) has the unknown key \(jsonString(key)) (only \"prompt\" and \"output\")"
+                    )
                 }
                 return ProcessingInput.History(
                     prompt: try tokenList(object["prompt"], what: "\(what): entry \(i) \"prompt\""),
@@ -99,7 +118,8 @@ struct ProcessingOptions: ParsableArguments {
         do {
             return try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
         } catch {
-            let detail = (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? error.localizedDescription
+            let detail =
+                (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? error.localizedDescription
             throw UsageError(message: "\(option) \(path) is not valid JSON: \(detail)")
         }
     }
@@ -183,16 +203,23 @@ struct ProcessingInput {
     /// hold (reported, as the library would, as out of range, after any earlier error of the
     /// row in the library's order). Throws a ``UsageError`` for a file whose rows do not match
     /// the logits.
-    func requests(rows: Int, vocab: Int, topLogprobs: Int?) throws -> (processing: [RequestProcessing], errors: [RowError?]) {
+    func requests(
+        rows: Int, vocab: Int, topLogprobs: Int?
+    ) throws -> (processing: [RequestProcessing], errors: [RowError?]) {
         let words = (vocab + 31) / 32
         var masks: [UInt32]?
         if case let (path, data)? = allowed {
             let (count, overflow) = rows.multipliedReportingOverflow(by: words)
             let (bytes, overflow2) = count.multipliedReportingOverflow(by: 4)
             guard !overflow && !overflow2 && data.count == bytes else {
-                throw UsageError(message: "--allowed \(path) holds \(data.count) bytes, expected \(rows) rows × \(words) words (ceil(\(vocab) / 32)) × 4 bytes")
+                throw UsageError(
+                    message:
+                        "--allowed \(path) holds \(data.count) bytes, expected \(rows) rows × \(words) words (ceil(\(vocab) / 32)) × 4 bytes"
+                )
             }
-            masks = data.withUnsafeBytes { raw in (0..<count).map { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) } }
+            masks = data.withUnsafeBytes { raw in
+                (0..<count).map { UInt32(littleEndian: raw.loadUnaligned(fromByteOffset: 4 * $0, as: UInt32.self)) }
+            }
         }
         if case .perRow(let list) = biases, list.count != rows {
             throw UsageError(message: "--logit-bias holds \(list.count) objects for \(rows) rows")
@@ -205,14 +232,17 @@ struct ProcessingInput {
         processing.reserveCapacity(rows)
         for r in 0..<rows {
             var request = RequestProcessing(
-                repetitionPenalty: repetitionPenalty, frequencyPenalty: frequencyPenalty, presencePenalty: presencePenalty,
+                repetitionPenalty: repetitionPenalty, frequencyPenalty: frequencyPenalty,
+                presencePenalty: presencePenalty,
                 topLogprobs: topLogprobs)
             if let masks { request.allowedTokens = Array(masks[(r * words)..<((r + 1) * words)]) }
             // The first id that does not fit Int32 is the row's error, unless the library finds
             // one first in what comes before it (its order: penalties, bias, prompt, output).
             func id(_ token: Int) -> Int32? {
                 if let id = Int32(exactly: token) { return id }
-                if errors[r] == nil { errors[r] = request.validationError(vocabularySize: vocab) ?? .tokenOutOfRange(token) }
+                if errors[r] == nil {
+                    errors[r] = request.validationError(vocabularySize: vocab) ?? .tokenOutOfRange(token)
+                }
                 return nil
             }
             let rowBiases: [(token: Int, bias: Float)]

@@ -47,9 +47,11 @@ struct Sample: ParsableCommand {
 
     @OptionGroup var processing: ProcessingOptions
 
-    @Option(name: .customLong("top-logprobs"), parsing: .unconditional, help: ArgumentHelp(
-        "Add each row's N most probable tokens of the processed row with their log-probabilities, and each drawn token's log-probability and rank in that distribution (0...20).",
-        valueName: "n"))
+    @Option(
+        name: .customLong("top-logprobs"), parsing: .unconditional,
+        help: ArgumentHelp(
+            "Add each row's N most probable tokens of the processed row with their log-probabilities, and each drawn token's log-probability and rank in that distribution (0...20).",
+            valueName: "n"))
     var topLogprobs: Int?
 
     func run() throws {
@@ -101,10 +103,13 @@ struct Sample: ParsableCommand {
             if let requests {
                 // Request processing samples Floats: a 16-bit file's values, converted exactly when
                 // it was read. Only the plain path below reads 16-bit logits as stored.
-                (results, rowLogprobs) = sampler.sample(logits: file.values, parameters: parameters, processing: requests, steps: steps)
+                (results, rowLogprobs) = sampler.sample(
+                    logits: file.values, parameters: parameters, processing: requests, steps: steps)
             } else if let bits = file.bits {
                 // A float16 or bfloat16 file: its logits as stored, read by the 16-bit kernels.
-                (results, rowLogprobs) = (sampler.sample(bits: bits, format: file.format, parameters: parameters, steps: steps), [])
+                (results, rowLogprobs) = (
+                    sampler.sample(bits: bits, format: file.format, parameters: parameters, steps: steps), []
+                )
             } else {
                 (results, rowLogprobs) = (sampler.sample(logits: file.values, parameters: parameters, steps: steps), [])
             }
@@ -129,10 +134,12 @@ struct Sample: ParsableCommand {
             if let error = errors[r] {
                 lines.append("{\"row\": \(r), \"error\": \(jsonString(error.message(row: r)))}")
             } else {
-                var line = "{\"row\": \(r), \"tokens\": [\(tokens[r].map(String.init).joined(separator: ", "))], "
+                var line =
+                    "{\"row\": \(r), \"tokens\": [\(tokens[r].map(String.init).joined(separator: ", "))], "
                     + "\"logprobs\": [\(logprobs[r].map(json).joined(separator: ", "))], \"kept\": \(kept[r])"
                 if topLogprobs != nil {
-                    line += ", \"top_logprobs\": [\(top[r].map { "[\($0.token), \(json($0.logprob))]" }.joined(separator: ", "))], "
+                    line +=
+                        ", \"top_logprobs\": [\(top[r].map { "[\($0.token), \(json($0.logprob))]" }.joined(separator: ", "))], "
                         + "\"sampled_logprobs\": [\(sampledLogprobs[r].map(json).joined(separator: ", "))], "
                         + "\"ranks\": [\(ranks[r].map(String.init).joined(separator: ", "))]"
                 }

@@ -78,7 +78,10 @@ struct Verify: ParsableCommand {
             }
             let expected = requests * k * file.vocab
             guard data.count == expected * 4 else {
-                throw UsageError(message: "--draft-probs holds \(data.count) bytes, expected \(requests) × \(k) × \(file.vocab) float32 values")
+                throw UsageError(
+                    message:
+                        "--draft-probs holds \(data.count) bytes, expected \(requests) × \(k) × \(file.vocab) float32 values"
+                )
             }
             dense = data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
         }
@@ -102,9 +105,10 @@ struct Verify: ParsableCommand {
         let all = [SamplingParameters](repeating: parameters, count: requests)
         var outcomes: [[VerificationOutcome]] = []
         for trial in 0..<trials {
-            outcomes.append(sampler.verify(
-                logits: file.values, k: k, proposals: proposals, parameters: all,
-                steps: [UInt64](repeating: UInt64(trial), count: requests)))
+            outcomes.append(
+                sampler.verify(
+                    logits: file.values, k: k, proposals: proposals, parameters: all,
+                    steps: [UInt64](repeating: UInt64(trial), count: requests)))
         }
         for r in 0..<requests {
             for trial in 0..<trials {
@@ -116,7 +120,9 @@ struct Verify: ParsableCommand {
                             + "\"logprobs\": [\(result.logProbabilities.map(json).joined(separator: ", "))]}")
                 case .failure(let error):
                     failed = true
-                    lines.append("{\"request\": \(r), \"trial\": \(trial), \"error\": \(jsonString("request \(r): \(error.description)"))}")
+                    lines.append(
+                        "{\"request\": \(r), \"trial\": \(trial), \"error\": \(jsonString("request \(r): \(error.description)"))}"
+                    )
                 }
             }
         }

@@ -41,7 +41,8 @@ final class CABIAllocationTests: XCTestCase {
         var status = [tns_status](repeating: -1, count: rows)
 
         var handle: OpaquePointer?
-        XCTAssertEqual(cSamplerCreate(Int64(vocab), Int64(rows), 2, Int32(TNS_PLACEMENT_AUTOMATIC), &handle), tns_status(TNS_OK))
+        XCTAssertEqual(
+            cSamplerCreate(Int64(vocab), Int64(rows), 2, Int32(TNS_PLACEMENT_AUTOMATIC), &handle), tns_status(TNS_OK))
         defer { cSamplerDestroy(handle) }
         logits.withUnsafeBytes { l in
             params.withUnsafeBytes { p in
@@ -51,8 +52,10 @@ final class CABIAllocationTests: XCTestCase {
                             kept.withUnsafeMutableBufferPointer { k in
                                 status.withUnsafeMutableBufferPointer { st in
                                     func call(_ format: Int32) -> tns_status {
-                                        cSample(handle, l.baseAddress, format, Int64(rows), Int64(vocab), p.baseAddress,
-                                                UnsafePointer(s.baseAddress), t.baseAddress, lp.baseAddress, k.baseAddress, st.baseAddress)
+                                        cSample(
+                                            handle, l.baseAddress, format, Int64(rows), Int64(vocab), p.baseAddress,
+                                            UnsafePointer(s.baseAddress), t.baseAddress, lp.baseAddress, k.baseAddress,
+                                            st.baseAddress)
                                     }
                                     for _ in 0..<3 { XCTAssertEqual(call(Int32(TNS_FORMAT_F32)), tns_status(TNS_OK)) }
                                     let count = allocations {
@@ -100,9 +103,13 @@ final class CABIAllocationTests: XCTestCase {
             ids.withUnsafeMutableBufferPointer { i in
                 probs.withUnsafeMutableBufferPointer { p in
                     func both() {
-                        XCTAssertEqual(cSamplerFilter(handle, r.baseAddress, 1, 1, &stats, i.baseAddress, Int64(vocab), &count), tns_status(TNS_OK))
                         XCTAssertEqual(
-                            cSamplerFilteredDistribution(handle, r.baseAddress, &params, &stats, i.baseAddress, p.baseAddress, Int64(vocab), &count),
+                            cSamplerFilter(handle, r.baseAddress, 1, 1, &stats, i.baseAddress, Int64(vocab), &count),
+                            tns_status(TNS_OK))
+                        XCTAssertEqual(
+                            cSamplerFilteredDistribution(
+                                handle, r.baseAddress, &params, &stats, i.baseAddress, p.baseAddress, Int64(vocab),
+                                &count),
                             tns_status(TNS_OK))
                     }
                     both()

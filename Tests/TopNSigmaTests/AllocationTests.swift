@@ -22,9 +22,11 @@ final class AllocationTests: XCTestCase {
             let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 3)
             // Plain Top-nσ, greedy, and every truncation (top-k, top-p, min-p) in one batch.
             let parameters = (0..<rows).map { r in
-                [SamplingParameters(temperature: 1, nSigma: 1, seed: UInt64(r)),
-                 SamplingParameters(temperature: 0, nSigma: 1, seed: UInt64(r)),
-                 SamplingParameters(temperature: 1.3, nSigma: nil, seed: UInt64(r), topK: 30, topP: 0.9, minP: 0.01)][r % 3]
+                [
+                    SamplingParameters(temperature: 1, nSigma: 1, seed: UInt64(r)),
+                    SamplingParameters(temperature: 0, nSigma: 1, seed: UInt64(r)),
+                    SamplingParameters(temperature: 1.3, nSigma: nil, seed: UInt64(r), topK: 30, topP: 0.9, minP: 0.01)
+                ][r % 3]
             }
             var steps = [UInt64](repeating: 0, count: rows)
             var results = [SampleResult](repeating: .failure(.noFiniteLogit), count: rows)
@@ -33,7 +35,11 @@ final class AllocationTests: XCTestCase {
                 parameters.withUnsafeBufferPointer { p in
                     results.withUnsafeMutableBufferPointer { out in
                         steps.withUnsafeMutableBufferPointer { s in
-                            func call() { sampler.sample(logits: l.baseAddress!, rows: rows, parameters: p, steps: UnsafeBufferPointer(s), into: out) }
+                            func call() {
+                                sampler.sample(
+                                    logits: l.baseAddress!, rows: rows, parameters: p, steps: UnsafeBufferPointer(s),
+                                    into: out)
+                            }
                             for _ in 0..<3 { call() }  // warm-up: worker threads start once
                             let count = allocations {
                                 for step in 1...50 {
@@ -41,7 +47,9 @@ final class AllocationTests: XCTestCase {
                                     call()
                                 }
                             }
-                            XCTAssertEqual(count, 0, "rows \(rows), vocab \(vocab), threads \(threads): \(count) allocations in 50 calls")
+                            XCTAssertEqual(
+                                count, 0,
+                                "rows \(rows), vocab \(vocab), threads \(threads): \(count) allocations in 50 calls")
                         }
                     }
                 }
@@ -54,10 +62,17 @@ final class AllocationTests: XCTestCase {
                 parameters.withUnsafeBufferPointer { p in
                     results.withUnsafeMutableBufferPointer { out in
                         steps.withUnsafeBufferPointer { s in
-                            func call() { sampler.sample(logits: raw.baseAddress!, format: .bfloat16, rows: rows, parameters: p, steps: s, into: out) }
+                            func call() {
+                                sampler.sample(
+                                    logits: raw.baseAddress!, format: .bfloat16, rows: rows, parameters: p, steps: s,
+                                    into: out)
+                            }
                             for _ in 0..<3 { call() }
                             let count = allocations { for _ in 0..<20 { call() } }
-                            XCTAssertEqual(count, 0, "bfloat16, rows \(rows), vocab \(vocab), threads \(threads): \(count) allocations in 20 calls")
+                            XCTAssertEqual(
+                                count, 0,
+                                "bfloat16, rows \(rows), vocab \(vocab), threads \(threads): \(count) allocations in 20 calls"
+                            )
                         }
                     }
                 }
@@ -72,8 +87,12 @@ final class AllocationTests: XCTestCase {
         // greedy and sampled rows, f32 and bf16.
         for (rows, vocab, threads) in [(8, 49_152, 2), (1, 128_256, 2)] {
             let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 5)
-            let processing = (0..<rows).map { SyntheticRequests.serverLike(vocab: vocab, seed: UInt64($0), topLogprobs: 20) }
-            let parameters = (0..<rows).map { SamplingParameters(temperature: $0 % 3 == 1 ? 0 : 0.9, nSigma: 1, seed: UInt64($0), topP: 0.95) }
+            let processing = (0..<rows).map {
+                SyntheticRequests.serverLike(vocab: vocab, seed: UInt64($0), topLogprobs: 20)
+            }
+            let parameters = (0..<rows).map {
+                SamplingParameters(temperature: $0 % 3 == 1 ? 0 : 0.9, nSigma: 1, seed: UInt64($0), topP: 0.95)
+            }
             let steps = [UInt64](repeating: 1, count: rows)
             var results = [SampleResult](repeating: .failure(.noFiniteLogit), count: rows)
             var logprobs = [TopLogprobs](repeating: TopLogprobs(), count: rows)
@@ -89,12 +108,17 @@ final class AllocationTests: XCTestCase {
                                         logprobs.withUnsafeMutableBufferPointer { lp in
                                             func call() {
                                                 sampler.sample(
-                                                    logits: format == .float32 ? f32.baseAddress! : bf16.baseAddress!, format: format,
-                                                    rows: rows, parameters: p, processing: q, steps: s, into: out, logprobs: lp)
+                                                    logits: format == .float32 ? f32.baseAddress! : bf16.baseAddress!,
+                                                    format: format,
+                                                    rows: rows, parameters: p, processing: q, steps: s, into: out,
+                                                    logprobs: lp)
                                             }
                                             for _ in 0..<3 { call() }
                                             let count = allocations { for _ in 0..<20 { call() } }
-                                            XCTAssertEqual(count, 0, "\(format), rows \(rows), threads \(threads): \(count) allocations in 20 calls")
+                                            XCTAssertEqual(
+                                                count, 0,
+                                                "\(format), rows \(rows), threads \(threads): \(count) allocations in 20 calls"
+                                            )
                                         }
                                     }
                                 }

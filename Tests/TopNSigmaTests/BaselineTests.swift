@@ -28,7 +28,8 @@ import TopNSigmaBaselines
         var topP = SortTopP(vocabularySize: Fixture.logits.vocab)
         for r in 0..<Fixture.logits.rows {
             let row = Fixture.row(r)
-            let kept = try #require(row.withUnsafeBufferPointer { topP.keptSet($0, p: p, temperature: Float(temperature)) })
+            let kept = try #require(
+                row.withUnsafeBufferPointer { topP.keptSet($0, p: p, temperature: Float(temperature)) })
             let reference = referenceTopP(row, p: p, temperature: Double(Float(temperature)))
             #expect(kept.map(\.token) == reference.map(\.0), "row \(r) p \(p) T \(temperature)")
             for (a, b) in zip(kept, reference) { #expect(Swift.abs(a.probability - b.1) < 1e-9) }
@@ -43,14 +44,16 @@ import TopNSigmaBaselines
         var observed: [Int: Int] = [:]
         let draws = 3000
         for step in 0..<draws {
-            let token = try #require(row.withUnsafeBufferPointer { topP.sample($0, p: 0.9, temperature: 1, seed: 5, step: UInt64(step)) })
+            let token = try #require(
+                row.withUnsafeBufferPointer { topP.sample($0, p: 0.9, temperature: 1, seed: 5, step: UInt64(step)) })
             observed[token.token, default: 0] += 1
             let probability = reference.first { $0.0 == token.token }?.1
             #expect(probability != nil)
             #expect(Swift.abs(token.logProbability - Foundation.log(probability ?? 1)) < 1e-6)
         }
         let (statistic, dof) = chiSquare(
-            observed: observed, expected: Dictionary(uniqueKeysWithValues: reference.map { ($0.0, $0.1) }), draws: draws)
+            observed: observed, expected: Dictionary(uniqueKeysWithValues: reference.map { ($0.0, $0.1) }), draws: draws
+        )
         #expect(chiSquarePValue(statistic, degreesOfFreedom: dof) > 1e-3, "chi-square \(statistic)")
     }
 
@@ -61,7 +64,10 @@ import TopNSigmaBaselines
             let row = Fixture.row(r)
             let distribution = Reference.distribution(row, n: n, temperature: 1.3)
             for step in 0..<10 {
-                let token = try #require(row.withUnsafeBufferPointer { naive.sample($0, n: Float(n), temperature: 1.3, seed: 3, step: UInt64(step)) })
+                let token = try #require(
+                    row.withUnsafeBufferPointer {
+                        naive.sample($0, n: Float(n), temperature: 1.3, seed: 3, step: UInt64(step))
+                    })
                 #expect(token.candidateCount == distribution.count)
                 let probability = try #require(distribution[token.token], "row \(r): token \(token.token) not kept")
                 #expect(Swift.abs(token.logProbability - Foundation.log(probability)) < 1e-4)
@@ -70,7 +76,8 @@ import TopNSigmaBaselines
         // Masked tokens and invalid rows.
         var masked = Fixture.row(2)
         for i in stride(from: 0, to: masked.count, by: 2) { masked[i] = -.infinity }
-        let token = try #require(masked.withUnsafeBufferPointer { naive.sample($0, n: Float(n), temperature: 1, seed: 1, step: 0) })
+        let token = try #require(
+            masked.withUnsafeBufferPointer { naive.sample($0, n: Float(n), temperature: 1, seed: 1, step: 0) })
         #expect(Reference.kept(masked, n: n).contains(token.token))
         var bad = Fixture.row(0)
         bad[5] = .nan

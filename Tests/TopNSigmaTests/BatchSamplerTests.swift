@@ -11,26 +11,32 @@ import TopNSigmaBaselines
     /// Draws `count` tokens from one row with steps 0..<count.
     func draws(_ row: [Float], parameters: SamplingParameters, count: Int, threads: Int = 1) throws -> [SampleResult] {
         let sampler = try BatchSampler(vocabularySize: row.count, maximumBatchSize: 1, threadCount: threads)
-        return (0..<count).map { step in sampler.sample(logits: row, parameters: [parameters], steps: [UInt64(step)])[0] }
+        return (0..<count).map { step in sampler.sample(logits: row, parameters: [parameters], steps: [UInt64(step)])[0]
+        }
     }
 
     /// Chi-square goodness of fit of 4000 draws against the exact renormalized softmax over the
     /// kept set, on real logits rows (fixed seeds: deterministic). Bound: p-value > 1e-3.
-    @Test("draws follow the renormalized softmax over the kept set (chi-square, p > 1e-3)",
-          arguments: [(2, Float(0.7)), (4, Float(1.0)), (6, Float(1.0)), (6, Float(2.0)), (7, Float(1.5))])
+    @Test(
+        "draws follow the renormalized softmax over the kept set (chi-square, p > 1e-3)",
+        arguments: [(2, Float(0.7)), (4, Float(1.0)), (6, Float(1.0)), (6, Float(2.0)), (7, Float(1.5))])
     func chiSquareOnRealRows(row r: Int, temperature: Float) throws {
         let row = Fixture.row(r)
         let n: Float = 1
         let expected = Reference.distribution(row, n: Double(n), temperature: Double(temperature))
         let drawCount = 4000
         var observed: [Int: Int] = [:]
-        for result in try draws(row, parameters: SamplingParameters(temperature: temperature, nSigma: n, seed: UInt64(r) * 31 + 7), count: drawCount) {
+        for result in try draws(
+            row, parameters: SamplingParameters(temperature: temperature, nSigma: n, seed: UInt64(r) * 31 + 7),
+            count: drawCount)
+        {
             let token = try result.get()
             #expect(expected[token.token] != nil, "token \(token.token) is outside the kept set")
             #expect(token.candidateCount == expected.count)
             // Log-probability against the float64 reference.
             let reference = Foundation.log(expected[token.token] ?? 0)
-            #expect(Swift.abs(token.logProbability - reference) <= 1e-4, "logprob \(token.logProbability) vs \(reference)")
+            #expect(
+                Swift.abs(token.logProbability - reference) <= 1e-4, "logprob \(token.logProbability) vs \(reference)")
             observed[token.token, default: 0] += 1
         }
         let (statistic, dof) = chiSquare(observed: observed, expected: expected, draws: drawCount)
@@ -45,7 +51,9 @@ import TopNSigmaBaselines
         #expect(expected.count == 6)
         var observed: [Int: Int] = [:]
         let drawCount = 6000
-        for result in try draws(row, parameters: SamplingParameters(temperature: 1, nSigma: nil, seed: 99), count: drawCount) {
+        for result in try draws(
+            row, parameters: SamplingParameters(temperature: 1, nSigma: nil, seed: 99), count: drawCount)
+        {
             let token = try result.get()
             #expect(row[token.token] > -.infinity)
             #expect(token.candidateCount == 6)
@@ -61,7 +69,9 @@ import TopNSigmaBaselines
         row[7_000] = 5
         row[9_000] = 5
         for threads in [1, 3] {
-            let token = try draws(row, parameters: SamplingParameters(temperature: 0, nSigma: 1, seed: 1), count: 1, threads: threads)[0].get()
+            let token = try draws(
+                row, parameters: SamplingParameters(temperature: 0, nSigma: 1, seed: 1), count: 1, threads: threads)[0]
+                .get()
             #expect(token == SampledToken(token: 7_000, logProbability: 0, candidateCount: 1))
         }
     }
@@ -78,12 +88,17 @@ import TopNSigmaBaselines
         parameters[6].temperature = -1
         parameters[7].nSigma = .nan
         let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 8, threadCount: 2)
-        let results = sampler.sample(logits: rows.flatMap { $0 }, parameters: parameters, steps: [UInt64](repeating: 3, count: 8))
+        let results = sampler.sample(
+            logits: rows.flatMap { $0 }, parameters: parameters, steps: [UInt64](repeating: 3, count: 8))
         #expect(throws: RowError.notANumber(index: 17)) { try results[1].get() }
         #expect(throws: RowError.positiveInfinity(index: 4999)) { try results[3].get() }
         #expect(throws: RowError.noFiniteLogit) { try results[5].get() }
         #expect(throws: RowError.invalidTemperature(-1)) { try results[6].get() }
-        if case .failure(.invalidNSigma(let n)) = results[7] { #expect(n.isNaN) } else { Issue.record("row 7: \(results[7])") }
+        if case .failure(.invalidNSigma(let n)) = results[7] {
+            #expect(n.isNaN)
+        } else {
+            Issue.record("row 7: \(results[7])")
+        }
         for r in [0, 2, 4] {
             let alone = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 1)
                 .sample(logits: rows[r], parameters: [parameters[r]], steps: [3])[0]
@@ -105,7 +120,8 @@ import TopNSigmaBaselines
         let alone = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 1)
             .sample(logits: rows[1], parameters: [parameters[1]], steps: [9])[0]
         #expect(try results[1].get() == alone.get())
-        let masked = sampler.sample(logits: [Float](repeating: -.infinity, count: vocab), parameters: [SamplingParameters()])
+        let masked = sampler.sample(
+            logits: [Float](repeating: -.infinity, count: vocab), parameters: [SamplingParameters()])
         #expect(throws: RowError.noFiniteLogit) { try masked[0].get() }
     }
 
@@ -114,21 +130,32 @@ import TopNSigmaBaselines
         let rows = 6
         var block = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 5)
         if vocab == Fixture.logits.vocab { block = Array(Fixture.logits.values[0..<(rows * vocab)]) }
-        let parameters = (0..<rows).map { SamplingParameters(temperature: [0.7, 1, 1.3][$0 % 3], nSigma: [1, 2, 0.5][$0 % 3], seed: UInt64(100 + $0)) }
+        let parameters = (0..<rows).map {
+            SamplingParameters(temperature: [0.7, 1, 1.3][$0 % 3], nSigma: [1, 2, 0.5][$0 % 3], seed: UInt64(100 + $0))
+        }
         let steps = (0..<rows).map { UInt64($0 * 11) }
         let reference = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: 1)
             .sample(logits: block, parameters: parameters, steps: steps).map { try $0.get() }
-        for (threads, executor) in [(2, BatchSampler.Executor.workerPool), (3, .workerPool), (8, .workerPool), (2, .concurrentPerform), (5, .concurrentPerform)] {
-            let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads, executor: executor)
-            #expect(try sampler.sample(logits: block, parameters: parameters, steps: steps).map { try $0.get() } == reference, "\(threads) threads")
+        for (threads, executor) in [
+            (2, BatchSampler.Executor.workerPool), (3, .workerPool), (8, .workerPool), (2, .concurrentPerform),
+            (5, .concurrentPerform)
+        ] {
+            let sampler = try BatchSampler(
+                vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads, executor: executor)
+            #expect(
+                try sampler.sample(logits: block, parameters: parameters, steps: steps).map { try $0.get() }
+                    == reference, "\(threads) threads")
             // Each row alone (split across the threads) and the batch reversed.
             for r in 0..<rows {
-                let alone = sampler.sample(logits: Array(block[(r * vocab)..<((r + 1) * vocab)]), parameters: [parameters[r]], steps: [steps[r]])
+                let alone = sampler.sample(
+                    logits: Array(block[(r * vocab)..<((r + 1) * vocab)]), parameters: [parameters[r]],
+                    steps: [steps[r]])
                 #expect(try alone[0].get() == reference[r], "row \(r) alone, \(threads) threads")
             }
             let order = Array((0..<rows).reversed())
             let reversed = sampler.sample(
-                logits: order.flatMap { block[($0 * vocab)..<(($0 + 1) * vocab)] }, parameters: order.map { parameters[$0] }, steps: order.map { steps[$0] })
+                logits: order.flatMap { block[($0 * vocab)..<(($0 + 1) * vocab)] },
+                parameters: order.map { parameters[$0] }, steps: order.map { steps[$0] })
             #expect(try reversed.map { try $0.get() } == order.map { reference[$0] }, "reversed, \(threads) threads")
         }
         // Inside a larger batch, with the rows twice.
@@ -143,7 +170,8 @@ import TopNSigmaBaselines
         let vocab = 300, stride = 320, rows = 3
         var block = [Float](repeating: .nan, count: rows * stride)
         for r in 0..<rows { for i in 0..<vocab { block[r * stride + i] = Float(random.gaussian() * 3) } }
-        let parameters = [SamplingParameters](repeating: SamplingParameters(temperature: 1, nSigma: 1, seed: 4), count: rows)
+        let parameters = [SamplingParameters](
+            repeating: SamplingParameters(temperature: 1, nSigma: 1, seed: 4), count: rows)
         let steps: [UInt64] = [0, 1, 2]
         var results = [SampleResult](repeating: .failure(.noFiniteLogit), count: rows + 1)
         let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 4, threadCount: 2)
@@ -151,7 +179,8 @@ import TopNSigmaBaselines
             parameters.withUnsafeBufferPointer { p in
                 steps.withUnsafeBufferPointer { s in
                     results.withUnsafeMutableBufferPointer { out in
-                        sampler.sample(logits: b.baseAddress!, rows: rows, rowStride: stride, parameters: p, steps: s, into: out)
+                        sampler.sample(
+                            logits: b.baseAddress!, rows: rows, rowStride: stride, parameters: p, steps: s, into: out)
                     }
                 }
             }
@@ -171,9 +200,14 @@ import TopNSigmaBaselines
         for r in 0..<Fixture.logits.rows {
             let row = Fixture.row(r)
             for step in 0..<20 {
-                let fused = try sampler.sample(logits: row, parameters: [SamplingParameters(temperature: 1, nSigma: 1, seed: 8)], steps: [UInt64(step)])[0].get()
-                let slow = row.withUnsafeBufferPointer { naive.sample($0, n: 1, temperature: 1, seed: 8, step: UInt64(step)) }
-                #expect(slow?.token == fused.token && slow?.candidateCount == fused.candidateCount, "row \(r) step \(step)")
+                let fused = try sampler.sample(
+                    logits: row, parameters: [SamplingParameters(temperature: 1, nSigma: 1, seed: 8)],
+                    steps: [UInt64(step)])[0].get()
+                let slow = row.withUnsafeBufferPointer {
+                    naive.sample($0, n: 1, temperature: 1, seed: 8, step: UInt64(step))
+                }
+                #expect(
+                    slow?.token == fused.token && slow?.candidateCount == fused.candidateCount, "row \(r) step \(step)")
                 #expect(Swift.abs((slow?.logProbability ?? 0) - fused.logProbability) < 1e-4)
             }
         }
@@ -206,11 +240,15 @@ import TopNSigmaBaselines
 @Suite struct SamplerConfigurationTests {
     @Test("vocabulary, batch and thread counts out of range throw ConfigurationError")
     func invalidSizes() {
-        #expect(throws: BatchSampler.ConfigurationError.invalidVocabularySize(0)) { try BatchSampler(vocabularySize: 0, maximumBatchSize: 1) }
+        #expect(throws: BatchSampler.ConfigurationError.invalidVocabularySize(0)) {
+            try BatchSampler(vocabularySize: 0, maximumBatchSize: 1)
+        }
         #expect(throws: BatchSampler.ConfigurationError.invalidVocabularySize(1 << 31)) {
             try BatchSampler(vocabularySize: 1 << 31, maximumBatchSize: 1)
         }
-        #expect(throws: BatchSampler.ConfigurationError.invalidBatchSize(-3)) { try BatchSampler(vocabularySize: 10, maximumBatchSize: -3) }
+        #expect(throws: BatchSampler.ConfigurationError.invalidBatchSize(-3)) {
+            try BatchSampler(vocabularySize: 10, maximumBatchSize: -3)
+        }
         #expect(throws: BatchSampler.ConfigurationError.invalidThreadCount(0)) {
             try BatchSampler(vocabularySize: 10, maximumBatchSize: 1, threadCount: 0)
         }
@@ -258,7 +296,9 @@ import TopNSigmaBaselines
         for threads in [1, 2, 4] {
             let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
             for batch in 1...rows {
-                let sum = logits.withUnsafeBytes { sampler.readFloor($0.baseAddress!, rows: batch, bytesPerRow: vocab * 4) }
+                let sum = logits.withUnsafeBytes {
+                    sampler.readFloor($0.baseAddress!, rows: batch, bytesPerRow: vocab * 4)
+                }
                 let want = logits[0..<(batch * vocab)].reduce(0.0) { $0 + Double($1) }
                 #expect(abs(Double(sum) - want) <= 1e-5 * want, "threads \(threads), batch \(batch)")
             }

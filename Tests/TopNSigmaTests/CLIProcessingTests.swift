@@ -72,13 +72,22 @@ import TopNSigmaIO
             let reference = try Reference.statistics(rows[r]).get()
             #expect(line["row"] as? Int == r)
             #expect(line["finite"] as? Int == reference.count, "\(context) row \(r)")
-            #expect(Float((line["max"] as? NSNumber)?.doubleValue ?? .nan) == Float(reference.maximum), "\(context) row \(r)")
-            let mean = (line["mean"] as? NSNumber)?.doubleValue ?? .nan, std = (line["std"] as? NSNumber)?.doubleValue ?? .nan
-            #expect(Swift.abs(mean - reference.mean) <= 1e-5 * Swift.max(1, Swift.abs(reference.mean)), "\(context) row \(r): mean \(mean) vs \(reference.mean)")
-            #expect(Swift.abs(std - reference.std) <= 1e-5 * reference.std, "\(context) row \(r): std \(std) vs \(reference.std)")
+            #expect(
+                Float((line["max"] as? NSNumber)?.doubleValue ?? .nan) == Float(reference.maximum),
+                "\(context) row \(r)")
+            let mean = (line["mean"] as? NSNumber)?.doubleValue ?? .nan,
+                std = (line["std"] as? NSNumber)?.doubleValue ?? .nan
+            #expect(
+                Swift.abs(mean - reference.mean) <= 1e-5 * Swift.max(1, Swift.abs(reference.mean)),
+                "\(context) row \(r): mean \(mean) vs \(reference.mean)")
+            #expect(
+                Swift.abs(std - reference.std) <= 1e-5 * reference.std,
+                "\(context) row \(r): std \(std) vs \(reference.std)")
             let threshold = (line["threshold"] as? NSNumber)?.doubleValue ?? .nan
             let expected = reference.maximum - n * reference.std
-            #expect(Swift.abs(threshold - expected) <= 1e-5 * Swift.max(1, Swift.abs(expected)), "\(context) row \(r): threshold \(threshold) vs \(expected)")
+            #expect(
+                Swift.abs(threshold - expected) <= 1e-5 * Swift.max(1, Swift.abs(expected)),
+                "\(context) row \(r): threshold \(threshold) vs \(expected)")
             #expect(line["kept"] as? [Int] == Reference.kept(rows[r], n: n), "\(context) row \(r)")
         }
     }
@@ -161,10 +170,16 @@ import TopNSigmaIO
         let values: [Float] = (0..<74).map { Float(($0 * 7) % 37) / 4 }
         let masks: [UInt32] = [0xFFFF_0F0F, 0xFFFF_FFE0, 0x0000_0001, 0xFFFF_FFF0 | 0b1010]
         let logits = try temporaryFile("logits.f32", values.withUnsafeBytes { Data($0) })
-        let small = try CLI.run(["filter", "--logits", logits, "--vocab", "37", "--allowed", try temporaryFile("mask.bin", masks.withUnsafeBytes { Data($0) }), "--n", "0.5"])
-        try expectFilter(small, rows: (0..<2).map { r in
-            Self.processed(Array(values[(r * 37)..<((r + 1) * 37)]), Processing(mask: Array(masks[(r * 2)..<(r * 2 + 2)])))
-        }, n: 0.5, "--allowed, V = 37")
+        let small = try CLI.run([
+            "filter", "--logits", logits, "--vocab", "37", "--allowed",
+            try temporaryFile("mask.bin", masks.withUnsafeBytes { Data($0) }), "--n", "0.5"
+        ])
+        try expectFilter(
+            small,
+            rows: (0..<2).map { r in
+                Self.processed(
+                    Array(values[(r * 37)..<((r + 1) * 37)]), Processing(mask: Array(masks[(r * 2)..<(r * 2 + 2)])))
+            }, n: 0.5, "--allowed, V = 37")
     }
 
     @Test("filter --logit-bias: one object for every row")
@@ -181,20 +196,25 @@ import TopNSigmaIO
         try expectFilter(run, rows: processedRows { Processing(bias: Self.rowBiases[$0]) }, "--logit-bias array")
     }
 
-    @Test("filter --history with one penalty", arguments: [
-        ("--repetition-penalty", Float(1.3)), ("--repetition-penalty", 0.6), ("--frequency-penalty", -0.4), ("--presence-penalty", 1.5),
-    ])
+    @Test(
+        "filter --history with one penalty",
+        arguments: [
+            ("--repetition-penalty", Float(1.3)), ("--repetition-penalty", 0.6), ("--frequency-penalty", -0.4),
+            ("--presence-penalty", 1.5)
+        ])
     func penaltyAlone(flag: String, value: Float) throws {
         let run = try CLI.run(["filter", "--logits", Fixture.path, "--history", try historyFile(), flag, "\(value)"])
-        try expectFilter(run, rows: processedRows { r in
-            var p = Processing(prompt: Self.histories[r].prompt, output: Self.histories[r].output)
-            switch flag {
-            case "--repetition-penalty": p.repetition = value
-            case "--frequency-penalty": p.frequency = value
-            default: p.presence = value
-            }
-            return p
-        }, "\(flag) \(value)")
+        try expectFilter(
+            run,
+            rows: processedRows { r in
+                var p = Processing(prompt: Self.histories[r].prompt, output: Self.histories[r].output)
+                switch flag {
+                case "--repetition-penalty": p.repetition = value
+                case "--frequency-penalty": p.frequency = value
+                default: p.presence = value
+                }
+                return p
+            }, "\(flag) \(value)")
     }
 
     @Test("--history alone, or penalties without --history, change nothing")
@@ -203,7 +223,10 @@ import TopNSigmaIO
         #expect(plain.status == 0)
         let history = try CLI.run(["filter", "--logits", Fixture.path, "--history", try historyFile()])
         #expect(history.status == 0 && history.stdout == plain.stdout)
-        let penalties = try CLI.run(["filter", "--logits", Fixture.path, "--repetition-penalty", "1.5", "--frequency-penalty", "1", "--presence-penalty", "1"])
+        let penalties = try CLI.run([
+            "filter", "--logits", Fixture.path, "--repetition-penalty", "1.5", "--frequency-penalty", "1",
+            "--presence-penalty", "1"
+        ])
         #expect(penalties.status == 0 && penalties.stdout == plain.stdout)
     }
 
@@ -218,8 +241,10 @@ import TopNSigmaIO
     private func togetherArguments() throws -> [String] {
         [
             "--logits", Fixture.path, "--allowed", try allowedFile(),
-            "--logit-bias", try textFile("bias.json", "[" + Self.rowBiases.map(Self.biasJSON).joined(separator: ", ") + "]"),
-            "--history", try historyFile(), "--repetition-penalty", "1.3", "--frequency-penalty", "0.7", "--presence-penalty", "1.5",
+            "--logit-bias",
+            try textFile("bias.json", "[" + Self.rowBiases.map(Self.biasJSON).joined(separator: ", ") + "]"),
+            "--history", try historyFile(), "--repetition-penalty", "1.3", "--frequency-penalty", "0.7",
+            "--presence-penalty", "1.5"
         ]
     }
 
@@ -232,13 +257,18 @@ import TopNSigmaIO
     @Test("sample with every processing flag and --top-logprobs 5: draws, logprobs, top logprobs, ranks")
     func sampleTogether() throws {
         let draws = 3, temperature = 0.8
-        let run = try CLI.run(["sample"] + togetherArguments() + ["--top-logprobs", "5", "--draws", "\(draws)", "--seed", "11", "--temperature", "\(temperature)"])
+        let run = try CLI.run(
+            ["sample"] + togetherArguments() + [
+                "--top-logprobs", "5", "--draws", "\(draws)", "--seed", "11", "--temperature", "\(temperature)"
+            ])
         #expect(run.status == 0, "\(run.stderr)")
         let lines = run.lines
         #expect(lines.count == Self.rows)
         let keys = run.stdout.split(separator: "\n").first ?? ""
-        #expect(keys.hasPrefix("{\"row\": 0, \"tokens\": [") && keys.contains("], \"kept\": ")
-            && keys.contains(", \"top_logprobs\": [[") && keys.contains("]], \"sampled_logprobs\": [") && keys.contains("], \"ranks\": ["))
+        #expect(
+            keys.hasPrefix("{\"row\": 0, \"tokens\": [") && keys.contains("], \"kept\": ")
+                && keys.contains(", \"top_logprobs\": [[") && keys.contains("]], \"sampled_logprobs\": [")
+                && keys.contains("], \"ranks\": ["))
         // The CLI's wiring: the library, given the same requests, draws the same tokens (draw j: step j).
         let requests = (0..<Self.rows).map { r in
             let p = Self.together(r)
@@ -251,7 +281,9 @@ import TopNSigmaIO
         let library = try (0..<draws).map { j in
             try sampler.sample(
                 logits: Fixture.logits.values,
-                parameters: [SamplingParameters](repeating: SamplingParameters(temperature: Float(temperature), nSigma: 1, seed: 11), count: Self.rows),
+                parameters: [SamplingParameters](
+                    repeating: SamplingParameters(temperature: Float(temperature), nSigma: 1, seed: 11),
+                    count: Self.rows),
                 processing: requests, steps: [UInt64](repeating: UInt64(j), count: Self.rows)
             ).results.map { try $0.get().token }
         }
@@ -291,7 +323,9 @@ import TopNSigmaIO
     /// One `sample` line against its row's oracle: tokens in the Top-nσ (n = 1) kept set,
     /// logprobs in that distribution, and (with `topN`) the top logprobs, the sampled logprobs
     /// and the ranks in the row's log_softmax at T = 1.
-    private func expectSample(_ line: [String: Any], _ oracle: RowOracle, draws: Int, topN: Int?, _ context: String) throws {
+    private func expectSample(
+        _ line: [String: Any], _ oracle: RowOracle, draws: Int, topN: Int?, _ context: String
+    ) throws {
         let tokens = try #require(line["tokens"] as? [Int], "\(context): \(line)")
         let logprobs = try #require(line["logprobs"] as? [NSNumber], "\(context)").map(\.doubleValue)
         #expect(tokens.count == draws && logprobs.count == draws, "\(context)")
@@ -301,13 +335,16 @@ import TopNSigmaIO
             #expect(Swift.abs(logprob - Foundation.log(probability)) <= 1e-6, "\(context): logprob \(logprob)")
         }
         guard let topN else {
-            #expect(line["top_logprobs"] == nil && line["sampled_logprobs"] == nil && line["ranks"] == nil, "\(context)")
+            #expect(
+                line["top_logprobs"] == nil && line["sampled_logprobs"] == nil && line["ranks"] == nil, "\(context)")
             return
         }
         let top = try #require(line["top_logprobs"] as? [[NSNumber]], "\(context)")
         #expect(top.map { $0[0].intValue } == Array(oracle.top.prefix(topN)), "\(context)")
         for entry in top {
-            #expect(entry.count == 2 && Swift.abs(entry[1].doubleValue - oracle.logSoftmax[entry[0].intValue]) <= 2e-6, "\(context): \(entry)")
+            #expect(
+                entry.count == 2 && Swift.abs(entry[1].doubleValue - oracle.logSoftmax[entry[0].intValue]) <= 2e-6,
+                "\(context): \(entry)")
         }
         let sampled = try #require(line["sampled_logprobs"] as? [NSNumber], "\(context)").map(\.doubleValue)
         let ranks = try #require(line["ranks"] as? [Int], "\(context)")
@@ -342,13 +379,18 @@ import TopNSigmaIO
         for (r, line) in plain.stdout.split(separator: "\n").enumerated() {
             let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
             #expect(Set(object.keys) == ["row", "tokens", "logprobs", "kept"], "\(line)")
-            #expect(line.hasPrefix("{\"row\": \(r), \"tokens\": [") && line.contains("], \"logprobs\": [") && line.hasSuffix("}"))
+            #expect(
+                line.hasPrefix("{\"row\": \(r), \"tokens\": [") && line.contains("], \"logprobs\": [")
+                    && line.hasSuffix("}"))
             let range = line.range(of: "], \"kept\": ")
             #expect(range != nil && Int(line[range!.upperBound...].dropLast()) != nil, "\(line)")
             try expectSample(object, Self.plainOracles[r], draws: 2, topN: nil, "row \(r)")
         }
         // Empty histories and an empty bias: the processing path, with nothing to do.
-        let history = try textFile("history.json", "[" + [String](repeating: "{\"prompt\": [], \"output\": []}", count: Self.rows).joined(separator: ", ") + "]")
+        let history = try textFile(
+            "history.json",
+            "[" + [String](repeating: "{\"prompt\": [], \"output\": []}", count: Self.rows).joined(separator: ", ")
+                + "]")
         let neutral = try CLI.run(base + ["--history", history, "--logit-bias", try textFile("bias.json", "{}")])
         #expect(neutral.status == 0 && neutral.stdout == plain.stdout, "\(neutral.stderr)")
     }
@@ -357,7 +399,8 @@ import TopNSigmaIO
 
     /// Each option error: exit 2, nothing on stdout, a message naming the problem on stderr.
     enum OptionError: String, CaseIterable, Sendable {
-        case allowedUnreadable, allowedWrongSize, biasMalformed, biasWrongLength, biasKeyNotInteger, biasNotNumber, biasBoolean,
+        case allowedUnreadable, allowedWrongSize, biasMalformed, biasWrongLength, biasKeyNotInteger, biasNotNumber,
+            biasBoolean,
             biasNotObject, historyMalformed, historyWrongLength, historyFractionalID, historyBooleanID, historyNotArray,
             historyUnknownKey, repetitionZero, repetitionNegative, repetitionNaN, frequencyInfinite, presenceNaN,
             topLogprobsTooMany, topLogprobsNegative
@@ -375,17 +418,29 @@ import TopNSigmaIO
         case .allowedUnreadable: return (["--allowed", "/nonexistent/allowed.bin"], "cannot read --allowed")
         case .allowedWrongSize:
             let data = Data(count: (rows * words - 1) * 4)
-            return (["--allowed", try temporaryFile("allowed.bin", data)], "expected 8 rows × 2 words (ceil(40 / 32)) × 4 bytes")
+            return (
+                ["--allowed", try temporaryFile("allowed.bin", data)],
+                "expected 8 rows × 2 words (ceil(40 / 32)) × 4 bytes"
+            )
         case .biasMalformed: return (["--logit-bias", try json("{\"5\": 1,")], "--logit-bias")
         case .biasWrongLength:
-            return (["--logit-bias", try json("[" + [String](repeating: "{\"5\": 1}", count: rows - 1).joined(separator: ", ") + "]")], "7 objects for 8 rows")
-        case .biasKeyNotInteger: return (["--logit-bias", try json("{\"5\": 1, \"five\": 2}")], "\"five\" is not a token id")
+            return (
+                [
+                    "--logit-bias",
+                    try json("[" + [String](repeating: "{\"5\": 1}", count: rows - 1).joined(separator: ", ") + "]")
+                ], "7 objects for 8 rows"
+            )
+        case .biasKeyNotInteger:
+            return (["--logit-bias", try json("{\"5\": 1, \"five\": 2}")], "\"five\" is not a token id")
         case .biasNotNumber: return (["--logit-bias", try json("{\"5\": \"1.5\"}")], "not a number")
         case .biasBoolean: return (["--logit-bias", try json("{\"5\": true}")], "not a number")
         case .biasNotObject: return (["--logit-bias", try json("[[5, 1.5]]")], "not a JSON object")
         case .historyMalformed: return (["--history", try json("[{\"prompt\": [1, 2}]")], "--history")
         case .historyWrongLength:
-            return (["--history", try json("[" + [String](repeating: "{}", count: rows + 1).joined(separator: ", ") + "]")], "9 entries for 8 rows")
+            return (
+                ["--history", try json("[" + [String](repeating: "{}", count: rows + 1).joined(separator: ", ") + "]")],
+                "9 entries for 8 rows"
+            )
         case .historyFractionalID: return (["--history", try json("[{\"output\": [3, 4.5]}]")], "not a token id")
         case .historyBooleanID: return (["--history", try json("[{\"prompt\": [false]}]")], "not a number")
         case .historyNotArray: return (["--history", try json("{\"prompt\": [1]}")], "expected a JSON array")
@@ -400,20 +455,28 @@ import TopNSigmaIO
         }
     }
 
-    @Test("option errors: exit 2, message on stderr, nothing on stdout; checked before the logits are read when they can be",
-          arguments: OptionError.allCases)
+    @Test(
+        "option errors: exit 2, message on stderr, nothing on stdout; checked before the logits are read when they can be",
+        arguments: OptionError.allCases)
     func optionErrors(error: OptionError) throws {
         let (extra, message) = try arguments(error)
         // Errors that need the logits are checked against a small file of 8 rows; every other
         // one against a missing file: the option is reported, not the file, so it was checked first.
-        let logits = error.needsLogits
-            ? ["--logits", try temporaryFile("logits.f32", [Float](repeating: 1, count: 8 * 40).withUnsafeBytes { Data($0) }), "--vocab", "40"]
+        let logits =
+            error.needsLogits
+            ? [
+                "--logits",
+                try temporaryFile("logits.f32", [Float](repeating: 1, count: 8 * 40).withUnsafeBytes { Data($0) }),
+                "--vocab", "40"
+            ]
             : ["--logits", "/nonexistent/logits.npy"]
         for command in error.sampleOnly ? ["sample"] : ["filter", "sample"] {
             let result = try CLI.run([command] + logits + extra)
             #expect(result.status == 2, "\(command) \(error): \(result.stderr)")
             #expect(result.stdout.isEmpty, "\(command) \(error)")
-            #expect(result.stderr.contains(message) && !result.stderr.contains("no such file"), "\(command) \(error): \(result.stderr)")
+            #expect(
+                result.stderr.contains(message) && !result.stderr.contains("no such file"),
+                "\(command) \(error): \(result.stderr)")
         }
     }
 
@@ -427,16 +490,18 @@ import TopNSigmaIO
         }
         let extra = [
             "--logit-bias", try textFile("bias.json", "[" + biases.joined(separator: ", ") + "]"),
-            "--history", try textFile("history.json", "[" + entries.joined(separator: ", ") + "]"), "--frequency-penalty", "0.5",
+            "--history", try textFile("history.json", "[" + entries.joined(separator: ", ") + "]"),
+            "--frequency-penalty", "0.5"
         ]
         let expected = [
             1: "row 1: token id 60000 is out of range for the vocabulary",
             2: "row 2: token id 49152 is out of range for the vocabulary",
             5: "row 5: token id -1 is out of range for the vocabulary",
-            6: "row 6: token id 4294967296 is out of range for the vocabulary",
+            6: "row 6: token id 4294967296 is out of range for the vocabulary"
         ]
         for command in ["filter", "sample"] {
-            let run = try CLI.run([command, "--logits", Fixture.path] + extra + (command == "sample" ? ["--top-logprobs", "2"] : []))
+            let run = try CLI.run(
+                [command, "--logits", Fixture.path] + extra + (command == "sample" ? ["--top-logprobs", "2"] : []))
             #expect(run.status == 3, "\(command): \(run.stderr)")
             let lines = run.lines
             #expect(lines.count == Self.rows)

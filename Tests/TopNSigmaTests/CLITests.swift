@@ -23,7 +23,9 @@ import TopNSigmaIO
         for (r, line) in lines.enumerated() {
             let keys = ["\"row\"", "\"max\"", "\"mean\"", "\"std\"", "\"threshold\"", "\"finite\"", "\"kept\""]
             let positions = keys.map { line.range(of: $0)?.lowerBound }
-            #expect(positions.allSatisfy { $0 != nil } && positions.map { $0! } == positions.map { $0! }.sorted(), "\(line.prefix(120))")
+            #expect(
+                positions.allSatisfy { $0 != nil } && positions.map { $0! } == positions.map { $0! }.sorted(),
+                "\(line.prefix(120))")
             let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as! [String: Any]
             #expect(object["row"] as? Int == r)
             #expect((object["kept"] as? [Int]) == Reference.kept(Fixture.row(r), n: 1))
@@ -51,8 +53,12 @@ import TopNSigmaIO
         #expect(lines[2]["kept"] as? [Int] == [8, 9])  // 0…9: mean 4.5, std 3.03, threshold 7.49
     }
 
-    @Test("input and option errors: message on stderr, nothing on stdout, exit 2",
-          arguments: [["--vocab", "7"], [], ["--n", "-1", "--vocab", "10"], ["--vocab", "10", "--bogus"], ["--vocab", "0"], ["--vocab", "10", "--dtype", "f64"]])
+    @Test(
+        "input and option errors: message on stderr, nothing on stdout, exit 2",
+        arguments: [
+            ["--vocab", "7"], [], ["--n", "-1", "--vocab", "10"], ["--vocab", "10", "--bogus"], ["--vocab", "0"],
+            ["--vocab", "10", "--dtype", "f64"]
+        ])
     func inputErrors(extra: [String]) throws {
         let path = try rawFile([Float](repeating: 1, count: 40))  // 160 bytes: not a multiple of 28
         for command in ["filter", "sample"] {
@@ -77,10 +83,12 @@ import TopNSigmaIO
             return UInt16(15 + e) << 10 | mantissa
         }
         let values = [3, 1, 4, 1, 5, 9, 2, 6]
-        let data = numPy("{'descr': '<f2', 'fortran_order': False, 'shape': (2, 4), }", data: values.flatMap { v in
-            let b = halfBits(v)
-            return [UInt8(b & 0xFF), UInt8(b >> 8)]
-        })
+        let data = numPy(
+            "{'descr': '<f2', 'fortran_order': False, 'shape': (2, 4), }",
+            data: values.flatMap { v in
+                let b = halfBits(v)
+                return [UInt8(b & 0xFF), UInt8(b >> 8)]
+            })
         let run = try CLI.run(["filter", "--logits", try temporaryFile("half.npy", data), "--n", "0"])
         #expect(run.status == 0, "\(run.stderr)")
         #expect(run.lines.map { $0["kept"] as? [Int] } == [[2], [1]])
@@ -89,7 +97,10 @@ import TopNSigmaIO
 
     @Test("sample: D tokens and logprobs per row; draw j uses step j; every row uses the seed")
     func sampleContract() throws {
-        let run = try CLI.run(["sample", "--logits", Fixture.path, "--n", "1.0", "--temperature", "1.0", "--seed", "42", "--draws", "5", "--threads", "2"])
+        let run = try CLI.run([
+            "sample", "--logits", Fixture.path, "--n", "1.0", "--temperature", "1.0", "--seed", "42", "--draws", "5",
+            "--threads", "2"
+        ])
         #expect(run.status == 0, "\(run.stderr)")
         let lines = run.lines
         #expect(lines.count == Fixture.logits.rows)
@@ -98,41 +109,55 @@ import TopNSigmaIO
             let tokens = line["tokens"] as! [Int], logprobs = line["logprobs"] as! [Double]
             #expect(tokens.count == 5 && logprobs.count == 5)
             for j in 0..<5 {
-                let expected = try sampler.sample(logits: Fixture.row(r), parameters: [SamplingParameters(temperature: 1, nSigma: 1, seed: 42)], steps: [UInt64(j)])[0].get()
+                let expected = try sampler.sample(
+                    logits: Fixture.row(r), parameters: [SamplingParameters(temperature: 1, nSigma: 1, seed: 42)],
+                    steps: [UInt64(j)])[0].get()
                 #expect(tokens[j] == expected.token && Swift.abs(logprobs[j] - expected.logProbability) < 1e-12)
                 #expect(line["kept"] as? Int == expected.candidateCount)
             }
             #expect(Set(tokens).isSubset(of: Set(Reference.kept(Fixture.row(r), n: 1))))
         }
         let keys = run.stdout.split(separator: "\n")[0]
-        #expect(keys.hasPrefix("{\"row\": 0, \"tokens\": [") && keys.contains("], \"logprobs\": [") && keys.contains("], \"kept\": "))
+        #expect(
+            keys.hasPrefix("{\"row\": 0, \"tokens\": [") && keys.contains("], \"logprobs\": [")
+                && keys.contains("], \"kept\": "))
     }
 
-    @Test("sample: a bf16 or f16 raw file draws what the library draws from its Float values, split rows included",
-          arguments: [LogitFormat.bfloat16, .float16])
+    @Test(
+        "sample: a bf16 or f16 raw file draws what the library draws from its Float values, split rows included",
+        arguments: [LogitFormat.bfloat16, .float16])
     func sampleHalfPrecisionFile(format: LogitFormat) throws {
         // Two fixture rows rounded to the format, written as raw bits; the library samples their
         // exact Float values.
-        let floats = (Fixture.row(2) + Fixture.row(5)).map { format == .bfloat16 ? Float(bitPattern: $0.bitPattern & 0xFFFF_0000) : Float(Float16($0)) }
+        let floats = (Fixture.row(2) + Fixture.row(5)).map {
+            format == .bfloat16 ? Float(bitPattern: $0.bitPattern & 0xFFFF_0000) : Float(Float16($0))
+        }
         let bits = floats.map { format == .bfloat16 ? UInt16($0.bitPattern >> 16) : Float16($0).bitPattern }
         let path = try temporaryFile("logits.\(format.fileSpelling)", bits.withUnsafeBytes { Data($0) })
         let vocab = Fixture.logits.vocab
-        let parameters = [SamplingParameters](repeating: SamplingParameters(temperature: 0.9, nSigma: 1.5, seed: 77), count: 2)
+        let parameters = [SamplingParameters](
+            repeating: SamplingParameters(temperature: 0.9, nSigma: 1.5, seed: 77), count: 2)
         // One thread samples whole rows; four split each row into chunk ranges.
         for threads in [1, 4] {
             let run = try CLI.run([
                 "sample", "--logits", path, "--vocab", "\(vocab)", "--dtype", format.fileSpelling, "--n", "1.5",
-                "--temperature", "0.9", "--seed", "77", "--draws", "4", "--threads", "\(threads)",
+                "--temperature", "0.9", "--seed", "77", "--draws", "4", "--threads", "\(threads)"
             ])
             #expect(run.status == 0, "\(run.stderr)")
             let lines = run.lines, logprobs = run.exactNumbers("logprobs")
             #expect(lines.count == 2)
             let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 2, threadCount: 1)
             for draw in 0..<4 {
-                let expected = try sampler.sample(logits: floats, parameters: parameters, steps: [UInt64(draw), UInt64(draw)]).map { try $0.get() }
+                let expected = try sampler.sample(
+                    logits: floats, parameters: parameters, steps: [UInt64(draw), UInt64(draw)]
+                ).map { try $0.get() }
                 for r in 0..<2 {
-                    #expect((lines[r]["tokens"] as? [Int])?[draw] == expected[r].token, "\(format) threads \(threads) row \(r) draw \(draw)")
-                    #expect(logprobs[r]?[draw] == expected[r].logProbability, "\(format) threads \(threads) row \(r) draw \(draw)")
+                    #expect(
+                        (lines[r]["tokens"] as? [Int])?[draw] == expected[r].token,
+                        "\(format) threads \(threads) row \(r) draw \(draw)")
+                    #expect(
+                        logprobs[r]?[draw] == expected[r].logProbability,
+                        "\(format) threads \(threads) row \(r) draw \(draw)")
                     #expect(lines[r]["kept"] as? Int == expected[r].candidateCount)
                 }
             }
@@ -159,7 +184,10 @@ import TopNSigmaIO
 
     @Test("filter and sample accept --top-k, --top-p, --min-p (combinable) and --n off")
     func truncationFlags() throws {
-        let filter = try CLI.run(["filter", "--logits", Fixture.path, "--n", "off", "--top-k", "40", "--top-p", "0.9", "--min-p", "0.01", "--temperature", "1.2"])
+        let filter = try CLI.run([
+            "filter", "--logits", Fixture.path, "--n", "off", "--top-k", "40", "--top-p", "0.9", "--min-p", "0.01",
+            "--temperature", "1.2"
+        ])
         #expect(filter.status == 0, "\(filter.stderr)")
         let parameters = SamplingParameters(temperature: 1.2, nSigma: nil, topK: 40, topP: 0.9, minP: 0.01)
         for (r, line) in filter.lines.enumerated() {
@@ -194,22 +222,30 @@ import TopNSigmaIO
 /// `nsigma bench` on a tiny workload: the JSON contract, the SVG, and the regression check.
 @Suite struct BenchCLITests {
     func tiny(_ extra: [String]) throws -> CLI.Run {
-        try CLI.run(["bench", "--vocab", "2000,5000", "--batch", "1,3", "--threads", "1,2", "--seconds", "0.002"] + extra)
+        try CLI.run(
+            ["bench", "--vocab", "2000,5000", "--batch", "1,3", "--threads", "1,2", "--seconds", "0.002"] + extra)
     }
 
     @Test("--json writes every measurement with the contract fields; --svg draws a chart")
     func jsonAndSVG() throws {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("nsigma-bench-\(UUID().uuidString)")
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "nsigma-bench-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let json = directory.appendingPathComponent("bench.json").path, svg = directory.appendingPathComponent("bench.svg").path
+        let json = directory.appendingPathComponent("bench.json").path,
+            svg = directory.appendingPathComponent("bench.svg").path
         let run = try tiny(["--json", json, "--svg", svg])
         #expect(run.status == 0, "\(run.stderr)")
         #expect(run.stdout.contains("fused-topnsigma") && run.stdout.contains("× floor"))
-        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as! [String: Any]
+        let object =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as! [String: Any]
         #expect(object["machine"] as? [String: Any] != nil)
         let results = object["results"] as! [[String: Any]]
         let methods = Set(results.compactMap { $0["method"] as? String })
-        #expect(methods.isSuperset(of: ["fused-topnsigma", "naive-topnsigma", "sort-topp", "floor-read", "floor-sasum", "fused-topnsigma-f16", "fused-topnsigma-bf16", "fused-topp"]))
+        #expect(
+            methods.isSuperset(of: [
+                "fused-topnsigma", "naive-topnsigma", "sort-topp", "floor-read", "floor-sasum", "fused-topnsigma-f16",
+                "fused-topnsigma-bf16", "fused-topp"
+            ]))
         // One entry per (method, batch, vocab, threads): three floors and seven methods.
         #expect(results.count == 2 * 2 * 2 * 10)
         // Each ratio is against the faster of the two floors timed with it, and says which.
@@ -227,7 +263,10 @@ import TopNSigmaIO
             #expect(Swift.abs(gb - Double(vocab * bytes) / (us * 1e-6) * 1e-9) <= 1e-6 * gb)
         }
         let fused = results.filter { $0["method"] as? String == "fused-topnsigma" }
-        #expect(fused.allSatisfy { ($0["speedupOverNaive"] as? Double ?? 0) > 0 && ($0["speedupOverSortTopP"] as? Double ?? 0) > 0 })
+        #expect(
+            fused.allSatisfy {
+                ($0["speedupOverNaive"] as? Double ?? 0) > 0 && ($0["speedupOverSortTopP"] as? Double ?? 0) > 0
+            })
         let chart = try String(contentsOfFile: svg, encoding: .utf8)
         #expect(chart.hasPrefix("<svg") && chart.contains("polyline") && chart.contains("floor (fastest read"))
         #expect(try XMLDocument(xmlString: chart).rootElement()?.name == "svg")
@@ -258,14 +297,17 @@ import TopNSigmaIO
 
     @Test("--lm-head adds the decode step: an sgemm entry and each method's share of the step")
     func lmHead() throws {
-        let json = FileManager.default.temporaryDirectory.appendingPathComponent("nsigma-lmhead-\(UUID().uuidString).json").path
+        let json = FileManager.default.temporaryDirectory.appendingPathComponent(
+            "nsigma-lmhead-\(UUID().uuidString).json"
+        ).path
         let run = try CLI.run([
             "bench", "--vocab", "3000", "--batch", "2", "--threads", "1", "--seconds", "0.002", "--lm-head", "32",
-            "--methods", "fused-topnsigma,naive-topnsigma", "--json", json,
+            "--methods", "fused-topnsigma,naive-topnsigma", "--json", json
         ])
         #expect(run.status == 0, "\(run.stderr)")
         #expect(run.stdout.contains("decode step: lm-head sgemm"))
-        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as! [String: Any]
+        let object =
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: json))) as! [String: Any]
         let results = object["results"] as! [[String: Any]]
         let gemm = try #require(results.first { $0["method"] as? String == "lm-head-sgemm" })
         #expect(gemm["hidden"] as? Int == 32)
@@ -282,7 +324,9 @@ import TopNSigmaIO
         }
     }
 
-    @Test("bad bench options exit 2 with a message", arguments: [["--vocab", "0"], ["--threads", "x"], ["--methods", "magic"], ["--baseline", "/nonexistent.json"]])
+    @Test(
+        "bad bench options exit 2 with a message",
+        arguments: [["--vocab", "0"], ["--threads", "x"], ["--methods", "magic"], ["--baseline", "/nonexistent.json"]])
     func badOptions(options: [String]) throws {
         let run = try CLI.run(["bench", "--seconds", "0.001"] + options)
         #expect(run.status == 2)

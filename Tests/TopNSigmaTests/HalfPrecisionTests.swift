@@ -22,7 +22,8 @@ import TopNSigmaBaselines
             if expected.isNaN {
                 #expect(scalar.isNaN, "bits \(bits)")
             } else {
-                #expect(Double(scalar) == expected && scalar.sign == (bits & 0x8000 != 0 ? .minus : .plus), "bits \(bits)")
+                #expect(
+                    Double(scalar) == expected && scalar.sign == (bits & 0x8000 != 0 ? .minus : .plus), "bits \(bits)")
             }
             lanes[value % 16] = bits
             if value % 16 == 15 {
@@ -38,7 +39,9 @@ import TopNSigmaBaselines
     static func halfBlock(_ values: [Float]) -> (bits: [UInt16], floats: [Float]) {
         // Round each value to a nearby half by truncating its Float bits to 10 mantissa bits.
         var table = [UInt32: UInt16]()
-        for candidate in 0...0x7BFF { table[HalfPrecision.float(fromHalfBits: UInt16(candidate)).bitPattern] = UInt16(candidate) }
+        for candidate in 0...0x7BFF {
+            table[HalfPrecision.float(fromHalfBits: UInt16(candidate)).bitPattern] = UInt16(candidate)
+        }
         var bits: [UInt16] = [], floats: [Float] = []
         for x in values {
             let clamped = max(-65000, min(65000, x))
@@ -55,7 +58,11 @@ import TopNSigmaBaselines
     func halfBatchesMatchFloat(threads: Int) throws {
         let vocab = 20_000, rows = 4
         let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 31)
-        let parameters = (0..<rows).map { SamplingParameters(temperature: [1, 0.7, 0, 1.5][$0], nSigma: [1, 2, 1, nil][$0], seed: UInt64($0), topP: $0 == 3 ? 0.9 : nil) }
+        let parameters = (0..<rows).map {
+            SamplingParameters(
+                temperature: [1, 0.7, 0, 1.5][$0], nSigma: [1, 2, 1, nil][$0], seed: UInt64($0),
+                topP: $0 == 3 ? 0.9 : nil)
+        }
         let steps: [UInt64] = [4, 5, 6, 7]
         let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
         let half = Self.halfBlock(logits)
@@ -65,7 +72,9 @@ import TopNSigmaBaselines
         let brain = logits.map { UInt16($0.bitPattern >> 16) }
         let fromBrain = sampler.sample(bits: brain, format: .bfloat16, parameters: parameters, steps: steps)
         let brainFloats = brain.map { Float(bitPattern: UInt32($0) << 16) }
-        #expect(try fromBrain.map { try $0.get() } == sampler.sample(logits: brainFloats, parameters: parameters, steps: steps).map { try $0.get() })
+        #expect(
+            try fromBrain.map { try $0.get() }
+                == sampler.sample(logits: brainFloats, parameters: parameters, steps: steps).map { try $0.get() })
         // A NaN and a masked row in half precision fail exactly as in Float.
         var bad = half.bits
         bad[vocab + 123] = 0x7E00

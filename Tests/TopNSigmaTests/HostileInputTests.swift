@@ -20,7 +20,7 @@ import TopNSigmaIO
         ("(-4611686018427387904, -4)", "negative"),
         ("(1, -4)", "must be positive"),
         ("(2, 2)", "needs 16 data bytes, found 4"),
-        ("(99999999999999999999, 4)", "not 2-D"),  // not an Int
+        ("(99999999999999999999, 4)", "not 2-D")  // not an Int
     ]
 
     @Test("LogitsFile: a .npy shape whose byte count overflows, or a negative one, is a ReadError")
@@ -41,7 +41,9 @@ import TopNSigmaIO
         let data = Data([0, 0, 128, 63, 0, 0, 0, 64])
         for vocab in [1 << 61, 1 << 62, Int.max, Int.max / 2 + 1] {
             for format in LogitFormat.allCases {
-                #expect(throws: LogitsFile.ReadError.self, "vocab \(vocab) \(format)") { try LogitsFile.parse(data, path: "x.f32", vocab: vocab, format: format) }
+                #expect(throws: LogitsFile.ReadError.self, "vocab \(vocab) \(format)") {
+                    try LogitsFile.parse(data, path: "x.f32", vocab: vocab, format: format)
+                }
             }
         }
         // The same bytes read with a sane vocabulary: the hand-worked values 1.0 and 2.0.
@@ -51,11 +53,18 @@ import TopNSigmaIO
 
     @Test("LogitsFile: --dtype that conflicts with a .npy header is an error; the same dtype is accepted")
     func dtypeConflict() throws {
-        let data = numPy("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2), }", data: [0, 0, 128, 63, 0, 0, 0, 64])
+        let data = numPy(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 2), }", data: [0, 0, 128, 63, 0, 0, 0, 64])
         #expect(try LogitsFile.parse(data, path: "x.npy", format: .float32).values == [1, 2])
         #expect(try LogitsFile.parse(data, path: "x.npy").values == [1, 2])
         for format in [LogitFormat.float16, .bfloat16] {
-            #expect(throws: LogitsFile.ReadError.badNumPy(path: "x.npy", reason: "--dtype \(format.fileSpelling) conflicts with the header's dtype f32 (a .npy file's header decides; drop --dtype)")) {
+            #expect(
+                throws: LogitsFile.ReadError.badNumPy(
+                    path: "x.npy",
+                    reason:
+                        "--dtype \(format.fileSpelling) conflicts with the header's dtype f32 (a .npy file's header decides; drop --dtype)"
+                )
+            ) {
                 try LogitsFile.parse(data, path: "x.npy", format: format)
             }
         }
@@ -76,7 +85,9 @@ import TopNSigmaIO
                 try FilteredDistribution.of(row, parameters: SamplingParameters(topK: 5, topP: 0.9))
             }
         }
-        #expect(RowError.vocabularyTooLarge(1 << 31).message(row: 2) == "row 2: a row of 2147483648 logits is too large (at most 2147483647: token ids are 32-bit)")
+        #expect(
+            RowError.vocabularyTooLarge(1 << 31).message(row: 2)
+                == "row 2: a row of 2147483648 logits is too large (at most 2147483647: token ids are 32-bit)")
         // Parameter errors still come first; a short row is unaffected.
         #expect(try filterTopNSigma(UnsafeBufferPointer(storage), n: 1).get().kept.count == 16)
     }
@@ -91,20 +102,30 @@ import TopNSigmaIO
     @Test("nsigma: huge .npy shapes and --vocab values exit 2 with a message, never a trap")
     func cliHugeSizes() throws {
         for (shape, message) in Self.hugeShapes {
-            let path = try temporaryFile("huge.npy", numPy("{'descr': '<f4', 'fortran_order': False, 'shape': \(shape), }", data: [0, 0, 128, 63]))
-            for command in ["filter", "sample"] { try expectUsageError([command, "--logits", path], mentioning: message) }
+            let path = try temporaryFile(
+                "huge.npy",
+                numPy("{'descr': '<f4', 'fortran_order': False, 'shape': \(shape), }", data: [0, 0, 128, 63]))
+            for command in ["filter", "sample"] {
+                try expectUsageError([command, "--logits", path], mentioning: message)
+            }
         }
         let raw = try rawFile([1, 2, 3, 4])
         for command in ["filter", "sample"] {
-            for vocab in ["2305843009213693952", "4611686018427387904", "9223372036854775807", "2147483648", "4294967296"] {
+            for vocab in [
+                "2305843009213693952", "4611686018427387904", "9223372036854775807", "2147483648", "4294967296"
+            ] {
                 for dtype in [[], ["--dtype", "f16"], ["--dtype", "bf16"]] {
-                    try expectUsageError([command, "--logits", raw, "--vocab", vocab] + dtype, mentioning: "too large: at most 2147483647")
+                    try expectUsageError(
+                        [command, "--logits", raw, "--vocab", vocab] + dtype,
+                        mentioning: "too large: at most 2147483647")
                 }
             }
             // 2^31 - 1 is allowed as a vocabulary; this file is just too small for it.
-            try expectUsageError([command, "--logits", raw, "--vocab", "2147483647"], mentioning: "is not a multiple of")
+            try expectUsageError(
+                [command, "--logits", raw, "--vocab", "2147483647"], mentioning: "is not a multiple of")
             // A .npy whose shape[1] is 2^31 with no rows: the vocabulary is refused too.
-            let wide = try temporaryFile("wide.npy", numPy("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 2147483648), }"))
+            let wide = try temporaryFile(
+                "wide.npy", numPy("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 2147483648), }"))
             try expectUsageError([command, "--logits", wide], mentioning: "too large: at most 2147483647")
         }
     }
@@ -113,12 +134,16 @@ import TopNSigmaIO
     func optionsBeforeRows() throws {
         let empty = try temporaryFile("empty.npy", numPy("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4), }"))
         let bad: [([String], String)] = [
-            (["--top-p", "2"], "top-p 2.0 is invalid"), (["--top-k", "0"], "top-k 0 is invalid"), (["--min-p=-1"], "min-p -1.0 is invalid"),
-            (["--n=-1"], "--n must be"), (["--temperature=-1"], "--temperature must be >= 0"), (["--dtype", "f64"], "--dtype must be"),
-            (["--vocab", "4294967296"], "too large"),
+            (["--top-p", "2"], "top-p 2.0 is invalid"), (["--top-k", "0"], "top-k 0 is invalid"),
+            (["--min-p=-1"], "min-p -1.0 is invalid"),
+            (["--n=-1"], "--n must be"), (["--temperature=-1"], "--temperature must be >= 0"),
+            (["--dtype", "f64"], "--dtype must be"),
+            (["--vocab", "4294967296"], "too large")
         ]
         for (options, message) in bad {
-            for command in ["filter", "sample"] { try expectUsageError([command, "--logits", empty] + options, mentioning: message) }
+            for command in ["filter", "sample"] {
+                try expectUsageError([command, "--logits", empty] + options, mentioning: message)
+            }
         }
         try expectUsageError(["sample", "--logits", empty, "--draws", "0"], mentioning: "--draws must be at least 1")
         // Good options on a file without rows: nothing printed, exit 0.
@@ -133,7 +158,9 @@ import TopNSigmaIO
         // Hand-worked rows: argmax 4; a tie of 7 at ids 1 and 3 (lowest id 1); a masked row.
         let values: [Float] = [1, 3, 2, 0, 5, 0, 7, 1, 7, 6, -.infinity, 2, -.infinity, 1, 0]
         let path = try rawFile(values)
-        let filter = try CLI.run(["filter", "--logits", path, "--vocab", "5", "--temperature", "0", "--top-p", "0.5", "--n", "1"])
+        let filter = try CLI.run([
+            "filter", "--logits", path, "--vocab", "5", "--temperature", "0", "--top-p", "0.5", "--n", "1"
+        ])
         #expect(filter.status == 0, "\(filter.stderr)")
         #expect(filter.lines.map { $0["kept"] as? [Int] } == [[4], [1], [1]])
         // The statistics and the threshold are still the row's (Top-nσ: 5 - std of 1,3,2,0,5).
@@ -141,14 +168,19 @@ import TopNSigmaIO
         #expect(Swift.abs((filter.lines[0]["threshold"] as! Double) - (5 - (try std.get()))) < 1e-9)
         let sample = try CLI.run(["sample", "--logits", path, "--vocab", "5", "--temperature", "0"])
         #expect(sample.lines.map { $0["tokens"] as? [Int] } == [[4], [1], [1]])
-        try expectUsageError(["filter", "--logits", path, "--vocab", "5", "--temperature=-0.5"], mentioning: "--temperature must be >= 0")
-        try expectUsageError(["filter", "--logits", path, "--vocab", "5", "--temperature", "nan"], mentioning: "--temperature")
+        try expectUsageError(
+            ["filter", "--logits", path, "--vocab", "5", "--temperature=-0.5"], mentioning: "--temperature must be >= 0"
+        )
+        try expectUsageError(
+            ["filter", "--logits", path, "--vocab", "5", "--temperature", "nan"], mentioning: "--temperature")
     }
 
     @Test("nsigma: --dtype with a .npy file must agree with its header")
     func cliDtypeConflict() throws {
         for command in ["filter", "sample"] {
-            try expectUsageError([command, "--logits", Fixture.path, "--dtype", "f16"], mentioning: "--dtype f16 conflicts with the header's dtype f32")
+            try expectUsageError(
+                [command, "--logits", Fixture.path, "--dtype", "f16"],
+                mentioning: "--dtype f16 conflicts with the header's dtype f32")
             try expectUsageError([command, "--logits", Fixture.path, "--dtype", "bf16"], mentioning: "conflicts")
             let agreeing = try CLI.run([command, "--logits", Fixture.path, "--dtype", "f32"])
             #expect(agreeing.status == 0 && agreeing.lines.count == Fixture.logits.rows, "\(agreeing.stderr)")
@@ -157,15 +189,22 @@ import TopNSigmaIO
 
     @Test("nsigma: a device, a FIFO or a directory is named as such, not as a permission problem")
     func notRegularFiles() throws {
-        let fifo = FileManager.default.temporaryDirectory.appendingPathComponent("nsigma-fifo-\(UUID().uuidString)").path
+        let fifo = FileManager.default.temporaryDirectory.appendingPathComponent("nsigma-fifo-\(UUID().uuidString)")
+            .path
         #expect(mkfifo(fifo, 0o600) == 0)
         defer { unlink(fifo) }
         for command in ["filter", "sample"] {
             // A FIFO with no writer would block a reader forever: it must be refused unopened.
             try expectUsageError([command, "--logits", fifo, "--vocab", "4"], mentioning: "not a regular file (a FIFO)")
-            try expectUsageError([command, "--logits", "/dev/null", "--vocab", "4"], mentioning: "not a regular file (a character device)")
-            try expectUsageError([command, "--logits", "/dev/zero", "--vocab", "4"], mentioning: "not a regular file (a character device)")
-            try expectUsageError([command, "--logits", FileManager.default.temporaryDirectory.path, "--vocab", "4"], mentioning: "is a directory")
+            try expectUsageError(
+                [command, "--logits", "/dev/null", "--vocab", "4"],
+                mentioning: "not a regular file (a character device)")
+            try expectUsageError(
+                [command, "--logits", "/dev/zero", "--vocab", "4"],
+                mentioning: "not a regular file (a character device)")
+            try expectUsageError(
+                [command, "--logits", FileManager.default.temporaryDirectory.path, "--vocab", "4"],
+                mentioning: "is a directory")
         }
     }
 }

@@ -36,20 +36,23 @@ import TopNSigmaIO
     @Test("a float32 .npy file: rows and vocabulary from its shape, values from its data")
     func numPyFloat32() throws {
         for descr in ["'<f4'", "'=f4'"] {
-            let data = numPy("{'descr': \(descr), 'fortran_order': False, 'shape': (2, 3), }", data: Self.bytes(Self.float32Words))
+            let data = numPy(
+                "{'descr': \(descr), 'fortran_order': False, 'shape': (2, 3), }", data: Self.bytes(Self.float32Words))
             let file = try LogitsFile.parse(data, path: "x.npy")
             #expect(file.rows == 2 && file.vocab == 3 && file.format == .float32, "\(descr)")
             #expect(file.values == Self.float32Values && file.bits == nil, "\(descr)")
         }
         // Double-quoted keys and a --vocab that agrees with the shape.
-        let quoted = numPy(#"{"descr": "<f4", "fortran_order": False, "shape": (3, 2), }"#, data: Self.bytes(Self.float32Words))
+        let quoted = numPy(
+            #"{"descr": "<f4", "fortran_order": False, "shape": (3, 2), }"#, data: Self.bytes(Self.float32Words))
         let file = try LogitsFile.parse(quoted, path: "x.npy", vocab: 2)
         #expect(file.rows == 3 && file.vocab == 2 && file.values == Self.float32Values)
     }
 
     @Test("a float16 .npy file: every half converted exactly, subnormals and infinities included")
     func numPyFloat16() throws {
-        let data = numPy("{'descr': '<f2', 'fortran_order': False, 'shape': (3, 2), }", data: Self.bytes(Self.float16Bits))
+        let data = numPy(
+            "{'descr': '<f2', 'fortran_order': False, 'shape': (3, 2), }", data: Self.bytes(Self.float16Bits))
         let file = try LogitsFile.parse(data, path: "x.npy")
         #expect(file.rows == 3 && file.vocab == 2 && file.format == .float16)
         #expect(file.values == Self.float16Values)
@@ -67,7 +70,8 @@ import TopNSigmaIO
         let file = try LogitsFile.parse(data, path: "x.npy")
         #expect(file.rows == 1 && file.vocab == 6 && file.values == Self.float32Values)
 
-        let empty = try LogitsFile.parse(numPy("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 5), }"), path: "x.npy")
+        let empty = try LogitsFile.parse(
+            numPy("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 5), }"), path: "x.npy")
         #expect(empty.rows == 0 && empty.vocab == 5 && empty.values.isEmpty)
     }
 
@@ -76,15 +80,20 @@ import TopNSigmaIO
     @Test("raw float32, float16 and bfloat16 files with --vocab: rows from the size, values by hand")
     func rawFiles() throws {
         let f32 = try LogitsFile.parse(Data(Self.bytes(Self.float32Words)), path: "x.f32", vocab: 3)
-        #expect(f32.rows == 2 && f32.vocab == 3 && f32.format == .float32 && f32.values == Self.float32Values && f32.bits == nil)
+        #expect(
+            f32.rows == 2 && f32.vocab == 3 && f32.format == .float32 && f32.values == Self.float32Values
+                && f32.bits == nil)
         // float32 is the default element type.
-        #expect(try LogitsFile.parse(Data(Self.bytes(Self.float32Words)), path: "x.f32", vocab: 6, format: .float32).values == Self.float32Values)
+        #expect(
+            try LogitsFile.parse(Data(Self.bytes(Self.float32Words)), path: "x.f32", vocab: 6, format: .float32).values
+                == Self.float32Values)
 
         let f16 = try LogitsFile.parse(Data(Self.bytes(Self.float16Bits)), path: "x.f16", vocab: 2, format: .float16)
         #expect(f16.rows == 3 && f16.vocab == 2 && f16.format == .float16 && f16.values == Self.float16Values)
         #expect(f16.bits == Self.float16Bits)
 
-        let bf16 = try LogitsFile.parse(Data(Self.bytes(Self.bfloat16Bits)), path: "x.bf16", vocab: 6, format: .bfloat16)
+        let bf16 = try LogitsFile.parse(
+            Data(Self.bytes(Self.bfloat16Bits)), path: "x.bf16", vocab: 6, format: .bfloat16)
         #expect(bf16.rows == 1 && bf16.vocab == 6 && bf16.format == .bfloat16 && bf16.values == Self.bfloat16Values)
         #expect(bf16.bits == Self.bfloat16Bits)
     }
@@ -94,7 +103,9 @@ import TopNSigmaIO
         #expect(LogitFormat(fileSpelling: "f32") == .float32)
         #expect(LogitFormat(fileSpelling: "f16") == .float16)
         #expect(LogitFormat(fileSpelling: "bf16") == .bfloat16)
-        for other in ["", "f64", "F32", "float32", "bfloat16", "fp16"] { #expect(LogitFormat(fileSpelling: other) == nil, "\(other)") }
+        for other in ["", "f64", "F32", "float32", "bfloat16", "fp16"] {
+            #expect(LogitFormat(fileSpelling: other) == nil, "\(other)")
+        }
         #expect(LogitFormat.allCases.map(\.fileSpelling) == ["f32", "f16", "bf16"])
     }
 
@@ -126,24 +137,44 @@ import TopNSigmaIO
         #expect(throws: LogitsFile.ReadError.badNumPy(path: "x.npy", reason: "truncated or non-text header")) {
             try LogitsFile.parse(Data(magic + [1, 0, 100, 0] + Array("{'descr': '<f4'".utf8)), path: "x.npy")
         }
-        let short = numPy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", data: Array(Self.bytes(Self.float32Words).prefix(20)))
-        #expect(throws: LogitsFile.ReadError.badSize(path: "x.npy", reason: "shape (2, 3) needs 24 data bytes, found 20")) {
+        let short = numPy(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }",
+            data: Array(Self.bytes(Self.float32Words).prefix(20)))
+        #expect(
+            throws: LogitsFile.ReadError.badSize(path: "x.npy", reason: "shape (2, 3) needs 24 data bytes, found 20")
+        ) {
             try LogitsFile.parse(short, path: "x.npy")
         }
     }
 
-    @Test("a bad header: each problem named", arguments: [
-        ("{'fortran_order': False, 'shape': (1, 1), }", "header has no 'descr'"),
-        ("{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1), }", "dtype '<f8' is not little-endian float32 or float16"),
-        ("{'descr': '>f4', 'fortran_order': False, 'shape': (1, 1), }", "dtype '>f4' is not little-endian float32 or float16"),
-        ("{'descr': '<f4', 'fortran_order': True, 'shape': (1, 1), }", "Fortran order is not supported; save in C order"),
-        ("{'descr': '<f4', 'fortran_order': False, }", "header has no 'shape'"),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }", "shape (4,) is not 2-D [batch, vocab]"),
-        ("{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 4), }", "shape (1, 1, 4) is not 2-D [batch, vocab]"),
-    ])
+    @Test(
+        "a bad header: each problem named",
+        arguments: [
+            ("{'fortran_order': False, 'shape': (1, 1), }", "header has no 'descr'"),
+            (
+                "{'descr': '<f8', 'fortran_order': False, 'shape': (1, 1), }",
+                "dtype '<f8' is not little-endian float32 or float16"
+            ),
+            (
+                "{'descr': '>f4', 'fortran_order': False, 'shape': (1, 1), }",
+                "dtype '>f4' is not little-endian float32 or float16"
+            ),
+            (
+                "{'descr': '<f4', 'fortran_order': True, 'shape': (1, 1), }",
+                "Fortran order is not supported; save in C order"
+            ),
+            ("{'descr': '<f4', 'fortran_order': False, }", "header has no 'shape'"),
+            ("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }", "shape (4,) is not 2-D [batch, vocab]"),
+            (
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1, 4), }",
+                "shape (1, 1, 4) is not 2-D [batch, vocab]"
+            )
+        ])
     func badHeader(header: String, reason: String) throws {
         let data = numPy(header, data: [0, 0, 0x80, 0x3F, 0, 0, 0x80, 0x3F, 0, 0, 0x80, 0x3F, 0, 0, 0x80, 0x3F])
-        #expect(throws: LogitsFile.ReadError.badNumPy(path: "x.npy", reason: reason)) { try LogitsFile.parse(data, path: "x.npy") }
+        #expect(throws: LogitsFile.ReadError.badNumPy(path: "x.npy", reason: reason)) {
+            try LogitsFile.parse(data, path: "x.npy")
+        }
     }
 
     @Test("a bad header: unknown version, no magic behind a .npy name")
@@ -160,10 +191,16 @@ import TopNSigmaIO
 
     @Test("a size that is not a multiple of the vocabulary, an empty file, a missing --vocab")
     func badSizes() throws {
-        #expect(throws: LogitsFile.ReadError.badSize(path: "x.f32", reason: "24 bytes is not a multiple of 16 (vocab 4 × 4 bytes)")) {
+        #expect(
+            throws: LogitsFile.ReadError.badSize(
+                path: "x.f32", reason: "24 bytes is not a multiple of 16 (vocab 4 × 4 bytes)")
+        ) {
             try LogitsFile.parse(Data(Self.bytes(Self.float32Words)), path: "x.f32", vocab: 4)
         }
-        #expect(throws: LogitsFile.ReadError.badSize(path: "x.bf16", reason: "12 bytes is not a multiple of 10 (vocab 5 × 2 bytes)")) {
+        #expect(
+            throws: LogitsFile.ReadError.badSize(
+                path: "x.bf16", reason: "12 bytes is not a multiple of 10 (vocab 5 × 2 bytes)")
+        ) {
             try LogitsFile.parse(Data(Self.bytes(Self.bfloat16Bits)), path: "x.bf16", vocab: 5, format: .bfloat16)
         }
         #expect(throws: LogitsFile.ReadError.badSize(path: "x.f32", reason: "the file is empty")) {
@@ -172,8 +209,12 @@ import TopNSigmaIO
         #expect(throws: LogitsFile.ReadError.missingVocab(path: "x.f32")) {
             try LogitsFile.parse(Data(Self.bytes(Self.float32Words)), path: "x.f32")
         }
-        let npy = numPy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", data: Self.bytes(Self.float32Words))
-        #expect(throws: LogitsFile.ReadError.badSize(path: "x.npy", reason: "--vocab 2 does not match the file's shape[1] = 3")) {
+        let npy = numPy(
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }", data: Self.bytes(Self.float32Words))
+        #expect(
+            throws: LogitsFile.ReadError.badSize(
+                path: "x.npy", reason: "--vocab 2 does not match the file's shape[1] = 3")
+        ) {
             try LogitsFile.parse(npy, path: "x.npy", vocab: 2)
         }
     }
@@ -181,18 +222,23 @@ import TopNSigmaIO
     @Test("a vocabulary of 0 (or below) is refused, from --vocab or from the shape")
     func zeroVocabulary() throws {
         for vocab in [0, -3] {
-            #expect(throws: LogitsFile.ReadError.badSize(path: "x.f32", reason: "--vocab must be positive, got \(vocab)")) {
+            #expect(
+                throws: LogitsFile.ReadError.badSize(path: "x.f32", reason: "--vocab must be positive, got \(vocab)")
+            ) {
                 try LogitsFile.parse(Data(Self.bytes(Self.float32Words)), path: "x.f32", vocab: vocab)
             }
         }
-        #expect(throws: LogitsFile.ReadError.badSize(path: "x.npy", reason: "vocab (shape[1]) is 0, must be positive")) {
+        #expect(throws: LogitsFile.ReadError.badSize(path: "x.npy", reason: "vocab (shape[1]) is 0, must be positive"))
+        {
             try LogitsFile.parse(numPy("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 0), }"), path: "x.npy")
         }
     }
 
     @Test("the ReadError messages the CLI prints")
     func messages() {
-        #expect(LogitsFile.ReadError.unreadable(path: "a", reason: "no such file").description == "cannot read a: no such file")
+        #expect(
+            LogitsFile.ReadError.unreadable(path: "a", reason: "no such file").description
+                == "cannot read a: no such file")
         #expect(LogitsFile.ReadError.badNumPy(path: "a", reason: "r").description == "a is not a usable .npy file: r")
         #expect(LogitsFile.ReadError.badSize(path: "a", reason: "r").description == "a has a bad size: r")
         #expect(LogitsFile.ReadError.missingVocab(path: "a").description == "a is a raw file: --vocab is required")

@@ -67,7 +67,8 @@ import TopNSigmaBaselines
             .sample(logits: logits, parameters: parameters).map { try $0.get() }
         for cpus in [[2, 2], [1, 1, 1, 1]] {
             // Not available: the plan is made, nothing is bound, memory comes from the heap.
-            let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: 4, topology: Self.topology(cpus))
+            let sampler = try BatchSampler(
+                vocabularySize: vocab, maximumBatchSize: rows, threadCount: 4, topology: Self.topology(cpus))
             #expect(sampler.plan.groups.count == cpus.count)
             #expect(try sampler.sample(logits: logits, parameters: parameters).map { try $0.get() } == reference)
         }
@@ -75,14 +76,18 @@ import TopNSigmaBaselines
 
     // Needs libnuma (without it nothing is bound, so nothing can fail) and fewer than 4 nodes
     // (workers 1…3 must be planned on nodes this machine lacks).
-    @Test("libnuma failures never trap: binding to nodes this machine lacks leaves workers unbound and correct",
-          .enabled(if: NUMATopology.current.available && NUMATopology.current.nodes.count < 4, "needs libnuma and fewer than 4 NUMA nodes"))
+    @Test(
+        "libnuma failures never trap: binding to nodes this machine lacks leaves workers unbound and correct",
+        .enabled(
+            if: NUMATopology.current.available && NUMATopology.current.nodes.count < 4,
+            "needs libnuma and fewer than 4 NUMA nodes"))
     func bindingFailuresFallBack() throws {
         let vocab = 5_000, rows = 8
         let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 9)
         let parameters = [SamplingParameters](repeating: SamplingParameters(seed: 3), count: rows)
         let sampler = try BatchSampler(
-            vocabularySize: vocab, maximumBatchSize: rows, threadCount: 4, topology: Self.topology([1, 1, 1, 1], available: true))
+            vocabularySize: vocab, maximumBatchSize: rows, threadCount: 4,
+            topology: Self.topology([1, 1, 1, 1], available: true))
         let results = try sampler.sample(logits: logits, parameters: parameters).map { try $0.get() }
         let reference = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: 1)
             .sample(logits: logits, parameters: parameters).map { try $0.get() }
@@ -93,8 +98,9 @@ import TopNSigmaBaselines
 
     // Needs libnuma: without it there is no node to ask the kernel about (the next test covers
     // that machine).
-    @Test("allocations sit on the requested node, as the kernel reports after first touch",
-          .enabled(if: NUMATopology.current.available, "needs libnuma"))
+    @Test(
+        "allocations sit on the requested node, as the kernel reports after first touch",
+        .enabled(if: NUMATopology.current.available, "needs libnuma"))
     func allocationsOnNode() throws {
         let topology = NUMATopology.current
         for node in topology.nodes.map(\.id) {
@@ -108,20 +114,24 @@ import TopNSigmaBaselines
         }
         // A server's logits buffer, partitioned as the sampler splits the batch.
         let sampler = try BatchSampler(vocabularySize: 32_000, maximumBatchSize: 16, threadCount: 2)
-        let logits = try #require(NodeMemory.allocateLogits(rows: 16, vocab: 32_000, layout: .partitioned, plan: sampler.plan))
+        let logits = try #require(
+            NodeMemory.allocateLogits(rows: 16, vocab: 32_000, layout: .partitioned, plan: sampler.plan))
         defer { NodeMemory.free(logits) }
         logits.pointer.initializeMemory(as: Float.self, repeating: 0, count: 16 * 32_000)
         for (node, rows) in sampler.plan.rowRanges(batch: 16) where !rows.isEmpty {
             #expect(NodeMemory.node(of: logits.pointer + rows.lowerBound * 32_000 * 4) == node)
         }
-        let interleaved = try #require(NodeMemory.allocateLogits(rows: 4, vocab: 1000, layout: .interleaved, plan: sampler.plan))
+        let interleaved = try #require(
+            NodeMemory.allocateLogits(rows: 4, vocab: 1000, layout: .interleaved, plan: sampler.plan))
         defer { NodeMemory.free(interleaved) }
         interleaved.pointer.initializeMemory(as: Float.self, repeating: 0, count: 4000)
         #expect(NodeMemory.node(of: interleaved.pointer).map { id in topology.nodes.contains { $0.id == id } } == true)
     }
 
     // Only where libnuma is unavailable: the detected topology is then the fallback.
-    @Test("without libnuma, an allocation on a node comes from the heap", .enabled(if: !NUMATopology.current.available, "libnuma is available"))
+    @Test(
+        "without libnuma, an allocation on a node comes from the heap",
+        .enabled(if: !NUMATopology.current.available, "libnuma is available"))
     func allocationWithoutLibNUMA() throws {
         let block = try #require(NodeMemory.allocate(byteCount: 1 << 16, node: 0))
         #expect(block.source == .heap)
@@ -138,7 +148,9 @@ import TopNSigmaBaselines
         NodeMemory.free(block)
         let sampler = try BatchSampler(vocabularySize: 1000, maximumBatchSize: 2, threadCount: 3, topology: topology)
         #expect(sampler.plan.workerNodes == [0, 0, 0])
-        let token = sampler.sample(logits: [Float](repeating: 0, count: 1000) + (0..<1000).map(Float.init), parameters: [.init(temperature: 0), .init(temperature: 0)])
+        let token = sampler.sample(
+            logits: [Float](repeating: 0, count: 1000) + (0..<1000).map(Float.init),
+            parameters: [.init(temperature: 0), .init(temperature: 0)])
         #expect(try token.map { try $0.get().token } == [0, 999])
         #expect(sampler.unboundWorkerCount == 0)
     }

@@ -77,17 +77,26 @@ func grammarMask(vocab: Int, seed: UInt64) -> [UInt32] {
 
     /// Checks `filter` on the processed row against the float64 reference: statistics and the
     /// exact kept set.
-    func checkFilter(_ row: [Float], _ q: RequestProcessing, n: Float = 1, sourceLocation: SourceLocation = #_sourceLocation) throws {
+    func checkFilter(
+        _ row: [Float], _ q: RequestProcessing, n: Float = 1, sourceLocation: SourceLocation = #_sourceLocation
+    ) throws {
         let processed = ProcessingReference.process(row, q)
         let reference = try Reference.statistics(processed).get()
-        let filtered = try FilteredDistribution.of(row, parameters: SamplingParameters(temperature: 1, nSigma: n), processing: q)
+        let filtered = try FilteredDistribution.of(
+            row, parameters: SamplingParameters(temperature: 1, nSigma: n), processing: q)
         let s = filtered.statistics
         #expect(Double(s.maximum) == reference.maximum, sourceLocation: sourceLocation)
         #expect(s.argmax == reference.argmax, sourceLocation: sourceLocation)
         #expect(s.finiteCount == reference.count, sourceLocation: sourceLocation)
-        #expect(Swift.abs(s.mean - reference.mean) <= 1e-6 * Swift.max(Swift.abs(reference.mean), reference.std, 1e-30), sourceLocation: sourceLocation)
-        #expect(Swift.abs(s.standardDeviation - reference.std) <= 1e-6 * reference.std + 1e-12, sourceLocation: sourceLocation)
-        #expect(filtered.kept.map(\.token).sorted() == Reference.kept(processed, n: Double(n)), sourceLocation: sourceLocation)
+        #expect(
+            Swift.abs(s.mean - reference.mean) <= 1e-6 * Swift.max(Swift.abs(reference.mean), reference.std, 1e-30),
+            sourceLocation: sourceLocation)
+        #expect(
+            Swift.abs(s.standardDeviation - reference.std) <= 1e-6 * reference.std + 1e-12,
+            sourceLocation: sourceLocation)
+        #expect(
+            filtered.kept.map(\.token).sorted() == Reference.kept(processed, n: Double(n)),
+            sourceLocation: sourceLocation)
     }
 
     @Test("each step and their combination match the float64 reference on real rows", arguments: 0..<8)
@@ -97,8 +106,11 @@ func grammarMask(vocab: Int, seed: UInt64) -> [UInt32] {
         let full = fullRequest(vocab: vocab, seed: UInt64(r))
         try checkFilter(row, RequestProcessing(allowedTokens: full.allowedTokens))
         try checkFilter(row, RequestProcessing(logitBias: full.logitBias))
-        try checkFilter(row, RequestProcessing(promptTokens: full.promptTokens, outputTokens: full.outputTokens, repetitionPenalty: 1.3))
-        try checkFilter(row, RequestProcessing(outputTokens: full.outputTokens, frequencyPenalty: 0.4, presencePenalty: 0.6))
+        try checkFilter(
+            row,
+            RequestProcessing(promptTokens: full.promptTokens, outputTokens: full.outputTokens, repetitionPenalty: 1.3))
+        try checkFilter(
+            row, RequestProcessing(outputTokens: full.outputTokens, frequencyPenalty: 0.4, presencePenalty: 0.6))
         try checkFilter(row, full)
         try checkFilter(row, full, n: 3)
     }
@@ -108,7 +120,7 @@ func grammarMask(vocab: Int, seed: UInt64) -> [UInt32] {
         let vocab = 10_000
         var random = TestRandom(seed: 5)
         var row = random.row(count: vocab)
-        row[4321] = 80   // a far argmax
+        row[4321] = 80  // a far argmax
         // The argmax masked.
         var words = [UInt32](repeating: ~0, count: (vocab + 31) / 32)
         words[4321 / 32] &= ~(1 << UInt32(4321 % 32))
@@ -117,15 +129,18 @@ func grammarMask(vocab: Int, seed: UInt64) -> [UInt32] {
         var one = [UInt32](repeating: 0, count: words.count)
         one[77 / 32] = 1 << UInt32(77 % 32)
         try checkFilter(row, RequestProcessing(allowedTokens: one))
-        let onlyOne = try FilteredDistribution.of(row, parameters: SamplingParameters(), processing: RequestProcessing(allowedTokens: one))
+        let onlyOne = try FilteredDistribution.of(
+            row, parameters: SamplingParameters(), processing: RequestProcessing(allowedTokens: one))
         #expect(onlyOne.kept.map(\.token) == [77])
         // A bias onto a masked token leaves it masked.
-        let masked = RequestProcessing(allowedTokens: words, logitBias: [LogitBias(token: 4321, bias: 100), LogitBias(token: 5, bias: 3)])
+        let masked = RequestProcessing(
+            allowedTokens: words, logitBias: [LogitBias(token: 4321, bias: 100), LogitBias(token: 5, bias: 3)])
         try checkFilter(row, masked)
         let f = try FilteredDistribution.of(row, parameters: SamplingParameters(), processing: masked)
         #expect(!f.kept.contains { $0.token == 4321 })
         // Penalties that move the argmax: the far token repeated in the output.
-        let penalized = RequestProcessing(outputTokens: [4321, 4321, 4321], repetitionPenalty: 4, frequencyPenalty: 5, presencePenalty: 10)
+        let penalized = RequestProcessing(
+            outputTokens: [4321, 4321, 4321], repetitionPenalty: 4, frequencyPenalty: 5, presencePenalty: 10)
         try checkFilter(row, penalized)
         let moved = try FilteredDistribution.of(row, parameters: SamplingParameters(), processing: penalized)
         #expect(moved.statistics.argmax != 4321)
@@ -134,12 +149,15 @@ func grammarMask(vocab: Int, seed: UInt64) -> [UInt32] {
         nan[4321] = .nan
         try checkFilter(nan, RequestProcessing(allowedTokens: words))
         #expect(throws: RowError.notANumber(index: 4321)) {
-            try FilteredDistribution.of(nan, parameters: SamplingParameters(), processing: RequestProcessing(logitBias: [LogitBias(token: 4321, bias: 1)]))
+            try FilteredDistribution.of(
+                nan, parameters: SamplingParameters(),
+                processing: RequestProcessing(logitBias: [LogitBias(token: 4321, bias: 1)]))
         }
         // Nothing left.
         #expect(throws: RowError.noFiniteLogit) {
             try FilteredDistribution.of(
-                row, parameters: SamplingParameters(), processing: RequestProcessing(allowedTokens: [UInt32](repeating: 0, count: words.count))
+                row, parameters: SamplingParameters(),
+                processing: RequestProcessing(allowedTokens: [UInt32](repeating: 0, count: words.count))
             )
         }
     }
@@ -151,19 +169,26 @@ func grammarMask(vocab: Int, seed: UInt64) -> [UInt32] {
         let row = random.row(count: vocab)
         let cases: [(RequestProcessing, RowError)] = [
             (RequestProcessing(logitBias: [LogitBias(token: 3, bias: .nan)]), .invalidLogitBias(token: 3, .nan)),
-            (RequestProcessing(logitBias: [LogitBias(token: 3, bias: .infinity)]), .invalidLogitBias(token: 3, .infinity)),
+            (
+                RequestProcessing(logitBias: [LogitBias(token: 3, bias: .infinity)]),
+                .invalidLogitBias(token: 3, .infinity)
+            ),
             (RequestProcessing(repetitionPenalty: 0), .invalidRepetitionPenalty(0)),
             (RequestProcessing(repetitionPenalty: -1), .invalidRepetitionPenalty(-1)),
             (RequestProcessing(frequencyPenalty: .infinity), .invalidFrequencyPenalty(.infinity)),
             (RequestProcessing(logitBias: [LogitBias(token: 1000, bias: 1)]), .tokenOutOfRange(1000)),
             (RequestProcessing(outputTokens: [-1], presencePenalty: 1), .tokenOutOfRange(-1)),
-            (RequestProcessing(allowedTokens: [UInt32](repeating: ~0, count: 31)), .bitmaskTooShort(words: 31, needed: 32)),
-            (RequestProcessing(topLogprobs: 21), .invalidTopLogprobs(21)),
+            (
+                RequestProcessing(allowedTokens: [UInt32](repeating: ~0, count: 31)),
+                .bitmaskTooShort(words: 31, needed: 32)
+            ),
+            (RequestProcessing(topLogprobs: 21), .invalidTopLogprobs(21))
         ]
         let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 2, threadCount: 1)
         for (q, expected) in cases {
             let (results, _) = sampler.sample(
-                logits: row + row, parameters: [SamplingParameters(), SamplingParameters()], processing: [q, RequestProcessing()])
+                logits: row + row, parameters: [SamplingParameters(), SamplingParameters()],
+                processing: [q, RequestProcessing()])
             if case .failure(let error) = results[0] {
                 // NaN payloads compare unequal: compare descriptions.
                 #expect(error.description == expected.description)
@@ -179,7 +204,8 @@ func grammarMask(vocab: Int, seed: UInt64) -> [UInt32] {
         let row = Fixture.row(3)
         var q = fullRequest(vocab: row.count, seed: 11, topLogprobs: nil)
         // Make the bias matter: lift a token near the top.
-        q.logitBias.append(LogitBias(token: Int32(ProcessingReference.top(ProcessingReference.process(row, q), 3)[2]), bias: 1.5))
+        q.logitBias.append(
+            LogitBias(token: Int32(ProcessingReference.top(ProcessingReference.process(row, q), 3)[2]), bias: 1.5))
         let processed = ProcessingReference.process(row, q)
         let expected = Reference.distribution(processed, n: 2, temperature: 1)
         #expect(expected.count >= 3)
@@ -202,13 +228,16 @@ func grammarMask(vocab: Int, seed: UInt64) -> [UInt32] {
     func topLogprobs(n: Int) throws {
         for r in [0, 4, 7] {
             let row = Fixture.row(r)
-            for q in [RequestProcessing(topLogprobs: n), fullRequest(vocab: row.count, seed: UInt64(r + 40), topLogprobs: n)] {
+            for q in [
+                RequestProcessing(topLogprobs: n), fullRequest(vocab: row.count, seed: UInt64(r + 40), topLogprobs: n)
+            ] {
                 let processed = ProcessingReference.process(row, q)
                 let logSoftmax = ProcessingReference.logSoftmax(processed)
                 for temperature: Float in [0, 0.8] {
                     let sampler = try BatchSampler(vocabularySize: row.count, maximumBatchSize: 1, threadCount: 1)
                     let (results, logprobs) = sampler.sample(
-                        logits: row, parameters: [SamplingParameters(temperature: temperature, nSigma: 1.5, seed: 3)], processing: [q])
+                        logits: row, parameters: [SamplingParameters(temperature: temperature, nSigma: 1.5, seed: 3)],
+                        processing: [q])
                     let token = try results[0].get().token
                     let lp = logprobs[0]
                     #expect(lp.entries.map { Int($0.token) } == ProcessingReference.top(processed, n))
@@ -226,7 +255,8 @@ func grammarMask(vocab: Int, seed: UInt64) -> [UInt32] {
         for t in [17, 4000, 8999] { row[t] = 5 }
         let sampler = try BatchSampler(vocabularySize: row.count, maximumBatchSize: 1, threadCount: 1)
         let (results, logprobs) = sampler.sample(
-            logits: row, parameters: [SamplingParameters(temperature: 0)], processing: [RequestProcessing(topLogprobs: 2)])
+            logits: row, parameters: [SamplingParameters(temperature: 0)],
+            processing: [RequestProcessing(topLogprobs: 2)])
         #expect(try results[0].get().token == 17)
         #expect(logprobs[0].sampledRank == 3)
         #expect(logprobs[0].entries.map(\.token) == [17, 4000])
@@ -238,9 +268,13 @@ func grammarMask(vocab: Int, seed: UInt64) -> [UInt32] {
         let rows = 6
         var random = TestRandom(seed: 77)
         let logits = (0..<rows).flatMap { _ in random.row(count: vocab) }
-        var processing = (0..<rows).map { fullRequest(vocab: vocab, seed: UInt64($0) + 100, topLogprobs: $0 % 2 == 0 ? 20 : nil) }
-        processing[3].logitBias.append(LogitBias(token: 1, bias: .nan))   // a failing row
-        let parameters = (0..<rows).map { SamplingParameters(temperature: $0 == 5 ? 0 : 0.9, nSigma: 1, seed: UInt64($0)) }
+        var processing = (0..<rows).map {
+            fullRequest(vocab: vocab, seed: UInt64($0) + 100, topLogprobs: $0 % 2 == 0 ? 20 : nil)
+        }
+        processing[3].logitBias.append(LogitBias(token: 1, bias: .nan))  // a failing row
+        let parameters = (0..<rows).map {
+            SamplingParameters(temperature: $0 == 5 ? 0 : 0.9, nSigma: 1, seed: UInt64($0))
+        }
         func run(threads: Int, order: [Int]) throws -> [String] {
             let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
             let (results, logprobs) = sampler.sample(
@@ -260,7 +294,8 @@ func grammarMask(vocab: Int, seed: UInt64) -> [UInt32] {
         for r in [0, 1, 5] {
             let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 4)
             let (results, logprobs) = sampler.sample(
-                logits: Array(logits[(r * vocab)..<((r + 1) * vocab)]), parameters: [parameters[r]], processing: [processing[r]])
+                logits: Array(logits[(r * vocab)..<((r + 1) * vocab)]), parameters: [parameters[r]],
+                processing: [processing[r]])
             #expect("\(results[0]) \(logprobs[0])" == reference[r])
         }
     }

@@ -22,21 +22,29 @@ import TopNSigma
                 #expect(Double(s.maximum) == r.maximum, "max, \(context) n=\(row.count) offset=\(offset)")
                 let meanScale: Double = Swift.max(Swift.abs(r.mean), r.std, 1e-30)
                 let meanError: Double = Swift.abs(s.mean - r.mean)
-                #expect(meanError <= 1e-6 * meanScale, "mean \(s.mean) vs \(r.mean), \(context) n=\(row.count) offset=\(offset)")
+                #expect(
+                    meanError <= 1e-6 * meanScale,
+                    "mean \(s.mean) vs \(r.mean), \(context) n=\(row.count) offset=\(offset)")
                 let stdError: Double = Swift.abs(s.standardDeviation - r.std)
                 let stdBound: Double = relative * Swift.max(r.std, 1e-300)
                 let bothZero = r.std == 0 && s.standardDeviation == 0
-                #expect(stdError <= stdBound || bothZero, "std \(s.standardDeviation) vs \(r.std), \(context) n=\(row.count) offset=\(offset)")
+                #expect(
+                    stdError <= stdBound || bothZero,
+                    "std \(s.standardDeviation) vs \(r.std), \(context) n=\(row.count) offset=\(offset)")
             }
         default:
-            Issue.record("kernel \(got) vs oracle \(Reference.statistics(row)), \(context) n=\(row.count) offset=\(offset)")
+            Issue.record(
+                "kernel \(got) vs oracle \(Reference.statistics(row)), \(context) n=\(row.count) offset=\(offset)")
         }
     }
 
     @Test("random rows of many sizes and start offsets agree with the float64 oracle")
     func randomSizesAndOffsets() {
         var random = TestRandom(seed: 1)
-        let sizes = [1, 2, 3, 5, 10, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 100, 255, 1000, 4095, 4096, 4097, 8191, 8193, 12_289, 49_152]
+        let sizes = [
+            1, 2, 3, 5, 10, 15, 16, 17, 31, 32, 33, 47, 63, 64, 65, 100, 255, 1000, 4095, 4096, 4097, 8191, 8193,
+            12_289, 49_152
+        ]
         for size in sizes {
             let row = random.row(count: size, mean: random.gaussian() * 10, std: 0.5 + 5 * random.uniform())
             for offset in 0..<4 { expectAgrees(row, offset: offset, "random") }
@@ -170,7 +178,9 @@ import TopNSigma
             } else {
                 let s = try? results[r].get()
                 let ref = try? Reference.statistics(row).get()
-                #expect(s?.argmax == ref?.argmax && abs((s?.standardDeviation ?? 0) - (ref?.std ?? 1)) < 1e-5 * (ref?.std ?? 1))
+                #expect(
+                    s?.argmax == ref?.argmax
+                        && abs((s?.standardDeviation ?? 0) - (ref?.std ?? 1)) < 1e-5 * (ref?.std ?? 1))
             }
         }
     }

@@ -16,7 +16,7 @@ import TopNSigmaBaselines
     static let rows: [[Float]] = [
         [2.0, 1.5, -1.0, 0.4, 2.2, -3.0, 1.9, 0.0, -0.5, 1.1, -2.0, 0.3],
         [0.1, 3.0, 2.6, -1.0, 2.9, 0.0, -2.0, 2.0, 1.0, -0.7, 2.4, 0.5],
-        [-1.0, 0.5, 1.8, 1.7, -0.2, 1.6, 0.9, -2.5, 1.9, 0.0, 1.2, -0.4],
+        [-1.0, 0.5, 1.8, 1.7, -0.2, 1.6, 0.9, -2.5, 1.9, 0.0, 1.2, -0.4]
     ]
 
     static var parametersTemplate: SamplingParameters { SamplingParameters(temperature: temperature, nSigma: n) }
@@ -66,7 +66,8 @@ import TopNSigmaBaselines
 
     /// Verifies `requests` requests (seed = request index) with drafts of `kind`, and checks the
     /// first, second and third emitted tokens against p_1, p_2 and p_3 by chi-square.
-    @Test("lossless: every emitted token is distributed as p (chi-square over many seeds)", arguments: DraftKind.allCases)
+    @Test(
+        "lossless: every emitted token is distributed as p (chi-square over many seeds)", arguments: DraftKind.allCases)
     func lossless(kind: DraftKind) throws {
         let requests = 20_000, k = Self.k, vocab = Self.vocab
         let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: requests, threadCount: 2)
@@ -81,14 +82,21 @@ import TopNSigmaBaselines
                 proposals.append(DraftProposal(tokens: [6, 4], probabilities: [1, 1]))
             case .far, .close:
                 let tokens = q.map { Self.draw($0, &random) }
-                proposals.append(DraftProposal(
-                    tokens: tokens, probabilities: (0..<k).map { q[$0][tokens[$0]] },
-                    distributions: .dense(q.flatMap { $0.map(Float.init) })))
+                proposals.append(
+                    DraftProposal(
+                        tokens: tokens, probabilities: (0..<k).map { q[$0][tokens[$0]] },
+                        distributions: .dense(q.flatMap { $0.map(Float.init) })))
             case .outsideKept:
                 let tokens = q.map { Self.draw($0, &random) }
-                proposals.append(DraftProposal(
-                    tokens: tokens, probabilities: (0..<k).map { Double(Float(q[$0][tokens[$0]])) },
-                    distributions: .sparse(q.map { row in row.enumerated().map { DraftEntry(token: $0.offset, probability: Double(Float($0.element))) } })))
+                proposals.append(
+                    DraftProposal(
+                        tokens: tokens, probabilities: (0..<k).map { Double(Float(q[$0][tokens[$0]])) },
+                        distributions: .sparse(
+                            q.map { row in
+                                row.enumerated().map {
+                                    DraftEntry(token: $0.offset, probability: Double(Float($0.element)))
+                                }
+                            })))
             }
         }
         let parameters = (0..<requests).map { r in
@@ -96,7 +104,9 @@ import TopNSigmaBaselines
             p.seed = UInt64(r)
             return p
         }
-        let outcomes = sampler.verify(logits: logits, k: k, proposals: proposals, parameters: parameters, steps: [UInt64](repeating: 3, count: requests))
+        let outcomes = sampler.verify(
+            logits: logits, k: k, proposals: proposals, parameters: parameters,
+            steps: [UInt64](repeating: 3, count: requests))
         var observed = [[Int: Int]](repeating: [:], count: k + 1)
         var draws = [Int](repeating: 0, count: k + 1)
         for outcome in outcomes {
@@ -110,9 +120,11 @@ import TopNSigmaBaselines
             }
         }
         for position in 0...k where draws[position] > 500 {
-            let (statistic, dof) = chiSquare(observed: observed[position], expected: Self.target(position), draws: draws[position])
-            #expect(chiSquarePValue(statistic, degreesOfFreedom: dof) > 1e-4,
-                    "\(kind) position \(position): chi-square \(statistic), \(dof) dof over \(draws[position]) draws")
+            let (statistic, dof) = chiSquare(
+                observed: observed[position], expected: Self.target(position), draws: draws[position])
+            #expect(
+                chiSquarePValue(statistic, degreesOfFreedom: dof) > 1e-4,
+                "\(kind) position \(position): chi-square \(statistic), \(dof) dof over \(draws[position]) draws")
         }
         // Every position must have been reached often enough to be tested, except where the
         // draft never agrees with the target (drafts outside the kept set are always rejected).
@@ -125,7 +137,7 @@ import TopNSigmaBaselines
     @Test("the acceptance rule by hand: accept iff u < p/q, then the residual max(0, p − q) or the bonus")
     func handWorked() throws {
         let sampler = try BatchSampler(vocabularySize: 4, maximumBatchSize: 1, threadCount: 1)
-        let bonusRow: [Float] = [0, 0, Float(Foundation.log(3.0)), -.infinity]   // p = (0.2, 0.2, 0.6, 0)
+        let bonusRow: [Float] = [0, 0, Float(Foundation.log(3.0)), -.infinity]  // p = (0.2, 0.2, 0.6, 0)
         let q: [Float] = [0.1, 0.05, 0.05, 0.8]
         var accepted = 0, rejected = 0
         for seed in UInt64(0)..<300 {
@@ -142,8 +154,14 @@ import TopNSigmaBaselines
                 // Bonus from row 2 with the stream-2 uniform at step 6: p = (0.2, 0.2, 0.6).
                 let v = philox.uniform(step: 6, stream: 2)
                 let bonus = v < 0.2 ? 0 : v < 0.4 ? 1 : 2
-                #expect(result == VerificationResult(accepted: 1, tokens: [3, bonus], logProbabilities: [
-                    Foundation.log(0.4), Foundation.log([0.2, 0.2, 0.6][bonus])]).approximately(result))
+                #expect(
+                    result
+                        == VerificationResult(
+                            accepted: 1, tokens: [3, bonus],
+                            logProbabilities: [
+                                Foundation.log(0.4), Foundation.log([0.2, 0.2, 0.6][bonus])
+                            ]
+                        ).approximately(result))
                 #expect(result.tokens == [3, bonus])
             } else {
                 rejected += 1
@@ -158,7 +176,9 @@ import TopNSigmaBaselines
         #expect(accepted > 100 && rejected > 100)
     }
 
-    @Test("invalid q: 0, NaN or negative accepts any supported token; above 1 acts as 1; unsupported tokens are always rejected")
+    @Test(
+        "invalid q: 0, NaN or negative accepts any supported token; above 1 acts as 1; unsupported tokens are always rejected"
+    )
     func invalidProbabilities() throws {
         let sampler = try BatchSampler(vocabularySize: 4, maximumBatchSize: 1, threadCount: 1)
         let row: [Float] = [Float(Foundation.log(0.6)), Float(Foundation.log(0.4)), -.infinity, -20]
@@ -176,9 +196,14 @@ import TopNSigmaBaselines
                 for token in [2, 3] {
                     let result = try sampler.verify(
                         logits: row + row, k: 1,
-                        proposals: [DraftProposal(tokens: [token], probabilities: [q], distributions: .dense([0.25, 0.25, 0.25, 0.25]))],
+                        proposals: [
+                            DraftProposal(
+                                tokens: [token], probabilities: [q], distributions: .dense([0.25, 0.25, 0.25, 0.25]))
+                        ],
                         parameters: [parameters(seed)])[0].get()
-                    #expect(result.accepted == 0 && result.tokens.count == 1 && [0, 1].contains(result.tokens[0]), "q = \(q)")
+                    #expect(
+                        result.accepted == 0 && result.tokens.count == 1 && [0, 1].contains(result.tokens[0]),
+                        "q = \(q)")
                 }
             }
             let result = try sampler.verify(
@@ -193,7 +218,9 @@ import TopNSigmaBaselines
         // NaN in a dense draft row is read as 0 there, never a crash.
         let result = try sampler.verify(
             logits: row + row, k: 1,
-            proposals: [DraftProposal(tokens: [0], probabilities: [1], distributions: .dense([1, .nan, .nan, .infinity]))],
+            proposals: [
+                DraftProposal(tokens: [0], probabilities: [1], distributions: .dense([1, .nan, .nan, .infinity]))
+            ],
             parameters: [parameters(1)])[0].get()
         #expect(result.tokens.count == 1 + result.accepted)
     }
@@ -206,19 +233,37 @@ import TopNSigmaBaselines
         let ok = DraftProposal(tokens: [3, 2], probabilities: [0.5, 0.5])
         let cases: [(DraftProposal, [Float], SamplingParameters, VerificationError)] = [
             (DraftProposal(tokens: [3], probabilities: [0.5, 0.5]), good, .init(), .tokenCount(expected: 2, actual: 1)),
-            (DraftProposal(tokens: [3, 2], probabilities: [0.5]), good, .init(), .probabilityCount(expected: 2, actual: 1)),
-            (DraftProposal(tokens: [3, 4], probabilities: [0.5, 0.5]), good, .init(), .tokenOutOfRange(position: 1, token: 4)),
-            (DraftProposal(tokens: [-1, 2], probabilities: [0.5, 0.5]), good, .init(), .tokenOutOfRange(position: 0, token: -1)),
-            (DraftProposal(tokens: [3, 2], probabilities: [0.5, 0.5], distributions: .dense([0.25, 0.25, 0.25])), good, .init(),
-             .denseLength(expected: 8, actual: 3)),
-            (DraftProposal(tokens: [3, 2], probabilities: [0.5, 0.5], distributions: .sparse([[]])), good, .init(),
-             .sparseCount(expected: 2, actual: 1)),
-            (DraftProposal(tokens: [3, 2], probabilities: [0.5, 0.5], distributions: .sparse([[], [DraftEntry(token: 9, probability: 1)]])),
-             good, .init(), .sparseTokenOutOfRange(position: 1, token: 9)),
+            (
+                DraftProposal(tokens: [3, 2], probabilities: [0.5]), good, .init(),
+                .probabilityCount(expected: 2, actual: 1)
+            ),
+            (
+                DraftProposal(tokens: [3, 4], probabilities: [0.5, 0.5]), good, .init(),
+                .tokenOutOfRange(position: 1, token: 4)
+            ),
+            (
+                DraftProposal(tokens: [-1, 2], probabilities: [0.5, 0.5]), good, .init(),
+                .tokenOutOfRange(position: 0, token: -1)
+            ),
+            (
+                DraftProposal(tokens: [3, 2], probabilities: [0.5, 0.5], distributions: .dense([0.25, 0.25, 0.25])),
+                good, .init(),
+                .denseLength(expected: 8, actual: 3)
+            ),
+            (
+                DraftProposal(tokens: [3, 2], probabilities: [0.5, 0.5], distributions: .sparse([[]])), good, .init(),
+                .sparseCount(expected: 2, actual: 1)
+            ),
+            (
+                DraftProposal(
+                    tokens: [3, 2], probabilities: [0.5, 0.5],
+                    distributions: .sparse([[], [DraftEntry(token: 9, probability: 1)]])),
+                good, .init(), .sparseTokenOutOfRange(position: 1, token: 9)
+            ),
             (ok, [0, 1, .nan, 3], .init(), .row(2, .notANumber(index: 2))),
             (ok, [0, 1, 2, .infinity], .init(), .row(1, .positiveInfinity(index: 3))),
             (ok, [-.infinity, -.infinity, -.infinity, -.infinity], .init(), .row(0, .noFiniteLogit)),
-            (ok, good, SamplingParameters(temperature: -1), .row(0, .invalidTemperature(-1))),
+            (ok, good, SamplingParameters(temperature: -1), .row(0, .invalidTemperature(-1)))
         ]
         var logits: [Float] = [], proposals: [DraftProposal] = [], parameters: [SamplingParameters] = []
         for (index, (proposal, bad, parameter, _)) in cases.enumerated() {
@@ -243,7 +288,8 @@ import TopNSigmaBaselines
         // it is always rejected; row 2 has a NaN.
         for seed in UInt64(0)..<20 {
             let outcome = sampler.verify(
-                logits: good + good + [0, .nan, 0, 0], k: 2, proposals: [DraftProposal(tokens: [0, 0], probabilities: [1, 1])],
+                logits: good + good + [0, .nan, 0, 0], k: 2,
+                proposals: [DraftProposal(tokens: [0, 0], probabilities: [1, 1])],
                 parameters: [SamplingParameters(seed: seed)])
             #expect(outcome[0] == .failure(.row(2, .notANumber(index: 1))))
         }
@@ -255,23 +301,33 @@ import TopNSigmaBaselines
         var random = TestRandom(seed: 11)
         let rows = (0..<(requests * (k + 1))).map { _ in random.row(count: vocab) }
         let proposals = (0..<requests).map { r in
-            DraftProposal(tokens: (0..<k).map { i in rows[r * (k + 1) + i].indices.max { rows[r * (k + 1) + i][$0] < rows[r * (k + 1) + i][$1] }! },
-                          probabilities: [0.9, 0.5, 0.7])
+            DraftProposal(
+                tokens: (0..<k).map { i in
+                    rows[r * (k + 1) + i].indices.max { rows[r * (k + 1) + i][$0] < rows[r * (k + 1) + i][$1] }!
+                },
+                probabilities: [0.9, 0.5, 0.7])
         }
-        let parameters = (0..<requests).map { SamplingParameters(temperature: 1.5, nSigma: 2, seed: UInt64(100 + $0), topK: $0 % 2 == 0 ? 20 : nil) }
+        let parameters = (0..<requests).map {
+            SamplingParameters(temperature: 1.5, nSigma: 2, seed: UInt64(100 + $0), topK: $0 % 2 == 0 ? 20 : nil)
+        }
         let steps = (0..<requests).map { UInt64(7 * $0) }
         let one = try BatchSampler(vocabularySize: vocab, maximumBatchSize: requests, threadCount: 1)
         let three = try BatchSampler(vocabularySize: vocab, maximumBatchSize: requests, threadCount: 3)
-        let forward = one.verify(logits: Array(rows.joined()), k: k, proposals: proposals, parameters: parameters, steps: steps)
-        #expect(three.verify(logits: Array(rows.joined()), k: k, proposals: proposals, parameters: parameters, steps: steps) == forward)
+        let forward = one.verify(
+            logits: Array(rows.joined()), k: k, proposals: proposals, parameters: parameters, steps: steps)
+        #expect(
+            three.verify(logits: Array(rows.joined()), k: k, proposals: proposals, parameters: parameters, steps: steps)
+                == forward)
         let order = Array((0..<requests).reversed())
         let reversed = three.verify(
             logits: Array(order.flatMap { r in rows[(r * (k + 1))..<((r + 1) * (k + 1))].joined() }), k: k,
-            proposals: order.map { proposals[$0] }, parameters: order.map { parameters[$0] }, steps: order.map { steps[$0] })
+            proposals: order.map { proposals[$0] }, parameters: order.map { parameters[$0] },
+            steps: order.map { steps[$0] })
         #expect(Array(reversed.reversed()) == forward)
         for r in 0..<requests {
-            let alone = one.verify(logits: Array(rows[(r * (k + 1))..<((r + 1) * (k + 1))].joined()), k: k,
-                                   proposals: [proposals[r]], parameters: [parameters[r]], steps: [steps[r]])
+            let alone = one.verify(
+                logits: Array(rows[(r * (k + 1))..<((r + 1) * (k + 1))].joined()), k: k,
+                proposals: [proposals[r]], parameters: [parameters[r]], steps: [steps[r]])
             #expect(alone[0] == forward[r])
         }
         #expect(forward.allSatisfy { (try? $0.get()) != nil })
@@ -284,9 +340,13 @@ import TopNSigmaBaselines
         let greedy = SamplingParameters(temperature: 0, seed: 3)
         let outcomes = sampler.verify(
             logits: Array(rows.joined()) + Array(rows.joined()), k: 2,
-            proposals: [DraftProposal(tokens: [1, 0], probabilities: [0.3, 0.9]), DraftProposal(tokens: [3, 0], probabilities: [0.99, 1])],
+            proposals: [
+                DraftProposal(tokens: [1, 0], probabilities: [0.3, 0.9]),
+                DraftProposal(tokens: [3, 0], probabilities: [0.99, 1])
+            ],
             parameters: [greedy, greedy])
-        #expect(outcomes[0] == .success(VerificationResult(accepted: 2, tokens: [1, 0, 4], logProbabilities: [0, 0, 0])))
+        #expect(
+            outcomes[0] == .success(VerificationResult(accepted: 2, tokens: [1, 0, 4], logProbabilities: [0, 0, 0])))
         #expect(outcomes[1] == .success(VerificationResult(accepted: 0, tokens: [1], logProbabilities: [0])))
     }
 
@@ -301,15 +361,17 @@ import TopNSigmaBaselines
         let proposals = (0..<requests).map { _ in DraftProposal(tokens: [1, 2], probabilities: [0.01, 0.5]) }
         let parameters = (0..<requests).map { SamplingParameters(temperature: 1, nSigma: 3, seed: UInt64($0)) }
         let steps: [UInt64] = [4, 5, 6]
-        let expected = sampler.verify(logits: converted, k: k, proposals: proposals, parameters: parameters, steps: steps)
+        let expected = sampler.verify(
+            logits: converted, k: k, proposals: proposals, parameters: parameters, steps: steps)
         var results = [VerificationOutcome](repeating: .failure(.row(0, .noFiniteLogit)), count: requests)
         bits.withUnsafeBytes { raw in
             proposals.withUnsafeBufferPointer { q in
                 parameters.withUnsafeBufferPointer { p in
                     steps.withUnsafeBufferPointer { s in
                         results.withUnsafeMutableBufferPointer { out in
-                            sampler.verify(logits: raw.baseAddress!, format: .bfloat16, requests: requests, k: k,
-                                           proposals: q, parameters: p, steps: s, into: out)
+                            sampler.verify(
+                                logits: raw.baseAddress!, format: .bfloat16, requests: requests, k: k,
+                                proposals: q, parameters: p, steps: s, into: out)
                         }
                     }
                 }
@@ -322,8 +384,9 @@ import TopNSigmaBaselines
         let distribution = try FilteredDistribution.of(row, parameters: parameters[0])
         let probability = Dictionary(uniqueKeysWithValues: distribution.kept.map { ($0.token, $0.probability) })
         for step in UInt64(0)..<20 {
-            let result = try sampler.verify(logits: row, k: 0, proposals: [DraftProposal(tokens: [], probabilities: [])],
-                                            parameters: [parameters[0]], steps: [step])[0].get()
+            let result = try sampler.verify(
+                logits: row, k: 0, proposals: [DraftProposal(tokens: [], probabilities: [])],
+                parameters: [parameters[0]], steps: [step])[0].get()
             #expect(result.accepted == 0 && result.tokens.count == 1)
             let p = try #require(probability[result.tokens[0]])
             #expect(abs(result.logProbabilities[0] - Foundation.log(p)) < 1e-9)
@@ -337,7 +400,7 @@ import TopNSigmaBaselines
         for parameters in [
             SamplingParameters(temperature: 0.7, nSigma: 1, seed: 1),
             SamplingParameters(temperature: 1.2, nSigma: nil, seed: 2, topK: 40, topP: 0.9),
-            SamplingParameters(temperature: 1, nSigma: 2, seed: 3, minP: 0.05),
+            SamplingParameters(temperature: 1, nSigma: 2, seed: 3, minP: 0.05)
         ] {
             let distribution = try FilteredDistribution.of(row, parameters: parameters)
             let probability = Dictionary(uniqueKeysWithValues: distribution.kept.map { ($0.token, $0.probability) })
@@ -359,8 +422,9 @@ extension VerificationResult {
     /// `self` when its tokens and count equal `other`'s and its log-probabilities are within
     /// 1e-6 of them; otherwise `self` unchanged (so an `==` against `other` fails).
     func approximately(_ other: VerificationResult) -> VerificationResult {
-        guard accepted == other.accepted, tokens == other.tokens, logProbabilities.count == other.logProbabilities.count,
-              zip(logProbabilities, other.logProbabilities).allSatisfy({ abs($0 - $1) < 1e-6 })
+        guard accepted == other.accepted, tokens == other.tokens,
+            logProbabilities.count == other.logProbabilities.count,
+            zip(logProbabilities, other.logProbabilities).allSatisfy({ abs($0 - $1) < 1e-6 })
         else { return self }
         return other
     }
@@ -372,9 +436,12 @@ extension VerificationResult {
     func lines() throws {
         let rows = SpeculativeTests.rows
         let logits = try rawFile(Array(rows.joined()) + Array(rows.joined()))
-        let drafts = try textFile("drafts.json", #"[{"tokens": [6, 4], "q": [0.5, 0.5]}, {"tokens": [0, 1], "q": [1, 1]}]"#)
-        let run = try CLI.run(["verify", "--logits", logits, "--vocab", "12", "--k", "2", "--drafts", drafts,
-                               "--n", "1.0", "--temperature", "0.8", "--seed", "9", "--trials", "3"])
+        let drafts = try textFile(
+            "drafts.json", #"[{"tokens": [6, 4], "q": [0.5, 0.5]}, {"tokens": [0, 1], "q": [1, 1]}]"#)
+        let run = try CLI.run([
+            "verify", "--logits", logits, "--vocab", "12", "--k", "2", "--drafts", drafts,
+            "--n", "1.0", "--temperature", "0.8", "--seed", "9", "--trials", "3"
+        ])
         #expect(run.status == 0, "\(run.stderr)")
         let lines = run.lines
         #expect(lines.count == 6)
@@ -383,9 +450,13 @@ extension VerificationResult {
         for (index, line) in lines.enumerated() {
             let request = line["request"] as! Int, trial = line["trial"] as! Int
             #expect(Array(line.keys).count == 5)
-            let proposal = request == 0 ? DraftProposal(tokens: [6, 4], probabilities: [0.5, 0.5]) : DraftProposal(tokens: [0, 1], probabilities: [1, 1])
-            let expected = try sampler.verify(logits: Array(rows.joined()), k: 2, proposals: [proposal],
-                                              parameters: [parameters], steps: [UInt64(trial)])[0].get()
+            let proposal =
+                request == 0
+                ? DraftProposal(tokens: [6, 4], probabilities: [0.5, 0.5])
+                : DraftProposal(tokens: [0, 1], probabilities: [1, 1])
+            let expected = try sampler.verify(
+                logits: Array(rows.joined()), k: 2, proposals: [proposal],
+                parameters: [parameters], steps: [UInt64(trial)])[0].get()
             #expect(line["accepted"] as? Int == expected.accepted, "line \(index)")
             #expect(line["tokens"] as? [Int] == expected.tokens)
             let logprobs = (line["logprobs"] as! [NSNumber]).map(\.doubleValue)
@@ -394,8 +465,10 @@ extension VerificationResult {
         // Dense draft rows from --draft-probs: the same result as the library with .dense.
         let q = [Float](repeating: 1 / 12, count: 2 * 2 * 12)
         let probs = try temporaryFile("q.f32", q.withUnsafeBytes { Data($0) })
-        let dense = try CLI.run(["verify", "--logits", logits, "--vocab", "12", "--k", "2", "--drafts", drafts,
-                                 "--draft-probs", probs, "--seed", "9"])
+        let dense = try CLI.run([
+            "verify", "--logits", logits, "--vocab", "12", "--k", "2", "--drafts", drafts,
+            "--draft-probs", probs, "--seed", "9"
+        ])
         #expect(dense.status == 0, "\(dense.stderr)")
         #expect(dense.lines.count == 2)
     }
@@ -411,12 +484,12 @@ extension VerificationResult {
         #expect(lines.count == 2)
         #expect(lines[1]["request"] as? Int == 1 && (lines[1]["error"] as? String)?.contains("NaN") == true)
         for arguments in [
-            ["--k", "3", "--drafts", drafts],                       // rows not a multiple of k + 1
-            ["--k", "1", "--drafts", try textFile("drafts.json", "[{]")],        // bad JSON
-            ["--k", "1", "--drafts", try textFile("drafts.json", #"[{"tokens": [3], "q": [0.5]}]"#)],   // one draft for two requests
-            ["--k", "1", "--drafts", drafts, "--draft-probs", try rawFile([0.5])],     // wrong size
+            ["--k", "3", "--drafts", drafts],  // rows not a multiple of k + 1
+            ["--k", "1", "--drafts", try textFile("drafts.json", "[{]")],  // bad JSON
+            ["--k", "1", "--drafts", try textFile("drafts.json", #"[{"tokens": [3], "q": [0.5]}]"#)],  // one draft for two requests
+            ["--k", "1", "--drafts", drafts, "--draft-probs", try rawFile([0.5])],  // wrong size
             ["--k", "-1", "--drafts", drafts],
-            ["--k", "1", "--drafts", drafts, "--trials", "0"],
+            ["--k", "1", "--drafts", drafts, "--trials", "0"]
         ] {
             let bad = try CLI.run(["verify", "--logits", logits, "--vocab", "4"] + arguments)
             #expect(bad.status == 2, "\(arguments)")
@@ -436,23 +509,30 @@ extension VerificationResult {
         var opponent = SeparateVerify(vocabularySize: vocab, k: k)
         for temperature in [Float(0.8), 0] {
             let proposals = (0..<requests).map { r in
-                DraftProposal(tokens: (0..<k).map { i in
-                    let row = rows[r * (k + 1) + i]
-                    // The argmax for even requests (often accepted), a low token for odd ones.
-                    return r % 2 == 0 ? row.indices.max { row[$0] < row[$1] }! : row.indices.min { row[$0] < row[$1] }!
-                }, probabilities: [0.9, 0.6, 1])
+                DraftProposal(
+                    tokens: (0..<k).map { i in
+                        let row = rows[r * (k + 1) + i]
+                        // The argmax for even requests (often accepted), a low token for odd ones.
+                        return r % 2 == 0
+                            ? row.indices.max { row[$0] < row[$1] }! : row.indices.min { row[$0] < row[$1] }!
+                    }, probabilities: [0.9, 0.6, 1])
             }
-            let parameters = (0..<requests).map { SamplingParameters(temperature: temperature, nSigma: 1.5, seed: UInt64($0)) }
+            let parameters = (0..<requests).map {
+                SamplingParameters(temperature: temperature, nSigma: 1.5, seed: UInt64($0))
+            }
             let steps = (0..<requests).map { UInt64($0 * 3) }
-            let outcomes = sampler.verify(logits: Array(rows.joined()), k: k, proposals: proposals, parameters: parameters, steps: steps)
+            let outcomes = sampler.verify(
+                logits: Array(rows.joined()), k: k, proposals: proposals, parameters: parameters, steps: steps)
             var acceptedSome = 0
             for r in 0..<requests {
                 let expected = try outcomes[r].get()
                 let block = Array(rows[(r * (k + 1))..<((r + 1) * (k + 1))].joined())
-                let got = try #require(block.withUnsafeBufferPointer {
-                    opponent.verify($0, tokens: proposals[r].tokens, q: proposals[r].probabilities, n: 1.5,
-                                    temperature: temperature, seed: UInt64(r), step: steps[r])
-                })
+                let got = try #require(
+                    block.withUnsafeBufferPointer {
+                        opponent.verify(
+                            $0, tokens: proposals[r].tokens, q: proposals[r].probabilities, n: 1.5,
+                            temperature: temperature, seed: UInt64(r), step: steps[r])
+                    })
                 #expect(got.accepted == expected.accepted && got.tokens == expected.tokens, "request \(r)")
                 #expect(zip(got.logProbabilities, expected.logProbabilities).allSatisfy { abs($0 - $1) < 1e-6 })
                 if expected.accepted > 0 { acceptedSome += 1 }

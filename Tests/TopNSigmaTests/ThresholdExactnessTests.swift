@@ -34,7 +34,9 @@ import TopNSigmaBaselines
                     let crafted = Self.straddling(row, index: index, n: n, ulps: ulps)
                     let expected = Reference.kept(crafted, n: n)
                     let filtered = try filterTopNSigma(crafted, n: Float(n)).get()
-                    #expect(filtered.kept.map { Int($0.index) } == expected, "row \(r), index \(index), \(ulps) ulps, n \(n)")
+                    #expect(
+                        filtered.kept.map { Int($0.index) } == expected,
+                        "row \(r), index \(index), \(ulps) ulps, n \(n)")
                     rowsChecked += 1
                 }
             }
@@ -54,7 +56,8 @@ import TopNSigmaBaselines
         }
         let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: threads)
         for (k, row) in rows.enumerated() {
-            let result = try sampler.sample(logits: row, parameters: [SamplingParameters(temperature: 1, nSigma: Float(n), seed: 1)])[0].get()
+            let result = try sampler.sample(
+                logits: row, parameters: [SamplingParameters(temperature: 1, nSigma: Float(n), seed: 1)])[0].get()
             #expect(result.candidateCount == Reference.kept(row, n: n).count, "row \(k), \(threads) threads")
         }
     }
@@ -67,7 +70,9 @@ import TopNSigmaBaselines
             for ulps in [-1, 0, 1] {
                 let crafted = Self.straddling(row, index: vocab / 3, n: 1, ulps: ulps)
                 let filtered = try filterTopNSigma(crafted, n: 1).get()
-                #expect(filtered.kept.map { Int($0.index) } == Reference.kept(crafted, n: 1), "vocab \(vocab), offset \(offset), \(ulps) ulps")
+                #expect(
+                    filtered.kept.map { Int($0.index) } == Reference.kept(crafted, n: 1),
+                    "vocab \(vocab), offset \(offset), \(ulps) ulps")
             }
         }
     }

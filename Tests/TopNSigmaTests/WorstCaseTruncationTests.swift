@@ -10,7 +10,9 @@ import TopNSigmaBaselines
 @Suite struct WorstCaseTruncationTests {
     static func parameters(vocab: Int) -> [SamplingParameters] {
         var cases: [SamplingParameters] = []
-        for k in [1, 2, 3, vocab / 2, vocab / 2 + 1, vocab - 1] { cases.append(SamplingParameters(nSigma: nil, topK: k)) }
+        for k in [1, 2, 3, vocab / 2, vocab / 2 + 1, vocab - 1] {
+            cases.append(SamplingParameters(nSigma: nil, topK: k))
+        }
         for (p, t) in [(Float(0.5), Float(1)), (0.9, 1), (0.9, 5), (0.99, 0.5), (0.999, 20)] {
             cases.append(SamplingParameters(temperature: t, nSigma: nil, topP: p))
         }
@@ -67,18 +69,20 @@ import TopNSigmaBaselines
     func samplerOnAdversarialRows() throws {
         let vocab = 20_000
         let rows = [
-            AdversarialLogits.organPipe(vocab: vocab), AdversarialLogits.mcIlroy(vocab: vocab, k: vocab / 2, pivot: .sampled).row,
-            AdversarialLogits.sorted(vocab: vocab, ascending: false),
+            AdversarialLogits.organPipe(vocab: vocab),
+            AdversarialLogits.mcIlroy(vocab: vocab, k: vocab / 2, pivot: .sampled).row,
+            AdversarialLogits.sorted(vocab: vocab, ascending: false)
         ]
         let parameters = [
             SamplingParameters(temperature: 5, nSigma: nil, seed: 1, topP: 0.9),
             SamplingParameters(temperature: 1, nSigma: nil, seed: 2, topK: vocab / 2),
-            SamplingParameters(temperature: 1, nSigma: nil, seed: 3, topK: vocab / 2, topP: 0.5),
+            SamplingParameters(temperature: 1, nSigma: nil, seed: 3, topK: vocab / 2, topP: 0.5)
         ]
         let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 1)
         for row in rows {
             for p in parameters {
-                let expected = Dictionary(uniqueKeysWithValues: Reference.truncated(row, p).map { ($0.token, $0.probability) })
+                let expected = Dictionary(
+                    uniqueKeysWithValues: Reference.truncated(row, p).map { ($0.token, $0.probability) })
                 for step in 0..<5 {
                     let token = try sampler.sample(logits: row, parameters: [p], steps: [UInt64(step)])[0].get()
                     let probability = try #require(expected[token.token], "token \(token.token) not kept, \(p)")

@@ -16,7 +16,7 @@ let benchmarks: @Sendable () -> Void = {
         thresholds: [
             // No heap allocation per call, ever: any increase over the baseline fails.
             .mallocCountTotal: .init(absolute: [.p0: 0, .p50: 0, .p100: 0]),
-            .wallClock: .init(relative: [.p50: 15, .p75: 20]),
+            .wallClock: .init(relative: [.p50: 15, .p75: 20])
         ]
     )
 
@@ -38,18 +38,23 @@ let benchmarks: @Sendable () -> Void = {
             for threads in Set([1, allCores]).sorted() {
                 Benchmark("fused-topnsigma vocab \(vocab) batch \(batch) threads \(threads)") { benchmark in
                     let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads)
-                    let parameters = [SamplingParameters](repeating: SamplingParameters(temperature: 1, nSigma: 1, seed: 7), count: batch)
+                    let parameters = [SamplingParameters](
+                        repeating: SamplingParameters(temperature: 1, nSigma: 1, seed: 7), count: batch)
                     var steps = [UInt64](repeating: 0, count: batch)
                     var results = [SampleResult](repeating: .failure(.noFiniteLogit), count: batch)
                     logits.withUnsafeBufferPointer { l in
                         parameters.withUnsafeBufferPointer { p in
                             results.withUnsafeMutableBufferPointer { out in
                                 steps.withUnsafeMutableBufferPointer { s in
-                                    sampler.sample(logits: l.baseAddress!, rows: batch, parameters: p, steps: UnsafeBufferPointer(s), into: out)
+                                    sampler.sample(
+                                        logits: l.baseAddress!, rows: batch, parameters: p,
+                                        steps: UnsafeBufferPointer(s), into: out)
                                     benchmark.startMeasurement()
                                     for iteration in benchmark.scaledIterations {
                                         for r in 0..<batch { s[r] = UInt64(iteration) }
-                                        sampler.sample(logits: l.baseAddress!, rows: batch, parameters: p, steps: UnsafeBufferPointer(s), into: out)
+                                        sampler.sample(
+                                            logits: l.baseAddress!, rows: batch, parameters: p,
+                                            steps: UnsafeBufferPointer(s), into: out)
                                     }
                                     benchmark.stopMeasurement()
                                     blackHole(out[0])
@@ -61,11 +66,17 @@ let benchmarks: @Sendable () -> Void = {
             }
             // The opponents take seconds per call at batch 256: up to batch 64 only.
             guard batch <= 64 else { continue }
-            opponentBenchmark("naive-topnsigma vocab \(vocab) batch \(batch) threads 1", iterations: 20, logits: logits, vocab: vocab, batch: batch) {
+            opponentBenchmark(
+                "naive-topnsigma vocab \(vocab) batch \(batch) threads 1", iterations: 20, logits: logits, vocab: vocab,
+                batch: batch
+            ) {
                 var naive = NaiveTopNSigma(vocabularySize: vocab)
                 return { naive.sample($0, n: 1, temperature: 1, seed: 7, step: 1) }
             }
-            opponentBenchmark("sort-topp vocab \(vocab) batch \(batch) threads 1", iterations: 5, logits: logits, vocab: vocab, batch: batch) {
+            opponentBenchmark(
+                "sort-topp vocab \(vocab) batch \(batch) threads 1", iterations: 5, logits: logits, vocab: vocab,
+                batch: batch
+            ) {
                 var topP = SortTopP(vocabularySize: vocab)
                 return { topP.sample($0, p: 0.9, temperature: 1, seed: 7, step: 1) }
             }
@@ -112,7 +123,9 @@ func opponentBenchmark(
         logits.withUnsafeBufferPointer { l in
             benchmark.startMeasurement()
             for _ in benchmark.scaledIterations {
-                for r in 0..<batch { blackHole(sample(UnsafeBufferPointer(rebasing: l[(r * vocab)..<((r + 1) * vocab)]))) }
+                for r in 0..<batch {
+                    blackHole(sample(UnsafeBufferPointer(rebasing: l[(r * vocab)..<((r + 1) * vocab)])))
+                }
             }
         }
     }

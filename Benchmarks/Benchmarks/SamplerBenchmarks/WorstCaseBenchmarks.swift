@@ -23,22 +23,23 @@ func worstCaseTruncationBenchmarks() {
         ("shuffled", shuffled),
         ("organ-pipe", AdversarialLogits.organPipe(vocab: vocab)),
         ("sorted", AdversarialLogits.sorted(vocab: vocab, ascending: true)),
-        ("mcilroy-current-pivot", AdversarialLogits.mcIlroy(vocab: vocab, k: vocab / 2, pivot: .sampled).row),
+        ("mcilroy-current-pivot", AdversarialLogits.mcIlroy(vocab: vocab, k: vocab / 2, pivot: .sampled).row)
     ]
     let cases: [(String, SamplingParameters)] = [
         ("top-p 0.9", SamplingParameters(temperature: 1, nSigma: nil, seed: 3, topP: 0.9)),
         ("top-p 0.9 T 5", SamplingParameters(temperature: 5, nSigma: nil, seed: 3, topP: 0.9)),
-        ("top-k \(vocab / 2)", SamplingParameters(temperature: 1, nSigma: nil, seed: 3, topK: vocab / 2)),
+        ("top-k \(vocab / 2)", SamplingParameters(temperature: 1, nSigma: nil, seed: 3, topK: vocab / 2))
     ]
     for (rowName, row) in rows {
         for (caseName, parameters) in cases {
             Benchmark(
                 "worst-case \(rowName) \(caseName) vocab \(vocab) batch 1 threads 1",
                 configuration: .init(
-                    metrics: [.wallClock, .mallocCountTotal], warmupIterations: 2, maxDuration: .seconds(2), maxIterations: 200,
+                    metrics: [.wallClock, .mallocCountTotal], warmupIterations: 2, maxDuration: .seconds(2),
+                    maxIterations: 200,
                     thresholds: [
                         .mallocCountTotal: .init(absolute: [.p0: 0, .p50: 0, .p100: 0]),
-                        .wallClock: .init(relative: [.p50: 15, .p75: 20]),
+                        .wallClock: .init(relative: [.p50: 15, .p75: 20])
                     ])
             ) { benchmark in
                 let sampler = try! BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 1)
@@ -49,11 +50,15 @@ func worstCaseTruncationBenchmarks() {
                     parameterList.withUnsafeBufferPointer { p in
                         results.withUnsafeMutableBufferPointer { out in
                             steps.withUnsafeMutableBufferPointer { s in
-                                sampler.sample(logits: l.baseAddress!, rows: 1, parameters: p, steps: UnsafeBufferPointer(s), into: out)
+                                sampler.sample(
+                                    logits: l.baseAddress!, rows: 1, parameters: p, steps: UnsafeBufferPointer(s),
+                                    into: out)
                                 benchmark.startMeasurement()
                                 for iteration in benchmark.scaledIterations {
                                     s[0] = UInt64(iteration)
-                                    sampler.sample(logits: l.baseAddress!, rows: 1, parameters: p, steps: UnsafeBufferPointer(s), into: out)
+                                    sampler.sample(
+                                        logits: l.baseAddress!, rows: 1, parameters: p, steps: UnsafeBufferPointer(s),
+                                        into: out)
                                 }
                                 benchmark.stopMeasurement()
                                 blackHole(out[0])

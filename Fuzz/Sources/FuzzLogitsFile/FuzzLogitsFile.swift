@@ -47,7 +47,8 @@ public func fuzzLogitsFile(_ start: UnsafePointer<UInt8>, _ size: Int) -> CInt {
 
     // A successful read: sizes from the definition.
     precondition(file.vocab > 0 && file.rows >= 0, "rows \(file.rows), vocab \(file.vocab)")
-    precondition(file.values.count == file.rows * file.vocab, "\(file.values.count) values for \(file.rows) × \(file.vocab)")
+    precondition(
+        file.values.count == file.rows * file.vocab, "\(file.values.count) values for \(file.rows) × \(file.vocab)")
     if let vocab { precondition(vocab == file.vocab, "--vocab \(vocab) but vocab \(file.vocab)") }
     let isNumPy = bytes.count >= 6 && bytes.prefix(6).elementsEqual([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59])
     if !isNumPy {
@@ -60,7 +61,8 @@ public func fuzzLogitsFile(_ start: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     if file.format == .float32 {
         precondition(file.bits == nil, "bits for a float32 file")
     } else {
-        precondition(file.bits?.count == file.values.count, "\(file.bits?.count ?? 0) bits for \(file.values.count) values")
+        precondition(
+            file.bits?.count == file.values.count, "\(file.bits?.count ?? 0) bits for \(file.values.count) values")
     }
     let width = file.format.byteCount
     precondition(file.values.count * width <= bytes.count, "more values than bytes")
@@ -76,7 +78,9 @@ public func fuzzLogitsFile(_ start: UnsafePointer<UInt8>, _ size: Int) -> CInt {
         }
         switch file.format {
         case .float32:
-            expected = Float(bitPattern: UInt32(bytes[at]) | UInt32(bytes[at + 1]) << 8 | UInt32(bytes[at + 2]) << 16 | UInt32(bytes[at + 3]) << 24)
+            expected = Float(
+                bitPattern: UInt32(bytes[at]) | UInt32(bytes[at + 1]) << 8 | UInt32(bytes[at + 2]) << 16 | UInt32(
+                    bytes[at + 3]) << 24)
         case .bfloat16:
             expected = Float(bitPattern: (UInt32(bytes[at]) | UInt32(bytes[at + 1]) << 8) << 16)
         case .float16:
@@ -86,7 +90,9 @@ public func fuzzLogitsFile(_ start: UnsafePointer<UInt8>, _ size: Int) -> CInt {
             expected = value
             #endif
         }
-        precondition(value.bitPattern == expected.bitPattern || (value.isNaN && expected.isNaN), "value \(i): \(value) != \(expected)")
+        precondition(
+            value.bitPattern == expected.bitPattern || (value.isNaN && expected.isNaN),
+            "value \(i): \(value) != \(expected)")
     }
     return 0
 }

@@ -48,11 +48,15 @@ let biases: [Float] = [0, 1, -1, 5, -100, 100, .nan, .infinity, -.infinity, 3e38
 /// The processed row, as the README defines it (masked: -inf), and the request's error if any.
 func reference(_ row: [Float], _ q: RequestProcessing) -> (values: [Float], error: RowError?) {
     let v = row.count
-    if !(q.repetitionPenalty > 0 && q.repetitionPenalty.isFinite) { return ([], .invalidRepetitionPenalty(q.repetitionPenalty)) }
+    if !(q.repetitionPenalty > 0 && q.repetitionPenalty.isFinite) {
+        return ([], .invalidRepetitionPenalty(q.repetitionPenalty))
+    }
     if !q.frequencyPenalty.isFinite { return ([], .invalidFrequencyPenalty(q.frequencyPenalty)) }
     if !q.presencePenalty.isFinite { return ([], .invalidPresencePenalty(q.presencePenalty)) }
     if let n = q.topLogprobs, !(0...20).contains(n) { return ([], .invalidTopLogprobs(n)) }
-    if let words = q.allowedTokens, words.count < (v + 31) / 32 { return ([], .bitmaskTooShort(words: words.count, needed: (v + 31) / 32)) }
+    if let words = q.allowedTokens, words.count < (v + 31) / 32 {
+        return ([], .bitmaskTooShort(words: words.count, needed: (v + 31) / 32))
+    }
     var bias = [Float](repeating: 0, count: v)
     var biased = [Bool](repeating: false, count: v)
     for entry in q.logitBias {
@@ -128,9 +132,13 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
 
     let parameters = SamplingParameters(temperature: 1, nSigma: n, seed: 1)
     let expected = reference(row, q)
-    if cachedSampler?.vocabularySize != vocab { cachedSampler = try! BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 1) }
+    if cachedSampler?.vocabularySize != vocab {
+        cachedSampler = try! BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 1)
+    }
     let (results, logprobs) = cachedSampler!.sample(logits: row, parameters: [parameters], processing: [q])
-    let filtered = Result { () throws(RowError) in try FilteredDistribution.of(row, parameters: parameters, processing: q) }
+    let filtered = Result { () throws(RowError) in
+        try FilteredDistribution.of(row, parameters: parameters, processing: q)
+    }
     if let error = expected.error {
         check(filtered.failure.map { "\($0)" } == "\(error)", "filter: expected \(error), got \(filtered)")
         check(results[0].failure.map { "\($0)" } == "\(error)", "sample: expected \(error), got \(results[0])")
@@ -140,8 +148,10 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     if let bad = values.firstIndex(where: { $0.isNaN || $0 == .infinity }) {
         for result in [filtered.failure, results[0].failure] {
             switch result {
-            case .notANumber(let i)?: check(values[i].isNaN, "NaN reported at \(i), value \(values[i]) (first bad \(bad))")
-            case .positiveInfinity(let i)?: check(values[i] == .infinity || values[i].isNaN, "+inf reported at \(i), value \(values[i])")
+            case .notANumber(let i)?:
+                check(values[i].isNaN, "NaN reported at \(i), value \(values[i]) (first bad \(bad))")
+            case .positiveInfinity(let i)?:
+                check(values[i] == .infinity || values[i].isNaN, "+inf reported at \(i), value \(values[i])")
             default: check(false, "expected a NaN/+inf error (token \(bad)), got \(String(describing: result))")
             }
         }
@@ -166,7 +176,9 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     var m2 = 0.0
     for i in finite { m2 += (Double(values[i]) - mean) * (Double(values[i]) - mean) }
     let std = finite.count > 1 ? (m2 / Double(finite.count - 1)).squareRoot() : 0
-    check(Double(f.statistics.maximum) == maximum && f.statistics.argmax == argmax, "max/argmax \(f.statistics) vs \(maximum) \(argmax)")
+    check(
+        Double(f.statistics.maximum) == maximum && f.statistics.argmax == argmax,
+        "max/argmax \(f.statistics) vs \(maximum) \(argmax)")
     check(f.statistics.finiteCount == finite.count, "finite count")
     let threshold = n.map { maximum - Double($0) * std } ?? -.infinity
     let slack = 1e-12 * Swift.max(1, Swift.abs(threshold))
@@ -174,7 +186,9 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     for i in finite {
         let x = Double(values[i])
         if x >= threshold + slack { check(kept.contains(i), "token \(i) (\(x)) must be kept, threshold \(threshold)") }
-        if x < threshold - slack { check(!kept.contains(i), "token \(i) (\(x)) must not be kept, threshold \(threshold)") }
+        if x < threshold - slack {
+            check(!kept.contains(i), "token \(i) (\(x)) must not be kept, threshold \(threshold)")
+        }
     }
     check(kept.contains(drawn.token), "drawn token \(drawn.token) outside the kept set")
     if let topN = q.topLogprobs {
@@ -182,13 +196,19 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         let logZ = log(z)
         let order = finite.sorted { values[$0] > values[$1] || (values[$0] == values[$1] && $0 < $1) }
         let lp = logprobs[0]
-        check(lp.entries.map { Int($0.token) } == Array(order.prefix(topN)), "top tokens \(lp.entries) vs \(order.prefix(topN))")
+        check(
+            lp.entries.map { Int($0.token) } == Array(order.prefix(topN)),
+            "top tokens \(lp.entries) vs \(order.prefix(topN))")
         for e in lp.entries {
             let want = Double(values[Int(e.token)]) - maximum - logZ
-            check(Swift.abs(e.logprob - want) <= 2e-6 * Swift.max(1, Swift.abs(want)), "logprob of \(e.token): \(e.logprob) vs \(want)")
+            check(
+                Swift.abs(e.logprob - want) <= 2e-6 * Swift.max(1, Swift.abs(want)),
+                "logprob of \(e.token): \(e.logprob) vs \(want)")
         }
         let want = Double(values[drawn.token]) - maximum - logZ
-        check(Swift.abs(lp.sampledLogprob - want) <= 2e-6 * Swift.max(1, Swift.abs(want)), "sampled logprob \(lp.sampledLogprob) vs \(want)")
+        check(
+            Swift.abs(lp.sampledLogprob - want) <= 2e-6 * Swift.max(1, Swift.abs(want)),
+            "sampled logprob \(lp.sampledLogprob) vs \(want)")
         check(lp.sampledRank == finite.filter { values[$0] >= values[drawn.token] }.count, "rank \(lp.sampledRank)")
     }
     return 0

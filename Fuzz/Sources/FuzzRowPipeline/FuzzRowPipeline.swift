@@ -66,10 +66,18 @@ func precedes(_ row: [Float], _ a: Int, _ b: Int) -> Bool {
 @_cdecl("LLVMFuzzerTestOneInput")
 public func fuzzRowPipeline(_ start: UnsafePointer<UInt8>, _ size: Int) -> CInt {
     var input = Reader(bytes: Array(UnsafeBufferPointer(start: start, count: size)))
-    let temperature: Float = pick([1, 0, 0.5, 2, 0.01, 100, 1e-30, 1e30, .infinity, -1, .nan, -0.0, 0.7, 1.5], input.byte()) { input.float() }
-    let nSigma: Float? = pick([1, nil, 0, 0.5, 2, 3, 1e-7, 1e30, .infinity, -1, .nan, 1.5], input.byte()) { input.float() }
-    let topK: Int? = pick([nil, 1, 2, 3, 10, 100, Int.max, 0, -1, 5000], input.byte()) { Int(Int32(bitPattern: input.uint32())) }
-    let topP: Float? = pick([nil, 1, 0.9, 0.5, 1e-9, 0.999999, 0, 1.0000001, .nan, 0.95, 0.1], input.byte()) { input.float() }
+    let temperature: Float = pick(
+        [1, 0, 0.5, 2, 0.01, 100, 1e-30, 1e30, .infinity, -1, .nan, -0.0, 0.7, 1.5], input.byte()
+    ) { input.float() }
+    let nSigma: Float? = pick([1, nil, 0, 0.5, 2, 3, 1e-7, 1e30, .infinity, -1, .nan, 1.5], input.byte()) {
+        input.float()
+    }
+    let topK: Int? = pick([nil, 1, 2, 3, 10, 100, Int.max, 0, -1, 5000], input.byte()) {
+        Int(Int32(bitPattern: input.uint32()))
+    }
+    let topP: Float? = pick([nil, 1, 0.9, 0.5, 1e-9, 0.999999, 0, 1.0000001, .nan, 0.95, 0.1], input.byte()) {
+        input.float()
+    }
     let minP: Float? = pick([nil, 0, 1, 0.1, 0.5, 1e-30, -0.1, 1.5, .nan, 0.05, 0.9], input.byte()) { input.float() }
     let scale: Float = pick([1, 0.01, 1e-3, 1e-30, 1e30, 1e36, 100, 0.1, 1e-45], input.byte()) { input.float() }
     let offset: Float = pick([0, 1000, -1000, 1e6, 3e38, -3e38, 0.5, 1e-40], input.byte()) { input.float() }
@@ -91,7 +99,8 @@ public func fuzzRowPipeline(_ start: UnsafePointer<UInt8>, _ size: Int) -> CInt 
     let copies = min(repeatCount, max(1, 70_000 / pattern.count))
     row.reserveCapacity(pattern.count * copies)
     for _ in 0..<copies { row += pattern }
-    let parameters = SamplingParameters(temperature: temperature, nSigma: nSigma, seed: UInt64(size), topK: topK, topP: topP, minP: minP)
+    let parameters = SamplingParameters(
+        temperature: temperature, nSigma: nSigma, seed: UInt64(size), topK: topK, topP: topP, minP: minP)
     verify(row, parameters)
     return 0
 }
@@ -103,7 +112,8 @@ func verify(_ row: [Float], _ parameters: SamplingParameters) {
         try FilteredDistribution.of(row, parameters: SamplingParameters(temperature: 1, nSigma: parameters.nSigma))
     }
     if cachedSampler?.vocabularySize != row.count {
-        cachedSampler = try! BatchSampler(vocabularySize: row.count, maximumBatchSize: 1, threadCount: 1, spinMicroseconds: 0)
+        cachedSampler = try! BatchSampler(
+            vocabularySize: row.count, maximumBatchSize: 1, threadCount: 1, spinMicroseconds: 0)
     }
     let sampled = cachedSampler!.sample(logits: row, parameters: [parameters], steps: [7])[0]
 
@@ -121,7 +131,9 @@ func verify(_ row: [Float], _ parameters: SamplingParameters) {
     } else if let m = parameters.minP, !(m >= 0 && m <= 1) {
         expectedError = RowError.invalidMinP(m).description
     } else if let bad = row.firstIndex(where: { $0.isNaN || $0 == .infinity }) {
-        expectedError = row[bad].isNaN ? RowError.notANumber(index: bad).description : RowError.positiveInfinity(index: bad).description
+        expectedError =
+            row[bad].isNaN
+            ? RowError.notANumber(index: bad).description : RowError.positiveInfinity(index: bad).description
     } else if !row.contains(where: { $0 != -.infinity }) {
         expectedError = RowError.noFiniteLogit.description
     }
@@ -130,14 +142,18 @@ func verify(_ row: [Float], _ parameters: SamplingParameters) {
     if let n = parameters.nSigma, !(n >= 0) {
         filterError = RowError.invalidNSigma(n).description
     } else if let bad = row.firstIndex(where: { $0.isNaN || $0 == .infinity }) {
-        filterError = row[bad].isNaN ? RowError.notANumber(index: bad).description : RowError.positiveInfinity(index: bad).description
+        filterError =
+            row[bad].isNaN
+            ? RowError.notANumber(index: bad).description : RowError.positiveInfinity(index: bad).description
     } else if !row.contains(where: { $0 != -.infinity }) {
         filterError = RowError.noFiniteLogit.description
     }
 
     switch (distribution, expectedError) {
     case (.failure(let error), let expected?):
-        check(error.description == expected, "FilteredDistribution error '\(error)', expected '\(expected)' \(parameters)")
+        check(
+            error.description == expected, "FilteredDistribution error '\(error)', expected '\(expected)' \(parameters)"
+        )
     case (.failure(let error), nil):
         check(false, "FilteredDistribution failed: \(error), \(parameters), row \(row.count)")
     case (.success, let expected?):
@@ -177,8 +193,9 @@ func verify(_ row: [Float], _ parameters: SamplingParameters) {
         let std = finite.count > 1 ? (m2 / Double(finite.count - 1)).squareRoot() : 0
         let s = filtered.statistics
         let magnitude = finite.map { Swift.abs(Double(row[$0])) }.max() ?? 0
-        check(Double(s.maximum) == maximum && s.argmax == argmax && s.finiteCount == finite.count,
-              "statistics \(s), expected max \(maximum) at \(argmax), finite \(finite.count)")
+        check(
+            Double(s.maximum) == maximum && s.argmax == argmax && s.finiteCount == finite.count,
+            "statistics \(s), expected max \(maximum) at \(argmax), finite \(finite.count)")
         // The statistics come from Float lane sums (unshifted while |mean| < ~8σ per chunk). Their
         // error has the library's documented bound: |ΔM2| ≤ 2·(3·256 + 7)·2⁻²⁴·Σx² (a re-shifted
         // chunk only lowers its Σ), |Δmean| ≤ 2·258·2⁻²⁴·√(Σx²/N), plus the double-precision
@@ -186,12 +203,16 @@ func verify(_ row: [Float], _ parameters: SamplingParameters) {
         let sumSquares = finite.reduce(0.0) { $0 + Double(row[$1]) * Double(row[$1]) }
         let m2Bound = 2 * Double(3 * 256 + 7) * 0x1p-24 * sumSquares * 1.01 + 1e-12 * sumSquares
         let denominator = Double(max(1, finite.count - 1))
-        let stdBound = finite.count > 1
+        let stdBound =
+            finite.count > 1
             ? (m2 / denominator).squareRoot() - (max(0, m2 - m2Bound) / denominator).squareRoot()
             : 0
-        let meanBound = 2 * 258 * 0x1p-24 * (sumSquares / Double(max(1, finite.count))).squareRoot() * 1.01 + 1e-12 * magnitude
+        let meanBound =
+            2 * 258 * 0x1p-24 * (sumSquares / Double(max(1, finite.count))).squareRoot() * 1.01 + 1e-12 * magnitude
         check(Swift.abs(s.mean - mean) <= meanBound, "mean \(s.mean), expected \(mean)")
-        check(Swift.abs(s.standardDeviation - std) <= stdBound + 1e-12 * magnitude, "std \(s.standardDeviation), expected \(std)")
+        check(
+            Swift.abs(s.standardDeviation - std) <= stdBound + 1e-12 * magnitude,
+            "std \(s.standardDeviation), expected \(std)")
         if case .success(let d) = distribution { check(d.statistics == s, "the two APIs' statistics differ") }
 
         // filter: Top-nσ alone.
@@ -199,13 +220,19 @@ func verify(_ row: [Float], _ parameters: SamplingParameters) {
         let band = thresholdBand(parameters.nSigma, stdBound: stdBound, threshold: threshold)
         let kept = filtered.kept.map(\.token).sorted()
         check(Set(kept).count == kept.count, "filter's kept ids are not distinct")
-        for c in filtered.kept { check(row[c.token].bitPattern == c.logit.bitPattern, "kept token \(c) does not carry its logit") }
-        checkThresholdSet(row, finite, kept: kept, threshold: threshold, band: keptSetBand(threshold: threshold, maximum: maximum), what: "filter")
+        for c in filtered.kept {
+            check(row[c.token].bitPattern == c.logit.bitPattern, "kept token \(c) does not carry its logit")
+        }
+        checkThresholdSet(
+            row, finite, kept: kept, threshold: threshold, band: keptSetBand(threshold: threshold, maximum: maximum),
+            what: "filter")
         if let n = parameters.nSigma, n.isInfinite && std == 0 {
             // Known: the library reports max − ∞·0 = NaN here (its kept set, every finite
             // logit = the max-tied ones, is right and checked above). TODO: report max.
         } else if parameters.nSigma != nil {
-            check(Swift.abs(filtered.threshold - threshold) <= band || filtered.threshold == threshold, "filter threshold \(filtered.threshold), expected \(threshold)")
+            check(
+                Swift.abs(filtered.threshold - threshold) <= band || filtered.threshold == threshold,
+                "filter threshold \(filtered.threshold), expected \(threshold)")
         } else {
             check(filtered.threshold == -.infinity, "filter threshold \(filtered.threshold) with n off")
         }
@@ -213,8 +240,12 @@ func verify(_ row: [Float], _ parameters: SamplingParameters) {
         guard case .success(let d) = distribution, case .success(let token) = sampled else { return }
         // Greedy.
         if t == 0 {
-            check(d.kept.count == 1 && d.kept[0].token == argmax && d.kept[0].probability == 1, "greedy kept \(d.kept.prefix(3)), argmax \(argmax)")
-            check(token.token == argmax && token.logProbability == 0 && token.candidateCount == 1, "greedy draw \(token), argmax \(argmax)")
+            check(
+                d.kept.count == 1 && d.kept[0].token == argmax && d.kept[0].probability == 1,
+                "greedy kept \(d.kept.prefix(3)), argmax \(argmax)")
+            check(
+                token.token == argmax && token.logProbability == 0 && token.candidateCount == 1,
+                "greedy draw \(token), argmax \(argmax)")
             return
         }
         checkTruncated(row, finite, parameters, maximum: maximum, std: std, got: d, token: token)
@@ -288,13 +319,18 @@ func checkTruncated(
     let total = weights.reduce(0, +)
     for (j, entry) in got.kept.enumerated() {
         let expected = weights[j] / total
-        check(Swift.abs(entry.probability - expected) <= 1e-9 * max(expected, 1e-300) + 1e-300, "probability of \(entry.token): \(entry.probability), expected \(expected)")
+        check(
+            Swift.abs(entry.probability - expected) <= 1e-9 * max(expected, 1e-300) + 1e-300,
+            "probability of \(entry.token): \(entry.probability), expected \(expected)")
     }
     check(ids.contains(token.token), "sampled \(token.token), not in the kept set")
-    check(token.candidateCount == ids.count, "sampler candidate count \(token.candidateCount), distribution \(ids.count)")
+    check(
+        token.candidateCount == ids.count, "sampler candidate count \(token.candidateCount), distribution \(ids.count)")
     if let j = ids.firstIndex(of: token.token) {
         let expected = log(weights[j] / total)
-        check(Swift.abs(token.logProbability - expected) <= 1e-6 * max(1, Swift.abs(expected)), "log-probability \(token.logProbability), expected \(expected)")
+        check(
+            Swift.abs(token.logProbability - expected) <= 1e-6 * max(1, Swift.abs(expected)),
+            "log-probability \(token.logProbability), expected \(expected)")
     }
 
     // The candidates before top-k / top-p: strictly above the band, plus any top part of the band.
@@ -330,5 +366,8 @@ func checkTruncated(
         check(ordered.prefix(ids.count).elementsEqual(ids), "kept set is not a key-order prefix")
         return
     }
-    check(false, "kept \(ids.count) tokens \(ids.prefix(8)) matches no admissible oracle set (sure \(sure), loose \(loose), threshold \(threshold), \(parameters))")
+    check(
+        false,
+        "kept \(ids.count) tokens \(ids.prefix(8)) matches no admissible oracle set (sure \(sure), loose \(loose), threshold \(threshold), \(parameters))"
+    )
 }

@@ -35,7 +35,9 @@ func residentKiB() -> Int {
 var arguments = Array(CommandLine.arguments.dropFirst())
 @MainActor func option(_ name: String, default value: Int) -> Int {
     guard let i = arguments.firstIndex(of: name) else { return value }
-    guard i + 1 < arguments.count, let v = Int(arguments[i + 1]), v > 0 else { fail("\(name) needs a positive integer") }
+    guard i + 1 < arguments.count, let v = Int(arguments[i + 1]), v > 0 else {
+        fail("\(name) needs a positive integer")
+    }
     arguments.removeSubrange(i...(i + 1))
     return v
 }
@@ -54,7 +56,7 @@ let menu = [
     SamplingParameters(temperature: 0.8, nSigma: nil, topK: 40),
     SamplingParameters(temperature: 1.2, nSigma: nil, topP: 0.9),
     SamplingParameters(temperature: 1, nSigma: nil, minP: 0.05),
-    SamplingParameters(temperature: 0.7, nSigma: 2, topK: 50, topP: 0.95, minP: 0.01),
+    SamplingParameters(temperature: 0.7, nSigma: 2, topK: 50, topP: 0.95, minP: 0.01)
 ]
 var parameters = (0..<batch).map { r in
     var p = menu[r % menu.count]
@@ -76,7 +78,9 @@ logits.withUnsafeBufferPointer { l in
         for call in 0..<calls {
             for r in 0..<batch {
                 steps[r] = UInt64(call)
-                parameters[r] = { var p = menu[(r + call) % menu.count]; p.seed = UInt64(r); return p }()
+                parameters[r] = {
+                    var p = menu[(r + call) % menu.count]; p.seed = UInt64(r); return p
+                }()
             }
             parameters.withUnsafeBufferPointer { p in
                 steps.withUnsafeBufferPointer { s in
@@ -90,7 +94,8 @@ logits.withUnsafeBufferPointer { l in
             if call % 1000 == 999 {
                 let row = UnsafeBufferPointer(rebasing: l[0..<vocab])
                 guard (try? FilteredDistribution.of(row, parameters: menu[call / 1000 % menu.count])) != nil,
-                      (try? RowStatistics.of(row)) != nil else { fail("call \(call): the one-row APIs failed") }
+                    (try? RowStatistics.of(row)) != nil
+                else { fail("call \(call): the one-row APIs failed") }
             }
             if call % interval == interval - 1 {
                 let rss = residentKiB()
@@ -100,7 +105,9 @@ logits.withUnsafeBufferPointer { l in
                     if baseline < 0 { baseline = rss }
                     peak = max(peak, rss)
                     if rss - baseline > maxGrowthKiB {
-                        fail("RSS grew from \(baseline) KiB to \(rss) KiB after \(call + 1) calls (limit \(maxGrowthKiB) KiB); samples \(samples)")
+                        fail(
+                            "RSS grew from \(baseline) KiB to \(rss) KiB after \(call + 1) calls (limit \(maxGrowthKiB) KiB); samples \(samples)"
+                        )
                     }
                 }
             }
@@ -109,5 +116,7 @@ logits.withUnsafeBufferPointer { l in
 }
 clock_gettime(CLOCK_MONOTONIC, &clock)
 let seconds = Double(clock.tv_sec) + Double(clock.tv_nsec) * 1e-9 - started
-print("soak: \(calls) calls (vocab \(vocab), batch \(batch), \(threads) threads) in \(Int(seconds)) s; RSS after warm-up \(baseline) KiB, peak \(peak) KiB (growth \(peak - baseline) KiB, limit \(maxGrowthKiB) KiB); token checksum \(tokenSum)")
+print(
+    "soak: \(calls) calls (vocab \(vocab), batch \(batch), \(threads) threads) in \(Int(seconds)) s; RSS after warm-up \(baseline) KiB, peak \(peak) KiB (growth \(peak - baseline) KiB, limit \(maxGrowthKiB) KiB); token checksum \(tokenSum)"
+)
 print("soak: RSS samples (KiB): \(samples.map(String.init).joined(separator: " "))")

@@ -78,7 +78,7 @@ let cases: [(String, SamplingParameters)] = [
     ("top-p 0.9", SamplingParameters(temperature: 1, nSigma: nil, topP: 0.9)),
     ("top-p 0.9 T 5", SamplingParameters(temperature: 5, nSigma: nil, topP: 0.9)),
     ("top-k V/2", SamplingParameters(temperature: 1, nSigma: nil, topK: vocab / 2)),
-    ("top-k V/2 + top-p 0.9", SamplingParameters(temperature: 1, nSigma: nil, topK: vocab / 2, topP: 0.9)),
+    ("top-k V/2 + top-p 0.9", SamplingParameters(temperature: 1, nSigma: nil, topK: vocab / 2, topP: 0.9))
 ]
 let sampler = try! BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 1)
 let nameWidth = rows.map(\.0.count).max()!

@@ -37,7 +37,10 @@ enum Reference {
         let mean = count > 0 ? sum / Double(count) : 0
         var m2 = 0.0
         for x in row where x != -.infinity { m2 += (Double(x) - mean) * (Double(x) - mean) }
-        return .success(Statistics(maximum: maximum, argmax: argmax, count: count, mean: mean, std: count > 1 ? (m2 / Double(count - 1)).squareRoot() : 0))
+        return .success(
+            Statistics(
+                maximum: maximum, argmax: argmax, count: count, mean: mean,
+                std: count > 1 ? (m2 / Double(count - 1)).squareRoot() : 0))
     }
 
     /// Token ids kept by Top-nσ, ascending.
@@ -92,9 +95,11 @@ func chiSquarePValue(_ x: Double, degreesOfFreedom k: Int) -> Double {
 
 /// ln Γ(a) for a > 0 (Lanczos approximation, g = 7, n = 9; relative error below 1e-13).
 func logGamma(_ a: Double) -> Double {
-    let coefficients = [0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313,
-                        -176.61502916214059, 12.507343278686905, -0.13857109526572012,
-                        9.9843695780195716e-6, 1.5056327351493116e-7]
+    let coefficients = [
+        0.99999999999980993, 676.5203681218851, -1259.1392167224028, 771.32342877765313,
+        -176.61502916214059, 12.507343278686905, -0.13857109526572012,
+        9.9843695780195716e-6, 1.5056327351493116e-7
+    ]
     if a < 0.5 { return Foundation.log(Double.pi / Foundation.sin(Double.pi * a)) - logGamma(1 - a) }
     let x = a - 1
     var sum = coefficients[0]

@@ -23,7 +23,9 @@ func filterTopNSigma(_ row: [Float], n: Float?) -> Result<TopNSigmaFiltered, Row
 func filterTopNSigma(_ row: UnsafeBufferPointer<Float>, n: Float?) -> Result<TopNSigmaFiltered, RowError> {
     Result { () throws(RowError) -> TopNSigmaFiltered in
         let d = try FilteredDistribution.of(row, parameters: SamplingParameters(temperature: 1, nSigma: n))
-        let kept = d.kept.map { TopNSigmaFiltered.Kept(index: Int32($0.token), logit: $0.logit) }.sorted { $0.index < $1.index }
+        let kept = d.kept.map { TopNSigmaFiltered.Kept(index: Int32($0.token), logit: $0.logit) }.sorted {
+            $0.index < $1.index
+        }
         return TopNSigmaFiltered(statistics: d.statistics, threshold: d.threshold, kept: kept)
     }
 }

@@ -18,7 +18,9 @@ enum CLI {
 
         /// stdout as JSON lines, one object per line.
         var lines: [[String: Any]] {
-            stdout.split(separator: "\n").map { try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+            stdout.split(separator: "\n").map {
+                try! JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any]
+            }
         }
 
         /// The flat number array `key` of each stdout line, read with `Double(_:)`: exact where
@@ -26,8 +28,12 @@ enum CLI {
         /// ulp). Nil for a line without the key.
         func exactNumbers(_ key: String) -> [[Double]?] {
             stdout.split(separator: "\n").map { line in
-                guard let start = line.range(of: "\"\(key)\": ["), let end = line[start.upperBound...].firstIndex(of: "]") else { return nil }
-                return line[start.upperBound..<end].split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces))! }
+                guard let start = line.range(of: "\"\(key)\": ["),
+                    let end = line[start.upperBound...].firstIndex(of: "]")
+                else { return nil }
+                return line[start.upperBound..<end].split(separator: ",").map {
+                    Double($0.trimmingCharacters(in: .whitespaces))!
+                }
             }
         }
     }
@@ -53,7 +59,9 @@ enum CLI {
         let stdout = out.fileHandleForReading.readDataToEndOfFile()
         let stderr = err.fileHandleForReading.readDataToEndOfFile()
         process.waitUntilExit()
-        return Run(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self), stderr: String(decoding: stderr, as: UTF8.self))
+        return Run(
+            status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+            stderr: String(decoding: stderr, as: UTF8.self))
     }
 }
 
@@ -61,7 +69,8 @@ enum CLI {
 
 /// Writes `data` to a new file in the temporary directory whose name ends in `name`; its path.
 func temporaryFile(_ name: String, _ data: Data) throws -> String {
-    let path = FileManager.default.temporaryDirectory.appendingPathComponent("nsigma-test-\(UUID().uuidString)-\(name)").path
+    let path = FileManager.default.temporaryDirectory.appendingPathComponent("nsigma-test-\(UUID().uuidString)-\(name)")
+        .path
     try data.write(to: URL(fileURLWithPath: path))
     return path
 }
@@ -82,7 +91,9 @@ func numPy(_ header: String, data: [UInt8] = []) -> Data {
     var text = header
     while (10 + text.utf8.count + 1) % 64 != 0 { text += " " }
     text += "\n"
-    var bytes = Data([0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(text.utf8.count & 0xFF), UInt8(text.utf8.count >> 8)])
+    var bytes = Data([
+        0x93, 0x4E, 0x55, 0x4D, 0x50, 0x59, 1, 0, UInt8(text.utf8.count & 0xFF), UInt8(text.utf8.count >> 8)
+    ])
     bytes.append(contentsOf: Array(text.utf8))
     bytes.append(contentsOf: data)
     return bytes
