@@ -401,17 +401,17 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         }
     }
 
-    /// Array convenience for 16-bit logits: `bits` holds `rows × vocabularySize` float16 or
-    /// bfloat16 values (``LogitFormat/float16`` or ``LogitFormat/bfloat16``), row-major.
+    /// Array convenience for logits stored as raw bits: `bits` holds `rows × vocabularySize`
+    /// logits, row-major, each ``LogitFormat/byteCount`` bytes (little-endian): one `UInt16` per
+    /// float16 or bfloat16 logit, two per float32 logit.
     public func sample(
         bits: [UInt16], format: LogitFormat, parameters: [SamplingParameters], steps: [UInt64]? = nil
     ) -> [SampleResult] {
-        precondition(
-            format != .float32, "bits holds 16-bit logits: use sample(logits:parameters:steps:) for Float logits")
         let rows = parameters.count
+        let wordsPerLogit = format.byteCount / 2
         precondition(
-            bits.count == rows * vocabularySize,
-            "bits holds \(bits.count) values, expected \(rows) rows × \(vocabularySize)")
+            bits.count == rows * vocabularySize * wordsPerLogit,
+            "bits holds \(bits.count) words, expected \(rows) rows × \(vocabularySize) logits × \(wordsPerLogit)")
         return bits.withUnsafeBytes {
             sample(raw: $0.baseAddress!, format: format, parameters: parameters, steps: steps)
         }

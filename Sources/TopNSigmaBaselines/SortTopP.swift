@@ -19,7 +19,7 @@ public struct SortTopP {
     /// The kept tokens (descending probability, ties by lower id) with their renormalized
     /// probabilities, or nil for a row with no finite logit or a NaN/`+inf`.
     public mutating func keptSet(
-        _ row: UnsafeBufferPointer<Float>, p: Double, temperature: Float
+        _ row: UnsafeBufferPointer<Float>, p: Float, temperature: Float
     ) -> [(token: Int, probability: Double)]? {
         guard let kept = nucleus(row, p: p, temperature: temperature) else { return nil }
         var mass = 0.0
@@ -29,7 +29,7 @@ public struct SortTopP {
 
     /// Samples one row with the uniform of Philox4x32-10 at (seed, step).
     public mutating func sample(
-        _ row: UnsafeBufferPointer<Float>, p: Double, temperature: Float, seed: UInt64, step: UInt64
+        _ row: UnsafeBufferPointer<Float>, p: Float, temperature: Float, seed: UInt64, step: UInt64
     ) -> SampledToken? {
         guard let kept = nucleus(row, p: p, temperature: temperature) else { return nil }
         var mass = 0.0
@@ -47,7 +47,7 @@ public struct SortTopP {
     }
 
     /// Softmax, sort, cumulative cut; returns how many of `order` are kept.
-    private mutating func nucleus(_ row: UnsafeBufferPointer<Float>, p: Double, temperature: Float) -> Int? {
+    private mutating func nucleus(_ row: UnsafeBufferPointer<Float>, p: Float, temperature: Float) -> Int? {
         let count = row.count
         precondition(order.count >= count, "scratch holds \(order.count) logits, the row \(count)")
         var maximum = -Float.infinity
@@ -85,7 +85,7 @@ public struct SortTopP {
         while kept < count {
             cumulative += probabilities[Int(order[kept])]
             kept += 1
-            if cumulative >= p { break }
+            if cumulative >= Double(p) { break }
         }
         return kept
     }

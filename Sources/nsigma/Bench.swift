@@ -44,7 +44,7 @@ struct Bench: ParsableCommand {
     var temperature: Float = 1.0
 
     @Option(help: "Top-p's p.")
-    var topP: Double = 0.9
+    var topP: Float = 0.9
 
     @Option(help: "Seconds of measurement per method and workload (at least 3 repeats, at most 200).")
     var seconds: Double = 0.25
@@ -395,7 +395,7 @@ struct BenchRunner {
     let methods: [BenchMethod]
     let n: Float
     let temperature: Float
-    let topP: Double
+    let topP: Float
     let seconds: Double
 
     /// A method to time: a name, its body, and what it kept (read after the timing).
@@ -509,7 +509,7 @@ struct BenchRunner {
                     sampler: sampler, workload: workload, batch: batch,
                     format: method == .fusedHalf ? .float16 : method == .fusedBrain ? .bfloat16 : .float32,
                     parameters: method == .fusedTopP
-                        ? SamplingParameters(temperature: temperature, nSigma: nil, seed: 7, topP: Float(topP))
+                        ? SamplingParameters(temperature: temperature, nSigma: nil, seed: 7, topP: topP)
                         : SamplingParameters(temperature: temperature, nSigma: n, seed: 7))
                 fusedCalls.append(call)
                 timed.append(

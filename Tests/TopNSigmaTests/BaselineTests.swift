@@ -29,8 +29,8 @@ import TopNSigmaBaselines
         for r in 0..<Fixture.logits.rows {
             let row = Fixture.row(r)
             let kept = try #require(
-                row.withUnsafeBufferPointer { topP.keptSet($0, p: p, temperature: Float(temperature)) })
-            let reference = referenceTopP(row, p: p, temperature: Double(Float(temperature)))
+                row.withUnsafeBufferPointer { topP.keptSet($0, p: Float(p), temperature: Float(temperature)) })
+            let reference = referenceTopP(row, p: Double(Float(p)), temperature: Double(Float(temperature)))
             #expect(kept.map(\.token) == reference.map(\.0), "row \(r) p \(p) T \(temperature)")
             for (a, b) in zip(kept, reference) { #expect(Swift.abs(a.probability - b.1) < 1e-9) }
         }

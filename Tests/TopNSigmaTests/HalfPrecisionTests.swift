@@ -69,6 +69,12 @@ import TopNSigmaBaselines
         let fromHalf = sampler.sample(bits: half.bits, format: .float16, parameters: parameters, steps: steps)
         let fromFloat = sampler.sample(logits: half.floats, parameters: parameters, steps: steps)
         #expect(try fromHalf.map { try $0.get() } == fromFloat.map { try $0.get() })
+        // Float logits as raw words (two little-endian UInt16 per logit) are the Float API's.
+        let words = logits.flatMap { [UInt16(truncatingIfNeeded: $0.bitPattern), UInt16($0.bitPattern >> 16)] }
+        let fromWords = sampler.sample(bits: words, format: .float32, parameters: parameters, steps: steps)
+        #expect(
+            try fromWords.map { try $0.get() }
+                == sampler.sample(logits: logits, parameters: parameters, steps: steps).map { try $0.get() })
         let brain = logits.map { UInt16($0.bitPattern >> 16) }
         let fromBrain = sampler.sample(bits: brain, format: .bfloat16, parameters: parameters, steps: steps)
         let brainFloats = brain.map { Float(bitPattern: UInt32($0) << 16) }

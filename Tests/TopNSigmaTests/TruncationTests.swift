@@ -37,7 +37,7 @@ import TopNSigmaBaselines
         for r in 0..<Fixture.logits.rows {
             let row = Fixture.row(r)
             let sorted = try #require(
-                row.withUnsafeBufferPointer { sorter.keptSet($0, p: p, temperature: temperature) })
+                row.withUnsafeBufferPointer { sorter.keptSet($0, p: Float(p), temperature: temperature) })
             let fused = try FilteredDistribution.of(
                 row, parameters: SamplingParameters(temperature: temperature, nSigma: nil, topP: Float(p)))
             #expect(fused.kept.map(\.token) == sorted.map(\.token), "row \(r) p \(p) T \(temperature)")
