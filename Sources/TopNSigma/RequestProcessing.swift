@@ -242,6 +242,14 @@ extension RowPipeline {
         var state = ProcessingState()
         defer { scratch.state.pointee = state }
         guard let processing else { return }
+        // Nothing to do (the default request): the plain pass, without touching the scratch.
+        if processing.allowedTokens == nil && processing.logitBias.isEmpty && processing.topLogprobs == nil
+            && processing.promptTokens.isEmpty && processing.outputTokens.isEmpty
+            && processing.repetitionPenalty == 1 && processing.frequencyPenalty.isFinite
+            && processing.presencePenalty.isFinite
+        {
+            return
+        }
         let r = processing.repetitionPenalty, f = processing.frequencyPenalty, pp = processing.presencePenalty
         if !(r > 0 && r.isFinite) { state.error = .invalidRepetitionPenalty(r); return }
         if !f.isFinite { state.error = .invalidFrequencyPenalty(f); return }

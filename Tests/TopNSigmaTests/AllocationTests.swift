@@ -131,4 +131,38 @@ final class AllocationTests: XCTestCase {
             }
         }
     }
+
+    func testSamplingBatchAllocatesNothing() throws {
+        try XCTSkipUnless(topnsigma_allocation_counting_available(), "malloc is owned by a sanitizer in this build")
+        XCTAssertGreaterThan(allocations { _ = [Int](repeating: 1, count: 1000 + Int.random(in: 0..<2)) }, 0)
+        let rows = 4, vocab = 32_000
+        let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 8)
+        let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: 2)
+        let batch = SamplingBatch(capacity: rows)
+        for r in 0..<rows {
+            batch.parameters[r] = SamplingParameters(temperature: 0.8, seed: UInt64(r))
+            batch.processing[r] = SyntheticRequests.serverLike(
+                vocab: vocab, seed: UInt64(r), topLogprobs: r % 2 == 0 ? 5 : nil)
+        }
+        batch.processing[3] = RequestProcessing()  // a row without processing beside the others
+        logits.withUnsafeBytes { raw in
+            for _ in 0..<3 { sampler.sample(logits: raw.baseAddress!, rows: rows, batch: batch) }
+            let count = allocations {
+                for step in 1...20 {
+                    for r in 0..<rows { batch.steps[r] = UInt64(step) }
+                    sampler.sample(logits: raw.baseAddress!, rows: rows, batch: batch)
+                }
+            }
+            XCTAssertEqual(count, 0, "\(count) allocations in 20 calls")
+        }
+        // The same tokens as the array API with the same inputs.
+        let (expected, logprobs) = sampler.sample(
+            logits: logits, parameters: Array(batch.parameters), processing: Array(batch.processing),
+            steps: Array(batch.steps))
+        for r in 0..<rows {
+            XCTAssertEqual(try batch.results[r].get(), try expected[r].get())
+            XCTAssertEqual(batch.logprobs[r].entries, logprobs[r].entries)
+        }
+        XCTAssertEqual(batch.logprobs[0].count, 5)
+    }
 }
