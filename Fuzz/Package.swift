@@ -17,6 +17,8 @@ let package = Package(
         .package(path: "..")
     ],
     targets: [
+        // The input reader and the oracle's check, shared by the fuzz targets.
+        .target(name: "FuzzSupport", path: "Sources/FuzzSupport"),
         .executableTarget(
             name: "FuzzLogitsFile",
             dependencies: [.product(name: "TopNSigma", package: root), .product(name: "TopNSigmaIO", package: root)],
@@ -24,12 +26,12 @@ let package = Package(
         ),
         .executableTarget(
             name: "FuzzRowPipeline",
-            dependencies: [.product(name: "TopNSigma", package: root)],
+            dependencies: ["FuzzSupport", .product(name: "TopNSigma", package: root)],
             path: "Sources/FuzzRowPipeline"
         ),
         .executableTarget(
             name: "FuzzRequestProcessing",
-            dependencies: [.product(name: "TopNSigma", package: root)],
+            dependencies: ["FuzzSupport", .product(name: "TopNSigma", package: root)],
             path: "Sources/FuzzRequestProcessing"
         ),
         .executableTarget(

@@ -176,9 +176,7 @@ package enum RowPipeline {
             let start = c * chunkLength
             let length = min(chunkLength, vocab - start)
             let mask = state.mask.map { UnsafePointer($0 + start / 32) }
-            let part =
-                mask.map { StatisticsKernel.chunkPartial(p + start, count: length, mask: $0) }
-                ?? StatisticsKernel.chunkPartial(p + start, count: length)
+            let part = StatisticsKernel.chunkPartial(p + start, count: length, mask: mask)
             partials?[c] = part
             accumulator.merge(part, chunk: c, start: start)
             if accumulator.error != nil { break }

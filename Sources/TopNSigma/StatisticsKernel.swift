@@ -425,85 +425,6 @@ enum StatisticsKernel {
         return BlockSums(s1: s1 + t1, s2: s2 + t2, maximum: ma)
     }
 
-    /// The first NaN or `+inf` among the tokens of `p[0..<n]` that `mask` allows, if any.
-    static func firstInvalid<E: LogitElement>(
-        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>
-    ) -> (index: Int, isNaN: Bool)? {
-        for i in 0..<n where allowed(mask, i) {
-            let x = E.float(p, i)
-            if x.isNaN { return (i, true) }
-            if x == .infinity { return (i, false) }
-        }
-        return nil
-    }
-
-    /// As ``doublePrecisionPartial(_:count:)``, over the tokens `mask` allows.
-    static func doublePrecisionPartial<E: LogitElement>(
-        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>
-    ) -> ChunkPartial {
-        var count = 0, sum = 0.0, maximum = -Float.infinity
-        for i in 0..<n where allowed(mask, i) {
-            let x = E.float(p, i)
-            guard x > -.infinity else { continue }
-            count += 1
-            sum += Double(x)
-            if x > maximum { maximum = x }
-        }
-        guard count > 0 else { return ChunkPartial() }
-        let mean = sum / Double(count)
-        var m2 = 0.0
-        for i in 0..<n where allowed(mask, i) {
-            let x = E.float(p, i)
-            guard x > -.infinity else { continue }
-            let d = Double(x) - mean
-            m2 += d * d
-        }
-        return ChunkPartial(
-            count: count, mean: mean, m2: m2, maximum: maximum, m2Error: m2 * 0x1p-40,
-            meanError: (abs(mean) + (m2 / Double(count)).squareRoot()) * 0x1p-40)
-    }
-
-    /// As ``chunkPartial(_:count:)``, over the tokens `mask` allows (`mask`'s first bit is
-    /// `p[0]`'s; `n` is a chunk, so `p` starts a word). An allowed `-inf` sends the chunk to the
-    /// double-precision path.
-    static func chunkPartial<E: LogitElement>(
-        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>
-    ) -> ChunkPartial {
-        var shift: Float = 0
-        var shifted = false
-        var sums = bitmaskedSums(p, count: n, mask: mask, Unshifted.self, shift: 0)
-        for attempt in 0..<3 {
-            if !sums.isFinite {
-                if let bad = firstInvalid(p, count: n, mask: mask) {
-                    return ChunkPartial(invalidIndex: bad.index, invalidIsNaN: bad.isNaN)
-                }
-                return doublePrecisionPartial(p, count: n, mask: mask)
-            }
-            guard sums.count > 0 else { return ChunkPartial() }
-            let count = Double(sums.count)
-            if sums.s2 < count * 1e-30 && !(sums.s1 == 0 && sums.s2 == 0 && sums.maximum == shift) {
-                return doublePrecisionPartial(p, count: n, mask: mask)
-            }
-            let meanOffset = sums.s1 / count
-            let m2 = max(0, sums.s2 - sums.s1 * meanOffset)
-            let limit = shifted ? 4.0 : 63.0
-            if attempt < 2 && meanOffset * meanOffset * count > limit * m2 {
-                let better = Float(Double(shift) + meanOffset)
-                if better.isFinite && (better != shift || !shifted) {
-                    shift = better
-                    shifted = true
-                    sums = bitmaskedSums(p, count: n, mask: mask, Shifted.self, shift: shift)
-                    continue
-                }
-            }
-            return ChunkPartial(
-                count: sums.count, mean: Double(shift) + meanOffset, m2: m2, maximum: sums.maximum,
-                m2Error: m2ErrorBound(shiftedSquares: sums.s2),
-                meanError: meanErrorBound(shiftedSquares: sums.s2, count: count), blockMaxima: sums.blockMaxima)
-        }
-        return doublePrecisionPartial(p, count: n, mask: mask)
-    }
-
     /// The first index `i` with `p[i] == value` that `mask` allows, or `n` when there is none.
     static func firstIndex<E: LogitElement>(
         of value: Float, in p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>
@@ -513,9 +434,12 @@ enum StatisticsKernel {
         return i
     }
 
-    /// The first NaN or `+inf` in `p[0..<n]`, if any.
-    static func firstInvalid<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int) -> (index: Int, isNaN: Bool)? {
-        for i in 0..<n {
+    /// The first NaN or `+inf` in `p[0..<n]` among the tokens `mask` allows (every token when
+    /// nil), if any.
+    static func firstInvalid<E: LogitElement>(
+        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>? = nil
+    ) -> (index: Int, isNaN: Bool)? {
+        for i in 0..<n where mask.map({ allowed($0, i) }) ?? true {
             let x = E.float(p, i)
             if x.isNaN { return (i, true) }
             if x == .infinity { return (i, false) }
@@ -523,11 +447,14 @@ enum StatisticsKernel {
         return nil
     }
 
-    /// Double-precision two-pass reduction of a chunk known to hold no NaN and no `+inf`:
-    /// the path for logits whose squares leave `Float`'s range.
-    static func doublePrecisionPartial<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int) -> ChunkPartial {
+    /// Double-precision two-pass reduction of a chunk known to hold no NaN and no `+inf` (among
+    /// the tokens `mask` allows, every token when nil): the path for logits whose squares leave
+    /// `Float`'s range, and for a bitmasked chunk with an allowed `-inf`.
+    static func doublePrecisionPartial<E: LogitElement>(
+        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>? = nil
+    ) -> ChunkPartial {
         var count = 0, sum = 0.0, maximum = -Float.infinity
-        for i in 0..<n {
+        for i in 0..<n where mask.map({ allowed($0, i) }) ?? true {
             let x = E.float(p, i)
             guard x > -.infinity else { continue }
             count += 1
@@ -537,7 +464,7 @@ enum StatisticsKernel {
         guard count > 0 else { return ChunkPartial() }
         let mean = sum / Double(count)
         var m2 = 0.0
-        for i in 0..<n {
+        for i in 0..<n where mask.map({ allowed($0, i) }) ?? true {
             let x = E.float(p, i)
             guard x > -.infinity else { continue }
             let d = Double(x) - mean
@@ -630,13 +557,21 @@ enum StatisticsKernel {
     /// when `S2 > 64·M2` (`|mean| > ~8σ`; real logits stay below 5σ) the chunk is reduced again
     /// around its mean. The error that remains is bounded (``m2ErrorBound(shiftedSquares:)``)
     /// and the pipeline decides every logit near the threshold against that bound.
-    static func chunkPartial<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int) -> ChunkPartial {
+    ///
+    /// With `mask`, only the tokens it allows take part (`mask`'s first bit is `p[0]`'s; `p`
+    /// starts a word), through ``bitmaskedSums(_:count:mask:_:shift:)``; an allowed `-inf` sends
+    /// such a chunk to the double-precision path.
+    static func chunkPartial<E: LogitElement>(
+        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>? = nil
+    ) -> ChunkPartial {
         var shift: Float = 0
         var shifted = false
         var masked = false
-        var sums = unmaskedSums(p, count: n, Unshifted.self, shift: 0)
+        var sums =
+            mask.map { bitmaskedSums(p, count: n, mask: $0, Unshifted.self, shift: 0) }
+            ?? unmaskedSums(p, count: n, Unshifted.self, shift: 0)
         for attempt in 0..<3 {
-            if !sums.isFinite && !masked {
+            if !sums.isFinite && !masked && mask == nil {
                 masked = true
                 shifted = true
                 for i in 0..<n where E.float(p, i).isFinite {
@@ -646,17 +581,17 @@ enum StatisticsKernel {
                 sums = maskedSums(p, count: n, shift: shift)
             }
             if !sums.isFinite {
-                if let bad = firstInvalid(p, count: n) {
+                if let bad = firstInvalid(p, count: n, mask: mask) {
                     return ChunkPartial(invalidIndex: bad.index, invalidIsNaN: bad.isNaN)
                 }
-                return doublePrecisionPartial(p, count: n)
+                return doublePrecisionPartial(p, count: n, mask: mask)
             }
             guard sums.count > 0 else { return ChunkPartial() }
             let count = Double(sums.count)
             // Deviations below ~1e-15 square to (near) zero in Float: reduce in double precision,
             // unless every deviation is exactly 0 (a constant chunk: all ≤ shift and summing to 0).
             if sums.s2 < count * 1e-30 && !(sums.s1 == 0 && sums.s2 == 0 && sums.maximum == shift) {
-                return doublePrecisionPartial(p, count: n)
+                return doublePrecisionPartial(p, count: n, mask: mask)
             }
             let meanOffset = sums.s1 / count
             let m2 = max(0, sums.s2 - sums.s1 * meanOffset)
@@ -667,9 +602,14 @@ enum StatisticsKernel {
                 if better.isFinite && (better != shift || !shifted) {
                     shift = better
                     shifted = true
-                    sums =
-                        masked
-                        ? maskedSums(p, count: n, shift: shift) : unmaskedSums(p, count: n, Shifted.self, shift: shift)
+                    if let mask {
+                        sums = bitmaskedSums(p, count: n, mask: mask, Shifted.self, shift: shift)
+                    } else {
+                        sums =
+                            masked
+                            ? maskedSums(p, count: n, shift: shift)
+                            : unmaskedSums(p, count: n, Shifted.self, shift: shift)
+                    }
                     continue
                 }
             }
@@ -678,7 +618,7 @@ enum StatisticsKernel {
                 m2Error: m2ErrorBound(shiftedSquares: sums.s2),
                 meanError: meanErrorBound(shiftedSquares: sums.s2, count: count), blockMaxima: sums.blockMaxima)
         }
-        return doublePrecisionPartial(p, count: n)
+        return doublePrecisionPartial(p, count: n, mask: mask)
     }
 
     // MARK: - row fold

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import FuzzSupport
 import TopNSigma
 
 // libFuzzer target: one row and one request with arbitrary bitmask, bias, history, penalties and
@@ -18,29 +19,6 @@ import TopNSigma
 // one naming a token whose processed logit is such; otherwise max, argmax, finite count, the kept
 // set (exactly the float64 definition's, up to 1e-12 relative at the threshold), and the top
 // logprobs (tokens, 2e-6 on logprobs), the sampled logprob and rank.
-
-struct Reader {
-    var bytes: [UInt8]
-    var at = 0
-    var isEmpty: Bool { at >= bytes.count }
-    mutating func byte() -> UInt8 {
-        defer { at += 1 }
-        return at < bytes.count ? bytes[at] : 0
-    }
-    mutating func uint32() -> UInt32 {
-        var v: UInt32 = 0
-        for i in 0..<4 { v |= UInt32(byte()) << (8 * i) }
-        return v
-    }
-}
-
-func check(_ condition: @autoclosure () -> Bool, _ message: @autoclosure () -> String) {
-    if !condition() {
-        var text = Array("FuzzRequestProcessing: \(message())\n".utf8)
-        _ = text.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
-        abort()
-    }
-}
 
 let penalties: [Float] = [1, 0, 1.3, 0.5, -1, .nan, .infinity, -.infinity, 1e30, 2, 1e-30]
 let biases: [Float] = [0, 1, -1, 5, -100, 100, .nan, .infinity, -.infinity, 3e38, -3e38, 0.25]

@@ -1,6 +1,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import FuzzSupport
 import TopNSigma
 
 // libFuzzer target: one row with arbitrary logits and parameters through the public API
@@ -22,22 +23,6 @@ import TopNSigma
 // n times the std's bound from the float64 one, and the top-p cut may fall on either side of a
 // cumulative mass within 1e-9 of p.
 
-struct Reader {
-    var bytes: [UInt8]
-    var at = 0
-    var isEmpty: Bool { at >= bytes.count }
-    mutating func byte() -> UInt8 {
-        defer { at += 1 }
-        return at < bytes.count ? bytes[at] : 0
-    }
-    mutating func uint32() -> UInt32 {
-        var v: UInt32 = 0
-        for i in 0..<4 { v |= UInt32(byte()) << (8 * i) }
-        return v
-    }
-    mutating func float() -> Float { Float(bitPattern: uint32()) }
-}
-
 func pick<T>(_ table: [T], _ b: UInt8, raw: () -> T) -> T {
     Int(b) < table.count ? table[Int(b)] : raw()
 }
@@ -48,14 +33,6 @@ nonisolated(unsafe) var cachedSampler: BatchSampler?
 
 struct Failure: Error, CustomStringConvertible {
     var description: String
-}
-
-func check(_ condition: @autoclosure () -> Bool, _ message: @autoclosure () -> String) {
-    if !condition() {
-        var text = Array("FuzzRowPipeline: \(message())\n".utf8)
-        _ = text.withUnsafeMutableBytes { write(2, $0.baseAddress, $0.count) }
-        abort()
-    }
 }
 
 /// Key order: higher logit first, then lower id.
