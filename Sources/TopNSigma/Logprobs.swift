@@ -78,7 +78,7 @@ enum LogprobKernel {
             let ea = exp2((a - m) * log2e), eb = exp2((b - m) * log2e)
             s += ea
             t += eb
-            if keep > 0 && any((a .> limit) .| (b .> limit)) {
+            if keep > 0 && StatisticsKernel.anyLane((a .> limit) .| (b .> limit)) {
                 offer(a, b, indexBase: indexBase &+ i, keep: keep, bound: &bound, into: out, found: &found)
                 limit = Vector(repeating: bound)
             }

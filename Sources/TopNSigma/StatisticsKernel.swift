@@ -279,7 +279,7 @@ enum StatisticsKernel {
             sum2 += Double(s2[lane])
         }
         var count = Int(counts.wrappedSum())
-        var sawNaN = any(nan)
+        var sawNaN = anyLane(nan)
         while i < n {
             let x = E.float(p, i)
             if x.isNaN { sawNaN = true }
@@ -296,6 +296,19 @@ enum StatisticsKernel {
     }
 
     // MARK: - allowed-token bitmask
+
+    /// Whether any lane of `m` is set. The standard library's `any(_:)` reduces through
+    /// `SIMD.min()`, which is sometimes left out of line (a call, with the mask spilled, per
+    /// vector of a hot loop: it cost the plain pass about 9% once); this OR-reduction by halves
+    /// always inlines.
+    @inline(__always)
+    static func anyLane(_ m: SIMDMask<SIMD16<Int32>>) -> Bool {
+        let v = unsafeBitCast(m, to: SIMD16<Int32>.self)
+        let eight = v.lowHalf | v.highHalf
+        let four = eight.lowHalf | eight.highHalf
+        let two = four.lowHalf | four.highHalf
+        return two[0] | two[1] != 0
+    }
 
     /// Lane `j` of the result is set iff bit `j` of `bits` is: the 16 tokens of one vector.
     @inline(__always)
@@ -700,7 +713,7 @@ enum StatisticsKernel {
         var i = 0
         while i &+ 16 <= n {
             let a = E.load16(p, i)
-            if any(a .== v) { break }
+            if anyLane(a .== v) { break }
             i &+= 16
         }
         while i < n && E.float(p, i) != value { i &+= 1 }

@@ -20,14 +20,14 @@ enum CandidateKernel {
             let a = E.load16(p, i)
             let b = E.load16(p, i &+ 16)
             let hitA = a .>= t, hitB = b .>= t
-            if any(hitA .| hitB) {
-                if any(hitA) {
+            if StatisticsKernel.anyLane(hitA .| hitB) {
+                if StatisticsKernel.anyLane(hitA) {
                     for j in 0..<16 where a[j] >= threshold {
                         out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i &+ j), logit: a[j])
                         written &+= 1
                     }
                 }
-                if any(hitB) {
+                if StatisticsKernel.anyLane(hitB) {
                     for j in 0..<16 where b[j] >= threshold {
                         out[written] = Candidate(
                             index: Int32(truncatingIfNeeded: indexBase &+ i &+ 16 &+ j), logit: b[j])
@@ -63,7 +63,7 @@ enum CandidateKernel {
             if w != 0 {
                 let a = E.load16(p, i)
                 let b = E.load16(p, i &+ 16)
-                if any((a .>= t) .| (b .>= t)) {
+                if StatisticsKernel.anyLane((a .>= t) .| (b .>= t)) {
                     for j in 0..<16 where a[j] >= threshold && w &>> UInt32(j) & 1 != 0 {
                         out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i &+ j), logit: a[j])
                         written &+= 1
