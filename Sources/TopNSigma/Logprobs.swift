@@ -35,13 +35,14 @@ enum LogprobKernel {
         return p * unsafeBitCast(k &<< SIMD16<Int32>(repeating: 23), to: Vector.self)
     }
 
-    /// Inserts `c` into `out[0..<found]` (sorted: logit descending, then id ascending), keeping
-    /// at most `keep` entries. Candidates arrive in id order, so an equal logit goes after the
-    /// ones already there. The caller has checked that `c` beats the last entry when full.
+    /// Inserts `c` into `out[0..<found]` (key order: logit descending, then id ascending),
+    /// keeping at most `keep` entries; a `c` that does not beat the last entry of a full list is
+    /// dropped. The one top-list insertion: chunks' lists and the row's merged list.
     @inline(__always)
     static func insert(_ c: Candidate, into out: UnsafeMutablePointer<Candidate>, found: inout Int, keep: Int) {
+        if found == keep && !Truncation.precedes(c, out[keep &- 1]) { return }
         var j = found < keep ? found : keep &- 1
-        while j > 0 && out[j &- 1].logit < c.logit {
+        while j > 0 && Truncation.precedes(c, out[j &- 1]) {
             out[j] = out[j &- 1]
             j &-= 1
         }

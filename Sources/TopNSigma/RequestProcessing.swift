@@ -84,20 +84,30 @@ public struct RequestProcessing: Sendable, Equatable, Hashable {
     @inlinable
     var penalizes: Bool { repetitionPenalty != 1 || frequencyPenalty != 0 || presencePenalty != 0 }
 
-    /// The error of these settings that needs no logit: a penalty that is not finite, `r <= 0`,
-    /// a top-logprobs count out of range, a bias that is not finite or a token id out of
-    /// `0..<vocabularySize`, or a bitmask shorter than `ceil(vocabularySize / 32)` words.
-    public func validationError(vocabularySize: Int) -> RowError? {
+    /// A penalty that is not finite, `r <= 0`, or a top-logprobs count out of range (checked in
+    /// this order, first of all).
+    var settingsError: RowError? {
         if !(repetitionPenalty > 0 && repetitionPenalty.isFinite) {
             return .invalidRepetitionPenalty(repetitionPenalty)
         }
         if !frequencyPenalty.isFinite { return .invalidFrequencyPenalty(frequencyPenalty) }
         if !presencePenalty.isFinite { return .invalidPresencePenalty(presencePenalty) }
         if let n = topLogprobs, !(0...TopLogprobs.maximumCount).contains(n) { return .invalidTopLogprobs(n) }
-        if let words = allowedTokens {
-            let needed = (vocabularySize + 31) / 32
-            if words.count < needed { return .bitmaskTooShort(words: words.count, needed: needed) }
-        }
+        return nil
+    }
+
+    /// A bitmask shorter than `ceil(vocabularySize / 32)` words.
+    func bitmaskError(vocabularySize: Int) -> RowError? {
+        guard let words = allowedTokens else { return nil }
+        let needed = (vocabularySize + 31) / 32
+        return words.count < needed ? .bitmaskTooShort(words: words.count, needed: needed) : nil
+    }
+
+    /// The error of these settings that needs no logit: a penalty that is not finite, `r <= 0`,
+    /// a top-logprobs count out of range, a bias that is not finite or a token id out of
+    /// `0..<vocabularySize`, or a bitmask shorter than `ceil(vocabularySize / 32)` words.
+    public func validationError(vocabularySize: Int) -> RowError? {
+        if let error = settingsError ?? bitmaskError(vocabularySize: vocabularySize) { return error }
         for entry in logitBias {
             if entry.token < 0 || Int(entry.token) >= vocabularySize { return .tokenOutOfRange(Int(entry.token)) }
             if !entry.bias.isFinite { return .invalidLogitBias(token: Int(entry.token), entry.bias) }
@@ -250,12 +260,12 @@ extension RowPipeline {
         {
             return
         }
-        let r = processing.repetitionPenalty, f = processing.frequencyPenalty, pp = processing.presencePenalty
-        if !(r > 0 && r.isFinite) { state.error = .invalidRepetitionPenalty(r); return }
-        if !f.isFinite { state.error = .invalidFrequencyPenalty(f); return }
-        if !pp.isFinite { state.error = .invalidPresencePenalty(pp); return }
+        // The request's own checks, in its order; a missing logprobs buffer comes after the count.
+        if let error = processing.settingsError {
+            state.error = error
+            return
+        }
         if let n = processing.topLogprobs {
-            guard (0...TopLogprobs.maximumCount).contains(n) else { state.error = .invalidTopLogprobs(n); return }
             switch logprobs {
             case .buffer: state.topLogprobs = n
             case .missing:
@@ -264,12 +274,14 @@ extension RowPipeline {
             case .ignored: break
             }
         }
-        (state.repetitionPenalty, state.frequencyPenalty, state.presencePenalty) = (r, f, pp)
-        let words = (vocab + 31) / 32
-        if let allowed = processing.allowedTokens, allowed.count < words {
-            state.error = .bitmaskTooShort(words: allowed.count, needed: words)
+        if let error = processing.bitmaskError(vocabularySize: vocab) {
+            state.error = error
             return
         }
+        let r = processing.repetitionPenalty
+        (state.repetitionPenalty, state.frequencyPenalty, state.presencePenalty) =
+            (r, processing.frequencyPenalty, processing.presencePenalty)
+        let words = (vocab + 31) / 32
         // The edited tokens, deduplicated through a hash table sized for this request (so the
         // part that is cleared and probed stays in L1).
         let edits = scratch.staging, table = scratch.table

@@ -562,21 +562,20 @@ package enum RowPipeline {
             logprobs?.pointee = TopLogprobs()
             return .failure(error)
         case .success(let (statistics, count)):
-            let drawn: SampledToken, sampledLogit: Float
-            if parameters.temperature == 0 {
-                drawn = SampledToken(token: statistics.argmax, logProbability: 0, candidateCount: 1)
-                sampledLogit = statistics.maximum
-            } else {
-                drawn = draw(
-                    statistics: statistics, parameters: parameters, step: step, count: count ?? 0, scratch: scratch)
-                var logit = statistics.maximum
-                for j in 0..<drawn.candidateCount where Int(scratch.candidates[j].index) == drawn.token {
-                    logit = scratch.candidates[j].logit
-                    break
-                }
-                sampledLogit = logit
-            }
+            let drawn =
+                parameters.temperature == 0
+                ? SampledToken(token: statistics.argmax, logProbability: 0, candidateCount: 1)
+                : draw(statistics: statistics, parameters: parameters, step: step, count: count ?? 0, scratch: scratch)
             if state.topLogprobs >= 0, let logprobs {
+                // The drawn token's logit (the maximum when greedy), found only for the rows that
+                // ask for logprobs: with Top-nσ off the kept set can be the whole row.
+                var sampledLogit = statistics.maximum
+                if parameters.temperature != 0 {
+                    for j in 0..<drawn.candidateCount where Int(scratch.candidates[j].index) == drawn.token {
+                        sampledLogit = scratch.candidates[j].logit
+                        break
+                    }
+                }
                 logprobs.pointee = rowLogprobs(
                     statistics: statistics, sampled: sampledLogit, survivors: count ?? 0, vocab: vocab, state: state,
                     scratch: scratch)
@@ -629,28 +628,16 @@ package enum RowPipeline {
         var found = 0
         for c in 0..<chunks {
             for j in 0..<scratch.topCounts[c] {
-                offer(scratch.topTokens[c * TopLogprobs.maximumCount + j], into: best, found: &found, keep: keep)
+                LogprobKernel.insert(
+                    scratch.topTokens[c * TopLogprobs.maximumCount + j], into: best, found: &found, keep: keep)
             }
         }
         for k in 0..<state.editCount where scratch.edits[k].value > -.infinity {
-            offer(
+            LogprobKernel.insert(
                 Candidate(index: scratch.edits[k].token, logit: scratch.edits[k].value), into: best, found: &found,
                 keep: keep)
         }
         for j in 0..<found { result.append(token: best[j].index, logprob: Double(best[j].logit) - maximum - logZ) }
         return result
-    }
-
-    /// Inserts `c` into `best[0..<found]` (key order), keeping at most `keep`.
-    @inline(__always)
-    static func offer(_ c: Candidate, into best: UnsafeMutablePointer<Candidate>, found: inout Int, keep: Int) {
-        if found == keep && !Truncation.precedes(c, best[keep - 1]) { return }
-        var j = found < keep ? found : keep - 1
-        while j > 0 && Truncation.precedes(c, best[j - 1]) {
-            best[j] = best[j - 1]
-            j -= 1
-        }
-        best[j] = c
-        if found < keep { found += 1 }
     }
 }
