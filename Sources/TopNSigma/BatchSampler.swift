@@ -173,9 +173,21 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
     ///   - topology: the machine; default the detected one (inject one to plan for another).
     /// - Throws: ``ConfigurationError`` for sizes out of range or scratch that cannot be
     ///   allocated.
-    public init(
+    public convenience init(
         vocabularySize: Int, maximumBatchSize: Int, threadCount: Int? = nil, executor: Executor = .workerPool,
         spinMicroseconds: Int = 50, placement: NUMAPlacement = .automatic, topology: NUMATopology = .current
+    ) throws(ConfigurationError) {
+        try self.init(
+            vocabularySize: vocabularySize, maximumBatchSize: maximumBatchSize, threadCount: threadCount,
+            executor: executor, spinMicroseconds: spinMicroseconds, placement: placement, topology: topology,
+            systemThreadLimit: .max)
+    }
+
+    /// The designated initializer. `systemThreadLimit` stands in, for tests, for a system that
+    /// refuses to start more than that many worker threads (see ``WorkerPool``).
+    package init(
+        vocabularySize: Int, maximumBatchSize: Int, threadCount: Int?, executor: Executor,
+        spinMicroseconds: Int, placement: NUMAPlacement, topology: NUMATopology, systemThreadLimit: Int
     ) throws(ConfigurationError) {
         guard vocabularySize > 0 && vocabularySize < Int(Int32.max) else {
             throw .invalidVocabularySize(vocabularySize)
@@ -204,7 +216,9 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         }
         let pool =
             executor == .workerPool && requested > 1
-            ? WorkerPool(threadCount: requested, spinMicroseconds: spinMicroseconds, onStart: onStart)
+            ? WorkerPool(
+                threadCount: requested, spinMicroseconds: spinMicroseconds, onStart: onStart,
+                systemThreadLimit: systemThreadLimit)
             : nil
         let threads = pool?.threadCount ?? requested
         // With fewer threads than asked for, plan for the threads that run.

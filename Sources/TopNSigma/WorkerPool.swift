@@ -88,24 +88,32 @@ final class WorkerPool: @unchecked Sendable {
     ///   - threadCount: threads per call, the caller included (`threadCount - 1` are started).
     ///   - spinMicroseconds: how long an idle worker spins for the next call before it sleeps.
     ///   - onStart: run on each started thread with its index (1…threadCount-1) before any work.
+    ///   - systemThreadLimit: for tests, a system that refuses every thread after this many
+    ///     (`pthread_create` answers `EAGAIN`, as under a process or memory limit).
     ///
     /// A thread that cannot be started (a process limit) is not retried: the pool runs with the
     /// threads it has, and ``threadCount`` says how many.
-    init(threadCount: Int, spinMicroseconds: Int = 50, onStart: (@Sendable (Int) -> Void)? = nil) {
+    init(
+        threadCount: Int, spinMicroseconds: Int = 50, onStart: (@Sendable (Int) -> Void)? = nil,
+        systemThreadLimit: Int = .max
+    ) {
         self.requestedThreadCount = max(1, threadCount)
         self.state = State(onStart: onStart, spinNanoseconds: UInt64(max(0, spinMicroseconds)) * 1000)
         var started: [pthread_t] = []
         for index in 1..<max(1, threadCount) {
             let context = Unmanaged.passRetained(WorkerContext(state: state, index: index)).toOpaque()
             var thread = pthread_t()
-            let status = pthread_create(
-                &thread, nil,
-                { raw in
-                    let context = Unmanaged<WorkerContext>.fromOpaque(raw!).takeRetainedValue()
-                    WorkerPool.nameCurrentThread("topnsigma-\(context.index)")
-                    WorkerPool.workerLoop(context.state, index: context.index)
-                    return nil
-                }, context)
+            let status =
+                started.count >= systemThreadLimit
+                ? EAGAIN
+                : pthread_create(
+                    &thread, nil,
+                    { raw in
+                        let context = Unmanaged<WorkerContext>.fromOpaque(raw!).takeRetainedValue()
+                        WorkerPool.nameCurrentThread("topnsigma-\(context.index)")
+                        WorkerPool.workerLoop(context.state, index: context.index)
+                        return nil
+                    }, context)
             if status != 0 {
                 Unmanaged<WorkerContext>.fromOpaque(context).release()
                 break

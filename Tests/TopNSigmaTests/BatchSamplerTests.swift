@@ -265,27 +265,28 @@ import TopNSigmaBaselines
         #expect(sampler.threadCount == 3)
     }
 
-    @Test("when the system refuses threads, the pool runs with the ones it got and samples correctly")
-    func threadStartFailure() async {
-        await #expect(processExitsWith: .success) {
-            // An address-space limit just above what the process uses leaves no room for more
-            // thread stacks (8 MiB each), so pthread_create fails after a few threads.
-            var usage = rlimit()
-            getrlimit(Int32(RLIMIT_AS.rawValue), &usage)
-            let statm = try String(contentsOfFile: "/proc/self/statm", encoding: .utf8)
-            let pages = Int(statm.split(separator: " ")[0])!
-            var limit = rlimit(rlim_cur: rlim_t(pages * 4096 + (40 << 20)), rlim_max: usage.rlim_max)
-            setrlimit(Int32(RLIMIT_AS.rawValue), &limit)
-            let vocab = 5_000
-            let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 4, threadCount: 64)
-            guard sampler.threadCount < 64, sampler.requestedThreadCount == 64 else { exit(3) }
-            let logits = SyntheticLogits.generate(rows: 4, vocab: vocab, seed: 2)
-            let parameters = [SamplingParameters](repeating: SamplingParameters(seed: 9), count: 4)
-            let results = sampler.sample(logits: logits, parameters: parameters).map { try? $0.get() }
-            let reference = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 4, threadCount: 1)
-                .sample(logits: logits, parameters: parameters).map { try? $0.get() }
-            exit(results == reference && !results.contains(nil) ? 0 : 4)
+    @Test(
+        "when the system refuses threads, the pool runs with the ones it got and samples correctly",
+        arguments: [0, 1, 3])
+    func threadStartFailure(systemLimit: Int) throws {
+        // The system starts `systemLimit` workers and refuses the rest (pthread_create's EAGAIN).
+        let vocab = 5_000, rows = 4
+        let sampler = try BatchSampler(
+            vocabularySize: vocab, maximumBatchSize: rows, threadCount: 8, executor: .workerPool,
+            spinMicroseconds: 50, placement: .automatic, topology: .current, systemThreadLimit: systemLimit)
+        #expect(sampler.requestedThreadCount == 8)
+        #expect(sampler.threadCount == systemLimit + 1)
+        let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 2)
+        let parameters = [SamplingParameters](repeating: SamplingParameters(seed: 9), count: rows)
+        let reference = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: 1)
+            .sample(logits: logits, parameters: parameters).map { try? $0.get() }
+        #expect(!reference.contains(nil))
+        for _ in 0..<3 {
+            #expect(sampler.sample(logits: logits, parameters: parameters).map { try? $0.get() } == reference)
         }
+        // One row split across the threads that run (the split scheduler plans for them too).
+        let one = Array(logits[0..<vocab])
+        #expect(sampler.sample(logits: one, parameters: [parameters[0]]).map { try? $0.get() } == [reference[0]])
     }
 
     @Test("the memory-read floor reads every byte of every row")
