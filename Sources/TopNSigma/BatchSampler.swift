@@ -438,6 +438,9 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         let rows = parameters.count
         let steps = steps ?? [UInt64](repeating: 0, count: rows)
         precondition(steps.count == rows, "steps holds \(steps.count) entries for \(rows) rows")
+        // `Array(unsafeUninitializedCapacity: 0)` writes the shared empty array's count (a race
+        // ThreadSanitizer reports against any thread reading another empty array).
+        guard rows > 0 else { return [] }
         return [SampleResult](unsafeUninitializedCapacity: rows) { out, initialized in
             out.initialize(repeating: .failure(.noFiniteLogit))
             parameters.withUnsafeBufferPointer { p in

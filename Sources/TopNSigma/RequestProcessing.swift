@@ -193,13 +193,11 @@ struct Edit {
     var count: Int32
     /// The summed bias.
     var bias: Float
-    /// The processed logit, computed in the pass while its chunk is in L1 (`-inf`: masked,
-    /// takes no part).
+    /// The processed logit, computed in the pass while its chunk is in L1 (`-inf` takes no
+    /// part).
     var value: Float
     /// In the prompt or the output (the repetition penalty applies).
     var seen: Bool
-    /// Allowed by the request's bitmask.
-    var allowed: Bool
 }
 
 /// A row's processing as the pass needs it, prepared in the row's scratch before the pass
@@ -208,7 +206,8 @@ struct ProcessingState {
     /// The effective bitmask (the request's, less the edited tokens), or nil when the pass
     /// reads every logit as it is.
     var mask: UnsafeMutablePointer<UInt32>?
-    /// Edited tokens, at the front of the scratch's `edits`.
+    /// Edited tokens that the request's bitmask allows (a masked one is dropped), at the front
+    /// of the scratch's `edits`.
     var editCount = 0
     /// Top logprobs to return, or -1 for none.
     var topLogprobs = -1
@@ -312,8 +311,28 @@ extension RowPipeline {
             state.error = error
             return
         }
+        guard processing.allowedTokens != nil || n > 0 else { return }
+        // The effective bitmask: the request's (or all ones), less the edited tokens. Copied
+        // first, in one sequential stream: the edits' random probes below then hit the copy in
+        // L1, not the caller's words in memory.
+        let mask = scratch.mask
+        if let allowed = processing.allowedTokens {
+            allowed.withUnsafeBufferPointer { mask.update(from: $0.baseAddress!, count: words) }
+            // A masked token stays masked whatever its bias or penalties: drop its edit (about
+            // half of them under a grammar mask), so that no later loop branches on it.
+            var kept = 0
+            for k in 0..<n {
+                let t = Int(edits[k].token)
+                edits[kept] = edits[k]
+                kept &+= Int(mask[t >> 5] >> UInt32(t & 31) & 1)
+            }
+            n = kept
+        } else {
+            mask.update(repeating: ~0, count: words)
+        }
+        if vocab % 32 != 0 { mask[words - 1] &= (1 << UInt32(vocab % 32)) &- 1 }
         // Group the edits by chunk into `scratch.edits` (a counting sort; `counts` is free until
-        // the pass).
+        // the pass) and clear their bits.
         let chunks = StatisticsKernel.chunkCount(length: vocab)
         let starts = scratch.editStarts, cursor = scratch.counts
         starts.update(repeating: 0, count: chunks + 1)
@@ -321,27 +340,13 @@ extension RowPipeline {
         for c in 0..<chunks { starts[c + 1] += starts[c] }
         cursor.update(from: starts, count: chunks)
         for k in 0..<n {
-            let c = Int(edits[k].token) / StatisticsKernel.chunkLength
+            let t = Int(edits[k].token)
+            let c = t / StatisticsKernel.chunkLength
             scratch.edits[cursor[c]] = edits[k]
             cursor[c] += 1
+            mask[t >> 5] &= ~(1 << UInt32(t & 31))
         }
         state.editCount = n
-        guard processing.allowedTokens != nil || n > 0 else { return }
-        // The effective bitmask: the request's (or all ones), less the edited tokens.
-        let mask = scratch.mask
-        if let allowed = processing.allowedTokens {
-            allowed.withUnsafeBufferPointer { mask.update(from: $0.baseAddress!, count: words) }
-        } else {
-            mask.update(repeating: ~0, count: words)
-        }
-        if vocab % 32 != 0 { mask[words - 1] &= (1 << UInt32(vocab % 32)) &- 1 }
-        let grouped = scratch.edits
-        for k in 0..<n {
-            let t = Int(grouped[k].token)
-            let bit: UInt32 = 1 << UInt32(t & 31)
-            grouped[k].allowed = mask[t >> 5] & bit != 0
-            mask[t >> 5] &= ~bit
-        }
         state.mask = mask
     }
 
@@ -360,7 +365,7 @@ extension RowPipeline {
             h = (h + 1) & (size - 1)
         }
         table[h] = Int32(truncatingIfNeeded: n)
-        edits[n] = Edit(token: token, count: 0, bias: 0, value: -.infinity, seen: false, allowed: true)
+        edits[n] = Edit(token: token, count: 0, bias: 0, value: -.infinity, seen: false)
         n += 1
         return n - 1
     }

@@ -202,7 +202,7 @@ package enum RowPipeline {
             if state.editCount > 0 {
                 for k in scratch.editStarts[c]..<scratch.editStarts[c + 1] {
                     let edit = scratch.edits[k]
-                    if edit.allowed { scratch.edits[k].value = state.process(E.float(p, Int(edit.token)), edit) }
+                    scratch.edits[k].value = state.process(E.float(p, Int(edit.token)), edit)
                 }
             }
             if state.topLogprobs >= 0 {
@@ -210,9 +210,13 @@ package enum RowPipeline {
                 let top = scratch.topTokens + c * TopLogprobs.maximumCount
                 var bound = running.bound(keep: keep)
                 scratch.chunkMaxima[c] = part.maximum
+                let next = start + chunkLength
+                let ahead = LogprobKernel.Prefetch(
+                    base: c + 1 < end ? UnsafeRawPointer(p + next) : nil,
+                    byteCount: max(0, min(chunkLength, vocab - next)) * MemoryLayout<E>.stride)
                 scratch.expSums[c] = LogprobKernel.chunk(
                     p + start, count: length, mask: mask, maximum: part.maximum, indexBase: start, keep: keep,
-                    bound: &bound, into: top, found: &scratch.topCounts[c])
+                    bound: &bound, into: top, found: &scratch.topCounts[c], ahead: ahead)
                 if keep > 0 { running.merge(top, count: scratch.topCounts[c], keep: keep) }
             }
         }

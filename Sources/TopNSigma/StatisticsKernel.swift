@@ -310,6 +310,19 @@ enum StatisticsKernel {
         return two[0] | two[1] != 0
     }
 
+    /// Bit `j` of the result is set iff lane `j` of `m` is (the inverse of ``laneMask(_:)``).
+    @inline(__always)
+    static func laneBits(_ m: SIMDMask<SIMD16<Int32>>) -> UInt32 {
+        let laneBits = SIMD16<Int32>(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
+        // The lanes' bits are disjoint: an OR by halves (the standard library's reductions are
+        // left out of line).
+        let v = unsafeBitCast(m, to: SIMD16<Int32>.self) & laneBits
+        let eight = v.lowHalf | v.highHalf
+        let four = eight.lowHalf | eight.highHalf
+        let two = four.lowHalf | four.highHalf
+        return UInt32(truncatingIfNeeded: two[0] | two[1])
+    }
+
     /// Lane `j` of the result is set iff bit `j` of `bits` is: the 16 tokens of one vector.
     @inline(__always)
     static func laneMask(_ bits: UInt64) -> SIMDMask<SIMD16<Int32>> {
@@ -354,6 +367,15 @@ enum StatisticsKernel {
             blocks[block] = horizontalMaximum(sums.maximum)
             i &+= blockLength
             block &+= 1
+        }
+        // The last chunk's whole 64-token groups past its blocks (256 logits for V = 128256).
+        let groupEnd = i &+ (n &- i) / 64 &* 64
+        if i < groupEnd {
+            let tail = bitmaskedBlock(p, from: i, to: groupEnd, mask: mask, S.self, k, count: &count)
+            s1 += tail.s1
+            s2 += tail.s2
+            m.replace(with: tail.maximum, where: tail.maximum .> m)
+            i = groupEnd
         }
         var sum1 = laneSum(s1), sum2 = laneSum(s2)
         var maximum = horizontalMaximum(m)
@@ -438,11 +460,22 @@ enum StatisticsKernel {
         return BlockSums(s1: s1 + t1, s2: s2 + t2, maximum: ma)
     }
 
-    /// The first index `i` with `p[i] == value` that `mask` allows, or `n` when there is none.
+    /// The first index `i` with `p[i] == value` that `mask` allows (`p[0]` is bit 0 of `mask[0]`),
+    /// or `n` when there is none.
     static func firstIndex<E: LogitElement>(
         of value: Float, in p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>
     ) -> Int {
+        let v = Vector(repeating: value)
         var i = 0
+        while i &+ 32 <= n {
+            let w = mask[i &>> 5]
+            if w != 0 {
+                let a = E.load16(p, i), b = E.load16(p, i &+ 16)
+                let hit = ((a .== v) .& laneMask(UInt64(w))) .| ((b .== v) .& laneMask(UInt64(w &>> 16)))
+                if anyLane(hit) { break }
+            }
+            i &+= 32
+        }
         while i < n && !(allowed(mask, i) && E.float(p, i) == value) { i &+= 1 }
         return i
     }

@@ -21,19 +21,8 @@ enum CandidateKernel {
             let b = E.load16(p, i &+ 16)
             let hitA = a .>= t, hitB = b .>= t
             if StatisticsKernel.anyLane(hitA .| hitB) {
-                if StatisticsKernel.anyLane(hitA) {
-                    for j in 0..<16 where a[j] >= threshold {
-                        out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i &+ j), logit: a[j])
-                        written &+= 1
-                    }
-                }
-                if StatisticsKernel.anyLane(hitB) {
-                    for j in 0..<16 where b[j] >= threshold {
-                        out[written] = Candidate(
-                            index: Int32(truncatingIfNeeded: indexBase &+ i &+ 16 &+ j), logit: b[j])
-                        written &+= 1
-                    }
-                }
+                let hits = StatisticsKernel.laneBits(hitA) | StatisticsKernel.laneBits(hitB) &<< 16
+                written = append(a, b, hits: hits, index: indexBase &+ i, into: out, at: written)
             }
             i &+= 32
         }
@@ -44,6 +33,22 @@ enum CandidateKernel {
                 written &+= 1
             }
             i &+= 1
+        }
+        return written
+    }
+
+    /// Writes lane `j` of `a` then `b` (token `index + j`) for each bit `j` of `hits`, in order,
+    /// at `out[written...]`; returns the new count. Visits only the set bits.
+    @inline(__always)
+    static func append(
+        _ a: Vector, _ b: Vector, hits: UInt32, index: Int, into out: UnsafeMutablePointer<Candidate>, at written: Int
+    ) -> Int {
+        var written = written, hits = hits
+        while hits != 0 {
+            let j = hits.trailingZeroBitCount
+            hits &= hits &- 1
+            out[written] = Candidate(index: Int32(truncatingIfNeeded: index &+ j), logit: j < 16 ? a[j] : b[j &- 16])
+            written &+= 1
         }
         return written
     }
@@ -63,16 +68,10 @@ enum CandidateKernel {
             if w != 0 {
                 let a = E.load16(p, i)
                 let b = E.load16(p, i &+ 16)
-                if StatisticsKernel.anyLane((a .>= t) .| (b .>= t)) {
-                    for j in 0..<16 where a[j] >= threshold && w &>> UInt32(j) & 1 != 0 {
-                        out[written] = Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i &+ j), logit: a[j])
-                        written &+= 1
-                    }
-                    for j in 0..<16 where b[j] >= threshold && w &>> UInt32(16 &+ j) & 1 != 0 {
-                        out[written] = Candidate(
-                            index: Int32(truncatingIfNeeded: indexBase &+ i &+ 16 &+ j), logit: b[j])
-                        written &+= 1
-                    }
+                let hitA = a .>= t, hitB = b .>= t
+                if StatisticsKernel.anyLane(hitA .| hitB) {
+                    let hits = (StatisticsKernel.laneBits(hitA) | StatisticsKernel.laneBits(hitB) &<< 16) & w
+                    written = append(a, b, hits: hits, index: indexBase &+ i, into: out, at: written)
                 }
             }
             i &+= 32

@@ -222,6 +222,11 @@ public struct LogitsFile: Sendable {
     /// caller has checked that they fit).
     static func decode(_ data: Data, offset: Int, rows: Int, vocab: Int, format: LogitFormat) -> LogitsFile {
         let count = rows * vocab
+        // `Array(unsafeUninitializedCapacity: 0)` writes the shared empty array's count: a race
+        // (benign, but reported by ThreadSanitizer) with every thread reading an empty array.
+        guard count > 0 else {
+            return LogitsFile(values: [], bits: format == .float32 ? nil : [], rows: rows, vocab: vocab, format: format)
+        }
         return data.withUnsafeBytes { raw in
             let base = raw.baseAddress! + offset
             switch format {
