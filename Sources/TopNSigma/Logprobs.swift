@@ -5,6 +5,10 @@ import Glibc
 import Darwin
 #endif
 
+/// The C library's `exp2` on a Double (inside ``LogprobKernel`` the name is its vector one).
+@inline(__always)
+private func powerOfTwo(_ x: Double) -> Double { exp2(x) }
+
 /// The top-logprobs pass: run on a chunk while it is still in L1 after its statistics, only for
 /// rows that ask for logprobs. It sums `exp(x - chunk max)` over the chunk's allowed logits and
 /// keeps the chunk's `N` largest (the row's top `N` are among the chunks' top `N`), so the row
@@ -12,17 +16,20 @@ import Darwin
 enum LogprobKernel {
     typealias Vector = SIMD16<Float>
 
+    /// `log2 e` rounded to Float.
+    static let log2eFloat: Float = 1.442_695_040_888_963_4
+
     /// `2^t`, relative error below 1.9e-7 (a degree-5 polynomial on `[-1/2, 1/2]`, fitted for
     /// minimax relative error and checked in Float over 200 001 points; Cephes' degree 6 gains
-    /// only a factor 2), for `t <= 0`; 0 below about -126.5 (a term that small cannot change a
-    /// sum whose largest term is 1).
+    /// only a factor 2), for `-126 <= t <= 0`; at most `2^-126` below (a term that small cannot
+    /// change a sum whose largest term is 1, nor can a vocabulary's worth of them).
     @inline(__always)
     static func exp2(_ t: Vector) -> Vector {
         // Vector-vector operations only: the scalar-splat overloads of `replacing` and of the
         // integer operators compile to lane loops.
-        let low = Vector(repeating: -127)
+        let low = Vector(repeating: -126)
         let clamped = low.replacing(with: t, where: t .> low)
-        // Adding 1.5·2²³ rounds to an integer and leaves it in the low mantissa bits.
+        // Adding 1.5·2²³ rounds to an integer k and leaves it in the low mantissa bits.
         let magic = Vector(repeating: 12_582_912)
         let rounded = clamped + magic
         let f = clamped - (rounded - magic)
@@ -32,9 +39,12 @@ enum LogprobKernel {
         p = BuildTarget.multiplyAdd(p, f, Vector(repeating: 2.402_224_208_184_32e-1))
         p = BuildTarget.multiplyAdd(p, f, Vector(repeating: 6.931_469_775_965_883e-1))
         p = BuildTarget.multiplyAdd(p, f, Vector(repeating: 1))
-        // 2^k from k's bits: (k + 127) << 23; k = -127 gives +0.
-        let k = unsafeBitCast(rounded, to: SIMD16<Int32>.self) &- SIMD16<Int32>(repeating: 0x4B3F_FF81)
-        return p * unsafeBitCast(k &<< SIMD16<Int32>(repeating: 23), to: Vector.self)
+        // p · 2^k by adding k to p's exponent field (an integer add, not a multiply: the
+        // multiply-add units are this loop's bottleneck). p is in [2^-1/2, 2^1/2] and
+        // -126 <= k <= 0, so the result is normal, or for k = -126 at most 2^-126.
+        let k = unsafeBitCast(rounded, to: SIMD16<Int32>.self) &- SIMD16<Int32>(repeating: 0x4B40_0000)
+        return unsafeBitCast(
+            unsafeBitCast(p, to: SIMD16<Int32>.self) &+ (k &<< SIMD16<Int32>(repeating: 23)), to: Vector.self)
     }
 
     /// Inserts `c` into `out[0..<found]` (key order: logit descending, then id ascending),
@@ -53,13 +63,18 @@ enum LogprobKernel {
     }
 
     /// `Σ 2^((x - m)·log2 e)` over `p[from..<to]` (`to - from` a multiple of 32) in Float lanes,
-    /// offering the logits above `bound` to the top list.
+    /// offering the logits above `bound` to the top list. With `fused`, each exponent is
+    /// `x·log2 e - hi` in one fused multiply-add (`hi = m·log2 e` rounded to Float): one
+    /// operation and one rounding instead of two, and the sum comes out scaled by the constant
+    /// `2^(m·log2 e - hi)`, which the caller removes.
     @inline(__always)
     static func block<E: LogitElement>(
-        _ p: UnsafePointer<E>, from: Int, to end: Int, mask: UnsafePointer<UInt32>?, _ m: Vector, indexBase: Int,
-        keep: Int, bound: inout Float, into out: UnsafeMutablePointer<Candidate>, found: inout Int, ahead: Prefetch
+        _ p: UnsafePointer<E>, from: Int, to end: Int, mask: UnsafePointer<UInt32>?, _ m: Vector, hi: Vector,
+        fused: Bool, indexBase: Int, keep: Int, bound: inout Float, into out: UnsafeMutablePointer<Candidate>,
+        found: inout Int, ahead: Prefetch
     ) -> Vector {
-        let log2e = Vector(repeating: 1.442_695_040_888_963_4)
+        let log2e = Vector(repeating: log2eFloat)
+        let negHi = -hi
         let negInf = Vector(repeating: -.infinity)
         var s = Vector(), t = Vector()
         var limit = Vector(repeating: bound)
@@ -78,7 +93,8 @@ enum LogprobKernel {
                     b = b.replacing(with: negInf, where: .!StatisticsKernel.laneMask(UInt64(w &>> 16)))
                 }
             }
-            let ea = exp2((a - m) * log2e), eb = exp2((b - m) * log2e)
+            let ea = exp2(fused ? BuildTarget.multiplyAdd(a, log2e, negHi) : (a - m) * log2e)
+            let eb = exp2(fused ? BuildTarget.multiplyAdd(b, log2e, negHi) : (b - m) * log2e)
             s += ea
             t += eb
             if keep > 0 && StatisticsKernel.anyLane((a .> limit) .| (b .> limit)) {
@@ -170,7 +186,12 @@ enum LogprobKernel {
         found = 0
         guard maximum > -.infinity else { return 0 }
         let m = Vector(repeating: maximum)
-        var total = 0.0
+        // Fused exponents need FMA (a separate multiply would round x·log2 e itself, an error
+        // as large as ulp(x·log2 e) on every term) and a finite m·log2 e.
+        let hi = maximum * log2eFloat
+        let fused = BuildTarget.hasFMA && hi.isFinite
+        let hiVector = Vector(repeating: hi)
+        var vectorTotal = 0.0, total = 0.0
         var i = 0
         // A row's first chunk (nothing carried yet): a bound from its lane maxima first.
         if keep > 0 && bound == -.infinity {
@@ -180,18 +201,18 @@ enum LogprobKernel {
         // and then in double; the per-block reduction stays outside the vector loop, which it
         // would otherwise scalarize.
         while i &+ StatisticsKernel.blockLength <= n {
-            total += StatisticsKernel.laneSum(
+            vectorTotal += StatisticsKernel.laneSum(
                 block(
-                    p, from: i, to: i &+ StatisticsKernel.blockLength, mask: mask, m, indexBase: indexBase, keep: keep,
-                    bound: &bound, into: out, found: &found, ahead: ahead))
+                    p, from: i, to: i &+ StatisticsKernel.blockLength, mask: mask, m, hi: hiVector, fused: fused,
+                    indexBase: indexBase, keep: keep, bound: &bound, into: out, found: &found, ahead: ahead))
             i &+= StatisticsKernel.blockLength
         }
         let vectorEnd = i &+ (n &- i) / 32 &* 32
         if i < vectorEnd {
-            total += StatisticsKernel.laneSum(
+            vectorTotal += StatisticsKernel.laneSum(
                 block(
-                    p, from: i, to: vectorEnd, mask: mask, m, indexBase: indexBase, keep: keep, bound: &bound,
-                    into: out, found: &found, ahead: ahead))
+                    p, from: i, to: vectorEnd, mask: mask, m, hi: hiVector, fused: fused, indexBase: indexBase,
+                    keep: keep, bound: &bound, into: out, found: &found, ahead: ahead))
             i = vectorEnd
         }
         while i < n {
@@ -207,7 +228,9 @@ enum LogprobKernel {
             }
             i &+= 1
         }
-        return total
+        // Fused: every vector term was scaled by 2^(m·log2 e - hi); m·log2 e is exact in double.
+        let scale = fused ? powerOfTwo(Double(hi) - Double(maximum) * Double(log2eFloat)) : 1
+        return vectorTotal * scale + total
     }
 
     /// The bytes that the pass reads after this chunk (the row's next chunk), prefetched into L2
