@@ -360,7 +360,10 @@ enum StatisticsKernel {
         var i = 0
         var block = 0
         while i &+ blockLength <= n && block < blocksPerChunk {
-            let sums = bitmaskedBlock(p, from: i, to: i &+ blockLength, mask: mask, S.self, k, count: &count)
+            let sums =
+                BuildTarget.hasWideVectors
+                ? bitmaskedBlock(p, from: i, to: i &+ blockLength, mask: mask, S.self, k, count: &count)
+                : bitmaskedBlock1(p, from: i, to: i &+ blockLength, mask: mask, S.self, k, count: &count)
             s1 += sums.s1
             s2 += sums.s2
             m.replace(with: sums.maximum, where: sums.maximum .> m)
@@ -371,7 +374,10 @@ enum StatisticsKernel {
         // The last chunk's whole 64-token groups past its blocks (256 logits for V = 128256).
         let groupEnd = i &+ (n &- i) / 64 &* 64
         if i < groupEnd {
-            let tail = bitmaskedBlock(p, from: i, to: groupEnd, mask: mask, S.self, k, count: &count)
+            let tail =
+                BuildTarget.hasWideVectors
+                ? bitmaskedBlock(p, from: i, to: groupEnd, mask: mask, S.self, k, count: &count)
+                : bitmaskedBlock1(p, from: i, to: groupEnd, mask: mask, S.self, k, count: &count)
             s1 += tail.s1
             s2 += tail.s2
             m.replace(with: tail.maximum, where: tail.maximum .> m)
@@ -458,6 +464,56 @@ enum StatisticsKernel {
         ma = mb.replacing(with: ma, where: ma .> mb)
         keepAlive(touched[0])
         return BlockSums(s1: s1 + t1, s2: s2 + t2, maximum: ma)
+    }
+
+    /// ``bitmaskedBlock(_:from:to:mask:_:_:count:)`` for SSE builds (`to - from` a multiple of
+    /// 32): one accumulator set and one 16-token vector at a time, as ``sums1``. With a
+    /// `SIMD16<Float>` four `xmm` registers, the two-set loop's seven vectors need 28 of the 16
+    /// registers and spill on every step (measured at B=64, V=128256 with the bench's server-like
+    /// requests: the processed pass at 2.7× the plain one with that loop, 1.65× with this one).
+    /// A masked word is touched with one scalar load per cache line, for the prefetcher.
+    @inline(__always)
+    static func bitmaskedBlock1<E: LogitElement, S: ShiftMode>(
+        _ p: UnsafePointer<E>, from: Int, to end: Int, mask: UnsafePointer<UInt32>, _ mode: S.Type, _ k: Vector,
+        count: inout Int
+    ) -> BlockSums {
+        let shifted = S.isShifted
+        let neutral = shifted ? k : Vector()
+        var s1 = Vector(), s2 = Vector()
+        var m = Vector(repeating: -.infinity)
+        var touched: Float = 0
+        var i = from
+        while i < end {
+            let w = mask[i &>> 5]
+            if w == 0 {
+                touched += E.float(p, i) + E.float(p, i &+ 16)
+            } else {
+                count &+= w.nonzeroBitCount
+                var half = 0
+                while half < 32 {
+                    let bits = w &>> UInt32(half) & 0xFFFF
+                    if bits != 0 {
+                        var a = E.load16(p, i &+ half)
+                        if bits == 0xFFFF {
+                            m = a.replacing(with: m, where: m .> a)
+                        } else {
+                            let lanes = laneMask(UInt64(bits))
+                            m = m.replacing(with: a, where: lanes .& (a .> m))
+                            a = neutral.replacing(with: a, where: lanes)
+                        }
+                        let d = shifted ? a - k : a
+                        s1 += d
+                        s2 = BuildTarget.multiplyAdd(d, d, s2)
+                    } else {
+                        touched += E.float(p, i &+ half)
+                    }
+                    half &+= 16
+                }
+            }
+            i &+= 32
+        }
+        keepAlive(touched)
+        return BlockSums(s1: s1, s2: s2, maximum: m)
     }
 
     /// The first index `i` with `p[i] == value` that `mask` allows (`p[0]` is bit 0 of `mask[0]`),
