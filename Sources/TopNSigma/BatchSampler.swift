@@ -218,7 +218,7 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
             executor == .workerPool && requested > 1
             ? WorkerPool(
                 threadCount: requested, spinMicroseconds: spinMicroseconds, onStart: onStart,
-                systemThreadLimit: systemThreadLimit)
+                systemThreadLimit: systemThreadLimit, run: BatchSampler.runUnretained)
             : nil
         let threads = pool?.threadCount ?? requested
         // With fewer threads than asked for, plan for the threads that run.

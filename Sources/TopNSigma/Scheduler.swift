@@ -88,7 +88,7 @@ extension BatchSampler {
         }
         let participants = min(available, tasks)
         if participants > 1, let pool {
-            pool.dispatch(self, participants: threadCount, wakeSleepers: wake)
+            pool.dispatch(Unmanaged.passUnretained(self), participants: threadCount, wakeSleepers: wake)
             work(worker: 0)
         } else if participants > 1 {
             DispatchQueue.concurrentPerform(iterations: participants) { work(worker: $0) }

@@ -33,9 +33,14 @@ final class WorkerPool: @unchecked Sendable {
     final class State: @unchecked Sendable {
         private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
         private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
-        /// The job of the latest call; guarded by `mutex`. Unowned: the job (the sampler) owns
-        /// the pool and shuts it down before it goes away.
-        unowned(unsafe) var job: (any PoolJob)?
+        /// The job of the latest call, unretained (`Unmanaged.toOpaque()`); guarded by `mutex`.
+        /// The job (the sampler) owns the pool and shuts it down before it goes away, so a
+        /// worker needs no reference of its own, and must hold none: a worker holding the last
+        /// one would run the sampler's deinit itself, which cannot join its own thread (the
+        /// thread then exits unjoined: ThreadSanitizer reported it as a leak in CI).
+        var job: UnsafeMutableRawPointer?
+        /// Runs a job on a worker: `run(job, worker)`, without retaining the job.
+        let run: @Sendable (UnsafeMutableRawPointer, Int) -> Void
         /// Workers (by index) that take part in the latest call; guarded by `mutex`.
         var participants = 0
         var shutdown = false
@@ -50,8 +55,12 @@ final class WorkerPool: @unchecked Sendable {
         /// How long an idle worker spins for the next call before it sleeps.
         let spinNanoseconds: UInt64
 
-        init(onStart: (@Sendable (Int) -> Void)?, spinNanoseconds: UInt64) {
+        init(
+            onStart: (@Sendable (Int) -> Void)?, spinNanoseconds: UInt64,
+            run: @escaping @Sendable (UnsafeMutableRawPointer, Int) -> Void
+        ) {
             self.onStart = onStart
+            self.run = run
             self.spinNanoseconds = spinNanoseconds
             pthread_mutex_init(mutex, nil)
             pthread_cond_init(wake, nil)
@@ -90,15 +99,17 @@ final class WorkerPool: @unchecked Sendable {
     ///   - onStart: run on each started thread with its index (1…threadCount-1) before any work.
     ///   - systemThreadLimit: for tests, a system that refuses every thread after this many
     ///     (`pthread_create` answers `EAGAIN`, as under a process or memory limit).
+    ///   - run: runs a dispatched job on a worker, `run(job, worker)`, without retaining it
+    ///     (``PoolJob/runUnretained``).
     ///
     /// A thread that cannot be started (a process limit) is not retried: the pool runs with the
     /// threads it has, and ``threadCount`` says how many.
     init(
         threadCount: Int, spinMicroseconds: Int = 50, onStart: (@Sendable (Int) -> Void)? = nil,
-        systemThreadLimit: Int = .max
+        systemThreadLimit: Int = .max, run: @escaping @Sendable (UnsafeMutableRawPointer, Int) -> Void
     ) {
         self.requestedThreadCount = max(1, threadCount)
-        self.state = State(onStart: onStart, spinNanoseconds: UInt64(max(0, spinMicroseconds)) * 1000)
+        self.state = State(onStart: onStart, spinNanoseconds: UInt64(max(0, spinMicroseconds)) * 1000, run: run)
         var started: [pthread_t] = []
         for index in 1..<max(1, threadCount) {
             let context = Unmanaged.passRetained(WorkerContext(state: state, index: index)).toOpaque()
@@ -162,10 +173,10 @@ final class WorkerPool: @unchecked Sendable {
     /// on the job itself as participant 0. Spinning workers see it within nanoseconds. Sleeping
     /// ones are woken only when `wakeSleepers` (a wake-up costs the caller a syscall and takes
     /// the worker tens of microseconds on a virtual machine: not worth it for a small job).
-    func dispatch(_ job: any PoolJob, participants: Int, wakeSleepers: Bool) {
+    func dispatch(_ job: Unmanaged<some PoolJob>, participants: Int, wakeSleepers: Bool) {
         guard participants > 1, threadCount > 1 else { return }
         state.withLock {
-            state.job = job
+            state.job = job.toOpaque()
             state.participants = min(participants, threadCount)
             state.generation.add(1, ordering: .releasing)
             if wakeSleepers && state.sleeping > 0 { state.wakeAll() }
@@ -185,7 +196,7 @@ final class WorkerPool: @unchecked Sendable {
                 spins &+= 1
                 if spins & 255 == 0 && monotonicNanoseconds() > deadline { break }
             }
-            let (job, participates, stop): ((any PoolJob)?, Bool, Bool) = state.withLock {
+            let (job, participates, stop) = state.withLock {
                 if state.generation.load(ordering: .acquiring) == seen && !state.shutdown {
                     state.sleepWhileIdle(seen: seen)
                 }
@@ -193,7 +204,7 @@ final class WorkerPool: @unchecked Sendable {
                 return (state.job, index < state.participants, state.shutdown)
             }
             if stop { return }
-            if participates, let job { job.work(worker: index) }
+            if participates, let job { state.run(job, index) }
         }
     }
 
@@ -208,6 +219,15 @@ final class WorkerPool: @unchecked Sendable {
 /// over; it must then find nothing to claim and return without touching the call's buffers.
 protocol PoolJob: AnyObject, Sendable {
     func work(worker: Int)
+}
+
+extension PoolJob {
+    /// A pool's `run` for jobs of this type: `work(worker:)` on the job at `raw`
+    /// (`Unmanaged.toOpaque()`), neither retained nor released. Made once, with the pool;
+    /// calling it allocates nothing.
+    static var runUnretained: @Sendable (UnsafeMutableRawPointer, Int) -> Void {
+        { raw, worker in Unmanaged<Self>.fromOpaque(raw)._withUnsafeGuaranteedRef { $0.work(worker: worker) } }
+    }
 }
 
 /// CLOCK_MONOTONIC in nanoseconds.
