@@ -16,6 +16,14 @@ package enum Truncation {
         a.logit > b.logit || (a.logit == b.logit && a.index < b.index)
     }
 
+    /// ``precedes(_:_:)`` as 0 or 1, computed without a branch.
+    @inline(__always)
+    static func precedesFlag(_ a: Candidate, _ b: Candidate) -> Int {
+        let above = a.logit > b.logit ? 1 : 0
+        let tie = (a.logit == b.logit ? 1 : 0) & (a.index < b.index ? 1 : 0)
+        return above | tie
+    }
+
     /// Swaps candidates `i` and `j` and, when given, their weights.
     @inline(__always)
     static func swapAt(_ c: UnsafeMutablePointer<Candidate>, _ w: UnsafeMutablePointer<Double>?, _ i: Int, _ j: Int) {
@@ -75,10 +83,28 @@ package enum Truncation {
             swapAt(c, w, median, last)
         }
         let pivot = c[last]
+        // Branch-free Lomuto: every candidate is written to the boundary and the boundary moves
+        // when it precedes the pivot. On a random row the compare is a coin flip, and the
+        // branching loop mispredicted half of the time (about 3× slower on a 49152-token row).
         var i = lo
-        for j in lo..<last where precedes(c[j], pivot) {
-            swapAt(c, w, i, j)
-            i += 1
+        if let w {
+            for j in lo..<last {
+                let x = c[j], weight = w[j]
+                let moves = precedesFlag(x, pivot)
+                c[j] = c[i]
+                w[j] = w[i]
+                c[i] = x
+                w[i] = weight
+                i &+= moves
+            }
+        } else {
+            for j in lo..<last {
+                let x = c[j]
+                let moves = precedesFlag(x, pivot)
+                c[j] = c[i]
+                c[i] = x
+                i &+= moves
+            }
         }
         swapAt(c, w, i, last)
         return i
