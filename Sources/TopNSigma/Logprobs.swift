@@ -139,6 +139,7 @@ enum LogprobKernel {
     )
         -> Float
     {
+        guard keep > 0 && keep <= 32 else { return -.infinity }
         let negInf = Vector(repeating: -.infinity)
         var ma = negInf, mb = negInf
         var i = 0
@@ -154,7 +155,6 @@ enum LogprobKernel {
             mb = mb.replacing(with: b, where: b .> mb)
             i &+= 32
         }
-        guard keep > 0 && keep <= 32 else { return -.infinity }
         // The keep-th largest of the 32 by insertion sort, descending, in place (no allocation).
         var maxima = SIMD32<Float>(lowHalf: ma, highHalf: mb)
         return withUnsafeMutableBytes(of: &maxima) { raw in

@@ -313,10 +313,9 @@ enum StatisticsKernel {
     /// Bit `j` of the result is set iff lane `j` of `m` is (the inverse of ``laneMask(_:)``).
     @inline(__always)
     static func laneBits(_ m: SIMDMask<SIMD16<Int32>>) -> UInt32 {
-        let laneBits = SIMD16<Int32>(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
         // The lanes' bits are disjoint: an OR by halves (the standard library's reductions are
         // left out of line).
-        let v = unsafeBitCast(m, to: SIMD16<Int32>.self) & laneBits
+        let v = unsafeBitCast(m, to: SIMD16<Int32>.self) & laneWeights
         let eight = v.lowHalf | v.highHalf
         let four = eight.lowHalf | eight.highHalf
         let two = four.lowHalf | four.highHalf
@@ -326,8 +325,13 @@ enum StatisticsKernel {
     /// Lane `j` of the result is set iff bit `j` of `bits` is: the 16 tokens of one vector.
     @inline(__always)
     static func laneMask(_ bits: UInt64) -> SIMDMask<SIMD16<Int32>> {
-        let laneBits = SIMD16<Int32>(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
-        return (SIMD16<Int32>(repeating: Int32(truncatingIfNeeded: bits)) & laneBits) .!= SIMD16<Int32>()
+        (SIMD16<Int32>(repeating: Int32(truncatingIfNeeded: bits)) & laneWeights) .!= SIMD16<Int32>()
+    }
+
+    /// Lane `j` holds `1 << j`: the bit of each lane in ``laneMask(_:)`` and ``laneBits(_:)``.
+    @inline(__always)
+    static var laneWeights: SIMD16<Int32> {
+        SIMD16<Int32>(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192, 16384, 32768)
     }
 
     /// Words `i / 32` and `i / 32 + 1` of `mask` as one 64-bit word (token `i + j` is bit `j`);
@@ -360,10 +364,7 @@ enum StatisticsKernel {
         var i = 0
         var block = 0
         while i &+ blockLength <= n && block < blocksPerChunk {
-            let sums =
-                BuildTarget.hasWideVectors
-                ? bitmaskedBlock(p, from: i, to: i &+ blockLength, mask: mask, S.self, k, count: &count)
-                : bitmaskedBlock1(p, from: i, to: i &+ blockLength, mask: mask, S.self, k, count: &count)
+            let sums = bitmaskedGroups(p, from: i, to: i &+ blockLength, mask: mask, S.self, k, count: &count)
             s1 += sums.s1
             s2 += sums.s2
             m.replace(with: sums.maximum, where: sums.maximum .> m)
@@ -374,10 +375,7 @@ enum StatisticsKernel {
         // The last chunk's whole 64-token groups past its blocks (256 logits for V = 128256).
         let groupEnd = i &+ (n &- i) / 64 &* 64
         if i < groupEnd {
-            let tail =
-                BuildTarget.hasWideVectors
-                ? bitmaskedBlock(p, from: i, to: groupEnd, mask: mask, S.self, k, count: &count)
-                : bitmaskedBlock1(p, from: i, to: groupEnd, mask: mask, S.self, k, count: &count)
+            let tail = bitmaskedGroups(p, from: i, to: groupEnd, mask: mask, S.self, k, count: &count)
             s1 += tail.s1
             s2 += tail.s2
             m.replace(with: tail.maximum, where: tail.maximum .> m)
@@ -400,6 +398,18 @@ enum StatisticsKernel {
             i &+= 1
         }
         return ShiftedSums(s1: sum1, s2: sum2, maximum: maximum, count: count, sawNaN: sawNaN, blockMaxima: blocks)
+    }
+
+    /// Whole 64-token groups of ``bitmaskedSums`` (`to - from` a multiple of 64) with the loop
+    /// this build's registers suit: two accumulator sets with AVX, one on SSE.
+    @inline(__always)
+    static func bitmaskedGroups<E: LogitElement, S: ShiftMode>(
+        _ p: UnsafePointer<E>, from: Int, to end: Int, mask: UnsafePointer<UInt32>, _ mode: S.Type, _ k: Vector,
+        count: inout Int
+    ) -> BlockSums {
+        BuildTarget.hasWideVectors
+            ? bitmaskedBlock(p, from: from, to: end, mask: mask, S.self, k, count: &count)
+            : bitmaskedBlock1(p, from: from, to: end, mask: mask, S.self, k, count: &count)
     }
 
     /// One block of ``bitmaskedSums`` (`to - from` a multiple of 64): lane sums and maxima of
