@@ -12,9 +12,10 @@ enum DrawKernel {
     /// Draws from `p_i ∝ exp((x_i - maximum) / temperature)` over `candidates` (in ascending id
     /// order) with the uniform `u ∈ [0, 1)`.
     ///
-    /// The weights are summed in double precision in candidate order, so the result depends only
-    /// on the candidate set, never on how it was gathered. Each weight's `exp` is computed once,
-    /// into `weights` (room for `candidates.count`), and reused by the cumulative scan.
+    /// The weights are computed and summed in double precision by ``SoftmaxWeights`` in candidate
+    /// order, so the result depends only on the candidate set, never on how it was gathered. Each
+    /// weight is computed once, into `weights` (room for `candidates.count`), and reused by the
+    /// cumulative scan.
     ///
     /// - Precondition: `candidates` is non-empty and contains a logit equal to `maximum`;
     ///   `temperature > 0`.
@@ -24,11 +25,9 @@ enum DrawKernel {
     ) -> SampledToken {
         let m = Double(maximum)
         let t = Double(temperature)
-        var total = 0.0
-        for (i, c) in candidates.enumerated() {
-            weights[i] = exp((Double(c.logit) - m) / t)
-            total += weights[i]
-        }
+        let total = SoftmaxWeights.compute(
+            candidates.baseAddress!, count: candidates.count, maximum: maximum, temperature: temperature,
+            into: weights)
         let target = u * total
         var cumulative = 0.0
         var chosen = candidates.count - 1

@@ -47,6 +47,12 @@ enum LogprobKernel {
             unsafeBitCast(p, to: SIMD16<Int32>.self) &+ (k &<< SIMD16<Int32>(repeating: 23)), to: Vector.self)
     }
 
+    /// `log2 e / T` rounded to Float: the exponent's factor at temperature `T`.
+    @inline(__always)
+    static func scale(temperature: Float) -> Float {
+        temperature == 1 ? log2eFloat : Float(Double(log2eFloat) / Double(temperature))
+    }
+
     /// Inserts `c` into `out[0..<found]` (key order: logit descending, then id ascending),
     /// keeping at most `keep` entries; a `c` that does not beat the last entry of a full list is
     /// dropped. The one top-list insertion: chunks' lists and the row's merged list.
@@ -70,10 +76,10 @@ enum LogprobKernel {
     @inline(__always)
     static func block<E: LogitElement>(
         _ p: UnsafePointer<E>, from: Int, to end: Int, mask: UnsafePointer<UInt32>?, _ m: Vector, hi: Vector,
-        fused: Bool, indexBase: Int, keep: Int, bound: inout Float, into out: UnsafeMutablePointer<Candidate>,
-        found: inout Int, ahead: Prefetch
+        fused: Bool, scale: Float = log2eFloat, indexBase: Int, keep: Int, bound: inout Float,
+        into out: UnsafeMutablePointer<Candidate>, found: inout Int, ahead: Prefetch
     ) -> Vector {
-        let log2e = Vector(repeating: log2eFloat)
+        let log2e = Vector(repeating: scale)
         let negHi = -hi
         let negInf = Vector(repeating: -.infinity)
         var s = Vector(), t = Vector()
@@ -173,7 +179,7 @@ enum LogprobKernel {
     }
 
     /// Over the allowed logits of `p[0..<n]` (every one when `mask` is nil): returns
-    /// `Σ exp(x - maximum)` and writes the `keep` largest that lie strictly above `bound` to `out`
+    /// `Σ exp((x - maximum) / T)` (`T` = `temperature`, 1 for logprobs) and writes the `keep` largest that lie strictly above `bound` to `out`
     /// (sorted, `found` of them; ids offset by `indexBase`). When `out` fills, `bound` rises to
     /// its last logit: the caller carries it to the next chunk of the row, whose logits at or
     /// below it cannot make the row's top `keep` (as many at least as large, with lower ids,
@@ -181,14 +187,19 @@ enum LogprobKernel {
     /// sets it first.
     static func chunk<E: LogitElement>(
         _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>?, maximum: Float, indexBase: Int, keep: Int,
-        bound: inout Float, into out: UnsafeMutablePointer<Candidate>, found: inout Int, ahead: Prefetch = Prefetch()
+        bound: inout Float, into out: UnsafeMutablePointer<Candidate>, found: inout Int, ahead: Prefetch = Prefetch(),
+        temperature: Float = 1
     ) -> Double {
         found = 0
         guard maximum > -.infinity else { return 0 }
         let m = Vector(repeating: maximum)
+        // log2 e / T rounded to Float: a relative error of at most 2^-24, the same for every
+        // term, so the sum is exactly one at a temperature within 2^-24 of T's, up to the
+        // per-term roundings (see ``OnlineSoftmax/sumError``).
+        let scale = Self.scale(temperature: temperature)
         // Fused exponents need FMA (a separate multiply would round x·log2 e itself, an error
         // as large as ulp(x·log2 e) on every term) and a finite m·log2 e.
-        let hi = maximum * log2eFloat
+        let hi = maximum * scale
         let fused = BuildTarget.hasFMA && hi.isFinite
         let hiVector = Vector(repeating: hi)
         var vectorTotal = 0.0, total = 0.0
@@ -204,21 +215,22 @@ enum LogprobKernel {
             vectorTotal += StatisticsKernel.laneSum(
                 block(
                     p, from: i, to: i &+ StatisticsKernel.blockLength, mask: mask, m, hi: hiVector, fused: fused,
-                    indexBase: indexBase, keep: keep, bound: &bound, into: out, found: &found, ahead: ahead))
+                    scale: scale, indexBase: indexBase, keep: keep, bound: &bound, into: out, found: &found,
+                    ahead: ahead))
             i &+= StatisticsKernel.blockLength
         }
         let vectorEnd = i &+ (n &- i) / 32 &* 32
         if i < vectorEnd {
             vectorTotal += StatisticsKernel.laneSum(
                 block(
-                    p, from: i, to: vectorEnd, mask: mask, m, hi: hiVector, fused: fused, indexBase: indexBase,
-                    keep: keep, bound: &bound, into: out, found: &found, ahead: ahead))
+                    p, from: i, to: vectorEnd, mask: mask, m, hi: hiVector, fused: fused, scale: scale,
+                    indexBase: indexBase, keep: keep, bound: &bound, into: out, found: &found, ahead: ahead))
             i = vectorEnd
         }
         while i < n {
             let x = E.float(p, i)
             if mask.map({ StatisticsKernel.allowed($0, i) }) ?? true, x > -.infinity {
-                total += exp(Double(x) - Double(maximum))
+                total += exp((Double(x) - Double(maximum)) * Double(scale) / Double(log2eFloat))
                 if keep > 0 && x > bound {
                     insert(
                         Candidate(index: Int32(truncatingIfNeeded: indexBase &+ i), logit: x), into: out, found: &found,
@@ -228,9 +240,10 @@ enum LogprobKernel {
             }
             i &+= 1
         }
-        // Fused: every vector term was scaled by 2^(m·log2 e - hi); m·log2 e is exact in double.
-        let scale = fused ? powerOfTwo(Double(hi) - Double(maximum) * Double(log2eFloat)) : 1
-        return vectorTotal * scale + total
+        // Fused: every vector term was scaled by 2^(m·s - hi) (s = log2 e / T in Float); m·s is
+        // exact in double.
+        let correction = fused ? powerOfTwo(Double(hi) - Double(maximum) * Double(scale)) : 1
+        return vectorTotal * correction + total
     }
 
     /// The bytes that the pass reads after this chunk (the row's next chunk), prefetched into L2

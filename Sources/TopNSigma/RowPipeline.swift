@@ -55,6 +55,9 @@ package enum RowPipeline {
         var chunkMaxima: UnsafeMutablePointer<Float>
         var topCounts: UnsafeMutablePointer<Int>
         var topTokens: UnsafeMutablePointer<Candidate>
+        /// Plain sampling and top-p alone: per chunk, `Σ exp((x - chunk max) / T)` (``OnlineSoftmax``);
+        /// the chunk maxima are in ``chunkMaxima``.
+        var drawSums: UnsafeMutablePointer<Double>
 
         /// Where each array of a ``Scratch`` lives in its block: offsets computed from the
         /// element types' own strides and alignments, each array on a 64-byte boundary.
@@ -64,7 +67,7 @@ package enum RowPipeline {
             let candidates: Int, weights: Int, partials: Int, counts: Int, thresholds: Int
             let state: Int, mask: Int, maskWords: Int, table: Int, tableCapacity: Int, edits: Int, staging: Int,
                 editStarts: Int
-            let expSums: Int, chunkMaxima: Int, topCounts: Int, topTokens: Int
+            let expSums: Int, chunkMaxima: Int, topCounts: Int, topTokens: Int, drawSums: Int
             /// Bytes of one block.
             let byteCount: Int
 
@@ -93,8 +96,10 @@ package enum RowPipeline {
                     let expSums = place(Double.self, count: chunks),
                     let chunkMaxima = place(Float.self, count: chunks),
                     let topCounts = place(Int.self, count: chunks),
-                    let topTokens = place(Candidate.self, count: chunks * TopLogprobs.maximumCount)
+                    let topTokens = place(Candidate.self, count: chunks * TopLogprobs.maximumCount),
+                    let drawSums = place(Double.self, count: chunks)
                 else { return nil }
+                self.drawSums = drawSums
                 self.vocab = vocab
                 self.chunks = chunks
                 (self.candidates, self.weights, self.partials, self.counts, self.thresholds) =
@@ -146,7 +151,8 @@ package enum RowPipeline {
                     chunkMaxima: (block + chunkMaxima).bindMemory(to: Float.self, capacity: chunks),
                     topCounts: topCounts,
                     topTokens: (block + topTokens).bindMemory(
-                        to: Candidate.self, capacity: chunks * TopLogprobs.maximumCount))
+                        to: Candidate.self, capacity: chunks * TopLogprobs.maximumCount),
+                    drawSums: (block + drawSums).bindMemory(to: Double.self, capacity: chunks))
             }
         }
     }
@@ -167,11 +173,18 @@ package enum RowPipeline {
     static func reduce<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, chunks first: Int, _ end: Int, collect: Bool, parameters: SamplingParameters,
         scratch: Scratch?, partials: UnsafeMutablePointer<ChunkPartial>?, shared: SharedThreshold? = nil,
-        state: ProcessingState = ProcessingState()
+        state: ProcessingState = ProcessingState(), sampling: Bool = false
     ) -> StatisticsKernel.RowAccumulator {
         let chunkLength = StatisticsKernel.chunkLength
         var accumulator = StatisticsKernel.RowAccumulator()
         var running = LogprobKernel.RunningTop()
+        let route = scratch == nil || !sampling ? nil : softmaxRoute(parameters, state)
+        // Plain sampling collects nothing: its draw needs only the chunks' sums.
+        let collectSurvivors = collect && route != .plain
+        let depth = route?.depth
+        // Top-k's running bound and the survivors this task holds above it.
+        let topK = collectSurvivors ? topKRoute(parameters, state) : nil
+        var kBound = -Float.infinity, kHeld = 0
         for c in first..<end {
             let start = c * chunkLength
             let length = min(chunkLength, vocab - start)
@@ -181,10 +194,20 @@ package enum RowPipeline {
             accumulator.merge(part, chunk: c, start: start)
             if accumulator.error != nil { break }
             guard let scratch else { continue }
-            if collect {
+            if collectSurvivors {
                 // Greedy rows collect only for their rank (logprobs): the ties of the maximum.
                 var threshold =
-                    parameters.temperature == 0 ? accumulator.maximum : provisionalThreshold(accumulator, parameters)
+                    parameters.temperature == 0
+                    ? accumulator.maximum : provisionalThreshold(accumulator, parameters, depth: depth)
+                if let k = topK {
+                    if kHeld < k && kBound == -.infinity {
+                        // A task's first chunk: a bound from the chunk alone.
+                        kBound = TopKBound.seed(
+                            p + start, count: length, mask: mask, keep: k, maximum: part.maximum,
+                            floor: Float(part.mean))
+                    }
+                    threshold = max(threshold, kBound)
+                }
                 // A split row's tasks share the strictest provisional threshold any of them has
                 // found, so a task over a few chunks does not collect as if it saw the row alone.
                 if let shared { threshold = shared.raise(to: threshold) }
@@ -197,6 +220,25 @@ package enum RowPipeline {
                         mask: mask,
                         into: scratch.candidates + start)
                     : 0
+                if let k = topK {
+                    kHeld += scratch.counts[c]
+                    if kHeld >= 2 * k + 64 {
+                        (kBound, kHeld) = TopKBound.raise(scratch: scratch, chunks: first..<(c + 1), kBound, keep: k)
+                    }
+                }
+            }
+            if route != nil {
+                scratch.chunkMaxima[c] = part.maximum
+                var bound = Float.infinity, found = 0
+                let next = start + chunkLength
+                let ahead = LogprobKernel.Prefetch(
+                    base: c + 1 < end ? UnsafeRawPointer(p + next) : nil,
+                    byteCount: max(0, min(chunkLength, vocab - next)) * MemoryLayout<E>.stride)
+                // keep 0: nothing is written to the top list.
+                scratch.drawSums[c] = LogprobKernel.chunk(
+                    p + start, count: length, mask: mask, maximum: part.maximum, indexBase: start, keep: 0,
+                    bound: &bound, into: scratch.topTokens, found: &found, ahead: ahead,
+                    temperature: parameters.temperature)
             }
             // The edited tokens of this chunk, read while it is in L1.
             if state.editCount > 0 {
@@ -265,6 +307,7 @@ package enum RowPipeline {
         for c in first..<end {
             let start = c * chunkLength
             let slot = scratch.candidates + start
+            defer { scratch.thresholds[c] = threshold }
             if scratch.thresholds[c] <= threshold {
                 var kept = 0
                 for j in 0..<scratch.counts[c] where slot[j].logit >= threshold {
@@ -316,9 +359,13 @@ package enum RowPipeline {
     ///   the number of survivors gathered at the front of `scratch.candidates` in id order (for
     ///   a greedy row: nil, or with logprobs the ties of the maximum); top-k and top-p are not
     ///   applied yet.
+    ///
+    /// When `sampling` (the row was reduced with `sampling`), a plain row (``SoftmaxRoute/plain``)
+    /// returns no survivors (it collected none) and a top-p-alone row returns those at or above
+    /// `max − depth·T` (``SoftmaxRoute/nucleus(depth:)``): ``settle`` draws them.
     static func settleSurvivors<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, accumulator: StatisticsKernel.RowAccumulator, parameters: SamplingParameters,
-        scratch: Scratch, state: ProcessingState = ProcessingState()
+        scratch: Scratch, state: ProcessingState = ProcessingState(), sampling: Bool = false
     ) -> Result<(statistics: RowStatistics, count: Int?), RowError> {
         if let error = parameters.validationError ?? state.error { return .failure(error) }
         let mask = state.mask.map { UnsafePointer($0) }
@@ -345,8 +392,29 @@ package enum RowPipeline {
                 scratch: scratch)
             return .success((statistics, ties))
         }
+        let route = sampling ? softmaxRoute(parameters, state) : nil
+        if route == .plain { return .success((statistics, nil)) }
         let range = thresholdRange(statistics, parameters, m2Error: m2Error)
-        let low = floatThreshold(range.lower)
+        var low = floatThreshold(range.lower)
+        if let depth = route?.depth {
+            low = max(low, floatThreshold(Double(statistics.maximum) - depth * Double(parameters.temperature)))
+        }
+        if let k = topKRoute(parameters, state) {
+            // Every slot holds its chunk's logits at or above its threshold, and the thresholds
+            // that top-k's bound set are at or below the row's k-th largest logit: then the k-th
+            // largest survivor is the row's. A slot whose (Top-nσ) provisional threshold came out
+            // above it is compacted again at it first.
+            var kth = TopKBound.kth(scratch: scratch, chunks: 0..<chunks, keep: k)
+            if kth > -.infinity {
+                var strictest = -Float.infinity
+                for c in 0..<chunks { strictest = max(strictest, scratch.thresholds[c]) }
+                if strictest > kth {
+                    finalize(p, vocab: vocab, chunks: 0, chunks, threshold: kth, scratch: scratch, mask: mask)
+                    kth = TopKBound.kth(scratch: scratch, chunks: 0..<chunks, keep: k)
+                }
+                low = max(low, kth)
+            }
+        }
         finalize(p, vocab: vocab, chunks: 0, chunks, threshold: low, scratch: scratch, mask: mask)
         var count = mergeEditSurvivors(
             threshold: low, count: gather(chunks: chunks, scratch: scratch), state: state, scratch: scratch)
@@ -376,6 +444,7 @@ package enum RowPipeline {
                 threshold = high
             }
         }
+        threshold = max(threshold, low)
         if threshold > low {
             var kept = 0
             for j in 0..<count where scratch.candidates[j].logit >= threshold {
@@ -516,12 +585,12 @@ package enum RowPipeline {
     @inline(__always)
     static func reduceRow<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, scratch: Scratch,
-        state: ProcessingState = ProcessingState()
+        state: ProcessingState = ProcessingState(), sampling: Bool = false
     ) -> StatisticsKernel.RowAccumulator {
         reduce(
             p, vocab: vocab, chunks: 0, StatisticsKernel.chunkCount(length: vocab),
             collect: parameters.temperature != 0 || state.topLogprobs >= 0, parameters: parameters, scratch: scratch,
-            partials: nil, state: state)
+            partials: nil, state: state, sampling: sampling)
     }
 
     /// Runs `body` with a scratch region for one row of `vocab` logits, allocated for the call:
@@ -546,7 +615,8 @@ package enum RowPipeline {
             logprobs?.pointee = TopLogprobs()
             return .failure(error)
         }
-        let accumulator = reduceRow(p, vocab: vocab, parameters: parameters, scratch: scratch, state: state)
+        let accumulator = reduceRow(
+            p, vocab: vocab, parameters: parameters, scratch: scratch, state: state, sampling: true)
         return settle(
             p, vocab: vocab, accumulator: accumulator, parameters: parameters, step: step, scratch: scratch,
             logprobs: logprobs)
@@ -560,16 +630,24 @@ package enum RowPipeline {
     ) -> SampleResult {
         let state = scratch.state.pointee
         switch settleSurvivors(
-            p, vocab: vocab, accumulator: accumulator, parameters: parameters, scratch: scratch, state: state)
+            p, vocab: vocab, accumulator: accumulator, parameters: parameters, scratch: scratch, state: state,
+            sampling: true)
         {
         case .failure(let error):
             logprobs?.pointee = TopLogprobs()
             return .failure(error)
         case .success(let (statistics, count)):
-            let drawn =
-                parameters.temperature == 0
-                ? SampledToken(token: statistics.argmax, logProbability: 0, candidateCount: 1)
-                : draw(statistics: statistics, parameters: parameters, step: step, count: count ?? 0, scratch: scratch)
+            let drawn: SampledToken
+            if parameters.temperature == 0 {
+                drawn = SampledToken(token: statistics.argmax, logProbability: 0, candidateCount: 1)
+            } else if let route = softmaxRoute(parameters, state) {
+                drawn = softmaxDraw(
+                    p, vocab: vocab, route: route, statistics: statistics, parameters: parameters, step: step,
+                    count: count ?? 0, scratch: scratch, mask: state.mask.map { UnsafePointer($0) })
+            } else {
+                drawn = draw(
+                    statistics: statistics, parameters: parameters, step: step, count: count ?? 0, scratch: scratch)
+            }
             if state.topLogprobs >= 0, let logprobs {
                 // The drawn token's logit (the maximum when greedy), found only for the rows that
                 // ask for logprobs: with Top-nσ off the kept set can be the whole row.
@@ -586,6 +664,74 @@ package enum RowPipeline {
             }
             return .success(drawn)
         }
+    }
+
+    /// The draw of a row on a softmax route: plain sampling from the chunks' sums alone; top-p
+    /// alone from the survivors at or above `max − depth·T` when their mass holds the nucleus
+    /// for certain (given `Z`'s error bound), the depth doubled and the row compacted again when
+    /// it does not, and the whole row in double precision (the survivor pipeline's top-p) when
+    /// the nucleus cut lies within `Z`'s error bound or the depth reaches 64.
+    static func softmaxDraw<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, route: SoftmaxRoute, statistics: RowStatistics,
+        parameters: SamplingParameters, step: UInt64, count: Int, scratch: Scratch, mask: UnsafePointer<UInt32>?
+    ) -> SampledToken {
+        let u = Philox4x32(seed: parameters.seed).uniform(step: step)
+        let chunks = StatisticsKernel.chunkCount(length: vocab)
+        guard case .nucleus(var depth) = route, let topP = parameters.topP else {
+            return OnlineSoftmax.draw(
+                p, vocab: vocab, mask: mask, sums: scratch.drawSums, maxima: scratch.chunkMaxima,
+                maximum: statistics.maximum, temperature: parameters.temperature, uniform: u,
+                candidateCount: statistics.finiteCount)
+        }
+        let z = OnlineSoftmax.normalizer(
+            sums: scratch.drawSums, maxima: scratch.chunkMaxima, chunks: chunks, maximum: statistics.maximum,
+            temperature: parameters.temperature)
+        let m = Double(statistics.maximum), t = Double(parameters.temperature)
+        let need = Double(topP) * z
+        // Z's relative error bound, and slack for the double sums' own rounding.
+        let margin = OnlineSoftmax.sumError + 1e-12
+        let c = scratch.candidates, w = scratch.weights
+        var count = count
+        while true {
+            let mass = SoftmaxWeights.compute(
+                c, count: count, maximum: statistics.maximum, temperature: parameters.temperature, into: w)
+            if mass >= need * (1 + 2 * margin) {
+                // The survivors are every logit at or above the cut, so the nucleus of the whole
+                // row is a prefix of them in key order, for any Z within its bound.
+                let kept = Truncation.nucleus(c, w, count: count, need: need)
+                var keptMass = 0.0, last = 0
+                for j in 0..<kept {
+                    keptMass += w[j]
+                    if Truncation.precedes(c[last], c[j]) { last = j }
+                }
+                if keptMass >= need * (1 + margin) && keptMass - w[last] < need * (1 - margin) {
+                    Truncation.sortByIndex(c, count: kept)
+                    return DrawKernel.draw(
+                        UnsafeBufferPointer(start: c, count: kept), maximum: statistics.maximum,
+                        temperature: parameters.temperature, uniform: u, weights: w)
+                }
+                break
+            }
+            guard depth < 64 else { break }
+            depth *= 2
+            count = recollect(
+                p, vocab: vocab, threshold: floatThreshold(m - depth * t), scratch: scratch, mask: mask)
+        }
+        // Undecided within Z's bound (or a row whose mass lies that deep): every allowed logit,
+        // top-p over their double weights.
+        count = recollect(p, vocab: vocab, threshold: -.greatestFiniteMagnitude, scratch: scratch, mask: mask)
+        return draw(statistics: statistics, parameters: parameters, step: step, count: count, scratch: scratch)
+    }
+
+    /// Compacts every chunk of the row again at `threshold` and gathers the survivors in id
+    /// order (the slots were consumed by an earlier gather); returns their count.
+    static func recollect<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, threshold: Float, scratch: Scratch, mask: UnsafePointer<UInt32>?
+    ) -> Int {
+        let chunks = StatisticsKernel.chunkCount(length: vocab)
+        for c in 0..<chunks { scratch.thresholds[c] = .infinity }
+        finalize(p, vocab: vocab, chunks: 0, chunks, threshold: threshold, scratch: scratch, mask: mask)
+        return gather(chunks: chunks, scratch: scratch)
     }
 
     /// top-k and top-p over the gathered survivors, then the draw.

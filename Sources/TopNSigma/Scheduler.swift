@@ -175,7 +175,7 @@ extension BatchSampler {
                 p, vocab: vocabularySize, chunks: first, end,
                 collect: parameters.temperature != 0 || state.topLogprobs >= 0,
                 parameters: parameters, scratch: scratch, partials: scratch.partials,
-                shared: RowPipeline.SharedThreshold(word: sharedThresholds + row), state: state)
+                shared: RowPipeline.SharedThreshold(word: sharedThresholds + row), state: state, sampling: true)
         }
         guard chunksDone[row].add(end - first, ordering: .acquiringAndReleasing).newValue == chunksPerRow else {
             return

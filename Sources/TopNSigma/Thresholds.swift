@@ -38,12 +38,16 @@ extension RowPipeline {
     /// The provisional compare threshold from the statistics of a prefix of the row: Top-nσ's
     /// `max' - 1.2·n·std'` and min-p's `max' + T·ln(minP)`, the larger of the two. Both are at
     /// or below their final values (`max' <= max`), so the survivors collected are a superset.
+    /// With `depth` (top-p alone, ``SoftmaxRoute/nucleus(depth:)``): also `max' − depth·T`.
     @inline(__always)
     static func provisionalThreshold(
-        _ accumulator: StatisticsKernel.RowAccumulator, _ parameters: SamplingParameters
+        _ accumulator: StatisticsKernel.RowAccumulator, _ parameters: SamplingParameters, depth: Double? = nil
     ) -> Float {
         guard accumulator.count > 0 else { return -Float.greatestFiniteMagnitude }
         var threshold = -Double.infinity
+        if let depth {
+            threshold = Double(accumulator.maximum) - depth * Double(parameters.temperature)
+        }
         if let n = parameters.nSigma {
             let variance = accumulator.count > 1 ? accumulator.m2 / Double(accumulator.count - 1) : 0
             threshold = Double(accumulator.maximum) - provisionalMargin * Double(n) * variance.squareRoot()
@@ -69,7 +73,8 @@ extension RowPipeline {
         var lower = -Double.infinity, upper = -Double.infinity
         if let n = parameters.nSigma {
             let maximum = Double(statistics.maximum), n = Double(n)
-            if m2Error > 0 && statistics.finiteCount > 1 {
+            // n = 0: the threshold is the maximum itself, exact whatever the moments' error.
+            if n > 0 && m2Error > 0 && statistics.finiteCount > 1 {
                 let m2 = statistics.sumOfSquaredDeviations, denominator = Double(statistics.finiteCount - 1)
                 let high = ((m2 + m2Error) / denominator).squareRoot()
                 let low = (max(0, m2 - m2Error) / denominator).squareRoot()

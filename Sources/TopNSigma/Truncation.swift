@@ -157,7 +157,15 @@ package enum Truncation {
     ) -> Int {
         var total = 0.0
         for i in 0..<n { total += w[i] }
-        var need = p * total
+        return nucleus(c, w, count: n, need: p * total)
+    }
+
+    /// As ``nucleus(_:_:count:p:)`` with the mass to reach given: `c[0..<m]` becomes the smallest
+    /// prefix in key order whose weights reach `need` (all `n` when none does).
+    static func nucleus(
+        _ c: UnsafeMutablePointer<Candidate>, _ w: UnsafeMutablePointer<Double>, count n: Int, need: Double
+    ) -> Int {
+        var need = need
         var lo = 0, hi = n
         var sampler = PivotSampler()
         var budget = partitionBudget(n)
@@ -224,8 +232,8 @@ package enum Truncation {
             reordered = true
         }
         if let p = parameters.topP, p < 1, count > 1 {
-            let m = Double(maximum), t = Double(parameters.temperature)
-            for i in 0..<count { weights[i] = exp((Double(c[i].logit) - m) / t) }
+            _ = SoftmaxWeights.compute(
+                c, count: count, maximum: maximum, temperature: parameters.temperature, into: weights)
             count = nucleus(c, weights, count: count, p: Double(p))
             reordered = true
         }

@@ -32,7 +32,7 @@ struct Bench: ParsableCommand {
 
     @Option(
         help:
-            "Methods to run (comma-separated): fused-topnsigma, fused-statistics, fused-topnsigma-gcd, fused-topnsigma-f16, fused-topnsigma-bf16, fused-topp, naive-topnsigma, sort-topp."
+            "Methods to run (comma-separated): fused-topnsigma, fused-statistics, fused-topnsigma-gcd, fused-topnsigma-f16, fused-topnsigma-bf16, fused-greedy, fused-plain, fused-topk, fused-topp, fused-chain, fused-logprobs, fused-processed, naive-topnsigma, sort-topp."
     )
     var methods: String =
         "fused-topnsigma,fused-topnsigma-gcd,fused-topnsigma-f16,fused-topnsigma-bf16,fused-topp,naive-topnsigma,sort-topp"
@@ -45,6 +45,9 @@ struct Bench: ParsableCommand {
 
     @Option(help: "Top-p's p.")
     var topP: Float = 0.9
+
+    @Option(help: "Top-k's k (fused-topk).")
+    var topK: Int = 50
 
     @Option(help: "Seconds of measurement per method and workload (at least 3 repeats, at most 200).")
     var seconds: Double = 0.25
@@ -103,7 +106,7 @@ struct Bench: ParsableCommand {
 
         let runner = BenchRunner(
             methods: methodList.compactMap(BenchMethod.init), n: n, temperature: temperature, topP: topP,
-            seconds: seconds)
+            topK: topK, seconds: seconds)
         var results: [BenchResult] = []
         var workloads: [(vocab: Int, batch: Int, threads: Int)] = []
         for v in vocabs { for b in batches { for t in threadCounts { workloads.append((v, b, t)) } } }
@@ -247,6 +250,14 @@ enum BenchMethod: String, CaseIterable {
     case fusedBrain = "fused-topnsigma-bf16"
     /// Sort-free top-p (Top-nσ off), the fused pipeline's answer to `sort-topp`.
     case fusedTopP = "fused-topp"
+    /// Greedy (T = 0): the maximum and its id only.
+    case fusedGreedy = "fused-greedy"
+    /// Plain temperature sampling over the whole row (no truncation: the OpenAI API default).
+    case fusedPlain = "fused-plain"
+    /// top-k alone (``BenchRunner/topK``, Top-nσ off).
+    case fusedTopK = "fused-topk"
+    /// llama.cpp's default chain: top-k 40, top-p 0.95, min-p 0.05, T 0.8 (Top-nσ off).
+    case fusedChain = "fused-chain"
     case naive = "naive-topnsigma"
     case sortTopP = "sort-topp"
     /// Speculative verification, k = ``BenchRunner/verifyK``: `batch` requests of k + 1 rows,
@@ -263,6 +274,18 @@ enum BenchMethod: String, CaseIterable {
     /// The same requests as `fused-processed`, processed as vLLM does (a copy, then separate
     /// passes: bitmask, bias, penalties), then sampled by the same fused sampler.
     case separateProcessed = "separate-processed"
+
+    /// The request a fused sampling method sends for every row.
+    func parameters(n: Float, temperature: Float, topP: Float, topK: Int) -> SamplingParameters {
+        switch self {
+        case .fusedTopP: SamplingParameters(temperature: temperature, nSigma: nil, seed: 7, topP: topP)
+        case .fusedGreedy: SamplingParameters(temperature: 0, nSigma: nil, seed: 7)
+        case .fusedPlain: SamplingParameters(temperature: temperature, nSigma: nil, seed: 7)
+        case .fusedTopK: SamplingParameters(temperature: temperature, nSigma: nil, seed: 7, topK: topK)
+        case .fusedChain: SamplingParameters(temperature: 0.8, nSigma: nil, seed: 7, topK: 40, topP: 0.95, minP: 0.05)
+        default: SamplingParameters(temperature: temperature, nSigma: n, seed: 7)
+        }
+    }
 
     /// Rows read per batch entry: k + 1 for the verification methods.
     var rowsPerEntry: Int { self == .fusedVerify || self == .separateVerify ? BenchRunner.verifyK + 1 : 1 }
@@ -396,6 +419,7 @@ struct BenchRunner {
     let n: Float
     let temperature: Float
     let topP: Float
+    var topK = 50
     let seconds: Double
 
     /// A method to time: a name, its body, and what it kept (read after the timing).
@@ -500,7 +524,8 @@ struct BenchRunner {
         }
         for method in methods {
             switch method {
-            case .fused, .fusedDispatch, .fusedHalf, .fusedBrain, .fusedTopP:
+            case .fused, .fusedDispatch, .fusedHalf, .fusedBrain, .fusedTopP, .fusedGreedy, .fusedPlain, .fusedTopK,
+                .fusedChain:
                 let sampler = try! BatchSampler(
                     vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads,
                     executor: method == .fusedDispatch ? .concurrentPerform : .workerPool)
@@ -508,9 +533,7 @@ struct BenchRunner {
                 let call = FusedCall(
                     sampler: sampler, workload: workload, batch: batch,
                     format: method == .fusedHalf ? .float16 : method == .fusedBrain ? .bfloat16 : .float32,
-                    parameters: method == .fusedTopP
-                        ? SamplingParameters(temperature: temperature, nSigma: nil, seed: 7, topP: topP)
-                        : SamplingParameters(temperature: temperature, nSigma: n, seed: 7))
+                    parameters: method.parameters(n: n, temperature: temperature, topP: topP, topK: topK))
                 fusedCalls.append(call)
                 timed.append(
                     Timed(

@@ -1,0 +1,211 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The softmax of a whole row without a survivor set (Milakov & Gimelshein 2018, "Online
+/// normalizer calculation for softmax"): plain temperature sampling and top-p alone.
+///
+/// During the pass, each chunk, while it is in L1 after its statistics, adds
+/// `S_c = Σ exp((x − m_c) / T)` over its allowed logits, with its own maximum `m_c`
+/// (``LogprobKernel/chunk(_:count:mask:maximum:indexBase:keep:bound:into:found:ahead:temperature:)``,
+/// the same vector `exp` as the logprobs pass). The row's normalizer is
+/// `Z = Σ_c S_c · exp((m_c − M) / T)`, `M` the row maximum, in double in chunk order, so it never
+/// depends on how chunks were grouped into tasks.
+///
+/// A draw then needs one chunk: pick it by `u · Z` over the chunk terms, the 32-logit group inside
+/// it by the same vector `exp`, and the token inside the group by double-precision weights. The
+/// row is read from memory once, plus one chunk from cache.
+enum OnlineSoftmax {
+    /// A bound on the relative error of a chunk sum (and so of `Z`): every term's relative error
+    /// is below `1.9e-7` (the `exp2` polynomial) `+ 2·2^-24·ln 2·|t|` for its exponent `t ≥ −126`
+    /// (the Float roundings of `log2 e / T` and of the fused exponent), `+ 31·2^-24` (a lane
+    /// adds at most 32 terms of a block before the block goes to double); below `−126` a term is
+    /// at most `2^-126` where it should be smaller, an absolute error no vocabulary below `2^31`
+    /// can add up to anything (the chunk's maximum term is 1). So at most `1.25e-5`; with slack,
+    /// `2e-5`.
+    static let sumError = 2e-5
+
+    /// Whether the row's weights at `temperature` can be computed by the vector `exp`: a finite,
+    /// positive temperature whose `log2 e / T` is a normal Float (no overflow, no underflow).
+    @inline(__always)
+    static func supports(temperature: Float) -> Bool {
+        guard temperature > 0 && temperature.isFinite else { return false }
+        let scale = Double(LogprobKernel.log2eFloat) / Double(temperature)
+        return scale < 0x1p100 && scale > 0x1p-100
+    }
+
+    /// The row's normalizer `Z` relative to its maximum `M`: `Σ_c S_c · exp((m_c − M) / T)`.
+    static func normalizer(
+        sums: UnsafePointer<Double>, maxima: UnsafePointer<Float>, chunks: Int, maximum: Float, temperature: Float
+    ) -> Double {
+        var z = 0.0
+        let m = Double(maximum), t = Double(temperature)
+        for c in 0..<chunks where maxima[c] > -.infinity && sums[c] > 0 {
+            z += sums[c] * exp((Double(maxima[c]) - m) / t)
+        }
+        return z
+    }
+
+    /// Draws from `p_i ∝ exp((x_i − M) / T)` over the allowed logits of the row at `p` (`mask`:
+    /// the effective bitmask, or nil for every logit) with the uniform `u ∈ [0, 1)`, given the
+    /// chunks' sums and maxima from the pass; the log-probability is `(x − M)/T − log Z`.
+    ///
+    /// The chunk is chosen by its share of `Z` (relative error at most ``sumError``), the group of
+    /// 32 logits inside it by Float sums, the token inside the group by double weights: every
+    /// token's probability is within about `4e-5` relative of the float64 softmax, far below
+    /// what any test of the distribution can see, and the token depends only on (row, `T`, `u`).
+    static func draw<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, mask: UnsafePointer<UInt32>?, sums: UnsafePointer<Double>,
+        maxima: UnsafePointer<Float>, maximum: Float, temperature: Float, uniform u: Double, candidateCount: Int
+    ) -> SampledToken {
+        let chunkLength = StatisticsKernel.chunkLength
+        let chunks = StatisticsKernel.chunkCount(length: vocab)
+        let m = Double(maximum), t = Double(temperature)
+        let z = normalizer(sums: sums, maxima: maxima, chunks: chunks, maximum: maximum, temperature: temperature)
+        let target = u * z
+        // The chunk: the first whose cumulative share passes the target (the last with mass when
+        // rounding leaves the target past them all).
+        var chunk = -1, cumulative = 0.0, local = 0.0
+        for c in 0..<chunks where maxima[c] > -.infinity && sums[c] > 0 {
+            let factor = exp((Double(maxima[c]) - m) / t)
+            let share = sums[c] * factor
+            chunk = c
+            local = (target - cumulative) / factor
+            cumulative += share
+            if cumulative > target { break }
+        }
+        guard chunk >= 0 else { return SampledToken(token: 0, logProbability: 0, candidateCount: 0) }
+        let start = chunk * chunkLength
+        let token = drawInChunk(
+            p + start, count: min(chunkLength, vocab - start), mask: mask.map { $0 + start / 32 },
+            maximum: maxima[chunk], temperature: temperature, target: min(local, sums[chunk]))
+        let logit = Double(E.float(p, start + token))
+        return SampledToken(
+            token: start + token, logProbability: (logit - m) / t - log(z), candidateCount: candidateCount)
+    }
+
+    /// The token of one chunk at cumulative weight `target` (in units of `exp((x − m_c)/T)`),
+    /// group by group; an index into the chunk.
+    static func drawInChunk<E: LogitElement>(
+        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>?, maximum: Float, temperature: Float,
+        target: Double
+    ) -> Int {
+        let scale = LogprobKernel.scale(temperature: temperature)
+        let hi = maximum * scale
+        let fused = BuildTarget.hasFMA && hi.isFinite
+        let correction = fused ? exp2(Double(hi) - Double(maximum) * Double(scale)) : 1
+        let m = LogprobKernel.Vector(repeating: maximum), hiVector = LogprobKernel.Vector(repeating: hi)
+        var bound = Float.infinity, found = 0
+        var none = Candidate(index: 0, logit: 0)
+        var cumulative = 0.0
+        var group = -1, groupTarget = 0.0, groupSum = 0.0
+        var i = 0
+        while i &+ 32 <= n {
+            let s =
+                Double(
+                    StatisticsKernel.laneSum(
+                        LogprobKernel.block(
+                            p, from: i, to: i &+ 32, mask: mask, m, hi: hiVector, fused: fused, scale: scale,
+                            indexBase: 0, keep: 0, bound: &bound, into: &none, found: &found,
+                            ahead: LogprobKernel.Prefetch()))) * correction
+            if s > 0 {
+                group = i
+                groupTarget = target - cumulative
+                groupSum = s
+                cumulative += s
+                if cumulative > target { break }
+            }
+            i &+= 32
+        }
+        let mc = Double(maximum), t = Double(temperature)
+        func weight(_ j: Int) -> Double {
+            if let mask, !StatisticsKernel.allowed(mask, j) { return 0 }
+            return exp((Double(E.float(p, j)) - mc) / t)
+        }
+        if cumulative <= target {
+            // The scalar tail, in double.
+            var j = i
+            while j < n {
+                let w = weight(j)
+                if w > 0 {
+                    cumulative += w
+                    if cumulative > target { return j }
+                }
+                j &+= 1
+            }
+        }
+        if group < 0 {
+            // Only the tail carries mass: its last token that does.
+            var last = n - 1
+            for j in (i..<n).reversed() where weight(j) > 0 {
+                last = j
+                break
+            }
+            return last
+        }
+        // Inside the group: double weights, the target rescaled from the group's Float sum to
+        // theirs.
+        var weights = SIMD32<Double>()
+        var total = 0.0
+        for j in 0..<32 {
+            weights[j] = weight(group &+ j)
+            total += weights[j]
+        }
+        guard total > 0 else {
+            // A group whose Float sum held only terms clamped at 2^-126: the chunk's maximum.
+            for j in 0..<n where E.float(p, j) == maximum && weight(j) > 0 { return j }
+            return group
+        }
+        let inner = min(groupTarget, groupSum) * (total / groupSum)
+        var running = 0.0
+        var chosen = -1
+        for j in 0..<32 where weights[j] > 0 {
+            chosen = j
+            running += weights[j]
+            if running > inner { break }
+        }
+        return group &+ chosen
+    }
+}
+
+extension RowPipeline {
+    /// How a row without a threshold filter is drawn (``OnlineSoftmax``).
+    enum SoftmaxRoute: Equatable {
+        /// No truncation: the draw needs only the chunks' sums.
+        case plain
+        /// top-p alone: survivors are collected against `max − depth·T` (a threshold below which
+        /// the whole row's mass is almost never needed); the draw widens it when it is.
+        case nucleus(depth: Double)
+
+        var depth: Double? {
+            if case .nucleus(let depth) = self { return depth }
+            return nil
+        }
+    }
+
+    /// The row's softmax route, or nil for the survivor pipeline: a row with Top-nσ, min-p or
+    /// top-k (their thresholds bound the survivors), edited tokens or logprobs (they need the
+    /// survivors), or a temperature the vector `exp` cannot take (0, `+inf`, extreme).
+    static func softmaxRoute(_ parameters: SamplingParameters, _ state: ProcessingState) -> SoftmaxRoute? {
+        guard parameters.nSigma == nil, parameters.minP == nil, parameters.topK == nil, state.editCount == 0,
+            state.topLogprobs < 0, OnlineSoftmax.supports(temperature: parameters.temperature)
+        else { return nil }
+        guard let p = parameters.topP, p < 1 else { return .plain }
+        return .nucleus(depth: nucleusDepth(p))
+    }
+
+    /// The first collection depth for top-p `p`, in units of `T`: `ln(1/(1 − p)) + 4` (4.7 at
+    /// p = 0.5, 6.3 at 0.9, 8.6 at 0.99). On the real SmolLM2 rows at T = 1 the nucleus never
+    /// reached below 3.3, 6.7 and 11.4 (the worst of 64 rows) and 3, 9 and 255 tokens (the median)
+    /// lie above these depths.
+    static func nucleusDepth(_ p: Float) -> Double { log(1 / (1 - Double(p))) + 4 }
+
+    /// The `k` of a row whose top-k is cut as a threshold during the pass (``TopKBound``): every
+    /// sampled row with top-k and no edited tokens.
+    static func topKRoute(_ parameters: SamplingParameters, _ state: ProcessingState) -> Int? {
+        guard parameters.temperature != 0, state.editCount == 0, let k = parameters.topK, k >= 1 else { return nil }
+        return k
+    }
+}

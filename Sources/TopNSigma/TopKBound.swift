@@ -1,0 +1,157 @@
+/// Top-k as a threshold: the `k`-th largest logit of the row, found without sorting.
+///
+/// During the pass a task keeps a *bound*: a value that at least `k` logits of the row reach, so
+/// that the row's top `k` all lie at or above it. It is a threshold like Top-nσ's provisional one:
+/// each chunk compacts only the logits at or above it, while the chunk is in L1. A task's first
+/// chunk seeds it by counting (``seed(_:count:mask:keep:maximum:floor:)``); whenever the task's
+/// survivors grow past `2k`, their own `k`-th largest raises it (``raise(scratch:chunks:_:keep:)``).
+/// When the row settles, the `k`-th largest of all survivors is the row's (every chunk holds all
+/// its logits at or above its bound), and the kept set is `{x ≥ k-th}`: a threshold cut in id
+/// order, exactly the float64 definition's (ties at the `k`-th value go to the lower ids).
+enum TopKBound {
+    typealias Vector = SIMD16<Float>
+
+    /// The allowed logits of `p[0..<n]` at or above `t`.
+    @inline(__always)
+    static func count<E: LogitElement>(
+        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>?, atLeast t: Float
+    )
+        -> Int
+    {
+        let limit = Vector(repeating: t)
+        let negInf = Vector(repeating: -.infinity)
+        var a0 = SIMD16<Int32>(), b0 = SIMD16<Int32>()
+        var i = 0
+        while i &+ 32 <= n {
+            var a = E.load16(p, i), b = E.load16(p, i &+ 16)
+            if let mask {
+                let w = mask[i &>> 5]
+                a = a.replacing(with: negInf, where: .!StatisticsKernel.laneMask(UInt64(w)))
+                b = b.replacing(with: negInf, where: .!StatisticsKernel.laneMask(UInt64(w &>> 16)))
+            }
+            // A true lane is -1.
+            a0 &-= unsafeBitCast(a .>= limit, to: SIMD16<Int32>.self)
+            b0 &-= unsafeBitCast(b .>= limit, to: SIMD16<Int32>.self)
+            i &+= 32
+        }
+        let v = a0 &+ b0
+        let eight = v.lowHalf &+ v.highHalf
+        let four = eight.lowHalf &+ eight.highHalf
+        let two = four.lowHalf &+ four.highHalf
+        var total = Int(two[0] &+ two[1])
+        while i < n {
+            if mask.map({ StatisticsKernel.allowed($0, i) }) ?? true, E.float(p, i) >= t { total &+= 1 }
+            i &+= 1
+        }
+        return total
+    }
+
+    /// A bound for a row's top `keep` from one chunk alone (`p[0..<n]`, its maximum and a value
+    /// `floor` below most of its logits, such as its mean): a value that at least `keep` allowed
+    /// logits of the chunk reach, found by bisection between `floor` and `maximum`, stopping once
+    /// at most `4·keep` reach it; `-inf` when fewer than `keep` reach `floor`.
+    static func seed<E: LogitElement>(
+        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>?, keep: Int, maximum: Float, floor: Float
+    ) -> Float {
+        guard keep <= n, floor.isFinite, maximum.isFinite, floor < maximum else { return -.infinity }
+        var low = floor, high = maximum
+        let reached = count(p, count: n, mask: mask, atLeast: low)
+        guard reached >= keep else { return -.infinity }
+        if reached <= 4 * keep { return low }
+        for _ in 0..<12 {
+            let middle = low + (high - low) * 0.5
+            guard middle > low && middle < high else { break }
+            let c = count(p, count: n, mask: mask, atLeast: middle)
+            if c >= keep {
+                low = middle
+                if c <= 4 * keep { break }
+            } else {
+                high = middle
+            }
+        }
+        return low
+    }
+
+    /// The order-preserving key of a Float that is not NaN.
+    @inline(__always)
+    static func key(_ x: Float) -> UInt32 { RowPipeline.SharedThreshold.key(x) }
+
+    /// The `k`-th largest of `values[0..<n]` (`1 <= k <= n`, no NaN): bisection over the Floats'
+    /// order-preserving keys, each step a vector count.
+    static func kthLargest(_ values: UnsafeMutablePointer<Float>, count n: Int, k: Int) -> Float {
+        let whole = n & ~15
+        var lowest = Float.infinity, highest = -Float.infinity
+        for j in 0..<n {
+            lowest = min(lowest, values[j])
+            highest = max(highest, values[j])
+        }
+        // The answer's key lies in [low, high]; count(>= key(low)) >= k always holds.
+        var low = key(lowest), high = key(highest)
+        let raw = UnsafeRawPointer(values)
+        while low < high {
+            let middle = low + (high - low + 1) / 2
+            let t = Vector(repeating: RowPipeline.SharedThreshold.value(middle))
+            var acc = SIMD16<Int32>()
+            var j = 0
+            while j < whole {
+                acc &-= unsafeBitCast(
+                    raw.loadUnaligned(fromByteOffset: j &* 4, as: Vector.self) .>= t, to: SIMD16<Int32>.self)
+                j &+= 16
+            }
+            let eight = acc.lowHalf &+ acc.highHalf
+            let four = eight.lowHalf &+ eight.highHalf
+            let two = four.lowHalf &+ four.highHalf
+            var reached = Int(two[0] &+ two[1])
+            let limit = t[0]
+            while j < n {
+                if values[j] >= limit { reached &+= 1 }
+                j &+= 1
+            }
+            if reached >= k { low = middle } else { high = middle &- 1 }
+        }
+        return RowPipeline.SharedThreshold.value(low)
+    }
+
+    /// The `keep`-th largest logit held by the candidate slots of chunks `chunks` (each slot
+    /// `c · chunkLength`, `scratch.counts[c]` long), or `-inf` when they hold fewer. Uses the
+    /// weights region under those chunks as its buffer.
+    static func kth(scratch: RowPipeline.Scratch, chunks: Range<Int>, keep: Int) -> Float {
+        let chunkLength = StatisticsKernel.chunkLength
+        let buffer = UnsafeMutableRawPointer(scratch.weights + chunks.lowerBound * chunkLength)
+            .assumingMemoryBound(to: Float.self)
+        var n = 0
+        for c in chunks {
+            let slot = scratch.candidates + c * chunkLength
+            for j in 0..<scratch.counts[c] {
+                buffer[n] = slot[j].logit
+                n &+= 1
+            }
+        }
+        guard n >= keep else { return -.infinity }
+        return kthLargest(buffer, count: n, k: keep)
+    }
+
+    /// Raises a task's bound from its survivors so far (chunks `chunks`): their `keep`-th
+    /// largest, when it is higher; each slot is then cut to it (its threshold with it). Returns
+    /// the bound and the survivors left.
+    static func raise(scratch: RowPipeline.Scratch, chunks: Range<Int>, _ bound: Float, keep: Int) -> (Float, Int) {
+        let kth = kth(scratch: scratch, chunks: chunks, keep: keep)
+        let chunkLength = StatisticsKernel.chunkLength
+        let cut = max(bound, kth)
+        var total = 0
+        for c in chunks {
+            let slot = scratch.candidates + c * chunkLength
+            if scratch.thresholds[c] < cut {
+                var kept = 0
+                for j in 0..<scratch.counts[c] where slot[j].logit >= cut {
+                    slot[kept] = slot[j]
+                    kept &+= 1
+                }
+                scratch.counts[c] = kept
+                scratch.thresholds[c] = cut
+            }
+            total += scratch.counts[c]
+        }
+        return (cut, total)
+    }
+}

@@ -1,0 +1,195 @@
+import Foundation
+import Testing
+import TopNSigma
+import TopNSigmaBaselines
+
+/// The rows without a threshold filter: plain sampling (the online softmax's chunk sums), top-p
+/// alone (survivors at a depth below the maximum, widened when the nucleus needs it) and top-k
+/// alone (a running k-th-largest bound), drawn by the sampler and checked against the float64
+/// reference: the kept set, every log-probability within 1e-6, and chi-square on the draws.
+@Suite struct SoftmaxRouteTests {
+    /// A 9000-logit row (three chunks, the last one ending in a partial 32-logit group): 40 head
+    /// tokens spread over every chunk and the last group, a bulk of 3000 tokens at −4 whose mass
+    /// is about half the head's, masked tokens, and the rest far below.
+    static func spreadRow() -> [Float] {
+        var row = [Float](repeating: -30, count: 9000)
+        var random = TestRandom(seed: 3)
+        for i in 0..<3000 { row[(i * 7919) % 9000] = -4 }
+        for i in stride(from: 5, to: 9000, by: 97) { row[i] = -.infinity }
+        let head = [0, 31, 32, 1023, 1024, 4095, 4096, 4097, 6000, 8191, 8192, 8990, 8993, 8999]
+        for (j, i) in head.enumerated() { row[i] = Float(j % 5) * 0.4 }
+        for _ in 0..<26 { row[Int(random.next() % 9000)] = Float(random.uniform() * 2) }
+        return row
+    }
+
+    /// Draws `draws` tokens of `row` under `parameters` (steps 0..<draws) and checks each against
+    /// `expected` (token → float64 probability): kept, log-probability within 1e-6, candidate
+    /// count; then the chi-square of the counts (p > 1e-3).
+    static func checkDraws(
+        _ row: [Float], _ parameters: SamplingParameters, expected: [Int: Double], draws: Int,
+        processing: RequestProcessing? = nil, threads: Int = 1
+    ) throws {
+        let sampler = try BatchSampler(vocabularySize: row.count, maximumBatchSize: 1, threadCount: threads)
+        var observed: [Int: Int] = [:]
+        for step in 0..<draws {
+            let result =
+                processing.map {
+                    sampler.sample(logits: row, parameters: [parameters], processing: [$0], steps: [UInt64(step)]).0[0]
+                } ?? sampler.sample(logits: row, parameters: [parameters], steps: [UInt64(step)])[0]
+            let token = try result.get()
+            let probability = try #require(expected[token.token], "token \(token.token) is not kept")
+            #expect(
+                Swift.abs(token.logProbability - Foundation.log(probability)) < 1e-6,
+                "token \(token.token): \(token.logProbability) vs \(Foundation.log(probability))")
+            #expect(token.candidateCount == expected.count)
+            observed[token.token, default: 0] += 1
+        }
+        let (statistic, dof) = chiSquare(observed: observed, expected: expected, draws: draws)
+        #expect(chiSquarePValue(statistic, degreesOfFreedom: dof) > 1e-3, "chi-square \(statistic), \(dof) dof")
+    }
+
+    static func reference(_ row: [Float], _ parameters: SamplingParameters) -> [Int: Double] {
+        Dictionary(uniqueKeysWithValues: Reference.truncated(row, parameters).map { ($0.token, $0.probability) })
+    }
+
+    @Test(
+        "plain sampling draws from the whole row's softmax (chi-square) with float64 log-probabilities",
+        arguments: [Float(1), 0.7, 3])
+    func plain(temperature: Float) throws {
+        let row = Self.spreadRow()
+        let parameters = SamplingParameters(temperature: temperature, nSigma: nil, seed: 11)
+        try Self.checkDraws(row, parameters, expected: Self.reference(row, parameters), draws: 20_000)
+    }
+
+    @Test("plain sampling on real rows, and through an allowed-token bitmask")
+    func plainReal() throws {
+        let row = Fixture.row(2)
+        let parameters = SamplingParameters(temperature: 1, nSigma: nil, seed: 5)
+        try Self.checkDraws(row, parameters, expected: Self.reference(row, parameters), draws: 4000)
+        // The bitmask drops the 8 most probable tokens and every third token.
+        let order = row.indices.sorted { row[$0] > row[$1] }
+        var words = [UInt32](repeating: ~0, count: (row.count + 31) / 32)
+        var masked = row
+        for i in Array(order.prefix(8)) + Array(stride(from: 0, to: row.count, by: 3)) {
+            words[i / 32] &= ~(1 << UInt32(i % 32))
+            masked[i] = -.infinity
+        }
+        try Self.checkDraws(
+            row, parameters, expected: Self.reference(masked, parameters), draws: 4000,
+            processing: RequestProcessing(allowedTokens: words))
+    }
+
+    @Test(
+        "top-p alone keeps exactly the float64 nucleus on real rows",
+        arguments: [
+            (Float(0.5), Float(1)), (0.9, 1), (0.95, 0.7), (0.99, 1), (0.9, 2)
+        ])
+    func topPReal(p: Float, temperature: Float) throws {
+        for r in [0, 3, 6] {
+            let row = Fixture.row(r)
+            let parameters = SamplingParameters(temperature: temperature, nSigma: nil, seed: UInt64(r), topP: p)
+            try Self.checkDraws(row, parameters, expected: Self.reference(row, parameters), draws: 600)
+        }
+    }
+
+    @Test("top-p whose nucleus lies deeper than the first depth, on three chunks and through a bitmask")
+    func topPDeep() throws {
+        // Head mass 1 at 0, then 20000 tokens at −10 (mass 0.9): p = 0.99 needs most of the bulk,
+        // far below the first depth ln(100) + 4.
+        var row = [Float](repeating: -40, count: 30_000)
+        for i in 0..<20_000 { row[(i * 7) % 30_000] = -10 }
+        row[12_345] = 0
+        for p in [Float(0.99), 0.6] {
+            let parameters = SamplingParameters(temperature: 1, nSigma: nil, seed: 9, topP: p)
+            try Self.checkDraws(row, parameters, expected: Self.reference(row, parameters), draws: 2000)
+        }
+        let spread = Self.spreadRow()
+        let parameters = SamplingParameters(temperature: 1.3, nSigma: nil, seed: 4, topP: 0.97)
+        try Self.checkDraws(spread, parameters, expected: Self.reference(spread, parameters), draws: 6000)
+        var words = [UInt32](repeating: ~0, count: (spread.count + 31) / 32)
+        var masked = spread
+        for i in stride(from: 0, to: spread.count, by: 2) {
+            words[i / 32] &= ~(1 << UInt32(i % 32))
+            masked[i] = -.infinity
+        }
+        try Self.checkDraws(
+            spread, parameters, expected: Self.reference(masked, parameters), draws: 4000,
+            processing: RequestProcessing(allowedTokens: words))
+    }
+
+    @Test("top-k alone keeps exactly the k largest (ties to the lower id) on real rows", arguments: [1, 50, 1000])
+    func topKReal(k: Int) throws {
+        for r in [1, 4, 7] {
+            let row = Fixture.row(r)
+            let parameters = SamplingParameters(temperature: 1, nSigma: nil, seed: UInt64(r), topK: k)
+            try Self.checkDraws(row, parameters, expected: Self.reference(row, parameters), draws: 600)
+        }
+    }
+
+    @Test("top-k ties across chunks: a constant row keeps the k lowest ids; a plateau straddling the k-th")
+    func topKTies() throws {
+        let constant = [Float](repeating: 1.5, count: 10_000)
+        for k in [1, 7, 50, 4096, 5000] {
+            let parameters = SamplingParameters(temperature: 1, nSigma: nil, seed: 3, topK: k)
+            let expected = Self.reference(constant, parameters)
+            #expect(expected.keys.max() == k - 1)
+            try Self.checkDraws(constant, parameters, expected: expected, draws: 300)
+        }
+        // 300 tokens share the 40th-largest value, spread over three chunks.
+        var plateau = [Float](repeating: -5, count: 12_000)
+        for i in 0..<39 { plateau[i * 300 + 17] = 10 + Float(i) * 0.01 }
+        for i in 0..<300 { plateau[(i * 41 + 5) % 12_000] = 3 }
+        for k in [40, 41, 100, 339, 340] {
+            let parameters = SamplingParameters(temperature: 1, nSigma: nil, seed: 8, topK: k, topP: 0.999)
+            try Self.checkDraws(plateau, parameters, expected: Self.reference(plateau, parameters), draws: 300)
+        }
+    }
+
+    @Test("the softmax routes give the same tokens whatever the thread count, batch size or row position")
+    func determinism() throws {
+        let vocab = 128_256, rows = 4
+        let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 33)
+        let parameters = [
+            SamplingParameters(temperature: 1, nSigma: nil, seed: 1),
+            SamplingParameters(temperature: 0.7, nSigma: nil, seed: 2, topP: 0.9),
+            SamplingParameters(temperature: 1, nSigma: nil, seed: 3, topK: 50),
+            SamplingParameters(temperature: 1.2, nSigma: nil, seed: 4, topK: 1000)
+        ]
+        for step in [UInt64(0), 77] {
+            let steps = [UInt64](repeating: step, count: rows)
+            let reference = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: 1)
+                .sample(logits: logits, parameters: parameters, steps: steps).map { try $0.get() }
+            for threads in [2, 4] {
+                let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
+                #expect(
+                    try sampler.sample(logits: logits, parameters: parameters, steps: steps).map { try $0.get() }
+                        == reference)
+                for r in 0..<rows {
+                    // One row alone is split over the threads.
+                    let alone = try sampler.sample(
+                        logits: Array(logits[(r * vocab)..<((r + 1) * vocab)]), parameters: [parameters[r]],
+                        steps: [step])[0].get()
+                    #expect(alone == reference[r], "row \(r), \(threads) threads")
+                }
+            }
+        }
+    }
+
+    @Test("n = 0 keeps the ties of the maximum only")
+    func nSigmaZero() throws {
+        var row = Fixture.row(1)
+        let maximum = row.max()!
+        row[100] = maximum
+        row[40_000] = maximum
+        let sampler = try BatchSampler(vocabularySize: row.count, maximumBatchSize: 1, threadCount: 1)
+        var seen = Set<Int>()
+        for step in 0..<200 {
+            let token = try sampler.sample(
+                logits: row, parameters: [SamplingParameters(nSigma: 0, seed: 1)], steps: [UInt64(step)])[0].get()
+            #expect(row[token.token] == maximum && token.candidateCount == 3)
+            #expect(Swift.abs(token.logProbability - Foundation.log(1.0 / 3)) < 1e-12)
+            seen.insert(token.token)
+        }
+        #expect(seen.count == 3)
+    }
+}
