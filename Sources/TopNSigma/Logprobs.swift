@@ -179,8 +179,10 @@ enum LogprobKernel {
     }
 
     /// Over the allowed logits of `p[0..<n]` (every one when `mask` is nil): returns
-    /// `Σ exp((x - maximum) / T)` (`T` = `temperature`, 1 for logprobs) and writes the `keep` largest that lie strictly above `bound` to `out`
-    /// (sorted, `found` of them; ids offset by `indexBase`). When `out` fills, `bound` rises to
+    /// `Σ exp((x - maximum) / T)` (`T` = `temperature`, 1 for logprobs), with `blockSums` also
+    /// each 1024-logit block's share (``StatisticsKernel/blocksPerChunk`` entries, 0 past `n`),
+    /// and writes the `keep` largest that lie strictly above `bound` to `out` (sorted, `found` of
+    /// them; ids offset by `indexBase`). When `out` fills, `bound` rises to
     /// its last logit: the caller carries it to the next chunk of the row, whose logits at or
     /// below it cannot make the row's top `keep` (as many at least as large, with lower ids,
     /// are already held). With nothing carried (`bound` is `-inf`), ``seedBound(_:count:mask:keep:)``
@@ -188,9 +190,10 @@ enum LogprobKernel {
     static func chunk<E: LogitElement>(
         _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>?, maximum: Float, indexBase: Int, keep: Int,
         bound: inout Float, into out: UnsafeMutablePointer<Candidate>, found: inout Int, ahead: Prefetch = Prefetch(),
-        temperature: Float = 1
+        temperature: Float = 1, blockSums: UnsafeMutablePointer<Double>? = nil
     ) -> Double {
         found = 0
+        blockSums?.update(repeating: 0, count: StatisticsKernel.blocksPerChunk)
         guard maximum > -.infinity else { return 0 }
         let m = Vector(repeating: maximum)
         // log2 e / T rounded to Float: a relative error of at most 2^-24, the same for every
@@ -202,6 +205,9 @@ enum LogprobKernel {
         let hi = maximum * scale
         let fused = BuildTarget.hasFMA && hi.isFinite
         let hiVector = Vector(repeating: hi)
+        // Fused: every vector term is scaled by 2^(m·s - hi) (s = log2 e / T in Float); m·s is
+        // exact in double.
+        let correction = fused ? powerOfTwo(Double(hi) - Double(maximum) * Double(scale)) : 1
         var vectorTotal = 0.0, total = 0.0
         var i = 0
         // A row's first chunk (nothing carried yet): a bound from its lane maxima first.
@@ -212,19 +218,24 @@ enum LogprobKernel {
         // and then in double; the per-block reduction stays outside the vector loop, which it
         // would otherwise scalarize.
         while i &+ StatisticsKernel.blockLength <= n {
-            vectorTotal += StatisticsKernel.laneSum(
+            let sum = StatisticsKernel.laneSum(
                 block(
                     p, from: i, to: i &+ StatisticsKernel.blockLength, mask: mask, m, hi: hiVector, fused: fused,
                     scale: scale, indexBase: indexBase, keep: keep, bound: &bound, into: out, found: &found,
                     ahead: ahead))
+            vectorTotal += sum
+            blockSums?[i / StatisticsKernel.blockLength] = sum * correction
             i &+= StatisticsKernel.blockLength
         }
+        let lastBlock = i / StatisticsKernel.blockLength
+        var lastSum = 0.0
         let vectorEnd = i &+ (n &- i) / 32 &* 32
         if i < vectorEnd {
-            vectorTotal += StatisticsKernel.laneSum(
+            lastSum = StatisticsKernel.laneSum(
                 block(
                     p, from: i, to: vectorEnd, mask: mask, m, hi: hiVector, fused: fused, scale: scale,
                     indexBase: indexBase, keep: keep, bound: &bound, into: out, found: &found, ahead: ahead))
+            vectorTotal += lastSum
             i = vectorEnd
         }
         while i < n {
@@ -240,9 +251,9 @@ enum LogprobKernel {
             }
             i &+= 1
         }
-        // Fused: every vector term was scaled by 2^(m·s - hi) (s = log2 e / T in Float); m·s is
-        // exact in double.
-        let correction = fused ? powerOfTwo(Double(hi) - Double(maximum) * Double(scale)) : 1
+        if let blockSums, lastBlock < StatisticsKernel.blocksPerChunk {
+            blockSums[lastBlock] = lastSum * correction + total
+        }
         return vectorTotal * correction + total
     }
 

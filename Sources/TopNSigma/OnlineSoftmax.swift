@@ -36,23 +36,28 @@ enum OnlineSoftmax {
         return scale < 0x1p100 && scale > 0x1p-100
     }
 
-    /// The row's normalizer `Z` relative to its maximum `M`: `Σ_c S_c · exp((m_c − M) / T)`.
+    /// The row's normalizer `Z` relative to its maximum `M`: `Σ_c exp((m_c − M) / T) · Σ_b S_cb`
+    /// over the chunks' block sums `S_cb` (``StatisticsKernel/blocksPerChunk`` per chunk).
     static func normalizer(
         sums: UnsafePointer<Double>, maxima: UnsafePointer<Float>, chunks: Int, maximum: Float, temperature: Float
     ) -> Double {
+        let blocks = StatisticsKernel.blocksPerChunk
         var z = 0.0
         let m = Double(maximum), t = Double(temperature)
-        for c in 0..<chunks where maxima[c] > -.infinity && sums[c] > 0 {
-            z += sums[c] * exp((Double(maxima[c]) - m) / t)
+        for c in 0..<chunks where maxima[c] > -.infinity {
+            var chunk = 0.0
+            for b in 0..<blocks { chunk += sums[c * blocks + b] }
+            if chunk > 0 { z += chunk * exp((Double(maxima[c]) - m) / t) }
         }
         return z
     }
 
     /// Draws from `p_i ∝ exp((x_i − M) / T)` over the allowed logits of the row at `p` (`mask`:
     /// the effective bitmask, or nil for every logit) with the uniform `u ∈ [0, 1)`, given the
-    /// chunks' sums and maxima from the pass; the log-probability is `(x − M)/T − log Z`.
+    /// blocks' sums and the chunks' maxima from the pass; the log-probability is
+    /// `(x − M)/T − log Z`.
     ///
-    /// The chunk is chosen by its share of `Z` (relative error at most ``sumError``), the group of
+    /// The block is chosen by its share of `Z` (relative error at most ``sumError``), the group of
     /// 32 logits inside it by Float sums, the token inside the group by double weights: every
     /// token's probability is within about `4e-5` relative of the float64 softmax, far below
     /// what any test of the distribution can see, and the token depends only on (row, `T`, `u`).
@@ -60,35 +65,38 @@ enum OnlineSoftmax {
         _ p: UnsafePointer<E>, vocab: Int, mask: UnsafePointer<UInt32>?, sums: UnsafePointer<Double>,
         maxima: UnsafePointer<Float>, maximum: Float, temperature: Float, uniform u: Double, candidateCount: Int
     ) -> SampledToken {
-        let chunkLength = StatisticsKernel.chunkLength
+        let blockLength = StatisticsKernel.blockLength, blocks = StatisticsKernel.blocksPerChunk
         let chunks = StatisticsKernel.chunkCount(length: vocab)
         let m = Double(maximum), t = Double(temperature)
         let z = normalizer(sums: sums, maxima: maxima, chunks: chunks, maximum: maximum, temperature: temperature)
         let target = u * z
-        // The chunk: the first whose cumulative share passes the target (the last with mass when
+        // The block: the first whose cumulative share passes the target (the last with mass when
         // rounding leaves the target past them all).
-        var chunk = -1, cumulative = 0.0, local = 0.0
-        for c in 0..<chunks where maxima[c] > -.infinity && sums[c] > 0 {
+        var block = -1, cumulative = 0.0, local = 0.0
+        search: for c in 0..<chunks where maxima[c] > -.infinity {
             let factor = exp((Double(maxima[c]) - m) / t)
-            let share = sums[c] * factor
-            chunk = c
-            local = (target - cumulative) / factor
-            cumulative += share
-            if cumulative > target { break }
+            for b in 0..<blocks where sums[c * blocks + b] > 0 {
+                let share = sums[c * blocks + b] * factor
+                block = c * blocks + b
+                local = (target - cumulative) / factor
+                cumulative += share
+                if cumulative > target { break search }
+            }
         }
-        guard chunk >= 0 else { return SampledToken(token: 0, logProbability: 0, candidateCount: 0) }
-        let start = chunk * chunkLength
-        let token = drawInChunk(
-            p + start, count: min(chunkLength, vocab - start), mask: mask.map { $0 + start / 32 },
-            maximum: maxima[chunk], temperature: temperature, target: min(local, sums[chunk]))
-        let logit = Double(E.float(p, start + token))
-        return SampledToken(
-            token: start + token, logProbability: (logit - m) / t - log(z), candidateCount: candidateCount)
+        guard block >= 0 else { return SampledToken(token: 0, logProbability: 0, candidateCount: 0) }
+        let start = block * blockLength
+        let token =
+            start
+            + drawInBlock(
+                p + start, count: min(blockLength, vocab - start), mask: mask.map { $0 + start / 32 },
+                maximum: maxima[block / blocks], temperature: temperature, target: min(local, sums[block]))
+        let logit = Double(E.float(p, token))
+        return SampledToken(token: token, logProbability: (logit - m) / t - log(z), candidateCount: candidateCount)
     }
 
-    /// The token of one chunk at cumulative weight `target` (in units of `exp((x − m_c)/T)`),
-    /// group by group; an index into the chunk.
-    static func drawInChunk<E: LogitElement>(
+    /// The token of one block (`p[0..<n]`, `n ≤ 1024`, its chunk's maximum) at cumulative weight
+    /// `target` (in units of `exp((x − maximum)/T)`), group by group; an index into the block.
+    static func drawInBlock<E: LogitElement>(
         _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>?, maximum: Float, temperature: Float,
         target: Double
     ) -> Int {
@@ -104,12 +112,11 @@ enum OnlineSoftmax {
         var i = 0
         while i &+ 32 <= n {
             let s =
-                Double(
-                    StatisticsKernel.laneSum(
-                        LogprobKernel.block(
-                            p, from: i, to: i &+ 32, mask: mask, m, hi: hiVector, fused: fused, scale: scale,
-                            indexBase: 0, keep: 0, bound: &bound, into: &none, found: &found,
-                            ahead: LogprobKernel.Prefetch()))) * correction
+                StatisticsKernel.laneSum(
+                    LogprobKernel.block(
+                        p, from: i, to: i &+ 32, mask: mask, m, hi: hiVector, fused: fused, scale: scale,
+                        indexBase: 0, keep: 0, bound: &bound, into: &none, found: &found,
+                        ahead: LogprobKernel.Prefetch())) * correction
             if s > 0 {
                 group = i
                 groupTarget = target - cumulative
@@ -145,28 +152,41 @@ enum OnlineSoftmax {
             }
             return last
         }
-        // Inside the group: double weights, the target rescaled from the group's Float sum to
-        // theirs.
-        var weights = SIMD32<Double>()
-        var total = 0.0
-        for j in 0..<32 {
-            weights[j] = weight(group &+ j)
-            total += weights[j]
+        // Inside the group: double weights (``SoftmaxWeights``), the target rescaled from the
+        // group's Float sum to theirs.
+        var w = (SoftmaxWeights.Vector(), SoftmaxWeights.Vector(), SoftmaxWeights.Vector(), SoftmaxWeights.Vector())
+        let total = withUnsafeMutableBytes(of: &w) { raw -> Double in
+            let lanes = raw.bindMemory(to: Double.self)
+            for j in 0..<32 {
+                let x = E.float(p, group &+ j)
+                lanes[j] = mask.map({ StatisticsKernel.allowed($0, group &+ j) }) ?? true ? (Double(x) - mc) / t : -.infinity
+            }
+            var sum = 0.0
+            for v in 0..<4 {
+                let e = SoftmaxWeights.exp(raw.load(fromByteOffset: v * 64, as: SoftmaxWeights.Vector.self))
+                raw.storeBytes(of: e, toByteOffset: v * 64, as: SoftmaxWeights.Vector.self)
+                sum += e.sum()
+            }
+            return sum
         }
         guard total > 0 else {
-            // A group whose Float sum held only terms clamped at 2^-126: the chunk's maximum.
+            // A group whose Float sum held only terms clamped at 2^-126: the block's first token
+            // at the chunk's maximum, or the group's first allowed token.
             for j in 0..<n where E.float(p, j) == maximum && weight(j) > 0 { return j }
             return group
         }
         let inner = min(groupTarget, groupSum) * (total / groupSum)
-        var running = 0.0
-        var chosen = -1
-        for j in 0..<32 where weights[j] > 0 {
-            chosen = j
-            running += weights[j]
-            if running > inner { break }
+        return withUnsafeBytes(of: &w) { raw in
+            let lanes = raw.bindMemory(to: Double.self)
+            var running = 0.0
+            var chosen = -1
+            for j in 0..<32 where lanes[j] > 0 {
+                chosen = j
+                running += lanes[j]
+                if running > inner { break }
+            }
+            return group &+ chosen
         }
-        return group &+ chosen
     }
 }
 
@@ -207,5 +227,53 @@ extension RowPipeline {
     static func topKRoute(_ parameters: SamplingParameters, _ state: ProcessingState) -> Int? {
         guard parameters.temperature != 0, state.editCount == 0, let k = parameters.topK, k >= 1 else { return nil }
         return k
+    }
+}
+
+extension OnlineSoftmax {
+    /// `Σ exp((x − M) / T)` over the allowed logits of the row below `threshold` (the mass that
+    /// top-p's survivors leave out), by the pass's vector `exp`: relative error at most
+    /// ``sumError`` of this tail alone, so that the survivors' exact double mass plus it gives
+    /// `Z` far more tightly than the chunks' sums do when a nucleus cut lies close to `p · Z`.
+    static func tailSum<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, mask: UnsafePointer<UInt32>?, below threshold: Float, maximum: Float,
+        temperature: Float
+    ) -> Double {
+        typealias Vector = LogprobKernel.Vector
+        let scale = LogprobKernel.scale(temperature: temperature)
+        let hi = maximum * scale
+        let fused = BuildTarget.hasFMA && hi.isFinite
+        let correction = fused ? exp2(Double(hi) - Double(maximum) * Double(scale)) : 1
+        let m = Vector(repeating: maximum), negHi = Vector(repeating: -hi), s = Vector(repeating: scale)
+        let t = Vector(repeating: threshold), negInf = Vector(repeating: -.infinity)
+        var total = 0.0
+        var i = 0
+        while i < vocab {
+            // Blocks of at most 1024 logits: 32 Float terms a lane before the sum goes to double.
+            let end = min(vocab, i &+ StatisticsKernel.blockLength)
+            var a0 = Vector(), b0 = Vector()
+            while i &+ 32 <= end {
+                var a = E.load16(p, i), b = E.load16(p, i &+ 16)
+                if let mask {
+                    let w = mask[i &>> 5]
+                    a = a.replacing(with: negInf, where: .!StatisticsKernel.laneMask(UInt64(w)))
+                    b = b.replacing(with: negInf, where: .!StatisticsKernel.laneMask(UInt64(w &>> 16)))
+                }
+                let ea = LogprobKernel.exp2(fused ? BuildTarget.multiplyAdd(a, s, negHi) : (a - m) * s)
+                let eb = LogprobKernel.exp2(fused ? BuildTarget.multiplyAdd(b, s, negHi) : (b - m) * s)
+                a0 += ea.replacing(with: 0, where: a .>= t .| a .== negInf)
+                b0 += eb.replacing(with: 0, where: b .>= t .| b .== negInf)
+                i &+= 32
+            }
+            total += StatisticsKernel.laneSum(a0 + b0) * correction
+            while i < end {
+                let x = E.float(p, i)
+                if mask.map({ StatisticsKernel.allowed($0, i) }) ?? true, x < threshold, x > -.infinity {
+                    total += exp((Double(x) - Double(maximum)) / Double(temperature))
+                }
+                i &+= 1
+            }
+        }
+        return total
     }
 }

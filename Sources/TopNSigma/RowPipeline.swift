@@ -55,8 +55,9 @@ package enum RowPipeline {
         var chunkMaxima: UnsafeMutablePointer<Float>
         var topCounts: UnsafeMutablePointer<Int>
         var topTokens: UnsafeMutablePointer<Candidate>
-        /// Plain sampling and top-p alone: per chunk, `Σ exp((x - chunk max) / T)` (``OnlineSoftmax``);
-        /// the chunk maxima are in ``chunkMaxima``.
+        /// Plain sampling and top-p alone: per 1024-logit block, `Σ exp((x - chunk max) / T)`
+        /// (``OnlineSoftmax``; ``StatisticsKernel/blocksPerChunk`` a chunk); the chunk maxima are in
+        /// ``chunkMaxima``.
         var drawSums: UnsafeMutablePointer<Double>
 
         /// Where each array of a ``Scratch`` lives in its block: offsets computed from the
@@ -97,7 +98,7 @@ package enum RowPipeline {
                     let chunkMaxima = place(Float.self, count: chunks),
                     let topCounts = place(Int.self, count: chunks),
                     let topTokens = place(Candidate.self, count: chunks * TopLogprobs.maximumCount),
-                    let drawSums = place(Double.self, count: chunks)
+                    let drawSums = place(Double.self, count: chunks * StatisticsKernel.blocksPerChunk)
                 else { return nil }
                 self.drawSums = drawSums
                 self.vocab = vocab
@@ -152,7 +153,8 @@ package enum RowPipeline {
                     topCounts: topCounts,
                     topTokens: (block + topTokens).bindMemory(
                         to: Candidate.self, capacity: chunks * TopLogprobs.maximumCount),
-                    drawSums: (block + drawSums).bindMemory(to: Double.self, capacity: chunks))
+                    drawSums: (block + drawSums).bindMemory(
+                        to: Double.self, capacity: chunks * StatisticsKernel.blocksPerChunk))
             }
         }
     }
@@ -235,10 +237,11 @@ package enum RowPipeline {
                     base: c + 1 < end ? UnsafeRawPointer(p + next) : nil,
                     byteCount: max(0, min(chunkLength, vocab - next)) * MemoryLayout<E>.stride)
                 // keep 0: nothing is written to the top list.
-                scratch.drawSums[c] = LogprobKernel.chunk(
+                _ = LogprobKernel.chunk(
                     p + start, count: length, mask: mask, maximum: part.maximum, indexBase: start, keep: 0,
                     bound: &bound, into: scratch.topTokens, found: &found, ahead: ahead,
-                    temperature: parameters.temperature)
+                    temperature: parameters.temperature,
+                    blockSums: scratch.drawSums + c * StatisticsKernel.blocksPerChunk)
             }
             // The edited tokens of this chunk, read while it is in L1.
             if state.editCount > 0 {
@@ -668,54 +671,93 @@ package enum RowPipeline {
 
     /// The draw of a row on a softmax route: plain sampling from the chunks' sums alone; top-p
     /// alone from the survivors at or above `max − depth·T` when their mass holds the nucleus
-    /// for certain (given `Z`'s error bound), the depth doubled and the row compacted again when
-    /// it does not, and the whole row in double precision (the survivor pipeline's top-p) when
-    /// the nucleus cut lies within `Z`'s error bound or the depth reaches 64.
+    /// for certain (given `Z`'s error bound), the depth raised 1.5× and the row compacted again
+    /// when it does not. When the nucleus cut lies within `Z`'s bound, `Z` is tightened once to
+    /// the survivors' exact mass plus the tail below them (``OnlineSoftmax/tailSum``); when it
+    /// still does, or the depth passes 64, the whole row is taken in double precision (the
+    /// survivor pipeline's top-p).
     static func softmaxDraw<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, route: SoftmaxRoute, statistics: RowStatistics,
         parameters: SamplingParameters, step: UInt64, count: Int, scratch: Scratch, mask: UnsafePointer<UInt32>?
     ) -> SampledToken {
         let u = Philox4x32(seed: parameters.seed).uniform(step: step)
         let chunks = StatisticsKernel.chunkCount(length: vocab)
-        guard case .nucleus(var depth) = route, let topP = parameters.topP else {
+        guard case .nucleus(var depth) = route, let p32 = parameters.topP else {
             return OnlineSoftmax.draw(
                 p, vocab: vocab, mask: mask, sums: scratch.drawSums, maxima: scratch.chunkMaxima,
                 maximum: statistics.maximum, temperature: parameters.temperature, uniform: u,
                 candidateCount: statistics.finiteCount)
         }
-        let z = OnlineSoftmax.normalizer(
+        let m = Double(statistics.maximum), t = Double(parameters.temperature), topP = Double(p32)
+        var z = OnlineSoftmax.normalizer(
             sums: scratch.drawSums, maxima: scratch.chunkMaxima, chunks: chunks, maximum: statistics.maximum,
             temperature: parameters.temperature)
-        let m = Double(statistics.maximum), t = Double(parameters.temperature)
-        let need = Double(topP) * z
-        // Z's relative error bound, and slack for the double sums' own rounding.
-        let margin = OnlineSoftmax.sumError + 1e-12
+        // The bound on Z's absolute error: the chunk sums' relative bound, and slack for the
+        // double sums' own rounding.
+        var zError = (OnlineSoftmax.sumError + 1e-12) * z
         let c = scratch.candidates, w = scratch.weights
         var count = count
+        var cut = floatThreshold(m - depth * t)
+        var tightened = false
+        // The nucleus found under the looser Z, kept to be refined under the tighter one.
+        var previous: Int?
         while true {
-            let mass = SoftmaxWeights.compute(
-                c, count: count, maximum: statistics.maximum, temperature: parameters.temperature, into: w)
-            if mass >= need * (1 + 2 * margin) {
-                // The survivors are every logit at or above the cut, so the nucleus of the whole
-                // row is a prefix of them in key order, for any Z within its bound.
-                let kept = Truncation.nucleus(c, w, count: count, need: need)
+            // The survivors are every logit at or above `cut`, so the nucleus of the whole row is
+            // a prefix of them in key order whenever their mass reaches p·Z for every Z within
+            // its bound.
+            var mass = 0.0
+            if previous == nil {
+                mass = SoftmaxWeights.compute(
+                    c, count: count, maximum: statistics.maximum, temperature: parameters.temperature, into: w)
+            } else {
+                for j in 0..<count { mass += w[j] }
+            }
+            if mass >= topP * (z + 2 * zError) {
+                let need = topP * z, slack = topP * zError
+                var kept: Int
+                if let previous {
+                    // c[0..<previous] is the nucleus for a need within Z's old bound of this one:
+                    // the new one differs from it by a few tokens at its edge, so only the part
+                    // on the right side of the edge is selected again.
+                    var before = 0.0
+                    for j in 0..<previous { before += w[j] }
+                    kept =
+                        before >= need
+                        ? Truncation.nucleus(c, w, count: previous, need: need)
+                        : previous
+                            + Truncation.nucleus(
+                                c + previous, w + previous, count: count - previous, need: need - before)
+                } else {
+                    kept = Truncation.nucleus(c, w, count: count, need: need)
+                }
                 var keptMass = 0.0, last = 0
                 for j in 0..<kept {
                     keptMass += w[j]
                     if Truncation.precedes(c[last], c[j]) { last = j }
                 }
-                if keptMass >= need * (1 + margin) && keptMass - w[last] < need * (1 - margin) {
+                if keptMass >= need + slack && keptMass - w[last] < need - slack {
                     Truncation.sortByIndex(c, count: kept)
                     return DrawKernel.draw(
                         UnsafeBufferPointer(start: c, count: kept), maximum: statistics.maximum,
                         temperature: parameters.temperature, uniform: u, weights: w)
                 }
-                break
+                guard !tightened else { break }
+                // The cut lies within Z's bound: Z again, as the survivors' exact mass plus the
+                // tail below them by the vector exp, whose error bound is the tail's alone.
+                tightened = true
+                let tail = OnlineSoftmax.tailSum(
+                    p, vocab: vocab, mask: mask, below: cut, maximum: statistics.maximum,
+                    temperature: parameters.temperature)
+                z = mass + tail
+                zError = OnlineSoftmax.sumError * tail + 1e-12 * z
+                previous = kept
+                continue
             }
             guard depth < 64 else { break }
-            depth *= 2
-            count = recollect(
-                p, vocab: vocab, threshold: floatThreshold(m - depth * t), scratch: scratch, mask: mask)
+            previous = nil
+            depth *= 1.5
+            cut = floatThreshold(m - depth * t)
+            count = recollect(p, vocab: vocab, threshold: cut, scratch: scratch, mask: mask)
         }
         // Undecided within Z's bound (or a row whose mass lies that deep): every allowed logit,
         // top-p over their double weights.
