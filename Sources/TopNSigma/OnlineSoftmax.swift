@@ -159,7 +159,8 @@ enum OnlineSoftmax {
             let lanes = raw.bindMemory(to: Double.self)
             for j in 0..<32 {
                 let x = E.float(p, group &+ j)
-                lanes[j] = mask.map({ StatisticsKernel.allowed($0, group &+ j) }) ?? true ? (Double(x) - mc) / t : -.infinity
+                lanes[j] =
+                    mask.map({ StatisticsKernel.allowed($0, group &+ j) }) ?? true ? (Double(x) - mc) / t : -.infinity
             }
             var sum = 0.0
             for v in 0..<4 {

@@ -224,7 +224,7 @@ package enum RowPipeline {
                     : 0
                 if let k = topK {
                     kHeld += scratch.counts[c]
-                    if kHeld >= 2 * k + 64 {
+                    if kHeld >= k + k / 2 + 16 {
                         (kBound, kHeld) = TopKBound.raise(scratch: scratch, chunks: first..<(c + 1), kBound, keep: k)
                     }
                 }

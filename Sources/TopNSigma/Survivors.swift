@@ -44,11 +44,17 @@ enum CandidateKernel {
         _ a: Vector, _ b: Vector, hits: UInt32, index: Int, into out: UnsafeMutablePointer<Candidate>, at written: Int
     ) -> Int {
         var written = written, hits = hits
-        while hits != 0 {
-            let j = hits.trailingZeroBitCount
-            hits &= hits &- 1
-            out[written] = Candidate(index: Int32(truncatingIfNeeded: index &+ j), logit: j < 16 ? a[j] : b[j &- 16])
-            written &+= 1
+        // Through memory: one store of both vectors, then a load per lane (extracting a lane
+        // at a variable index from a register costs a store and a reload each time).
+        var lanes = SIMD32<Float>(lowHalf: a, highHalf: b)
+        withUnsafeBytes(of: &lanes) { raw in
+            let logits = raw.bindMemory(to: Float.self)
+            while hits != 0 {
+                let j = hits.trailingZeroBitCount
+                hits &= hits &- 1
+                out[written] = Candidate(index: Int32(truncatingIfNeeded: index &+ j), logit: logits[j])
+                written &+= 1
+            }
         }
         return written
     }

@@ -8,7 +8,7 @@
 /// When the row settles, the `k`-th largest of all survivors is the row's (every chunk holds all
 /// its logits at or above its bound), and the kept set is `{x ≥ k-th}`: a threshold cut in id
 /// order, exactly the float64 definition's (ties at the `k`-th value go to the lower ids).
-enum TopKBound {
+package enum TopKBound {
     typealias Vector = SIMD16<Float>
 
     /// The allowed logits of `p[0..<n]` at or above `t`.
@@ -57,14 +57,14 @@ enum TopKBound {
         var low = floor, high = maximum
         let reached = count(p, count: n, mask: mask, atLeast: low)
         guard reached >= keep else { return -.infinity }
-        if reached <= 4 * keep { return low }
+        if reached <= 2 * keep { return low }
         for _ in 0..<12 {
             let middle = low + (high - low) * 0.5
             guard middle > low && middle < high else { break }
             let c = count(p, count: n, mask: mask, atLeast: middle)
             if c >= keep {
                 low = middle
-                if c <= 4 * keep { break }
+                if c <= keep + keep / 4 { break }
             } else {
                 high = middle
             }
@@ -76,40 +76,80 @@ enum TopKBound {
     @inline(__always)
     static func key(_ x: Float) -> UInt32 { RowPipeline.SharedThreshold.key(x) }
 
-    /// The `k`-th largest of `values[0..<n]` (`1 <= k <= n`, no NaN): bisection over the Floats'
-    /// order-preserving keys, each step a vector count.
-    static func kthLargest(_ values: UnsafeMutablePointer<Float>, count n: Int, k: Int) -> Float {
-        let whole = n & ~15
-        var lowest = Float.infinity, highest = -Float.infinity
-        for j in 0..<n {
-            lowest = min(lowest, values[j])
-            highest = max(highest, values[j])
-        }
-        // The answer's key lies in [low, high]; count(>= key(low)) >= k always holds.
-        var low = key(lowest), high = key(highest)
+    /// How many of `values[0..<n]` are at or above `t`: a vector count.
+    @inline(__always)
+    static func countAtLeast(_ values: UnsafePointer<Float>, count n: Int, _ t: Float) -> Int {
+        let limit = Vector(repeating: t)
         let raw = UnsafeRawPointer(values)
-        while low < high {
-            let middle = low + (high - low + 1) / 2
-            let t = Vector(repeating: RowPipeline.SharedThreshold.value(middle))
-            var acc = SIMD16<Int32>()
-            var j = 0
-            while j < whole {
-                acc &-= unsafeBitCast(
-                    raw.loadUnaligned(fromByteOffset: j &* 4, as: Vector.self) .>= t, to: SIMD16<Int32>.self)
-                j &+= 16
-            }
-            let eight = acc.lowHalf &+ acc.highHalf
-            let four = eight.lowHalf &+ eight.highHalf
-            let two = four.lowHalf &+ four.highHalf
-            var reached = Int(two[0] &+ two[1])
-            let limit = t[0]
-            while j < n {
-                if values[j] >= limit { reached &+= 1 }
-                j &+= 1
-            }
-            if reached >= k { low = middle } else { high = middle &- 1 }
+        var a0 = SIMD16<Int32>(), b0 = SIMD16<Int32>()
+        var j = 0
+        while j &+ 32 <= n {
+            a0 &-= unsafeBitCast(
+                raw.loadUnaligned(fromByteOffset: j &* 4, as: Vector.self) .>= limit, to: SIMD16<Int32>.self)
+            b0 &-= unsafeBitCast(
+                raw.loadUnaligned(fromByteOffset: (j &+ 16) &* 4, as: Vector.self) .>= limit, to: SIMD16<Int32>.self)
+            j &+= 32
         }
-        return RowPipeline.SharedThreshold.value(low)
+        let v = a0 &+ b0
+        let eight = v.lowHalf &+ v.highHalf
+        let four = eight.lowHalf &+ eight.highHalf
+        let two = four.lowHalf &+ four.highHalf
+        var reached = Int(two[0] &+ two[1])
+        while j < n {
+            if values[j] >= t { reached &+= 1 }
+            j &+= 1
+        }
+        return reached
+    }
+
+    /// The `k`-th largest of `values[0..<n]` (`1 <= k <= n`, no NaN), which it reorders: a few
+    /// bisection steps on the values narrow it to `[low, high)` (at least `k` values reach `low`,
+    /// fewer than `k` reach `high`); the values in that interval are moved to the front, and a
+    /// bisection over their Floats' order-preserving keys, each step a vector count, finishes
+    /// exactly.
+    package static func kthLargest(_ values: UnsafeMutablePointer<Float>, count n: Int, k: Int) -> Float {
+        var lowest = Vector(repeating: .infinity), highest = Vector(repeating: -.infinity)
+        let raw = UnsafeRawPointer(values)
+        var j = 0
+        while j &+ 16 <= n {
+            let v = raw.loadUnaligned(fromByteOffset: j &* 4, as: Vector.self)
+            lowest = lowest.replacing(with: v, where: v .< lowest)
+            highest = highest.replacing(with: v, where: v .> highest)
+            j &+= 16
+        }
+        var low = lowest.min(), high = highest.max()
+        while j < n {
+            low = Swift.min(low, values[j])
+            high = Swift.max(high, values[j])
+            j &+= 1
+        }
+        // count(>= low) = n >= k; count(>= high') < k for high' just above the maximum.
+        guard low < high else { return low }
+        high = high.nextUp
+        var above = 0
+        for _ in 0..<10 {
+            let middle = low + (high - low) * 0.5
+            guard middle > low && middle < high else { break }
+            let reached = countAtLeast(values, count: n, middle)
+            if reached >= k { low = middle } else { (high, above) = (middle, reached) }
+        }
+        // The values in [low, high), to the front; `above` of them lie at or above `high`.
+        var m = 0
+        for i in 0..<n where values[i] >= low && values[i] < high {
+            values[m] = values[i]
+            m &+= 1
+        }
+        let rank = k - above
+        var lowKey = key(low), highKey = key(high.nextDown)
+        while lowKey < highKey {
+            let middle = lowKey + (highKey - lowKey + 1) / 2
+            if countAtLeast(values, count: m, RowPipeline.SharedThreshold.value(middle)) >= rank {
+                lowKey = middle
+            } else {
+                highKey = middle &- 1
+            }
+        }
+        return RowPipeline.SharedThreshold.value(lowKey)
     }
 
     /// The `keep`-th largest logit held by the candidate slots of chunks `chunks` (each slot

@@ -141,7 +141,8 @@ struct BenchChecks {
                 name: "top logprobs 20 vs plain", figure: "\(fmt(processing.logprobs, 2))× the plain fused time",
                 target: "≤ 1.3×", passed: isDefaultBuild ? nil : processing.logprobs <= 1.3))
         // 12-29: every request a server sends, against the floor, in three regimes.
-        for outcome in requestChecks(runner, large: large, small: small, flush: flusher, isDefaultBuild: isDefaultBuild) {
+        for outcome in requestChecks(runner, large: large, small: small, flush: flusher, isDefaultBuild: isDefaultBuild)
+        {
             report(outcome)
         }
         print(
@@ -152,8 +153,11 @@ struct BenchChecks {
 
     /// The request classes of the targets table, each with its requests and its targets in the
     /// three regimes (B=64 V=128256 from DRAM, the same block warm, B=1 from cache).
-    static let requestClasses: [(name: String, requests: [(String, SamplingParameters, RequestProcessing?)],
-        targets: [Double])] = [
+    static let requestClasses:
+        [(
+            name: String, requests: [(String, SamplingParameters, RequestProcessing?)],
+            targets: [Double]
+        )] = [
             ("greedy", [("T=0", SamplingParameters(temperature: 0, nSigma: nil), nil)], [1.1, 1.2, 1.3]),
             (
                 "Top-nσ, min-p, chain",

@@ -145,6 +145,30 @@ import TopNSigmaBaselines
         }
     }
 
+    @Test("the k-th largest by bisection equals the sorted array's, with ties, signed zeros and wide ranges")
+    func kthLargest() {
+        var random = TestRandom(seed: 12)
+        for trial in 0..<300 {
+            let n = 1 + Int(random.next() % 3000)
+            let values: [Float] = (0..<n).map { _ in
+                switch trial % 4 {
+                case 0: Float(random.gaussian() * 4)
+                case 1: Float(Int(random.next() % 7)) - 3  // heavy ties
+                case 2: random.uniform() < 0.5 ? -0.0 : 0.0
+                default: Float(random.gaussian()) * Float(1 << Int(random.next() % 60)) / 1e9
+                }
+            }
+            let sorted = values.sorted(by: >)
+            for k in Set([1, n, 1 + Int(random.next() % UInt64(n)), min(n, 50)]) {
+                var copy = values
+                let got = copy.withUnsafeMutableBufferPointer { TopKBound.kthLargest($0.baseAddress!, count: n, k: k) }
+                #expect(got == sorted[k - 1], "trial \(trial) n \(n) k \(k)")
+                // The returned value is one a row holds, at or below which at least k lie.
+                #expect(values.filter { $0 >= got }.count >= k && values.filter { $0 > got }.count < k)
+            }
+        }
+    }
+
     @Test("the softmax routes give the same tokens whatever the thread count, batch size or row position")
     func determinism() throws {
         let vocab = 128_256, rows = 4
