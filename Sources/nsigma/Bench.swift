@@ -35,7 +35,7 @@ struct Bench: ParsableCommand {
             "Methods to run (comma-separated): fused-topnsigma, fused-statistics, fused-topnsigma-gcd, fused-topnsigma-f16, fused-topnsigma-bf16, fused-greedy, fused-plain, fused-topk, fused-topp, fused-chain, fused-logprobs, fused-processed, naive-topnsigma, sort-topp."
     )
     var methods: String =
-        "fused-topnsigma,fused-topnsigma-gcd,fused-topnsigma-f16,fused-topnsigma-bf16,fused-topp,naive-topnsigma,sort-topp"
+        "fused-topnsigma,fused-topnsigma-gcd,fused-topnsigma-f16,fused-topnsigma-bf16,fused-greedy,fused-plain,fused-topk,fused-topp,fused-chain,naive-topnsigma,sort-topp"
 
     @Option(help: "Top-nσ's n.")
     var n: Float = 1.0

@@ -244,10 +244,10 @@ import TopNSigmaIO
         #expect(
             methods.isSuperset(of: [
                 "fused-topnsigma", "naive-topnsigma", "sort-topp", "floor-read", "floor-sasum", "fused-topnsigma-f16",
-                "fused-topnsigma-bf16", "fused-topp"
+                "fused-topnsigma-bf16", "fused-topp", "fused-greedy", "fused-plain", "fused-topk", "fused-chain"
             ]))
-        // One entry per (method, batch, vocab, threads): three floors and seven methods.
-        #expect(results.count == 2 * 2 * 2 * 10)
+        // One entry per (method, batch, vocab, threads): three floors and eleven methods.
+        #expect(results.count == 2 * 2 * 2 * 14)
         // Each ratio is against the faster of the two floors timed with it, and says which.
         for entry in results where !(entry["method"] as! String).hasPrefix("floor") {
             #expect(["floor-read", "floor-sasum"].contains(entry["floor"] as? String ?? ""), "\(entry)")
