@@ -5,7 +5,7 @@ vLLM's native torch path.
 
     examples/compare_samplers.py [--logits PATH --vocab V] [--batches 1,8,64] [--json PATH]
                                  [--rounds N] [--warmup N] [--peers llama.cpp,numpy,torch]
-                                 [--requests ID,ID,...]
+                                 [--requests ID,ID,...] [--flush-mib N]
 
 Methods (each given the same [batch, vocab] float32 rows; every one on one core: the OMP / MKL /
 OpenBLAS thread counts are set to 1 before NumPy loads, torch.set_num_threads(1), and
@@ -39,7 +39,9 @@ top_p_0.95 / top_p_0.99 (T=1).
 Timing: rounds are interleaved, each round times every method once on every (batch, request),
 the method and request orders rotating, so machine drift hits all methods alike; `--warmup` untimed rounds
 come first. The reported time is the median over rounds of (call time / batch), in µs per row;
-the speedup is peer_time / topnsigma_time (> 1: topnsigma is faster). Every sampled token is
+the speedup is peer_time / topnsigma_time (> 1: topnsigma is faster). Caches are as the
+previous call left them (llama.cpp's arrays were just rebuilt, so they are warm); --flush-mib N
+rewrites N MiB right before every timed call so that every method starts cold. Every sampled token is
 also checked (in range; greedy and top-k 1 give the argmax; Top-nσ, min-p and top-k tokens lie
 in their set); a violation is reported and the script exits with status 1.
 
@@ -64,6 +66,7 @@ available repeats them. Logits must be finite. Bad input (a file whose size is n
   version               the method's library version
   threads               1
   rounds                timed rounds (the number of samples behind the median)
+  flush_mib             --flush-mib (0: caches not flushed before the timed calls)
   us_per_row            median µs per row (null when skipped)
   us_per_row_min        fastest round's µs per row (null when skipped)
   speedup_vs_topnsigma  us_per_row / topnsigma's us_per_row for the same request and batch
@@ -99,6 +102,16 @@ MAX_BATCH = 4096
 MAX_BATCH_BYTES = 1 << 30  # one batch of float32 logits
 SEED = 1234
 PEERS = ("llama.cpp", "numpy", "torch")
+
+
+_FLUSH = []  # --flush-mib: a buffer rewritten before every timed call
+
+
+def flush_caches():
+    """With --flush-mib N: rewrite N MiB right before a timer starts, so every method starts with
+    cold caches (as after a model's forward pass). Untimed."""
+    for buffer in _FLUSH:
+        np.add(buffer, 1, out=buffer)
 
 
 class InputError(Exception):
@@ -161,6 +174,9 @@ def read_logits(path, vocab, limit):
     if os.path.isdir(path):
         raise InputError(f"{path} is a folder, not a file of logits")
     if _is_npy(path):
+        with open(path, "rb") as f:
+            if f.read(6) != b"\x93NUMPY":
+                raise InputError(f"{path}: not a .npy file (no .npy header); a raw float32 file needs another name")
         try:
             array = np.load(path, mmap_mode="r", allow_pickle=False)
         except Exception as error:  # a damaged or unsupported .npy
@@ -271,6 +287,7 @@ class TopNSigmaMethod:
 
     def run(self, request, x, step):
         seeds = self.seeds[: x.shape[0]]
+        flush_caches()
         t0 = time.perf_counter()
         result = self.sampler.sample(x, temperature=request.temperature, n_sigma=request.n_sigma, seed=seeds, step=step,
                                      top_k=request.top_k, top_p=request.top_p, min_p=request.min_p)
@@ -325,6 +342,7 @@ class NumpyMethod:
         pass
 
     def run(self, request, x, step):
+        flush_caches()
         t0 = time.perf_counter()
         tokens = numpy_sample(x, request, self.rng)
         t1 = time.perf_counter()
@@ -391,6 +409,7 @@ class TorchMethod:
         logits = self.work[:rows]
         logits.copy_(self.source)  # vLLM samples its own logits tensor in place
         with torch.inference_mode():
+            flush_caches()
             t0 = time.perf_counter()
             if request.temperature == 0:
                 tokens = logits.argmax(dim=-1).view(-1)
@@ -498,6 +517,7 @@ class LlamaCppMethod:
             a.sorted = False
         apply = self.ll.llama_sampler_apply
         pointers = self.pointers[:rows]
+        flush_caches()
         t0 = time.perf_counter()
         for pointer in pointers:
             apply(chain, pointer)
@@ -585,6 +605,9 @@ def parse_arguments(argv):
     parser.add_argument("--peers", default=",".join(PEERS),
                         help=f"comma-separated peers to time against topnsigma (default {','.join(PEERS)}; '' for none)")
     parser.add_argument("--requests", help="comma-separated request ids (default: all)")
+    parser.add_argument("--flush-mib", type=int, default=0,
+                        help="rewrite this many MiB before every timed call (untimed), so each method starts with "
+                             "cold caches (default 0: off; e.g. 64)")
     args = parser.parse_args(argv)
 
     if args.vocab is not None and args.vocab < 1:
@@ -593,6 +616,8 @@ def parse_arguments(argv):
         raise InputError("--vocab goes with --logits PATH")
     if args.rounds < 1:
         raise InputError(f"--rounds must be at least 1, got {args.rounds}")
+    if not 0 <= args.flush_mib <= 4096:
+        raise InputError(f"--flush-mib must be in 0 ... 4096, got {args.flush_mib}")
     if args.warmup < 0:
         raise InputError(f"--warmup must be at least 0, got {args.warmup}")
     args.batch_list = parse_batches(args.batches)
@@ -660,6 +685,8 @@ def main(argv=None):
         print(f"compare_samplers.py: error: {error}", file=sys.stderr)
         return 2
 
+    if args.flush_mib:
+        _FLUSH.append(np.zeros(args.flush_mib << 18, dtype=np.float32))
     methods = [topnsigma_method]
     skipped = {}  # method name -> why it did not run at all
     print(f"logits: {source}: {total_rows} rows of {vocab}, the first {rows_available} used"
@@ -696,8 +723,14 @@ def main(argv=None):
             for b in batches:
                 x, facts = inputs[b]
                 for m in methods:
-                    if m.name not in failed:
+                    if m.name in failed:
+                        continue
+                    try:
                         m.prepare(x)
+                    except Exception as error:
+                        if m is topnsigma_method:
+                            raise
+                        failed[m.name] = f"failed: {type(error).__name__}: {error}"
                 # Rotate the request order too, so the cold first call after a batch change
                 # falls on a different request each round (the median drops it).
                 start = round_index % len(requests)
@@ -771,6 +804,7 @@ def main(argv=None):
                     "request": request.label, "request_id": request.id, "params": request.params(),
                     "batch": b, "vocab": vocab, "rows": min(rows_available, b), "logits": source,
                     "method": name, "version": versions.get(name), "threads": 1, "rounds": args.rounds,
+                    "flush_mib": args.flush_mib,
                     "us_per_row": us, "us_per_row_min": min(samples) / b * 1e6 if us is not None else None,
                     "speedup_vs_topnsigma": speedup, "skipped": reason,
                 })
@@ -793,4 +827,12 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        status = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. piped into `head`
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        status = 1
+    except KeyboardInterrupt:
+        status = 130
+    sys.exit(status)

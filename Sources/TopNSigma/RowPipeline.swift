@@ -699,44 +699,49 @@ package enum RowPipeline {
         var count = count
         var cut = floatThreshold(m - depth * t)
         var tightened = false
-        // The nucleus found under the looser Z, kept to be refined under the tighter one.
-        var previous: Int?
         while true {
             // The survivors are every logit at or above `cut`, so the nucleus of the whole row is
             // a prefix of them in key order whenever their mass reaches p·Z for every Z within
             // its bound.
-            var mass = 0.0
-            if previous == nil {
-                mass = SoftmaxWeights.compute(
-                    c, count: count, maximum: statistics.maximum, temperature: parameters.temperature, into: w)
-            } else {
-                for j in 0..<count { mass += w[j] }
-            }
+            let mass = SoftmaxWeights.compute(
+                c, count: count, maximum: statistics.maximum, temperature: parameters.temperature, into: w)
             if mass >= topP * (z + 2 * zError) {
                 let need = topP * z, slack = topP * zError
-                var kept: Int
-                if let previous {
-                    // c[0..<previous] is the nucleus for a need within Z's old bound of this one:
-                    // the new one differs from it by a few tokens at its edge, so only the part
-                    // on the right side of the edge is selected again.
-                    var before = 0.0
-                    for j in 0..<previous { before += w[j] }
-                    kept =
-                        before >= need
-                        ? Truncation.nucleus(c, w, count: previous, need: need)
-                        : previous
-                            + Truncation.nucleus(
-                                c + previous, w + previous, count: count - previous, need: need - before)
-                } else {
-                    kept = Truncation.nucleus(c, w, count: count, need: need)
-                }
-                var keptMass = 0.0, last = 0
-                for j in 0..<kept {
-                    keptMass += w[j]
-                    if Truncation.precedes(c[last], c[j]) { last = j }
-                }
-                if keptMass >= need + slack && keptMass - w[last] < need - slack {
+                if 2 * count > vocab {
+                    // No room for the cut's logit copy (a row as flat as that): the in-place
+                    // weighted selection.
+                    let kept = Truncation.nucleus(c, w, count: count, need: need)
+                    var keptMass = 0.0, last = 0
+                    for j in 0..<kept {
+                        keptMass += w[j]
+                        if Truncation.precedes(c[last], c[j]) { last = j }
+                    }
+                    guard keptMass >= need + slack && keptMass - w[last] < need - slack else { break }
                     Truncation.sortByIndex(c, count: kept)
+                    return DrawKernel.draw(
+                        UnsafeBufferPointer(start: c, count: kept), maximum: statistics.maximum,
+                        temperature: parameters.temperature, uniform: u, weights: w)
+                }
+                // The nucleus: every survivor above the cut value, then the ties at it by id
+                // (the survivors are in id order) until the mass reaches `need`. The logits'
+                // double copy goes after the weights.
+                let edge = Truncation.nucleusCut(c, w, count: count, need: need, logits: w + count)
+                var keptMass = edge.above, lastTie = 0.0, ties = 0
+                for j in 0..<count where c[j].logit == edge.value {
+                    keptMass += w[j]
+                    lastTie = w[j]
+                    ties &+= 1
+                    if keptMass >= need { break }
+                }
+                if keptMass >= need + slack && keptMass - lastTie < need - slack {
+                    var kept = 0, tiesLeft = ties
+                    for j in 0..<count {
+                        let x = c[j].logit
+                        guard x > edge.value || (x == edge.value && tiesLeft > 0) else { continue }
+                        if x == edge.value { tiesLeft &-= 1 }
+                        c[kept] = c[j]
+                        kept &+= 1
+                    }
                     return DrawKernel.draw(
                         UnsafeBufferPointer(start: c, count: kept), maximum: statistics.maximum,
                         temperature: parameters.temperature, uniform: u, weights: w)
@@ -750,11 +755,9 @@ package enum RowPipeline {
                     temperature: parameters.temperature)
                 z = mass + tail
                 zError = OnlineSoftmax.sumError * tail + 1e-12 * z
-                previous = kept
                 continue
             }
             guard depth < 64 else { break }
-            previous = nil
             depth *= 1.5
             cut = floatThreshold(m - depth * t)
             count = recollect(p, vocab: vocab, threshold: cut, scratch: scratch, mask: mask)

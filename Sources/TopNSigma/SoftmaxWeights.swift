@@ -57,12 +57,14 @@ enum SoftmaxWeights {
         into w: UnsafeMutablePointer<Double>
     ) -> Double {
         let m = Double(maximum), t = Double(temperature)
-        let mv = Vector(repeating: m), tv = Vector(repeating: t)
+        // A multiply by 1/T, not a divide (one rounding more: far inside every margin the
+        // weights are compared with).
+        let mv = Vector(repeating: m), inverse = Vector(repeating: 1 / t)
         var sums = Vector()
         var i = 0
         let raw = UnsafeMutableRawPointer(w)
         while i &+ 8 <= n {
-            let e = exp((logits(c, i) - mv) / tv)
+            let e = exp((logits(c, i) - mv) * inverse)
             raw.storeBytes(of: e, toByteOffset: i &* 8, as: Vector.self)
             sums += e
             i &+= 8

@@ -198,6 +198,93 @@ package enum Truncation {
         return min(lo + 1, n)
     }
 
+    /// top-p as a cut, without reordering: for `c[0..<n]` with weights `w` (any order), the
+    /// smallest prefix in key order whose weights reach `need` (at most their total) is every
+    /// candidate above a value `v`, then the candidates at `v` by id. Returns `v` and the mass
+    /// strictly above it.
+    ///
+    /// Bisection on the values, each step a vector sum of the weights at or above the probe
+    /// (the logits copied once, widened, into `logits`, room for `n`), until at most 64
+    /// candidates lie in the interval left; those are then ordered and walked. O(n) per step,
+    /// no data-dependent branch in the sums.
+    package static func nucleusCut(
+        _ c: UnsafePointer<Candidate>, _ w: UnsafePointer<Double>, count n: Int, need: Double,
+        logits: UnsafeMutablePointer<Double>
+    ) -> (value: Float, above: Double) {
+        typealias Lanes = SoftmaxWeights.Vector
+        var lowest = Float.infinity, highest = -Float.infinity
+        for i in 0..<n {
+            let x = c[i].logit
+            logits[i] = Double(x)
+            lowest = min(lowest, x)
+            highest = max(highest, x)
+        }
+        /// The weights of the candidates at or above `t`, and how many they are.
+        func mass(atLeast t: Float) -> (Double, Int) {
+            let limit = Lanes(repeating: Double(t))
+            var sum = Lanes()
+            var reached = SIMD8<Int64>()
+            var i = 0
+            let weights = UnsafeRawPointer(w), values = UnsafeRawPointer(logits)
+            while i &+ 8 <= n {
+                let x = values.loadUnaligned(fromByteOffset: i &* 8, as: Lanes.self)
+                let below = x .< limit
+                sum += weights.loadUnaligned(fromByteOffset: i &* 8, as: Lanes.self).replacing(with: 0, where: below)
+                // A true lane is -1.
+                reached &-= unsafeBitCast(.!below, to: SIMD8<Int64>.self)
+                i &+= 8
+            }
+            var total = sum.sum(), count = Int(reached.wrappedSum())
+            while i < n {
+                if c[i].logit >= t {
+                    total += w[i]
+                    count &+= 1
+                }
+                i &+= 1
+            }
+            return (total, count)
+        }
+        // mass(>= low) >= need > mass(>= high); `above` is mass(>= high); `inside` the candidates
+        // in [low, high).
+        var low = lowest, high = highest.nextUp, above = 0.0
+        var atLow = n, atHigh = 0
+        while atLow - atHigh > 64 {
+            let middle = low + (high - low) * 0.5
+            guard middle > low && middle < high else { break }
+            let (m, reached) = mass(atLeast: middle)
+            if m >= need { (low, atLow) = (middle, reached) } else { (high, above, atHigh) = (middle, m, reached) }
+        }
+        // The values in [low, high), highest first (insertion sort on at most a few dozen; a
+        // range that cannot be halved further holds one value, however many candidates).
+        return withUnsafeTemporaryAllocation(of: (Float, Double).self, capacity: 64) { buffer in
+            var count = 0
+            for i in 0..<n where c[i].logit >= low && c[i].logit < high {
+                let x = c[i].logit
+                var merged = false
+                for j in 0..<count where buffer[j].0 == x {
+                    buffer[j].1 += w[i]
+                    merged = true
+                    break
+                }
+                if merged { continue }
+                if count == 64 { return (low, above) }  // one value left: all at `low`
+                var j = count
+                while j > 0 && buffer[j &- 1].0 < x {
+                    buffer[j] = buffer[j &- 1]
+                    j &-= 1
+                }
+                buffer[j] = (x, w[i])
+                count &+= 1
+            }
+            var reached = above
+            for j in 0..<count {
+                if reached + buffer[j].1 >= need || j == count &- 1 { return (buffer[j].0, reached) }
+                reached += buffer[j].1
+            }
+            return (low, above)
+        }
+    }
+
     /// Sorts `c[0..<n]` by token id, in place (heapsort: no allocation).
     static func sortByIndex(_ c: UnsafeMutablePointer<Candidate>, count n: Int) {
         func siftDown(_ start: Int, _ end: Int) {

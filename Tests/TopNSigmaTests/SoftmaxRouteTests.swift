@@ -169,6 +169,40 @@ import TopNSigmaBaselines
         }
     }
 
+    @Test("the nucleus cut: the mass above the returned value stays below the need, at or above it reaches it")
+    func nucleusCut() {
+        var random = TestRandom(seed: 21)
+        for trial in 0..<300 {
+            let n = 1 + Int(random.next() % 2500)
+            let candidates = (0..<n).map { i -> Candidate in
+                let x: Float =
+                    trial % 3 == 0 ? Float(Int(random.next() % 9)) : Float(random.gaussian() * 3)  // ties, or not
+                return Candidate(index: Int32(i), logit: x)
+            }
+            let maximum = candidates.map(\.logit).max()!
+            let weights = candidates.map { Foundation.exp(Double($0.logit - maximum)) }
+            let total = weights.reduce(0, +)
+            let need = total * (0.05 + 0.95 * random.uniform())
+            var scratch = [Double](repeating: 0, count: n)
+            let (value, above) = candidates.withUnsafeBufferPointer { c in
+                weights.withUnsafeBufferPointer { w in
+                    scratch.withUnsafeMutableBufferPointer {
+                        Truncation.nucleusCut(
+                            c.baseAddress!, w.baseAddress!, count: n, need: need, logits: $0.baseAddress!)
+                    }
+                }
+            }
+            var strictlyAbove = 0.0, atOrAbove = 0.0
+            for (c, w) in zip(candidates, weights) {
+                if c.logit > value { strictlyAbove += w }
+                if c.logit >= value { atOrAbove += w }
+            }
+            #expect(candidates.contains { $0.logit == value }, "trial \(trial): \(value) is no candidate's")
+            #expect(strictlyAbove < need * (1 + 1e-12) && atOrAbove >= need * (1 - 1e-12), "trial \(trial)")
+            #expect(Swift.abs(above - strictlyAbove) <= 1e-12 * total, "trial \(trial)")
+        }
+    }
+
     @Test("the softmax routes give the same tokens whatever the thread count, batch size or row position")
     func determinism() throws {
         let vocab = 128_256, rows = 4

@@ -21,7 +21,7 @@ compare_samplers = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(compare_samplers)
 
 FIELDS = {"request", "request_id", "params", "batch", "vocab", "rows", "logits", "method", "version", "threads",
-          "rounds", "us_per_row", "us_per_row_min", "speedup_vs_topnsigma", "skipped"}
+          "rounds", "flush_mib", "us_per_row", "us_per_row_min", "speedup_vs_topnsigma", "skipped"}
 
 
 def run(*arguments, env=None):
