@@ -150,12 +150,7 @@ enum LogprobKernel {
         var ma = negInf, mb = negInf
         var i = 0
         while i &+ 32 <= n {
-            var a = E.load16(p, i), b = E.load16(p, i &+ 16)
-            if let mask {
-                let w = mask[i &>> 5]
-                a = a.replacing(with: negInf, where: .!StatisticsKernel.laneMask(UInt64(w)))
-                b = b.replacing(with: negInf, where: .!StatisticsKernel.laneMask(UInt64(w &>> 16)))
-            }
+            let (a, b) = StatisticsKernel.load32(p, i, mask: mask)
             // NaN never passes `>`: the statistics have already failed a row holding one.
             ma = ma.replacing(with: a, where: a .> ma)
             mb = mb.replacing(with: b, where: b .> mb)

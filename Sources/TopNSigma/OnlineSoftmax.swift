@@ -230,7 +230,9 @@ extension RowPipeline {
     /// sampled row with top-k and no edited tokens.
     static func topKRoute(_ parameters: SamplingParameters, _ state: ProcessingState) -> Int? {
         guard parameters.temperature != 0, state.editCount == 0, let k = parameters.topK, k >= 1 else { return nil }
-        return k
+        // A vocabulary is below `Int32.max`: any larger `k` keeps the whole row just the same,
+        // and the clamp keeps the bound's arithmetic (`k + k / 2`) far from overflow.
+        return min(k, Int(Int32.max))
     }
 }
 
@@ -257,12 +259,7 @@ extension OnlineSoftmax {
             let end = min(vocab, i &+ StatisticsKernel.blockLength)
             var a0 = Vector(), b0 = Vector()
             while i &+ 32 <= end {
-                var a = E.load16(p, i), b = E.load16(p, i &+ 16)
-                if let mask {
-                    let w = mask[i &>> 5]
-                    a = a.replacing(with: negInf, where: .!StatisticsKernel.laneMask(UInt64(w)))
-                    b = b.replacing(with: negInf, where: .!StatisticsKernel.laneMask(UInt64(w &>> 16)))
-                }
+                let (a, b) = StatisticsKernel.load32(p, i, mask: mask)
                 let ea = LogprobKernel.exp2(fused ? BuildTarget.multiplyAdd(a, s, negHi) : (a - m) * s)
                 let eb = LogprobKernel.exp2(fused ? BuildTarget.multiplyAdd(b, s, negHi) : (b - m) * s)
                 a0 += ea.replacing(with: 0, where: a .>= t .| a .== negInf)

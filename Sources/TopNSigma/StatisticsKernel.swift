@@ -310,6 +310,33 @@ enum StatisticsKernel {
         return two[0] | two[1] != 0
     }
 
+    /// Logits `p[i..<i+32]` as two vectors, the tokens `mask` disallows as `-inf` (`mask`'s first
+    /// bit is `p[0]`'s; `i` a multiple of 32).
+    @inline(__always)
+    static func load32<E: LogitElement>(
+        _ p: UnsafePointer<E>, _ i: Int, mask: UnsafePointer<UInt32>?
+    ) -> (
+        Vector, Vector
+    ) {
+        var a = E.load16(p, i), b = E.load16(p, i &+ 16)
+        if let mask {
+            let negInf = Vector(repeating: -.infinity)
+            let w = mask[i &>> 5]
+            a = a.replacing(with: negInf, where: .!laneMask(UInt64(w)))
+            b = b.replacing(with: negInf, where: .!laneMask(UInt64(w &>> 16)))
+        }
+        return (a, b)
+    }
+
+    /// The sum of the lanes of `v` (counts: no overflow), by halves.
+    @inline(__always)
+    static func laneTotal(_ v: SIMD16<Int32>) -> Int {
+        let eight = v.lowHalf &+ v.highHalf
+        let four = eight.lowHalf &+ eight.highHalf
+        let two = four.lowHalf &+ four.highHalf
+        return Int(two[0] &+ two[1])
+    }
+
     /// Bit `j` of the result is set iff lane `j` of `m` is (the inverse of ``laneMask(_:)``).
     @inline(__always)
     static func laneBits(_ m: SIMDMask<SIMD16<Int32>>) -> UInt32 {

@@ -19,26 +19,16 @@ package enum TopKBound {
         -> Int
     {
         let limit = Vector(repeating: t)
-        let negInf = Vector(repeating: -.infinity)
         var a0 = SIMD16<Int32>(), b0 = SIMD16<Int32>()
         var i = 0
         while i &+ 32 <= n {
-            var a = E.load16(p, i), b = E.load16(p, i &+ 16)
-            if let mask {
-                let w = mask[i &>> 5]
-                a = a.replacing(with: negInf, where: .!StatisticsKernel.laneMask(UInt64(w)))
-                b = b.replacing(with: negInf, where: .!StatisticsKernel.laneMask(UInt64(w &>> 16)))
-            }
+            let (a, b) = StatisticsKernel.load32(p, i, mask: mask)
             // A true lane is -1.
             a0 &-= unsafeBitCast(a .>= limit, to: SIMD16<Int32>.self)
             b0 &-= unsafeBitCast(b .>= limit, to: SIMD16<Int32>.self)
             i &+= 32
         }
-        let v = a0 &+ b0
-        let eight = v.lowHalf &+ v.highHalf
-        let four = eight.lowHalf &+ eight.highHalf
-        let two = four.lowHalf &+ four.highHalf
-        var total = Int(two[0] &+ two[1])
+        var total = StatisticsKernel.laneTotal(a0 &+ b0)
         while i < n {
             if mask.map({ StatisticsKernel.allowed($0, i) }) ?? true, E.float(p, i) >= t { total &+= 1 }
             i &+= 1
@@ -90,11 +80,7 @@ package enum TopKBound {
                 raw.loadUnaligned(fromByteOffset: (j &+ 16) &* 4, as: Vector.self) .>= limit, to: SIMD16<Int32>.self)
             j &+= 32
         }
-        let v = a0 &+ b0
-        let eight = v.lowHalf &+ v.highHalf
-        let four = eight.lowHalf &+ eight.highHalf
-        let two = four.lowHalf &+ four.highHalf
-        var reached = Int(two[0] &+ two[1])
+        var reached = StatisticsKernel.laneTotal(a0 &+ b0)
         while j < n {
             if values[j] >= t { reached &+= 1 }
             j &+= 1

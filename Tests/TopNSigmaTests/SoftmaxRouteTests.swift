@@ -126,6 +126,21 @@ import TopNSigmaBaselines
         }
     }
 
+    @Test("top-k at or beyond the vocabulary keeps the whole row, up to Int.max (found by the fuzzer)")
+    func topKHuge() throws {
+        let row = Self.spreadRow()
+        let whole = Self.reference(row, SamplingParameters(temperature: 1, nSigma: nil, seed: 4))
+        for k in [row.count, row.count + 1, Int(Int32.max), Int.max / 2, Int.max] {
+            let parameters = SamplingParameters(temperature: 1, nSigma: nil, seed: 4, topK: k)
+            try Self.checkDraws(row, parameters, expected: whole, draws: 400)
+            // With a filter in front, the filter alone decides.
+            let filtered = SamplingParameters(temperature: 1, nSigma: 1, seed: 4, topK: k)
+            try Self.checkDraws(
+                row, filtered,
+                expected: Self.reference(row, SamplingParameters(temperature: 1, nSigma: 1, seed: 4)), draws: 200)
+        }
+    }
+
     @Test("top-k ties across chunks: a constant row keeps the k lowest ids; a plateau straddling the k-th")
     func topKTies() throws {
         let constant = [Float](repeating: 1.5, count: 10_000)
