@@ -21,6 +21,9 @@
  *   - A handle serves one call at a time. A call made while another call is running on the same
  *     handle returns TNS_ERR_BUSY instead of corrupting results. Distinct handles are
  *     independent and may be used from any threads at once.
+ *   - A handle is valid from a successful tns_sampler_create until tns_sampler_destroy. Passing
+ *     a destroyed handle (or any pointer that no create returned) to any function is undefined
+ *     behavior: it cannot be detected, and is not reported as an error.
  *
  * ABI evolution: tns_params starts with struct_size. Fill it with tns_params_init (an inline
  * function, so struct_size is the size this header declares). A library reads only the fields
@@ -53,14 +56,18 @@ enum {
     TNS_ERR_PLACEMENT = 5,          /* placement below TNS_PLACEMENT_DISABLED */
     TNS_ERR_FORMAT = 6,             /* unknown logit format */
     TNS_ERR_ROW_STRIDE = 7,         /* row stride below the vocabulary size, or rows * stride overflows */
-    TNS_ERR_STRUCT_SIZE = 8,        /* tns_params.struct_size too small, unaligned, or not the same in every row */
+    TNS_ERR_STRUCT_SIZE = 8,        /* tns_params.struct_size outside TNS_PARAMS_V1_SIZE ... TNS_PARAMS_MAX_SIZE,
+                                       not a multiple of 8, or not the same in every row */
     TNS_ERR_UNSUPPORTED = 9,        /* a tns_params flag bit this library does not know */
     TNS_ERR_BUSY = 10,              /* another call is running on this handle */
     TNS_ERR_BUFFER_TOO_SMALL = 11,  /* the caller's buffer is too small; the needed count is written */
-    TNS_ERR_OUT_OF_MEMORY = 12,     /* creating a handle: its scratch exceeds physical memory, or allocation failed */
+    TNS_ERR_OUT_OF_MEMORY = 12,     /* the scratch a handle (or a handle-less single-row call) needs is not below
+                                       physical memory, or its allocation failed */
 
     TNS_ROW_NAN = 100,                  /* a logit is NaN (its index is reported) */
-    TNS_ROW_POSITIVE_INFINITY = 101,    /* a logit is +inf (its index is reported) */
+    TNS_ROW_POSITIVE_INFINITY = 101,    /* a logit is +inf (its index is reported). A row holding both
+                                           NaN and +inf logits reports the one at the lowest index,
+                                           whichever it is, with that one's code */
     TNS_ROW_NO_FINITE_LOGIT = 102,      /* every logit is -inf (or the row is empty) */
     TNS_ROW_INVALID_TEMPERATURE = 103,  /* temperature negative or NaN */
     TNS_ROW_INVALID_N_SIGMA = 104,      /* n negative or NaN */
@@ -113,7 +120,9 @@ typedef struct tns_params {
     uint32_t struct_size;  /* sizeof(tns_params) as the caller compiled it: set by tns_params_init */
     uint32_t flags;        /* TNS_USE_* bits */
     uint64_t seed;         /* the request's seed: key of the counter-based generator */
-    float temperature;     /* >= 0; 0 is greedy argmax (lowest id on ties, logprob 0) */
+    float temperature;     /* >= 0; 0 is greedy argmax (lowest id on ties, logprob 0); +inf (INFINITY)
+                              is accepted and samples uniformly from the kept set (each kept token
+                              has probability 1/kept, logprob -log(kept)); NaN is a row error */
     float n_sigma;         /* Top-nσ's n (>= 0), read when TNS_USE_N_SIGMA is set */
     float top_p;           /* (0, 1], read when TNS_USE_TOP_P is set */
     float min_p;           /* [0, 1], read when TNS_USE_MIN_P is set */
@@ -122,6 +131,8 @@ typedef struct tns_params {
 } tns_params;
 
 #define TNS_PARAMS_V1_SIZE 40u   /* the smallest struct_size a library accepts */
+#define TNS_PARAMS_MAX_SIZE 4096u /* the largest struct_size a library accepts (a larger one is taken
+                                     for an uninitialized field: TNS_ERR_STRUCT_SIZE) */
 
 /* Defaults: temperature 1, Top-nσ on with n = 1, seed 0, no top-k / top-p / min-p. */
 static inline void tns_params_init(tns_params *p) {
@@ -145,6 +156,9 @@ typedef struct tns_sampler tns_sampler;
  * Creates a sampler for rows of vocab_size logits (1 ... 2^31 - 2), batches of up to max_batch
  * rows (1 ... TNS_MAX_BATCH), with `threads` workers (0: every active processor; at most
  * TNS_MAX_THREADS) and a placement (TNS_PLACEMENT_* or a NUMA node id).
+ * The handle allocates one row scratch per thread, of 64 to 70 bytes per logit (in all about
+ * 64 × vocab_size × threads bytes): TNS_ERR_OUT_OF_MEMORY when that is not below the machine's
+ * physical memory, or when the allocation fails.
  * On success *out holds the handle (destroy it with tns_sampler_destroy); on failure *out is set
  * to NULL (when out is not NULL).
  */
@@ -152,7 +166,8 @@ tns_status tns_sampler_create(int64_t vocab_size, int64_t max_batch, int32_t thr
                               tns_sampler **out);
 
 /* Destroys a sampler (joins its threads, frees its memory). NULL is a no-op. Not concurrently
- * with a call on the same handle. */
+ * with a call on the same handle. Afterwards the pointer is dangling: using it again, in any
+ * function (tns_sampler_destroy included), is undefined behavior. */
 void tns_sampler_destroy(tns_sampler *sampler);
 
 /* The handle's vocabulary size, maximum batch and thread count (0 for NULL). */
@@ -171,7 +186,8 @@ int32_t tns_sampler_threads(const tns_sampler *sampler);
  *               same struct_size; the array is read with that stride)
  *   steps       `rows` decode steps (the generator's counter)
  *   tokens      out, `rows`: the drawn token id. For a failed row: the offending logit's index
- *               for TNS_ROW_NAN / TNS_ROW_POSITIVE_INFINITY, otherwise -1
+ *               for TNS_ROW_NAN / TNS_ROW_POSITIVE_INFINITY (the lowest index holding a NaN or
+ *               +inf), otherwise -1
  *   logprobs    out, `rows`, may be NULL: log p(token) under the distribution sampled from
  *               (0 for greedy); NaN for a failed row
  *   kept        out, `rows`, may be NULL: how many tokens the row was drawn from; 0 for a failed row
@@ -195,7 +211,8 @@ typedef struct tns_row_stats {
     double threshold;    /* the combined Top-nσ / min-p logit threshold (-inf when both are off) */
     int64_t finite;      /* number of finite logits */
     int64_t argmax;      /* lowest index holding max (-1 when none) */
-    int64_t error_index; /* for TNS_ROW_NAN / TNS_ROW_POSITIVE_INFINITY: the offending index; else -1 */
+    int64_t error_index; /* for TNS_ROW_NAN / TNS_ROW_POSITIVE_INFINITY: the offending index (the lowest
+                            NaN or +inf one); else -1 */
 } tns_row_stats;
 
 /*
@@ -203,11 +220,15 @@ typedef struct tns_row_stats {
  * ids ascending. use_n_sigma == 0 keeps every finite logit.
  *
  *   stats       out (may be NULL)
- *   kept_ids    out, `capacity` entries (vocab always suffices; may be NULL when capacity is 0)
+ *   kept_ids    out, `capacity` entries (vocab always suffices; may be NULL when capacity <= 0)
+ *   capacity    entries of kept_ids; a negative capacity is taken as 0
  *   kept_count  out: the number of kept tokens, also when the buffer is too small
  *
  * Returns TNS_OK, a TNS_ROW_* code for a bad row or n (stats->error_index names a bad logit),
- * TNS_ERR_BUFFER_TOO_SMALL (only *kept_count written), or a whole-call error.
+ * TNS_ERR_BUFFER_TOO_SMALL (only *kept_count written: always so when capacity <= 0 and the row
+ * is valid), or a whole-call error. The temporary scratch is 64 to 70 bytes per logit:
+ * TNS_ERR_OUT_OF_MEMORY (nothing written) when that is not below physical memory or cannot be
+ * allocated.
  */
 tns_status tns_filter(const float *row, int64_t vocab, int32_t use_n_sigma, float n_sigma,
                       tns_row_stats *stats, int32_t *kept_ids, int64_t capacity, int64_t *kept_count);
@@ -218,7 +239,8 @@ tns_status tns_filter(const float *row, int64_t vocab, int32_t use_n_sigma, floa
  * probable first (ties: lower id first). Greedy (temperature 0) keeps the argmax with
  * probability 1. The seed is not used.
  *
- *   tokens, probabilities  out, `capacity` entries each (vocab always suffices)
+ *   tokens, probabilities  out, `capacity` entries each (vocab always suffices; may be NULL when
+ *                          capacity <= 0; a negative capacity is taken as 0)
  *   count                  out: the number of kept tokens, also when the buffers are too small
  *
  * Returns as tns_filter.

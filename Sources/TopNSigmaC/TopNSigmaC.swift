@@ -69,7 +69,7 @@ enum Status {
         case Int(TNS_ERR_ROW_STRIDE):
             return "row stride must be at least the vocabulary size (and rows * stride must fit in memory)"
         case Int(TNS_ERR_STRUCT_SIZE):
-            return "tns_params.struct_size is too small or differs between rows (use tns_params_init)"
+            return "tns_params.struct_size must be 40...4096, a multiple of 8, the same in every row (tns_params_init)"
         case Int(TNS_ERR_UNSUPPORTED): return "tns_params.flags has a bit this library does not know"
         case Int(TNS_ERR_BUSY): return "another call is running on this sampler (use one sampler per concurrent caller)"
         case Int(TNS_ERR_BUFFER_TOO_SMALL): return "output buffer too small (the needed count was written)"
@@ -137,9 +137,34 @@ final class SamplerHandle {
 }
 
 /// The machine's physical memory in bytes (`+inf` when unknown).
-func physicalMemoryBytes() -> Double {
+package func physicalMemoryBytes() -> Double {
     let pages = sysconf(Int32(_SC_PHYS_PAGES)), size = sysconf(Int32(_SC_PAGESIZE))
     return pages > 0 && size > 0 ? Double(pages) * Double(size) : .infinity
+}
+
+/// Bytes of one row's scratch for rows of `vocab` logits, from the layout the library allocates
+/// (`+inf` when it overflows `Int`): 64 to 70 bytes per logit.
+package func rowScratchBytes(vocab: Int) -> Double {
+    RowPipeline.scratchByteCount(vocab: vocab).map(Double.init) ?? .infinity
+}
+
+/// Bytes a handle allocates: one row scratch per thread, and its per-row parameter and result
+/// buffers.
+package func samplerMemoryEstimate(vocabularySize: Int, maximumBatchSize: Int, threadCount: Int) -> Double {
+    Double(threadCount) * rowScratchBytes(vocab: vocabularySize)
+        + Double(maximumBatchSize) * Double(MemoryLayout<SamplingParameters>.stride + MemoryLayout<SampleResult>.stride)
+}
+
+/// Whether `bytes` of scratch may be asked for. Swift's allocations trap, and on Linux a large
+/// `malloc` can succeed and leave the process to the OOM killer when the pages are touched, so
+/// anything not below physical memory is refused up front (TNS_ERR_OUT_OF_MEMORY).
+func fitsInMemory(_ bytes: Double) -> Bool { bytes < physicalMemoryBytes() }
+
+/// Whether a `tns_params.struct_size` can be read: at least version 1's size, a multiple of 8,
+/// and at most TNS_PARAMS_MAX_SIZE (an uninitialized field is rejected, not used as a stride).
+@inline(__always)
+func validStructSize(_ size: Int) -> Bool {
+    size >= Int(TNS_PARAMS_V1_SIZE) && size <= Int(TNS_PARAMS_MAX_SIZE) && size % 8 == 0
 }
 
 @inline(__always)
@@ -209,14 +234,12 @@ public func cSamplerCreate(
     case 0...: numaPlacement = .node(Int(placement))
     default: return Status.placement
     }
-    // The Swift library traps when its scratch cannot be allocated: refuse sizes that cannot
-    // fit in this machine's memory (per thread, about 16 bytes per logit of scratch).
+    // Refuse sizes that cannot fit in this machine's memory: a scratch region per thread, of the
+    // layout the sampler allocates (about 64 bytes per logit).
     let threadCount = threads == 0 ? BatchSampler.defaultThreadCount : Int(threads)
-    let perThread = Double(vocabSize) * Double(MemoryLayout<Candidate>.stride + MemoryLayout<Double>.stride)
-    let estimate =
-        Double(threadCount) * perThread
-        + Double(maxBatch) * Double(MemoryLayout<SamplingParameters>.stride + MemoryLayout<SampleResult>.stride)
-    guard estimate < physicalMemoryBytes() else { return Status.outOfMemory }
+    let estimate = samplerMemoryEstimate(
+        vocabularySize: Int(vocabSize), maximumBatchSize: Int(maxBatch), threadCount: threadCount)
+    guard fitsInMemory(estimate) else { return Status.outOfMemory }
     guard
         let h = SamplerHandle(
             vocabularySize: Int(vocabSize), maximumBatchSize: Int(maxBatch),
@@ -281,7 +304,7 @@ public func cSample(
     let (_, o3) = elements.multipliedReportingOverflow(by: logitFormat.byteCount)
     guard !o1 && !o2 && !o3 else { return Status.rowStride }
     let structSize = Int(params.loadUnaligned(as: UInt32.self))
-    guard structSize >= Int(TNS_PARAMS_V1_SIZE) && structSize % 8 == 0 else { return Status.structSize }
+    guard validStructSize(structSize) else { return Status.structSize }
 
     let (exchanged, _) = h.busy.compareExchange(expected: false, desired: true, ordering: .acquiring)
     guard exchanged else { return Status.busy }
@@ -409,9 +432,7 @@ func filteredDistribution(
 /// Reads and checks a `tns_params` for a single-row call: the Swift parameters, or a status.
 func singleRowParameters(_ params: UnsafeRawPointer) -> (SamplingParameters, tns_status) {
     let structSize = Int(params.loadUnaligned(as: UInt32.self))
-    guard structSize >= Int(TNS_PARAMS_V1_SIZE) && structSize % 8 == 0 else {
-        return (SamplingParameters(), Status.structSize)
-    }
+    guard validStructSize(structSize) else { return (SamplingParameters(), Status.structSize) }
     return swiftParameters(readParameters(params, structSize: structSize))
 }
 
@@ -423,11 +444,13 @@ public func cFilter(
 ) -> tns_status {
     guard let row, let keptCount else { return Status.nullPointer }
     guard vocab >= 1 && vocab <= Int64(maximumVocabulary) else { return Status.vocabSize }
-    guard capacity >= 0 else { return Status.bufferTooSmall }
+    // A negative capacity holds nothing: as 0, the count is written with TNS_ERR_BUFFER_TOO_SMALL.
+    let capacity = max(capacity, 0)
     guard capacity == 0 || keptIDs != nil else { return Status.nullPointer }
     if useNSigma != 0, let error = SamplingParameters(nSigma: nSigma).validationError {
         return writeRowError(stats, error)
     }
+    guard fitsInMemory(rowScratchBytes(vocab: Int(vocab))) else { return Status.outOfMemory }
     return RowPipeline.withTemporaryScratch(vocab: Int(vocab)) { scratch in
         filterRow(row, vocab: Int(vocab), useNSigma, nSigma, scratch: scratch, stats, keptIDs, capacity, keptCount)
     } ?? Status.outOfMemory
@@ -441,11 +464,13 @@ public func cFilteredDistribution(
 ) -> tns_status {
     guard let row, let params, let count else { return Status.nullPointer }
     guard vocab >= 1 && vocab <= Int64(maximumVocabulary) else { return Status.vocabSize }
-    guard capacity >= 0 else { return Status.bufferTooSmall }
+    // A negative capacity holds nothing: as 0, the count is written with TNS_ERR_BUFFER_TOO_SMALL.
+    let capacity = max(capacity, 0)
     guard capacity == 0 || (tokens != nil && probabilities != nil) else { return Status.nullPointer }
     let (parameters, status) = singleRowParameters(params)
     guard status == Status.ok else { return status }
     if let error = parameters.validationError { return writeRowError(stats, error) }
+    guard fitsInMemory(rowScratchBytes(vocab: Int(vocab))) else { return Status.outOfMemory }
     return RowPipeline.withTemporaryScratch(vocab: Int(vocab)) { scratch in
         filteredDistribution(
             row, vocab: Int(vocab), parameters, scratch: scratch, stats, tokens, probabilities, capacity, count)
@@ -459,7 +484,8 @@ public func cSamplerFilter(
     _ keptCount: UnsafeMutablePointer<Int64>?
 ) -> tns_status {
     guard let sampler, let row, let keptCount else { return Status.nullPointer }
-    guard capacity >= 0 else { return Status.bufferTooSmall }
+    // A negative capacity holds nothing: as 0, the count is written with TNS_ERR_BUFFER_TOO_SMALL.
+    let capacity = max(capacity, 0)
     guard capacity == 0 || keptIDs != nil else { return Status.nullPointer }
     if useNSigma != 0, let error = SamplingParameters(nSigma: nSigma).validationError {
         return writeRowError(stats, error)
@@ -479,7 +505,8 @@ public func cSamplerFilteredDistribution(
     _ probabilities: UnsafeMutablePointer<Double>?, _ capacity: Int64, _ count: UnsafeMutablePointer<Int64>?
 ) -> tns_status {
     guard let sampler, let row, let params, let count else { return Status.nullPointer }
-    guard capacity >= 0 else { return Status.bufferTooSmall }
+    // A negative capacity holds nothing: as 0, the count is written with TNS_ERR_BUFFER_TOO_SMALL.
+    let capacity = max(capacity, 0)
     guard capacity == 0 || (tokens != nil && probabilities != nil) else { return Status.nullPointer }
     let (parameters, status) = singleRowParameters(params)
     guard status == Status.ok else { return status }

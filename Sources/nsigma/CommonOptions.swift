@@ -46,6 +46,30 @@ struct LogitsOptions: ParsableArguments {
         try checkVocabulary(file.vocab, what: "\(logits): the vocabulary")
         return file
     }
+
+    /// Checks that a row of the file can be worked on here: allocates, and frees at once, the
+    /// scratch one thread needs for a row of `file.vocab` logits (the layout `BatchSampler` and
+    /// `FilteredDistribution` share; about 64 bytes a logit). `filter`, `sample` and `verify` call it
+    /// before any row is worked on, so that a vocabulary too large for this machine's memory is
+    /// an input error (exit 2) in every command, never an allocation trap in the library's
+    /// temporary scratch. A file without rows needs no scratch.
+    func checkScratch(for file: LogitsFile) throws {
+        guard file.rows > 0 else { return }
+        do {
+            // The sampler takes vocabularies up to 2^31 - 2, one less than filter's limit; the
+            // scratch of V - 1 logits is within a few bytes of V's.
+            _ = try BatchSampler(
+                vocabularySize: min(file.vocab, FilteredDistribution.maximumVocabularySize - 1), maximumBatchSize: 1,
+                threadCount: 1, executor: .concurrentPerform, placement: .disabled)
+        } catch .outOfMemory(let bytes) {
+            throw UsageError(
+                message:
+                    "\(logits): a row of \(file.vocab) logits needs \(bytes) bytes of scratch, which cannot be allocated"
+            )
+        } catch {
+            throw UsageError(message: "\(logits): \(error.description)")
+        }
+    }
 }
 
 /// Token ids are 32-bit in the library: a larger vocabulary is an input error, not a row error.

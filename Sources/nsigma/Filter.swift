@@ -42,6 +42,7 @@ struct Filter: ParsableCommand {
         try input.checkOptions()
         let processingInput = try processing.load()
         let file = try input.load()
+        try input.checkScratch(for: file)
         // Each row's processing (nil: the rows as they are), and the rows' errors found here.
         var requests: [RequestProcessing]?, rowErrors: [RowError?]?
         if processingInput.isActive {

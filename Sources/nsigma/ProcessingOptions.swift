@@ -19,13 +19,13 @@ struct ProcessingOptions: ParsableArguments {
     @Option(
         name: .customLong("logit-bias"),
         help: ArgumentHelp(
-            "A JSON object {\"token id\": bias} added to every row's logits, or a JSON array of such objects, one per row.",
+            "A JSON object {\"token id\": bias} added to every row's logits, or a JSON array of such objects, one per row. A key is a decimal integer as JSON would print it (\"5\", not \"+5\" or \"05\"), at most once per object.",
             valueName: "path"))
     var logitBias: String?
 
     @Option(
         help: ArgumentHelp(
-            "A JSON array of {\"prompt\": [ids], \"output\": [ids]}, one per row (a missing key is empty): the tokens the penalties count.",
+            "A JSON array of {\"prompt\": [ids], \"output\": [ids]}, one per row (a missing key is empty; any other key is an error): the tokens the penalties count.",
             valueName: "path"))
     var history: String?
 
@@ -96,78 +96,28 @@ struct ProcessingOptions: ParsableArguments {
                     throw UsageError(
                         message: "\(what): entry \(i) is not a JSON object {\"prompt\": [ids], \"output\": [ids]}")
                 }
-                for key in object.keys where key != "prompt" && key != "output" {
-                    throw UsageError(
-                        message:
-                            "\(what): entry \(i) has the unknown key \(jsonString(key)) (only \"prompt\" and \"output\")"
-                    )
-                }
+                try checkKeys(object, allowed: ["prompt", "output"], what: "\(what): entry \(i)")
                 return ProcessingInput.History(
-                    prompt: try tokenList(object["prompt"], what: "\(what): entry \(i) \"prompt\""),
-                    output: try tokenList(object["output"], what: "\(what): entry \(i) \"output\""))
+                    prompt: try jsonTokenList(object["prompt"], what: "\(what): entry \(i) \"prompt\""),
+                    output: try jsonTokenList(object["output"], what: "\(what): entry \(i) \"output\""))
             }
         }
         return input
     }
 
-    /// The JSON value in the file at `path`.
-    private func readJSON(_ path: String, option: String) throws -> Any {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw UsageError(message: "cannot read \(option) \(path)")
-        }
-        do {
-            return try JSONSerialization.jsonObject(with: data, options: [.fragmentsAllowed])
-        } catch {
-            let detail =
-                (error as NSError).userInfo[NSDebugDescriptionErrorKey] as? String ?? error.localizedDescription
-            throw UsageError(message: "\(option) \(path) is not valid JSON: \(detail)")
-        }
-    }
-
-    /// One `{"token id": bias}` object, by ascending token id (a JSON object has no order).
+    /// One `{"token id": bias}` object, by ascending token id (a JSON object has no order). A key
+    /// is a canonical decimal integer, each at most once (``readJSON(_:option:)`` refuses a
+    /// duplicate key).
     private func biases(_ object: [String: Any], what: String) throws -> [(token: Int, bias: Float)] {
-        try object.map { key, value in
-            guard let token = Int(key) else {
-                throw UsageError(message: "\(what): key \(jsonString(key)) is not a token id (a 64-bit integer)")
-            }
-            guard let number = jsonNumber(value) else {
+        try object.keys.sorted().map { key in
+            let token = try jsonTokenKey(key, what: what)
+            guard let number = jsonNumber(object[key]!) else {
                 throw UsageError(message: "\(what): the bias of token \(key) is not a number")
             }
             // A bias beyond Float's range becomes ±inf, which the library reports as the row's error.
             return (token, Float(number.doubleValue))
         }.sorted { $0.token < $1.token }
     }
-
-    /// A JSON array of token ids; a missing key is empty.
-    private func tokenList(_ value: Any?, what: String) throws -> [Int] {
-        guard let value else { return [] }
-        guard let array = value as? [Any] else { throw UsageError(message: "\(what) is not an array of token ids") }
-        return try array.enumerated().map { i, element in
-            guard let number = jsonNumber(element) else {
-                throw UsageError(message: "\(what): element \(i) is not a number")
-            }
-            guard let token = jsonInteger(number) else {
-                throw UsageError(message: "\(what): element \(i) (\(number)) is not a token id (a 64-bit integer)")
-            }
-            return token
-        }
-    }
-}
-
-/// A JSON number (JSONSerialization's NSNumber), not a boolean: `true` and `false` come back as
-/// NSNumbers too, with the type code of `char`.
-func jsonNumber(_ value: Any) -> NSNumber? {
-    guard let number = value as? NSNumber else { return nil }
-    return String(cString: number.objCType) == "c" ? nil : number
-}
-
-/// The number's exact integer value, or nil when it has a fraction or does not fit 64 bits.
-func jsonInteger(_ number: NSNumber) -> Int? {
-    let d = number.doubleValue
-    guard d.isFinite, d.rounded(.towardZero) == d, d.magnitude < 0x1p63 else { return nil }
-    let type = String(cString: number.objCType)
-    // Integer type codes hold the value exactly; a double (or a decimal) is integral here.
-    return type == "d" || type == "f" || number is NSDecimalNumber ? Int(d) : Int(number.int64Value)
 }
 
 /// The processing options, read and parsed: ``requests(rows:vocab:topLogprobs:)`` makes each

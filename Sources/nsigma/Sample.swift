@@ -74,6 +74,9 @@ struct Sample: ParsableCommand {
             (requests, rowErrors) = (prepared.processing, prepared.errors)
         }
         guard file.rows > 0 else { return }
+        // One thread's scratch first, as `filter` checks it: a vocabulary too large for memory
+        // is reported the same way by both commands.
+        try input.checkScratch(for: file)
         // More threads than the file's rows and chunks can use would only cost memory.
         let useful = max(file.rows, (file.vocab + 4095) / 4096)
         let sampler: BatchSampler

@@ -18,10 +18,13 @@ struct Verify: ParsableCommand {
 
     @OptionGroup var input: LogitsOptions
 
-    @Option(help: "Draft tokens per request (>= 0).")
+    @Option(help: "Draft tokens per request (0...2147483647).")
     var k: Int
 
-    @Option(help: "A JSON array of {\"tokens\": [k ids], \"q\": [k probabilities]}, one per request.")
+    @Option(
+        help:
+            "A JSON array of {\"tokens\": [k ids], \"q\": [k probabilities]}, one per request (both keys required, any other key is an error; ids are integers)."
+    )
     var drafts: String
 
     @Option(name: .customLong("draft-probs"), help: "A raw float32 file of requests × k dense draft rows (optional).")
@@ -45,29 +48,33 @@ struct Verify: ParsableCommand {
     @OptionGroup var truncation: TruncationOptions
 
     /// One request's entry of the drafts file.
-    struct Draft: Decodable {
+    struct Draft {
         var tokens: [Int]
         var q: [Double]
     }
 
+    /// The largest `--k`: the rows per request, `k + 1`, and a request's draft rows, `k × V`,
+    /// then fit 64 bits whatever the file holds.
+    static let maximumK = Int(Int32.max)
+
     func run() throws {
         let n = try parseNSigma(nText)
-        guard k >= 0 else { throw UsageError(message: "--k must be >= 0, got \(k)") }
+        // Checked before any arithmetic on k (k + 1, k × V).
+        guard (0...Self.maximumK).contains(k) else {
+            throw UsageError(message: "--k must be in 0...\(Self.maximumK), got \(k)")
+        }
         guard trials >= 1 else { throw UsageError(message: "--trials must be at least 1, got \(trials)") }
         if let threads, threads < 1 { throw UsageError(message: "--threads must be at least 1, got \(threads)") }
         guard temperature >= 0 else { throw UsageError(message: "--temperature must be >= 0, got \(temperature)") }
         let parameters = try truncation.parameters(temperature: temperature, nSigma: n, seed: seed)
+        try input.checkOptions()
+        // The drafts before the logits: a bad drafts file is reported whatever the logits hold.
+        let entries = try readDrafts()
         let file = try input.load()
         guard file.rows % (k + 1) == 0 else {
             throw UsageError(message: "the logits hold \(file.rows) rows, not a multiple of k + 1 = \(k + 1)")
         }
         let requests = file.rows / (k + 1)
-        let entries: [Draft]
-        do {
-            entries = try JSONDecoder().decode([Draft].self, from: Data(contentsOf: URL(fileURLWithPath: drafts)))
-        } catch {
-            throw UsageError(message: "cannot read --drafts \(drafts): \(error)")
-        }
         guard entries.count == requests else {
             throw UsageError(message: "--drafts holds \(entries.count) entries for \(requests) requests")
         }
@@ -92,6 +99,7 @@ struct Verify: ParsableCommand {
                 distributions: dense.map { .dense(Array($0[(r * rowLength)..<((r + 1) * rowLength)])) })
         }
         guard requests > 0 else { return }
+        try input.checkScratch(for: file)
         let sampler: BatchSampler
         do {
             sampler = try BatchSampler(
@@ -128,5 +136,36 @@ struct Verify: ParsableCommand {
         }
         emit(lines)
         if failed { throw ExitCode(3) }
+    }
+
+    /// The entries of `--drafts`, or a ``UsageError``: the rules of every JSON input (see
+    /// JSONInput.swift), and in each entry exactly the keys "tokens" (token ids) and "q" (numbers).
+    /// The lengths are the library's to check: a wrong one fails its request only.
+    func readDrafts() throws -> [Draft] {
+        let what = "--drafts \(drafts)"
+        let shape = "{\"tokens\": [k ids], \"q\": [k probabilities]}"
+        guard let array = try readJSON(drafts, option: "--drafts") as? [Any] else {
+            throw UsageError(message: "\(what): expected a JSON array of \(shape)")
+        }
+        return try array.enumerated().map { i, element in
+            guard let object = element as? [String: Any] else {
+                throw UsageError(message: "\(what): entry \(i) is not a JSON object \(shape)")
+            }
+            try checkKeys(object, allowed: ["tokens", "q"], what: "\(what): entry \(i)")
+            for key in ["tokens", "q"] where object[key] == nil {
+                throw UsageError(message: "\(what): entry \(i) has no \(jsonString(key))")
+            }
+            guard let q = object["q"] as? [Any] else {
+                throw UsageError(message: "\(what): entry \(i) \"q\" is not an array of probabilities")
+            }
+            return Draft(
+                tokens: try jsonTokenList(object["tokens"], what: "\(what): entry \(i) \"tokens\""),
+                q: try q.enumerated().map { j, value in
+                    guard let number = jsonNumber(value) else {
+                        throw UsageError(message: "\(what): entry \(i) \"q\": element \(j) is not a number")
+                    }
+                    return number.doubleValue
+                })
+        }
     }
 }

@@ -18,6 +18,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 static int failures = 0;
 #define CHECK(cond, ...)                                                        \
@@ -366,7 +369,8 @@ static void check_bad_arguments(const float *logits, long vocab) {
     CHECK(tns_filter(logits, 0, 1, 1, &stats, ids, 4, &count) == TNS_ERR_VOCAB_SIZE, "filter vocab 0");
     CHECK(tns_filter(logits, 2147483648LL, 1, 1, &stats, ids, 4, &count) == TNS_ERR_VOCAB_SIZE, "filter vocab 2^31");
     CHECK(tns_filter(logits, vocab, 1, 1, &stats, NULL, 4, &count) == TNS_ERR_NULL_POINTER, "filter NULL ids");
-    CHECK(tns_filter(logits, vocab, 1, 1, &stats, ids, -1, &count) == TNS_ERR_BUFFER_TOO_SMALL, "filter capacity < 0");
+    CHECK(tns_filter(logits, vocab, 1, 1, &stats, ids, -1, &count) == TNS_ERR_BUFFER_TOO_SMALL && count > 0,
+          "filter capacity < 0: count %lld", (long long)count);
     CHECK(tns_filter(logits, vocab, 1, -2, &stats, ids, 4, &count) == TNS_ROW_INVALID_N_SIGMA, "filter n < 0");
     CHECK(tns_filter(logits, vocab, 0, 0, &stats, ids, 4, &count) == TNS_ERR_BUFFER_TOO_SMALL && count > 4,
           "filter off: %lld kept", (long long)count);
@@ -392,6 +396,263 @@ static void check_bad_arguments(const float *logits, long vocab) {
     }
     CHECK(tns_abi_version() == TNS_ABI_VERSION, "abi version %d", tns_abi_version());
     CHECK(strlen(tns_version()) >= 5, "version '%s'", tns_version());
+}
+
+/* ---- Hostile inputs (issue 20) ------------------------------------------------------------------ */
+
+/* Runs `body` in a child process whose address space may grow by only `headroom` bytes, so that
+ * a larger allocation fails there (whatever the machine's memory and overcommit policy) without
+ * touching a page. Returns the child's exit status, or 128 + the signal that killed it. */
+static int in_limited_child(unsigned long long headroom, int (*body)(void)) {
+    unsigned long long pages = 0;
+    FILE *statm = fopen("/proc/self/statm", "r");
+    if (!statm || fscanf(statm, "%llu", &pages) != 1) pages = (8ull << 30) / 4096; /* assume 8 GiB mapped */
+    if (statm) fclose(statm);
+    rlim_t limit = (rlim_t)(pages * (unsigned long long)sysconf(_SC_PAGESIZE) + headroom);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) { perror("fork"); return -1; }
+    if (pid == 0) {
+        struct rlimit r = {limit, limit};
+        if (setrlimit(RLIMIT_AS, &r) != 0) _exit(90);
+        _exit(body());
+    }
+    int status = 0;
+    if (waitpid(pid, &status, 0) != pid) return -1;
+    if (WIFSIGNALED(status)) return 128 + WTERMSIG(status);
+    return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+/* Vocabularies inside the accepted range whose temporary scratch (about 64 bytes per logit) is
+ * 6.4 GB (below most machines' memory: only the failed allocation can refuse it), 64 GB and
+ * 137 GB: each single-row call returns TNS_ERR_OUT_OF_MEMORY and writes nothing. The row is
+ * never read (a short buffer: reading it would crash the child). Exit 0 when all do. */
+static int huge_temporary_scratch(void) {
+    static const float row[4] = {1, 2, 3, 4};
+    const int64_t vocabs[3] = {100000000LL, 1000000000LL, 2147483646LL};
+    int bad = 0;
+    for (int i = 0; i < 3; i++) {
+        tns_row_stats stats;
+        memset(&stats, 0x5A, sizeof stats);
+        int32_t ids[4];
+        double probs[4];
+        int64_t count = -7;
+        tns_status st = tns_filter(row, vocabs[i], 1, 1, &stats, ids, 4, &count);
+        if (st != TNS_ERR_OUT_OF_MEMORY || count != -7) {
+            fprintf(stderr, "tns_filter(vocab %lld): status %d, count %lld\n", (long long)vocabs[i], st, (long long)count);
+            bad++;
+        }
+        tns_params p;
+        tns_params_init(&p);
+        st = tns_filtered_distribution(row, vocabs[i], &p, &stats, ids, probs, 4, &count);
+        if (st != TNS_ERR_OUT_OF_MEMORY || count != -7) {
+            fprintf(stderr, "tns_filtered_distribution(vocab %lld): status %d\n", (long long)vocabs[i], st);
+            bad++;
+        }
+    }
+    return bad == 0 ? 0 : 1;
+}
+
+static void check_hostile_inputs(const float *logits, long vocab) {
+    /* 1. A single-row call whose scratch cannot be had returns TNS_ERR_OUT_OF_MEMORY (it aborted
+     * in Swift's trapping allocator). 1 GiB more address space: far below every scratch. */
+    int child = in_limited_child(1ull << 30, huge_temporary_scratch);
+    CHECK(child == 0, "single-row calls with a huge vocabulary: child exited %d (>128: killed by signal %d)", child,
+          child > 128 ? child - 128 : 0);
+
+    /* 3. An implausible struct_size (an uninitialized field) is TNS_ERR_STRUCT_SIZE, never read
+     * as a stride or a length; 4096, the largest accepted, reads as version 1's fields. */
+    tns_sampler *s = NULL;
+    CHECK(tns_sampler_create(vocab, 2, 1, TNS_PLACEMENT_DISABLED, &s) == TNS_OK, "create");
+    static uint64_t storage[2 * 4096 / 8];
+    tns_params *p = (tns_params *)storage;
+    uint64_t steps[2] = {3, 3};
+    int64_t tokens[2] = {-7, -7}, reference[2] = {-1, -1};
+    tns_status st[2] = {-7, -7};
+    tns_params v1[2];
+    for (int r = 0; r < 2; r++) { tns_params_init(&v1[r]); v1[r].seed = 11; }
+    CHECK(tns_sample(s, logits, TNS_FORMAT_F32, 2, vocab, v1, steps, reference, NULL, NULL, st) == TNS_OK
+              && st[0] == TNS_OK && st[1] == TNS_OK,
+          "v1 structs");
+    tns_params_init(p);
+    p->seed = 11;
+    const uint32_t implausible[] = {0x10000u, 4096u + 8u, 0x7FFFFFF8u, 0xFFFFFFF8u};
+    for (int i = 0; i < 4; i++) {
+        p->struct_size = implausible[i];
+        tokens[0] = -7;
+        st[0] = -7;
+        CHECK(tns_sample(s, logits, TNS_FORMAT_F32, 1, vocab, p, steps, tokens, NULL, NULL, st) == TNS_ERR_STRUCT_SIZE
+                  && tokens[0] == -7 && st[0] == -7,
+              "struct_size %#x, one row", implausible[i]);
+        CHECK(tns_sample(s, logits, TNS_FORMAT_F32, 2, vocab, p, steps, tokens, NULL, NULL, st) == TNS_ERR_STRUCT_SIZE,
+              "struct_size %#x, two rows", implausible[i]);
+        int32_t ids[4];
+        double probs[4];
+        int64_t count = -7;
+        CHECK(tns_filtered_distribution(logits, vocab, p, NULL, ids, probs, 4, &count) == TNS_ERR_STRUCT_SIZE && count == -7,
+              "filtered_distribution struct_size %#x", implausible[i]);
+        CHECK(tns_sampler_filtered_distribution(s, logits, p, NULL, ids, probs, 4, &count) == TNS_ERR_STRUCT_SIZE
+                  && count == -7,
+              "sampler_filtered_distribution struct_size %#x", implausible[i]);
+    }
+    p->struct_size = TNS_PARAMS_MAX_SIZE;
+    tns_params_init((tns_params *)((char *)storage + 4096));
+    ((tns_params *)((char *)storage + 4096))->struct_size = TNS_PARAMS_MAX_SIZE;
+    ((tns_params *)((char *)storage + 4096))->seed = 11;
+    CHECK(tns_sample(s, logits, TNS_FORMAT_F32, 2, vocab, p, steps, tokens, NULL, NULL, st) == TNS_OK
+              && st[0] == TNS_OK && st[1] == TNS_OK && tokens[0] == reference[0] && tokens[1] == reference[1],
+          "struct_size 4096: %lld %lld vs %lld %lld", (long long)tokens[0], (long long)tokens[1], (long long)reference[0],
+          (long long)reference[1]);
+
+    /* 4. A negative capacity is taken as 0: TNS_ERR_BUFFER_TOO_SMALL with the count written. */
+    {
+        int64_t want = -1, dwant = -1;
+        CHECK(tns_filter(logits, vocab, 1, 1, NULL, NULL, 0, &want) == TNS_ERR_BUFFER_TOO_SMALL && want > 0, "capacity 0");
+        tns_params q;
+        tns_params_init(&q);
+        CHECK(tns_filtered_distribution(logits, vocab, &q, NULL, NULL, NULL, 0, &dwant) == TNS_ERR_BUFFER_TOO_SMALL
+                  && dwant == want,
+              "distribution capacity 0");
+        const int64_t negative[] = {-1, -4, INT64_MIN};
+        for (int i = 0; i < 3; i++) {
+            int64_t c[4] = {-7, -7, -7, -7};
+            int32_t ids[4] = {-7, -7, -7, -7};
+            CHECK(tns_filter(logits, vocab, 1, 1, NULL, ids, negative[i], &c[0]) == TNS_ERR_BUFFER_TOO_SMALL,
+                  "filter capacity %lld", (long long)negative[i]);
+            CHECK(tns_sampler_filter(s, logits, 1, 1, NULL, NULL, negative[i], &c[1]) == TNS_ERR_BUFFER_TOO_SMALL,
+                  "sampler_filter capacity %lld", (long long)negative[i]);
+            CHECK(tns_filtered_distribution(logits, vocab, &q, NULL, NULL, NULL, negative[i], &c[2])
+                      == TNS_ERR_BUFFER_TOO_SMALL,
+                  "filtered_distribution capacity %lld", (long long)negative[i]);
+            CHECK(tns_sampler_filtered_distribution(s, logits, &q, NULL, NULL, NULL, negative[i], &c[3])
+                      == TNS_ERR_BUFFER_TOO_SMALL,
+                  "sampler_filtered_distribution capacity %lld", (long long)negative[i]);
+            CHECK(c[0] == want && c[1] == want && c[2] == want && c[3] == want,
+                  "capacity %lld: counts %lld %lld %lld %lld, want %lld", (long long)negative[i], (long long)c[0],
+                  (long long)c[1], (long long)c[2], (long long)c[3], (long long)want);
+            CHECK(ids[0] == -7, "capacity %lld: no id written", (long long)negative[i]);
+        }
+    }
+    tns_sampler_destroy(s);
+}
+
+/* 5. What the header promises about a row holding both NaN and +inf (the lowest such index is
+ * reported, with its own code), on every route through the library: each filter combination and
+ * greedy, split rows (2 threads, a batch large enough to wake them) and single-row calls. */
+static void check_first_bad_logit(const float *logits, long rows, long vocab) {
+    if (vocab < 40000) return;
+    tns_sampler *s = NULL;
+    if (tns_sampler_create(vocab, 8, 2, TNS_PLACEMENT_DISABLED, &s) != TNS_OK) { CHECK(0, "create"); return; }
+    long n = rows < 8 ? rows : 8;
+    float *copy = malloc((size_t)8 * (size_t)vocab * sizeof(float));
+    /* Positions: same chunk (100, 3000), different chunks (5000, 30000), adjacent (4095, 4096). */
+    const long pairs[3][2] = {{100, 3000}, {5000, 30000}, {4095, 4096}};
+    for (int pair = 0; pair < 3; pair++) {
+        for (int nan_first = 0; nan_first < 2; nan_first++) {
+            long lo = pairs[pair][0], hi = pairs[pair][1];
+            for (long r = 0; r < 8; r++) {
+                memcpy(copy + r * vocab, logits + (r % n) * vocab, (size_t)vocab * sizeof(float));
+                copy[r * vocab + lo] = nan_first ? NAN : INFINITY;
+                copy[r * vocab + hi] = nan_first ? INFINITY : NAN;
+            }
+            tns_status want = nan_first ? TNS_ROW_NAN : TNS_ROW_POSITIVE_INFINITY;
+            tns_params params[8];
+            uint64_t steps[8] = {0};
+            int64_t tokens[8];
+            tns_status status[8];
+            for (int r = 0; r < 8; r++) {
+                tns_params_init(&params[r]);
+                switch (r) {
+                case 1: params[r].temperature = 0; break;
+                case 2: params[r].flags = 0; break;
+                case 3: params[r].flags = TNS_USE_TOP_K; params[r].top_k = 20; break;
+                case 4: params[r].flags = TNS_USE_TOP_P; params[r].top_p = 0.9f; break;
+                case 5: params[r].flags = TNS_USE_MIN_P; params[r].min_p = 0.1f; break;
+                case 6: params[r].flags |= TNS_USE_TOP_K | TNS_USE_TOP_P; params[r].top_k = 50; params[r].top_p = 0.5f; break;
+                case 7: params[r].temperature = INFINITY; break;
+                default: break;
+                }
+            }
+            CHECK(tns_sample(s, copy, TNS_FORMAT_F32, 8, vocab, params, steps, tokens, NULL, NULL, status) == TNS_OK, "sample");
+            for (int r = 0; r < 8; r++)
+                CHECK(status[r] == want && tokens[r] == lo, "pair %d nan_first %d row %d: status %d index %lld, want %d at %ld",
+                      pair, nan_first, r, status[r], (long long)tokens[r], want, lo);
+            /* One row at a time: a row the two threads may split by chunks. */
+            for (int r = 0; r < 8; r++) {
+                CHECK(tns_sample(s, copy + r * vocab, TNS_FORMAT_F32, 1, vocab, &params[r], steps, tokens, NULL, NULL, status)
+                          == TNS_OK && status[0] == want && tokens[0] == lo,
+                      "alone: pair %d nan_first %d row %d: status %d index %lld", pair, nan_first, r, status[0],
+                      (long long)tokens[0]);
+            }
+            tns_row_stats stats;
+            int64_t count = -7;
+            stats.error_index = -7;
+            CHECK(tns_filter(copy, vocab, 1, 1, &stats, NULL, 0, &count) == want && stats.error_index == lo,
+                  "filter pair %d nan_first %d: index %lld", pair, nan_first, (long long)stats.error_index);
+            stats.error_index = -7;
+            CHECK(tns_sampler_filter(s, copy, 0, 0, &stats, NULL, 0, &count) == want && stats.error_index == lo,
+                  "sampler_filter pair %d nan_first %d: index %lld", pair, nan_first, (long long)stats.error_index);
+            stats.error_index = -7;
+            CHECK(tns_filtered_distribution(copy, vocab, &params[1], &stats, NULL, NULL, 0, &count) == want
+                      && stats.error_index == lo,
+                  "greedy distribution pair %d nan_first %d: index %lld", pair, nan_first, (long long)stats.error_index);
+        }
+    }
+    free(copy);
+    tns_sampler_destroy(s);
+}
+
+/* 5. T = +inf is accepted and samples uniformly from the kept set: equal probabilities, logprob
+ * -log(kept), and draws spread evenly over the kept tokens however far apart their logits are. */
+static void check_infinite_temperature(const float *logits, long vocab) {
+    tns_params p;
+    tns_params_init(&p);
+    p.temperature = INFINITY;
+    int32_t *ids = malloc((size_t)vocab * sizeof(int32_t));
+    double *probs = malloc((size_t)vocab * sizeof(double));
+    int64_t count = -1;
+    CHECK(tns_filtered_distribution(logits, vocab, &p, NULL, ids, probs, vocab, &count) == TNS_OK && count > 1,
+          "T = inf distribution: %lld", (long long)count);
+    for (int64_t i = 0; i < count; i++)
+        CHECK(fabs(probs[i] - 1.0 / (double)count) <= 1e-12, "T = inf: p[%lld] = %.17g, kept %lld", (long long)i, probs[i],
+              (long long)count);
+    free(ids);
+    free(probs);
+
+    /* Four logits 0, -40, -80, 20 (a 1e-35 spread of probabilities at T = 1), Top-nσ off. */
+    float row[64 * 4];
+    for (int r = 0; r < 64; r++) { row[4 * r] = 0; row[4 * r + 1] = -40; row[4 * r + 2] = -80; row[4 * r + 3] = 20; }
+    tns_sampler *s = NULL;
+    if (tns_sampler_create(4, 64, 1, TNS_PLACEMENT_DISABLED, &s) != TNS_OK) { CHECK(0, "create"); return; }
+    tns_params params[64];
+    uint64_t steps[64];
+    int64_t tokens[64], kept[64];
+    double lp[64];
+    tns_status status[64];
+    long hits[4] = {0, 0, 0, 0}, wrong = 0;
+    double worst = 0;
+    for (int r = 0; r < 64; r++) {
+        tns_params_init(&params[r]);
+        params[r].flags = 0;
+        params[r].temperature = INFINITY;
+        params[r].seed = (uint64_t)r;
+    }
+    for (uint64_t call = 0; call < 64; call++) {
+        for (int r = 0; r < 64; r++) steps[r] = call;
+        CHECK(tns_sample(s, row, TNS_FORMAT_F32, 64, 4, params, steps, tokens, lp, kept, status) == TNS_OK, "sample");
+        for (int r = 0; r < 64; r++) {
+            if (status[r] != TNS_OK || kept[r] != 4 || !(fabs(lp[r] + log(4.0)) <= 1e-12)) {
+                wrong++;
+                if (!(fabs(lp[r] + log(4.0)) <= worst)) worst = fabs(lp[r] + log(4.0));
+            }
+            if (status[r] == TNS_OK && tokens[r] >= 0 && tokens[r] < 4) hits[tokens[r]]++;
+        }
+    }
+    CHECK(wrong == 0, "T = inf: %ld draws of 4096 failed, kept != 4 or logprob != -log 4 (off by up to %.3g)", wrong, worst);
+    /* 4096 draws, 1024 expected per token (sd 28): every count within 6 sd. */
+    for (int t = 0; t < 4; t++) CHECK(labs(hits[t] - 1024) < 170, "T = inf: token %d drawn %ld times of 4096", t, hits[t]);
+    tns_sampler_destroy(s);
 }
 
 /* Two threads calling one handle at once: each call either samples correctly or returns
@@ -548,11 +809,14 @@ int main(int argc, char **argv) {
         return 2;
     }
     printf("topnsigma %s (ABI %d): %ld rows x %ld logits from %s\n", tns_version(), tns_abi_version(), rows, vocab, argv[1]);
+    check_hostile_inputs(logits, vocab);
     check_against_cli(logits, rows, vocab, expected, seed);
     check_layouts(logits, rows, vocab);
     check_row_errors(logits, rows, vocab);
     check_bad_arguments(logits, vocab);
     check_single_rows(logits, rows, vocab);
+    check_first_bad_logit(logits, rows, vocab);
+    check_infinite_temperature(logits, vocab);
     check_concurrent_calls(logits, rows, vocab);
     free(expected);
     free(logits);

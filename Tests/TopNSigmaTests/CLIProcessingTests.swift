@@ -403,7 +403,10 @@ import TopNSigmaIO
             biasBoolean,
             biasNotObject, historyMalformed, historyWrongLength, historyFractionalID, historyBooleanID, historyNotArray,
             historyUnknownKey, repetitionZero, repetitionNegative, repetitionNaN, frequencyInfinite, presenceNaN,
-            topLogprobsTooMany, topLogprobsNegative
+            topLogprobsTooMany, topLogprobsNegative,
+            // Issue 20: one rule per JSON input.
+            biasDuplicateKey, biasDuplicateKeyInEntry, biasDuplicateEscapedKey, biasKeyPlusSign, biasKeyLeadingZero,
+            biasKeyNegativeZero, biasKeySpace, biasKeyBeyond64Bits, historyDuplicateKey, historyIDBeyond64Bits
 
         /// Whether the error shows only against the logits (a row count or size); every other
         /// one is reported before the logits are read.
@@ -452,6 +455,38 @@ import TopNSigmaIO
         case .presenceNaN: return (["--presence-penalty", "nan"], "--presence-penalty")
         case .topLogprobsTooMany: return (["--top-logprobs", "21"], "--top-logprobs")
         case .topLogprobsNegative: return (["--top-logprobs", "-1"], "--top-logprobs")
+        case .biasDuplicateKey:
+            // Not the last value, not the sum (the library adds duplicate entries): an error.
+            return (["--logit-bias", try json("{\"5\": 1, \"7\": 0, \"5\": 2}")], "the object has the key \"5\" twice")
+        case .biasDuplicateKeyInEntry:
+            return (
+                // A nested object's keys and a string with an escaped quote and a brace do not
+                // confuse the scan: the duplicate is entry 1's own "5".
+                [
+                    "--logit-bias",
+                    try json(#"[{"5": 1, "6": [{"5": "x\"}", "7": ["5"]}]}, {"5": 1, "6": {"5": 0}, "5": 2}]"#)
+                ], "entry 1 has the key \"5\" twice"
+            )
+        case .biasDuplicateEscapedKey:
+            return (["--logit-bias", try json("{\"5\": 1, \"\\u0035\": 2}")], "the object has the key \"5\" twice")
+        case .biasKeyPlusSign: return (["--logit-bias", try json("{\"+5\": 1}")], "key \"+5\" is not a token id")
+        case .biasKeyLeadingZero: return (["--logit-bias", try json("{\"05\": 1}")], "key \"05\" is not a token id")
+        case .biasKeyNegativeZero: return (["--logit-bias", try json("{\"-0\": 1}")], "key \"-0\" is not a token id")
+        case .biasKeySpace: return (["--logit-bias", try json("{\" 5\": 1}")], "key \" 5\" is not a token id")
+        case .biasKeyBeyond64Bits:
+            return (
+                ["--logit-bias", try json("{\"9223372036854775808\": 1}")],
+                "key \"9223372036854775808\" is not a token id: out of range"
+            )
+        case .historyDuplicateKey:
+            return (
+                ["--history", try json("[{\"prompt\": [1], \"output\": [2], \"prompt\": [3]}]")],
+                "entry 0 has the key \"prompt\" twice"
+            )
+        case .historyIDBeyond64Bits:
+            return (
+                ["--history", try json("[{\"output\": [1e30]}]")], "element 0 (1e+30) is not a token id: out of range"
+            )
         }
     }
 

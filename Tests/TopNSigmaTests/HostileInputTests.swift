@@ -130,6 +130,35 @@ import TopNSigmaIO
         }
     }
 
+    #if os(Linux)
+    @Test("nsigma: a vocabulary whose scratch cannot be allocated exits 2 with one message in filter and sample")
+    func cliScratchTooLarge() throws {
+        // Issue 20: a bf16 file with V = 2^30 aborted `filter` (exit 134) in the library's
+        // temporary scratch (~64 bytes a logit), where `sample` exited 2. The same failure from
+        // 16 MiB: one bf16 row of V = 2^23 needs ~514 MiB of scratch, more than a 384 MiB address
+        // space holds, while the binary and the file's ~64 MiB fit in it.
+        let limit = 384 * 1024
+        let vocab = 1 << 23
+        let path = try temporaryFile("wide.bf16", Data(repeating: 0x3F, count: 2 * vocab))
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let small = try rawFile([1, 2, 3, 4])
+        for command in ["filter", "sample"] {
+            // The control: under the same limit, the binary runs a small file.
+            let control = try CLI.run(
+                [command, "--logits", small, "--vocab", "4", "--n", "off"], addressSpaceKiB: limit)
+            #expect(control.status == 0, "\(command), small file: \(control.status) \(control.stderr.prefix(300))")
+            let run = try CLI.run(
+                [command, "--logits", path, "--vocab", "\(vocab)", "--dtype", "bf16"], addressSpaceKiB: limit)
+            #expect(run.status == 2, "\(command): status \(run.status), \(run.stderr.prefix(300))")
+            #expect(run.stdout.isEmpty, "\(command)")
+            #expect(
+                run.stderr.hasPrefix("nsigma: \(path): a row of \(vocab) logits needs ")
+                    && run.stderr.hasSuffix(" bytes of scratch, which cannot be allocated\n"),
+                "\(command): \(run.stderr.prefix(300))")
+        }
+    }
+    #endif
+
     @Test("nsigma sample checks its options even when the file has no rows")
     func optionsBeforeRows() throws {
         let empty = try temporaryFile("empty.npy", numPy("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4), }"))

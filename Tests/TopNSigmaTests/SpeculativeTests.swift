@@ -496,6 +496,63 @@ extension VerificationResult {
             #expect(bad.stdout.isEmpty && !bad.stderr.isEmpty, "\(arguments)")
         }
     }
+
+    /// Runs `verify` and expects exit 2, nothing on stdout and `message` on stderr.
+    private func expectUsageError(_ arguments: [String], mentioning message: String) throws {
+        let run = try CLI.run(["verify"] + arguments)
+        #expect(run.status == 2, "\(arguments): status \(run.status), \(run.stderr.prefix(300))")
+        #expect(run.stdout.isEmpty, "\(arguments)")
+        #expect(run.stderr.hasPrefix("nsigma: ") && run.stderr.contains(message), "\(arguments): \(run.stderr)")
+    }
+
+    @Test("verify: a --k whose k + 1 or k × V would overflow exits 2 before any size arithmetic (issue 20)")
+    func hugeK() throws {
+        let logits = try rawFile([0, 1, 2, 3, 3, 2, 1, 0])
+        let drafts = try textFile("drafts.json", #"[{"tokens": [3], "q": [0.5]}]"#)
+        let empty = try temporaryFile(
+            "empty.npy", numPy("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 4), }"))
+        let none = try textFile("drafts.json", "[]")
+        for k in ["9223372036854775807", "4611686018427387904", "2147483648"] {
+            try expectUsageError(
+                ["--logits", logits, "--vocab", "4", "--k", k, "--drafts", drafts],
+                mentioning: "--k must be in 0...2147483647, got \(k)")
+            // No rows: rows % (k + 1) is 0 and nothing is verified, but k × V still overflowed.
+            try expectUsageError(
+                ["--logits", empty, "--k", k, "--drafts", none], mentioning: "--k must be in 0...2147483647")
+        }
+        let largest = try CLI.run(["verify", "--logits", empty, "--k", "2147483647", "--drafts", none])
+        #expect(largest.status == 0 && largest.stdout.isEmpty && largest.stderr.isEmpty, "\(largest.stderr)")
+    }
+
+    @Test(
+        "verify --drafts: the JSON rules of every input, checked before the logits are read (issue 20)",
+        arguments: [
+            // A token id that is valid JSON but no 64-bit integer: out of range, not "not valid JSON".
+            (
+                #"[{"tokens": [1e30], "q": [0.5]}]"#,
+                #"entry 0 "tokens": element 0 (1e+30) is not a token id: out of range"#
+            ),
+            (#"[{"tokens": [2.5], "q": [0.5]}]"#, #"element 0 (2.5) is not a token id: not an integer"#),
+            (#"[{"tokens": [true], "q": [0.5]}]"#, #"element 0 is not a number"#),
+            // Unknown keys are refused, as in --history.
+            (#"[{"tokens": [3], "q": [0.5], "p": [1]}]"#, #"entry 0 has the unknown key "p" (only "tokens" and "q")"#),
+            (#"[{"tokens": [3], "q": [0.5], "q": [0.6]}]"#, #"entry 0 has the key "q" twice"#),
+            (#"[{"tokens": [3]}]"#, #"entry 0 has no "q""#),
+            (#"[{"tokens": [3], "q": ["0.5"]}]"#, #"entry 0 "q": element 0 is not a number"#),
+            (#"{"tokens": [3], "q": [0.5]}"#, "expected a JSON array"),
+            ("[{]", "is not valid JSON")
+        ])
+    func draftsJSON(json: String, message: String) throws {
+        let drafts = try textFile("drafts.json", json)
+        // A missing logits file: the drafts' error is reported, so they were checked first.
+        let run = try CLI.run([
+            "verify", "--logits", "/nonexistent/logits.f32", "--vocab", "4", "--k", "1", "--drafts", drafts
+        ])
+        #expect(run.status == 2 && run.stdout.isEmpty, "\(json): status \(run.status), \(run.stderr)")
+        #expect(
+            run.stderr.hasPrefix("nsigma: ") && run.stderr.contains("--drafts \(drafts)")
+                && run.stderr.contains(message) && !run.stderr.contains("no such file"), "\(json): \(run.stderr)")
+    }
 }
 
 /// The separate-pass opponent of `nsigma bench` against the library.

@@ -1,5 +1,10 @@
 """topnsigma.filter against a NumPy float64 oracle of the Top-nσ rule."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numpy as np
 import pytest
 
@@ -65,3 +70,32 @@ def test_filter_errors():
         topnsigma.filter(np.ones(4, dtype=np.float64))
     with pytest.raises(ValueError):
         topnsigma.filter(np.ones((2, 2), dtype=np.float32))
+
+
+def test_filter_memory_error_when_scratch_cannot_be_had():
+    """A row whose temporary scratch (about 64 bytes per logit: 17 GB at 2^28 logits) cannot be
+    allocated raises MemoryError (the C call returns TNS_ERR_OUT_OF_MEMORY; it used to abort the
+    process). Run in a child whose address space may grow by only 4 GiB: the 1 GiB row and the
+    3 GiB of output buffers are never touched, the scratch allocation fails."""
+    script = textwrap.dedent(
+        """
+        import resource, numpy as np, topnsigma
+        row = np.zeros(1 << 28, dtype=np.float32)
+        pages = int(open("/proc/self/statm").read().split()[0])
+        limit = pages * resource.getpagesize() + (4 << 30)
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+        try:
+            topnsigma.filter(row)
+        except MemoryError as error:
+            print("MemoryError:", error)
+        else:
+            print("no error")
+        """
+    )
+    # The child imports the package this process imported.
+    package_parent = os.path.dirname(os.path.dirname(os.path.abspath(topnsigma.__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([package_parent, os.environ.get("PYTHONPATH", "")]))
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=env,
+                         cwd=package_parent)
+    assert out.returncode == 0, (out.returncode, out.stderr[-2000:])
+    assert out.stdout.startswith("MemoryError: out of memory"), out.stdout

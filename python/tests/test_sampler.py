@@ -182,3 +182,116 @@ def test_draws_follow_the_distribution():
     expected = np.array([0.5, 0.3, 0.15, 0.05]) * n
     chi2 = float(((counts - expected) ** 2 / expected).sum())
     assert chi2 < 20.0, (counts, chi2)  # 3 degrees of freedom: p < 0.0002 by chance
+
+
+def test_sampler_memory_error():
+    """A handle whose scratch exceeds physical memory (2^31 - 2 logits for each of 1024 threads):
+    MemoryError, as for any TNS_ERR_OUT_OF_MEMORY."""
+    with pytest.raises(MemoryError, match="out of memory"):
+        topnsigma.Sampler(vocab_size=(1 << 31) - 2, max_batch=1, threads=1024)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"vocab_size": 2**64 + 100}, "vocab_size"),     # used to wrap to a vocabulary of 100
+        ({"vocab_size": 2**31 - 1}, "vocab_size"),
+        ({"vocab_size": 64.0}, "vocab_size"),
+        ({"vocab_size": True}, "vocab_size"),
+        ({"vocab_size": "64"}, "vocab_size"),
+        ({"max_batch": 2.5}, "max_batch"),
+        ({"max_batch": 2**64 + 1}, "max_batch"),
+        ({"max_batch": (1 << 24) + 1}, "max_batch"),
+        ({"threads": 2**32 + 1}, "threads"),              # used to give 1 thread
+        ({"threads": 1025}, "threads"),
+        ({"threads": 0}, "threads"),
+        ({"threads": 2.0}, "threads"),
+        ({"threads": np.float64(2)}, "threads"),
+        ({"placement": 2**40}, "placement"),              # used to give node 0
+        ({"placement": 2**31}, "placement"),
+        ({"placement": -1}, "placement"),
+        ({"placement": 0.0}, "placement"),
+        ({"placement": False}, "placement"),
+        ({"placement": "node0"}, "placement"),
+    ],
+)
+def test_sampler_arguments_are_checked(kwargs, name):
+    arguments = {"vocab_size": 64, "max_batch": 2, "threads": 1, **kwargs}
+    with pytest.raises(ValueError, match=name):
+        topnsigma.Sampler(**arguments)
+
+
+@pytest.mark.parametrize(
+    "kwargs, name",
+    [
+        ({"top_k": 2.5}, "top_k"),                        # used to be truncated to 2
+        ({"top_k": 2.0}, "top_k"),
+        ({"top_k": True}, "top_k"),
+        ({"top_k": [5, 2.5, None, None]}, "top_k"),
+        ({"top_k": np.array([5.0, 5.0, 5.0, 5.0])}, "top_k"),
+        ({"top_k": 1 << 63}, "top_k"),
+        ({"seed": 1.7}, "seed"),                          # used to be truncated to 1
+        ({"seed": np.float32(3)}, "seed"),
+        ({"seed": False}, "seed"),
+        ({"seed": "7"}, "seed"),
+        ({"seed": None}, "seed"),
+        ({"seed": -1}, "seed"),
+        ({"seed": 1 << 64}, "seed"),
+        ({"seed": np.array([1.5, 2, 3, 4])}, "seed"),
+        ({"seed": np.array([1, 2, 3, -4])}, "seed"),
+        ({"seed": np.array([True, False, True, False])}, "seed"),
+        ({"seed": [1, 2, 3]}, "seed"),
+        ({"seed": np.zeros((4, 1), dtype=np.int64)}, "seed"),
+        ({"step": 0.5}, "step"),
+        ({"step": [0, 1, 2.0, 3]}, "step"),
+        ({"temperature": [None] * 4}, "temperature"),     # used to raise TypeError
+        ({"temperature": None}, "temperature"),
+        ({"temperature": "1"}, "temperature"),
+        ({"temperature": True}, "temperature"),
+        ({"temperature": 1e39}, "temperature"),           # beyond float32: not a silent +inf
+        ({"temperature": 2**2000}, "temperature"),
+        ({"temperature": [1, 1, 1, "x"]}, "temperature"),
+        ({"n_sigma": "1"}, "n_sigma"),
+        ({"n_sigma": np.array([1e39, 1, 1, 1])}, "n_sigma"),
+        ({"n_sigma": [1.0, [1.0], None, None]}, "n_sigma"),
+        ({"top_p": [0.9, "0.9", None, None]}, "top_p"),
+        ({"min_p": {0: 0.1}}, "min_p"),
+        ({"min_p": [0.1] * 5}, "min_p"),
+    ],
+)
+def test_sample_arguments_are_checked(fixture_rows, kwargs, name):
+    sampler = topnsigma.Sampler(vocab_size=VOCAB, max_batch=4, threads=1)
+    with pytest.raises(ValueError, match=name):
+        sampler.sample(fixture_rows[:4], **kwargs)
+
+
+def test_filter_arguments_are_checked(fixture_rows):
+    for kwargs, name in [({"top_k": 2.5}, "top_k"), ({"temperature": None}, "temperature"), ({"n_sigma": "1"}, "n_sigma")]:
+        with pytest.raises(ValueError, match=name):
+            topnsigma.filter(fixture_rows[0], **kwargs)
+
+
+def test_numpy_scalars_and_arrays_are_exact(fixture_rows):
+    """NumPy integers and floats are accepted as the Python numbers they equal, with no rounding of
+    integers: the same tokens as plain Python arguments, the largest seed included."""
+    sampler = topnsigma.Sampler(vocab_size=np.int64(VOCAB), max_batch=np.uint16(4), threads=np.int8(1),
+                                placement=np.int32(0))
+    assert sampler.vocab_size == VOCAB and type(sampler.vocab_size) is int
+    rows = fixture_rows[:4]
+    top = (1 << 64) - 1
+    plain = sampler.sample(rows, seed=top, step=3, top_k=40, temperature=0.8, top_p=0.9)
+    numpy = sampler.sample(rows, seed=np.uint64(top), step=np.int16(3), top_k=np.int32(40),
+                           temperature=np.float32(0.8), top_p=np.float64(0.9))
+    arrays = sampler.sample(rows, seed=np.full(4, top, dtype=np.uint64), step=np.array([3] * 4),
+                            top_k=np.array([40] * 4, dtype=np.uint8), temperature=np.full(4, 0.8),
+                            top_p=[0.9, np.float32(0.9), 0.9, 0.9])
+    assert plain.errors == [None] * 4
+    assert plain.tokens.tolist() == numpy.tokens.tolist() == arrays.tokens.tolist()
+    # Two seeds that a float64 cannot tell apart stay apart.
+    a = sampler.sample(rows, seed=[top, top - 1, top, top - 1], n_sigma=None, temperature=5.0)
+    b = sampler.sample(rows, seed=[top] * 4, n_sigma=None, temperature=5.0)
+    assert a.tokens[0] == b.tokens[0] and a.tokens[2] == b.tokens[2]
+    assert sampler.sample(rows, seed=[top - 1] * 4, n_sigma=None, temperature=5.0).tokens[1] == a.tokens[1]
+    # A None entry turns that filter off in that row only.
+    mixed = sampler.sample(rows, top_k=[1, None, 1, None], n_sigma=None)
+    assert mixed.kept.tolist()[0] == 1 and mixed.kept.tolist()[2] == 1 and mixed.kept[1] > 1 and mixed.kept[3] > 1

@@ -11,6 +11,7 @@ the Swift API and `nsigma sample` for the same inputs.
 """
 
 import ctypes
+import math
 import os
 import threading
 
@@ -50,11 +51,17 @@ _lib, library_path = _load()
 _ABI_VERSION = 1
 _OK = 0
 _ERR_BUSY = 10
+_ERR_OUT_OF_MEMORY = 12
 _ROW_NAN = 100
 _ROW_POSITIVE_INFINITY = 101
 _FORMAT_F32, _FORMAT_F16, _FORMAT_BF16 = 0, 1, 2
 _PLACEMENT = {"automatic": -1, "disabled": -2}
 _USE_N_SIGMA, _USE_TOP_K, _USE_TOP_P, _USE_MIN_P = 1, 2, 4, 8
+_MAX_VOCAB = (1 << 31) - 2      # vocabulary sizes 1 ... 2^31 - 2
+_MAX_BATCH = 1 << 24            # TNS_MAX_BATCH
+_MAX_THREADS = 1024             # TNS_MAX_THREADS
+_MAX_NODE = (1 << 31) - 1       # a NUMA node id is an int32
+_INT64_MIN, _INT64_MAX, _UINT64_MAX = -(1 << 63), (1 << 63) - 1, (1 << 64) - 1
 
 
 class _Params(ctypes.Structure):
@@ -136,6 +143,16 @@ def _message(status, index=-1):
     return _lib.tns_status_message(int(status)).decode()
 
 
+def _error(status, message):
+    """The exception for a whole-call status: MemoryError for TNS_ERR_OUT_OF_MEMORY, RuntimeError
+    for TNS_ERR_BUSY, ValueError for the rest (bad arguments and bad rows)."""
+    if status == _ERR_OUT_OF_MEMORY:
+        return MemoryError(message)
+    if status == _ERR_BUSY:
+        return RuntimeError(message)
+    return ValueError(message)
+
+
 # ---- Argument handling ---------------------------------------------------------------------------
 
 _DTYPE_NAMES = {
@@ -172,69 +189,141 @@ def _logit_format(array, dtype):
     return fmt
 
 
-def _column(value, rows, name, cast):
-    """A per-row column from a scalar or a sequence of `rows` values."""
-    if np.ndim(value) == 0:
-        return [cast(value)] * rows
-    values = list(np.asarray(value, dtype=object).reshape(-1)) if not isinstance(value, (list, tuple)) else list(value)
-    if len(values) != rows:
-        raise ValueError(f"{name} has {len(values)} entries for {rows} rows")
-    return [cast(v) for v in values]
+def _is_integer(value):
+    """A Python int or a NumPy integer scalar (bool is not an integer here)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
 
 
-def _optional(cast):
-    return lambda v: None if v is None else cast(v)
+def _integer(value, name, low, high):
+    """An integer argument, exactly: no float (2.0 included), no bool, no wrap into the C type."""
+    if not _is_integer(value):
+        raise ValueError(f"{name} must be an integer, got {value!r} ({type(value).__name__})")
+    value = int(value)
+    if not low <= value <= high:
+        raise ValueError(f"{name} must be in {low} ... {high}, got {value}")
+    return value
 
 
-def _nonnegative_int(name):
-    def cast(v):
-        v = int(v)
-        if v < 0 or v >= 1 << 64:
-            raise ValueError(f"{name} must be in 0 ... 2^64 - 1, got {v}")
-        return v
-    return cast
+def _real(value, name):
+    """A real-valued argument (int or float, Python or NumPy; not bool, not None) that float32 can
+    hold: a finite value beyond float32's range is an error, not a silent infinity. NaN and the
+    infinities pass through (the library judges them: a row error, or T = +inf)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise ValueError(f"{name} must be a number, got {value!r} ({type(value).__name__})")
+    try:
+        value = float(value)
+    except OverflowError:
+        raise ValueError(f"{name} is outside float32's range: {value!r}") from None
+    if math.isfinite(value):
+        with np.errstate(over="ignore"):
+            if math.isinf(float(np.float32(value))):
+                raise ValueError(f"{name} is outside float32's range: {value!r}")
+    return value
+
+
+def _is_scalar(value):
+    """Whether an argument is one value for every row (a NumPy scalar or 0-d array, a number, or
+    anything that is not a sequence), rather than one value per row."""
+    if isinstance(value, (np.generic, str, bytes)) or (isinstance(value, np.ndarray) and value.ndim == 0):
+        return True
+    return not (isinstance(value, (list, tuple, range, dict, set)) or hasattr(value, "__array__")
+                or hasattr(value, "__len__"))
+
+
+def _entries(value, rows, name):
+    """The entries of a per-row argument: a 1-D array or a sequence of `rows` values."""
+    if isinstance(value, (list, tuple, range)):
+        if len(value) != rows:
+            raise ValueError(f"{name} has {len(value)} entries for {rows} rows")
+        return value
+    if isinstance(value, (str, bytes, dict, set)):
+        raise ValueError(f"{name} must be a scalar or one value per row, got {type(value).__name__}")
+    try:
+        array = np.asarray(value)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name} must be a scalar or one value per row: {error}") from None
+    if array.shape != (rows,):
+        raise ValueError(f"{name} has shape {array.shape}, expected ({rows},)")
+    return array
+
+
+def _float_column(value, rows, name, optional):
+    """A float argument, a scalar or one per row: (values, on), `on` None when every row has a
+    value, else a bool array (False where an optional entry is None)."""
+    if _is_scalar(value):
+        return _real(value[()] if isinstance(value, np.ndarray) else value, name), None
+    entries = _entries(value, rows, name)
+    if isinstance(entries, np.ndarray) and entries.dtype.kind in "fiu":
+        values = entries.astype(np.float64)
+        with np.errstate(over="ignore"):
+            if np.any(np.isfinite(values) & np.isinf(values.astype(np.float32))):
+                raise ValueError(f"{name} has a value outside float32's range")
+        return values, None
+    values = np.zeros(rows, dtype=np.float64)
+    on = np.ones(rows, dtype=bool)
+    for i, v in enumerate(entries):
+        if v is None and optional:
+            on[i] = False
+        else:
+            values[i] = _real(v, f"{name}[{i}]")
+    return values, (None if on.all() else on)
+
+
+def _integer_column(value, rows, name, low, high, dtype, optional=False):
+    """An integer argument, a scalar or one per row, as `_float_column` (values in low ... high)."""
+    if _is_scalar(value):
+        return _integer(value[()] if isinstance(value, np.ndarray) else value, name, low, high), None
+    entries = _entries(value, rows, name)
+    if isinstance(entries, np.ndarray) and entries.dtype.kind in "iu":
+        if entries.size and (int(entries.min()) < low or int(entries.max()) > high):
+            raise ValueError(f"{name} must be in {low} ... {high}, got {int(entries.min())} ... {int(entries.max())}")
+        return entries.astype(dtype), None
+    values = np.zeros(rows, dtype=dtype)
+    on = np.ones(rows, dtype=bool)
+    for i, v in enumerate(entries):
+        if v is None and optional:
+            on[i] = False
+        else:
+            values[i] = _integer(v, f"{name}[{i}]", low, high)
+    return values, (None if on.all() else on)
 
 
 def _fill_params(out, rows, temperature, n_sigma, seed, top_k, top_p, min_p):
-    """Fills `rows` tns_params records; scalars are broadcast without a Python loop."""
-    out["struct_size"] = _PARAMS_DTYPE.itemsize
-    out["temperature"] = float(temperature) if np.ndim(temperature) == 0 else _column(temperature, rows, "temperature", float)
-    out["seed"] = _uint64_column(seed, rows, "seed")
-    flags = np.zeros(rows, dtype=np.uint32)
-    for field, value, flag, cast in (
-        ("n_sigma", n_sigma, _USE_N_SIGMA, float),
-        ("top_k", top_k, _USE_TOP_K, int),
-        ("top_p", top_p, _USE_TOP_P, float),
-        ("min_p", min_p, _USE_MIN_P, float),
+    """Fills `rows` tns_params records; scalars are broadcast without a Python loop. Every argument
+    is checked first (ValueError naming it): a number of the right kind that the C field holds
+    exactly (floats to float32's range), never wrapped or truncated."""
+    temperatures, _ = _float_column(temperature, rows, "temperature", optional=False)
+    seeds, _ = _integer_column(seed, rows, "seed", 0, _UINT64_MAX, np.uint64)
+    filters = []
+    for field, value, flag in (
+        ("n_sigma", n_sigma, _USE_N_SIGMA),
+        ("top_k", top_k, _USE_TOP_K),
+        ("top_p", top_p, _USE_TOP_P),
+        ("min_p", min_p, _USE_MIN_P),
     ):
         if value is None:
+            values, on = None, None  # off in every row
+        elif field == "top_k":
+            values, on = _integer_column(value, rows, field, _INT64_MIN, _INT64_MAX, np.int64, optional=True)
+        else:
+            values, on = _float_column(value, rows, field, optional=True)
+        filters.append((field, values, on, flag))
+    out["struct_size"] = _PARAMS_DTYPE.itemsize
+    out["temperature"] = temperatures
+    out["seed"] = seeds
+    flags = np.zeros(rows, dtype=np.uint32)
+    for field, values, on, flag in filters:
+        if values is None:
             out[field] = 0
             continue
-        if np.ndim(value) == 0:
-            v = cast(value)
-            if field == "top_k" and not (-(1 << 63) <= v < 1 << 63):
-                raise ValueError(f"top_k {v} does not fit in 64 bits")
-            out[field] = v
-            flags |= np.uint32(flag)
-            continue
-        values = _column(value, rows, field, _optional(cast))
-        if field == "top_k" and any(v is not None and not (-(1 << 63) <= v < 1 << 63) for v in values):
-            raise ValueError(f"top_k does not fit in 64 bits: {value!r}")
-        out[field] = [0 if v is None else v for v in values]
-        flags |= np.array([0 if v is None else flag for v in values], dtype=np.uint32)
+        out[field] = values
+        flags |= np.uint32(flag) if on is None else np.where(on, np.uint32(flag), np.uint32(0))
     out["flags"] = flags
 
 
 def _uint64_column(value, rows, name):
     """Seeds or steps: integers in 0 ... 2^64 - 1, a scalar or one per row."""
-    if np.ndim(value) == 0:
-        return _nonnegative_int(name)(value)
-    array = np.asarray(value)
-    if array.dtype.kind == "u" or (array.dtype.kind == "i" and (array.size == 0 or array.min() >= 0)):
-        if array.shape != (rows,):
-            raise ValueError(f"{name} has shape {array.shape}, expected ({rows},)")
-        return array.astype(np.uint64)
-    return np.array(_column(value, rows, name, _nonnegative_int(name)), dtype=np.uint64)
+    return _integer_column(value, rows, name, 0, _UINT64_MAX, np.uint64)[0]
 
 
 # ---- The sampler -----------------------------------------------------------------------------------
@@ -260,28 +349,32 @@ class SampleResult:
 class Sampler:
     """A batched Top-nσ sampler over rows of `vocab_size` logits, batches of up to `max_batch`
     rows, with `threads` workers (None: every core). It owns its scratch memory and worker
-    threads; one call at a time per sampler (a concurrent call raises RuntimeError)."""
+    threads; one call at a time per sampler (a concurrent call raises RuntimeError).
+
+    vocab_size, max_batch, threads and a NUMA node id placement are integers (int or a NumPy
+    integer; not bool, not float): anything else, or a value out of range, raises ValueError
+    naming the argument. MemoryError when the scratch (about 64 bytes per logit per thread) is
+    not below the machine's memory or cannot be allocated."""
 
     def __init__(self, vocab_size, max_batch, threads=None, placement="automatic"):
+        # Each argument is checked here, by name, before ctypes could wrap it into its C type.
         if isinstance(placement, str):
             if placement not in _PLACEMENT:
                 raise ValueError(f"placement must be 'automatic', 'disabled' or a NUMA node id, got {placement!r}")
             placement_code = _PLACEMENT[placement]
         else:
-            placement_code = int(placement)
-            if placement_code < 0:
-                raise ValueError(f"a NUMA node id must be >= 0, got {placement_code}")
-        if threads is not None and int(threads) < 1:
-            raise ValueError(f"threads must be >= 1 (or None for all cores), got {threads}")
-        threads = 0 if threads is None else int(threads)
+            placement_code = _integer(placement, "placement (a NUMA node id)", 0, _MAX_NODE)
+        vocab_size = _integer(vocab_size, "vocab_size", 1, _MAX_VOCAB)
+        max_batch = _integer(max_batch, "max_batch", 1, _MAX_BATCH)
+        threads = 0 if threads is None else _integer(threads, "threads (None for all cores)", 1, _MAX_THREADS)
         handle = _p()
-        status = _lib.tns_sampler_create(int(vocab_size), int(max_batch), threads, placement_code, ctypes.byref(handle))
+        status = _lib.tns_sampler_create(vocab_size, max_batch, threads, placement_code, ctypes.byref(handle))
         if status != _OK:
-            raise ValueError(f"topnsigma.Sampler(vocab_size={vocab_size}, max_batch={max_batch}, threads={threads or None}): "
-                             + _message(status))
+            raise _error(status, f"topnsigma.Sampler(vocab_size={vocab_size}, max_batch={max_batch}, "
+                                 f"threads={threads or None}): " + _message(status))
         self._handle = handle
-        self.vocab_size = int(vocab_size)
-        self.max_batch = int(max_batch)
+        self.vocab_size = vocab_size
+        self.max_batch = max_batch
         self.threads = int(_lib.tns_sampler_threads(handle))
         self._params = np.zeros(self.max_batch, dtype=_PARAMS_DTYPE)
         self._steps = np.zeros(self.max_batch, dtype=np.uint64)
@@ -310,6 +403,9 @@ class Sampler:
         Each of temperature, n_sigma, seed, step, top_k, top_p, min_p is a scalar or a per-row
         sequence; n_sigma / top_k / top_p / min_p None (or a None entry) turns that filter off.
         A row with bad logits or parameters gets a message in `errors`; the others still sample.
+        An argument of the wrong kind (seed, step and top_k are integers, the others numbers;
+        bool is neither), the wrong length, or beyond its C field (seed and step 0 ... 2^64 - 1,
+        top_k 64-bit, floats within float32's range) raises ValueError naming it.
         """
         if self._handle is None:
             raise ValueError("the sampler is closed")
@@ -353,7 +449,7 @@ class Sampler:
         finally:
             self._lock.release()
         if code != _OK:
-            raise (RuntimeError if code == _ERR_BUSY else ValueError)(_message(code))
+            raise _error(code, _message(code))
         errors = [None if s == _OK else f"row {r}: {_message(s, tokens[r])}" for r, s in enumerate(status.tolist())]
         return SampleResult(tokens, logprobs, kept, errors, status)
 
@@ -367,7 +463,8 @@ def filter(row, n_sigma=1.0, top_k=None, top_p=None, min_p=None, temperature=1.0
 
     Returns a dict: "max", "mean", "std" (Bessel-corrected, over the finite logits), "threshold"
     (the combined Top-nσ / min-p logit threshold), "finite" (count of finite logits) and "kept"
-    (np.ndarray of the kept token ids, ascending). Raises ValueError for a bad row or parameter.
+    (np.ndarray of the kept token ids, ascending). Raises ValueError for a bad row or parameter,
+    MemoryError when the call's temporary scratch (about 64 bytes per logit) cannot be had.
     """
     if isinstance(row, np.ndarray):
         if row.dtype == np.float16:
@@ -392,7 +489,7 @@ def filter(row, n_sigma=1.0, top_k=None, top_p=None, min_p=None, temperature=1.0
         row.ctypes.data, vocab, params.ctypes.data, ctypes.byref(stats), ids.ctypes.data, probabilities.ctypes.data,
         vocab, ctypes.byref(count))
     if code != _OK:
-        raise ValueError(_message(code, stats.error_index))
+        raise _error(code, _message(code, stats.error_index))
     kept = np.sort(ids[: count.value].astype(np.int64))
     return {
         "max": stats.max,

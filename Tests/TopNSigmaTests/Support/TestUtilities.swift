@@ -49,9 +49,27 @@ enum CLI {
 
     /// Runs `nsigma` with `arguments` to completion.
     static func run(_ arguments: [String]) throws -> Run {
+        try run(executable, arguments)
+    }
+
+    /// Runs `nsigma` with `arguments` in an address space of at most `kibibytes` (`ulimit -v`),
+    /// so that an allocation the size of a huge vocabulary's fails here as it would on a machine
+    /// without the memory, from a small file. One OpenBLAS thread: OpenBLAS's own threads retry
+    /// a failed allocation forever. Killed after 60 s (status 137), should anything still hang.
+    static func run(_ arguments: [String], addressSpaceKiB kibibytes: Int) throws -> Run {
+        try run(
+            URL(fileURLWithPath: "/bin/sh"),
+            ["-c", "ulimit -v \(kibibytes) && exec timeout -s KILL 60 \"$0\" \"$@\"", executable.path] + arguments,
+            environment: ["OPENBLAS_NUM_THREADS": "1"])
+    }
+
+    private static func run(_ program: URL, _ arguments: [String], environment: [String: String] = [:]) throws -> Run {
         let process = Process()
-        process.executableURL = executable
+        process.executableURL = program
         process.arguments = arguments
+        if !environment.isEmpty {
+            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        }
         let out = Pipe(), err = Pipe()
         process.standardOutput = out
         process.standardError = err
