@@ -203,12 +203,17 @@ tns_status tns_sample(tns_sampler *sampler, const void *logits, int32_t format, 
 
 /* ---- Single rows -------------------------------------------------------------------------------- */
 
-/* A row's statistics over its finite logits, and the filter's threshold. */
+/* A row's statistics over its finite logits, and the filter's threshold. Also written for a
+ * row without a finite logit (TNS_ROW_NO_FINITE_LOGIT): max -inf, mean 0, std 0, threshold -inf,
+ * finite 0, argmax -1. Any other row error leaves max, mean, std and threshold NaN (finite 0,
+ * argmax -1, error_index as below). */
 typedef struct tns_row_stats {
     double max;          /* largest finite logit (-inf when none) */
-    double mean;         /* mean of the finite logits */
+    double mean;         /* mean of the finite logits (0 when none) */
     double std;          /* Bessel-corrected standard deviation (0 with fewer than two finite logits) */
-    double threshold;    /* the combined Top-nσ / min-p logit threshold (-inf when both are off) */
+    double threshold;    /* the combined Top-nσ / min-p logit threshold (-inf when both are off). Top-nσ's
+                            part is max - n·std, and max itself when std is 0, whatever n (n = +inf
+                            included: never NaN) */
     int64_t finite;      /* number of finite logits */
     int64_t argmax;      /* lowest index holding max (-1 when none) */
     int64_t error_index; /* for TNS_ROW_NAN / TNS_ROW_POSITIVE_INFINITY: the offending index (the lowest

@@ -128,6 +128,15 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
     let claims: UnsafeMutablePointer<Atomic<WordPair>>
     /// Tasks of the current call that are finished.
     let tasksDone = Atomic<Int>(0)
+    /// Threads (the caller included) that claimed at least one task of the current call.
+    let threadsWorked = Atomic<Int>(0)
+
+    /// Threads that worked on the last call (claimed at least one of its tasks), and the ranges
+    /// each of its rows was cut into (1: whole rows). For the bench's split-row checks; read
+    /// only between calls.
+    package var lastCall: (threadsWorked: Int, rangesPerRow: Int) {
+        (threadsWorked.load(ordering: .relaxed), call.rangesPerRow)
+    }
     /// Split rows: chunks of each row reduced so far; the task that completes the count settles
     /// the row.
     let chunksDone: UnsafeMutablePointer<Atomic<Int>>

@@ -14,7 +14,8 @@ import Darwin
 ///     kept      = { i : x_i >= threshold }      (`-inf` is never kept)
 ///
 /// The comparison is `>=`, so the argmax is always kept and a row with std 0 keeps every token
-/// equal to the maximum. `n = 0` keeps only the max-tied tokens. The threshold is computed in
+/// equal to the maximum: its threshold is the maximum whatever `n` (`n = +inf` included, where
+/// IEEE would give `∞·0 = NaN`). `n = 0` keeps only the max-tied tokens. The threshold is computed in
 /// double precision and compared exactly: a Float logit `x` is kept iff `Double(x) >= threshold`.
 /// The kept set does not depend on the temperature.
 public struct FilteredDistribution: Sendable, Equatable {

@@ -66,6 +66,7 @@ extension BatchSampler {
         callNumber &+= 1
         let tasks = rows * call.rangesPerRow
         tasksDone.store(0, ordering: .relaxed)
+        threadsWorked.store(0, ordering: .relaxed)
         if call.isSplit {
             for r in 0..<rows {
                 chunksDone[r].store(0, ordering: .relaxed)
@@ -123,9 +124,15 @@ extension BatchSampler {
     func work(worker: Int) {
         let groups = plan.groups.count
         let home = workerGroups[worker]
+        var claimed = false
         for k in 0..<groups {
             let group = (home + k) % groups
             while let task = claim(group: group) {
+                // Counted before the task runs, so before the caller can see the call finished.
+                if !claimed {
+                    claimed = true
+                    threadsWorked.add(1, ordering: .relaxed)
+                }
                 switch call.format {
                 case .float32: run(task: task, worker: worker, Float.self)
                 case .float16: run(task: task, worker: worker, Half.self)

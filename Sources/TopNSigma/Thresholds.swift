@@ -15,7 +15,15 @@ extension RowPipeline {
     /// for a row without finite logits).
     @inlinable
     package static func topNSigmaThreshold(for statistics: RowStatistics, n: Double) -> Double {
-        Double(statistics.maximum) - n * statistics.standardDeviation
+        topNSigmaThreshold(maximum: Double(statistics.maximum), n: n, std: statistics.standardDeviation)
+    }
+
+    /// `max - n·std`, with `n·std` taken as 0 when `std` is 0 whatever `n` (`+inf` included, where
+    /// IEEE gives `∞·0 = NaN`): a row with std 0 keeps exactly its max-tied tokens, and its
+    /// threshold is its maximum (`-inf` for a row without finite logits).
+    @inlinable
+    package static func topNSigmaThreshold(maximum: Double, n: Double, std: Double) -> Double {
+        std == 0 ? maximum : maximum - n * std
     }
 
     /// The smallest `Float` `t` such that `Double(t) >= threshold`, so that the Float comparison
@@ -79,8 +87,8 @@ extension RowPipeline {
                 let high = ((m2 + m2Error) / denominator).squareRoot()
                 let low = (max(0, m2 - m2Error) / denominator).squareRoot()
                 // Two ulps of slack for the double roundings of this very computation.
-                lower = (maximum - n * high).nextDown.nextDown
-                upper = (maximum - n * low).nextUp.nextUp
+                lower = topNSigmaThreshold(maximum: maximum, n: n, std: high).nextDown.nextDown
+                upper = topNSigmaThreshold(maximum: maximum, n: n, std: low).nextUp.nextUp
             } else {
                 lower = topNSigmaThreshold(for: statistics, n: n)
                 upper = lower

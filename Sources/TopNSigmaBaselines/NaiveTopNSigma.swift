@@ -42,7 +42,7 @@ public struct NaiveTopNSigma {
         var m2 = 0.0
         for i in 0..<count where row[i] > -.infinity { let d = Double(row[i]) - mean; m2 += d * d }
         let std = finite > 1 ? (m2 / Double(finite - 1)).squareRoot() : 0
-        let threshold = n.map { Double(maximum) - Double($0) * std } ?? -.infinity
+        let threshold = n.map { std == 0 ? Double(maximum) : Double(maximum) - Double($0) * std } ?? -.infinity
         // Pass 4: mask. Pass 5: softmax over the whole row. Pass 6: cumulative draw.
         var kept = 0
         for i in 0..<count {

@@ -67,7 +67,7 @@ public struct SeparateVerify {
             var m2 = 0.0
             for j in 0..<v where row[j] > -.infinity { let d = Double(row[j]) - mean; m2 += d * d }
             let std = finite > 1 ? (m2 / Double(finite - 1)).squareRoot() : 0
-            let threshold = n.map { Double(maximum) - Double($0) * std } ?? -.infinity
+            let threshold = n.map { std == 0 ? Double(maximum) : Double(maximum) - Double($0) * std } ?? -.infinity
             var total = 0.0
             for j in 0..<v {
                 let x = Double(row[j])

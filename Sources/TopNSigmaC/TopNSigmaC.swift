@@ -349,10 +349,19 @@ func writeStatistics(_ stats: UnsafeMutablePointer<tns_row_stats>?, _ s: RowStat
         finite: Int64(s.finiteCount), argmax: Int64(s.argmax), error_index: -1)
 }
 
+/// Writes a failed row's statistics and returns its status. A row without a finite logit has
+/// well-defined statistics, those of the empty set as `RowStatistics` states them (max -inf,
+/// mean 0, std 0, finite 0, argmax -1) and the threshold they give (`max - n·0` = -inf); any
+/// other row error leaves the statistics undefined: NaN, finite 0, argmax -1.
 func writeRowError(_ stats: UnsafeMutablePointer<tns_row_stats>?, _ error: RowError) -> tns_status {
     let (status, index) = Status.of(error)
-    stats?.pointee = tns_row_stats(
-        max: .nan, mean: .nan, std: .nan, threshold: .nan, finite: 0, argmax: -1, error_index: Int64(index))
+    if error == .noFiniteLogit {
+        stats?.pointee = tns_row_stats(
+            max: -.infinity, mean: 0, std: 0, threshold: -.infinity, finite: 0, argmax: -1, error_index: -1)
+    } else {
+        stats?.pointee = tns_row_stats(
+            max: .nan, mean: .nan, std: .nan, threshold: .nan, finite: 0, argmax: -1, error_index: Int64(index))
+    }
     return status
 }
 

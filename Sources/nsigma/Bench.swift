@@ -79,33 +79,58 @@ struct Bench: ParsableCommand {
     )
     var lmHead: Int?
 
+    @Flag(help: "With --checks: a check that cannot apply here (SKIP) counts as a failure.")
+    var strict = false
+
+    /// The largest `--vocab`: the sampler takes rows of fewer than 2³¹ logits.
+    static let maximumVocab = 2_147_483_646
+    /// The largest `--batch`: the sampler's batch bound (fewer than 2³¹ rows).
+    static let maximumBatch = 2_147_483_646
+
     func run() throws {
-        let vocabs = try parseList(vocab, name: "--vocab")
-        let batches = try parseList(batch, name: "--batch")
-        let threadCounts = try parseList(threads, name: "--threads", allowAll: true)
+        // Every option is checked against its range before any size is computed from it.
+        let vocabs = try parseList(vocab, name: "--vocab", range: 2...Self.maximumVocab)
+        let batches = try parseList(batch, name: "--batch", range: 1...Self.maximumBatch)
+        let threadCounts = try parseList(
+            threads, name: "--threads", range: 1...BatchSampler.maximumThreadCount, allowAll: true)
         let methodList = methods.split(separator: ",").map { String($0).trimmingCharacters(in: .whitespaces) }
         for method in methodList where BenchMethod(rawValue: method) == nil {
             throw UsageError(
                 message: "unknown method '\(method)' (\(BenchMethod.allCases.map(\.rawValue).joined(separator: ", ")))")
         }
-        guard seconds > 0, n >= 0, temperature > 0, topP > 0, topP <= 1 else {
-            throw UsageError(message: "--seconds, --temperature must be > 0, --n >= 0, --top-p in (0, 1]")
+        guard methodList.contains(where: { !$0.isEmpty }) else { throw UsageError(message: "--methods is empty") }
+        guard seconds > 0, seconds <= 3600 else {
+            throw UsageError(message: "--seconds must be in (0, 3600], got \(seconds)")
         }
-        if let lmHead, lmHead <= 0 { throw UsageError(message: "--lm-head must be positive") }
-        if baseline != nil && !(maxRegression >= 0) { throw UsageError(message: "--max-regression must be >= 0") }
+        guard n >= 0, n.isFinite, temperature > 0, temperature.isFinite, topP > 0, topP <= 1 else {
+            throw UsageError(message: "--temperature must be finite and > 0, --n finite and >= 0, --top-p in (0, 1]")
+        }
+        guard topK >= 0, topK <= Self.maximumVocab else {
+            throw UsageError(message: "--top-k must be in 0...\(Self.maximumVocab), got \(topK)")
+        }
+        if let lmHead, !(1...Int(Int32.max)).contains(lmHead) {
+            throw UsageError(message: "--lm-head must be in 1...\(Int32.max), got \(lmHead)")
+        }
+        if baseline != nil && !(maxRegression >= 0 && maxRegression.isFinite) {
+            throw UsageError(message: "--max-regression must be finite and >= 0")
+        }
+        if strict && !checks { throw UsageError(message: "--strict applies to --checks only") }
         let baselineResults = try baseline.map { try BenchReport.load(path: $0) }
         let realPath = data ?? BenchReport.defaultDataPath()
         if let data, !FileManager.default.fileExists(atPath: data) {
             throw UsageError(message: "--data \(data): no such file")
         }
         if checks {
-            let passed = BenchChecks(seconds: seconds, realPath: realPath).run()
+            let passed = try BenchChecks(seconds: seconds, realPath: realPath, strict: strict).run()
             if !passed { throw ExitCode(1) }
             return
         }
+        let benchMethods = methodList.compactMap(BenchMethod.init)
+        try BenchLimits.check(
+            vocabs: vocabs, batches: batches, threads: threadCounts, methods: benchMethods, lmHead: lmHead)
 
         let runner = BenchRunner(
-            methods: methodList.compactMap(BenchMethod.init), n: n, temperature: temperature, topP: topP,
+            methods: benchMethods, n: n, temperature: temperature, topP: topP,
             topK: topK, seconds: seconds)
         var results: [BenchResult] = []
         var workloads: [(vocab: Int, batch: Int, threads: Int)] = []
@@ -117,14 +142,15 @@ struct Bench: ParsableCommand {
             let rowsPerEntry = runner.methods.map(\.rowsPerEntry).max() ?? 1
             if cache[w.vocab].map({ $0.rows < w.batch * rowsPerEntry }) ?? true {
                 cache[w.vocab]?.free()
-                cache[w.vocab] = Workload.make(vocab: w.vocab, rows: batches.max()! * rowsPerEntry, realPath: realPath)
+                cache[w.vocab] = try Workload.make(
+                    vocab: w.vocab, rows: batches.max()! * rowsPerEntry, realPath: realPath)
             }
             let workload = cache[w.vocab]!
-            let rows = runner.measure(workload: workload, batch: w.batch, threads: w.threads, progress: progress)
+            let rows = try runner.measure(workload: workload, batch: w.batch, threads: w.threads, progress: progress)
             results += rows
             printTable(rows, workload: workload)
             if let lmHead {
-                let step = runner.measureDecodeStep(
+                let step = try runner.measureDecodeStep(
                     vocab: w.vocab, batch: w.batch, threads: w.threads, hidden: lmHead, progress: progress)
                 results += step
                 printDecodeTable(step)
@@ -146,14 +172,19 @@ struct Bench: ParsableCommand {
             print("wrote \(svg)")
         }
         if let baselineResults {
-            let regressions = BenchReport.regressions(
+            let comparison = BenchReport.compare(
                 current: results, baseline: baselineResults, maxRegressionPercent: maxRegression)
-            if regressions.isEmpty {
-                print("baseline: no result regressed by more than \(maxRegression)% (ratio to the floor)")
-            } else {
-                for line in regressions { print("REGRESSION \(line)") }
-                throw ExitCode(1)
+            for line in comparison.regressions { print("REGRESSION \(line)") }
+            for key in comparison.unmatched {
+                print("UNMATCHED baseline entry \(key): no result of this run has its key")
             }
+            if comparison.compared == 0 {
+                print("baseline: nothing compared (no result of this run matches an entry of \(baseline ?? ""))")
+            }
+            if comparison.failed { throw ExitCode(1) }
+            print(
+                "baseline: \(comparison.compared) results compared, no result regressed by more than \(maxRegression)% (ratio to the floor)"
+            )
         }
     }
 
@@ -177,12 +208,18 @@ struct Bench: ParsableCommand {
             + "run with OPENBLAS_CORETYPE=Haswell (AVX2) or OPENBLAS_CORETYPE=SkylakeX (AVX-512)."
     }
 
-    func parseList(_ text: String, name: String, allowAll: Bool = false) throws -> [Int] {
+    /// A comma-separated list of integers in `range` (duplicates dropped); `all` (with
+    /// `allowAll`) is every core, at most the range's upper bound.
+    func parseList(_ text: String, name: String, range: ClosedRange<Int>, allowAll: Bool = false) throws -> [Int] {
         let values = try text.split(separator: ",").map { part -> Int in
             let item = part.trimmingCharacters(in: .whitespaces)
-            if allowAll && item == "all" { return BatchSampler.defaultThreadCount }
+            if allowAll && item == "all" { return min(BatchSampler.defaultThreadCount, range.upperBound) }
             guard let value = Int(item), value > 0 else {
                 throw UsageError(message: "\(name): '\(item)' is not a positive integer")
+            }
+            guard range.contains(value) else {
+                throw UsageError(
+                    message: "\(name): \(value) is out of range (must be in \(range.lowerBound)...\(range.upperBound))")
             }
             return value
         }
@@ -299,10 +336,12 @@ struct Workload {
     let source: String
     let logits: UnsafeMutableBufferPointer<Float>
 
-    func free() { logits.deallocate() }
+    func free() { Foundation.free(logits.baseAddress) }
 
-    static func make(vocab: Int, rows: Int, realPath: String?) -> Workload {
-        let buffer = UnsafeMutableBufferPointer<Float>.allocate(capacity: vocab * rows)
+    /// `rows` rows of `vocab` logits (real ones where `realPath` holds them for this vocab); throws
+    /// a ``UsageError`` where the memory cannot be had (malloc fails, nothing traps).
+    static func make(vocab: Int, rows: Int, realPath: String?) throws -> Workload {
+        let buffer = try allocateFloats(vocab, rows, what: "--vocab \(vocab) × \(rows) rows of logits")
         if vocab == 49_152, let realPath, let real = try? LogitsFile.read(path: realPath, vocab: vocab), real.rows > 0 {
             for r in 0..<rows {
                 let source = r % real.rows
@@ -413,6 +452,16 @@ struct BenchResult: Codable {
     var ratioToPlainSampling: Double?
 }
 
+extension BenchResult {
+    /// Median over the float32 floor (the faster of floor-read and floor-sasum) recorded in
+    /// `rows`: the floors of the fused methods' group, which every `fused-*` result was timed in.
+    func floatScaleRatio(in rows: [BenchResult]) -> Double {
+        let floors = rows.filter { $0.method == "floor-read" || $0.method == "floor-sasum" }.map(\.medianSeconds)
+        guard let floor = floors.min(), floor > 0 else { return ratioToFloor }
+        return medianSeconds / floor
+    }
+}
+
 /// Runs the methods on a workload.
 struct BenchRunner {
     let methods: [BenchMethod]
@@ -475,7 +524,7 @@ struct BenchRunner {
         interleaved([Timed(name: "sgemm", body: body)], status: { _ in })[0]
     }
 
-    func measure(workload: Workload, batch: Int, threads: Int, progress: String) -> [BenchResult] {
+    func measure(workload: Workload, batch: Int, threads: Int, progress: String) throws -> [BenchResult] {
         let vocab = workload.vocab
         let logits = UnsafePointer(workload.logits.baseAddress!)
         let bytes = Double(batch * vocab * 4)
@@ -484,7 +533,7 @@ struct BenchRunner {
         let sink = Box<Float>(0)
         // The floor: a plain SIMD read of the same bytes, compiled with the library's flags and
         // run on a sampler's own worker threads (same wake-ups, same claiming of chunks).
-        let floorSampler = try! BatchSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads)
+        let floorSampler = try makeSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads)
         var timed: [Timed] = [
             Timed(
                 name: "floor-read",
@@ -496,6 +545,25 @@ struct BenchRunner {
                 name: "floor-sasum-rows",
                 body: { for r in 0..<batch { sink.value += cblas_sasum(Int32(vocab), logits + r * vocab, 1) } })
         ]
+        // The 16-bit methods' floor: floor-read over a 16-bit block (2 bytes per logit), the
+        // bytes those methods read (cblas_sasum reads float32 only).
+        let halfFloor: UnsafeMutableBufferPointer<UInt16>?
+        if methods.contains(where: { $0 == .fusedHalf || $0 == .fusedBrain }) {
+            let bits = UnsafeMutableBufferPointer<UInt16>.allocate(capacity: batch * vocab)
+            for i in bits.indices { bits[i] = UInt16(truncatingIfNeeded: logits[i].bitPattern >> 16) }
+            halfFloor = bits
+            timed.append(
+                Timed(
+                    name: Self.halfFloorName,
+                    body: {
+                        sink.value += floorSampler.readFloor(
+                            UnsafeRawPointer(bits.baseAddress!), rows: batch, bytesPerRow: vocab * 2)
+                    }))
+        } else {
+            halfFloor = nil
+        }
+        defer { halfFloor?.deallocate() }
+        let floorCount = timed.count
         let parameters = UnsafeMutableBufferPointer<SamplingParameters>.allocate(capacity: batch)
         _ = parameters.initialize(
             from: repeatElement(SamplingParameters(temperature: temperature, nSigma: n, seed: 7), count: batch))
@@ -526,7 +594,7 @@ struct BenchRunner {
             switch method {
             case .fused, .fusedDispatch, .fusedHalf, .fusedBrain, .fusedTopP, .fusedGreedy, .fusedPlain, .fusedTopK,
                 .fusedChain:
-                let sampler = try! BatchSampler(
+                let sampler = try makeSampler(
                     vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads,
                     executor: method == .fusedDispatch ? .concurrentPerform : .workerPool)
                 // 16-bit methods read the workload stored as 16-bit values, converted once (not timed).
@@ -565,10 +633,10 @@ struct BenchRunner {
                         sorter.sample(row, p: topP, temperature: temperature, seed: 7, step: 1)
                     })
             case .fusedVerify, .separateVerify:
-                timed += verification(
+                timed += try verification(
                     method, logits: logits, vocab: vocab, batch: batch, threads: threads, parameters: parameters)
             case .fusedProcessed, .fusedLogprobs:
-                let sampler = try! BatchSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads)
+                let sampler = try makeSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads)
                 let requests =
                     method == .fusedProcessed
                     ? (0..<batch).map { SyntheticRequests.serverLike(vocab: vocab, seed: UInt64($0)) }
@@ -583,75 +651,95 @@ struct BenchRunner {
                         kept: { median(call.results.compactMap { try? $0.get().candidateCount }) }))
             case .separateProcessed:
                 timed.append(
-                    separateProcessing(workload: workload, batch: batch, threads: threads, parameters: parameters))
+                    try separateProcessing(workload: workload, batch: batch, threads: threads, parameters: parameters))
             }
         }
         var results: [BenchResult] = []
         // Each opponent's `kept` is read right after its own timing: run them one at a time
         // against the floors, and the fused methods together with the floors. Every group times
-        // floor-read and floor-sasum, and each result is a ratio to the faster of the two in
-        // its own group.
-        let floors = Array(timed[0..<3])
-        var groups: [[Timed]] = [floors + timed[3...].filter { $0.name.hasPrefix("fused") }]
-        for t in timed[3...] where !t.name.hasPrefix("fused") { groups.append([floors[0], floors[1], t]) }
+        // floor-read and floor-sasum, and each float32 result is a ratio to the faster of the two
+        // in its own group; the 16-bit methods' ratio is to floor-read-16 (the 16-bit block).
+        let floors = Array(timed[0..<floorCount])
+        var groups: [[Timed]] = [floors + timed[floorCount...].filter { $0.name.hasPrefix("fused") }]
+        for t in timed[floorCount...] where !t.name.hasPrefix("fused") { groups.append([floors[0], floors[1], t]) }
         for group in groups {
             let timings = interleaved(group) { writeStandardError("\r\u{1B}[K\(progress): \($0)") }
-            let floorRead = zip(group, timings).first { $0.0.name == "floor-read" }!.1.median
-            let floorSasum = zip(group, timings).first { $0.0.name == "floor-sasum" }!.1.median
+            func median(_ name: String) -> Double? { zip(group, timings).first { $0.0.name == name }?.1.median }
+            let floorRead = median("floor-read")!, floorSasum = median("floor-sasum")!
             let floor = min(floorRead, floorSasum)
             let floorName = floorRead <= floorSasum ? "floor-read" : "floor-sasum"
+            let halfFloor = median(Self.halfFloorName)
             for (t, timing) in zip(group, timings) {
                 if t.name.hasPrefix("floor") && results.contains(where: { $0.method == t.name }) { continue }
-                let isHalf = t.name.hasSuffix("f16")
+                let isHalf = Self.isHalf(t.name)
                 let rows = Double(t.rowsPerEntry)
+                let (divisor, divisorName) =
+                    isHalf && t.name != Self.halfFloorName
+                    ? (halfFloor ?? floor, Self.halfFloorName) : (floor, floorName)
                 results.append(
                     BenchResult(
                         method: t.name, batch: batch, vocab: vocab, threads: threads, workload: workload.source,
                         usPerRow: timing.median * 1e6 / (Double(batch) * rows),
                         gbPerSecond: (isHalf ? bytes / 2 : bytes) * rows / timing.median * 1e-9,
-                        ratioToFloor: timing.median / (floor * rows), floor: floorName, medianSeconds: timing.median,
-                        repeats: timing.repeats, medianKept: t.kept()))
+                        ratioToFloor: timing.median / (divisor * rows), floor: divisorName,
+                        medianSeconds: timing.median, repeats: timing.repeats, medianKept: t.kept()))
             }
         }
         blackHole(sink.value)
         return Self.relate(results)
     }
 
-    /// Fills the speedups over the opponents: median time of the opponent over median time of
-    /// the method, both measured in this run on the same buffer.
+    /// The floor of the 16-bit methods: floor-read over the same logits stored in 16 bits.
+    static let halfFloorName = "floor-read-16"
+
+    /// Whether `method` reads 16-bit logits (2 bytes per logit).
+    static func isHalf(_ method: String) -> Bool { method.hasSuffix("f16") || method == halfFloorName }
+
+    /// Fills the speedups over the opponents as ratios of ratios: each method's ratio to the
+    /// floor timed in its own group of interleaved rounds, over the opponent's ratio to the floor
+    /// of its group (medians from different groups are never divided: the machine drifts between
+    /// groups, and each group's floor carries that drift).
     static func relate(_ rows: [BenchResult]) -> [BenchResult] {
-        let naive = rows.first { $0.method == BenchMethod.naive.rawValue }?.medianSeconds
-        let sort = rows.first { $0.method == BenchMethod.sortTopP.rawValue }?.medianSeconds
-        let plain = rows.first { $0.method == BenchRunner.verifyPlainName }?.medianSeconds
+        let naive = rows.first { $0.method == BenchMethod.naive.rawValue }?.ratioToFloor
+        let sort = rows.first { $0.method == BenchMethod.sortTopP.rawValue }?.ratioToFloor
+        let plain = rows.first { $0.method == BenchRunner.verifyPlainName }?.ratioToFloor
         return rows.map { r in
             var r = r
+            // A 16-bit method's ratio is to its own 16-bit floor; against float32 opponents it is
+            // put on the float32 floor's scale through its medians (same group as floor-read).
+            let own = r.ratioToFloor
             if let plain,
                 r.method == BenchMethod.fusedVerify.rawValue || r.method == BenchMethod.separateVerify.rawValue
             {
-                r.ratioToPlainSampling = r.medianSeconds / plain
+                r.ratioToPlainSampling = own / plain
             }
-            if let naive, !r.method.hasPrefix("floor") { r.speedupOverNaive = naive / r.medianSeconds }
-            if let sort, !r.method.hasPrefix("floor") { r.speedupOverSortTopP = sort / r.medianSeconds }
+            if !r.method.hasPrefix("floor") {
+                let scaled = Self.isHalf(r.method) ? r.floatScaleRatio(in: rows) : own
+                if let naive { r.speedupOverNaive = naive / scaled }
+                if let sort { r.speedupOverSortTopP = sort / scaled }
+            }
             return r
         }
     }
 
     /// A decode step: `logits = hidden × Wᵀ` with `cblas_sgemm`, then each method samples it.
-    func measureDecodeStep(vocab: Int, batch: Int, threads: Int, hidden: Int, progress: String) -> [BenchResult] {
+    func measureDecodeStep(
+        vocab: Int, batch: Int, threads: Int, hidden: Int, progress: String
+    ) throws -> [BenchResult] {
         writeStandardError("\r\u{1B}[K\(progress): lm-head sgemm")
         openblas_set_num_threads(Int32(threads))
         var weights = SyntheticLogits.generate(rows: 1, vocab: vocab * hidden, seed: 9)
         for i in weights.indices { weights[i] *= 0.02 }
         let states = SyntheticLogits.generate(rows: 1, vocab: batch * hidden, seed: 10).map { $0 * 0.25 }
-        let logits = UnsafeMutableBufferPointer<Float>.allocate(capacity: batch * vocab)
-        defer { logits.deallocate() }
+        let logits = try allocateFloats(batch, vocab, what: "--lm-head logits (--batch \(batch) × --vocab \(vocab))")
+        defer { free(logits.baseAddress) }
         let gemm = time {
             cblas_sgemm(
                 CblasRowMajor, CblasNoTrans, CblasTrans, Int32(batch), Int32(vocab), Int32(hidden), 1,
                 states, Int32(hidden), weights, Int32(hidden), 0, logits.baseAddress, Int32(vocab))
         }
         let workload = Workload(vocab: vocab, rows: batch, source: "lm-head H=\(hidden)", logits: logits)
-        var rows = measure(workload: workload, batch: batch, threads: threads, progress: progress).filter {
+        var rows = try measure(workload: workload, batch: batch, threads: threads, progress: progress).filter {
             !$0.method.hasPrefix("floor")
         }
         for i in rows.indices {
@@ -733,13 +821,13 @@ extension BenchRunner {
     /// sampled by a sampler with the same threads.
     func separateProcessing(
         workload: Workload, batch: Int, threads: Int, parameters: UnsafeMutableBufferPointer<SamplingParameters>
-    ) -> Timed {
+    ) throws -> Timed {
         let vocab = workload.vocab
         let logits = UnsafePointer(workload.logits.baseAddress!)
         let requests = (0..<batch).map { SyntheticRequests.serverLike(vocab: vocab, seed: UInt64($0)) }
         let scratch = (0..<threads).map { _ in Box(SeparateProcessing(vocabularySize: vocab)) }
         let processed = Slots(floats: batch * vocab)
-        let sampler = try! BatchSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads)
+        let sampler = try makeSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads)
         let steps = [UInt64](repeating: 1, count: batch)
         let results = Box([SampleResult](repeating: .failure(.noFiniteLogit), count: batch))
         let rowParameters = Array(parameters.prefix(batch))
@@ -773,7 +861,7 @@ extension BenchRunner {
     func verification(
         _ method: BenchMethod, logits: UnsafePointer<Float>, vocab: Int, batch: Int, threads: Int,
         parameters: UnsafeMutableBufferPointer<SamplingParameters>
-    ) -> [Timed] {
+    ) throws -> [Timed] {
         let k = Self.verifyK, rows = batch * (k + 1)
         let proposals = (0..<batch).map { r in
             DraftProposal(
@@ -788,8 +876,8 @@ extension BenchRunner {
         let accepted = Slots(count: batch)
         switch method {
         case .fusedVerify:
-            let verifier = try! BatchSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads)
-            let plain = try! BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
+            let verifier = try makeSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads)
+            let plain = try makeSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
             let requestParameters = Array(parameters.prefix(batch))
             let rowParameters = [SamplingParameters](repeating: parameters[0], count: rows)
             let outcomes = Box([VerificationOutcome](repeating: .failure(.row(0, .noFiniteLogit)), count: batch))
@@ -862,5 +950,133 @@ final class Slots: @unchecked Sendable {
     deinit {
         values.deallocate()
         floats.deallocate()
+    }
+}
+
+/// A sampler for the bench, its configuration errors as usage errors (exit 2) naming the options.
+func makeSampler(
+    vocabularySize: Int, maximumBatchSize: Int, threadCount: Int, executor: BatchSampler.Executor = .workerPool
+) throws -> BatchSampler {
+    do {
+        return try BatchSampler(
+            vocabularySize: vocabularySize, maximumBatchSize: maximumBatchSize, threadCount: threadCount,
+            executor: executor)
+    } catch {
+        throw UsageError(
+            message:
+                "--vocab \(vocabularySize), --batch \(maximumBatchSize), --threads \(threadCount): cannot create the sampler: \(error)"
+        )
+    }
+}
+
+/// `first × second` floats from malloc (uninitialized), or a ``UsageError`` naming `what` when the
+/// product overflows or the memory cannot be had.
+func allocateFloats(_ first: Int, _ second: Int, what: String) throws -> UnsafeMutableBufferPointer<Float> {
+    let (count, overflow) = first.multipliedReportingOverflow(by: second)
+    let (bytes, overflowBytes) = count.multipliedReportingOverflow(by: MemoryLayout<Float>.stride)
+    guard !overflow, !overflowBytes, count > 0, let raw = malloc(bytes) else {
+        throw UsageError(message: "\(what): cannot allocate \(first) × \(second) floats")
+    }
+    return UnsafeMutableBufferPointer(start: raw.bindMemory(to: Float.self, capacity: count), count: count)
+}
+
+/// The bench's size limits, checked after every option is in its range and before anything is
+/// allocated: counts that `cblas_sasum` and `cblas_sgemm` take as `Int32`, and the memory the
+/// run will hold against the machine's physical memory.
+enum BenchLimits {
+    /// Sampler scratch per thread and logit (``RowPipeline/scratchByteCount(vocab:)`` is about 70 B
+    /// per logit); used where the exact figure overflows.
+    static let scratchBytesPerLogit = 70
+
+    /// `values` multiplied, or nil on overflow.
+    static func product(_ values: Int...) -> Int? {
+        var result = 1
+        for v in values {
+            let (next, overflow) = result.multipliedReportingOverflow(by: v)
+            if overflow { return nil }
+            result = next
+        }
+        return result
+    }
+
+    /// `values` added, or nil on overflow.
+    static func sum(_ values: Int?...) -> Int? {
+        var result = 0
+        for v in values {
+            guard let v else { return nil }
+            let (next, overflow) = result.addingReportingOverflow(v)
+            if overflow { return nil }
+            result = next
+        }
+        return result
+    }
+
+    static func check(
+        vocabs: [Int], batches: [Int], threads: [Int], methods: [BenchMethod], lmHead: Int?,
+        physicalMemory: UInt64 = ProcessInfo.processInfo.physicalMemory
+    ) throws {
+        let int32 = Int(Int32.max)
+        let maxBatch = batches.max() ?? 1, maxThreads = threads.max() ?? 1
+        let rowsPerEntry = methods.map(\.rowsPerEntry).max() ?? 1
+        let rowsNote = rowsPerEntry > 1 ? " × \(rowsPerEntry) rows per entry (verification methods)" : ""
+        for v in vocabs {
+            guard let logits = product(v, maxBatch, rowsPerEntry), logits <= int32 else {
+                throw UsageError(
+                    message:
+                        "--vocab \(v) × --batch \(maxBatch)\(rowsNote) is more than \(int32) logits per call "
+                        + "(cblas_sasum takes an Int32 count); lower --vocab or --batch")
+            }
+            if let lmHead {
+                guard let weights = product(v, lmHead), weights <= int32 else {
+                    throw UsageError(
+                        message:
+                            "--vocab \(v) × --lm-head \(lmHead) is more than \(int32) weights (cblas_sgemm takes Int32 sizes); lower --lm-head"
+                    )
+                }
+                guard let states = product(maxBatch, lmHead), states <= int32 else {
+                    throw UsageError(
+                        message:
+                            "--batch \(maxBatch) × --lm-head \(lmHead) is more than \(int32) hidden-state values; lower --lm-head or --batch"
+                    )
+                }
+            }
+        }
+        // Memory: every vocab's block stays cached for the run; the largest one's transients
+        // (its synthetic source, 16-bit copies, processed copy, the samplers' per-thread
+        // scratch, the LM head) come on top.
+        let halfCopies = methods.filter { $0 == .fusedHalf || $0 == .fusedBrain }.count + 1
+        let samplers =
+            1
+            + methods.map { m -> Int in
+                switch m {
+                case .fusedVerify: 2
+                case .naive, .sortTopP, .statistics, .separateVerify: 0
+                default: 1
+                }
+            }.reduce(0, +)
+        let opponents = methods.filter { [.naive, .sortTopP, .separateVerify, .separateProcessed].contains($0) }.count
+        var cached: Int? = 0, largestTransient: Int? = 0
+        for v in vocabs {
+            let rows = maxBatch * rowsPerEntry
+            let scratch = RowPipeline.scratchByteCount(vocab: v) ?? product(v, scratchBytesPerLogit)
+            let transient = sum(
+                product(v, rows, 4), product(v, maxBatch, 2, halfCopies), product(v, maxBatch, 4),
+                scratch.flatMap { product($0, maxThreads, samplers) }, product(v, 16, maxThreads, opponents),
+                lmHead.flatMap { h in sum(product(v, h, 4), product(maxBatch, h, 8), product(maxBatch, v, 4)) } ?? 0)
+            cached = sum(cached, product(v, rows, 4))
+            largestTransient = transient.flatMap { t in largestTransient.map { max($0, t) } }
+        }
+        let needed = sum(cached, largestTransient)
+        let available = Int(clamping: physicalMemory)
+        guard let needed, needed <= available else {
+            let figure = needed.map { "about \(fmt(Double($0) / 1e9, 1)) GB" } ?? "more than 2^63 bytes"
+            throw UsageError(
+                message:
+                    "--vocab \(vocabs.map(String.init).joined(separator: ",")), --batch \(maxBatch), --threads \(maxThreads)"
+                    + (lmHead.map { ", --lm-head \($0)" } ?? "")
+                    + ": the run needs \(figure) of memory (logits, 16-bit copies, per-thread sampler scratch"
+                    + (lmHead == nil ? "" : ", LM-head weights")
+                    + "), more than this machine's \(fmt(Double(available) / 1e9, 1)) GB of physical memory")
+        }
     }
 }

@@ -1,6 +1,8 @@
 import CBuildFeatures
+import COpenBLAS
 import Dispatch
 import Foundation
+import Synchronization
 import TopNSigma
 import TopNSigmaBaselines
 #if canImport(Glibc)
@@ -8,18 +10,22 @@ import Glibc
 #endif
 
 /// `nsigma bench --checks`: the kernel's targets as named checks. Each prints its figure, the
-/// target and PASS or FAIL; every figure is a ratio of medians measured interleaved in this run
-/// (a shared machine drifts, a ratio taken in one run does not).
+/// target and PASS, FAIL or SKIP; every figure is a ratio of medians measured interleaved in this
+/// run (a shared machine drifts, a ratio taken in one run does not). Every ratio to the floor
+/// divides by the faster of floor-read and cblas_sasum timed in the same rounds, as `bench` does.
+/// A default build (no SIMD flags) is held to relaxed targets, never skipped; SKIP is for what
+/// cannot apply to this machine (one core; a floor that does not scale), and `--strict` fails it.
 struct BenchChecks {
     let seconds: Double
     let realPath: String?
+    var strict = false
 
     /// One check's outcome.
     struct Outcome {
         var name: String
         var figure: String
         var target: String
-        /// nil: not applicable on this machine or build (the reason is in `figure`).
+        /// nil: not applicable on this machine (the reason is in `figure`).
         var passed: Bool?
 
         var line: String {
@@ -28,12 +34,13 @@ struct BenchChecks {
         }
     }
 
-    /// Runs every check; returns whether none failed.
-    func run() -> Bool {
+    /// Runs every check; returns whether none failed (and, with `strict`, none was skipped).
+    func run() throws -> Bool {
+        BusyCore.installSignalHandlers()
         let runner = BenchRunner(methods: [], n: 1, temperature: 1, topP: 0.9, seconds: seconds)
         let cores = BatchSampler.defaultThreadCount
-        let large = Workload.make(vocab: 128_256, rows: 64, realPath: realPath)
-        let small = Workload.make(vocab: 49_152, rows: 1, realPath: realPath)
+        let large = try Workload.make(vocab: 128_256, rows: 64, realPath: realPath)
+        let small = try Workload.make(vocab: 49_152, rows: 1, realPath: realPath)
         defer {
             large.free()
             small.free()
@@ -46,109 +53,153 @@ struct BenchChecks {
         }
         let isDefaultBuild = topnsigma_build_avx() == 0
         let flusher = CacheFlusher()
-        let build = isDefaultBuild ? "default build (no SIMD flags)" : "SIMD build"
+        // The default build's rule: twice each target (at most 2× the SIMD build's figure),
+        // except where a default-build target of its own is stated.
+        let relaxed = isDefaultBuild ? 2.0 : 1.0
+        let note = isDefaultBuild ? " (default build: 2× the SIMD build's target)" : ""
 
         // 1-3: float32 against the floor, one thread.
         for (name, workload, batch, target) in [
             ("f32 B=64 V=128256 (DRAM)", large, 64, 1.2), ("f32 B=1 V=128256 (cache)", large, 1, 2.0),
             ("f32 B=1 V=49152 (cache)", small, 1, 2.0)
         ] {
-            let (fused, floor) = timeAgainstFloor(
+            let timing = try timeAgainstFloor(
                 runner, workload, batch: batch, threads: 1, format: .float32, name: name,
                 flush: batch == 64 ? flusher : nil)
-            let ratio = fused / floor
-            let times = "(\(fmt(fused * 1e6 / Double(batch), 2)) vs \(fmt(floor * 1e6 / Double(batch), 2)) µs/row)"
-            if isDefaultBuild && batch == 64 {
-                report(
-                    Outcome(
-                        name: name, figure: "\(fmt(ratio, 2))× floor", target: "≤ 1.2× in a SIMD build", passed: nil))
-                report(
-                    Outcome(
-                        name: "default build B=64 V=128256", figure: "\(fmt(ratio, 2))× floor", target: "≤ 1.6×",
-                        passed: ratio <= 1.6))
-            } else if isDefaultBuild {
-                report(
-                    Outcome(
-                        name: name, figure: "\(fmt(ratio, 2))× floor (\(build))",
-                        target: "≤ \(target)× in a SIMD build", passed: nil))
-            } else {
-                report(
-                    Outcome(
-                        name: name, figure: "\(fmt(ratio, 2))× floor \(times)", target: "≤ \(target)×",
-                        passed: ratio <= target))
-            }
-        }
-        if !isDefaultBuild {
+            let ratio = timing.fused / timing.floor
+            let times =
+                "(\(fmt(timing.fused * 1e6 / Double(batch), 2)) vs \(fmt(timing.floor * 1e6 / Double(batch), 2)) µs/row)"
+            // The default build's DRAM target is its own (1.6×, tighter than 2 × 1.2×).
+            let (bound, detail) =
+                isDefaultBuild
+                ? (batch == 64 ? (1.6, " (default build)") : (target * relaxed, note)) : (target, "")
             report(
                 Outcome(
-                    name: "default build B=64 V=128256",
-                    figure: "this binary is a SIMD build; run `swift build -c release` and "
-                        + "`.build/release/nsigma bench --checks`", target: "≤ 1.6×", passed: nil))
+                    name: name, figure: "\(fmt(ratio, 2))× \(timing.floorName) \(times)",
+                    target: "≤ \(fmt(bound, 1))×\(detail)", passed: ratio <= bound))
         }
 
-        // 4-5: half precision against float32, B=64 V=128256, one thread.
-        let rates = timeFormats(runner, large, batch: 64, flush: flusher)
+        // 4-5: half precision against float32, B=64 V=128256, one thread. The default build
+        // (SSE2, no F16C: f16 converted in software) is held to the rule for every default-build
+        // target, twice the time: half the SIMD build's rows/s ratio.
+        let rates = try timeFormats(runner, large, batch: 64, flush: flusher)
+        let (bf16Target, f16Target) = (1.8 / relaxed, 1.5 / relaxed)
+        let halfNote = isDefaultBuild ? " (default build, no F16C: half the SIMD build's 1.8× / 1.5×)" : ""
         report(
             Outcome(
-                name: "bf16 rows/s vs f32", figure: "\(fmt(rates.f32 / rates.bf16, 2))×", target: "≥ 1.8×",
-                passed: isDefaultBuild ? nil : rates.f32 / rates.bf16 >= 1.8))
+                name: "bf16 rows/s vs f32", figure: "\(fmt(rates.f32 / rates.bf16, 2))×",
+                target: "≥ \(fmt(bf16Target, 2))×\(halfNote)", passed: rates.f32 / rates.bf16 >= bf16Target))
         report(
             Outcome(
-                name: "f16 rows/s vs f32", figure: "\(fmt(rates.f32 / rates.f16, 2))×", target: "≥ 1.5×",
-                passed: isDefaultBuild ? nil : rates.f32 / rates.f16 >= 1.5))
+                name: "f16 rows/s vs f32", figure: "\(fmt(rates.f32 / rates.f16, 2))×",
+                target: "≥ \(fmt(f16Target, 2))×\(halfNote)", passed: rates.f32 / rates.f16 >= f16Target))
 
         // 6: two threads at B=64, where the floor itself scales.
         if cores >= 2 {
-            let one = timeAgainstFloor(
+            let one = try timeAgainstFloor(
                 runner, large, batch: 64, threads: 1, format: .float32, name: "threads 1", flush: flusher)
-            let two = timeAgainstFloor(
+            let two = try timeAgainstFloor(
                 runner, large, batch: 64, threads: 2, format: .float32, name: "threads 2", flush: flusher)
             let floorScaling = one.floor / two.floor, scaling = one.fused / two.fused
             report(
                 Outcome(
                     name: "2 threads B=64 V=128256",
-                    figure: "\(fmt(scaling, 2))× the 1-thread rows/s (the floor scaled \(fmt(floorScaling, 2))×)",
+                    figure: "\(fmt(scaling, 2))× the 1-thread rows/s (the floor scaled \(fmt(floorScaling, 2))×"
+                        + (floorScaling >= 1.8 ? ")" : ": not applicable, the memory bandwidth does not scale here)"),
                     target: "≥ 1.8× where the floor scales ≥ 1.8×", passed: floorScaling >= 1.8 ? scaling >= 1.8 : nil))
+        } else {
+            report(
+                Outcome(
+                    name: "2 threads B=64 V=128256", figure: "not applicable: this machine has one core",
+                    target: "≥ 1.8× where the floor scales ≥ 1.8×", passed: nil))
         }
 
-        // 7-9: one row split over the threads is never slower than one thread.
-        let threads = max(2, cores)
-        let backToBack = timeSplit(large, threads: threads, pauseMicroseconds: 0, busy: false)
-        report(
-            Outcome(
-                name: "split row, back to back", figure: "\(threads) threads \(fmt(backToBack, 2))× the 1-thread time",
-                target: "≤ 1.0× (+5% noise)", passed: backToBack <= 1.05))
-        let paused = timeSplit(large, threads: threads, pauseMicroseconds: 1000, busy: false)
-        report(
-            Outcome(
-                name: "split row, after 1 ms", figure: "\(threads) threads \(fmt(paused, 2))× the 1-thread time",
-                target: "≤ 1.0× (+5% noise)", passed: paused <= 1.05))
-        let busy = timeSplit(large, threads: 2, pauseMicroseconds: 0, busy: true)
-        report(
-            Outcome(
-                name: "split row, one core busy", figure: "2 threads \(fmt(busy, 2))× the 1-thread time",
-                target: "≤ 1.3×", passed: busy <= 1.3))
+        // 7-9: one row split over the threads is never slower than one thread, and is split:
+        // each check counts the threads that claimed a range of the row (a check on a row that
+        // ran on one thread proves nothing). The library wakes sleeping workers only for calls of
+        // ``BatchSampler/wakeThresholdBytes`` (1 MiB) or more (a smaller row after an idle pause
+        // runs on the caller alone, by design), so the checks use one Gemma-3-sized row (B=1
+        // V=262144, 1 MiB): back to back, the block's first (untimed) call wakes the workers and
+        // the timed ones find them spinning; after 1 ms each call wakes them. With one core busy
+        // the woken worker may not get a core in time: that check asks that the row be cut and
+        // offered to it, and that the caller not wait for it.
+        let splitNames = ["split row, back to back", "split row, after 1 ms", "split row, one core busy"]
+        if cores >= 2 {
+            let threads = cores
+            let wide = try Workload.make(vocab: BatchSampler.wakeThresholdBytes / 4, rows: 1, realPath: nil)
+            defer { wide.free() }
+            for (index, (pause, busy)) in [(0, false), (1000, false), (0, true)].enumerated() {
+                let workload = wide
+                let split = try timeSplit(
+                    workload, threads: busy ? 2 : threads, pauseMicroseconds: pause, busy: busy)
+                let bound = busy ? 1.3 : 1.05
+                let participation =
+                    "\(fmt(split.meanThreads, 2)) threads worked per call on average, "
+                    + "split in \(fmt(100 * split.splitShare, 0))% of calls"
+                    + (busy ? ", cut and offered in \(fmt(100 * split.cutShare, 0))%" : "")
+                let isSplit = busy ? split.cutShare >= 0.5 : split.splitShare >= 0.5
+                guard split.busyCore else {
+                    report(
+                        Outcome(
+                            name: splitNames[index],
+                            figure: "not applicable: /bin/sh could not be started to busy a core",
+                            target: "≤ 1.3×, cut in ≥ 50% of calls", passed: nil))
+                    continue
+                }
+                report(
+                    Outcome(
+                        name: splitNames[index],
+                        figure:
+                            "B=1 V=\(workload.vocab), \(busy ? 2 : threads) threads \(fmt(split.ratio, 2))× the 1-thread time; \(participation)"
+                            + (isSplit ? "" : " (NOT SPLIT: the row ran on one thread)"),
+                        target: busy
+                            ? "≤ 1.3×, cut and offered to the worker in ≥ 50% of calls"
+                            : "≤ 1.0× (+5% noise), split in ≥ 50% of calls",
+                        passed: split.ratio <= bound && isSplit))
+            }
+        } else {
+            for name in splitNames {
+                report(
+                    Outcome(
+                        name: name, figure: "not applicable: this machine has one core", target: "a split row",
+                        passed: nil))
+            }
+        }
         // 10-11: request processing against plain sampling of the same block (B=64, from DRAM).
-        let processing = timeProcessing(runner, large, batch: 64, flush: flusher)
+        let processing = try timeProcessing(runner, large, batch: 64, flush: flusher)
         report(
             Outcome(
                 name: "processed rows vs plain",
                 figure: "\(fmt(processing.processed, 2))× the plain fused time "
-                    + "(bitmask, 20 biases, 512-token history, 3 penalties)", target: "≤ 1.15×",
-                passed: isDefaultBuild ? nil : processing.processed <= 1.15))
+                    + "(bitmask, 20 biases, 512-token history, 3 penalties)",
+                target: "≤ \(fmt(1.15 * relaxed, 2))×\(note)", passed: processing.processed <= 1.15 * relaxed))
         report(
             Outcome(
                 name: "top logprobs 20 vs plain", figure: "\(fmt(processing.logprobs, 2))× the plain fused time",
-                target: "≤ 1.3×", passed: isDefaultBuild ? nil : processing.logprobs <= 1.3))
-        // 12-29: every request a server sends, against the floor, in three regimes.
-        for outcome in requestChecks(runner, large: large, small: small, flush: flusher, isDefaultBuild: isDefaultBuild)
+                target: "≤ \(fmt(1.3 * relaxed, 2))×\(note)", passed: processing.logprobs <= 1.3 * relaxed))
+        // 12-35: every request a server sends, against the floor, in four regimes.
+        for outcome in try requestChecks(
+            runner, large: large, small: small, flush: flusher, isDefaultBuild: isDefaultBuild)
         {
             report(outcome)
         }
         print(
             "(rows whose moments were recomputed in double precision: \(RowPipeline.exactRecomputations.load(ordering: .relaxed)))"
         )
-        return !outcomes.contains { $0.passed == false }
+        if isDefaultBuild {
+            print("(a default build: the SIMD build's targets are checked by the binary that scripts/bench builds)")
+        } else {
+            print(
+                "(a SIMD build: the default build's targets are checked by `swift build -c release --product nsigma` and its `nsigma bench --checks`)"
+            )
+        }
+        let failed = outcomes.filter { $0.passed == false }.count
+        let skipped = outcomes.filter { $0.passed == nil }.count
+        let passed = outcomes.count - failed - skipped
+        print(
+            "\(outcomes.count) checks: \(passed) passed, \(failed) failed, \(skipped) skipped"
+                + (skipped > 0 ? (strict ? " (--strict: a skip fails)" : " (--strict would fail them)") : ""))
+        return failed == 0 && !(strict && skipped > 0)
     }
 
     /// The request classes of the targets table, each with its requests and its targets in the
@@ -196,12 +247,13 @@ struct BenchChecks {
             )
         ]
 
-    /// One line per request class and regime: the worst of its requests' ratios to floor-read,
-    /// every request and the floor timed interleaved in one group per regime. The default build
-    /// is held to twice each target (the issue's bound on it: at most 2× the SIMD build's figure).
+    /// One line per request class and regime: the worst of its requests' ratios to the floor
+    /// (the faster of floor-read and cblas_sasum), every request and both floors timed
+    /// interleaved in one group per regime. The default build is held to twice each target (the
+    /// issue's bound on it: at most 2× the SIMD build's figure).
     func requestChecks(
         _ runner: BenchRunner, large: Workload, small: Workload, flush: CacheFlusher, isDefaultBuild: Bool
-    ) -> [Outcome] {
+    ) throws -> [Outcome] {
         let block = large.logits
         let copy = UnsafeMutableBufferPointer<Float>.allocate(capacity: block.count)
         _ = copy.initialize(from: block)
@@ -229,7 +281,7 @@ struct BenchChecks {
         var outcomes: [Outcome] = []
         for regime in regimes {
             let vocab = regime.workload.vocab, batch = regime.batch
-            let sampler = try! BatchSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: 1)
+            let sampler = try makeSampler(vocabularySize: vocab, maximumBatchSize: batch, threadCount: 1)
             var calls: [(String, FusedCall)] = []
             for requestClass in Self.requestClasses {
                 for (name, parameters, processing) in requestClass.requests {
@@ -246,19 +298,15 @@ struct BenchChecks {
             defer { calls.forEach { $0.1.free() } }
             let sink = Box<Float>(0)
             let logits = UnsafeRawPointer(regime.workload.logits.baseAddress!)
-            var timed: [BenchRunner.Timed] = [
-                .init(
-                    name: "floor-read",
-                    body: { sink.value += sampler.readFloor(logits, rows: batch, bytesPerRow: vocab * 4) },
-                    prepare: regime.prepare)
-            ]
+            var timed = Self.floors(
+                sampler: sampler, logits: logits, batch: batch, threads: 1, sink: sink, prepare: regime.prepare)
             timed += calls.map { .init(name: $0.0, body: $0.1.run, prepare: regime.prepare) }
             let timings = runner.interleaved(timed) {
                 writeStandardError("\r\u{1B}[K--checks: requests \(regime.name): \($0)")
             }
             blackHole(sink.value)
-            let floor = timings[0].median
-            var index = 1
+            let (floor, floorName) = Self.floor(timings)
+            var index = 2
             for requestClass in Self.requestClasses {
                 var worst = 0.0, worstName = "", figures: [String] = []
                 for (name, _, _) in requestClass.requests {
@@ -272,7 +320,7 @@ struct BenchChecks {
                 outcomes.append(
                     Outcome(
                         name: "\(requestClass.name), \(regime.name)",
-                        figure: "\(fmt(worst, 2))× floor, worst \(worstName)\(detail)",
+                        figure: "\(fmt(worst, 2))× \(floorName), worst \(worstName)\(detail)",
                         target: "≤ \(fmt(target, 1))×\(isDefaultBuild ? " (2× the SIMD build's target)" : "")",
                         passed: worst <= target))
             }
@@ -294,35 +342,59 @@ struct BenchChecks {
         func flush() { sink += ReadFloor.sum(UnsafeRawPointer(buffer), byteCount: count * 4) }
     }
 
-    /// Median seconds of one fused call and of the floor, timed interleaved; `flush`: each call
-    /// reads its logits from DRAM.
+    /// The two floors of a check's group: floor-read on `sampler`'s threads and cblas_sasum at the
+    /// same thread count, over the same `batch` float32 rows.
+    static func floors(
+        sampler: BatchSampler, logits: UnsafeRawPointer, batch: Int, threads: Int, sink: Box<Float>,
+        prepare: (() -> Void)?
+    ) -> [BenchRunner.Timed] {
+        let vocab = sampler.vocabularySize
+        let floats = logits.assumingMemoryBound(to: Float.self)
+        openblas_set_num_threads(Int32(threads))
+        return [
+            .init(
+                name: "floor-read",
+                body: { sink.value += sampler.readFloor(logits, rows: batch, bytesPerRow: vocab * 4) },
+                prepare: prepare),
+            .init(
+                name: "floor-sasum", body: { sink.value += cblas_sasum(Int32(batch * vocab), floats, 1) },
+                prepare: prepare)
+        ]
+    }
+
+    /// The floor of a group whose first two timings are ``floors(sampler:logits:batch:threads:sink:prepare:)``:
+    /// the faster of the two, and its name (the rule `bench` applies).
+    static func floor(_ timings: [(median: Double, repeats: Int)]) -> (seconds: Double, name: String) {
+        timings[0].median <= timings[1].median ? (timings[0].median, "floor-read") : (timings[1].median, "floor-sasum")
+    }
+
+    /// Median seconds of one fused call and of the floor (the faster of floor-read and
+    /// cblas_sasum), timed interleaved; `flush`: each call reads its logits from DRAM.
     func timeAgainstFloor(
         _ runner: BenchRunner, _ workload: Workload, batch: Int, threads: Int, format: LogitFormat, name: String,
         flush: CacheFlusher? = nil
-    ) -> (fused: Double, floor: Double) {
-        let sampler = try! BatchSampler(vocabularySize: workload.vocab, maximumBatchSize: batch, threadCount: threads)
+    ) throws -> (fused: Double, floor: Double, floorName: String) {
+        let sampler = try makeSampler(vocabularySize: workload.vocab, maximumBatchSize: batch, threadCount: threads)
         let call = FusedCall(sampler: sampler, workload: workload, batch: batch, format: format)
         defer { call.free() }
         let sink = Box<Float>(0)
         let logits = UnsafeRawPointer(workload.logits.baseAddress!)
         let prepare = flush.map { f in { f.flush() } }
-        let timings = runner.interleaved([
-            .init(
-                name: "floor-read",
-                body: { sink.value += sampler.readFloor(logits, rows: batch, bytesPerRow: workload.vocab * 4) },
-                prepare: prepare),
-            .init(name: name, body: call.run, prepare: prepare)
-        ]) { writeStandardError("\r\u{1B}[K--checks: \($0)") }
+        let timed =
+            Self.floors(sampler: sampler, logits: logits, batch: batch, threads: threads, sink: sink, prepare: prepare)
+            + [.init(name: name, body: call.run, prepare: prepare)]
+        let timings = runner.interleaved(timed) { writeStandardError("\r\u{1B}[K--checks: \($0)") }
         blackHole(sink.value)
-        return (timings[1].median, timings[0].median)
+        let floor = Self.floor(timings)
+        return (timings[2].median, floor.seconds, floor.name)
     }
 
     /// The `fused-processed` and `fused-logprobs` calls' median times over the plain fused call's,
     /// interleaved, each call reading its logits from DRAM.
     func timeProcessing(
         _ runner: BenchRunner, _ workload: Workload, batch: Int, flush: CacheFlusher
-    ) -> (processed: Double, logprobs: Double) {
-        let sampler = try! BatchSampler(vocabularySize: workload.vocab, maximumBatchSize: batch, threadCount: 1)
+    ) throws -> (processed: Double, logprobs: Double) {
+        let sampler = try makeSampler(vocabularySize: workload.vocab, maximumBatchSize: batch, threadCount: 1)
         let calls = [
             FusedCall(sampler: sampler, workload: workload, batch: batch, format: .float32),
             FusedCall(
@@ -345,8 +417,8 @@ struct BenchChecks {
     /// Median seconds of a B=64 call in each format, interleaved.
     func timeFormats(
         _ runner: BenchRunner, _ workload: Workload, batch: Int, flush: CacheFlusher
-    ) -> (f32: Double, f16: Double, bf16: Double) {
-        let sampler = try! BatchSampler(vocabularySize: workload.vocab, maximumBatchSize: batch, threadCount: 1)
+    ) throws -> (f32: Double, f16: Double, bf16: Double) {
+        let sampler = try makeSampler(vocabularySize: workload.vocab, maximumBatchSize: batch, threadCount: 1)
         let calls = [LogitFormat.float32, .float16, .bfloat16].map {
             FusedCall(sampler: sampler, workload: workload, batch: batch, format: $0)
         }
@@ -360,45 +432,134 @@ struct BenchChecks {
         return (timings[0].median, timings[1].median, timings[2].median)
     }
 
-    /// Median time of one row (B=1) split over `threads` threads over the 1-thread time, calls
-    /// alternating between the two samplers; `pauseMicroseconds` of sleep before each call;
-    /// `busy`: another process spins on a core meanwhile.
-    func timeSplit(_ workload: Workload, threads: Int, pauseMicroseconds: Int, busy: Bool) -> Double {
-        let one = try! BatchSampler(vocabularySize: workload.vocab, maximumBatchSize: 1, threadCount: 1)
-        let many = try! BatchSampler(vocabularySize: workload.vocab, maximumBatchSize: 1, threadCount: threads)
+    /// A split-row check's figures: the median time of the `threads`-thread call over the
+    /// 1-thread call's, and how many threads worked on the row.
+    struct Split {
+        var ratio: Double
+        /// Threads that claimed a range of the row (the caller included), averaged over the
+        /// timed calls, as the sampler counts them.
+        var meanThreads: Double
+        /// Share of the timed calls on which more than one thread worked.
+        var splitShare: Double
+        /// Share of the timed calls whose row was cut into ranges (offered to the workers).
+        var cutShare: Double
+        /// With `busy`: whether the spinner ran (false: `/bin/sh` could not be started).
+        var busyCore = true
+    }
+
+    /// One row (B=1) split over `threads` threads against one thread, in alternating blocks of
+    /// four calls per sampler, the first of each block untimed (back to back, it finds the
+    /// workers asleep after the other sampler's block); `pauseMicroseconds` of sleep before each
+    /// call; `busy`: another process spins on a core meanwhile. After each timed call of the
+    /// split sampler, the sampler says how many threads claimed a range of the row.
+    func timeSplit(_ workload: Workload, threads: Int, pauseMicroseconds: Int, busy: Bool) throws -> Split {
+        let one = try makeSampler(vocabularySize: workload.vocab, maximumBatchSize: 1, threadCount: 1)
+        let many = try makeSampler(vocabularySize: workload.vocab, maximumBatchSize: 1, threadCount: threads)
         let calls = [
             FusedCall(sampler: one, workload: workload, batch: 1, format: .float32),
             FusedCall(sampler: many, workload: workload, batch: 1, format: .float32)
         ]
         defer { calls.forEach { $0.free() } }
-        var spinner: Process?
-        if busy {
-            let process = Process()
-            process.executableURL = URL(fileURLWithPath: "/bin/sh")
-            process.arguments = ["-c", "while :; do :; done"]
-            try? process.run()
-            spinner = process
-        }
-        defer {
-            spinner?.terminate()
-            spinner?.waitUntilExit()
-        }
+        let spinner = busy ? BusyCore.start() : nil
+        defer { spinner.map(BusyCore.stop) }
         var samples: [[Double]] = [[], []]
+        var participants: [Int] = [], cut = 0
         let budget = DispatchTime.now().uptimeNanoseconds + UInt64(max(0.2, seconds * 4) * 1e9)
         var rounds = 0
         writeStandardError("\r\u{1B}[K--checks: split row over \(threads) threads\(busy ? ", one core busy" : "")")
         while rounds < 20 || (rounds < 2000 && DispatchTime.now().uptimeNanoseconds < budget) {
             for (index, call) in calls.enumerated() {
-                for _ in 0..<3 {
+                for k in 0..<4 {
                     if pauseMicroseconds > 0 { usleep(UInt32(pauseMicroseconds)) }
                     let start = DispatchTime.now().uptimeNanoseconds
                     call.run()
-                    samples[index].append(Double(DispatchTime.now().uptimeNanoseconds - start))
+                    let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start)
+                    guard k > 0 else { continue }
+                    samples[index].append(elapsed)
+                    if index == 1 {
+                        let last = many.lastCall
+                        participants.append(last.threadsWorked)
+                        if last.rangesPerRow > 1 { cut += 1 }
+                    }
                 }
             }
             rounds += 1
         }
         let medians = samples.map { $0.sorted()[$0.count / 2] }
-        return medians[1] / medians[0]
+        let count = Double(max(1, participants.count))
+        return Split(
+            ratio: medians[1] / medians[0], meanThreads: Double(participants.reduce(0, +)) / count,
+            splitShare: Double(participants.filter { $0 > 1 }.count) / count, cutShare: Double(cut) / count,
+            busyCore: !busy || spinner != nil)
+    }
+}
+
+/// The busy-core check's spinner: another process spinning on a core. It ends itself when this
+/// process is gone (it polls its parent's pid) and after ``deadlineSeconds`` in any case, so it
+/// never outlives the bench even when the bench is killed with SIGKILL; SIGINT, SIGTERM and
+/// SIGHUP to the bench kill it before the bench exits with 128 + the signal.
+enum BusyCore {
+    /// The spinner's own deadline.
+    static let deadlineSeconds = 120
+    /// The running spinner's pid (0: none), read by the signal handlers.
+    static let current = Atomic<Int32>(0)
+    /// The signal sources (kept alive for the process's life).
+    static let sources = Mutex<[DispatchSourceSignal]>([])
+
+    /// Routes SIGINT, SIGTERM and SIGHUP through handlers that kill the spinner, then exit with
+    /// 128 + the signal's number.
+    static func installSignalHandlers() {
+        sources.withLock { sources in
+            guard sources.isEmpty else { return }
+            for sig in [SIGINT, SIGTERM, SIGHUP] {
+                signal(sig, SIG_IGN)
+                let source = DispatchSource.makeSignalSource(signal: sig, queue: .global())
+                source.setEventHandler {
+                    let pid = current.exchange(0, ordering: .acquiringAndReleasing)
+                    if pid > 0 {
+                        kill(pid, SIGKILL)
+                        var status: Int32 = 0
+                        waitpid(pid, &status, 0)
+                    }
+                    writeStandardError("\r\u{1B}[K")
+                    fflush(nil)
+                    _exit(128 + sig)
+                }
+                source.resume()
+                sources.append(source)
+            }
+        }
+    }
+
+    /// Starts the spinner (`/bin/sh`, a loop that checks every few milliseconds that its parent
+    /// is alive and its deadline not passed); nil if it cannot start.
+    static func start() -> Process? {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        // `kill -0` and arithmetic are builtins: the loop forks nothing while it spins. The
+        // deadline is counted in rounds of the inner loop, checked against the clock (`date`,
+        // one fork) only every ~64 rounds.
+        process.arguments = [
+            "-c",
+            """
+            parent=$1; end=$(( $(date +%s) + $2 )); n=0
+            while kill -0 "$parent" 2>/dev/null; do
+              i=0; while [ $i -lt 20000 ]; do i=$((i + 1)); done
+              n=$((n + 1))
+              if [ $n -ge 64 ]; then n=0; [ "$(date +%s)" -lt "$end" ] || exit 0; fi
+            done
+            """,
+            "busy-core", "\(getpid())", "\(deadlineSeconds)"
+        ]
+        guard (try? process.run()) != nil else { return nil }
+        current.store(process.processIdentifier, ordering: .releasing)
+        return process
+    }
+
+    static func stop(_ process: Process) {
+        current.store(0, ordering: .releasing)
+        // SIGKILL: the child inherits the ignored SIGINT/SIGTERM/SIGHUP of this process.
+        kill(process.processIdentifier, SIGKILL)
+        process.waitUntilExit()
     }
 }

@@ -33,27 +33,44 @@ struct BenchReport: Codable {
         return candidates.compactMap { $0 }.first { FileManager.default.fileExists(atPath: $0) }
     }
 
-    /// Every current result whose ratio to the floor exceeds its baseline twin's by more than
-    /// `maxRegressionPercent` percent. Results are matched on (method, batch, vocab, threads,
-    /// workload); the floors themselves (ratio 1 by definition) are skipped. Ratios, not times:
-    /// a machine that is uniformly slower today does not fail.
-    static func regressions(current: [BenchResult], baseline: [BenchResult], maxRegressionPercent: Double) -> [String] {
-        func key(_ r: BenchResult) -> String {
-            "\(r.method) batch \(r.batch) vocab \(r.vocab) threads \(r.threads) [\(r.workload)]"
-        }
-        var old: [String: BenchResult] = [:]
-        for r in baseline { old[key(r)] = r }
-        var lines: [String] = []
-        for r in current where !r.method.hasPrefix("floor") && r.ratioToFloor > 0 {
-            guard let before = old[key(r)], before.ratioToFloor > 0 else { continue }
+    /// The comparison of a run with a baseline: results are matched on (method, batch, vocab,
+    /// threads, workload). `regressions`: every current result whose ratio to the floor exceeds
+    /// its baseline twin's by more than `maxRegressionPercent` percent (the floors themselves,
+    /// ratio 1 by definition, are matched but not compared). Ratios, not times: a machine that is
+    /// uniformly slower today does not fail. `unmatched`: every baseline entry that no current
+    /// result matches (a baseline from other options or methods proves nothing about this run).
+    struct Comparison {
+        var regressions: [String] = []
+        var unmatched: [String] = []
+        var compared = 0
+        /// A regression, an unmatched baseline entry, or nothing compared at all.
+        var failed: Bool { !regressions.isEmpty || !unmatched.isEmpty || compared == 0 }
+    }
+
+    static func key(_ r: BenchResult) -> String {
+        "\(r.method) batch \(r.batch) vocab \(r.vocab) threads \(r.threads) [\(r.workload)]"
+    }
+
+    static func compare(current: [BenchResult], baseline: [BenchResult], maxRegressionPercent: Double) -> Comparison {
+        var now: [String: BenchResult] = [:]
+        for r in current { now[key(r)] = r }
+        var comparison = Comparison()
+        var seen = Set<String>()
+        for before in baseline where seen.insert(key(before)).inserted {
+            guard let r = now[key(before)] else {
+                comparison.unmatched.append(key(before))
+                continue
+            }
+            guard !r.method.hasPrefix("floor"), r.ratioToFloor > 0, before.ratioToFloor > 0 else { continue }
+            comparison.compared += 1
             let change = (r.ratioToFloor / before.ratioToFloor - 1) * 100
             if change > maxRegressionPercent {
-                lines.append(
+                comparison.regressions.append(
                     "\(key(r)): ratio to floor \(fmt(before.ratioToFloor, 3)) → \(fmt(r.ratioToFloor, 3)) (+\(fmt(change, 1))%, allowed \(fmt(maxRegressionPercent, 1))%)"
                 )
             }
         }
-        return lines
+        return comparison
     }
 }
 

@@ -655,6 +655,21 @@ static void check_infinite_temperature(const float *logits, long vocab) {
     tns_sampler_destroy(s);
 }
 
+/* 6. A row with std 0 keeps its maximum whatever n (n = +inf gave NaN = inf * 0); a row with no
+ * finite logit reports max -inf, mean 0, std 0, threshold -inf, finite 0, argmax -1. */
+static void check_degenerate_statistics(void) {
+    float flat[4] = {2.5f, -INFINITY, 2.5f, 2.5f}, none[4] = {-INFINITY, -INFINITY, -INFINITY, -INFINITY};
+    tns_row_stats st;
+    int32_t ids[4];
+    int64_t n = 0;
+    CHECK(tns_filter(flat, 4, 1, INFINITY, &st, ids, 4, &n) == TNS_OK && st.threshold == 2.5 && st.std == 0 && n == 3,
+          "std 0, n = inf: threshold %g, kept %lld", st.threshold, (long long)n);
+    CHECK(tns_filter(none, 4, 1, 1.0f, &st, ids, 4, &n) == TNS_ROW_NO_FINITE_LOGIT && st.max == -INFINITY &&
+              st.mean == 0 && st.std == 0 && st.threshold == -INFINITY && st.finite == 0 && st.argmax == -1 &&
+              st.error_index == -1,
+          "no finite logit: max %g mean %g std %g threshold %g", st.max, st.mean, st.std, st.threshold);
+}
+
 /* Two threads calling one handle at once: each call either samples correctly or returns
  * TNS_ERR_BUSY; it never traps or corrupts the other call's results. */
 typedef struct {
@@ -817,6 +832,7 @@ int main(int argc, char **argv) {
     check_single_rows(logits, rows, vocab);
     check_first_bad_logit(logits, rows, vocab);
     check_infinite_temperature(logits, vocab);
+    check_degenerate_statistics();
     check_concurrent_calls(logits, rows, vocab);
     free(expected);
     free(logits);

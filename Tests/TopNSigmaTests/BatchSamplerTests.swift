@@ -293,7 +293,6 @@ import TopNSigmaBaselines
     func readFloor() throws {
         let vocab = 9_000, rows = 3
         let logits = (0..<(vocab * rows)).map { Float($0 % 13) * 0.5 }
-        let expected = logits.reduce(0.0) { $0 + Double($1) }
         for threads in [1, 2, 4] {
             let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
             for batch in 1...rows {
@@ -304,6 +303,27 @@ import TopNSigmaBaselines
                 #expect(abs(Double(sum) - want) <= 1e-5 * want, "threads \(threads), batch \(batch)")
             }
         }
-        #expect(expected > 0)
+        // One 1 among zeros: the sum is exactly 1 when the floor reads that element (every one of
+        // the batch's rows, their first and last elements, the vector tails) and exactly 0 when
+        // it lies past the batch (nothing beyond `rows × bytesPerRow` is read).
+        var probe = [Float](repeating: 0, count: vocab * rows)
+        let positions = [
+            0, 1, 15, 16, 63, 64, vocab - 1, vocab, vocab + 4_500, 2 * vocab - 1, 2 * vocab, vocab * rows - 1
+        ]
+        for threads in [1, 2, 4] {
+            let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
+            for batch in 1...rows {
+                for position in positions {
+                    probe[position] = 1
+                    let sum = probe.withUnsafeBytes {
+                        sampler.readFloor($0.baseAddress!, rows: batch, bytesPerRow: vocab * 4)
+                    }
+                    probe[position] = 0
+                    #expect(
+                        sum == (position < batch * vocab ? 1 : 0),
+                        "threads \(threads), batch \(batch), 1 at \(position): sum \(sum)")
+                }
+            }
+        }
     }
 }

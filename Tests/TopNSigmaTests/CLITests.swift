@@ -244,13 +244,16 @@ import TopNSigmaIO
         #expect(
             methods.isSuperset(of: [
                 "fused-topnsigma", "naive-topnsigma", "sort-topp", "floor-read", "floor-sasum", "fused-topnsigma-f16",
-                "fused-topnsigma-bf16", "fused-topp", "fused-greedy", "fused-plain", "fused-topk", "fused-chain"
+                "fused-topnsigma-bf16", "fused-topp", "fused-greedy", "fused-plain", "fused-topk", "fused-chain",
+                "floor-read-16"
             ]))
-        // One entry per (method, batch, vocab, threads): three floors and eleven methods.
-        #expect(results.count == 2 * 2 * 2 * 14)
+        // One entry per (method, batch, vocab, threads): four floors (f32 read, sasum, 16-bit read and
+        // the busy-core one) and eleven methods.
+        #expect(results.count == 2 * 2 * 2 * 15)
         // Each ratio is against the faster of the two floors timed with it, and says which.
         for entry in results where !(entry["method"] as! String).hasPrefix("floor") {
-            #expect(["floor-read", "floor-sasum"].contains(entry["floor"] as? String ?? ""), "\(entry)")
+            #expect(
+                ["floor-read", "floor-sasum", "floor-read-16"].contains(entry["floor"] as? String ?? ""), "\(entry)")
         }
         for entry in results {
             for key in ["method", "batch", "vocab", "threads", "usPerRow", "gbPerSecond", "ratioToFloor"] {
@@ -259,14 +262,63 @@ import TopNSigmaIO
             let gb = entry["gbPerSecond"] as! Double, us = entry["usPerRow"] as! Double
             let vocab = entry["vocab"] as! Int
             // GB/s is the logits consumed: vocab × (2 or 4) bytes per row in usPerRow.
-            let bytes = (entry["method"] as! String).hasSuffix("f16") ? 2 : 4
+            let method = entry["method"] as! String
+            let bytes = method.hasSuffix("f16") || method == "floor-read-16" ? 2 : 4
             #expect(Swift.abs(gb - Double(vocab * bytes) / (us * 1e-6) * 1e-9) <= 1e-6 * gb)
         }
-        let fused = results.filter { $0["method"] as? String == "fused-topnsigma" }
-        #expect(
-            fused.allSatisfy {
-                ($0["speedupOverNaive"] as? Double ?? 0) > 0 && ($0["speedupOverSortTopP"] as? Double ?? 0) > 0
-            })
+        // The JSON agrees with itself and with the options (no timing is judged): every
+        // (batch, vocab, threads) of the options has each method once; a fused method's ratio is
+        // its median over the median of the floor it names, which has ratio exactly 1. The
+        // speedups are ratios of timings, opponent over method, so within a configuration each
+        // opponent's speedup over itself is 1, the two speedups of every method are in the same
+        // proportion, and speedup × median is the same for every fused method (all timed in one
+        // group of rounds, against the same floors).
+        func close(_ a: Double?, _ b: Double?) -> Bool {
+            guard let a, let b else { return false }
+            return Swift.abs(a - b) <= 1e-12 * Swift.abs(b)
+        }
+        func configuration(_ entry: [String: Any]) -> [Int] {
+            ["batch", "vocab", "threads"].map { (key: String) -> Int in entry[key] as! Int }
+        }
+        let configurations = Set(results.map(configuration))
+        let expected: Set<[Int]> = [
+            [1, 2000, 1], [1, 2000, 2], [1, 5000, 1], [1, 5000, 2],
+            [3, 2000, 1], [3, 2000, 2], [3, 5000, 1], [3, 5000, 2]
+        ]
+        #expect(configurations == expected)
+        for setting in configurations {
+            let group = results.filter { configuration($0) == setting }
+            let names = group.map { $0["method"] as! String }
+            #expect(names.count == methods.count && Set(names) == methods, "\(setting): \(names)")
+            func entry(_ method: String?) -> [String: Any]? { group.first { ($0["method"] as? String) == method } }
+            let naive = try #require(entry("naive-topnsigma")), sort = try #require(entry("sort-topp"))
+            #expect(close(naive["speedupOverNaive"] as? Double, 1), "\(naive)")
+            #expect(close(sort["speedupOverSortTopP"] as? Double, 1), "\(sort)")
+            // speedupOverNaive / speedupOverSortTopP = (naive / m) / (sort / m) = naive / sort.
+            let proportion = sort["speedupOverNaive"] as? Double
+            #expect(close(1 / (naive["speedupOverSortTopP"] as? Double ?? .nan), proportion), "\(setting)")
+            let fusedSpeedup = (entry("fused-topnsigma")?["speedupOverNaive"] as? Double ?? .nan)
+            let fusedSeconds = (entry("fused-topnsigma")?["medianSeconds"] as? Double ?? .nan)
+            for row in group {
+                let method = row["method"] as! String, seconds = row["medianSeconds"] as! Double
+                #expect(seconds > 0 && (row["repeats"] as? Int ?? 0) >= 1, "\(row)")
+                #expect(close(row["usPerRow"] as? Double, seconds * 1e6 / Double(setting[0])), "\(row)")
+                let overNaive = row["speedupOverNaive"] as? Double, overSort = row["speedupOverSortTopP"] as? Double
+                if method.hasPrefix("floor") {
+                    #expect(overNaive == nil && overSort == nil, "\(row)")
+                    continue
+                }
+                #expect(close((overNaive ?? .nan) / (overSort ?? .nan), proportion), "\(row)")
+                if method.hasPrefix("fused") {
+                    #expect(close((overNaive ?? .nan) * seconds, fusedSpeedup * fusedSeconds), "\(row)")
+                    let floorSeconds = entry(row["floor"] as? String)?["medianSeconds"] as? Double
+                    #expect(close(row["ratioToFloor"] as? Double, seconds / (floorSeconds ?? .nan)), "\(row)")
+                }
+            }
+            // The floor the fused method divides by is the faster one: its own ratio is exactly 1.
+            let floorName = entry("fused-topnsigma")?["floor"] as? String
+            #expect(entry(floorName)?["ratioToFloor"] as? Double == 1, "\(setting): floor \(floorName ?? "none")")
+        }
         let chart = try String(contentsOfFile: svg, encoding: .utf8)
         #expect(chart.hasPrefix("<svg") && chart.contains("polyline") && chart.contains("floor (fastest read"))
         #expect(try XMLDocument(xmlString: chart).rootElement()?.name == "svg")

@@ -50,7 +50,11 @@ import TopNSigma
         let filtered = try filterTopNSigma(row, n: n).get()
         let expected = Reference.kept(row, n: Double(n))
         #expect(filtered.kept.map { Int($0.index) } == expected)
-        #expect(RowPipeline.floatThreshold(0.1) == Float(0.1).nextUp || Double(RowPipeline.floatThreshold(0.1)) >= 0.1)
+        // Hand-worked: Float(0.1) = 0.100000001490116… rounds up, so it is the smallest Float at or
+        // above 0.1; Float(0.7) = 0.699999988079071… rounds down, so the next Float up is.
+        #expect(RowPipeline.floatThreshold(0.1) == Float(0.1))
+        #expect(RowPipeline.floatThreshold(0.7) == Float(0.7).nextUp)
+        #expect(RowPipeline.floatThreshold(0.5) == 0.5)
         for t in [0.1, -3.3, 1e-40, 17.25, 1e30] {
             let f = RowPipeline.floatThreshold(t)
             #expect(Double(f) >= t && Double(f.nextDown) < t, "threshold \(t)")

@@ -25,11 +25,14 @@ import TopNSigmaBaselines
     func straddlingRows(n: Double) throws {
         let vocab = 20_000
         let base = SyntheticLogits.generate(rows: 4, vocab: vocab, seed: 77)
-        let before = RowPipeline.exactRecomputations.load(ordering: .relaxed)
-        var rowsChecked = 0
+        // Cases where a Float threshold (the float64 statistics' max - n·std evaluated and
+        // compared in Float) decides the crafted logit otherwise than float64: the rows a
+        // library without the exact double-precision decision would get wrong.
+        var floatWouldMiss = 0
         for r in 0..<4 {
             let row = Array(base[(r * vocab)..<((r + 1) * vocab)])
             for index in [5, 4100, 12_345, vocab - 1] {
+                var decisions: [Bool] = []
                 for ulps in -3...3 {
                     let crafted = Self.straddling(row, index: index, n: n, ulps: ulps)
                     let expected = Reference.kept(crafted, n: n)
@@ -37,13 +40,22 @@ import TopNSigmaBaselines
                     #expect(
                         filtered.kept.map { Int($0.index) } == expected,
                         "row \(r), index \(index), \(ulps) ulps, n \(n)")
-                    rowsChecked += 1
+                    let keptByOracle = expected.contains(index)
+                    decisions.append(keptByOracle)
+                    guard case .success(let s) = Reference.statistics(crafted) else { continue }
+                    let floatThreshold = Float(s.maximum) - Float(n) * Float(s.std)
+                    if (crafted[index] >= floatThreshold) != keptByOracle { floatWouldMiss += 1 }
                 }
+                // The crafted logit really straddles the float64 threshold: dropped 3 ulps below
+                // it, kept 3 ulps above, and the decision flips once in between.
+                #expect(
+                    decisions.first == false && decisions.last == true
+                        && zip(decisions, decisions.dropFirst()).allSatisfy { !$0 || $1 },
+                    "row \(r), index \(index), n \(n): oracle decisions \(decisions)")
             }
         }
-        #expect(rowsChecked == 4 * 4 * 7)
-        // The undecided rows went through the double-precision recomputation.
-        #expect(RowPipeline.exactRecomputations.load(ordering: .relaxed) > before)
+        // The rows discriminate: a Float threshold misdecides some of them.
+        #expect(floatWouldMiss > 0, "n \(n)")
     }
 
     @Test("the sampler keeps the same exact sets, whole rows and split rows", arguments: [1, 2, 3])
@@ -75,5 +87,41 @@ import TopNSigmaBaselines
                     "vocab \(vocab), offset \(offset), \(ulps) ulps")
             }
         }
+    }
+
+    @Test("std 0 keeps the max-tied tokens and reports max as the threshold, for every n (n = +inf included)")
+    func zeroStdThreshold() throws {
+        // Hand-worked: every finite logit of these rows is equal (or there is one), so std = 0 and
+        // max - n·std = max for any n; IEEE's +inf · 0 = NaN must not leak into the threshold.
+        let rows: [(row: [Float], maximum: Double, kept: [Int])] = [
+            ([3, 3, -.infinity, 3], 3, [0, 1, 3]),
+            ([-.infinity, -2.5, -.infinity], -2.5, [1]),
+            ([7], 7, [0])
+        ]
+        for (row, maximum, kept) in rows {
+            for n in [0, 1, 1e30, Float.infinity] {
+                let filtered = try filterTopNSigma(row, n: n).get()
+                #expect(filtered.statistics.standardDeviation == 0, "\(row), n \(n)")
+                #expect(filtered.threshold == maximum, "\(row), n \(n): threshold \(filtered.threshold)")
+                #expect(filtered.kept.map { Int($0.index) } == kept, "\(row), n \(n)")
+                // Min-p's cut max + T·ln(minP) lies below max: the combined threshold stays max.
+                let withMinP = try FilteredDistribution.of(
+                    row, parameters: SamplingParameters(temperature: 1, nSigma: n, minP: 0.5))
+                #expect(withMinP.threshold == maximum, "\(row), n \(n), min-p 0.5: \(withMinP.threshold)")
+                #expect(withMinP.kept.map(\.token).sorted() == kept)
+            }
+        }
+        // The threshold rule itself, on statistics with std 0 and on those of a row without a
+        // finite logit (max -inf, std 0): max, and -inf, never NaN.
+        let parameters = SamplingParameters(temperature: 1, nSigma: .infinity)
+        let constant = try RowStatistics.of([4, 4, 4])
+        #expect(RowPipeline.logitThreshold(constant, parameters) == 4)
+        let empty = try RowStatistics.of([-.infinity, -.infinity])
+        #expect(empty.maximum == -.infinity && empty.finiteCount == 0 && empty.standardDeviation == 0)
+        #expect(RowPipeline.logitThreshold(empty, parameters) == -.infinity)
+        // n = +inf with std > 0: max - inf = -inf, every finite logit kept.
+        let spread = try filterTopNSigma([1, -.infinity, 2, 5], n: .infinity).get()
+        #expect(spread.threshold == -.infinity)
+        #expect(spread.kept.map { Int($0.index) } == [0, 2, 3])
     }
 }

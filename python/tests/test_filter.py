@@ -42,6 +42,14 @@ def test_filter_masked_and_off():
     assert off["kept"].tolist() == [1, 2, 4, 5] and off["threshold"] == -np.inf
 
 
+
+def test_filter_zero_std_keeps_the_maximum_for_every_n():
+    # std 0 (every finite logit equal): the threshold is the maximum, never inf * 0 = NaN.
+    row = np.array([2.5, -np.inf, 2.5], dtype=np.float32)
+    for n in (0.0, 1.0, 1e30, float("inf")):
+        f = topnsigma.filter(row, n_sigma=n)
+        assert f["std"] == 0 and f["threshold"] == 2.5 and f["kept"].tolist() == [0, 2]
+
 def test_filter_truncation(fixture_rows):
     row = fixture_rows[2]
     order = np.argsort(-row.astype(np.float64), kind="stable")

@@ -24,22 +24,24 @@ def _skip_reason():
 
 @pytest.mark.skipif(_skip_reason() is not None, reason=_skip_reason() or "")
 def test_decode_loop_is_deterministic_and_top_n_sigma(tmp_path):
+    # The same decode with topnsigma on 1 and on 2 threads: a token depends only on (row logits,
+    # parameters, seed, step), never on the thread count, so the text must be the same.
     reports = []
-    for run in range(2):
+    for run, sampler_threads in enumerate((1, 2)):
         out = tmp_path / f"run{run}.json"
         proc = subprocess.run(
-            [sys.executable, EXAMPLE, "--max-tokens", "6", "--json", str(out)],
+            [sys.executable, EXAMPLE, "--max-tokens", "6", "--sampler-threads", str(sampler_threads), "--json", str(out)],
             capture_output=True, text=True, timeout=600,
         )
         # Exit status 1 would mean a sampled token outside the NumPy oracle's Top-nσ set.
         assert proc.returncode == 0, proc.stdout + proc.stderr
         reports.append(json.loads(out.read_text()))
     a, b = reports
-    assert isinstance(a["completions"], list) and len(a["completions"]) == 8
+    assert (a["sampler_threads"], b["sampler_threads"]) == (1, 2)
+    assert isinstance(a["completions"], list) and len(a["completions"]) == a["batch"] == 8
     assert all(isinstance(c, str) for c in a["completions"])
     assert sum(len(c) for c in a["completions"]) > 0
-    assert a["completions"] == b["completions"]  # fixed seeds: the same text
-    assert a["top_n_sigma_violations"] == 0
-    assert a["steps"] >= 2
-    for key in ("step_ms", "sampler_us", "llama_chain_us"):
-        assert a[key] > 0
+    assert a["completions"] == b["completions"]  # fixed seeds: the same text, whatever the thread count
+    assert a["steps"] == b["steps"] and 2 <= a["steps"] <= 6
+    assert a["vocab"] == b["vocab"] > 0
+    assert a["top_n_sigma_violations"] == 0 and b["top_n_sigma_violations"] == 0

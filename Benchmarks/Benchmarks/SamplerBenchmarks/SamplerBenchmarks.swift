@@ -1,4 +1,5 @@
 import Benchmark
+import CBenchFeatures
 import TopNSigma
 import TopNSigmaBaselines
 
@@ -87,23 +88,35 @@ let benchmarks: @Sendable () -> Void = {
     worstCaseTruncationBenchmarks()
 }
 
-/// A plain `SIMD16<Float>` sum of `byteCount` bytes with four accumulators: the memory-read floor.
+/// A plain `SIMD16<Float>` sum of `byteCount` bytes: the memory-read floor, the loop of the
+/// library's `ReadFloor` (which this package cannot call: it is `package` API). Four accumulators
+/// where this package is compiled for 256-bit vectors (AVX), two otherwise: on SSE a `SIMD16` is
+/// four registers, and four accumulators (16 registers) spill, which made the floor slower than
+/// the sampler it is the floor of.
 @inline(never)
 func floorRead(_ p: UnsafeRawPointer, byteCount: Int) -> Float {
-    var a = SIMD16<Float>(), b = a, c = a, d = a
+    typealias V = SIMD16<Float>
+    var a = V(), b = a, c = a, d = a
     var i = 0
     let n = byteCount / 4
-    while i + 64 <= n {
-        a += p.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self)
-        b += p.loadUnaligned(fromByteOffset: (i + 16) * 4, as: SIMD16<Float>.self)
-        c += p.loadUnaligned(fromByteOffset: (i + 32) * 4, as: SIMD16<Float>.self)
-        d += p.loadUnaligned(fromByteOffset: (i + 48) * 4, as: SIMD16<Float>.self)
-        i += 64
+    if topnsigma_bench_build_avx() != 0 {
+        while i &+ 64 <= n {
+            a += p.loadUnaligned(fromByteOffset: i &* 4, as: V.self)
+            b += p.loadUnaligned(fromByteOffset: (i &+ 16) &* 4, as: V.self)
+            c += p.loadUnaligned(fromByteOffset: (i &+ 32) &* 4, as: V.self)
+            d += p.loadUnaligned(fromByteOffset: (i &+ 48) &* 4, as: V.self)
+            i &+= 64
+        }
+    }
+    while i &+ 32 <= n {
+        a += p.loadUnaligned(fromByteOffset: i &* 4, as: V.self)
+        b += p.loadUnaligned(fromByteOffset: (i &+ 16) &* 4, as: V.self)
+        i &+= 32
     }
     var total = ((a + b) + (c + d)).sum()
     while i < n {
-        total += p.load(fromByteOffset: i * 4, as: Float.self)
-        i += 1
+        total += p.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
+        i &+= 1
     }
     return total
 }
