@@ -1,3 +1,4 @@
+import CAllocationCounter
 import Foundation
 import Testing
 
@@ -50,4 +51,51 @@ import Testing
         #expect(other.stdout.contains("UNMATCHED baseline entry fused-topnsigma batch 1 vocab 2000 threads 1"))
         #expect(other.stdout.contains("nothing compared"))
     }
+
+    #if os(Linux)
+    /// Issue 20: a signal to the bench's pid (as a CI timeout sends it) during the busy-core
+    /// check left its `sh` spinner running at 100 % forever. The script starts `--checks`, waits
+    /// for the spinner (the bench's `sh` child, found in /proc: no procps needed), signals the bench, and reports the bench's exit
+    /// status and whether the spinner is still alive 0.3 s later. After SIGKILL no handler runs:
+    /// the spinner must notice by itself that its parent is gone.
+    @Test(
+        "a signal to bench --checks during the busy-core check leaves no spinner behind",
+        .timeLimit(.minutes(1)),
+        .disabled(
+            if: !topnsigma_allocation_counting_available(),
+            "a sanitizer build: --checks takes minutes under ThreadSanitizer; the release suite runs this test"),
+        arguments: [("TERM", 143), ("INT", 130), ("HUP", 129), ("KILL", 137)])
+    func spinnerCleanup(signal: String, status: Int) throws {
+        let script = """
+            set -m
+            "$0" bench --checks --seconds 0.05 >/dev/null 2>&1 &
+            pid=$!
+            for _ in $(seq 1 800); do
+              child=$(for s in /proc/[0-9]*/stat; do
+                read -r p c _ pp _ < "$s" 2>/dev/null && [ "$pp" = "$pid" ] && [ "$c" = "(sh)" ] && echo "$p"
+              done)
+              if [ -n "$child" ]; then
+                kill -\(signal) "$pid"; wait "$pid"; echo "exit $?"
+                sleep 0.3
+                # Gone, or a zombie (it exited; where pid 1 does not reap, it stays one).
+                state=$(sed -n 's/^State:[[:space:]]*\\([A-Z]\\).*/\\1/p' "/proc/$child/status" 2>/dev/null)
+                if [ -n "$state" ] && [ "$state" != Z ]; then echo "spinner alive"; kill -KILL "$child"; else echo "spinner gone"; fi
+                exit 0
+              fi
+              kill -0 "$pid" 2>/dev/null || { echo "bench ended without a spinner"; exit 0; }
+              sleep 0.05
+            done
+            kill -KILL "$pid"; echo "no spinner within 40 s"
+            """
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/sh")
+        process.arguments = ["-c", script, CLI.executable.path]
+        let output = Pipe()
+        process.standardOutput = output
+        try process.run()
+        let text = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        #expect(text == "exit \(status)\nspinner gone\n", "SIG\(signal): \(text)")
+    }
+    #endif
 }
