@@ -14,12 +14,9 @@ let package = Package(
         .package(url: "https://github.com/ordo-one/benchmark", from: "1.38.1", traits: ["MallocInterposer"])
     ],
     targets: [
-        // Header-only: whether this package's code is compiled for AVX (the floor's accumulators).
-        .systemLibrary(name: "CBenchFeatures", path: "Benchmarks/CBenchFeatures"),
         .executableTarget(
             name: "SamplerBenchmarks",
             dependencies: [
-                "CBenchFeatures",
                 .product(name: "Benchmark", package: "benchmark"),
                 .product(name: "TopNSigma", package: root),
                 .product(name: "TopNSigmaBaselines", package: root)

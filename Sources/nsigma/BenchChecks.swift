@@ -129,9 +129,8 @@ struct BenchChecks {
             let wide = try Workload.make(vocab: BatchSampler.wakeThresholdBytes / 4, rows: 1, realPath: nil)
             defer { wide.free() }
             for (index, (pause, busy)) in [(0, false), (1000, false), (0, true)].enumerated() {
-                let workload = wide
                 let split = try timeSplit(
-                    workload, threads: busy ? 2 : threads, pauseMicroseconds: pause, busy: busy)
+                    wide, threads: busy ? 2 : threads, pauseMicroseconds: pause, busy: busy)
                 let bound = busy ? 1.3 : 1.05
                 let participation =
                     "\(fmt(split.meanThreads, 2)) threads worked per call on average, "
@@ -156,7 +155,7 @@ struct BenchChecks {
                     Outcome(
                         name: splitNames[index],
                         figure:
-                            "B=1 V=\(workload.vocab), \(busy ? 2 : threads) threads \(fmt(split.ratio, 2))× the 1-thread time; \(participation)"
+                            "B=1 V=\(wide.vocab), \(busy ? 2 : threads) threads \(fmt(split.ratio, 2))× the 1-thread time; \(participation)"
                             + (isSplit ? "" : " (NOT SPLIT: the row ran on one thread)")
                             + (alongside.map {
                                 "; a thread woken after 1 ms idle ran beside its waker in \(fmt(100 * $0, 0))% of 40 probes"
@@ -456,7 +455,6 @@ struct BenchChecks {
             let finished = DispatchSemaphore(value: 0)
             let arrival = Atomic<UInt64>(0)
             let stop = Atomic<Bool>(false)
-            var start: UInt64 = 0
         }
         @Sendable func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
         func threadCPU() -> UInt64 {

@@ -1,5 +1,4 @@
 import Benchmark
-import CBenchFeatures
 import TopNSigma
 import TopNSigmaBaselines
 
@@ -26,13 +25,16 @@ let benchmarks: @Sendable () -> Void = {
         let rows = 256
         let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 42)
         for batch in [1, 8, 64, 256] {
-            // The floor the fused sampler is measured against: a plain SIMD read of the same
-            // bytes, built with the same (default) flags as the library in this package.
+            // The floor the fused sampler is measured against: the library's own plain SIMD read
+            // of the same bytes (its `ReadFloor`, through TopNSigmaBaselines), built with the
+            // library's flags.
             Benchmark("floor-read vocab \(vocab) batch \(batch) threads 1") { benchmark in
                 logits.withUnsafeBytes { raw in
                     let bytes = batch * vocab * 4
                     benchmark.startMeasurement()
-                    for _ in benchmark.scaledIterations { blackHole(floorRead(raw.baseAddress!, byteCount: bytes)) }
+                    for _ in benchmark.scaledIterations {
+                        blackHole(MemoryFloor.read(raw.baseAddress!, byteCount: bytes))
+                    }
                     benchmark.stopMeasurement()
                 }
             }
@@ -86,39 +88,6 @@ let benchmarks: @Sendable () -> Void = {
 
     // top-k / top-p on adversarial rows (WorstCaseBenchmarks.swift).
     worstCaseTruncationBenchmarks()
-}
-
-/// A plain `SIMD16<Float>` sum of `byteCount` bytes: the memory-read floor, the loop of the
-/// library's `ReadFloor` (which this package cannot call: it is `package` API). Four accumulators
-/// where this package is compiled for 256-bit vectors (AVX), two otherwise: on SSE a `SIMD16` is
-/// four registers, and four accumulators (16 registers) spill, which made the floor slower than
-/// the sampler it is the floor of.
-@inline(never)
-func floorRead(_ p: UnsafeRawPointer, byteCount: Int) -> Float {
-    typealias V = SIMD16<Float>
-    var a = V(), b = a, c = a, d = a
-    var i = 0
-    let n = byteCount / 4
-    if topnsigma_bench_build_avx() != 0 {
-        while i &+ 64 <= n {
-            a += p.loadUnaligned(fromByteOffset: i &* 4, as: V.self)
-            b += p.loadUnaligned(fromByteOffset: (i &+ 16) &* 4, as: V.self)
-            c += p.loadUnaligned(fromByteOffset: (i &+ 32) &* 4, as: V.self)
-            d += p.loadUnaligned(fromByteOffset: (i &+ 48) &* 4, as: V.self)
-            i &+= 64
-        }
-    }
-    while i &+ 32 <= n {
-        a += p.loadUnaligned(fromByteOffset: i &* 4, as: V.self)
-        b += p.loadUnaligned(fromByteOffset: (i &+ 16) &* 4, as: V.self)
-        i &+= 32
-    }
-    var total = ((a + b) + (c + d)).sum()
-    while i < n {
-        total += p.loadUnaligned(fromByteOffset: i &* 4, as: Float.self)
-        i &+= 1
-    }
-    return total
 }
 
 /// An opponent sampling `batch` rows one by one; `makeSampler` builds its scratch once.
