@@ -63,6 +63,8 @@ enum {
     TNS_ERR_BUFFER_TOO_SMALL = 11,  /* the caller's buffer is too small; the needed count is written */
     TNS_ERR_OUT_OF_MEMORY = 12,     /* the scratch a handle (or a handle-less single-row call) needs is not below
                                        physical memory, or its allocation failed */
+    TNS_ERR_DRAFT = 13,             /* tns_verify: k below 0, an unknown draft kind, a missing draft array, or
+                                       sparse offsets that are negative or decrease */
 
     TNS_ROW_NAN = 100,                  /* a logit is NaN (its index is reported) */
     TNS_ROW_POSITIVE_INFINITY = 101,    /* a logit is +inf (its index is reported). A row holding both
@@ -74,8 +76,13 @@ enum {
     TNS_ROW_INVALID_TOP_K = 105,        /* top-k below 1 */
     TNS_ROW_INVALID_TOP_P = 106,        /* top-p outside (0, 1] */
     TNS_ROW_INVALID_MIN_P = 107,        /* min-p outside [0, 1] */
-    TNS_ROW_INVALID_PROCESSING = 108    /* request processing (bias, penalties, bitmask, logprobs) invalid;
-                                           reserved: the C ABI takes no processing yet */
+    TNS_ROW_INVALID_PROCESSING = 108,   /* the row's tns_processing is invalid: a penalty not finite (or repetition
+                                           <= 0), top_logprobs outside -1 ... 20, a bias not finite, a token id
+                                           (bias, prompt, output) outside 0 ... vocab - 1 (tokens[r] names it), a
+                                           count negative or above 2^31 - 1, a NULL array with a positive count,
+                                           or top_logprobs asked without a top_logprobs output */
+    TNS_ROW_INVALID_DRAFT = 109         /* tns_verify: a draft token or a sparse draft id outside 0 ... vocab - 1
+                                           (error_position names the draft position) */
 };
 typedef int32_t tns_status;
 
@@ -86,6 +93,11 @@ const char *tns_status_message(tns_status status);
 int32_t tns_abi_version(void);
 /* The library's version string, e.g. "0.1.0" (static storage). */
 const char *tns_version(void);
+/* The SIMD features the library was compiled for, space-separated (static storage): "sse2" for
+ * the portable default build (`swift build`, `scripts/install-python --portable`), e.g.
+ * "avx2 fma f16c avx512f" for the host's build (scripts/simd-flags), which scripts/install-python
+ * and the README's C build command make by default. */
+const char *tns_build_info(void);
 
 /* ---- Logit formats, placement, limits -------------------------------------------------------- */
 
@@ -200,6 +212,155 @@ int32_t tns_sampler_threads(const tns_sampler *sampler);
 tns_status tns_sample(tns_sampler *sampler, const void *logits, int32_t format, int64_t rows, int64_t row_stride,
                       const tns_params *params, const uint64_t *steps,
                       int64_t *tokens, double *logprobs, int64_t *kept, tns_status *row_status);
+
+/* ---- Request processing: grammar masks, logit bias, penalties, top logprobs --------------------- */
+
+#define TNS_MAX_TOP_LOGPROBS 20  /* the most top logprobs a row can ask for (OpenAI's limit) */
+
+/*
+ * One row's request processing (tns_sample_processed), applied inside the sampling pass with the
+ * Swift library's semantics and order (README "Request processing"): the bitmask masks tokens to
+ * -inf, then per token: logit + bias, the repetition penalty (divide a positive logit by it,
+ * multiply a negative one; tokens in the prompt or the output), then frequency × count and
+ * presence (tokens in the output). Sampling parameters then apply to the processed logits.
+ * Fill it with tns_processing_init; every pointer is read only during the call.
+ */
+typedef struct tns_processing {
+    uint32_t struct_size;          /* sizeof(tns_processing) as the caller compiled it: set by tns_processing_init */
+    int32_t top_logprobs;          /* -1: none (default). 0 ... TNS_MAX_TOP_LOGPROBS: the row's most probable
+                                      tokens in the processed distribution (log_softmax at T = 1, before any
+                                      truncation: vLLM's processed_logprobs), plus the sampled token's logprob
+                                      and rank (0: those two only) */
+    const uint32_t *allowed;       /* the allowed-token bitmask, ceil(vocab / 32) words, LSB-first: token t is
+                                      allowed when bit t % 32 of word t / 32 is set (the xgrammar / llguidance
+                                      int32 layout). NULL: every token allowed. Bits past vocab are ignored */
+    const int32_t *bias_ids;       /* bias_count token ids ... */
+    const float *bias_values;      /* ... and their additive biases (finite); one id twice adds up */
+    int64_t bias_count;
+    const int32_t *prompt_tokens;  /* the prompt's ids (repetition penalty only) */
+    int64_t prompt_count;
+    const int32_t *output_tokens;  /* the ids generated so far (all three penalties) */
+    int64_t output_count;
+    float repetition_penalty;      /* > 0 and finite; 1 is off */
+    float frequency_penalty;       /* finite; 0 is off */
+    float presence_penalty;        /* finite; 0 is off */
+    uint32_t reserved;             /* 0 */
+    /* Later options are appended here. */
+} tns_processing;
+
+#define TNS_PROCESSING_V1_SIZE 88u  /* the smallest struct_size a library accepts */
+
+/* Defaults: nothing to do (no bitmask, bias, history or logprobs; penalties off). */
+static inline void tns_processing_init(tns_processing *p) {
+    if (!p) return;
+    p->struct_size = (uint32_t)sizeof(tns_processing);
+    p->top_logprobs = -1;
+    p->allowed = NULL;
+    p->bias_ids = NULL;
+    p->bias_values = NULL;
+    p->bias_count = 0;
+    p->prompt_tokens = NULL;
+    p->prompt_count = 0;
+    p->output_tokens = NULL;
+    p->output_count = 0;
+    p->repetition_penalty = 1.0f;
+    p->frequency_penalty = 0.0f;
+    p->presence_penalty = 0.0f;
+    p->reserved = 0;
+}
+
+/* A row's top logprobs (tns_sample_processed's top_logprobs output). */
+typedef struct tns_top_logprobs {
+    int32_t count;                          /* entries in ids / logprobs: the row's top_logprobs (0 for a row that
+                                               did not ask, or failed) */
+    int32_t rank;                           /* the sampled token's rank, 1-based: how many tokens have a processed
+                                               logit at or above its own (ties share the worst rank); 0 when not
+                                               asked or failed */
+    double sampled_logprob;                 /* the sampled token's log-probability in the processed distribution;
+                                               NaN when not asked or failed */
+    int32_t ids[TNS_MAX_TOP_LOGPROBS];      /* most probable first (ties: lower id first) */
+    double logprobs[TNS_MAX_TOP_LOGPROBS];
+} tns_top_logprobs;
+
+/*
+ * tns_sample with per-row request processing and top logprobs. Arguments as tns_sample, plus:
+ *
+ *   processing    `rows` structs, each initialized with tns_processing_init (all rows the same
+ *                 struct_size, read with that stride), or NULL: no processing on any row
+ *                 (exactly tns_sample)
+ *   top_logprobs  out, `rows`, may be NULL unless a row asks for top logprobs (such a row then
+ *                 fails with TNS_ROW_INVALID_PROCESSING): each row's top logprobs
+ *
+ * A row whose processing is invalid fails alone with TNS_ROW_INVALID_PROCESSING (tokens[r] is
+ * the offending token id when an id is out of range, else -1). Whole-call errors as tns_sample,
+ * plus TNS_ERR_STRUCT_SIZE for a tns_processing.struct_size outside TNS_PROCESSING_V1_SIZE ...
+ * TNS_PARAMS_MAX_SIZE, not a multiple of 8, or not the same in every row. No heap allocation.
+ */
+tns_status tns_sample_processed(tns_sampler *sampler, const void *logits, int32_t format, int64_t rows,
+                                int64_t row_stride, const tns_params *params, const tns_processing *processing,
+                                const uint64_t *steps, int64_t *tokens, double *logprobs, int64_t *kept,
+                                tns_status *row_status, tns_top_logprobs *top_logprobs);
+
+/* ---- Speculative decoding: verifying a draft ---------------------------------------------------- */
+
+/* The draft distributions a tns_verify call gives (tns_drafts.kind). */
+enum {
+    TNS_DRAFT_POINT_MASS = 0,  /* none: each q_i is the point mass at d_i (n-gram lookup, prompt lookup) */
+    TNS_DRAFT_DENSE = 1,       /* dense: k rows of vocab float probabilities per request */
+    TNS_DRAFT_SPARSE = 2       /* sparse: per (request, position) a list of (id, probability); an id absent
+                                  from its list has probability 0, one id twice adds up */
+};
+
+/* The drafts of a tns_verify call: k tokens per request, request-major. */
+typedef struct tns_drafts {
+    int32_t kind;                         /* TNS_DRAFT_* */
+    int32_t reserved;                     /* 0 */
+    const int64_t *tokens;                /* requests × k draft tokens d_i */
+    const double *probabilities;          /* requests × k: q_i(d_i), the probability the acceptance test divides
+                                             by (NaN or <= 0 is taken as 0: acceptance 1 where p(d) > 0; above 1
+                                             as 1) */
+    const float *dense;                   /* DENSE: requests × k rows of vocab probabilities (request r's
+                                             position i at row r·k + i) */
+    const int64_t *sparse_offsets;        /* SPARSE: requests × k + 1 offsets, starting at 0 and non-decreasing:
+                                             list r·k + i is entries offsets[r·k+i] ... offsets[r·k+i+1] - 1 */
+    const int32_t *sparse_ids;            /* SPARSE: the entries' token ids */
+    const double *sparse_probabilities;   /* SPARSE: the entries' probabilities */
+} tns_drafts;
+
+/*
+ * Verifies each request's k draft tokens against its k + 1 target rows (speculative decoding,
+ * Leviathan et al. 2023, Chen et al. 2023), losslessly: the contract of the Swift library's
+ * BatchSampler.verify (README "Speculative decoding"). Per request, for i = 1 ... k: accept d_i
+ * with probability min(1, p_i(d_i) / q_i(d_i)) (Philox keyed by the seed, counter step + i - 1,
+ * stream 1); at the first rejection emit a draw from normalize(max(0, p_i - q_i)) and stop; when
+ * all k are accepted, emit a bonus draw from p_{k+1} (stream 2). p_i is the distribution
+ * tns_sample draws row i from under the request's params.
+ *
+ *   logits          request r's row i (0 ... k) starts at element (r·(k+1) + i) · row_stride
+ *   requests        0 ... the handle's max_batch (0 does nothing)
+ *   k               draft tokens per request, >= 0
+ *   params, steps   `requests` entries: each request's parameters (all its rows) and decode step
+ *   accepted        out, `requests`: accepted draft tokens (0 ... k); -1 for a failed request
+ *   out_tokens      out, requests × (k + 1): request r's accepted[r] + 1 emitted tokens at r·(k+1);
+ *                   the rest of its slots -1
+ *   out_logprobs    out, requests × (k + 1), may be NULL: each emitted token's log-probability under
+ *                   p_i (NaN in unused slots)
+ *   request_status  out, `requests`: TNS_OK, a TNS_ROW_* code of a target row (error_position: the
+ *                   row, 0 ... k; out_tokens[r·(k+1)] the offending logit index for NaN / +inf), or
+ *                   TNS_ROW_INVALID_DRAFT (error_position: the draft position; out_tokens[r·(k+1)]:
+ *                   the id). Every target row of a request is read and checked, whatever the draft
+ *                   outcome; a failing request never affects the others
+ *   error_position  out, `requests`, may be NULL: -1 for a request that did not fail
+ *
+ * Returns TNS_OK (check request_status), or a whole-call error with nothing written:
+ * TNS_ERR_NULL_POINTER, TNS_ERR_BATCH_SIZE, TNS_ERR_FORMAT, TNS_ERR_ROW_STRIDE (also when
+ * requests·(k+1) rows overflow), TNS_ERR_STRUCT_SIZE, TNS_ERR_UNSUPPORTED, TNS_ERR_DRAFT,
+ * TNS_ERR_BUSY. No heap allocation.
+ */
+tns_status tns_verify(tns_sampler *sampler, const void *logits, int32_t format, int64_t requests, int64_t k,
+                      int64_t row_stride, const tns_params *params, const uint64_t *steps, const tns_drafts *drafts,
+                      int64_t *accepted, int64_t *out_tokens, double *out_logprobs, tns_status *request_status,
+                      int64_t *error_position);
 
 /* ---- Single rows -------------------------------------------------------------------------------- */
 

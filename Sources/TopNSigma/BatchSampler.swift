@@ -359,8 +359,28 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
             Call(
                 kind: .sample, logits: logits, format: format, stride: stride, rows: rows,
                 parameters: parameters.baseAddress!, steps: steps.baseAddress!, results: results.baseAddress!,
-                bytes: rows * vocabularySize * format.byteCount, processing: processing?.baseAddress,
+                bytes: rows * vocabularySize * format.byteCount,
+                processing: processing.map { .requests($0.baseAddress!) },
                 logprobs: logprobs?.baseAddress))
+    }
+
+    /// ``sample(logits:format:rows:rowStride:parameters:processing:steps:into:logprobs:)`` with
+    /// each row's processing given as pointers (nil: none), for the C ABI, which has checked
+    /// every size: no allocation, no array.
+    package func sample(
+        logits: UnsafeRawPointer, format: LogitFormat, rows: Int, rowStride: Int,
+        parameters: UnsafePointer<SamplingParameters>, processing: UnsafePointer<ProcessingView>?,
+        steps: UnsafePointer<UInt64>, into results: UnsafeMutablePointer<SampleResult>,
+        logprobs: UnsafeMutablePointer<TopLogprobs>?
+    ) {
+        precondition(rows >= 0 && rows <= maximumBatchSize && rowStride >= vocabularySize)
+        guard rows > 0 else { return }
+        run(
+            Call(
+                kind: .sample, logits: logits, format: format, stride: rowStride, rows: rows,
+                parameters: parameters, steps: steps, results: results,
+                bytes: rows * vocabularySize * format.byteCount, processing: processing.map { .views($0) },
+                logprobs: logprobs))
     }
 
     /// Array convenience with request processing: `logits` holds `rows × vocabularySize`

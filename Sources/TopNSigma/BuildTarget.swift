@@ -3,7 +3,7 @@ import CBuildFeatures
 /// What the library was compiled for, as constants the optimizer folds: the clang importer
 /// evaluates `CBuildFeatures`' macros with this module's own `-Xcc` flags, the same flags that
 /// steer Swift's code generation for SIMD types.
-enum BuildTarget {
+package enum BuildTarget {
     /// 256-bit or wider vector registers (AVX): a `SIMD16<Float>` is one or two registers, so
     /// kernels can afford a second accumulator set.
     static var hasWideVectors: Bool {
@@ -30,5 +30,27 @@ enum BuildTarget {
     @inline(__always)
     static func multiplyAdd(_ a: SIMD16<Float>, _ b: SIMD16<Float>, _ c: SIMD16<Float>) -> SIMD16<Float> {
         hasFMA ? c.addingProduct(a, b) : c + a * b
+    }
+}
+
+extension BuildTarget {
+    /// The SIMD features this build of the library was compiled for, space-separated: `"sse2"`
+    /// for the default x86-64 build, `"avx2 fma f16c avx512f"` for the host build that
+    /// `scripts/simd-flags` selects on an AVX-512 CPU. Static storage, for the C ABI's
+    /// `tns_build_info`.
+    package static var features: StaticString {
+        #if arch(x86_64)
+        switch (topnsigma_build_avx2() != 0 && hasFMA, hasF16C, hasAVX512) {
+        case (true, true, true): return "avx2 fma f16c avx512f"
+        case (true, false, true): return "avx2 fma avx512f"
+        case (true, true, false): return "avx2 fma f16c"
+        case (true, false, false): return "avx2 fma"
+        default: return hasWideVectors ? "avx" : "sse2"
+        }
+        #elseif arch(arm64)
+        return "neon"
+        #else
+        return "generic"
+        #endif
     }
 }

@@ -87,6 +87,15 @@ public struct RequestProcessing: Sendable, Equatable, Hashable {
     /// A penalty that is not finite, `r <= 0`, or a top-logprobs count out of range (checked in
     /// this order, first of all).
     var settingsError: RowError? {
+        Self.settingsError(
+            repetitionPenalty: repetitionPenalty, frequencyPenalty: frequencyPenalty,
+            presencePenalty: presencePenalty, topLogprobs: topLogprobs)
+    }
+
+    /// ``settingsError`` of these values.
+    static func settingsError(
+        repetitionPenalty: Float, frequencyPenalty: Float, presencePenalty: Float, topLogprobs: Int?
+    ) -> RowError? {
         if !(repetitionPenalty > 0 && repetitionPenalty.isFinite) {
             return .invalidRepetitionPenalty(repetitionPenalty)
         }
@@ -231,6 +240,57 @@ struct ProcessingState {
     }
 }
 
+/// One row's request processing as pointers: what ``RowPipeline/prepare(view:vocab:scratch:logprobs:)``
+/// reads. The C ABI builds it from a `tns_processing` without allocating; a ``RequestProcessing``
+/// lends its arrays for the call.
+package struct ProcessingView {
+    /// The allowed-token bitmask (`allowedWords` words are readable), read only when
+    /// `allowedWords >= 0`.
+    package var allowed: UnsafePointer<UInt32>
+    /// Words of `allowed`, or -1 for no bitmask (every token allowed). The C ABI passes
+    /// `ceil(vocab / 32)`: its caller vouches for the length.
+    package var allowedWords: Int
+    /// `biasCount` token ids (`Int32`) and biases (`Float`), each `biasStride` bytes apart.
+    package var biasTokens: UnsafeRawPointer?
+    package var biasValues: UnsafeRawPointer?
+    package var biasStride: Int
+    package var biasCount: Int
+    package var promptTokens: UnsafeBufferPointer<Int32>
+    package var outputTokens: UnsafeBufferPointer<Int32>
+    package var repetitionPenalty: Float
+    package var frequencyPenalty: Float
+    package var presencePenalty: Float
+    /// Top logprobs to return, `0...20`, or -1 for none.
+    package var topLogprobs: Int
+
+    /// A view of the given pointers; counts must be `>= 0` (the caller checks them).
+    package init(
+        allowed: UnsafePointer<UInt32>, allowedWords: Int, biasTokens: UnsafeRawPointer?,
+        biasValues: UnsafeRawPointer?, biasStride: Int, biasCount: Int, promptTokens: UnsafeBufferPointer<Int32>,
+        outputTokens: UnsafeBufferPointer<Int32>, repetitionPenalty: Float, frequencyPenalty: Float,
+        presencePenalty: Float, topLogprobs: Int
+    ) {
+        self.allowed = allowed
+        self.allowedWords = allowedWords
+        self.biasTokens = biasTokens
+        self.biasValues = biasValues
+        self.biasStride = biasStride
+        self.biasCount = biasCount
+        self.promptTokens = promptTokens
+        self.outputTokens = outputTokens
+        self.repetitionPenalty = repetitionPenalty
+        self.frequencyPenalty = frequencyPenalty
+        self.presencePenalty = presencePenalty
+        self.topLogprobs = topLogprobs
+    }
+}
+
+/// A call's per-row request processing: the Swift API's requests, or the C ABI's views.
+enum ProcessingSource {
+    case requests(UnsafePointer<RequestProcessing>)
+    case views(UnsafePointer<ProcessingView>)
+}
+
 /// Where a row's requested logprobs go.
 enum LogprobsDestination {
     /// A buffer the caller passed: compute them.
@@ -248,11 +308,61 @@ extension RowPipeline {
     /// reads no logit. A request with nothing to do leaves the state inactive, so the pass is
     /// the plain one.
     static func prepare(_ processing: RequestProcessing?, vocab: Int, scratch: Scratch, logprobs: LogprobsDestination) {
+        guard let processing,
+            // Nothing to do (the default request): the plain pass, without touching the scratch.
+            !(processing.allowedTokens == nil && processing.logitBias.isEmpty && processing.topLogprobs == nil
+                && processing.promptTokens.isEmpty && processing.outputTokens.isEmpty
+                && processing.repetitionPenalty == 1 && processing.frequencyPenalty.isFinite
+                && processing.presencePenalty.isFinite)
+        else {
+            scratch.state.pointee = ProcessingState()
+            return
+        }
+        // Through buffer pointers: iterating an Array (its read coroutine) allocates in
+        // unoptimized builds, and a call must not.
+        processing.logitBias.withUnsafeBytes { bias in
+            processing.promptTokens.withUnsafeBufferPointer { prompt in
+                processing.outputTokens.withUnsafeBufferPointer { output in
+                    func run(_ allowed: UnsafeBufferPointer<UInt32>?) {
+                        let view = ProcessingView(
+                            allowed: allowed?.baseAddress ?? UnsafePointer(bitPattern: 64)!,
+                            allowedWords: allowed.map { $0.count } ?? -1,
+                            biasTokens: bias.baseAddress.map { $0 + MemoryLayout<LogitBias>.offset(of: \.token)! },
+                            biasValues: bias.baseAddress.map { $0 + MemoryLayout<LogitBias>.offset(of: \.bias)! },
+                            biasStride: MemoryLayout<LogitBias>.stride, biasCount: processing.logitBias.count,
+                            promptTokens: prompt, outputTokens: output,
+                            repetitionPenalty: processing.repetitionPenalty,
+                            frequencyPenalty: processing.frequencyPenalty, presencePenalty: processing.presencePenalty,
+                            topLogprobs: processing.topLogprobs ?? -1)
+                        prepare(view: view, vocab: vocab, scratch: scratch, logprobs: logprobs)
+                    }
+                    if let words = processing.allowedTokens {
+                        words.withUnsafeBufferPointer { run($0) }
+                    } else {
+                        run(nil)
+                    }
+                }
+            }
+        }
+    }
+
+    /// ``prepare(_:vocab:scratch:logprobs:)`` of row `index` of a call's processing (none when nil).
+    static func prepare(
+        _ source: ProcessingSource?, index: Int, vocab: Int, scratch: Scratch, logprobs: LogprobsDestination
+    ) {
+        switch source {
+        case nil: scratch.state.pointee = ProcessingState()
+        case .requests(let requests): prepare(requests[index], vocab: vocab, scratch: scratch, logprobs: logprobs)
+        case .views(let views): prepare(view: views[index], vocab: vocab, scratch: scratch, logprobs: logprobs)
+        }
+    }
+
+    /// ``prepare(_:vocab:scratch:logprobs:)`` of a row's processing given as pointers (the C
+    /// ABI's `tns_processing`, or a ``RequestProcessing``'s arrays).
+    static func prepare(view processing: ProcessingView, vocab: Int, scratch: Scratch, logprobs: LogprobsDestination) {
         var state = ProcessingState()
         defer { scratch.state.pointee = state }
-        guard let processing else { return }
-        // Nothing to do (the default request): the plain pass, without touching the scratch.
-        if processing.allowedTokens == nil && processing.logitBias.isEmpty && processing.topLogprobs == nil
+        if processing.allowedWords < 0 && processing.biasCount == 0 && processing.topLogprobs < 0
             && processing.promptTokens.isEmpty && processing.outputTokens.isEmpty
             && processing.repetitionPenalty == 1 && processing.frequencyPenalty.isFinite
             && processing.presencePenalty.isFinite
@@ -260,33 +370,37 @@ extension RowPipeline {
             return
         }
         // The request's own checks, in its order; a missing logprobs buffer comes after the count.
-        if let error = processing.settingsError {
+        if let error = RequestProcessing.settingsError(
+            repetitionPenalty: processing.repetitionPenalty, frequencyPenalty: processing.frequencyPenalty,
+            presencePenalty: processing.presencePenalty,
+            topLogprobs: processing.topLogprobs >= 0 ? processing.topLogprobs : nil)
+        {
             state.error = error
             return
         }
-        if let n = processing.topLogprobs {
+        if processing.topLogprobs >= 0 {
             switch logprobs {
-            case .buffer: state.topLogprobs = n
+            case .buffer: state.topLogprobs = processing.topLogprobs
             case .missing:
                 state.error = .missingLogprobsBuffer
                 return
             case .ignored: break
             }
         }
-        if let error = processing.bitmaskError(vocabularySize: vocab) {
-            state.error = error
+        let words = (vocab + 31) / 32
+        if processing.allowedWords >= 0 && processing.allowedWords < words {
+            state.error = .bitmaskTooShort(words: processing.allowedWords, needed: words)
             return
         }
         let r = processing.repetitionPenalty
         (state.repetitionPenalty, state.frequencyPenalty, state.presencePenalty) =
             (r, processing.frequencyPenalty, processing.presencePenalty)
-        let words = (vocab + 31) / 32
         // The edited tokens, deduplicated through a hash table sized for this request (so the
         // part that is cleared and probed stays in L1).
         let edits = scratch.staging, table = scratch.table
-        let penalizes = processing.penalizes
+        let penalizes = r != 1 || processing.frequencyPenalty != 0 || processing.presencePenalty != 0
         let entries =
-            processing.logitBias.count + (r != 1 ? processing.promptTokens.count : 0)
+            processing.biasCount + (r != 1 ? processing.promptTokens.count : 0)
             + (penalizes ? processing.outputTokens.count : 0)
         var size = 16, shift: UInt32 = 28
         while size < 2 * min(entries, vocab) && size < scratch.tableCapacity {
@@ -295,29 +409,20 @@ extension RowPipeline {
         }
         table.update(repeating: -1, count: size)
         var n = 0
-        // Through buffer pointers: iterating an Array (its read coroutine) allocates in
-        // unoptimized builds, and a call must not.
-        let error = processing.logitBias.withUnsafeBufferPointer { bias in
-            processing.promptTokens.withUnsafeBufferPointer { prompt in
-                processing.outputTokens.withUnsafeBufferPointer { output in
-                    gatherEdits(
-                        bias: bias, prompt: r != 1 ? prompt : UnsafeBufferPointer(start: nil, count: 0),
-                        promptToValidate: prompt, output: output, penalizes: penalizes, vocab: vocab,
-                        table: table, size: size, shift: shift, edits: edits, count: &n)
-                }
-            }
-        }
+        let error = gatherEdits(
+            processing, prompt: r != 1 ? processing.promptTokens : UnsafeBufferPointer(start: nil, count: 0),
+            penalizes: penalizes, vocab: vocab, table: table, size: size, shift: shift, edits: edits, count: &n)
         if let error {
             state.error = error
             return
         }
-        guard processing.allowedTokens != nil || n > 0 else { return }
+        guard processing.allowedWords >= 0 || n > 0 else { return }
         // The effective bitmask: the request's (or all ones), less the edited tokens. Copied
         // first, in one sequential stream: the edits' random probes below then hit the copy in
         // L1, not the caller's words in memory.
         let mask = scratch.mask
-        if let allowed = processing.allowedTokens {
-            allowed.withUnsafeBufferPointer { mask.update(from: $0.baseAddress!, count: words) }
+        if processing.allowedWords >= 0 {
+            mask.update(from: processing.allowed, count: words)
             // A masked token stays masked whatever its bias or penalties: drop its edit (about
             // half of them under a grammar mask), so that no later loop branches on it.
             var kept = 0
@@ -372,22 +477,23 @@ extension RowPipeline {
 
     /// Adds the bias and history entries to the edits (``editSlot(_:table:size:shift:edits:count:)``):
     /// the bias, the prompt (`prompt`: empty unless the repetition penalty is on; every token of
-    /// `promptToValidate` is range-checked), and the output when a penalty is on. Returns the
+    /// the request's prompt is range-checked), and the output when a penalty is on. Returns the
     /// first bad entry's error.
     static func gatherEdits(
-        bias: UnsafeBufferPointer<LogitBias>, prompt: UnsafeBufferPointer<Int32>,
-        promptToValidate: UnsafeBufferPointer<Int32>,
-        output: UnsafeBufferPointer<Int32>, penalizes: Bool, vocab: Int, table: UnsafeMutablePointer<Int32>, size: Int,
-        shift: UInt32, edits: UnsafeMutablePointer<Edit>, count n: inout Int
+        _ processing: ProcessingView, prompt: UnsafeBufferPointer<Int32>, penalizes: Bool, vocab: Int,
+        table: UnsafeMutablePointer<Int32>, size: Int, shift: UInt32, edits: UnsafeMutablePointer<Edit>,
+        count n: inout Int
     ) -> RowError? {
         let bound = Int32(truncatingIfNeeded: vocab)
-        for i in 0..<bias.count {
-            let entry = bias[i]
-            guard entry.token >= 0 && entry.token < bound else { return .tokenOutOfRange(Int(entry.token)) }
-            guard entry.bias.isFinite else { return .invalidLogitBias(token: Int(entry.token), entry.bias) }
-            edits[editSlot(entry.token, table: table, size: size, shift: shift, edits: edits, count: &n)].bias +=
-                entry.bias
+        let stride = processing.biasStride
+        for i in 0..<processing.biasCount {
+            let token = processing.biasTokens!.loadUnaligned(fromByteOffset: i * stride, as: Int32.self)
+            let bias = processing.biasValues!.loadUnaligned(fromByteOffset: i * stride, as: Float.self)
+            guard token >= 0 && token < bound else { return .tokenOutOfRange(Int(token)) }
+            guard bias.isFinite else { return .invalidLogitBias(token: Int(token), bias) }
+            edits[editSlot(token, table: table, size: size, shift: shift, edits: edits, count: &n)].bias += bias
         }
+        let promptToValidate = processing.promptTokens, output = processing.outputTokens
         for i in 0..<promptToValidate.count {
             let token = promptToValidate[i]
             guard token >= 0 && token < bound else { return .tokenOutOfRange(Int(token)) }

@@ -614,10 +614,11 @@ package enum RowPipeline {
     /// One row start to finish on the calling thread: its processing prepared, reduced,
     /// settled and drawn; its logprobs written to `logprobs` when it asks for them.
     static func sampleRow<E: LogitElement>(
-        _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, processing: RequestProcessing? = nil,
+        _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, processing: ProcessingSource?, index: Int,
         step: UInt64, scratch: Scratch, logprobs: UnsafeMutablePointer<TopLogprobs>? = nil
     ) -> SampleResult {
-        prepare(processing, vocab: vocab, scratch: scratch, logprobs: logprobs != nil ? .buffer : .missing)
+        prepare(
+            processing, index: index, vocab: vocab, scratch: scratch, logprobs: logprobs != nil ? .buffer : .missing)
         let state = scratch.state.pointee
         if let error = parameters.validationError ?? state.error {
             logprobs?.pointee = TopLogprobs()

@@ -29,7 +29,7 @@ extension BatchSampler {
         /// A verification call's proposals and results (`rows` counts requests then).
         var verification: VerificationCall?
         /// Each row's request processing, if the call has any.
-        var processing: UnsafePointer<RequestProcessing>?
+        var processing: ProcessingSource?
         /// Where rows that ask for logprobs get them.
         var logprobs: UnsafeMutablePointer<TopLogprobs>?
 
@@ -73,7 +73,7 @@ extension BatchSampler {
                 RowPipeline.SharedThreshold(word: sharedThresholds + r).reset()
                 // A split row's tasks share its region: its processing is prepared once, here.
                 RowPipeline.prepare(
-                    call.processing.map { $0[r] }, vocab: vocabularySize, scratch: regions[r],
+                    call.processing, index: r, vocab: vocabularySize, scratch: regions[r],
                     logprobs: call.logprobs != nil ? .buffer : .missing)
             }
             claims[0].store(WordPair(first: callNumber, second: UInt(tasks) << 32), ordering: .releasing)
@@ -158,17 +158,26 @@ extension BatchSampler {
         if let verification = call.verification {
             // A whole request: its k + 1 rows in order, on this worker's region.
             let rowsPerRequest = verification.k + 1
-            verification.results[row] = RowPipeline.verifyRequest(
-                row: { call.row(row * rowsPerRequest + $0, as: E.self) }, vocab: vocabularySize, k: verification.k,
-                proposal: verification.proposals[row], parameters: call.parameters[row], step: call.steps[row],
-                scratch: regions[worker])
+            switch verification.source {
+            case .proposals(let proposals, let results):
+                results[row] = RowPipeline.verifyRequest(
+                    row: { call.row(row * rowsPerRequest + $0, as: E.self) }, vocab: vocabularySize, k: verification.k,
+                    proposal: proposals[row], parameters: call.parameters[row], step: call.steps[row],
+                    scratch: regions[worker])
+            case .views(let drafts, let tokens, let logProbabilities, let outcomes):
+                outcomes[row] = RowPipeline.verifyRequest(
+                    row: { call.row(row * rowsPerRequest + $0, as: E.self) }, vocab: vocabularySize, k: verification.k,
+                    draft: drafts[row], parameters: call.parameters[row], step: call.steps[row],
+                    scratch: regions[worker], tokens: tokens + row * rowsPerRequest,
+                    logProbabilities: logProbabilities.map { $0 + row * rowsPerRequest })
+            }
             return
         }
         let p = call.row(row, as: E.self)
         let parameters = call.parameters[row]
         guard call.isSplit else {
             call.results[row] = RowPipeline.sampleRow(
-                p, vocab: vocabularySize, parameters: parameters, processing: call.processing.map { $0[row] },
+                p, vocab: vocabularySize, parameters: parameters, processing: call.processing, index: row,
                 step: call.steps[row], scratch: regions[worker], logprobs: call.logprobs.map { $0 + row })
             return
         }

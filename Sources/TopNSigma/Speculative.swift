@@ -110,11 +110,50 @@ public enum VerificationError: Error, Sendable, Equatable, CustomStringConvertib
 /// One request's verification outcome: its result, or what is wrong with that request.
 public typealias VerificationOutcome = Result<VerificationResult, VerificationError>
 
+/// One request's draft as pointers: what ``RowPipeline/verifyRequest(row:vocab:k:draft:parameters:step:scratch:tokens:logProbabilities:)``
+/// reads. The C ABI builds it from its arrays without allocating; a ``DraftProposal`` lends its
+/// arrays for the call.
+package struct DraftView {
+    /// The draft's distribution at each of the `k` positions.
+    package enum Distribution {
+        /// None: each `q_i` is the point mass at `d_i`.
+        case pointMass
+        /// `k` rows of `vocabularySize` probabilities.
+        case dense(UnsafePointer<Float>)
+        /// `k` lists (``DraftDistributions/sparse(_:)``).
+        case lists(UnsafePointer<[DraftEntry]>)
+        /// `k` lists in compressed rows: position `i`'s entries are `offsets[i]..<offsets[i+1]`
+        /// of `ids` and `probabilities` (the caller has checked the offsets).
+        case compressed(offsets: UnsafePointer<Int64>, ids: UnsafePointer<Int32>, probabilities: UnsafePointer<Double>)
+    }
+    /// The `k` draft tokens.
+    package var tokens: UnsafePointer<Int>
+    /// The `k` draft probabilities `q_i(d_i)`.
+    package var probabilities: UnsafePointer<Double>
+    package var distribution: Distribution
+
+    /// A view of the given pointers.
+    package init(tokens: UnsafePointer<Int>, probabilities: UnsafePointer<Double>, distribution: Distribution) {
+        self.tokens = tokens
+        self.probabilities = probabilities
+        self.distribution = distribution
+    }
+}
+
 /// The buffers of a verification call (``BatchSampler`` schedules one task per request).
 struct VerificationCall: @unchecked Sendable {
+    enum Source {
+        /// The Swift API's proposals and outcomes.
+        case proposals(UnsafePointer<DraftProposal>, UnsafeMutablePointer<VerificationOutcome>)
+        /// The C ABI's drafts: request `r` writes its emitted tokens and log-probabilities at
+        /// `r · (k + 1)` and its outcome (accepted count, or error) at `r`.
+        case views(
+            UnsafePointer<DraftView>, tokens: UnsafeMutablePointer<Int>,
+            logProbabilities: UnsafeMutablePointer<Double>?,
+            outcomes: UnsafeMutablePointer<Result<Int, VerificationError>>)
+    }
     var k: Int
-    var proposals: UnsafePointer<DraftProposal>
-    var results: UnsafeMutablePointer<VerificationOutcome>
+    var source: Source
 }
 
 extension BatchSampler {
@@ -170,8 +209,29 @@ extension BatchSampler {
         guard requests > 0 else { return }
         runVerification(
             logits: logits, format: format, stride: stride, requests: requests,
-            verification: VerificationCall(k: k, proposals: proposals.baseAddress!, results: results.baseAddress!),
+            verification: VerificationCall(
+                k: k, source: .proposals(proposals.baseAddress!, results.baseAddress!)),
             parameters: parameters.baseAddress!, steps: steps.baseAddress!)
+    }
+
+    /// ``verify(logits:format:requests:k:rowStride:proposals:parameters:steps:into:)`` with each
+    /// request's draft given as pointers, for the C ABI, which has checked every size and offset:
+    /// request `r` writes its emitted tokens and log-probabilities at `r · (k + 1)` of `tokens`
+    /// and `logProbabilities` (when not nil), and its outcome (the accepted count, or the error) at `r`. No
+    /// allocation.
+    package func verify(
+        logits: UnsafeRawPointer, format: LogitFormat, requests: Int, k: Int, rowStride: Int,
+        drafts: UnsafePointer<DraftView>, parameters: UnsafePointer<SamplingParameters>, steps: UnsafePointer<UInt64>,
+        tokens: UnsafeMutablePointer<Int>, logProbabilities: UnsafeMutablePointer<Double>?,
+        outcomes: UnsafeMutablePointer<Result<Int, VerificationError>>
+    ) {
+        precondition(k >= 0 && requests >= 0 && requests <= maximumBatchSize && rowStride >= vocabularySize)
+        guard requests > 0 else { return }
+        runVerification(
+            logits: logits, format: format, stride: rowStride, requests: requests,
+            verification: VerificationCall(
+                k: k, source: .views(drafts, tokens: tokens, logProbabilities: logProbabilities, outcomes: outcomes)),
+            parameters: parameters, steps: steps)
     }
 
     /// Array convenience: `logits` holds `requests × (k + 1)` rows of `vocabularySize` values,
@@ -292,18 +352,76 @@ extension RowPipeline {
         }
     }
 
-    /// Verifies one request on the calling thread with one scratch region: its rows one after
-    /// the other, each settled exactly as ``sampleRow`` settles it (same kept set, same weights).
+    /// Verifies one request of the Swift API: its shape checked, then
+    /// ``verifyRequest(row:vocab:k:draft:parameters:step:scratch:tokens:logProbabilities:)`` on
+    /// its arrays, into the result's arrays.
     static func verifyRequest<E: LogitElement>(
         row: (Int) -> UnsafePointer<E>, vocab: Int, k: Int, proposal: DraftProposal, parameters: SamplingParameters,
         step: UInt64, scratch: Scratch
     ) -> VerificationOutcome {
         if let error = shapeError(proposal, k: k, vocab: vocab) { return .failure(error) }
+        var tokens = [Int](repeating: 0, count: k + 1)
+        var logProbabilities = [Double](repeating: 0, count: k + 1)
+        let outcome = proposal.tokens.withUnsafeBufferPointer { d in
+            proposal.probabilities.withUnsafeBufferPointer { q in
+                tokens.withUnsafeMutableBufferPointer { t in
+                    logProbabilities.withUnsafeMutableBufferPointer { l in
+                        func run(_ distribution: DraftView.Distribution) -> Result<Int, VerificationError> {
+                            verifyRequest(
+                                row: row, vocab: vocab, k: k,
+                                draft: DraftView(
+                                    tokens: d.baseAddress ?? UnsafePointer(bitPattern: 64)!,
+                                    probabilities: q.baseAddress ?? UnsafePointer(bitPattern: 64)!,
+                                    distribution: distribution),
+                                parameters: parameters, step: step, scratch: scratch, tokens: t.baseAddress!,
+                                logProbabilities: l.baseAddress!)
+                        }
+                        switch proposal.distributions {
+                        case nil: return run(.pointMass)
+                        case .dense(let rows): return rows.withUnsafeBufferPointer { run(.dense($0.baseAddress!)) }
+                        case .sparse(let lists):
+                            return lists.withUnsafeBufferPointer {
+                                run(.lists($0.baseAddress ?? UnsafePointer(bitPattern: 64)!))
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        return outcome.map { accepted in
+            VerificationResult(
+                accepted: accepted, tokens: Array(tokens[0...accepted]),
+                logProbabilities: Array(logProbabilities[0...accepted]))
+        }
+    }
+
+    /// Verifies one request on the calling thread with one scratch region: its rows one after
+    /// the other, each settled exactly as ``sampleRow`` settles it (same kept set, same weights).
+    /// Writes the `accepted + 1` emitted tokens and their log-probabilities to `tokens` and
+    /// `logProbabilities` (room for `k + 1`) and returns `accepted`. Draft token ids and sparse
+    /// ids are range-checked here; counts and offsets by the caller.
+    static func verifyRequest<E: LogitElement>(
+        row: (Int) -> UnsafePointer<E>, vocab: Int, k: Int, draft proposal: DraftView, parameters: SamplingParameters,
+        step: UInt64, scratch: Scratch, tokens: UnsafeMutablePointer<Int>,
+        logProbabilities: UnsafeMutablePointer<Double>?
+    ) -> Result<Int, VerificationError> {
+        for i in 0..<k where proposal.tokens[i] < 0 || proposal.tokens[i] >= vocab {
+            return .failure(.tokenOutOfRange(position: i, token: proposal.tokens[i]))
+        }
+        if case .compressed(let offsets, let ids, _) = proposal.distribution {
+            for i in 0..<k {
+                for e in Int(offsets[i])..<Int(offsets[i + 1]) where ids[e] < 0 || Int(ids[e]) >= vocab {
+                    return .failure(.sparseTokenOutOfRange(position: i, token: Int(ids[e])))
+                }
+            }
+        }
         let philox = Philox4x32(seed: parameters.seed)
-        var tokens: [Int] = []
-        var logProbabilities: [Double] = []
-        tokens.reserveCapacity(k + 1)
-        logProbabilities.reserveCapacity(k + 1)
+        var emitted = 0
+        func emit(_ token: Int, _ logProbability: Double) {
+            tokens[emitted] = token
+            logProbabilities?[emitted] = logProbability
+            emitted += 1
+        }
         var accepted = 0
         var finished = false
         let c = scratch.candidates, w = scratch.weights
@@ -345,8 +463,7 @@ extension RowPipeline {
                 let j = inverseCDF(
                     w, count: n, total: total,
                     uniform: philox.uniform(step: position, stream: BatchSampler.correctionStream))
-                tokens.append(Int(c[j].index))
-                logProbabilities.append(logProbability(j))
+                emit(Int(c[j].index), logProbability(j))
                 break
             }
             let d = proposal.tokens[i]
@@ -359,8 +476,7 @@ extension RowPipeline {
                 && (qd == 0 || pd >= qd
                     || philox.uniform(step: position, stream: BatchSampler.acceptanceStream) < pd / qd)
             if accept, let found {
-                tokens.append(d)
-                logProbabilities.append(logProbability(found))
+                emit(d, logProbability(found))
                 accepted += 1
                 continue
             }
@@ -368,17 +484,20 @@ extension RowPipeline {
             // q_i(d_i) (> p(d), so the residual is 0 there) and the distribution's elsewhere
             // (0 without one: the point mass at d).
             for j in 0..<n { w[j] /= total }
-            switch proposal.distributions {
-            case nil:
+            switch proposal.distribution {
+            case .pointMass:
                 break
-            case .dense(let rows):
-                rows.withUnsafeBufferPointer { q in
-                    let base = i * vocab
-                    for j in 0..<n { w[j] = max(0, w[j] - clampedProbability(Double(q[base + Int(c[j].index)]))) }
-                }
-            case .sparse(let lists):
+            case .dense(let q):
+                let base = q + i * vocab
+                for j in 0..<n { w[j] = max(0, w[j] - clampedProbability(Double(base[Int(c[j].index)]))) }
+            case .lists(let lists):
                 for entry in lists[i] {
                     if let j = find(entry.token, in: c, count: n) { w[j] -= clampedProbability(entry.probability) }
+                }
+                for j in 0..<n { w[j] = max(0, w[j]) }
+            case .compressed(let offsets, let ids, let probabilities):
+                for e in Int(offsets[i])..<Int(offsets[i + 1]) {
+                    if let j = find(Int(ids[e]), in: c, count: n) { w[j] -= clampedProbability(probabilities[e]) }
                 }
                 for j in 0..<n { w[j] = max(0, w[j]) }
             }
@@ -398,10 +517,9 @@ extension RowPipeline {
                 }
                 j = inverseCDF(w, count: n, total: sum, uniform: u)
             }
-            tokens.append(Int(c[j].index))
-            logProbabilities.append(logProbability(j))
+            emit(Int(c[j].index), logProbability(j))
             finished = true
         }
-        return .success(VerificationResult(accepted: accepted, tokens: tokens, logProbabilities: logProbabilities))
+        return .success(accepted)
     }
 }

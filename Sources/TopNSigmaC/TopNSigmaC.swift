@@ -32,6 +32,7 @@ enum Status {
     static let busy = tns_status(TNS_ERR_BUSY)
     static let bufferTooSmall = tns_status(TNS_ERR_BUFFER_TOO_SMALL)
     static let outOfMemory = tns_status(TNS_ERR_OUT_OF_MEMORY)
+    static let draft = tns_status(TNS_ERR_DRAFT)
 
     /// The row status of a row error, and the index it names (-1 when none).
     static func of(_ error: RowError) -> (status: tns_status, index: Int) {
@@ -69,11 +70,15 @@ enum Status {
         case Int(TNS_ERR_ROW_STRIDE):
             return "row stride must be at least the vocabulary size (and rows * stride must fit in memory)"
         case Int(TNS_ERR_STRUCT_SIZE):
-            return "tns_params.struct_size must be 40...4096, a multiple of 8, the same in every row (tns_params_init)"
+            return
+                "tns_params.struct_size (40...4096) or tns_processing.struct_size (88...4096) invalid: a multiple of 8, the same in every row (tns_params_init, tns_processing_init)"
         case Int(TNS_ERR_UNSUPPORTED): return "tns_params.flags has a bit this library does not know"
         case Int(TNS_ERR_BUSY): return "another call is running on this sampler (use one sampler per concurrent caller)"
         case Int(TNS_ERR_BUFFER_TOO_SMALL): return "output buffer too small (the needed count was written)"
         case Int(TNS_ERR_OUT_OF_MEMORY): return "out of memory"
+        case Int(TNS_ERR_DRAFT):
+            return
+                "invalid drafts (k below 0, unknown kind, a missing draft array, or sparse offsets negative or decreasing)"
         case Int(TNS_ROW_NAN): return "a logit is NaN"
         case Int(TNS_ROW_POSITIVE_INFINITY): return "a logit is +inf"
         case Int(TNS_ROW_NO_FINITE_LOGIT): return "no finite logit (every logit is -inf)"
@@ -83,7 +88,8 @@ enum Status {
         case Int(TNS_ROW_INVALID_TOP_P): return "top-p is invalid (must be in (0, 1])"
         case Int(TNS_ROW_INVALID_MIN_P): return "min-p is invalid (must be in [0, 1])"
         case Int(TNS_ROW_INVALID_PROCESSING):
-            return "request processing is invalid (bias, penalty, bitmask or logprobs)"
+            return "request processing is invalid (bias, penalty, token id, count, bitmask or logprobs)"
+        case Int(TNS_ROW_INVALID_DRAFT): return "a draft token or sparse draft id is outside the vocabulary"
         default: return "unknown status"
         }
     }
@@ -108,31 +114,56 @@ final class SamplerHandle {
     let sampler: BatchSampler
     let parameters: UnsafeMutablePointer<SamplingParameters>
     let results: UnsafeMutablePointer<SampleResult>
+    /// Per-row request processing, top logprobs, drafts and verification outcomes: trivial
+    /// types, written before they are read, so their pages are touched only when a call uses
+    /// them.
+    let views: UnsafeMutablePointer<ProcessingView>
+    let topLogprobs: UnsafeMutablePointer<TopLogprobs>
+    let drafts: UnsafeMutablePointer<DraftView>
+    let outcomes: UnsafeMutablePointer<Result<Int, VerificationError>>
     let capacity: Int
     let busy = Atomic<Bool>(false)
 
+    /// Bytes of the per-row buffers, per row of `max_batch`.
+    static let bytesPerRow =
+        MemoryLayout<SamplingParameters>.stride + MemoryLayout<SampleResult>.stride
+        + MemoryLayout<ProcessingView>.stride + MemoryLayout<TopLogprobs>.stride + MemoryLayout<DraftView>.stride
+        + MemoryLayout<Result<Int, VerificationError>>.stride
+
     init?(vocabularySize: Int, maximumBatchSize: Int, threadCount: Int?, placement: NUMAPlacement) {
         // malloc, not Swift's allocate: a failure becomes TNS_ERR_OUT_OF_MEMORY instead of a trap.
-        guard let p = malloc(maximumBatchSize * MemoryLayout<SamplingParameters>.stride) else { return nil }
-        guard let r = malloc(maximumBatchSize * MemoryLayout<SampleResult>.stride) else { free(p); return nil }
-        guard
+        func buffer<T>(_ type: T.Type) -> UnsafeMutablePointer<T>? {
+            malloc(maximumBatchSize * MemoryLayout<T>.stride)?.bindMemory(to: T.self, capacity: maximumBatchSize)
+        }
+        let p = buffer(SamplingParameters.self), r = buffer(SampleResult.self), v = buffer(ProcessingView.self)
+        let t = buffer(TopLogprobs.self), d = buffer(DraftView.self), o = buffer(Result<Int, VerificationError>.self)
+        guard let p, let r, let v, let t, let d, let o,
             let sampler = makeSampler(
                 vocabularySize: vocabularySize, maximumBatchSize: maximumBatchSize, threadCount: threadCount,
                 placement: placement)
-        else { free(p); free(r); return nil }
+        else {
+            for b in [
+                UnsafeMutableRawPointer(p), UnsafeMutableRawPointer(r), UnsafeMutableRawPointer(v),
+                UnsafeMutableRawPointer(t), UnsafeMutableRawPointer(d), UnsafeMutableRawPointer(o)
+            ] { free(b) }
+            return nil
+        }
         self.sampler = sampler
         capacity = maximumBatchSize
-        parameters = p.bindMemory(to: SamplingParameters.self, capacity: maximumBatchSize)
+        (parameters, results, views, topLogprobs, drafts, outcomes) = (p, r, v, t, d, o)
         parameters.initialize(repeating: SamplingParameters(), count: maximumBatchSize)
-        results = r.bindMemory(to: SampleResult.self, capacity: maximumBatchSize)
         results.initialize(repeating: .failure(.noFiniteLogit), count: maximumBatchSize)
     }
 
     deinit {
         parameters.deinitialize(count: capacity)
         results.deinitialize(count: capacity)
-        free(parameters)
-        free(results)
+        for b in [
+            UnsafeMutableRawPointer(parameters), UnsafeMutableRawPointer(results), UnsafeMutableRawPointer(views),
+            UnsafeMutableRawPointer(topLogprobs), UnsafeMutableRawPointer(drafts), UnsafeMutableRawPointer(outcomes)
+        ] {
+            free(b)
+        }
     }
 }
 
@@ -148,11 +179,11 @@ package func rowScratchBytes(vocab: Int) -> Double {
     RowPipeline.scratchByteCount(vocab: vocab).map(Double.init) ?? .infinity
 }
 
-/// Bytes a handle allocates: one row scratch per thread, and its per-row parameter and result
-/// buffers.
+/// Bytes a handle allocates: one row scratch per thread, and its per-row parameter, result,
+/// processing, logprobs and draft buffers.
 package func samplerMemoryEstimate(vocabularySize: Int, maximumBatchSize: Int, threadCount: Int) -> Double {
     Double(threadCount) * rowScratchBytes(vocab: vocabularySize)
-        + Double(maximumBatchSize) * Double(MemoryLayout<SamplingParameters>.stride + MemoryLayout<SampleResult>.stride)
+        + Double(maximumBatchSize) * Double(SamplerHandle.bytesPerRow)
 }
 
 /// Whether `bytes` of scratch may be asked for. Swift's allocations trap, and on Linux a large
@@ -208,6 +239,11 @@ public func cABIVersion() -> Int32 { Int32(TNS_ABI_VERSION) }
 @_cdecl("tns_version")
 public func cVersion() -> UnsafePointer<CChar> {
     UnsafeRawPointer(libraryVersion.utf8Start).assumingMemoryBound(to: CChar.self)
+}
+
+@_cdecl("tns_build_info")
+public func cBuildInfo() -> UnsafePointer<CChar> {
+    UnsafeRawPointer(BuildTarget.features.utf8Start).assumingMemoryBound(to: CChar.self)
 }
 
 @_cdecl("tns_status_message")
@@ -283,33 +319,44 @@ public func cSample(
     _ tokens: UnsafeMutablePointer<Int64>?, _ logprobs: UnsafeMutablePointer<Double>?,
     _ kept: UnsafeMutablePointer<Int64>?, _ rowStatus: UnsafeMutablePointer<tns_status>?
 ) -> tns_status {
-    guard let sampler else { return Status.nullPointer }
-    let h = handle(sampler)
-    let vocab = h.sampler.vocabularySize
-    guard rows >= 0 && rows <= Int64(h.capacity) else { return Status.batchSize }
-    let logitFormat: LogitFormat
+    sampleRows(sampler, logits, format, rows, rowStride, params, nil, steps, tokens, logprobs, kept, rowStatus, nil)
+}
+
+@_cdecl("tns_sample_processed")
+public func cSampleProcessed(
+    _ sampler: OpaquePointer?, _ logits: UnsafeRawPointer?, _ format: Int32, _ rows: Int64, _ rowStride: Int64,
+    _ params: UnsafeRawPointer?, _ processing: UnsafeRawPointer?, _ steps: UnsafePointer<UInt64>?,
+    _ tokens: UnsafeMutablePointer<Int64>?, _ logprobs: UnsafeMutablePointer<Double>?,
+    _ kept: UnsafeMutablePointer<Int64>?, _ rowStatus: UnsafeMutablePointer<tns_status>?,
+    _ topLogprobs: UnsafeMutablePointer<tns_top_logprobs>?
+) -> tns_status {
+    sampleRows(
+        sampler, logits, format, rows, rowStride, params, processing, steps, tokens, logprobs, kept, rowStatus,
+        topLogprobs)
+}
+
+/// The format argument of a call, or nil for an unknown one.
+func logitFormat(_ format: Int32) -> LogitFormat? {
     switch format {
-    case Int32(TNS_FORMAT_F32): logitFormat = .float32
-    case Int32(TNS_FORMAT_F16): logitFormat = .float16
-    case Int32(TNS_FORMAT_BF16): logitFormat = .bfloat16
-    default: return Status.format
+    case Int32(TNS_FORMAT_F32): return .float32
+    case Int32(TNS_FORMAT_F16): return .float16
+    case Int32(TNS_FORMAT_BF16): return .bfloat16
+    default: return nil
     }
-    guard rowStride >= Int64(vocab) else { return Status.rowStride }
-    let n = Int(rows)
-    if n == 0 { return Status.ok }
-    guard let logits, let params, let steps, let tokens, let rowStatus else { return Status.nullPointer }
-    // The block must be addressable: (rows - 1) * stride + vocab elements of format's size.
-    let (span, o1) = Int(rows - 1).multipliedReportingOverflow(by: Int(rowStride))
+}
+
+/// Whether `rows` rows of `vocab` elements of `format`, `stride` elements apart, are addressable.
+func addressable(rows: Int, stride: Int, vocab: Int, format: LogitFormat) -> Bool {
+    let (span, o1) = (rows - 1).multipliedReportingOverflow(by: stride)
     let (elements, o2) = span.addingReportingOverflow(vocab)
-    let (_, o3) = elements.multipliedReportingOverflow(by: logitFormat.byteCount)
-    guard !o1 && !o2 && !o3 else { return Status.rowStride }
+    let (_, o3) = elements.multipliedReportingOverflow(by: format.byteCount)
+    return !o1 && !o2 && !o3
+}
+
+/// Reads each row's `tns_params` into the handle's buffer: TNS_OK, or the whole-call status.
+func readAllParameters(_ params: UnsafeRawPointer, rows n: Int, into h: SamplerHandle) -> tns_status {
     let structSize = Int(params.loadUnaligned(as: UInt32.self))
     guard validStructSize(structSize) else { return Status.structSize }
-
-    let (exchanged, _) = h.busy.compareExchange(expected: false, desired: true, ordering: .acquiring)
-    guard exchanged else { return Status.busy }
-    defer { h.busy.store(false, ordering: .releasing) }
-
     for r in 0..<n {
         let raw = params + r * structSize
         guard Int(raw.loadUnaligned(as: UInt32.self)) == structSize else { return Status.structSize }
@@ -317,12 +364,88 @@ public func cSample(
         guard status == Status.ok else { return status }
         h.parameters[r] = p
     }
+    return Status.ok
+}
+
+/// The largest count a `tns_processing` array may have.
+let maximumProcessingCount = Int64(Int32.max)
+
+/// Reads one row's `tns_processing` (whose `struct_size` the caller checked) as a view. An
+/// invalid count or a NULL array with a positive count gives a view whose repetition penalty is
+/// NaN, so that the row fails with TNS_ROW_INVALID_PROCESSING (index -1) before reading anything.
+func processingView(_ raw: UnsafeRawPointer, structSize: Int, vocab: Int) -> ProcessingView {
+    var c = tns_processing()
+    tns_processing_init(&c)
+    withUnsafeMutableBytes(of: &c) { dst in
+        dst.copyMemory(from: UnsafeRawBufferPointer(start: raw, count: min(structSize, dst.count)))
+    }
+    func valid(_ pointer: UnsafeRawPointer?, _ count: Int64) -> Bool {
+        count >= 0 && count <= maximumProcessingCount && (count == 0 || pointer != nil)
+    }
+    let ok =
+        valid(c.bias_ids, c.bias_count) && valid(c.bias_values, c.bias_count)
+        && valid(c.prompt_tokens, c.prompt_count) && valid(c.output_tokens, c.output_count) && c.top_logprobs >= -1
+    let words = (vocab + 31) / 32
+    return ProcessingView(
+        allowed: c.allowed ?? UnsafePointer(bitPattern: 64)!, allowedWords: c.allowed != nil ? words : -1,
+        biasTokens: c.bias_count > 0 ? UnsafeRawPointer(c.bias_ids) : nil,
+        biasValues: c.bias_count > 0 ? UnsafeRawPointer(c.bias_values) : nil,
+        biasStride: 4, biasCount: ok ? Int(c.bias_count) : 0,
+        promptTokens: UnsafeBufferPointer(start: c.prompt_tokens, count: ok ? Int(c.prompt_count) : 0),
+        outputTokens: UnsafeBufferPointer(start: c.output_tokens, count: ok ? Int(c.output_count) : 0),
+        repetitionPenalty: ok ? c.repetition_penalty : .nan, frequencyPenalty: c.frequency_penalty,
+        presencePenalty: c.presence_penalty, topLogprobs: ok ? Int(c.top_logprobs) : -1)
+}
+
+/// The body of `tns_sample` and `tns_sample_processed`.
+func sampleRows(
+    _ sampler: OpaquePointer?, _ logits: UnsafeRawPointer?, _ format: Int32, _ rows: Int64, _ rowStride: Int64,
+    _ params: UnsafeRawPointer?, _ processing: UnsafeRawPointer?, _ steps: UnsafePointer<UInt64>?,
+    _ tokens: UnsafeMutablePointer<Int64>?, _ logprobs: UnsafeMutablePointer<Double>?,
+    _ kept: UnsafeMutablePointer<Int64>?, _ rowStatus: UnsafeMutablePointer<tns_status>?,
+    _ topLogprobs: UnsafeMutablePointer<tns_top_logprobs>?
+) -> tns_status {
+    guard let sampler else { return Status.nullPointer }
+    let h = handle(sampler)
+    let vocab = h.sampler.vocabularySize
+    guard rows >= 0 && rows <= Int64(h.capacity) else { return Status.batchSize }
+    guard let logitFormat = logitFormat(format) else { return Status.format }
+    guard rowStride >= Int64(vocab) else { return Status.rowStride }
+    let n = Int(rows)
+    if n == 0 { return Status.ok }
+    guard let logits, let params, let steps, let tokens, let rowStatus else { return Status.nullPointer }
+    guard addressable(rows: n, stride: Int(rowStride), vocab: vocab, format: logitFormat) else {
+        return Status.rowStride
+    }
+    guard validStructSize(Int(params.loadUnaligned(as: UInt32.self))) else { return Status.structSize }
+    var processingSize = 0
+    if let processing {
+        processingSize = Int(processing.loadUnaligned(as: UInt32.self))
+        guard
+            processingSize >= Int(TNS_PROCESSING_V1_SIZE) && processingSize <= Int(TNS_PARAMS_MAX_SIZE)
+                && processingSize % 8 == 0
+        else { return Status.structSize }
+    }
+
+    let (exchanged, _) = h.busy.compareExchange(expected: false, desired: true, ordering: .acquiring)
+    guard exchanged else { return Status.busy }
+    defer { h.busy.store(false, ordering: .releasing) }
+
+    let status = readAllParameters(params, rows: n, into: h)
+    guard status == Status.ok else { return status }
+    if let processing {
+        for r in 0..<n {
+            let raw = processing + r * processingSize
+            guard Int(raw.loadUnaligned(as: UInt32.self)) == processingSize else { return Status.structSize }
+            (h.views + r).initialize(to: processingView(raw, structSize: processingSize, vocab: vocab))
+        }
+    }
     h.sampler.sample(
-        logits: logits, format: logitFormat, rows: n, rowStride: Int(rowStride),
-        parameters: UnsafeBufferPointer(start: h.parameters, count: n),
-        steps: UnsafeBufferPointer(start: steps, count: n),
-        into: UnsafeMutableBufferPointer(start: h.results, count: n))
+        logits: logits, format: logitFormat, rows: n, rowStride: Int(rowStride), parameters: h.parameters,
+        processing: processing != nil ? UnsafePointer(h.views) : nil, steps: steps, into: h.results,
+        logprobs: topLogprobs != nil ? h.topLogprobs : nil)
     for r in 0..<n {
+        let asked = processing != nil && h.views[r].topLogprobs >= 0
         switch h.results[r] {
         case .success(let token):
             tokens[r] = Int64(token.token)
@@ -336,8 +459,143 @@ public func cSample(
             kept?[r] = 0
             rowStatus[r] = status
         }
+        guard let topLogprobs else { continue }
+        let out = topLogprobs + r
+        if asked, case .success = h.results[r] {
+            let l = h.topLogprobs[r]
+            out.pointee.count = Int32(l.count)
+            out.pointee.rank = Int32(l.sampledRank)
+            out.pointee.sampled_logprob = l.sampledLogprob
+            withUnsafeMutableBytes(of: &out.pointee.ids) { ids in
+                withUnsafeMutableBytes(of: &out.pointee.logprobs) { values in
+                    for i in 0..<l.count {
+                        let entry = l[i]
+                        ids.storeBytes(of: Int32(entry.token), toByteOffset: 4 * i, as: Int32.self)
+                        values.storeBytes(of: entry.logprob, toByteOffset: 8 * i, as: Double.self)
+                    }
+                }
+            }
+        } else {
+            out.pointee.count = 0
+            out.pointee.rank = 0
+            out.pointee.sampled_logprob = .nan
+        }
     }
     return Status.ok
+}
+
+// MARK: - Speculative verification
+
+@_cdecl("tns_verify")
+public func cVerify(
+    _ sampler: OpaquePointer?, _ logits: UnsafeRawPointer?, _ format: Int32, _ requests: Int64, _ k: Int64,
+    _ rowStride: Int64, _ params: UnsafeRawPointer?, _ steps: UnsafePointer<UInt64>?,
+    _ drafts: UnsafePointer<tns_drafts>?, _ accepted: UnsafeMutablePointer<Int64>?,
+    _ outTokens: UnsafeMutablePointer<Int64>?, _ outLogprobs: UnsafeMutablePointer<Double>?,
+    _ requestStatus: UnsafeMutablePointer<tns_status>?, _ errorPosition: UnsafeMutablePointer<Int64>?
+) -> tns_status {
+    guard let sampler else { return Status.nullPointer }
+    let h = handle(sampler)
+    let vocab = h.sampler.vocabularySize
+    guard requests >= 0 && requests <= Int64(h.capacity) else { return Status.batchSize }
+    guard let logitFormat = logitFormat(format) else { return Status.format }
+    guard rowStride >= Int64(vocab) else { return Status.rowStride }
+    guard k >= 0 else { return Status.draft }
+    let n = Int(requests)
+    if n == 0 { return Status.ok }
+    guard let logits, let params, let steps, let drafts, let accepted, let outTokens, let requestStatus else {
+        return Status.nullPointer
+    }
+    // requests · (k + 1) rows must be addressable, and requests · (k + 1) output slots.
+    let (perRequest, o0) = Int(k).addingReportingOverflow(1)
+    let (rowCount, o1) = n.multipliedReportingOverflow(by: perRequest)
+    guard !o0 && !o1 && addressable(rows: rowCount, stride: Int(rowStride), vocab: vocab, format: logitFormat)
+    else { return Status.rowStride }
+    guard validStructSize(Int(params.loadUnaligned(as: UInt32.self))) else { return Status.structSize }
+    let d = drafts.pointee
+    let kk = Int(k), positions = n * kk
+    guard positions == 0 || (d.tokens != nil && d.probabilities != nil) else { return Status.draft }
+    switch d.kind {
+    case Int32(TNS_DRAFT_POINT_MASS): break
+    case Int32(TNS_DRAFT_DENSE):
+        let (_, o) = positions.multipliedReportingOverflow(by: vocab)
+        guard positions == 0 || (d.dense != nil && !o) else { return Status.draft }
+    case Int32(TNS_DRAFT_SPARSE):
+        guard let offsets = d.sparse_offsets else { return Status.draft }
+        guard offsets[0] == 0 else { return Status.draft }
+        for i in 0..<positions where offsets[i + 1] < offsets[i] { return Status.draft }
+        guard offsets[positions] == 0 || (d.sparse_ids != nil && d.sparse_probabilities != nil) else {
+            return Status.draft
+        }
+    default: return Status.draft
+    }
+
+    let (exchanged, _) = h.busy.compareExchange(expected: false, desired: true, ordering: .acquiring)
+    guard exchanged else { return Status.busy }
+    defer { h.busy.store(false, ordering: .releasing) }
+
+    let status = readAllParameters(params, rows: n, into: h)
+    guard status == Status.ok else { return status }
+    let placeholder = UnsafePointer<Int>(bitPattern: 64)!
+    let draftTokens = UnsafeRawPointer(d.tokens).map { $0.assumingMemoryBound(to: Int.self) } ?? placeholder
+    let draftProbabilities = d.probabilities ?? UnsafePointer(bitPattern: 64)!
+    for r in 0..<n {
+        let distribution: DraftView.Distribution
+        switch d.kind {
+        case Int32(TNS_DRAFT_DENSE): distribution = kk == 0 ? .pointMass : .dense(d.dense! + r * kk * vocab)
+        case Int32(TNS_DRAFT_SPARSE):
+            distribution = .compressed(
+                offsets: d.sparse_offsets! + r * kk, ids: d.sparse_ids ?? UnsafePointer(bitPattern: 64)!,
+                probabilities: d.sparse_probabilities ?? UnsafePointer(bitPattern: 64)!)
+        default: distribution = .pointMass
+        }
+        (h.drafts + r).initialize(
+            to: DraftView(
+                tokens: draftTokens + r * kk, probabilities: draftProbabilities + r * kk, distribution: distribution))
+    }
+    // Int64 and Int are the same type on the 64-bit platforms this library builds for.
+    let tokensOut = UnsafeMutableRawPointer(outTokens).assumingMemoryBound(to: Int.self)
+    h.sampler.verify(
+        logits: logits, format: logitFormat, requests: n, k: kk, rowStride: Int(rowStride), drafts: h.drafts,
+        parameters: h.parameters, steps: steps, tokens: tokensOut, logProbabilities: outLogprobs, outcomes: h.outcomes)
+    for r in 0..<n {
+        let base = r * perRequest
+        let emitted: Int
+        switch h.outcomes[r] {
+        case .success(let a):
+            accepted[r] = Int64(a)
+            requestStatus[r] = Status.ok
+            errorPosition?[r] = -1
+            emitted = a + 1
+        case .failure(let error):
+            accepted[r] = -1
+            let (status, position, index) = verificationStatus(error)
+            requestStatus[r] = status
+            errorPosition?[r] = Int64(position)
+            outTokens[base] = Int64(index)
+            outLogprobs?[base] = .nan
+            emitted = 1
+        }
+        for i in emitted..<perRequest {
+            outTokens[base + i] = -1
+            outLogprobs?[base + i] = .nan
+        }
+    }
+    return Status.ok
+}
+
+/// A failed request's status, error position and the index `out_tokens` reports.
+func verificationStatus(_ error: VerificationError) -> (tns_status, Int, Int) {
+    switch error {
+    case .row(let row, let rowError):
+        let (status, index) = Status.of(rowError)
+        return (status, row, index)
+    case .tokenOutOfRange(let position, let token), .sparseTokenOutOfRange(let position, let token):
+        return (tns_status(TNS_ROW_INVALID_DRAFT), position, token)
+    // Counts come from k here: they cannot mismatch.
+    case .tokenCount, .probabilityCount, .denseLength, .sparseCount:
+        return (tns_status(TNS_ROW_INVALID_DRAFT), -1, -1)
+    }
 }
 
 // MARK: - Single rows
