@@ -348,8 +348,9 @@ typedef struct tns_drafts {
  *   request_status  out, `requests`: TNS_OK, a TNS_ROW_* code of a target row (error_position: the
  *                   row, 0 ... k; out_tokens[r·(k+1)] the offending logit index for NaN / +inf), or
  *                   TNS_ROW_INVALID_DRAFT (error_position: the draft position; out_tokens[r·(k+1)]:
- *                   the id). Every target row of a request is read and checked, whatever the draft
- *                   outcome; a failing request never affects the others
+ *                   the id; such a request fails before its rows are read). Every target row of a
+ *                   request with valid drafts is read and checked, whatever the draft outcome; a
+ *                   failing request never affects the others
  *   error_position  out, `requests`, may be NULL: -1 for a request that did not fail
  *
  * Returns TNS_OK (check request_status), or a whole-call error with nothing written:

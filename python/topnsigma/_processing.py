@@ -71,7 +71,12 @@ _array_interface = "__array_interface__"
 
 
 def _address(array):
-    return array.__array_interface__["data"][0]
+    """The address of an array's first element (through ctypes' buffer protocol when writable:
+    about 4 times cheaper than __array_interface__)."""
+    try:
+        return ctypes.addressof(ctypes.c_char.from_buffer(array))
+    except (TypeError, ValueError, BufferError):
+        return array.__array_interface__["data"][0]
 
 
 def _ids(value, name, row):
@@ -281,15 +286,17 @@ def fill(out, rows, vocab, allowed, logit_bias, prompt_tokens, output_tokens,
         if tokens is None:
             continue
         entries = _per_row(tokens, rows, name)
-        pointers, counts = out[name], out[count_name]
+        addresses, sizes = [0] * rows, [0] * rows
         for r, ids in enumerate(entries):
             if ids is None:
                 continue
             array = _ids(ids, name, r)
             if array.size:
                 keep.append(array)
-                pointers[r] = _address(array)
-                counts[r] = array.size
+                addresses[r] = _address(array)
+                sizes[r] = array.size
+        out[name] = addresses  # one column assignment each, not one per row
+        out[count_name] = sizes
     if not (type(repetition_penalty) in (int, float) and repetition_penalty == 1):
         out["repetition_penalty"] = _float_column(repetition_penalty, rows, "repetition_penalty", 1.0)
     if not (type(frequency_penalty) in (int, float) and frequency_penalty == 0):
