@@ -53,4 +53,32 @@ static inline void topnsigma_futex_wake_all(uint32_t *word) {
     syscall(SYS_futex, word, FUTEX_WAKE_PRIVATE, 0x7fffffff, (void *)0, (void *)0, 0);
 }
 #endif
+
+// AVX-512's scale and round instructions on a SIMD16<Float> (a 16-float ext_vector, which Swift
+// imports as SIMD16<Float>), for builds compiled with -mavx512f: Swift has no spelling for
+// vscalefps, and inlines these like its own code. `topnsigma_scalef16(p, k)` is p·2^floor(k)
+// exactly rounded (underflowing to subnormals and 0, never wrapping); `topnsigma_round16` rounds
+// to the nearest integer, ties to even.
+typedef float topnsigma_float16x __attribute__((ext_vector_type(16)));
+#if defined(__AVX512F__)
+#include <immintrin.h>
+static inline topnsigma_float16x topnsigma_scalef16(topnsigma_float16x p, topnsigma_float16x k) {
+    return (topnsigma_float16x)_mm512_scalef_ps((__m512)p, (__m512)k);
+}
+static inline topnsigma_float16x topnsigma_round16(topnsigma_float16x x) {
+    return (topnsigma_float16x)_mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+#else
+// Other builds never call these (BuildTarget.hasAVX512 is false there); they exist so that the
+// Swift that calls them type-checks in every build.
+#include <math.h>
+static inline topnsigma_float16x topnsigma_scalef16(topnsigma_float16x p, topnsigma_float16x k) {
+    for (int i = 0; i < 16; i++) p[i] = ldexpf(p[i], (int)floorf(k[i]));
+    return p;
+}
+static inline topnsigma_float16x topnsigma_round16(topnsigma_float16x x) {
+    for (int i = 0; i < 16; i++) x[i] = rintf(x[i]);
+    return x;
+}
+#endif
 #endif

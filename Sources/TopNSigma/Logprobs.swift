@@ -13,8 +13,8 @@ private func powerOfTwo(_ x: Double) -> Double { exp2(x) }
 /// rows that ask for logprobs. It sums `exp(x - chunk max)` over the chunk's allowed logits and
 /// keeps the chunk's `N` largest (the row's top `N` are among the chunks' top `N`), so the row
 /// is still read from memory once.
-enum LogprobKernel {
-    typealias Vector = SIMD16<Float>
+package enum LogprobKernel {
+    package typealias Vector = SIMD16<Float>
 
     /// `log2 e` rounded to Float.
     static let log2eFloat: Float = 1.442_695_040_888_963_4
@@ -23,8 +23,21 @@ enum LogprobKernel {
     /// minimax relative error and checked in Float over 200 001 points; Cephes' degree 6 gains
     /// only a factor 2), for `-126 <= t <= 0`; at most `2^-126` below (a term that small cannot
     /// change a sum whose largest term is 1, nor can a vocabulary's worth of them).
+    ///
+    /// With AVX-512, 2^k is applied by `vscalefps` and k comes from `vrndscaleps`: three
+    /// operations fewer than the integer route (the add/subtract of the rounding constant, and
+    /// the shift and add of the exponent field). Below `-126` the result is then exact to within
+    /// `2^-149` instead of clamped, which only tightens the bound.
     @inline(__always)
-    static func exp2(_ t: Vector) -> Vector {
+    package static func exp2(_ t: Vector) -> Vector {
+        if BuildTarget.hasAVX512 {
+            // -inf (a masked lane) would make t − k a NaN; anything below -150 gives 0 anyway.
+            let low = Vector(repeating: -150)
+            let clamped = low.replacing(with: t, where: t .> low)
+            let k = topnsigma_round16(clamped)
+            let f = clamped - k
+            return topnsigma_scalef16(polynomial(f), k)
+        }
         // Vector-vector operations only: the scalar-splat overloads of `replacing` and of the
         // integer operators compile to lane loops.
         let low = Vector(repeating: -126)
@@ -33,18 +46,24 @@ enum LogprobKernel {
         let magic = Vector(repeating: 12_582_912)
         let rounded = clamped + magic
         let f = clamped - (rounded - magic)
-        var p = Vector(repeating: 1.326_472_708_005_028_5e-3)
-        p = BuildTarget.multiplyAdd(p, f, Vector(repeating: 9.671_512_862_183_89e-3))
-        p = BuildTarget.multiplyAdd(p, f, Vector(repeating: 5.550_733_745_645_905e-2))
-        p = BuildTarget.multiplyAdd(p, f, Vector(repeating: 2.402_224_208_184_32e-1))
-        p = BuildTarget.multiplyAdd(p, f, Vector(repeating: 6.931_469_775_965_883e-1))
-        p = BuildTarget.multiplyAdd(p, f, Vector(repeating: 1))
+        let p = polynomial(f)
         // p · 2^k by adding k to p's exponent field (an integer add, not a multiply: the
         // multiply-add units are this loop's bottleneck). p is in [2^-1/2, 2^1/2] and
         // -126 <= k <= 0, so the result is normal, or for k = -126 at most 2^-126.
         let k = unsafeBitCast(rounded, to: SIMD16<Int32>.self) &- SIMD16<Int32>(repeating: 0x4B40_0000)
         return unsafeBitCast(
             unsafeBitCast(p, to: SIMD16<Int32>.self) &+ (k &<< SIMD16<Int32>(repeating: 23)), to: Vector.self)
+    }
+
+    /// `2^f` for `f` in `[-1/2, 1/2]`: the degree-5 minimax polynomial of ``exp2(_:)``, by Horner.
+    @inline(__always)
+    static func polynomial(_ f: Vector) -> Vector {
+        var p = Vector(repeating: 1.326_472_708_005_028_5e-3)
+        p = BuildTarget.multiplyAdd(p, f, Vector(repeating: 9.671_512_862_183_89e-3))
+        p = BuildTarget.multiplyAdd(p, f, Vector(repeating: 5.550_733_745_645_905e-2))
+        p = BuildTarget.multiplyAdd(p, f, Vector(repeating: 2.402_224_208_184_32e-1))
+        p = BuildTarget.multiplyAdd(p, f, Vector(repeating: 6.931_469_775_965_883e-1))
+        return BuildTarget.multiplyAdd(p, f, Vector(repeating: 1))
     }
 
     /// `log2 e / T` rounded to Float: the exponent's factor at temperature `T`.

@@ -260,15 +260,15 @@ package struct ProcessingView {
     package var repetitionPenalty: Float
     package var frequencyPenalty: Float
     package var presencePenalty: Float
-    /// Top logprobs to return, `0...20`, or -1 for none.
-    package var topLogprobs: Int
+    /// Top logprobs to return, `0...20` (any other value is the row's error), or nil for none.
+    package var topLogprobs: Int?
 
     /// A view of the given pointers; counts must be `>= 0` (the caller checks them).
     package init(
         allowed: UnsafePointer<UInt32>, allowedWords: Int, biasTokens: UnsafeRawPointer?,
         biasValues: UnsafeRawPointer?, biasStride: Int, biasCount: Int, promptTokens: UnsafeBufferPointer<Int32>,
         outputTokens: UnsafeBufferPointer<Int32>, repetitionPenalty: Float, frequencyPenalty: Float,
-        presencePenalty: Float, topLogprobs: Int
+        presencePenalty: Float, topLogprobs: Int?
     ) {
         self.allowed = allowed
         self.allowedWords = allowedWords
@@ -333,7 +333,7 @@ extension RowPipeline {
                             promptTokens: prompt, outputTokens: output,
                             repetitionPenalty: processing.repetitionPenalty,
                             frequencyPenalty: processing.frequencyPenalty, presencePenalty: processing.presencePenalty,
-                            topLogprobs: processing.topLogprobs ?? -1)
+                            topLogprobs: processing.topLogprobs)
                         prepare(view: view, vocab: vocab, scratch: scratch, logprobs: logprobs)
                     }
                     if let words = processing.allowedTokens {
@@ -362,7 +362,7 @@ extension RowPipeline {
     static func prepare(view processing: ProcessingView, vocab: Int, scratch: Scratch, logprobs: LogprobsDestination) {
         var state = ProcessingState()
         defer { scratch.state.pointee = state }
-        if processing.allowedWords < 0 && processing.biasCount == 0 && processing.topLogprobs < 0
+        if processing.allowedWords < 0 && processing.biasCount == 0 && processing.topLogprobs == nil
             && processing.promptTokens.isEmpty && processing.outputTokens.isEmpty
             && processing.repetitionPenalty == 1 && processing.frequencyPenalty.isFinite
             && processing.presencePenalty.isFinite
@@ -373,14 +373,14 @@ extension RowPipeline {
         if let error = RequestProcessing.settingsError(
             repetitionPenalty: processing.repetitionPenalty, frequencyPenalty: processing.frequencyPenalty,
             presencePenalty: processing.presencePenalty,
-            topLogprobs: processing.topLogprobs >= 0 ? processing.topLogprobs : nil)
+            topLogprobs: processing.topLogprobs)
         {
             state.error = error
             return
         }
-        if processing.topLogprobs >= 0 {
+        if let n = processing.topLogprobs {
             switch logprobs {
-            case .buffer: state.topLogprobs = processing.topLogprobs
+            case .buffer: state.topLogprobs = n
             case .missing:
                 state.error = .missingLogprobsBuffer
                 return

@@ -181,17 +181,29 @@ package enum RowPipeline {
         var accumulator = StatisticsKernel.RowAccumulator()
         var running = LogprobKernel.RunningTop()
         let route = scratch == nil || !sampling ? nil : softmaxRoute(parameters, state)
+        // A sampled greedy row without processing needs the maximum alone: no moments.
+        let maximumOnly =
+            sampling && parameters.temperature == 0 && state.mask == nil && state.editCount == 0
+            && state.topLogprobs < 0
         // Plain sampling collects nothing: its draw needs only the chunks' sums.
         let collectSurvivors = collect && route != .plain
         let depth = route?.depth
         // Top-k's running bound and the survivors this task holds above it.
         let topK = collectSurvivors ? topKRoute(parameters, state) : nil
         var kBound = -Float.infinity, kHeld = 0
+        if maximumOnly, let (part, chunk) = StatisticsKernel.maximumRange(p, vocab: vocab, chunks: first, end) {
+            // The whole range in one partial, at the chunk of its maximum (the others empty).
+            if let partials { for c in first..<end { partials[c] = c == chunk ? part : .init() } }
+            accumulator.merge(part, chunk: chunk, start: chunk * chunkLength)
+            return accumulator
+        }
         for c in first..<end {
             let start = c * chunkLength
             let length = min(chunkLength, vocab - start)
             let mask = state.mask.map { UnsafePointer($0 + start / 32) }
-            let part = StatisticsKernel.chunkPartial(p + start, count: length, mask: mask)
+            let part =
+                (route == .plain && mask == nil ? StatisticsKernel.maximumPartial(p + start, count: length) : nil)
+                ?? StatisticsKernel.chunkPartial(p + start, count: length, mask: mask)
             partials?[c] = part
             accumulator.merge(part, chunk: c, start: start)
             if accumulator.error != nil { break }

@@ -760,6 +760,95 @@ enum StatisticsKernel {
         return doublePrecisionPartial(p, count: n, mask: mask)
     }
 
+    /// One chunk's maximum with every logit counted finite and the moments left 0, for a row
+    /// that needs neither (plain sampling: the chunk's exp pass needs its maximum, the draw the
+    /// row's finite count). The loop of ``maximumRange(_:vocab:chunks:_:)``: a `vmaxps` and an add
+    /// per 16 logits; nil when the sum is not finite (the caller then takes
+    /// ``chunkPartial(_:count:mask:)``).
+    static func maximumPartial<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int) -> ChunkPartial? {
+        maximumRange(p, vocab: n, chunks: 0, 1)?.partial
+    }
+
+    /// A greedy row's chunks `first..<end` (of a row of `vocab` logits) in one loop: the range's
+    /// maximum and the first chunk that holds it, with every logit of the range counted finite
+    /// and the moments left 0. A greedy row without request processing reads only the maximum,
+    /// where it lies and whether the row has a finite logit (``RowPipeline/reduce``), never its
+    /// mean or std.
+    ///
+    /// Two vector operations per 16 logits: a `vmaxps` and an add whose sum turns non-finite on a
+    /// NaN or an infinity. A chunk ends with a few vector operations (its lane maxima against the
+    /// range's, and the chunk index where a lane rose), not a horizontal reduction. Nil when the
+    /// sum is not finite (a `-inf` masked logit, an error, or a sum that overflows): the caller
+    /// then reduces the chunks one by one (``chunkPartial(_:count:mask:)``), which sorts them out.
+    static func maximumRange<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, chunks first: Int, _ end: Int
+    ) -> (partial: ChunkPartial, chunk: Int)? {
+        let negInf = Vector(repeating: -.infinity)
+        var best = negInf
+        var bestChunk = SIMD16<Int32>(repeating: .max)
+        var sa = Vector(), sb = Vector(), sc = Vector(), sd = Vector()
+        var tailMaximum = -Float.infinity, tailChunk = Int.max, tailSum = 0.0
+        for c in first..<end {
+            let q = p + c &* chunkLength
+            let n = min(chunkLength, vocab &- c &* chunkLength)
+            var ma = negInf, mb = negInf, mc = negInf, md = negInf
+            var i = 0
+            if BuildTarget.hasAVX512 {
+                while i &+ 64 <= n {
+                    let (a, b) = E.load32Unordered(q, i)
+                    let (c, d) = E.load32Unordered(q, i &+ 32)
+                    ma = a.replacing(with: ma, where: ma .> a)
+                    mb = b.replacing(with: mb, where: mb .> b)
+                    mc = c.replacing(with: mc, where: mc .> c)
+                    md = d.replacing(with: md, where: md .> d)
+                    sa += a
+                    sb += b
+                    sc += c
+                    sd += d
+                    i &+= 64
+                }
+            } else if BuildTarget.hasWideVectors {
+                while i &+ 32 <= n {
+                    let (a, b) = E.load32Unordered(q, i)
+                    ma = a.replacing(with: ma, where: ma .> a)
+                    mb = b.replacing(with: mb, where: mb .> b)
+                    sa += a
+                    sb += b
+                    i &+= 32
+                }
+            }
+            while i &+ 16 <= n {
+                let a = E.load16(q, i)
+                ma = a.replacing(with: ma, where: ma .> a)
+                sa += a
+                i &+= 16
+            }
+            ma = mb.replacing(with: ma, where: ma .> mb)
+            mc = md.replacing(with: mc, where: mc .> md)
+            ma = mc.replacing(with: ma, where: ma .> mc)
+            // A lane that rises keeps this chunk's index: the earliest chunk at its maximum.
+            let rose = ma .> best
+            best.replace(with: ma, where: rose)
+            bestChunk.replace(with: SIMD16<Int32>(repeating: Int32(truncatingIfNeeded: c)), where: rose)
+            // The row's last few logits (only the last chunk can end off a vector).
+            while i < n {
+                let x = E.float(q, i)
+                tailSum += Double(x)
+                if x > tailMaximum {
+                    tailMaximum = x
+                    tailChunk = c
+                }
+                i &+= 1
+            }
+        }
+        guard (laneSum((sa + sb) + (sc + sd)) + tailSum).isFinite else { return nil }
+        let maximum = max(horizontalMaximum(best), tailMaximum)
+        var chunk = tailMaximum == maximum ? tailChunk : Int.max
+        for lane in 0..<16 where best[lane] == maximum { chunk = min(chunk, Int(bestChunk[lane])) }
+        let count = min(vocab, end &* chunkLength) &- first &* chunkLength
+        return (ChunkPartial(count: count, maximum: maximum), chunk)
+    }
+
     // MARK: - row fold
 
     /// Running fold of chunk partials into row statistics (Chan et al.'s parallel variance merge).

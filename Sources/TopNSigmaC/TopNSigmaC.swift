@@ -394,7 +394,7 @@ func processingView(_ raw: UnsafeRawPointer, structSize: Int, vocab: Int) -> Pro
         promptTokens: UnsafeBufferPointer(start: c.prompt_tokens, count: ok ? Int(c.prompt_count) : 0),
         outputTokens: UnsafeBufferPointer(start: c.output_tokens, count: ok ? Int(c.output_count) : 0),
         repetitionPenalty: ok ? c.repetition_penalty : .nan, frequencyPenalty: c.frequency_penalty,
-        presencePenalty: c.presence_penalty, topLogprobs: ok ? Int(c.top_logprobs) : -1)
+        presencePenalty: c.presence_penalty, topLogprobs: ok && c.top_logprobs != -1 ? Int(c.top_logprobs) : nil)
 }
 
 /// The body of `tns_sample` and `tns_sample_processed`.
@@ -445,7 +445,7 @@ func sampleRows(
         processing: processing != nil ? UnsafePointer(h.views) : nil, steps: steps, into: h.results,
         logprobs: topLogprobs != nil ? h.topLogprobs : nil)
     for r in 0..<n {
-        let asked = processing != nil && h.views[r].topLogprobs >= 0
+        let asked = processing != nil && h.views[r].topLogprobs != nil
         switch h.results[r] {
         case .success(let token):
             tokens[r] = Int64(token.token)

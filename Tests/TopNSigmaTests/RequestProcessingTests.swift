@@ -182,7 +182,13 @@ func grammarMask(vocab: Int, seed: UInt64) -> [UInt32] {
                 RequestProcessing(allowedTokens: [UInt32](repeating: ~0, count: 31)),
                 .bitmaskTooShort(words: 31, needed: 32)
             ),
-            (RequestProcessing(topLogprobs: 21), .invalidTopLogprobs(21))
+            (RequestProcessing(topLogprobs: 21), .invalidTopLogprobs(21)),
+            (RequestProcessing(topLogprobs: -1), .invalidTopLogprobs(-1)),
+            // The settings come before the token ids (found by the fuzzer: -3 passed as "none").
+            (
+                RequestProcessing(logitBias: [LogitBias(token: 1000, bias: 1)], topLogprobs: -3),
+                .invalidTopLogprobs(-3)
+            )
         ]
         let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 2, threadCount: 1)
         for (q, expected) in cases {
@@ -196,6 +202,15 @@ func grammarMask(vocab: Int, seed: UInt64) -> [UInt32] {
                 Issue.record("expected \(expected), got a token")
             }
             #expect((try? results[1].get()) != nil)
+            // The single-row filter checks the same way.
+            let filtered = Result { () throws(RowError) in
+                try FilteredDistribution.of(row, parameters: SamplingParameters(), processing: q)
+            }
+            if case .failure(let error) = filtered {
+                #expect(error.description == expected.description)
+            } else {
+                Issue.record("filter: expected \(expected), got a distribution")
+            }
         }
     }
 

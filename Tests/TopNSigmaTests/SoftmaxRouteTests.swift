@@ -248,6 +248,118 @@ import TopNSigmaBaselines
         }
     }
 
+    @Test("the vector exp2 of every softmax pass: relative error below 1.9e-7 on [-126, 0], at most 2^-126 below")
+    func vectorExp2() {
+        var worst = 0.0
+        var t = -160.0
+        while t <= 0 {
+            var lanes = LogprobKernel.Vector()
+            for lane in 0..<16 { lanes[lane] = Float(Swift.min(0, t + Double(lane) / 16384)) }
+            let got = LogprobKernel.exp2(lanes)
+            for lane in 0..<16 {
+                let x = Double(lanes[lane])
+                let exact = Foundation.exp2(x)
+                if x >= -126 {
+                    worst = Swift.max(worst, Swift.abs(Double(got[lane]) - exact) / exact)
+                } else {
+                    #expect(Double(got[lane]) >= 0 && Swift.abs(Double(got[lane]) - exact) <= 0x1p-126, "t = \(x)")
+                }
+            }
+            t += 1.0 / 1024
+        }
+        #expect(worst < 1.9e-7, "worst relative error \(worst)")
+        // A masked lane (-inf) weighs at most 2^-126, never NaN.
+        let masked = LogprobKernel.exp2(LogprobKernel.Vector(repeating: -.infinity))
+        #expect(all((masked .>= 0) .& (masked .<= 0x1p-126)))
+    }
+
+    /// The float64 argmax of `row` (lowest id on ties), or the row's error: its first NaN or
+    /// `+inf` by index, or no finite logit.
+    static func greedyOracle(_ row: [Float]) -> Result<Int, RowError> {
+        var best = -1, maximum = -Double.infinity
+        for (i, x) in row.enumerated() {
+            if x.isNaN { return .failure(.notANumber(index: i)) }
+            if x == .infinity { return .failure(.positiveInfinity(index: i)) }
+            if Double(x) > maximum {
+                maximum = Double(x)
+                best = i
+            }
+        }
+        return best < 0 ? .failure(.noFiniteLogit) : .success(best)
+    }
+
+    @Test(
+        "greedy rows read only the maximum: the float64 argmax (lowest id on ties) or the row's error, through -inf, overflowing sums and a tail, in float32 and bfloat16, whole and split"
+    )
+    func greedyMaximumOnly() throws {
+        let vocab = 9001
+        var rows: [[Float]] = []
+        var random = TestRandom(seed: 8)
+        rows.append((0..<vocab).map { _ in Float(random.uniform() * 20 - 10) })
+        // Ties across chunks: the lower id.
+        var tied = [Float](repeating: 1, count: vocab)
+        tied[4100] = 7
+        tied[9000] = 7
+        rows.append(tied)
+        // -inf masked logits fill the first chunk and dot the rest; the maximum in the tail.
+        var masked = [Float](repeating: -.infinity, count: vocab)
+        for i in stride(from: 4096, to: vocab, by: 3) { masked[i] = Float(i % 17) }
+        masked[9000] = 40
+        rows.append(masked)
+        // Finite logits whose Float sums overflow.
+        var huge = [Float](repeating: 3e38, count: vocab)
+        huge[5000] = 3.3e38
+        huge[5001] = 3.3e38
+        rows.append(huge)
+        // Errors: the lowest index decides.
+        var nan = rows[0]
+        nan[8000] = .infinity
+        nan[6000] = .nan
+        rows.append(nan)
+        var infinity = rows[0]
+        infinity[100] = .infinity
+        infinity[200] = .nan
+        rows.append(infinity)
+        rows.append([Float](repeating: -.infinity, count: vocab))
+        let parameters = rows.indices.map { SamplingParameters(temperature: 0, nSigma: 1, seed: UInt64($0)) }
+        for threads in [1, 3] {
+            let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows.count, threadCount: threads)
+            let batch = sampler.sample(logits: rows.flatMap { $0 }, parameters: parameters)
+            // bfloat16: the oracle on the converted values (truncation keeps NaN a NaN here).
+            let bits = rows.map { $0.map { UInt16(truncatingIfNeeded: $0.bitPattern >> 16) } }
+            let half = sampler.sample(bits: bits.flatMap { $0 }, format: .bfloat16, parameters: parameters)
+            for (r, row) in rows.enumerated() {
+                let converted = bits[r].map { Float(bitPattern: UInt32($0) << 16) }
+                for (label, result, oracle) in [
+                    ("f32", batch[r], Self.greedyOracle(row)), ("bf16", half[r], Self.greedyOracle(converted))
+                ] {
+                    // One row alone is split over the threads.
+                    let alone =
+                        label == "f32"
+                        ? sampler.sample(logits: row, parameters: [parameters[r]])[0]
+                        : sampler.sample(bits: bits[r], format: .bfloat16, parameters: [parameters[r]])[0]
+                    for got in [result, alone] {
+                        switch oracle {
+                        case .success(let token):
+                            #expect(
+                                try got.get() == SampledToken(token: token, logProbability: 0, candidateCount: 1),
+                                "row \(r) \(label), \(threads) threads")
+                        case .failure(let error):
+                            #expect(throws: error, "row \(r) \(label), \(threads) threads") { try got.get() }
+                        }
+                    }
+                }
+            }
+        }
+        // Real rows.
+        let sampler = try BatchSampler(vocabularySize: Fixture.row(0).count, maximumBatchSize: 1, threadCount: 1)
+        for r in 0..<8 {
+            let row = Fixture.row(r)
+            let token = try sampler.sample(logits: row, parameters: [SamplingParameters(temperature: 0)])[0].get()
+            #expect(token.token == (try Self.greedyOracle(row).get()), "real row \(r)")
+        }
+    }
+
     @Test("n = 0 keeps the ties of the maximum only")
     func nSigmaZero() throws {
         var row = Fixture.row(1)
