@@ -59,6 +59,8 @@ package enum RowPipeline {
         /// (``OnlineSoftmax``; ``StatisticsKernel/blocksPerChunk`` a chunk); the chunk maxima are in
         /// ``chunkMaxima``.
         var drawSums: UnsafeMutablePointer<Double>
+        /// Top-k: per chunk, ``TopKBound/groupsPerChunk`` group maxima (``TopKBound``).
+        var groupMaxima: UnsafeMutablePointer<Float>
 
         /// Where each array of a ``Scratch`` lives in its block: offsets computed from the
         /// element types' own strides and alignments, each array on a 64-byte boundary.
@@ -68,7 +70,7 @@ package enum RowPipeline {
             let candidates: Int, weights: Int, partials: Int, counts: Int, thresholds: Int
             let state: Int, mask: Int, maskWords: Int, table: Int, tableCapacity: Int, edits: Int, staging: Int,
                 editStarts: Int
-            let expSums: Int, chunkMaxima: Int, topCounts: Int, topTokens: Int, drawSums: Int
+            let expSums: Int, chunkMaxima: Int, topCounts: Int, topTokens: Int, drawSums: Int, groupMaxima: Int
             /// Bytes of one block.
             let byteCount: Int
 
@@ -98,9 +100,11 @@ package enum RowPipeline {
                     let chunkMaxima = place(Float.self, count: chunks),
                     let topCounts = place(Int.self, count: chunks),
                     let topTokens = place(Candidate.self, count: chunks * TopLogprobs.maximumCount),
-                    let drawSums = place(Double.self, count: chunks * StatisticsKernel.blocksPerChunk)
+                    let drawSums = place(Double.self, count: chunks * StatisticsKernel.blocksPerChunk),
+                    let groupMaxima = place(Float.self, count: chunks * TopKBound.groupsPerChunk)
                 else { return nil }
                 self.drawSums = drawSums
+                self.groupMaxima = groupMaxima
                 self.vocab = vocab
                 self.chunks = chunks
                 (self.candidates, self.weights, self.partials, self.counts, self.thresholds) =
@@ -154,7 +158,9 @@ package enum RowPipeline {
                     topTokens: (block + topTokens).bindMemory(
                         to: Candidate.self, capacity: chunks * TopLogprobs.maximumCount),
                     drawSums: (block + drawSums).bindMemory(
-                        to: Double.self, capacity: chunks * StatisticsKernel.blocksPerChunk))
+                        to: Double.self, capacity: chunks * StatisticsKernel.blocksPerChunk),
+                    groupMaxima: (block + groupMaxima).bindMemory(
+                        to: Float.self, capacity: chunks * TopKBound.groupsPerChunk))
             }
         }
     }
@@ -188,9 +194,9 @@ package enum RowPipeline {
         // Plain sampling collects nothing: its draw needs only the chunks' sums.
         let collectSurvivors = collect && route != .plain
         let depth = route?.depth
-        // Top-k's running bound and the survivors this task holds above it.
+        // Top-k rows collect nothing during the pass: each chunk leaves its group maxima, and the
+        // row settles its survivors from them (``TopKBound``).
         let topK = collectSurvivors ? topKRoute(parameters, state) : nil
-        var kBound = -Float.infinity, kHeld = 0
         if maximumOnly, let (part, chunk) = StatisticsKernel.maximumRange(p, vocab: vocab, chunks: first, end) {
             // The whole range in one partial, at the chunk of its maximum (the others empty).
             if let partials { for c in first..<end { partials[c] = c == chunk ? part : .init() } }
@@ -201,27 +207,24 @@ package enum RowPipeline {
             let start = c * chunkLength
             let length = min(chunkLength, vocab - start)
             let mask = state.mask.map { UnsafePointer($0 + start / 32) }
+            let groups = topK != nil ? scratch.map { $0.groupMaxima + c * TopKBound.groupsPerChunk } : nil
             let part =
                 (route == .plain && mask == nil ? StatisticsKernel.maximumPartial(p + start, count: length) : nil)
-                ?? StatisticsKernel.chunkPartial(p + start, count: length, mask: mask)
+                ?? StatisticsKernel.chunkPartial(p + start, count: length, mask: mask, groups: groups)
             partials?[c] = part
             accumulator.merge(part, chunk: c, start: start)
             if accumulator.error != nil { break }
             guard let scratch else { continue }
-            if collectSurvivors {
+            if topK != nil {
+                // Nothing collected: stricter than any threshold, so that a settle that did not
+                // compact the chunk would compact it again from the row.
+                scratch.counts[c] = 0
+                scratch.thresholds[c] = .infinity
+            } else if collectSurvivors {
                 // Greedy rows collect only for their rank (logprobs): the ties of the maximum.
                 var threshold =
                     parameters.temperature == 0
                     ? accumulator.maximum : provisionalThreshold(accumulator, parameters, depth: depth)
-                if let k = topK {
-                    if kHeld < k && kBound == -.infinity {
-                        // A task's first chunk: a bound from the chunk alone.
-                        kBound = TopKBound.seed(
-                            p + start, count: length, mask: mask, keep: k, maximum: part.maximum,
-                            floor: Float(part.mean))
-                    }
-                    threshold = max(threshold, kBound)
-                }
                 // A split row's tasks share the strictest provisional threshold any of them has
                 // found, so a task over a few chunks does not collect as if it saw the row alone.
                 if let shared { threshold = shared.raise(to: threshold) }
@@ -234,12 +237,6 @@ package enum RowPipeline {
                         mask: mask,
                         into: scratch.candidates + start)
                     : 0
-                if let k = topK {
-                    kHeld += scratch.counts[c]
-                    if kHeld >= k + k / 2 + 16 {
-                        (kBound, kHeld) = TopKBound.raise(scratch: scratch, chunks: first..<(c + 1), kBound, keep: k)
-                    }
-                }
             }
             if route != nil {
                 scratch.chunkMaxima[c] = part.maximum
@@ -415,10 +412,23 @@ package enum RowPipeline {
             low = max(low, floatThreshold(Double(statistics.maximum) - depth * Double(parameters.temperature)))
         }
         if let k = topKRoute(parameters, state) {
-            // Every slot holds its chunk's logits at or above its threshold, and the thresholds
-            // that top-k's bound set are at or below the row's k-th largest logit: then the k-th
-            // largest survivor is the row's. A slot whose (Top-nσ) provisional threshold came out
-            // above it is compacted again at it first.
+            // The groups' k-th largest maximum is at or below the row's k-th largest logit: every
+            // slot takes its chunk's logits at or above it (and at or above the other filters'
+            // lower bound), from the groups that reach it. If at least k survive, their k-th
+            // largest is the row's and no slot's threshold lies above it; if fewer, the row's
+            // k-th lies below the other filters' cut, and top-k changes nothing.
+            let bound = TopKBound.groupBound(
+                scratch: scratch, chunks: 0..<chunks, keep: k, maximum: statistics.maximum,
+                floor: max(Float(statistics.mean), low))
+            let collect = max(low, bound > -.infinity ? bound : -.greatestFiniteMagnitude)
+            for c in 0..<chunks {
+                scratch.counts[c] = TopKBound.compactGroups(
+                    p, vocab: vocab, chunk: c, threshold: collect,
+                    groups: scratch.groupMaxima + c * TopKBound.groupsPerChunk, mask: mask,
+                    into: scratch.candidates + c * StatisticsKernel.chunkLength)
+                scratch.thresholds[c] = collect
+            }
+            // A slot whose threshold lies above the k-th is compacted again at it first.
             var kth = TopKBound.kth(scratch: scratch, chunks: 0..<chunks, keep: k)
             if kth > -.infinity {
                 var strictest = -Float.infinity

@@ -58,6 +58,13 @@ enum StatisticsKernel {
         var s1: Vector
         var s2: Vector
         var maximum: Vector
+        /// The accumulator sets' own lane maxima before they were merged into ``maximum`` (`-inf`
+        /// for sets the build does not use): each lane the largest of distinct logits of the
+        /// block, top-k's group maxima (``TopKBound``).
+        var groups: (Vector, Vector, Vector, Vector) = (
+            Vector(repeating: -.infinity), Vector(repeating: -.infinity), Vector(repeating: -.infinity),
+            Vector(repeating: -.infinity)
+        )
     }
 
     /// Whether a statistics loop subtracts its shift (a type, so that each loop is specialized).
@@ -83,8 +90,13 @@ enum StatisticsKernel {
     /// four with AVX-512 (one register per `SIMD16`), two with AVX (two registers each), one on
     /// SSE (already four registers each).
     @inline(__always)
+    ///
+    /// With `groups`, each block's group maxima go to `groups[64·b ..< 64·b + 64]` (the accumulator
+    /// sets' lane maxima; ``TopKBound/groupsPerChunk`` floats for a chunk), the logits after the
+    /// last whole block into the next block's entries, and `-inf` past them.
     static func unmaskedSums<E: LogitElement, S: ShiftMode>(
-        _ p: UnsafePointer<E>, count n: Int, _ mode: S.Type, shift: Float
+        _ p: UnsafePointer<E>, count n: Int, _ mode: S.Type, shift: Float,
+        groups: UnsafeMutableRawPointer? = nil
     ) -> ShiftedSums {
         let k = Vector(repeating: shift)
         var s1 = Vector(), s2 = Vector()
@@ -104,16 +116,46 @@ enum StatisticsKernel {
             let blockMaximum = sums.maximum
             m.replace(with: blockMaximum, where: blockMaximum .> m)
             blocks[block] = horizontalMaximum(blockMaximum)
+            if let groups {
+                let g = groups + block &* 256
+                g.storeBytes(of: sums.groups.0, toByteOffset: 0, as: Vector.self)
+                g.storeBytes(of: sums.groups.1, toByteOffset: 64, as: Vector.self)
+                g.storeBytes(of: sums.groups.2, toByteOffset: 128, as: Vector.self)
+                g.storeBytes(of: sums.groups.3, toByteOffset: 192, as: Vector.self)
+            }
             i &+= blockLength
             block &+= 1
         }
         let vectorEnd = i &+ (n &- i) / 16 &* 16
+        var tailGroups = Vector(repeating: -.infinity)
         if i < vectorEnd {
             let tail = sums1(p, from: i, to: vectorEnd, S.self, k)
             s1 += tail.s1
             s2 += tail.s2
             m.replace(with: tail.maximum, where: tail.maximum .> m)
+            tailGroups = tail.maximum
             i = vectorEnd
+        }
+        if let groups {
+            // The logits after the last whole block: the next block's first group vector (the
+            // scalar tail into its lanes below), then -inf to the chunk's end.
+            var g = groups + block &* 256
+            var j = i
+            while j < n {
+                let x = E.float(p, j)
+                if x > tailGroups[j & 15] { tailGroups[j & 15] = x }
+                j &+= 1
+            }
+            let negInf = Vector(repeating: -.infinity)
+            let end = groups + blocksPerChunk &* 256
+            if g < end {
+                g.storeBytes(of: tailGroups, as: Vector.self)
+                g += 64
+                while g < end {
+                    g.storeBytes(of: negInf, as: Vector.self)
+                    g += 64
+                }
+            }
         }
         var sum1 = laneSum(s1), sum2 = laneSum(s2)
         var maximum = horizontalMaximum(m)
@@ -184,7 +226,9 @@ enum StatisticsKernel {
             s2 = BuildTarget.multiplyAdd(d, d, s2)
             i &+= 16
         }
-        return BlockSums(s1: s1, s2: s2, maximum: m)
+        var sums = BlockSums(s1: s1, s2: s2, maximum: m)
+        sums.groups.0 = m
+        return sums
     }
 
     /// Two accumulator sets over `p[from..<to]` (`to - from` a multiple of 32).
@@ -211,8 +255,10 @@ enum StatisticsKernel {
         }
         s1 += t1
         s2 += t2
-        ma = mb.replacing(with: ma, where: ma .> mb)
-        return BlockSums(s1: s1, s2: s2, maximum: ma)
+        var sums = BlockSums(s1: s1, s2: s2, maximum: mb.replacing(with: ma, where: ma .> mb))
+        sums.groups.0 = ma
+        sums.groups.1 = mb
+        return sums
     }
 
     /// Four accumulator sets over `p[from..<to]` (`to - from` a multiple of 64).
@@ -246,10 +292,13 @@ enum StatisticsKernel {
         }
         s1 += (t1 + u1) + v1
         s2 += (t2 + u2) + v2
+        let groups = (ma, mb, mc, md)
         ma = mb.replacing(with: ma, where: ma .> mb)
         mc = md.replacing(with: mc, where: mc .> md)
         ma = mc.replacing(with: ma, where: ma .> mc)
-        return BlockSums(s1: s1, s2: s2, maximum: ma)
+        var sums = BlockSums(s1: s1, s2: s2, maximum: ma)
+        sums.groups = groups
+        return sums
     }
 
     /// As ``unmaskedSums``, but `-inf` logits take no part and NaNs are flagged.
@@ -700,15 +749,21 @@ enum StatisticsKernel {
     /// With `mask`, only the tokens it allows take part (`mask`'s first bit is `p[0]`'s; `p`
     /// starts a word), through ``bitmaskedSums(_:count:mask:_:shift:)``; an allowed `-inf` sends
     /// such a chunk to the double-precision path.
+    ///
+    /// With `groups`, the chunk's group maxima are written there (``TopKBound``): by the
+    /// statistics loop itself when there is no mask, by a separate pass over the chunk in L1
+    /// otherwise.
     static func chunkPartial<E: LogitElement>(
-        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>? = nil
+        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>? = nil,
+        groups: UnsafeMutablePointer<Float>? = nil
     ) -> ChunkPartial {
+        if let groups, let mask { TopKBound.groupMaxima(p, count: n, mask: mask, into: groups) }
         var shift: Float = 0
         var shifted = false
         var masked = false
         var sums =
             mask.map { bitmaskedSums(p, count: n, mask: $0, Unshifted.self, shift: 0) }
-            ?? unmaskedSums(p, count: n, Unshifted.self, shift: 0)
+            ?? unmaskedSums(p, count: n, Unshifted.self, shift: 0, groups: groups.map { UnsafeMutableRawPointer($0) })
         for attempt in 0..<3 {
             if !sums.isFinite && !masked && mask == nil {
                 masked = true

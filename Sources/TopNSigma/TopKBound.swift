@@ -1,65 +1,129 @@
 /// Top-k as a threshold: the `k`-th largest logit of the row, found without sorting.
 ///
-/// During the pass a task keeps a *bound*: a value that at least `k` logits of the row reach, so
-/// that the row's top `k` all lie at or above it. It is a threshold like Top-nσ's provisional one:
-/// each chunk compacts only the logits at or above it, while the chunk is in L1. A task's first
-/// chunk seeds it by counting (``seed(_:count:mask:keep:maximum:floor:)``); whenever the task's
-/// survivors grow past `2k`, their own `k`-th largest raises it (``raise(scratch:chunks:_:keep:)``).
-/// When the row settles, the `k`-th largest of all survivors is the row's (every chunk holds all
-/// its logits at or above its bound), and the kept set is `{x ≥ k-th}`: a threshold cut in id
-/// order, exactly the float64 definition's (ties at the `k`-th value go to the lower ids).
+/// During the pass the statistics loop leaves each chunk's *group maxima* at no extra cost: the
+/// lane maxima of its accumulator sets, 64 per 1024-logit block, each the largest of distinct
+/// logits (``StatisticsKernel/chunkPartial(_:count:mask:groups:)``). The pass collects nothing.
+/// When the row settles, a value that at least `k` group maxima reach is a *bound*: at least `k`
+/// logits reach it (each of those groups holds one), so the row's top `k` all lie at or above it
+/// (``groupBound(scratch:chunks:keep:maximum:floor:)``, a few vector counts over `V/16` floats).
+/// The blocks whose groups reach it are compacted from cache (``compactGroups``). The `k`-th
+/// largest of those survivors is the row's, and the kept set is `{x ≥ k-th}`: a threshold cut in
+/// id order, exactly the float64 definition's (ties at the `k`-th value go to the lower ids).
 package enum TopKBound {
     typealias Vector = SIMD16<Float>
 
-    /// The allowed logits of `p[0..<n]` at or above `t`.
-    @inline(__always)
-    static func count<E: LogitElement>(
-        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>?, atLeast t: Float
-    )
-        -> Int
-    {
-        let limit = Vector(repeating: t)
-        var a0 = SIMD16<Int32>(), b0 = SIMD16<Int32>()
-        var i = 0
-        while i &+ 32 <= n {
-            let (a, b) = StatisticsKernel.load32(p, i, mask: mask)
-            // A true lane is -1.
-            a0 &-= unsafeBitCast(a .>= limit, to: SIMD16<Int32>.self)
-            b0 &-= unsafeBitCast(b .>= limit, to: SIMD16<Int32>.self)
-            i &+= 32
+    /// Logits per span: 16 vectors, whose 16 lanes' maxima are its groups.
+    static let spanLength = 256
+    /// Group maxima per chunk: 16 spans of 16 groups.
+    static let groupsPerChunk = StatisticsKernel.chunkLength / spanLength * 16
+
+    /// Writes the group maxima of one chunk (`p[0..<n]`, `n <= chunkLength`) through `mask` to
+    /// `g[0..<groupsPerChunk]`: for span `s`, `g[16s + j]` is the largest allowed logit among
+    /// `p[256s + 16i + j]`; `-inf` for a group without an allowed logit (and for spans past `n`).
+    /// Block `b`'s groups are `g[64b ..< 64b + 64]`, as the statistics loop writes them for rows
+    /// without a mask. One `vmaxps` per 16 logits, on a chunk in L1.
+    static func groupMaxima<E: LogitElement>(
+        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>?, into g: UnsafeMutablePointer<Float>
+    ) {
+        let negInf = Vector(repeating: -.infinity)
+        let raw = UnsafeMutableRawPointer(g)
+        var span = 0
+        while span &* spanLength < n {
+            let start = span &* spanLength, end = min(n, start &+ spanLength)
+            var ma = negInf, mb = negInf
+            var i = start
+            while i &+ 32 <= end {
+                let (a, b) = StatisticsKernel.load32(p, i, mask: mask)
+                ma = a.replacing(with: ma, where: ma .> a)
+                mb = b.replacing(with: mb, where: mb .> b)
+                i &+= 32
+            }
+            ma = mb.replacing(with: ma, where: ma .> mb)
+            // The last few logits of the row, each into its lane.
+            while i < end {
+                if mask.map({ StatisticsKernel.allowed($0, i) }) ?? true {
+                    let x = E.float(p, i), lane = i & 15
+                    if x > ma[lane] { ma[lane] = x }
+                }
+                i &+= 1
+            }
+            raw.storeBytes(of: ma, toByteOffset: span &* 64, as: Vector.self)
+            span &+= 1
         }
-        var total = StatisticsKernel.laneTotal(a0 &+ b0)
-        while i < n {
-            if mask.map({ StatisticsKernel.allowed($0, i) }) ?? true, E.float(p, i) >= t { total &+= 1 }
-            i &+= 1
+        while span < groupsPerChunk / 16 {
+            raw.storeBytes(of: negInf, toByteOffset: span &* 64, as: Vector.self)
+            span &+= 1
         }
-        return total
     }
 
-    /// A bound for a row's top `keep` from one chunk alone (`p[0..<n]`, its maximum and a value
-    /// `floor` below most of its logits, such as its mean): a value that at least `keep` allowed
-    /// logits of the chunk reach, found by bisection between `floor` and `maximum`, stopping once
-    /// at most `4·keep` reach it; `-inf` when fewer than `keep` reach `floor`.
-    static func seed<E: LogitElement>(
-        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>?, keep: Int, maximum: Float, floor: Float
+    /// A bound for the row's top `keep` from the group maxima of chunks `chunks` (the row's
+    /// maximum `maximum`, and a value `floor` below most of its logits, such as its mean): a value
+    /// that at least `keep` groups reach, so at least `keep` logits; found by bisection over
+    /// `[floor, maximum]` with vector counts of the groups in place, stopping once at most
+    /// `2·keep + 16` groups reach it. `-inf` when fewer than `keep` groups reach `floor`.
+    ///
+    /// `floor` may be another filter's cut (Top-nσ, min-p): when few groups reach it, it is
+    /// returned as it is (the caller collects at it anyway), after one count.
+    static func groupBound(
+        scratch: RowPipeline.Scratch, chunks: Range<Int>, keep: Int, maximum: Float, floor: Float
     ) -> Float {
-        guard keep <= n, floor.isFinite, maximum.isFinite, floor < maximum else { return -.infinity }
+        let groups = scratch.groupMaxima + chunks.lowerBound * groupsPerChunk
+        let n = chunks.count * groupsPerChunk
+        // The maximum itself: its own group reaches it.
+        if keep == 1 { return maximum }
+        guard floor.isFinite, maximum.isFinite, floor < maximum else { return -.infinity }
         var low = floor, high = maximum
-        let reached = count(p, count: n, mask: mask, atLeast: low)
-        guard reached >= keep else { return -.infinity }
-        if reached <= 2 * keep { return low }
-        for _ in 0..<12 {
+        let reached = countAtLeast(groups, count: n, low)
+        if reached <= 2 * keep + 16 { return reached >= keep ? low : -.infinity }
+        for _ in 0..<24 {
             let middle = low + (high - low) * 0.5
             guard middle > low && middle < high else { break }
-            let c = count(p, count: n, mask: mask, atLeast: middle)
+            let c = countAtLeast(groups, count: n, middle)
             if c >= keep {
                 low = middle
-                if c <= keep + keep / 4 { break }
+                if c <= 2 * keep + 16 { break }
             } else {
                 high = middle
             }
         }
         return low
+    }
+
+    /// Compacts the allowed logits at or above `threshold` of chunk `chunk` of the row at `p`
+    /// into `out`, in id order, visiting only the 1024-logit blocks some of whose group maxima
+    /// (`groups`, 64 a block) reach it; returns the count.
+    static func compactGroups<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, chunk: Int, threshold: Float, groups: UnsafePointer<Float>,
+        mask: UnsafePointer<UInt32>?, into out: UnsafeMutablePointer<Candidate>
+    ) -> Int {
+        let blockLength = StatisticsKernel.blockLength
+        let start = chunk &* StatisticsKernel.chunkLength
+        let n = min(StatisticsKernel.chunkLength, vocab &- start)
+        let t = Vector(repeating: threshold)
+        let raw = UnsafeRawPointer(groups)
+        var written = 0
+        var block = 0
+        while block &* blockLength < n {
+            let g = raw + block &* 256
+            let reach =
+                (g.loadUnaligned(as: Vector.self) .>= t) .| (g.loadUnaligned(fromByteOffset: 64, as: Vector.self) .>= t)
+                .| (g.loadUnaligned(fromByteOffset: 128, as: Vector.self) .>= t)
+                .| (g.loadUnaligned(fromByteOffset: 192, as: Vector.self) .>= t)
+            if StatisticsKernel.anyLane(reach) {
+                let from = start &+ block &* blockLength
+                let length = min(blockLength, n &- block &* blockLength)
+                written &+=
+                    mask.map {
+                        CandidateKernel.compact(
+                            p + from, count: length, threshold: threshold, indexBase: from, mask: $0 + from / 32,
+                            into: out + written)
+                    }
+                    ?? CandidateKernel.compact(
+                        p + from, count: length, threshold: threshold, indexBase: from, into: out + written)
+            }
+            block &+= 1
+        }
+        return written
     }
 
     /// The order-preserving key of a Float that is not NaN.
@@ -155,29 +219,5 @@ package enum TopKBound {
         }
         guard n >= keep else { return -.infinity }
         return kthLargest(buffer, count: n, k: keep)
-    }
-
-    /// Raises a task's bound from its survivors so far (chunks `chunks`): their `keep`-th
-    /// largest, when it is higher; each slot is then cut to it (its threshold with it). Returns
-    /// the bound and the survivors left.
-    static func raise(scratch: RowPipeline.Scratch, chunks: Range<Int>, _ bound: Float, keep: Int) -> (Float, Int) {
-        let kth = kth(scratch: scratch, chunks: chunks, keep: keep)
-        let chunkLength = StatisticsKernel.chunkLength
-        let cut = max(bound, kth)
-        var total = 0
-        for c in chunks {
-            let slot = scratch.candidates + c * chunkLength
-            if scratch.thresholds[c] < cut {
-                var kept = 0
-                for j in 0..<scratch.counts[c] where slot[j].logit >= cut {
-                    slot[kept] = slot[j]
-                    kept &+= 1
-                }
-                scratch.counts[c] = kept
-                scratch.thresholds[c] = cut
-            }
-            total += scratch.counts[c]
-        }
-        return (cut, total)
     }
 }

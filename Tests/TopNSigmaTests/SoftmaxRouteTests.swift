@@ -160,6 +160,38 @@ import TopNSigmaBaselines
         }
     }
 
+    @Test(
+        "top-k from group maxima: the float64 kept set with -inf tokens, a bitmask, a short last chunk, beside min-p and Top-nσ, whole and split"
+    )
+    func topKGroups() throws {
+        var random = TestRandom(seed: 41)
+        for vocab in [9001, 4100, 130] {
+            var row = (0..<vocab).map { _ in Float(random.uniform() * 12 - 6) }
+            for i in stride(from: 3, to: vocab, by: 11) { row[i] = -.infinity }
+            // The row's largest logits in the last chunk's scalar tail and at its vector edge.
+            row[vocab - 1] = 9
+            row[vocab - 2] = 8.5
+            row[vocab - 17] = 8.75
+            let words = (vocab + 31) / 32
+            let bitmask = (0..<words).map { w in UInt32(truncatingIfNeeded: 0xF7DF_BEFF &* UInt64(w + 1)) | 1 }
+            var masked = row
+            for i in 0..<vocab where bitmask[i / 32] & (1 << UInt32(i % 32)) == 0 { masked[i] = -.infinity }
+            for k in [1, 2, 7, 300, vocab / 16 + 40, vocab] {
+                for (nSigma, minP) in [(Float?.none, Float?.none), (nil, 0.05), (1.5, nil)] {
+                    let parameters = SamplingParameters(
+                        temperature: 1, nSigma: nSigma, seed: UInt64(k), topK: k, minP: minP)
+                    for threads in [1, 3] {
+                        try Self.checkDraws(
+                            row, parameters, expected: Self.reference(row, parameters), draws: 60, threads: threads)
+                        try Self.checkDraws(
+                            row, parameters, expected: Self.reference(masked, parameters), draws: 60,
+                            processing: RequestProcessing(allowedTokens: bitmask), threads: threads)
+                    }
+                }
+            }
+        }
+    }
+
     @Test("the k-th largest by bisection equals the sorted array's, with ties, signed zeros and wide ranges")
     func kthLargest() {
         var random = TestRandom(seed: 12)
