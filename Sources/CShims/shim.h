@@ -17,12 +17,6 @@ static inline int topnsigma_name_current_thread(const char *name) {
 }
 #endif
 
-// A software prefetch of the cache line at p into all cache levels (prefetcht0 on x86): a
-// hint, never a fault, whatever p is.
-static inline void topnsigma_prefetch(const void *p) {
-    __builtin_prefetch(p, 0, 3);
-}
-
 // The same into L2 and below, not L1 (prefetcht1 on x86): for data needed after the current
 // L1-resident work, which it must not evict.
 static inline void topnsigma_prefetch_l2(const void *p) {

@@ -270,7 +270,11 @@ public enum NodeMemory {
             numa_free(block.pointer, block.byteCount)
             #endif
         case .heap:
+            #if canImport(Glibc)
             Glibc.free(block.pointer)
+            #else
+            Darwin.free(block.pointer)
+            #endif
         }
     }
 

@@ -191,6 +191,12 @@ package enum RowPipeline {
         let maximumOnly =
             sampling && parameters.temperature == 0 && state.mask == nil && state.editCount == 0
             && state.topLogprobs < 0
+        // Sampled rows whose filters need no moments (min-p, with top-k or top-p, without
+        // Top-nσ or processing) reduce with the maximum-only loop (AVX-512 builds).
+        let momentsFree =
+            BuildTarget.hasAVX512 && sampling && scratch != nil && parameters.temperature != 0 && route == nil
+            && parameters.nSigma == nil && (parameters.minP ?? 0) > 0 && state.mask == nil && state.editCount == 0
+            && state.topLogprobs < 0
         // Plain sampling collects nothing: its draw needs only the chunks' sums.
         let collectSurvivors = collect && route != .plain
         let depth = route?.depth
@@ -210,6 +216,7 @@ package enum RowPipeline {
             let groups = topK != nil ? scratch.map { $0.groupMaxima + c * TopKBound.groupsPerChunk } : nil
             let part =
                 (route == .plain && mask == nil ? StatisticsKernel.maximumPartial(p + start, count: length) : nil)
+                ?? (momentsFree ? StatisticsKernel.maximumBlocks(p + start, count: length, groups: groups) : nil)
                 ?? StatisticsKernel.chunkPartial(p + start, count: length, mask: mask, groups: groups)
             partials?[c] = part
             accumulator.merge(part, chunk: c, start: start)
@@ -419,7 +426,7 @@ package enum RowPipeline {
             // k-th lies below the other filters' cut, and top-k changes nothing.
             let bound = TopKBound.groupBound(
                 scratch: scratch, chunks: 0..<chunks, keep: k, maximum: statistics.maximum,
-                floor: max(Float(statistics.mean), low))
+                floor: parameters.nSigma == nil && parameters.minP != nil ? low : max(Float(statistics.mean), low))
             let collect = max(low, bound > -.infinity ? bound : -.greatestFiniteMagnitude)
             for c in 0..<chunks {
                 scratch.counts[c] = TopKBound.compactGroups(

@@ -824,6 +824,80 @@ enum StatisticsKernel {
         maximumRange(p, vocab: n, chunks: 0, 1)?.partial
     }
 
+    /// One chunk's maximum, its blocks' maxima and (with `groups`) its group maxima, with every
+    /// logit counted finite and the moments left 0: for a sampled row whose filters need no
+    /// moments (min-p, top-k, top-p without Top-nσ; AVX-512 builds). The loop of
+    /// ``maximumRange(_:vocab:chunks:_:)`` (a `vmaxps` and an add per 16 logits, four accumulator
+    /// sets) with ``unmaskedSums(_:count:_:shift:groups:)``'s block and group layout. Nil when the
+    /// sum is not finite (the caller then takes ``chunkPartial(_:count:mask:groups:)``).
+    static func maximumBlocks<E: LogitElement>(
+        _ p: UnsafePointer<E>, count n: Int, groups: UnsafeMutablePointer<Float>?
+    ) -> ChunkPartial? {
+        let negInf = Vector(repeating: -.infinity)
+        let g = groups.map { UnsafeMutableRawPointer($0) }
+        var sa = Vector(), sb = Vector(), sc = Vector(), sd = Vector()
+        var m = negInf
+        var blocks = BlockMaxima(repeating: .infinity)
+        var i = 0, block = 0
+        while i &+ blockLength <= n && block < blocksPerChunk {
+            var ma = negInf, mb = negInf, mc = negInf, md = negInf
+            let end = i &+ blockLength
+            while i < end {
+                let (a, b) = E.load32Unordered(p, i)
+                let (c, d) = E.load32Unordered(p, i &+ 32)
+                ma = a.replacing(with: ma, where: ma .> a)
+                mb = b.replacing(with: mb, where: mb .> b)
+                mc = c.replacing(with: mc, where: mc .> c)
+                md = d.replacing(with: md, where: md .> d)
+                sa += a
+                sb += b
+                sc += c
+                sd += d
+                i &+= 64
+            }
+            if let g {
+                let at = g + block &* 256
+                at.storeBytes(of: ma, toByteOffset: 0, as: Vector.self)
+                at.storeBytes(of: mb, toByteOffset: 64, as: Vector.self)
+                at.storeBytes(of: mc, toByteOffset: 128, as: Vector.self)
+                at.storeBytes(of: md, toByteOffset: 192, as: Vector.self)
+            }
+            ma = mb.replacing(with: ma, where: ma .> mb)
+            mc = md.replacing(with: mc, where: mc .> md)
+            ma = mc.replacing(with: ma, where: ma .> mc)
+            m = ma.replacing(with: m, where: m .> ma)
+            blocks[block] = horizontalMaximum(ma)
+            block &+= 1
+        }
+        var tail = negInf
+        while i &+ 16 <= n {
+            let a = E.load16(p, i)
+            tail = a.replacing(with: tail, where: tail .> a)
+            sa += a
+            i &+= 16
+        }
+        var scalars = 0.0
+        while i < n {
+            let x = E.float(p, i)
+            scalars += Double(x)
+            if x > tail[i & 15] { tail[i & 15] = x }
+            i &+= 1
+        }
+        guard (laneSum((sa + sb) + (sc + sd)) + scalars).isFinite else { return nil }
+        m = tail.replacing(with: m, where: m .> tail)
+        if let g, block < blocksPerChunk {
+            // The logits after the last whole block: the next block's first group vector.
+            var at = g + block &* 256
+            at.storeBytes(of: tail, as: Vector.self)
+            at += 64
+            while at < g + blocksPerChunk &* 256 {
+                at.storeBytes(of: negInf, as: Vector.self)
+                at += 64
+            }
+        }
+        return ChunkPartial(count: n, maximum: horizontalMaximum(m), blockMaxima: blocks)
+    }
+
     /// A greedy row's chunks `first..<end` (of a row of `vocab` logits) in one loop: the range's
     /// maximum and the first chunk that holds it, with every logit of the range counted finite
     /// and the moments left 0. A greedy row without request processing reads only the maximum,

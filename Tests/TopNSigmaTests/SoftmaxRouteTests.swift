@@ -189,6 +189,18 @@ import TopNSigmaBaselines
                     }
                 }
             }
+            // Without -inf tokens, min-p rows (alone, with top-k, with top-p) reduce with the
+            // maximum-only loop in AVX-512 builds.
+            var clean = row.map { $0 == -.infinity ? -7 : $0 }
+            clean[vocab / 3] = 9.5
+            for (k, p) in [(Int?.none, Float?.none), (7, nil), (300, nil), (nil, 0.9), (40, 0.95)] {
+                let parameters = SamplingParameters(
+                    temperature: 0.8, nSigma: nil, seed: 5, topK: k, topP: p, minP: 0.05)
+                for threads in [1, 3] {
+                    try Self.checkDraws(
+                        clean, parameters, expected: Self.reference(clean, parameters), draws: 60, threads: threads)
+                }
+            }
         }
     }
 
