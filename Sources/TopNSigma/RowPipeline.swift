@@ -191,12 +191,12 @@ package enum RowPipeline {
         let maximumOnly =
             sampling && parameters.temperature == 0 && state.mask == nil && state.editCount == 0
             && state.topLogprobs < 0
-        // Sampled rows whose filters need no moments (min-p, with top-k or top-p, without
-        // Top-nσ or processing) reduce with the maximum-only loop (AVX-512 builds).
+        // Sampled rows whose filters need no moments (top-p alone; min-p, with top-k or top-p,
+        // without Top-nσ or processing) reduce with the maximum-only loop (AVX-512 builds).
         let momentsFree =
-            BuildTarget.hasAVX512 && sampling && scratch != nil && parameters.temperature != 0 && route == nil
-            && parameters.nSigma == nil && (parameters.minP ?? 0) > 0 && state.mask == nil && state.editCount == 0
-            && state.topLogprobs < 0
+            BuildTarget.hasAVX512 && sampling && scratch != nil && parameters.temperature != 0
+            && parameters.nSigma == nil && state.mask == nil && state.editCount == 0 && state.topLogprobs < 0
+            && (route?.depth != nil || (route == nil && (parameters.minP ?? 0) > 0))
         // Plain sampling collects nothing: its draw needs only the chunks' sums.
         let collectSurvivors = collect && route != .plain
         let depth = route?.depth
