@@ -79,36 +79,53 @@ public struct FilteredDistribution: Sendable, Equatable {
         let vocab = row.count
         let result: Result<FilteredDistribution, RowError>? = RowPipeline.withTemporaryScratch(vocab: vocab) {
             scratch in
-            let candidates = scratch.candidates, weights = scratch.weights
-            let statistics: RowStatistics, gathered: Int?
-            switch RowPipeline.survivors(
-                base, vocab: vocab, parameters: parameters, processing: processing, scratch: scratch)
-            {
+            switch keep(base, vocab: vocab, parameters: parameters, processing: processing, scratch: scratch) {
             case .failure(let error): return .failure(error)
-            case .success(let result): (statistics, gathered) = result
+            case .success(let (statistics, threshold, count)):
+                let candidates = scratch.candidates, probabilities = scratch.weights
+                let kept = (0..<count).map { i in
+                    KeptToken(
+                        token: Int(candidates[i].index), logit: candidates[i].logit, probability: probabilities[i])
+                }
+                return .success(FilteredDistribution(statistics: statistics, threshold: threshold, kept: kept))
             }
-            let threshold = RowPipeline.logitThreshold(statistics, parameters)
-            guard let gathered else {
-                return .success(
-                    FilteredDistribution(
-                        statistics: statistics, threshold: threshold,
-                        kept: [KeptToken(token: statistics.argmax, logit: statistics.maximum, probability: 1)]))
-            }
-            let count = Truncation.apply(
-                candidates, count: gathered, weights: weights, maximum: statistics.maximum, parameters: parameters)
-            let m = Double(statistics.maximum), t = Double(parameters.temperature)
-            var total = 0.0
-            for i in 0..<count { total += exp((Double(candidates[i].logit) - m) / t) }
-            var kept = (0..<count).map { i in
-                KeptToken(
-                    token: Int(candidates[i].index), logit: candidates[i].logit,
-                    probability: exp((Double(candidates[i].logit) - m) / t) / total)
-            }
-            kept.sort { $0.logit > $1.logit || ($0.logit == $1.logit && $0.token < $1.token) }
-            return .success(FilteredDistribution(statistics: statistics, threshold: threshold, kept: kept))
         }
         guard let result else { throw .vocabularyTooLarge(row.count) }
         return try result.get()
+    }
+
+    /// The kept set of the row at `row` (`vocab` logits) in `scratch`: the one body of
+    /// ``of(_:parameters:processing:)-(UnsafeBufferPointer<Float>,_,_)`` and of the C ABI's
+    /// `tns_filtered_distribution`. On success `scratch.candidates[0..<count]` hold the kept
+    /// tokens most probable first (ties: lower id) and `scratch.weights[0..<count]` their
+    /// probabilities: `exp((x − max)/T)` over their total, summed in the order top-k and top-p
+    /// leave them; greedy keeps the argmax with probability 1.
+    package static func keep(
+        _ row: UnsafePointer<Float>, vocab: Int, parameters: SamplingParameters, processing: RequestProcessing?,
+        scratch: RowPipeline.Scratch
+    ) -> Result<(statistics: RowStatistics, threshold: Double, count: Int), RowError> {
+        let candidates = scratch.candidates, weights = scratch.weights
+        let statistics: RowStatistics, gathered: Int?
+        switch RowPipeline.survivors(
+            row, vocab: vocab, parameters: parameters, processing: processing, scratch: scratch)
+        {
+        case .failure(let error): return .failure(error)
+        case .success(let result): (statistics, gathered) = result
+        }
+        let threshold = RowPipeline.logitThreshold(statistics, parameters)
+        guard let gathered else {
+            candidates[0] = Candidate(index: Int32(statistics.argmax), logit: statistics.maximum)
+            weights[0] = 1
+            return .success((statistics, threshold, 1))
+        }
+        let count = Truncation.apply(
+            candidates, count: gathered, weights: weights, maximum: statistics.maximum, parameters: parameters)
+        let m = Double(statistics.maximum), t = Double(parameters.temperature)
+        var total = 0.0
+        for i in 0..<count { total += exp((Double(candidates[i].logit) - m) / t) }
+        for i in 0..<count { weights[i] = exp((Double(candidates[i].logit) - m) / t) / total }
+        Truncation.sortByKey(candidates, weights, 0, count)
+        return .success((statistics, threshold, count))
     }
 
     /// Array convenience for ``of(_:parameters:processing:)-(UnsafeBufferPointer<Float>,_,_)``.

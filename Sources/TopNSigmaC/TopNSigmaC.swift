@@ -656,41 +656,23 @@ func filterRow(
     }
 }
 
-/// `tns_filtered_distribution`'s and `tns_sampler_filtered_distribution`'s shared body: the
-/// same arithmetic as `FilteredDistribution.of` (top-k / top-p, the total in the order they
-/// leave the candidates, then most probable first, ties to the lower id), in `scratch`.
+/// `tns_filtered_distribution`'s and `tns_sampler_filtered_distribution`'s shared body:
+/// `FilteredDistribution.keep` (the body of `FilteredDistribution.of`) in `scratch`, copied out.
 func filteredDistribution(
     _ row: UnsafePointer<Float>, vocab: Int, _ parameters: SamplingParameters, scratch: RowPipeline.Scratch,
     _ stats: UnsafeMutablePointer<tns_row_stats>?, _ tokens: UnsafeMutablePointer<Int32>?,
     _ probabilities: UnsafeMutablePointer<Double>?, _ capacity: Int64, _ count: UnsafeMutablePointer<Int64>
 ) -> tns_status {
-    switch RowPipeline.survivors(row, vocab: vocab, parameters: parameters, scratch: scratch) {
+    switch FilteredDistribution.keep(row, vocab: vocab, parameters: parameters, processing: nil, scratch: scratch) {
     case .failure(let error):
         return writeRowError(stats, error)
-    case .success(let (statistics, gathered)):
-        let threshold = RowPipeline.logitThreshold(statistics, parameters)
-        guard let gathered else {
-            // Greedy: the argmax with probability 1.
-            count.pointee = 1
-            guard capacity >= 1 else { return Status.bufferTooSmall }
-            writeStatistics(stats, statistics, threshold: threshold)
-            tokens![0] = Int32(statistics.argmax)
-            probabilities![0] = 1
-            return Status.ok
-        }
-        let c = scratch.candidates
-        let n = Truncation.apply(
-            c, count: gathered, weights: scratch.weights, maximum: statistics.maximum, parameters: parameters)
+    case .success(let (statistics, threshold, n)):
         count.pointee = Int64(n)
         guard n <= capacity else { return Status.bufferTooSmall }
-        let m = Double(statistics.maximum), t = Double(parameters.temperature)
-        var total = 0.0
-        for i in 0..<n { total += exp((Double(c[i].logit) - m) / t) }
-        Truncation.sortByKey(c, nil, 0, n)
         writeStatistics(stats, statistics, threshold: threshold)
         for i in 0..<n {
-            tokens![i] = c[i].index
-            probabilities![i] = exp((Double(c[i].logit) - m) / t) / total
+            tokens![i] = scratch.candidates[i].index
+            probabilities![i] = scratch.weights[i]
         }
         return Status.ok
     }
