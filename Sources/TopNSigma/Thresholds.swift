@@ -61,9 +61,16 @@ extension RowPipeline {
             threshold = Double(accumulator.maximum) - provisionalMargin * Double(n) * variance.squareRoot()
         }
         if let minP = parameters.minP {
-            threshold = max(threshold, Double(accumulator.maximum) + Double(parameters.temperature) * log(Double(minP)))
+            threshold = max(threshold, minPThreshold(maximum: accumulator.maximum, parameters.temperature, minP))
         }
         return floatThreshold(threshold)
+    }
+
+    /// Min-p's cut `max + T·ln(minP)`: a logit is kept iff its probability at temperature `T` is
+    /// at least `minP` times the most probable's.
+    @inline(__always)
+    static func minPThreshold(maximum: Float, _ temperature: Float, _ minP: Float) -> Double {
+        Double(maximum) + Double(temperature) * log(Double(minP))
     }
 
     /// The combined Top-nσ / min-p threshold in double precision (`-inf` when both are off).
@@ -95,7 +102,7 @@ extension RowPipeline {
             }
         }
         if let minP = parameters.minP {
-            let t = Double(statistics.maximum) + Double(parameters.temperature) * log(Double(minP))
+            let t = minPThreshold(maximum: statistics.maximum, parameters.temperature, minP)
             lower = max(lower, t)
             upper = max(upper, t)
         }
