@@ -824,6 +824,30 @@ enum StatisticsKernel {
         maximumRange(p, vocab: n, chunks: 0, 1)?.partial
     }
 
+    /// The maximum-only loop over `p[from..<to]` (`to - from` a multiple of 64), four accumulator
+    /// sets: lane maxima into `ma…md` and lane sums (non-finite on a NaN or an infinity) into
+    /// `sa…sd`. A `vmaxps` and an add per 16 logits.
+    @inline(__always)
+    static func maximumLoop4<E: LogitElement>(
+        _ p: UnsafePointer<E>, from: Int, to end: Int, _ ma: inout Vector, _ mb: inout Vector, _ mc: inout Vector,
+        _ md: inout Vector, _ sa: inout Vector, _ sb: inout Vector, _ sc: inout Vector, _ sd: inout Vector
+    ) {
+        var i = from
+        while i < end {
+            let (a, b) = E.load32Unordered(p, i)
+            let (c, d) = E.load32Unordered(p, i &+ 32)
+            ma = a.replacing(with: ma, where: ma .> a)
+            mb = b.replacing(with: mb, where: mb .> b)
+            mc = c.replacing(with: mc, where: mc .> c)
+            md = d.replacing(with: md, where: md .> d)
+            sa += a
+            sb += b
+            sc += c
+            sd += d
+            i &+= 64
+        }
+    }
+
     /// One chunk's maximum, its blocks' maxima and (with `groups`) its group maxima, with every
     /// logit counted finite and the moments left 0: for a sampled row whose filters need no
     /// moments (min-p, top-k, top-p without Top-nσ; AVX-512 builds). The loop of
@@ -842,19 +866,8 @@ enum StatisticsKernel {
         while i &+ blockLength <= n && block < blocksPerChunk {
             var ma = negInf, mb = negInf, mc = negInf, md = negInf
             let end = i &+ blockLength
-            while i < end {
-                let (a, b) = E.load32Unordered(p, i)
-                let (c, d) = E.load32Unordered(p, i &+ 32)
-                ma = a.replacing(with: ma, where: ma .> a)
-                mb = b.replacing(with: mb, where: mb .> b)
-                mc = c.replacing(with: mc, where: mc .> c)
-                md = d.replacing(with: md, where: md .> d)
-                sa += a
-                sb += b
-                sc += c
-                sd += d
-                i &+= 64
-            }
+            maximumLoop4(p, from: i, to: end, &ma, &mb, &mc, &md, &sa, &sb, &sc, &sd)
+            i = end
             if let g {
                 let at = g + block &* 256
                 at.storeBytes(of: ma, toByteOffset: 0, as: Vector.self)
@@ -923,19 +936,9 @@ enum StatisticsKernel {
             var ma = negInf, mb = negInf, mc = negInf, md = negInf
             var i = 0
             if BuildTarget.hasAVX512 {
-                while i &+ 64 <= n {
-                    let (a, b) = E.load32Unordered(q, i)
-                    let (c, d) = E.load32Unordered(q, i &+ 32)
-                    ma = a.replacing(with: ma, where: ma .> a)
-                    mb = b.replacing(with: mb, where: mb .> b)
-                    mc = c.replacing(with: mc, where: mc .> c)
-                    md = d.replacing(with: md, where: md .> d)
-                    sa += a
-                    sb += b
-                    sc += c
-                    sd += d
-                    i &+= 64
-                }
+                let end = n & ~63
+                maximumLoop4(q, from: 0, to: end, &ma, &mb, &mc, &md, &sa, &sb, &sc, &sd)
+                i = end
             } else if BuildTarget.hasWideVectors {
                 while i &+ 32 <= n {
                     let (a, b) = E.load32Unordered(q, i)
