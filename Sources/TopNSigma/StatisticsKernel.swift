@@ -89,11 +89,11 @@ enum StatisticsKernel {
     /// build, so that no sum waits on the latency of its own previous add and nothing spills:
     /// four with AVX-512 (one register per `SIMD16`), two with AVX (two registers each), one on
     /// SSE (already four registers each).
-    @inline(__always)
     ///
     /// With `groups`, each block's group maxima go to `groups[64·b ..< 64·b + 64]` (the accumulator
     /// sets' lane maxima; ``TopKBound/groupsPerChunk`` floats for a chunk), the logits after the
     /// last whole block into the next block's entries, and `-inf` past them.
+    @inline(__always)
     static func unmaskedSums<E: LogitElement, S: ShiftMode>(
         _ p: UnsafePointer<E>, count n: Int, _ mode: S.Type, shift: Float,
         groups: UnsafeMutableRawPointer? = nil
@@ -117,11 +117,7 @@ enum StatisticsKernel {
             m.replace(with: blockMaximum, where: blockMaximum .> m)
             blocks[block] = horizontalMaximum(blockMaximum)
             if let groups {
-                let g = groups + block &* 256
-                g.storeBytes(of: sums.groups.0, toByteOffset: 0, as: Vector.self)
-                g.storeBytes(of: sums.groups.1, toByteOffset: 64, as: Vector.self)
-                g.storeBytes(of: sums.groups.2, toByteOffset: 128, as: Vector.self)
-                g.storeBytes(of: sums.groups.3, toByteOffset: 192, as: Vector.self)
+                storeGroups(groups, block: block, sums.groups.0, sums.groups.1, sums.groups.2, sums.groups.3)
             }
             i &+= blockLength
             block &+= 1
@@ -136,39 +132,51 @@ enum StatisticsKernel {
             tailGroups = tail.maximum
             i = vectorEnd
         }
-        if let groups {
-            // The logits after the last whole block: the next block's first group vector (the
-            // scalar tail into its lanes below), then -inf to the chunk's end.
-            var g = groups + block &* 256
-            var j = i
-            while j < n {
-                let x = E.float(p, j)
-                if x > tailGroups[j & 15] { tailGroups[j & 15] = x }
-                j &+= 1
-            }
-            let negInf = Vector(repeating: -.infinity)
-            let end = groups + blocksPerChunk &* 256
-            if g < end {
-                g.storeBytes(of: tailGroups, as: Vector.self)
-                g += 64
-                while g < end {
-                    g.storeBytes(of: negInf, as: Vector.self)
-                    g += 64
-                }
-            }
-        }
         var sum1 = laneSum(s1), sum2 = laneSum(s2)
         var maximum = horizontalMaximum(m)
         let scalarShift = S.isShifted ? shift : 0
         while i < n {
             let x = E.float(p, i)
             if x > maximum { maximum = x }
+            if groups != nil && x > tailGroups[i & 15] { tailGroups[i & 15] = x }
             let d = x - scalarShift
             sum1 += Double(d)
             sum2 += Double(d * d)
             i &+= 1
         }
+        if let groups { storeTailGroups(groups, block: block, tailGroups) }
         return ShiftedSums(s1: sum1, s2: sum2, maximum: maximum, count: n, sawNaN: false, blockMaxima: blocks)
+    }
+
+    /// Stores block `block`'s four group-maxima vectors (``TopKBound``) at
+    /// `groups[64·block ..< 64·block + 64]`.
+    @inline(__always)
+    static func storeGroups(
+        _ groups: UnsafeMutableRawPointer, block: Int, _ a: Vector, _ b: Vector, _ c: Vector, _ d: Vector
+    ) {
+        let g = groups + block &* 256
+        g.storeBytes(of: a, toByteOffset: 0, as: Vector.self)
+        g.storeBytes(of: b, toByteOffset: 64, as: Vector.self)
+        g.storeBytes(of: c, toByteOffset: 128, as: Vector.self)
+        g.storeBytes(of: d, toByteOffset: 192, as: Vector.self)
+    }
+
+    /// Stores the group vector of the logits after a chunk's last whole block (the first entries
+    /// of block `block`) and `-inf` to the chunk's end; nothing when every block was whole.
+    static func storeTailGroups(_ groups: UnsafeMutableRawPointer, block: Int, _ tail: Vector) {
+        guard block < blocksPerChunk else { return }
+        groups.storeBytes(of: tail, toByteOffset: block &* 256, as: Vector.self)
+        clearGroups(groups, from: block &* 256 &+ 64)
+    }
+
+    /// Writes `-inf` to a chunk's group maxima from byte `offset` to their end
+    /// (``TopKBound/groupsPerChunk`` floats).
+    static func clearGroups(_ groups: UnsafeMutableRawPointer, from offset: Int) {
+        var at = offset
+        while at < blocksPerChunk &* 256 {
+            groups.storeBytes(of: Vector(repeating: -.infinity), toByteOffset: at, as: Vector.self)
+            at &+= 64
+        }
     }
 
     /// The sum of `v`'s lanes in double precision: each lane widened (`vcvtps2pd`), then
@@ -868,13 +876,7 @@ enum StatisticsKernel {
             let end = i &+ blockLength
             maximumLoop4(p, from: i, to: end, &ma, &mb, &mc, &md, &sa, &sb, &sc, &sd)
             i = end
-            if let g {
-                let at = g + block &* 256
-                at.storeBytes(of: ma, toByteOffset: 0, as: Vector.self)
-                at.storeBytes(of: mb, toByteOffset: 64, as: Vector.self)
-                at.storeBytes(of: mc, toByteOffset: 128, as: Vector.self)
-                at.storeBytes(of: md, toByteOffset: 192, as: Vector.self)
-            }
+            if let g { storeGroups(g, block: block, ma, mb, mc, md) }
             ma = mb.replacing(with: ma, where: ma .> mb)
             mc = md.replacing(with: mc, where: mc .> md)
             ma = mc.replacing(with: ma, where: ma .> mc)
@@ -898,16 +900,7 @@ enum StatisticsKernel {
         }
         guard (laneSum((sa + sb) + (sc + sd)) + scalars).isFinite else { return nil }
         m = tail.replacing(with: m, where: m .> tail)
-        if let g, block < blocksPerChunk {
-            // The logits after the last whole block: the next block's first group vector.
-            var at = g + block &* 256
-            at.storeBytes(of: tail, as: Vector.self)
-            at += 64
-            while at < g + blocksPerChunk &* 256 {
-                at.storeBytes(of: negInf, as: Vector.self)
-                at += 64
-            }
-        }
+        if let g { storeTailGroups(g, block: block, tail) }
         return ChunkPartial(count: n, maximum: horizontalMaximum(m), blockMaxima: blocks)
     }
 
@@ -921,7 +914,7 @@ enum StatisticsKernel {
     /// NaN or an infinity. A chunk ends with a few vector operations (its lane maxima against the
     /// range's, and the chunk index where a lane rose), not a horizontal reduction. Nil when the
     /// sum is not finite (a `-inf` masked logit, an error, or a sum that overflows): the caller
-    /// then reduces the chunks one by one (``chunkPartial(_:count:mask:)``), which sorts them out.
+    /// then reduces the chunks one by one (``chunkPartial(_:count:mask:groups:)``), which sorts them out.
     static func maximumRange<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, chunks first: Int, _ end: Int
     ) -> (partial: ChunkPartial, chunk: Int)? {

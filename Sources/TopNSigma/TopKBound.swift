@@ -50,10 +50,7 @@ package enum TopKBound {
             raw.storeBytes(of: ma, toByteOffset: span &* 64, as: Vector.self)
             span &+= 1
         }
-        while span < groupsPerChunk / 16 {
-            raw.storeBytes(of: negInf, toByteOffset: span &* 64, as: Vector.self)
-            span &+= 1
-        }
+        StatisticsKernel.clearGroups(raw, from: span &* 64)
     }
 
     /// A bound for the row's top `keep` from the group maxima of chunks `chunks` (the row's
