@@ -217,7 +217,9 @@ package enum RowPipeline {
             let part =
                 (route == .plain && mask == nil ? StatisticsKernel.maximumPartial(p + start, count: length) : nil)
                 ?? (momentsFree ? StatisticsKernel.maximumBlocks(p + start, count: length, groups: groups) : nil)
-                ?? StatisticsKernel.chunkPartial(p + start, count: length, mask: mask, groups: groups)
+                ?? StatisticsKernel.chunkPartial(
+                    p + start, count: length, mask: mask, groups: groups,
+                    fineGroups: parameters.nSigma == nil && parameters.minP == nil)
             partials?[c] = part
             accumulator.merge(part, chunk: c, start: start)
             if accumulator.error != nil { break }

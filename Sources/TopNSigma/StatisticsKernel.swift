@@ -759,19 +759,26 @@ enum StatisticsKernel {
     /// such a chunk to the double-precision path.
     ///
     /// With `groups`, the chunk's group maxima are written there (``TopKBound``): by the
-    /// statistics loop itself when there is no mask, by a separate pass over the chunk in L1
-    /// otherwise.
+    /// statistics loop itself when there is no mask (its lanes: groups of 16 logits with AVX-512,
+    /// of 32 or 64 in other builds), by a separate pass over the chunk in L1 (groups of 16)
+    /// otherwise, and in other builds with `fineGroups`.
     static func chunkPartial<E: LogitElement>(
         _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>? = nil,
-        groups: UnsafeMutablePointer<Float>? = nil
+        groups: UnsafeMutablePointer<Float>? = nil, fineGroups: Bool = false
     ) -> ChunkPartial {
-        if let groups, let mask { TopKBound.groupMaxima(p, count: n, mask: mask, into: groups) }
+        // The statistics loop's own lanes are groups of 16 logits only with AVX-512 (four sets);
+        // masked chunks, and other builds when asked (`fineGroups`: top-k with no other filter
+        // to start its bound from), take the separate pass.
+        let loopGroups = mask == nil && (BuildTarget.hasAVX512 || !fineGroups)
+        if let groups, !loopGroups { TopKBound.groupMaxima(p, count: n, mask: mask, into: groups) }
         var shift: Float = 0
         var shifted = false
         var masked = false
         var sums =
             mask.map { bitmaskedSums(p, count: n, mask: $0, Unshifted.self, shift: 0) }
-            ?? unmaskedSums(p, count: n, Unshifted.self, shift: 0, groups: groups.map { UnsafeMutableRawPointer($0) })
+            ?? unmaskedSums(
+                p, count: n, Unshifted.self, shift: 0,
+                groups: loopGroups ? groups.map { UnsafeMutableRawPointer($0) } : nil)
         for attempt in 0..<3 {
             if !sums.isFinite && !masked && mask == nil {
                 masked = true
