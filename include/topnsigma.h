@@ -81,8 +81,11 @@ enum {
                                            (bias, prompt, output) outside 0 ... vocab - 1 (tokens[r] names it), a
                                            count negative or above 2^31 - 1, a NULL array with a positive count,
                                            or top_logprobs asked without a top_logprobs output */
-    TNS_ROW_INVALID_DRAFT = 109         /* tns_verify: a draft token or a sparse draft id outside 0 ... vocab - 1
+    TNS_ROW_INVALID_DRAFT = 109,        /* tns_verify: a draft token or a sparse draft id outside 0 ... vocab - 1
                                            (error_position names the draft position) */
+    TNS_ROW_INVALID_SAMPLER = 110       /* typical_p outside (0, 1], epsilon or eta outside [0, 1), xtc_threshold or
+                                           xtc_probability outside [0, 1], dynatemp_range or dynatemp_exponent
+                                           negative or not finite (each read when its flag is set) */
 };
 typedef int32_t tns_status;
 
@@ -124,9 +127,20 @@ enum {
     TNS_USE_N_SIGMA = 1u << 0,   /* Top-nσ with n = n_sigma; clear it to sample from every finite logit */
     TNS_USE_TOP_K = 1u << 1,     /* keep the top_k largest logits (ties: lower id first) */
     TNS_USE_TOP_P = 1u << 2,     /* nucleus: smallest most-probable set with mass >= top_p */
-    TNS_USE_MIN_P = 1u << 3      /* keep probability >= min_p × the top probability */
+    TNS_USE_MIN_P = 1u << 3,     /* keep probability >= min_p × the top probability */
+    TNS_USE_TYPICAL_P = 1u << 4, /* locally typical sampling with mass typical_p */
+    TNS_USE_EPSILON = 1u << 5,   /* ε-sampling: keep probability > epsilon (and the most probable) */
+    TNS_USE_ETA = 1u << 6,       /* η-sampling: keep probability > min(eta, sqrt(eta)·exp(-entropy)) */
+    TNS_USE_XTC = 1u << 7,       /* XTC: with probability xtc_probability, drop the tokens with probability
+                                    >= xtc_threshold but the least probable of them */
+    TNS_USE_DYNATEMP = 1u << 8,  /* dynamic temperature: temperature ± dynatemp_range by the kept set's
+                                    normalized entropy to the power dynatemp_exponent */
+    TNS_USE_P_LESS = 1u << 9     /* p-less: keep probability >= Σ p² (no parameter) */
 };
-#define TNS_KNOWN_FLAGS 0xFu
+#define TNS_KNOWN_FLAGS 0x3FFu
+/* The order: processing; Top-nσ, min-p, top-k, ε, η and p-less intersected (each over the whole row);
+   typical-p; top-p; XTC; the temperature (dynamic or not); the draw. Every probability a filter reads
+   is the softmax at `temperature`. */
 
 typedef struct tns_params {
     uint32_t struct_size;  /* sizeof(tns_params) as the caller compiled it: set by tns_params_init */
@@ -139,6 +153,15 @@ typedef struct tns_params {
     float top_p;           /* (0, 1], read when TNS_USE_TOP_P is set */
     float min_p;           /* [0, 1], read when TNS_USE_MIN_P is set */
     int64_t top_k;         /* >= 1, read when TNS_USE_TOP_K is set */
+    /* Since 0.2 (struct_size 72): the other samplers, each read when its flag is set. */
+    float typical_p;         /* (0, 1] */
+    float epsilon;           /* [0, 1) */
+    float eta;               /* [0, 1) */
+    float xtc_threshold;     /* [0, 1] */
+    float xtc_probability;   /* [0, 1] (default 1) */
+    float dynatemp_range;    /* finite, >= 0 */
+    float dynatemp_exponent; /* finite, >= 0 (default 1) */
+    uint32_t reserved;       /* 0 */
     /* Later options are appended here. */
 } tns_params;
 
@@ -146,7 +169,7 @@ typedef struct tns_params {
 #define TNS_PARAMS_MAX_SIZE 4096u /* the largest struct_size a library accepts (a larger one is taken
                                      for an uninitialized field: TNS_ERR_STRUCT_SIZE) */
 
-/* Defaults: temperature 1, Top-nσ on with n = 1, seed 0, no top-k / top-p / min-p. */
+/* Defaults: temperature 1, Top-nσ on with n = 1, seed 0, no other filter. */
 static inline void tns_params_init(tns_params *p) {
     if (!p) return;
     p->struct_size = (uint32_t)sizeof(tns_params);
@@ -157,6 +180,14 @@ static inline void tns_params_init(tns_params *p) {
     p->top_p = 1.0f;
     p->min_p = 0.0f;
     p->top_k = 0;
+    p->typical_p = 1.0f;
+    p->epsilon = 0.0f;
+    p->eta = 0.0f;
+    p->xtc_threshold = 0.1f;
+    p->xtc_probability = 1.0f;
+    p->dynatemp_range = 0.0f;
+    p->dynatemp_exponent = 1.0f;
+    p->reserved = 0;
 }
 
 /* ---- The batched sampler ---------------------------------------------------------------------- */

@@ -98,8 +98,9 @@ public struct FilteredDistribution: Sendable, Equatable {
     /// ``of(_:parameters:processing:)-(UnsafeBufferPointer<Float>,_,_)`` and of the C ABI's
     /// `tns_filtered_distribution`. On success `scratch.candidates[0..<count]` hold the kept
     /// tokens most probable first (ties: lower id) and `scratch.weights[0..<count]` their
-    /// probabilities: `exp((x − max)/T)` over their total, summed in the order top-k and top-p
-    /// leave them; greedy keeps the argmax with probability 1.
+    /// probabilities: `exp((x − max)/T)` over their total (`T` the dynamic temperature when set),
+    /// summed in the order the truncation leaves them; greedy keeps the argmax with probability
+    /// 1. XTC's coin is taken at step 0.
     package static func keep(
         _ row: UnsafePointer<Float>, vocab: Int, parameters: SamplingParameters, processing: RequestProcessing?,
         scratch: RowPipeline.Scratch
@@ -118,9 +119,10 @@ public struct FilteredDistribution: Sendable, Equatable {
             weights[0] = 1
             return .success((statistics, threshold, 1))
         }
-        let count = Truncation.apply(
-            candidates, count: gathered, weights: weights, maximum: statistics.maximum, parameters: parameters)
-        let m = Double(statistics.maximum), t = Double(parameters.temperature)
+        let (count, temperature, maximum) = RowPipeline.truncate(
+            row, vocab: vocab, statistics: statistics, parameters: parameters, count: gathered, scratch: scratch,
+            step: 0)
+        let m = Double(maximum), t = Double(temperature)
         var total = 0.0
         for i in 0..<count { total += exp((Double(candidates[i].logit) - m) / t) }
         for i in 0..<count { weights[i] = exp((Double(candidates[i].logit) - m) / t) / total }

@@ -210,10 +210,12 @@ extension RowPipeline {
 
     /// The row's softmax route, or nil for the survivor pipeline: a row with Top-nσ, min-p or
     /// top-k (their thresholds bound the survivors), edited tokens or logprobs (they need the
-    /// survivors), or a temperature the vector `exp` cannot take (0, `+inf`, extreme).
+    /// survivors), another sampler (``ExtendedTruncation``), or a temperature the vector `exp`
+    /// cannot take (0, `+inf`, extreme).
     static func softmaxRoute(_ parameters: SamplingParameters, _ state: ProcessingState) -> SoftmaxRoute? {
         guard parameters.nSigma == nil, parameters.minP == nil, parameters.topK == nil, state.editCount == 0,
-            state.topLogprobs < 0, OnlineSoftmax.supports(temperature: parameters.temperature)
+            state.topLogprobs < 0, !parameters.usesExtendedSamplers,
+            OnlineSoftmax.supports(temperature: parameters.temperature)
         else { return nil }
         guard let p = parameters.topP, p < 1 else { return .plain }
         return .nucleus(depth: nucleusDepth(p))

@@ -573,27 +573,17 @@ package enum RowPipeline {
     static func exactProcessedMoments<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, state: ProcessingState, scratch: Scratch
     ) -> (mean: Double, m2: Double) {
-        guard let mask = state.mask.map({ UnsafePointer($0) }) else {
-            return StatisticsKernel.exactMoments(p, count: vocab)
-        }
+        guard state.mask != nil else { return StatisticsKernel.exactMoments(p, count: vocab) }
         var count = 0, sum = 0.0
-        for i in 0..<vocab where StatisticsKernel.allowed(mask, i) && E.float(p, i) > -.infinity {
+        forEachProcessedLogit(p, vocab: vocab, state: state, scratch: scratch) { x in
             count += 1
-            sum += Double(E.float(p, i))
-        }
-        for k in 0..<state.editCount where scratch.edits[k].value > -.infinity {
-            count += 1
-            sum += Double(scratch.edits[k].value)
+            sum += Double(x)
         }
         guard count > 0 else { return (0, 0) }
         let mean = sum / Double(count)
         var m2 = 0.0
-        for i in 0..<vocab where StatisticsKernel.allowed(mask, i) && E.float(p, i) > -.infinity {
-            let d = Double(E.float(p, i)) - mean
-            m2 += d * d
-        }
-        for k in 0..<state.editCount where scratch.edits[k].value > -.infinity {
-            let d = Double(scratch.edits[k].value) - mean
+        forEachProcessedLogit(p, vocab: vocab, state: state, scratch: scratch) { x in
+            let d = Double(x) - mean
             m2 += d * d
         }
         return (mean, m2)
@@ -686,7 +676,8 @@ package enum RowPipeline {
                     count: count ?? 0, scratch: scratch, mask: state.mask.map { UnsafePointer($0) })
             } else {
                 drawn = draw(
-                    statistics: statistics, parameters: parameters, step: step, count: count ?? 0, scratch: scratch)
+                    p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, count: count ?? 0,
+                    scratch: scratch)
             }
             if state.topLogprobs >= 0, let logprobs {
                 // The drawn token's logit (the maximum when greedy), found only for the rows that
@@ -802,7 +793,8 @@ package enum RowPipeline {
         // Undecided within Z's bound (or a row whose mass lies that deep): every allowed logit,
         // top-p over their double weights.
         count = recollect(p, vocab: vocab, threshold: -.greatestFiniteMagnitude, scratch: scratch, mask: mask)
-        return draw(statistics: statistics, parameters: parameters, step: step, count: count, scratch: scratch)
+        return draw(
+            p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, count: count, scratch: scratch)
     }
 
     /// Compacts every chunk of the row again at `threshold` and gathers the survivors in id
@@ -816,17 +808,18 @@ package enum RowPipeline {
         return gather(chunks: chunks, scratch: scratch)
     }
 
-    /// top-k and top-p over the gathered survivors, then the draw.
-    static func draw(
-        statistics: RowStatistics, parameters: SamplingParameters, step: UInt64, count: Int, scratch: Scratch
+    /// The truncation (``truncate``) of the gathered survivors, then the draw.
+    static func draw<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, statistics: RowStatistics, parameters: SamplingParameters, step: UInt64,
+        count: Int, scratch: Scratch
     ) -> SampledToken {
-        let kept = Truncation.apply(
-            scratch.candidates, count: count, weights: scratch.weights, maximum: statistics.maximum,
-            parameters: parameters)
+        let (kept, temperature, maximum) = truncate(
+            p, vocab: vocab, statistics: statistics, parameters: parameters, count: count, scratch: scratch,
+            step: step)
         let u = Philox4x32(seed: parameters.seed).uniform(step: step)
         return DrawKernel.draw(
-            UnsafeBufferPointer(start: scratch.candidates, count: kept), maximum: statistics.maximum,
-            temperature: parameters.temperature, uniform: u, weights: scratch.weights)
+            UnsafeBufferPointer(start: scratch.candidates, count: kept), maximum: maximum, temperature: temperature,
+            uniform: u, weights: scratch.weights)
     }
 
     /// The row's logprobs at temperature 1 before truncation: `log Z` from the chunks' exp-sums

@@ -119,6 +119,10 @@ public enum RowError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidTopP(Float)
     /// min-p outside `[0, 1]` or NaN.
     case invalidMinP(Float)
+    /// One of the other samplers' parameters is out of its range (typical-p outside `(0, 1]`,
+    /// ε or η outside `[0, 1)`, an XTC threshold or probability outside `[0, 1]`, a dynamic
+    /// temperature range or exponent negative or not finite); `name` is its CLI option's name.
+    case invalidSampler(name: String, value: Float)
     /// The row holds more logits than token ids can name (``FilteredDistribution/maximumVocabularySize``,
     /// `2^31 - 1`: ids are stored as `Int32`).
     case vocabularyTooLarge(Int)
@@ -151,6 +155,15 @@ public enum RowError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidTopK(let k): return "top-k \(k) is invalid (must be >= 1)"
         case .invalidTopP(let p): return "top-p \(p) is invalid (must be in (0, 1])"
         case .invalidMinP(let m): return "min-p \(m) is invalid (must be in [0, 1])"
+        case .invalidSampler(let name, let value):
+            let range =
+                switch name {
+                case "typical-p": "in (0, 1]"
+                case "epsilon", "eta": "in [0, 1)"
+                case "xtc-threshold", "xtc-probability": "in [0, 1]"
+                default: "finite and >= 0"
+                }
+            return "\(name) \(value) is invalid (must be \(range))"
         case .invalidRepetitionPenalty(let r): return "repetition penalty \(r) is invalid (must be finite and > 0)"
         case .invalidFrequencyPenalty(let f): return "frequency penalty \(f) is invalid (must be finite)"
         case .invalidPresencePenalty(let p): return "presence penalty \(p) is invalid (must be finite)"

@@ -1,9 +1,16 @@
 /// One request's sampling parameters, named as vLLM's `SamplingParams` names them.
 ///
-/// Combination rule: Top-nσ, top-k and min-p are intersected; top-p is then applied over the
-/// renormalized distribution of what they kept. Top-p and min-p use the temperature-scaled
-/// distribution (vLLM's convention). Each filter is optional; with `temperature == 0` the row is
-/// greedy and no filter matters.
+/// Combination rule, in order:
+/// 1. the prefix truncations are intersected, each computed over the whole (processed) row:
+///    Top-nσ, min-p, top-k, ε, η and p-less;
+/// 2. typical-p over the renormalized distribution of what they kept;
+/// 3. top-p over the renormalized distribution of what is left;
+/// 4. XTC over the renormalized distribution of what is left, when its coin says so;
+/// 5. the temperature (dynamic when ``dynamicTemperatureRange`` is set), then the draw.
+///
+/// Every probability a filter reads is the softmax at ``temperature`` (vLLM's convention); the
+/// dynamic temperature changes the draw only. Each filter is optional; with `temperature == 0`
+/// the row is greedy and no filter matters.
 public struct SamplingParameters: Sendable, Equatable, Hashable {
     /// Softmax temperature `T`, applied after the Top-nσ mask. `0` means greedy argmax (lowest
     /// token id wins ties). Must be `>= 0` and not NaN; `+inf` samples uniformly from the kept set.
@@ -20,6 +27,40 @@ public struct SamplingParameters: Sendable, Equatable, Hashable {
     /// Keep tokens with probability at least `minP` × the top probability, i.e. logits
     /// `>= max + T·ln(minP)`; `0 <= minP <= 1`, or nil.
     public var minP: Float?
+    /// Locally typical sampling (Meister et al. 2022, llama.cpp's `typical`): of the tokens the
+    /// prefix truncations kept, keep those whose surprisal `−log p_i` lies closest to the
+    /// entropy `H` of that set, until their mass reaches `typicalP` (ties: higher logit, then
+    /// lower id first); `0 < typicalP <= 1`, or nil.
+    public var typicalP: Float?
+    /// ε-sampling (Hewitt et al. 2022): keep `p_i > epsilon` over the whole row, and the most
+    /// probable token always; `0 <= epsilon < 1`, or nil.
+    public var epsilon: Float?
+    /// η-sampling (Hewitt et al. 2022): keep `p_i > min(eta, √eta · exp(−H))` with `H` the
+    /// whole row's entropy, and the most probable token always; `0 <= eta < 1`, or nil.
+    public var eta: Float?
+    /// XTC, "exclude top choices" (llama.cpp's `xtc`): with probability ``xtcProbability`` drop
+    /// every kept token whose probability is at least `xtcThreshold`, except the least probable
+    /// of them; `0 <= xtcThreshold <= 1`, or nil. Its coin is Philox stream
+    /// ``xtcStream`` of the request's seed at the row's step.
+    public var xtcThreshold: Float?
+    /// XTC's probability of applying (`0 ... 1`), read when ``xtcThreshold`` is set.
+    public var xtcProbability: Float
+    /// Dynamic temperature (llama.cpp's `temp_ext`): the draw's temperature is
+    /// `T₀ + (T₁ − T₀)·(H / ln N)^exponent` with `T₀ = max(0, T − range)`, `T₁ = T + range`, and
+    /// `H` the entropy at temperature 1 of the `N` finally kept tokens (`T₀` for `N = 1`),
+    /// rounded to a `Float` as every temperature; a temperature of 0 draws their argmax.
+    /// Finite, `>= 0`, or nil (0 and nil: the fixed temperature).
+    public var dynamicTemperatureRange: Float?
+    /// The dynamic temperature's exponent (finite, `>= 0`), read when
+    /// ``dynamicTemperatureRange`` is set.
+    public var dynamicTemperatureExponent: Float
+    /// p-less sampling (arXiv 2509.23234): keep `p_i >= Σ_j p_j²` over the whole row, the
+    /// probability that two draws agree (hyperparameter-free; the most probable token always
+    /// passes).
+    public var pLess: Bool
+
+    /// XTC's Philox stream (the draw is stream 0; speculative verification uses 1 and 2).
+    public static let xtcStream: UInt64 = 3
 
     /// One request's parameters; the defaults are Top-nσ with `n = 1` at temperature 1, seed 0,
     /// and no other filter.
@@ -37,10 +78,20 @@ public struct SamplingParameters: Sendable, Equatable, Hashable {
     ///   - topK: top-k, default off.
     ///   - topP: top-p (nucleus), default off.
     ///   - minP: min-p, default off.
+    ///   - typicalP: typical-p, default off.
+    ///   - epsilon: ε-sampling, default off.
+    ///   - eta: η-sampling, default off.
+    ///   - xtcThreshold: XTC's threshold, default off.
+    ///   - xtcProbability: XTC's probability, default 1.
+    ///   - dynamicTemperatureRange: the dynamic temperature's range, default off.
+    ///   - dynamicTemperatureExponent: its exponent, default 1.
+    ///   - pLess: p-less sampling, default off.
     @inlinable
     public init(
         temperature: Float = 1, nSigma: Float? = 1, seed: UInt64 = 0, topK: Int? = nil, topP: Float? = nil,
-        minP: Float? = nil
+        minP: Float? = nil, typicalP: Float? = nil, epsilon: Float? = nil, eta: Float? = nil,
+        xtcThreshold: Float? = nil, xtcProbability: Float = 1, dynamicTemperatureRange: Float? = nil,
+        dynamicTemperatureExponent: Float = 1, pLess: Bool = false
     ) {
         self.temperature = temperature
         self.nSigma = nSigma
@@ -48,10 +99,28 @@ public struct SamplingParameters: Sendable, Equatable, Hashable {
         self.topK = topK
         self.topP = topP
         self.minP = minP
+        self.typicalP = typicalP
+        self.epsilon = epsilon
+        self.eta = eta
+        self.xtcThreshold = xtcThreshold
+        self.xtcProbability = xtcProbability
+        self.dynamicTemperatureRange = dynamicTemperatureRange
+        self.dynamicTemperatureExponent = dynamicTemperatureExponent
+        self.pLess = pLess
+    }
+
+    /// Whether a sampled row uses any of the samplers beyond Top-nσ, top-k, top-p and min-p
+    /// (typical, ε, η, XTC, dynamic temperature, p-less): such a row is truncated by
+    /// ``ExtendedTruncation`` over its gathered survivors.
+    @inlinable
+    public var usesExtendedSamplers: Bool {
+        typicalP != nil || epsilon != nil || eta != nil || xtcThreshold != nil || dynamicTemperatureRange != nil
+            || pLess
     }
 
     /// The parameter error of this request, if any: a negative or NaN temperature or `n`, a
-    /// `topK` below 1, a `topP` outside `(0, 1]`, a `minP` outside `[0, 1]`.
+    /// `topK` below 1, a `topP` outside `(0, 1]`, a `minP` outside `[0, 1]`, or one of the other
+    /// samplers outside its range (``RowError/invalidSampler(name:value:)``).
     @inlinable
     public var validationError: RowError? {
         if !(temperature >= 0) { return .invalidTemperature(temperature) }
@@ -59,6 +128,20 @@ public struct SamplingParameters: Sendable, Equatable, Hashable {
         if let k = topK, k < 1 { return .invalidTopK(k) }
         if let p = topP, !(p > 0 && p <= 1) { return .invalidTopP(p) }
         if let m = minP, !(m >= 0 && m <= 1) { return .invalidMinP(m) }
+        if let p = typicalP, !(p > 0 && p <= 1) { return .invalidSampler(name: "typical-p", value: p) }
+        if let e = epsilon, !(e >= 0 && e < 1) { return .invalidSampler(name: "epsilon", value: e) }
+        if let e = eta, !(e >= 0 && e < 1) { return .invalidSampler(name: "eta", value: e) }
+        if let x = xtcThreshold {
+            if !(x >= 0 && x <= 1) { return .invalidSampler(name: "xtc-threshold", value: x) }
+            if !(xtcProbability >= 0 && xtcProbability <= 1) {
+                return .invalidSampler(name: "xtc-probability", value: xtcProbability)
+            }
+        }
+        if let r = dynamicTemperatureRange {
+            if !(r >= 0 && r.isFinite) { return .invalidSampler(name: "dynatemp-range", value: r) }
+            let x = dynamicTemperatureExponent
+            if !(x >= 0 && x.isFinite) { return .invalidSampler(name: "dynatemp-exponent", value: x) }
+        }
         return nil
     }
 }

@@ -432,16 +432,18 @@ extension RowPipeline {
                 continue
             }
             // The target p_i over c[0..<n] (ascending ids): weights w and their total.
-            let n: Int, total: Double, maximum: Double, greedy: Bool
+            let n: Int, total: Double, maximum: Double, greedy: Bool, temperature: Float
+            let position = step &+ UInt64(i)
             switch survivors(p, vocab: vocab, parameters: parameters, scratch: scratch) {
             case .failure(let error):
                 return .failure(.row(i, error))
             case .success(let (statistics, count)):
                 if let count {
-                    n = Truncation.apply(
-                        c, count: count, weights: w, maximum: statistics.maximum, parameters: parameters)
-                    maximum = Double(statistics.maximum)
-                    let t = Double(parameters.temperature)
+                    let kept = truncate(
+                        p, vocab: vocab, statistics: statistics, parameters: parameters, count: count,
+                        scratch: scratch, step: position)
+                    (n, maximum, temperature) = (kept.count, Double(kept.maximum), kept.temperature)
+                    let t = Double(temperature)
                     var sum = 0.0
                     for j in 0..<n {
                         w[j] = exp((Double(c[j].logit) - maximum) / t)
@@ -452,12 +454,11 @@ extension RowPipeline {
                 } else {
                     c[0] = Candidate(index: Int32(statistics.argmax), logit: statistics.maximum)
                     w[0] = 1
-                    (n, total, maximum, greedy) = (1, 1, Double(statistics.maximum), true)
+                    (n, total, maximum, greedy, temperature) = (1, 1, Double(statistics.maximum), true, 0)
                 }
             }
-            let logTotal = log(total), t = Double(parameters.temperature)
+            let logTotal = log(total), t = Double(temperature)
             func logProbability(_ j: Int) -> Double { greedy ? 0 : (Double(c[j].logit) - maximum) / t - logTotal }
-            let position = step &+ UInt64(i)
             guard i < k else {
                 // All k accepted: the bonus token from p_{k+1}.
                 let j = inverseCDF(

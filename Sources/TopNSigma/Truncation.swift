@@ -64,21 +64,21 @@ package enum Truncation {
     @inline(__always)
     static func partitionBudget(_ n: Int) -> Int { 2 * (Int.bitWidth - n.leadingZeroBitCount) + 4 }
 
-    /// Partitions `c[lo..<hi]` around the median (in key order) of three candidates at
+    /// Partitions `c[lo..<hi]` around the median (in `order`) of three candidates at
     /// pseudo-random positions; returns the pivot's final index `i`: `c[lo..<i]` precede it,
     /// `c[(i+1)..<hi]` follow it.
-    static func partition(
+    static func partition<Order: CandidateOrder>(
         _ c: UnsafeMutablePointer<Candidate>, _ w: UnsafeMutablePointer<Double>?, _ lo: Int, _ hi: Int,
-        _ sampler: inout PivotSampler
+        _ sampler: inout PivotSampler, order: Order = KeyOrder()
     ) -> Int {
         let last = hi - 1
         if hi - lo > 2 {
             let x = sampler.position(lo, hi), y = sampler.position(lo, hi), z = sampler.position(lo, hi)
             let median: Int
-            if precedes(c[x], c[y]) {
-                median = precedes(c[y], c[z]) ? y : precedes(c[x], c[z]) ? z : x
+            if order.precedes(c[x], c[y]) {
+                median = order.precedes(c[y], c[z]) ? y : order.precedes(c[x], c[z]) ? z : x
             } else {
-                median = precedes(c[x], c[z]) ? x : precedes(c[y], c[z]) ? z : y
+                median = order.precedes(c[x], c[z]) ? x : order.precedes(c[y], c[z]) ? z : y
             }
             swapAt(c, w, median, last)
         }
@@ -89,7 +89,7 @@ package enum Truncation {
         var i = lo
         for j in lo..<last {
             let x = c[j]
-            let moves = precedesFlag(x, pivot)
+            let moves = order.precedesFlag(x, pivot)
             c[j] = c[i]
             c[i] = x
             if let w {
@@ -108,15 +108,24 @@ package enum Truncation {
     package static func sortByKey(
         _ c: UnsafeMutablePointer<Candidate>, _ w: UnsafeMutablePointer<Double>?, _ lo: Int, _ hi: Int
     ) {
+        sort(c, w, lo, hi, order: KeyOrder())
+    }
+
+    /// Sorts `c[lo..<hi]` (and their weights) in `order`, in place: heapsort, O(m log m) for any
+    /// input and no allocation (the standard library's sort allocates a merge buffer).
+    static func sort<Order: CandidateOrder>(
+        _ c: UnsafeMutablePointer<Candidate>, _ w: UnsafeMutablePointer<Double>?, _ lo: Int, _ hi: Int,
+        order: Order
+    ) {
         let n = hi - lo
         guard n > 1 else { return }
-        // A heap whose root comes last in key order; popping it to the end sorts ascending.
+        // A heap whose root comes last in the order; popping it to the end sorts ascending.
         func siftDown(_ start: Int, _ end: Int) {
             var root = start
             while 2 * root + 1 < end {
                 var child = 2 * root + 1
-                if child + 1 < end && precedes(c[lo + child], c[lo + child + 1]) { child += 1 }
-                if !precedes(c[lo + root], c[lo + child]) { return }
+                if child + 1 < end && order.precedes(c[lo + child], c[lo + child + 1]) { child += 1 }
+                if !order.precedes(c[lo + root], c[lo + child]) { return }
                 swapAt(c, w, lo + root, lo + child)
                 root = child
             }
@@ -161,9 +170,11 @@ package enum Truncation {
     }
 
     /// As ``nucleus(_:_:count:p:)`` with the mass to reach given: `c[0..<m]` becomes the smallest
-    /// prefix in key order whose weights reach `need` (all `n` when none does).
-    static func nucleus(
-        _ c: UnsafeMutablePointer<Candidate>, _ w: UnsafeMutablePointer<Double>, count n: Int, need: Double
+    /// prefix in `order` (key order unless given) whose weights reach `need` (all `n` when none
+    /// does).
+    static func nucleus<Order: CandidateOrder>(
+        _ c: UnsafeMutablePointer<Candidate>, _ w: UnsafeMutablePointer<Double>, count n: Int, need: Double,
+        order: Order = KeyOrder()
     ) -> Int {
         var need = need
         var lo = 0, hi = n
@@ -171,8 +182,8 @@ package enum Truncation {
         var budget = partitionBudget(n)
         while lo < hi {
             if budget == 0 {
-                // Sorted, the range is scanned in key order for the first prefix reaching `need`.
-                sortByKey(c, w, lo, hi)
+                // Sorted, the range is scanned in order for the first prefix reaching `need`.
+                sort(c, w, lo, hi, order: order)
                 var mass = 0.0
                 for j in lo..<hi {
                     mass += w[j]
@@ -182,7 +193,7 @@ package enum Truncation {
                 break
             }
             budget -= 1
-            let i = partition(c, w, lo, hi, &sampler)
+            let i = partition(c, w, lo, hi, &sampler, order: order)
             var before = 0.0
             for j in lo..<i { before += w[j] }
             if i > lo && before >= need {
@@ -287,22 +298,7 @@ package enum Truncation {
 
     /// Sorts `c[0..<n]` by token id, in place (heapsort: no allocation).
     static func sortByIndex(_ c: UnsafeMutablePointer<Candidate>, count n: Int) {
-        func siftDown(_ start: Int, _ end: Int) {
-            var root = start
-            while 2 * root + 1 < end {
-                var child = 2 * root + 1
-                if child + 1 < end && c[child].index < c[child + 1].index { child += 1 }
-                if c[root].index >= c[child].index { return }
-                swapAt(c, nil, root, child)
-                root = child
-            }
-        }
-        guard n > 1 else { return }
-        for start in stride(from: n / 2 - 1, through: 0, by: -1) { siftDown(start, n) }
-        for end in stride(from: n - 1, to: 0, by: -1) {
-            swapAt(c, nil, 0, end)
-            siftDown(0, end)
-        }
+        sort(c, nil, 0, n, order: IndexOrder())
     }
 
     /// Applies top-k, then top-p over the renormalized distribution of what is left, to the
@@ -327,4 +323,31 @@ package enum Truncation {
         if reordered { sortByIndex(c, count: count) }
         return count
     }
+}
+
+/// An order of candidates for the selections and the heapsort of ``Truncation``.
+protocol CandidateOrder {
+    /// Whether `a` comes strictly before `b`.
+    func precedes(_ a: Candidate, _ b: Candidate) -> Bool
+    /// ``precedes(_:_:)`` as 0 or 1 (the partition's boundary step).
+    func precedesFlag(_ a: Candidate, _ b: Candidate) -> Int
+}
+
+extension CandidateOrder {
+    @inline(__always)
+    func precedesFlag(_ a: Candidate, _ b: Candidate) -> Int { precedes(a, b) ? 1 : 0 }
+}
+
+/// Key order: higher logit first, then lower token id.
+struct KeyOrder: CandidateOrder {
+    @inline(__always)
+    func precedes(_ a: Candidate, _ b: Candidate) -> Bool { Truncation.precedes(a, b) }
+    @inline(__always)
+    func precedesFlag(_ a: Candidate, _ b: Candidate) -> Int { Truncation.precedesFlag(a, b) }
+}
+
+/// Token id order.
+struct IndexOrder: CandidateOrder {
+    @inline(__always)
+    func precedes(_ a: Candidate, _ b: Candidate) -> Bool { a.index < b.index }
 }

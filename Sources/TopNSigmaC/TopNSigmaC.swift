@@ -45,6 +45,7 @@ enum Status {
         case .invalidTopK: return (tns_status(TNS_ROW_INVALID_TOP_K), -1)
         case .invalidTopP: return (tns_status(TNS_ROW_INVALID_TOP_P), -1)
         case .invalidMinP: return (tns_status(TNS_ROW_INVALID_MIN_P), -1)
+        case .invalidSampler: return (tns_status(TNS_ROW_INVALID_SAMPLER), -1)
         // The vocabulary is checked at the ABI (1 ... 2^31 - 2) before any row is read.
         case .vocabularyTooLarge: return (tns_status(TNS_ERR_VOCAB_SIZE), -1)
         case .invalidLogitBias(let token, _), .tokenOutOfRange(let token):
@@ -90,6 +91,8 @@ enum Status {
         case Int(TNS_ROW_INVALID_PROCESSING):
             return "request processing is invalid (bias, penalty, token id, count, bitmask or logprobs)"
         case Int(TNS_ROW_INVALID_DRAFT): return "a draft token or sparse draft id is outside the vocabulary"
+        case Int(TNS_ROW_INVALID_SAMPLER):
+            return "a typical, epsilon, eta, XTC or dynamic temperature parameter is out of its range"
         default: return "unknown status"
         }
     }
@@ -227,7 +230,15 @@ func swiftParameters(_ p: tns_params) -> (SamplingParameters, tns_status) {
             seed: p.seed,
             topK: flags & Int32(TNS_USE_TOP_K) != 0 ? Int(p.top_k) : nil,
             topP: flags & Int32(TNS_USE_TOP_P) != 0 ? p.top_p : nil,
-            minP: flags & Int32(TNS_USE_MIN_P) != 0 ? p.min_p : nil), Status.ok
+            minP: flags & Int32(TNS_USE_MIN_P) != 0 ? p.min_p : nil,
+            typicalP: flags & Int32(TNS_USE_TYPICAL_P) != 0 ? p.typical_p : nil,
+            epsilon: flags & Int32(TNS_USE_EPSILON) != 0 ? p.epsilon : nil,
+            eta: flags & Int32(TNS_USE_ETA) != 0 ? p.eta : nil,
+            xtcThreshold: flags & Int32(TNS_USE_XTC) != 0 ? p.xtc_threshold : nil,
+            xtcProbability: p.xtc_probability,
+            dynamicTemperatureRange: flags & Int32(TNS_USE_DYNATEMP) != 0 ? p.dynatemp_range : nil,
+            dynamicTemperatureExponent: p.dynatemp_exponent,
+            pLess: flags & Int32(TNS_USE_P_LESS) != 0), Status.ok
     )
 }
 

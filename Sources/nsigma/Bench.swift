@@ -32,7 +32,7 @@ struct Bench: ParsableCommand {
 
     @Option(
         help:
-            "Methods to run (comma-separated): fused-topnsigma, fused-statistics, fused-topnsigma-gcd, fused-topnsigma-f16, fused-topnsigma-bf16, fused-greedy, fused-plain, fused-topk, fused-topp, fused-chain, fused-logprobs, fused-processed, naive-topnsigma, sort-topp."
+            "Methods to run (comma-separated): fused-topnsigma, fused-statistics, fused-topnsigma-gcd, fused-topnsigma-f16, fused-topnsigma-bf16, fused-greedy, fused-plain, fused-topk, fused-topp, fused-chain, fused-zoo, fused-logprobs, fused-processed, naive-topnsigma, sort-topp."
     )
     var methods: String =
         "fused-topnsigma,fused-topnsigma-gcd,fused-topnsigma-f16,fused-topnsigma-bf16,fused-greedy,fused-plain,fused-topk,fused-topp,fused-chain,naive-topnsigma,sort-topp"
@@ -295,6 +295,9 @@ enum BenchMethod: String, CaseIterable {
     case fusedTopK = "fused-topk"
     /// llama.cpp's default chain: top-k 40, top-p 0.95, min-p 0.05, T 0.8 (Top-nσ off).
     case fusedChain = "fused-chain"
+    /// Every sampler of the zoo at once (``BenchMethod/zoo``): typical, ε, η, XTC, dynamic
+    /// temperature and p-less.
+    case fusedZoo = "fused-zoo"
     case naive = "naive-topnsigma"
     case sortTopP = "sort-topp"
     /// Speculative verification, k = ``BenchRunner/verifyK``: `batch` requests of k + 1 rows,
@@ -320,9 +323,16 @@ enum BenchMethod: String, CaseIterable {
         case .fusedPlain: SamplingParameters(temperature: temperature, nSigma: nil, seed: 7)
         case .fusedTopK: SamplingParameters(temperature: temperature, nSigma: nil, seed: 7, topK: topK)
         case .fusedChain: SamplingParameters(temperature: 0.8, nSigma: nil, seed: 7, topK: 40, topP: 0.95, minP: 0.05)
+        case .fusedZoo: Self.zoo
         default: SamplingParameters(temperature: temperature, nSigma: n, seed: 7)
         }
     }
+
+    /// typical 0.95, ε and η 3e-4, XTC 0.1 at probability 0.5, dynamic temperature ±0.5 and
+    /// p-less together at T = 1 (Top-nσ off).
+    static let zoo = SamplingParameters(
+        temperature: 1, nSigma: nil, seed: 7, typicalP: 0.95, epsilon: 3e-4, eta: 3e-4, xtcThreshold: 0.1,
+        xtcProbability: 0.5, dynamicTemperatureRange: 0.5, pLess: true)
 
     /// Rows read per batch entry: k + 1 for the verification methods.
     var rowsPerEntry: Int { self == .fusedVerify || self == .separateVerify ? BenchRunner.verifyK + 1 : 1 }
@@ -593,7 +603,7 @@ struct BenchRunner {
         for method in methods {
             switch method {
             case .fused, .fusedDispatch, .fusedHalf, .fusedBrain, .fusedTopP, .fusedGreedy, .fusedPlain, .fusedTopK,
-                .fusedChain:
+                .fusedChain, .fusedZoo:
                 let sampler = try makeSampler(
                     vocabularySize: vocab, maximumBatchSize: batch, threadCount: threads,
                     executor: method == .fusedDispatch ? .concurrentPerform : .workerPool)

@@ -251,6 +251,18 @@ struct BenchChecks {
                 }, [1.8, 2.5, 4]
             ),
             (
+                "the other samplers",
+                [
+                    ("typical 0.95", SamplingParameters(nSigma: nil, seed: 7, typicalP: 0.95), nil),
+                    ("ε 3e-4", SamplingParameters(nSigma: nil, seed: 7, epsilon: 3e-4), nil),
+                    ("η 3e-4", SamplingParameters(nSigma: nil, seed: 7, eta: 3e-4), nil),
+                    ("XTC 0.1", SamplingParameters(nSigma: nil, seed: 7, xtcThreshold: 0.1), nil),
+                    ("dynatemp 0.5", SamplingParameters(nSigma: nil, seed: 7, dynamicTemperatureRange: 0.5), nil),
+                    ("p-less", SamplingParameters(nSigma: nil, seed: 7, pLess: true), nil),
+                    ("all", BenchMethod.zoo, nil)
+                ], [1.4, 1.8, 3]
+            ),
+            (
                 "Top-nσ + 20 logprobs",
                 [("n=1", SamplingParameters(temperature: 1, nSigma: 1, seed: 7), RequestProcessing(topLogprobs: 20))],
                 [1.5, 2, 3]

@@ -140,10 +140,55 @@ struct TruncationOptions: ParsableArguments {
     @Option(name: .customLong("min-p"), help: "Keep tokens with probability >= M × the top probability (0 <= M <= 1).")
     var minP: Float?
 
+    @Option(
+        name: .customLong("typical-p"),
+        help:
+            "Locally typical sampling: keep the tokens whose surprisal is closest to the entropy, up to mass P (0 < P <= 1)."
+    )
+    var typicalP: Float?
+
+    @Option(help: "ε-sampling: keep tokens with probability > E, and the most probable (0 <= E < 1).")
+    var epsilon: Float?
+
+    @Option(help: "η-sampling: keep tokens with probability > min(E, sqrt(E)·exp(-entropy)) (0 <= E < 1).")
+    var eta: Float?
+
+    @Option(
+        name: .customLong("xtc-threshold"),
+        help: "XTC: drop the tokens with probability >= T but the least probable of them (0 <= T <= 1).")
+    var xtcThreshold: Float?
+
+    @Option(
+        name: .customLong("xtc-probability"),
+        help: "XTC: the chance it applies to a draw (0 <= P <= 1; default 1 with --xtc-threshold).")
+    var xtcProbability: Float?
+
+    @Option(
+        name: .customLong("dynatemp-range"),
+        help: "Dynamic temperature: T ± R by the kept set's normalized entropy (R >= 0; 0 is off).")
+    var dynatempRange: Float?
+
+    @Option(
+        name: .customLong("dynatemp-exponent"),
+        help: "Dynamic temperature: the entropy's exponent (>= 0; default 1 with --dynatemp-range).")
+    var dynatempExponent: Float?
+
+    @Flag(name: .customLong("p-less"), help: "p-less sampling: keep tokens with probability >= Σ p² (no parameter).")
+    var pLess = false
+
     /// The parameters for these options, or a ``UsageError`` for a value out of range.
     func parameters(temperature: Float, nSigma: Float?, seed: UInt64 = 0) throws -> SamplingParameters {
+        if xtcProbability != nil && xtcThreshold == nil {
+            throw UsageError(message: "--xtc-probability needs --xtc-threshold")
+        }
+        if dynatempExponent != nil && dynatempRange == nil {
+            throw UsageError(message: "--dynatemp-exponent needs --dynatemp-range")
+        }
         let parameters = SamplingParameters(
-            temperature: temperature, nSigma: nSigma, seed: seed, topK: topK, topP: topP, minP: minP)
+            temperature: temperature, nSigma: nSigma, seed: seed, topK: topK, topP: topP, minP: minP,
+            typicalP: typicalP, epsilon: epsilon, eta: eta, xtcThreshold: xtcThreshold,
+            xtcProbability: xtcProbability ?? 1, dynamicTemperatureRange: dynatempRange,
+            dynamicTemperatureExponent: dynatempExponent ?? 1, pLess: pLess)
         if let error = parameters.validationError { throw UsageError(message: error.description) }
         return parameters
     }

@@ -9,8 +9,11 @@ struct Filter: ParsableCommand {
         abstract: "Print each row's statistics and the tokens Top-nσ keeps, as JSON lines.",
         discussion: """
             Each line: {"row": i, "max": …, "mean": …, "std": …, "threshold": …, "finite": count, "kept": [ids]}.
-            "threshold" is the combined Top-nσ / min-p logit threshold (null when both are off); top-k and \
-            top-p then cut the kept set further (Top-nσ, top-k and min-p intersected, top-p on the rest).
+            "threshold" is the combined Top-nσ / min-p logit threshold (null when both are off); the other \
+            filters then cut the kept set further, in this order: Top-nσ, min-p, top-k, --epsilon, --eta and \
+            --p-less intersected (each over the whole row), then --typical-p, then top-p, then XTC (its coin \
+            at seed 0, step 0: deterministic at --xtc-probability 1, the default). Every probability is the \
+            softmax at --temperature.
             With --temperature 0 the row is greedy, as in `sample`: "kept" is the argmax alone.
             With --allowed, --logit-bias, --history or a penalty, every field describes the processed row, \
             as `sample` sees it: the bitmask (a disallowed token counts as -inf: it is not in "finite" and \

@@ -11,7 +11,7 @@ struct Sample: ParsableCommand {
             Every row uses the given seed (as if each row were a request with that seed); draw j uses step j.
             Each line: {"row": i, "tokens": [D ids], "logprobs": [D floats], "kept": count}. "logprobs" are \
             the drawn tokens' log-probabilities in the distribution sampled from (after truncation, at the \
-            temperature); "kept" is its size.
+            temperature: the dynamic one with --dynatemp-range); "kept" is its size.
             --allowed, --logit-bias, --history and the penalties process each row before Top-nσ, the \
             truncations and the draw, in this order: the bitmask (a disallowed token is never drawn), the \
             bias, the penalties.

@@ -380,12 +380,38 @@ static void check_bad_arguments(const float *logits, long vocab) {
     p[0].struct_size = 4;
     CHECK(tns_filtered_distribution(logits, vocab, p, &stats, ids, probs, 4, &count) == TNS_ERR_STRUCT_SIZE, "dist struct_size");
 
+    /* The other samplers through tns_params: p-less on p = (3/4, 1/4) keeps the first alone (Σp² = 5/8);
+       XTC at 0.2 on it keeps the second; a version-1 struct (40 bytes) reads none of their fields. */
+    {
+        const float two[2] = {1.0986123f, 0.0f};
+        tns_params_init(&p[0]);
+        p[0].flags = TNS_USE_P_LESS;
+        CHECK(tns_filtered_distribution(two, 2, p, &stats, ids, probs, 4, &count) == TNS_OK && count == 1 && ids[0] == 0,
+              "p-less: %lld kept", (long long)count);
+        p[0].flags = TNS_USE_XTC;
+        p[0].xtc_threshold = 0.2f;
+        CHECK(tns_filtered_distribution(two, 2, p, &stats, ids, probs, 4, &count) == TNS_OK && count == 1 && ids[0] == 1,
+              "xtc: %lld kept, first %d", (long long)count, ids[0]);
+        p[0].xtc_probability = 0.0f;
+        CHECK(tns_filtered_distribution(two, 2, p, &stats, ids, probs, 4, &count) == TNS_OK && count == 2, "xtc off");
+        p[0].flags = TNS_USE_EPSILON;
+        p[0].epsilon = 1.0f;
+        CHECK(tns_filtered_distribution(two, 2, p, &stats, ids, probs, 4, &count) == TNS_ROW_INVALID_SAMPLER,
+              "epsilon 1");
+        p[0].struct_size = TNS_PARAMS_V1_SIZE;
+        p[0].flags = 0;
+        CHECK(tns_filtered_distribution(two, 2, p, &stats, ids, probs, 4, &count) == TNS_OK && count == 2, "v1 struct");
+        p[0].flags = TNS_USE_TYPICAL_P << 6;
+        p[0].struct_size = sizeof(tns_params);
+        CHECK(tns_filtered_distribution(two, 2, p, &stats, ids, probs, 4, &count) == TNS_ERR_UNSUPPORTED, "unknown flag");
+    }
+
     /* Messages: every code has its own. */
     int codes[] = {TNS_OK, TNS_ERR_NULL_POINTER, TNS_ERR_VOCAB_SIZE, TNS_ERR_BATCH_SIZE, TNS_ERR_THREADS,
                    TNS_ERR_PLACEMENT, TNS_ERR_FORMAT, TNS_ERR_ROW_STRIDE, TNS_ERR_STRUCT_SIZE, TNS_ERR_UNSUPPORTED,
                    TNS_ERR_BUSY, TNS_ERR_BUFFER_TOO_SMALL, TNS_ERR_OUT_OF_MEMORY, TNS_ROW_NAN, TNS_ROW_POSITIVE_INFINITY,
                    TNS_ROW_NO_FINITE_LOGIT, TNS_ROW_INVALID_TEMPERATURE, TNS_ROW_INVALID_N_SIGMA, TNS_ROW_INVALID_TOP_K,
-                   TNS_ROW_INVALID_TOP_P, TNS_ROW_INVALID_MIN_P};
+                   TNS_ROW_INVALID_TOP_P, TNS_ROW_INVALID_MIN_P, TNS_ROW_INVALID_SAMPLER};
     int ncodes = (int)(sizeof codes / sizeof codes[0]);
     const char *unknown = tns_status_message(12345);
     CHECK(unknown && strcmp(unknown, "unknown status") == 0, "unknown: %s", unknown ? unknown : "(null)");

@@ -67,6 +67,7 @@ _ROW_INVALID_DRAFT = 109
 _FORMAT_F32, _FORMAT_F16, _FORMAT_BF16 = 0, 1, 2
 _PLACEMENT = {"automatic": -1, "disabled": -2}
 _USE_N_SIGMA, _USE_TOP_K, _USE_TOP_P, _USE_MIN_P = 1, 2, 4, 8
+_USE_TYPICAL_P, _USE_EPSILON, _USE_ETA, _USE_XTC, _USE_DYNATEMP, _USE_P_LESS = 16, 32, 64, 128, 256, 512
 _MAX_VOCAB = (1 << 31) - 2      # vocabulary sizes 1 ... 2^31 - 2
 _MAX_BATCH = 1 << 24            # TNS_MAX_BATCH
 _MAX_THREADS = 1024             # TNS_MAX_THREADS
@@ -84,6 +85,14 @@ class _Params(ctypes.Structure):
         ("top_p", ctypes.c_float),
         ("min_p", ctypes.c_float),
         ("top_k", ctypes.c_int64),
+        ("typical_p", ctypes.c_float),
+        ("epsilon", ctypes.c_float),
+        ("eta", ctypes.c_float),
+        ("xtc_threshold", ctypes.c_float),
+        ("xtc_probability", ctypes.c_float),
+        ("dynatemp_range", ctypes.c_float),
+        ("dynatemp_exponent", ctypes.c_float),
+        ("reserved", ctypes.c_uint32),
     ]
 
 
@@ -110,9 +119,17 @@ _PARAMS_DTYPE = np.dtype(
         ("top_p", "<f4"),
         ("min_p", "<f4"),
         ("top_k", "<i8"),
+        ("typical_p", "<f4"),
+        ("epsilon", "<f4"),
+        ("eta", "<f4"),
+        ("xtc_threshold", "<f4"),
+        ("xtc_probability", "<f4"),
+        ("dynatemp_range", "<f4"),
+        ("dynatemp_exponent", "<f4"),
+        ("reserved", "<u4"),
     ]
 )
-assert _PARAMS_DTYPE.itemsize == ctypes.sizeof(_Params) == 40
+assert _PARAMS_DTYPE.itemsize == ctypes.sizeof(_Params) == 72
 
 _p = ctypes.c_void_p
 _i64, _i32 = ctypes.c_int64, ctypes.c_int32
@@ -425,11 +442,33 @@ def _float_column(value, rows, name, optional):
 
 
 # tns_params' fields after struct_size, in order, and the filters' flags.
-_FIELDS = ("flags", "seed", "temperature", "n_sigma", "top_p", "min_p", "top_k")
+_FIELDS = ("flags", "seed", "temperature", "n_sigma", "top_p", "min_p", "top_k", "typical_p", "epsilon", "eta",
+           "xtc_threshold", "xtc_probability", "dynatemp_range", "dynatemp_exponent")
 _FILTERS = (("n_sigma", _USE_N_SIGMA), ("top_k", _USE_TOP_K), ("top_p", _USE_TOP_P), ("min_p", _USE_MIN_P))
+_ZOO_FILTERS = (("typical_p", _USE_TYPICAL_P), ("epsilon", _USE_EPSILON), ("eta", _USE_ETA),
+                ("xtc_threshold", _USE_XTC), ("dynatemp_range", _USE_DYNATEMP))
+# The other samplers' arguments, all off: typical_p, epsilon, eta, xtc_threshold, xtc_probability,
+# dynatemp_range, dynatemp_exponent, p_less.
+_NO_ZOO = (None, None, None, None, None, None, None, False)
 
 
-def _check_params(rows, temperature, n_sigma, seed, top_k, top_p, min_p):
+def _bool_column(value, rows, name):
+    """A bool argument (None is False), a scalar or one per row: a Python bool or a bool
+    ndarray of `rows` entries. Anything else (0 and 1 included) raises ValueError naming it."""
+    if value is None or type(value) is bool or type(value) is np.bool_:
+        return bool(value)
+    array, items = _per_row(value, rows, name)
+    if array is not None:
+        if array.dtype.kind != "b":
+            raise ValueError(f"{name} must hold bools, got an array of {array.dtype}")
+        return array
+    for i, item in enumerate(items):
+        if not (item is None or type(item) is bool or type(item) is np.bool_):
+            raise ValueError(f"{name}[{i}] must be a bool, got {type(item).__name__}")
+    return np.array([bool(item) for item in items], dtype=bool)
+
+
+def _check_params(rows, temperature, n_sigma, seed, top_k, top_p, min_p, zoo=_NO_ZOO):
     """Checks every sampling parameter (ValueError naming it: a number of the right kind that its
     C field holds exactly, floats within float32's range, never wrapped or truncated).
 
@@ -452,7 +491,27 @@ def _check_params(rows, temperature, n_sigma, seed, top_k, top_p, min_p):
             column, on = _float_column(value, rows, field, optional=True)
         values[field] = column
         flags = flags | (flag if on is None else np.where(on, np.uint32(flag), np.uint32(0)))
+    if zoo is not _NO_ZOO:
+        typical_p, epsilon, eta, xtc_threshold, xtc_probability, dynatemp_range, dynatemp_exponent, p_less = zoo
+        for (field, flag), value in zip(_ZOO_FILTERS, (typical_p, epsilon, eta, xtc_threshold, dynatemp_range)):
+            if value is None:
+                continue
+            column, on = _float_column(value, rows, field, optional=True)
+            values[field] = column
+            flags = flags | (flag if on is None else np.where(on, np.uint32(flag), np.uint32(0)))
+        for field, value in (("xtc_probability", xtc_probability), ("dynatemp_exponent", dynatemp_exponent)):
+            if value is not None:
+                values[field] = _float_column(value, rows, field, optional=False)[0]
+        less = _bool_column(p_less, rows, "p_less")
+        if type(less) is np.ndarray:
+            flags = flags | np.where(less, np.uint32(_USE_P_LESS), np.uint32(0))
+        elif less:
+            flags = flags | _USE_P_LESS
     values["flags"] = flags
+    # The defaults of tns_params_init for the fields a call leaves off.
+    for field, default in (("typical_p", 1.0), ("epsilon", 0.0), ("eta", 0.0), ("xtc_threshold", 0.1),
+                           ("xtc_probability", 1.0), ("dynatemp_range", 0.0), ("dynatemp_exponent", 1.0)):
+        values.setdefault(field, default)
     scalars, columns = [], []
     for field in _FIELDS:
         value = values[field]
@@ -704,13 +763,19 @@ class Sampler:
     def sample(self, logits, temperature=1.0, n_sigma=1.0, seed=0, step=0,
                top_k=None, top_p=None, min_p=None, dtype=None, allowed=None, logit_bias=None,
                prompt_tokens=None, output_tokens=None, repetition_penalty=_ONE, frequency_penalty=_ZERO,
-               presence_penalty=_ZERO, top_logprobs=None):
+               presence_penalty=_ZERO, top_logprobs=None, typical_p=None, epsilon=None, eta=None, xtc_threshold=None, xtc_probability=None,
+               dynatemp_range=None, dynatemp_exponent=None, p_less=False):
         """One token per row of `logits`, an ndarray [rows, vocab_size] (float32, float16, or
         uint16 bfloat16 bits with dtype="bfloat16"), read in place and never modified.
 
         Each of temperature, n_sigma, seed, step, top_k, top_p, min_p is a scalar or a per-row
         sequence (a list, tuple or 1-D array of `rows` entries); n_sigma / top_k / top_p / min_p
         None (or a None entry) turns that filter off.
+
+        The other samplers (README "Semantics"), each a scalar or one per row, None (p_less False)
+        off: typical_p (0, 1], epsilon and eta [0, 1), xtc_threshold [0, 1] with xtc_probability
+        [0, 1] (default 1), dynatemp_range (>= 0) with dynatemp_exponent (>= 0, default 1), and
+        p_less (a bool).
         A row with bad logits or parameters gets a message in `errors`; the others still sample.
         An argument of the wrong kind (seed, step and top_k are integers, the others numbers;
         bool is neither, and a float such as 2.0 is not an integer), the wrong length or dtype, or
@@ -749,14 +814,18 @@ class Sampler:
         # cached record; anything else goes through the per-row checks.
         if (type(seed) is int and type(temperature) in _PY_REAL and type(n_sigma) in _PY_REAL_OR_NONE
                 and type(top_k) in _PY_INT_OR_NONE and type(top_p) in _PY_REAL_OR_NONE
-                and type(min_p) in _PY_REAL_OR_NONE):
+                and type(min_p) in _PY_REAL_OR_NONE and typical_p is None and epsilon is None and eta is None
+                and xtc_threshold is None and xtc_probability is None and dynatemp_range is None
+                and dynatemp_exponent is None and p_less is False):
             key = (temperature, n_sigma, seed, top_k, top_p, min_p)
             record = _ARGUMENT_RECORDS.get(key)
             if record is None:
                 record = _record_for_arguments(key)
             columns = ()
         else:
-            record, columns = _check_params(rows, temperature, n_sigma, seed, top_k, top_p, min_p)
+            record, columns = _check_params(
+                rows, temperature, n_sigma, seed, top_k, top_p, min_p,
+                (typical_p, epsilon, eta, xtc_threshold, xtc_probability, dynatemp_range, dynatemp_exponent, p_less))
         if not (type(step) is int and 0 <= step <= _UINT64_MAX):
             step = _integer_column(step, rows, "step", 0, _UINT64_MAX, np.uint64)[0]  # an int or per-row array
 
@@ -824,7 +893,8 @@ class Sampler:
         return SampleResult(tokens, logprobs, kept, errors, status)
 
     def verify(self, target_logits, draft_tokens, draft_probs, draft_distributions=None, temperature=1.0,
-               n_sigma=1.0, seed=0, step=0, top_k=None, top_p=None, min_p=None, dtype=None):
+               n_sigma=1.0, seed=0, step=0, top_k=None, top_p=None, min_p=None, dtype=None, typical_p=None, epsilon=None, eta=None, xtc_threshold=None, xtc_probability=None,
+               dynatemp_range=None, dynatemp_exponent=None, p_less=False):
         """Speculative verification (README "Speculative decoding"): each request's k draft
         tokens against its k + 1 target rows, losslessly (every emitted token is distributed as
         the request's own target distribution under the sampling parameters).
@@ -836,7 +906,9 @@ class Sampler:
         draft_distributions  None (each q the point mass at its token), a dense array
                        [requests, k, vocab_size] of draft probabilities, or sparse: per request a
                        list of k dicts {id: probability} (or (id, probability) pairs)
-        temperature, n_sigma, seed, step, top_k, top_p, min_p: per request, as in sample()
+        temperature, n_sigma, seed, step, top_k, top_p, min_p and the other samplers (typical_p,
+                       epsilon, eta, xtc_threshold, xtc_probability, dynatemp_range,
+                       dynatemp_exponent, p_less): per request, as in sample()
 
         Returns a VerifyResult: accepted, tokens, logprobs and errors per request. A failing
         request (a bad target row, a draft id outside the vocabulary) fails alone. requests is
@@ -866,7 +938,9 @@ class Sampler:
         target_logits = np.ascontiguousarray(target_logits)
         d, keep = _processing.drafts_arguments(draft_tokens, draft_probs, draft_distributions, requests, k,
                                                self.vocab_size)
-        record, columns = _check_params(requests, temperature, n_sigma, seed, top_k, top_p, min_p)
+        record, columns = _check_params(
+            requests, temperature, n_sigma, seed, top_k, top_p, min_p,
+            (typical_p, epsilon, eta, xtc_threshold, xtc_probability, dynatemp_range, dynatemp_exponent, p_less))
         params = np.empty(max(requests, 1), dtype=_PARAMS_DTYPE)
         params.view(np.uint64).reshape(-1, _PARAMS_DTYPE.itemsize // 8)[:] = record
         for field, values in columns:
@@ -922,14 +996,18 @@ def _default_penalties(repetition, frequency, presence):
 # ---- One row -------------------------------------------------------------------------------------
 
 
-def filter(row, n_sigma=1.0, top_k=None, top_p=None, min_p=None, temperature=1.0):
+def filter(row, n_sigma=1.0, top_k=None, top_p=None, min_p=None, temperature=1.0, typical_p=None, epsilon=None,
+           eta=None, xtc_threshold=None, xtc_probability=None, dynatemp_range=None, dynatemp_exponent=None,
+           p_less=False):
     """The filtered set of one row of logits (1-D; float32, or float16 widened exactly; a list of
     numbers is read as float32), under the sampler's pipeline and parameters (n_sigma None turns
-    Top-nσ off). Every argument is checked as Sampler.sample's (ValueError naming it).
+    Top-nσ off; the other samplers as in Sampler.sample, XTC's coin at seed 0, step 0).
+    Every argument is checked as Sampler.sample's (ValueError naming it).
 
     Returns a dict: "max", "mean", "std" (Bessel-corrected, over the finite logits), "threshold"
-    (the combined Top-nσ / min-p logit threshold), "finite" (count of finite logits) and "kept"
-    (np.ndarray of the kept token ids, ascending). Raises ValueError for a bad row or parameter,
+    (the combined Top-nσ / min-p logit threshold), "finite" (count of finite logits), "kept"
+    (np.ndarray of the kept token ids, ascending) and "probabilities" (float64, each kept token's
+    probability in the distribution drawn from, in the order of "kept"). Raises ValueError for a bad row or parameter,
     MemoryError when the call's temporary scratch (about 64 bytes per logit) cannot be had.
     """
     if isinstance(row, np.ndarray):
@@ -954,7 +1032,9 @@ def filter(row, n_sigma=1.0, top_k=None, top_p=None, min_p=None, temperature=1.0
     vocab = row.shape[0]
     if vocab == 0:
         raise ValueError("row is empty")
-    record, columns = _check_params(1, temperature, n_sigma, 0, top_k, top_p, min_p)
+    record, columns = _check_params(
+        1, temperature, n_sigma, 0, top_k, top_p, min_p,
+        (typical_p, epsilon, eta, xtc_threshold, xtc_probability, dynatemp_range, dynatemp_exponent, p_less))
     params = record.copy().view(_PARAMS_DTYPE)
     for field, values in columns:
         params[field] = values
@@ -967,8 +1047,10 @@ def filter(row, n_sigma=1.0, top_k=None, top_p=None, min_p=None, temperature=1.0
         vocab, ctypes.byref(count))
     if code != _OK:
         raise _error(code, _message(code, stats.error_index))
-    kept = np.sort(ids[: count.value].astype(np.int64))
+    order = np.argsort(ids[: count.value], kind="stable")
+    kept = ids[: count.value][order].astype(np.int64)
     return {
+        "probabilities": probabilities[: count.value][order],
         "max": stats.max,
         "mean": stats.mean,
         "std": stats.std,

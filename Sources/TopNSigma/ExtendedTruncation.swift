@@ -1,0 +1,264 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// The samplers beyond Top-nσ, top-k, top-p and min-p, over a row's gathered survivors, in the
+/// order ``SamplingParameters`` documents:
+///
+/// 1. the prefix truncations that need the whole row's softmax (ε, η, p-less) cut the survivors
+///    of the pass (Top-nσ ∩ min-p) further, and top-k takes the first `k` of what is left: all
+///    of them keep a prefix of the row in key order, so their intersection is the shortest;
+/// 2. typical-p over the renormalized distribution of that prefix;
+/// 3. top-p over what typical-p kept;
+/// 4. XTC, when its coin says so;
+/// 5. the temperature: the dynamic one from the entropy of what is left.
+///
+/// Every step is in double precision over the candidates, so the kept set is the float64
+/// definition's, and each step keeps at least one token.
+package enum ExtendedTruncation {
+    /// Sums over the whole processed row at temperature `T`, relative to its maximum `M`: with
+    /// `e_i = exp((x_i − M)/T)`, `z = Σ e_i`, `squares = Σ e_i²` and the entropy
+    /// `log z − Σ e_i·(x_i − M)/T / z`.
+    package struct RowMass: Equatable {
+        package var z: Double
+        package var squares: Double
+        package var entropy: Double
+    }
+
+    /// Whether the row's truncation needs ``RowMass`` (ε, η or p-less).
+    static func needsRowMass(_ parameters: SamplingParameters) -> Bool {
+        parameters.epsilon != nil || parameters.eta != nil || parameters.pLess
+    }
+
+    /// ``RowMass`` of the `n` candidates `c` (the whole processed row: every survivor of a row
+    /// without a threshold filter), their weights written to `w` by ``SoftmaxWeights``.
+    static func rowMass(
+        _ c: UnsafePointer<Candidate>, count n: Int, weights w: UnsafeMutablePointer<Double>, maximum: Float,
+        temperature: Float
+    ) -> RowMass {
+        let m = Double(maximum), t = Double(temperature)
+        let z = SoftmaxWeights.compute(c, count: n, maximum: maximum, temperature: temperature, into: w)
+        // Branch-free, so that it vectorizes: a weight that underflowed to 0 adds 0 (its `x − M`
+        // is finite).
+        var squares = 0.0, weighted = 0.0
+        for j in 0..<n {
+            squares += w[j] * w[j]
+            weighted += w[j] * (Double(c[j].logit) - m)
+        }
+        weighted /= t
+        return RowMass(z: z, squares: squares, entropy: log(z) - weighted / z)
+    }
+
+    /// ``RowMass`` of the processed row at `p` (``RowPipeline/forEachProcessedLogit``), in one
+    /// double-precision pass.
+    static func rowMass<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, maximum: Float, temperature: Float, state: ProcessingState,
+        scratch: RowPipeline.Scratch
+    ) -> RowMass {
+        let m = Double(maximum), t = Double(temperature)
+        var z = 0.0, squares = 0.0, weighted = 0.0
+        RowPipeline.forEachProcessedLogit(p, vocab: vocab, state: state, scratch: scratch) { x in
+            let y = (Double(x) - m) / t
+            let e = exp(y)
+            z += e
+            squares += e * e
+            if e > 0 { weighted += e * y }
+        }
+        return RowMass(z: z, squares: squares, entropy: log(z) - weighted / z)
+    }
+
+    /// Truncates the survivors `c[0..<n]` (ascending ids, the row's argmax among them, `maximum`
+    /// its logit) with every filter of `parameters` but Top-nσ and min-p (applied before); `mass`
+    /// is the row's ``RowMass`` when ``needsRowMass(_:)``. Returns the kept count (ascending ids
+    /// on exit), the temperature to draw at (a dynamic temperature of 0 keeps the first token in
+    /// key order alone, and returns 1) and the kept set's maximum logit. `w` has room for `n`.
+    static func apply(
+        _ c: UnsafeMutablePointer<Candidate>, count n: Int, weights w: UnsafeMutablePointer<Double>,
+        maximum: Float, parameters: SamplingParameters, mass: RowMass?, step: UInt64
+    ) -> (count: Int, temperature: Float, maximum: Float) {
+        let m = Double(maximum), t = Double(parameters.temperature)
+        var count = n
+        var reordered = false
+        // 1. ε, η, p-less: `p_i` over the whole row against each cut; the maximum always stays.
+        if let mass {
+            var cut = -Double.infinity
+            if let epsilon = parameters.epsilon { cut = max(cut, Double(epsilon)) }
+            if let eta = parameters.eta {
+                let eta = Double(eta)
+                cut = max(cut, min(eta, eta.squareRoot() * exp(-mass.entropy)))
+            }
+            // p-less keeps `p_i >= Σ p_j²`: at or above, where ε and η keep strictly above. Each
+            // cut on `p_i = exp((x_i − M)/T) / z` is one on the logit: `x_i > M + T·log(cut·z)`.
+            let strict = cut > -.infinity ? m + t * log(cut * mass.z) : -.infinity
+            let atLeast = parameters.pLess ? m + t * log(mass.squares / mass.z) : -Double.infinity
+            var kept = 0
+            for j in 0..<count {
+                let x = c[j].logit
+                if x == maximum || (Double(x) > strict && Double(x) >= atLeast) {
+                    c[kept] = c[j]
+                    kept &+= 1
+                }
+            }
+            count = kept
+        }
+        if let k = parameters.topK, count > k {
+            Truncation.selectFirst(k, c, count: count)
+            count = k
+            reordered = true
+        }
+        var top = maximum
+        // 2. typical-p over what the prefix truncations kept (the row's maximum among them).
+        if let typical = parameters.typicalP, typical < 1, count > 1 {
+            let z = SoftmaxWeights.compute(
+                c, count: count, maximum: maximum, temperature: parameters.temperature, into: w)
+            // Surprisal minus entropy is `ȳ − y_i` with `y_i = (x_i − M)/T` and `ȳ` the weights'
+            // mean of `y`: the order is by distance from `ȳ`.
+            var weighted = 0.0
+            for j in 0..<count where w[j] > 0 { weighted += w[j] * ((Double(c[j].logit) - m) / t) }
+            let order = TypicalOrder(center: weighted / z, maximum: m, temperature: t)
+            count = Truncation.nucleus(c, w, count: count, need: Double(typical) * z, order: order)
+            reordered = true
+            top = setMaximum(c, count: count)
+        }
+        // 3. top-p over the renormalized distribution of what is left.
+        if let topP = parameters.topP, topP < 1, count > 1 {
+            let z = SoftmaxWeights.compute(c, count: count, maximum: top, temperature: parameters.temperature, into: w)
+            count = Truncation.nucleus(c, w, count: count, need: Double(topP) * z)
+            reordered = true
+        }
+        // 4. XTC: the tokens at or above the threshold are a prefix in key order; all of them but
+        // the last go, when there are two or more.
+        if let threshold = parameters.xtcThreshold, count > 1,
+            Philox4x32(seed: parameters.seed).uniform(step: step, stream: SamplingParameters.xtcStream)
+                < Double(parameters.xtcProbability)
+        {
+            let z = SoftmaxWeights.compute(c, count: count, maximum: top, temperature: parameters.temperature, into: w)
+            var above = 0, last = -1
+            for j in 0..<count where w[j] / z >= Double(threshold) {
+                above &+= 1
+                if last < 0 || Truncation.precedes(c[last], c[j]) { last = j }
+            }
+            if above >= 2 {
+                let lastAbove = c[last].index
+                var kept = 0
+                for j in 0..<count where w[j] / z < Double(threshold) || c[j].index == lastAbove {
+                    c[kept] = c[j]
+                    kept &+= 1
+                }
+                count = kept
+            }
+            top = setMaximum(c, count: count)
+        }
+        // 5. The dynamic temperature from the entropy at temperature 1 of the kept set.
+        var temperature = parameters.temperature
+        if let range = parameters.dynamicTemperatureRange, range > 0, temperature.isFinite {
+            let low = max(0, Double(parameters.temperature) - Double(range))
+            let high = Double(parameters.temperature) + Double(range)
+            var dynamic = low
+            if count > 1 {
+                let z = SoftmaxWeights.compute(c, count: count, maximum: top, temperature: 1, into: w)
+                var weighted = 0.0
+                for j in 0..<count where w[j] > 0 { weighted += w[j] * (Double(c[j].logit) - Double(top)) }
+                let entropy = max(0, log(z) - weighted / z)
+                let normalized = min(1, entropy / log(Double(count)))
+                dynamic = low + (high - low) * pow(normalized, Double(parameters.dynamicTemperatureExponent))
+            }
+            temperature = Float(dynamic)
+            if temperature == 0 {
+                // Greedy over the kept set: its first token in key order, alone (at any
+                // temperature its probability is 1).
+                var best = 0
+                for j in 0..<count where Truncation.precedes(c[j], c[best]) { best = j }
+                c[0] = c[best]
+                count = 1
+                reordered = false
+                temperature = 1
+                top = c[0].logit
+            }
+        }
+        if reordered { Truncation.sortByIndex(c, count: count) }
+        return (count, temperature, top)
+    }
+
+    /// The largest logit of `c[0..<n]` (`n >= 1`).
+    @inline(__always)
+    static func setMaximum(_ c: UnsafePointer<Candidate>, count n: Int) -> Float {
+        var top = -Float.infinity
+        for j in 0..<n { top = max(top, c[j].logit) }
+        return top
+    }
+}
+
+/// Typical-p's order: distance of `y = (x − M)/T` from the center `ȳ` (the surprisal's distance
+/// from the entropy), then key order.
+struct TypicalOrder: CandidateOrder {
+    let center: Double, maximum: Double, temperature: Double
+
+    @inline(__always)
+    func distance(_ a: Candidate) -> Double { abs((Double(a.logit) - maximum) / temperature - center) }
+
+    @inline(__always)
+    func precedes(_ a: Candidate, _ b: Candidate) -> Bool {
+        let da = distance(a), db = distance(b)
+        return da < db || (da == db && Truncation.precedes(a, b))
+    }
+}
+
+extension RowPipeline {
+    /// Calls `body` with every allowed finite logit of the processed row: the untouched tokens
+    /// the effective mask allows, then the edited tokens' processed logits (the effective mask
+    /// leaves them out, so none is seen twice).
+    @inline(__always)
+    static func forEachProcessedLogit<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, state: ProcessingState, scratch: Scratch, _ body: (Float) -> Void
+    ) {
+        if let mask = state.mask.map({ UnsafePointer($0) }) {
+            for i in 0..<vocab where StatisticsKernel.allowed(mask, i) {
+                let x = E.float(p, i)
+                if x > -.infinity { body(x) }
+            }
+            for k in 0..<state.editCount where scratch.edits[k].value > -.infinity { body(scratch.edits[k].value) }
+        } else {
+            for i in 0..<vocab {
+                let x = E.float(p, i)
+                if x > -.infinity { body(x) }
+            }
+        }
+    }
+}
+
+extension RowPipeline {
+    /// The truncation step after the survivors are gathered (`count` of them at the front of
+    /// `scratch.candidates`, ascending ids): top-k and top-p (``Truncation/apply``), or with any
+    /// other sampler ``ExtendedTruncation/apply``. The one step of the draw, the filtered
+    /// distribution, the C ABI and verification. Returns the kept count (ascending ids), the
+    /// temperature of their distribution and their maximum logit.
+    static func truncate<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, statistics: RowStatistics, parameters: SamplingParameters, count: Int,
+        scratch: Scratch, step: UInt64
+    ) -> (count: Int, temperature: Float, maximum: Float) {
+        guard parameters.usesExtendedSamplers else {
+            let kept = Truncation.apply(
+                scratch.candidates, count: count, weights: scratch.weights, maximum: statistics.maximum,
+                parameters: parameters)
+            return (kept, parameters.temperature, statistics.maximum)
+        }
+        var mass: ExtendedTruncation.RowMass? = nil
+        if ExtendedTruncation.needsRowMass(parameters) {
+            // The survivors are the whole row when no threshold filter cut it: their mass is the row's.
+            mass =
+                count == statistics.finiteCount
+                ? ExtendedTruncation.rowMass(
+                    scratch.candidates, count: count, weights: scratch.weights, maximum: statistics.maximum,
+                    temperature: parameters.temperature)
+                : ExtendedTruncation.rowMass(
+                    p, vocab: vocab, maximum: statistics.maximum, temperature: parameters.temperature,
+                    state: scratch.state.pointee, scratch: scratch)
+        }
+        return ExtendedTruncation.apply(
+            scratch.candidates, count: count, weights: scratch.weights, maximum: statistics.maximum,
+            parameters: parameters, mass: mass, step: step)
+    }
+}
