@@ -111,7 +111,7 @@ public struct SamplingParameters: Sendable, Equatable, Hashable {
 
     /// Whether a sampled row uses any of the samplers beyond Top-nσ, top-k, top-p and min-p
     /// (typical, ε, η, XTC, dynamic temperature, p-less): such a row is truncated by
-    /// ``ExtendedTruncation`` over its gathered survivors.
+    /// the survivor pipeline and the extended truncation step over its gathered survivors.
     @inlinable
     public var usesExtendedSamplers: Bool {
         typicalP != nil || epsilon != nil || eta != nil || xtcThreshold != nil || dynamicTemperatureRange != nil
