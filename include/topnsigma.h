@@ -78,14 +78,19 @@ enum {
     TNS_ROW_INVALID_MIN_P = 107,        /* min-p outside [0, 1] */
     TNS_ROW_INVALID_PROCESSING = 108,   /* the row's tns_processing is invalid: a penalty not finite (or repetition
                                            <= 0), top_logprobs outside -1 ... 20, a bias not finite, a token id
-                                           (bias, prompt, output) outside 0 ... vocab - 1 (tokens[r] names it), a
-                                           count negative or above 2^31 - 1, a NULL array with a positive count,
+                                           (bias, prompt, output, DRY breaker) outside 0 ... vocab - 1 (tokens[r]
+                                           names it), a count negative or above 2^31 - 1, a NULL array with a
+                                           positive count,
                                            or top_logprobs asked without a top_logprobs output */
     TNS_ROW_INVALID_DRAFT = 109,        /* tns_verify: a draft token or a sparse draft id outside 0 ... vocab - 1
                                            (error_position names the draft position) */
     TNS_ROW_INVALID_SAMPLER = 110       /* typical_p outside (0, 1], epsilon or eta outside [0, 1), xtc_threshold or
                                            xtc_probability outside [0, 1], dynatemp_range or dynatemp_exponent
-                                           negative or not finite (each read when its flag is set) */
+                                           negative or not finite (each read when its flag is set); in a
+                                           tns_processing, dry_multiplier negative or not finite, or while it is not
+                                           0: dry_base below 1 or not finite, dry_allowed_length negative,
+                                           dry_penalty_last_n below -1, a breaker length outside
+                                           1 ... TNS_MAX_DRY_BREAKER_LENGTH */
 };
 typedef int32_t tns_status;
 
@@ -276,12 +281,23 @@ typedef struct tns_processing {
     float frequency_penalty;       /* finite; 0 is off */
     float presence_penalty;        /* finite; 0 is off */
     uint32_t reserved;             /* 0 */
+    /* DRY (llama.cpp's dry sampler; README "The other samplers"), over the context prompt_tokens followed
+       by output_tokens. Added in struct_size 128; read only while dry_multiplier != 0. */
+    float dry_multiplier;          /* finite, >= 0; 0 is off (default) */
+    float dry_base;                /* finite, >= 1 (default 1.75) */
+    int32_t dry_allowed_length;    /* >= 0 (default 2) */
+    int32_t dry_penalty_last_n;    /* -1: the whole context (default); 0: off; else the last N tokens */
+    const int32_t *dry_breaker_tokens;   /* the sequence breakers' ids, one breaker after the other ... */
+    const int32_t *dry_breaker_lengths;  /* ... each breaker's length, 1 ... TNS_MAX_DRY_BREAKER_LENGTH */
+    int64_t dry_breaker_count;     /* breakers (entries of dry_breaker_lengths) */
     /* Later options are appended here. */
 } tns_processing;
 
+#define TNS_MAX_DRY_BREAKER_LENGTH 21  /* a breaker's head token and llama.cpp's 20-token tail */
+
 #define TNS_PROCESSING_V1_SIZE 88u  /* the smallest struct_size a library accepts */
 
-/* Defaults: nothing to do (no bitmask, bias, history or logprobs; penalties off). */
+/* Defaults: nothing to do (no bitmask, bias, history or logprobs; penalties and DRY off). */
 static inline void tns_processing_init(tns_processing *p) {
     if (!p) return;
     p->struct_size = (uint32_t)sizeof(tns_processing);
@@ -298,6 +314,13 @@ static inline void tns_processing_init(tns_processing *p) {
     p->frequency_penalty = 0.0f;
     p->presence_penalty = 0.0f;
     p->reserved = 0;
+    p->dry_multiplier = 0.0f;
+    p->dry_base = 1.75f;
+    p->dry_allowed_length = 2;
+    p->dry_penalty_last_n = -1;
+    p->dry_breaker_tokens = NULL;
+    p->dry_breaker_lengths = NULL;
+    p->dry_breaker_count = 0;
 }
 
 /* A row's top logprobs (tns_sample_processed's top_logprobs output). */

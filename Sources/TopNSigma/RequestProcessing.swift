@@ -31,8 +31,18 @@ public struct LogitBias: Sendable, Equatable, Hashable {
 ///   tokens in the prompt or the output; `frequencyPenalty f` subtracts `f · count` (occurrences
 ///   in the output); `presencePenalty p` subtracts `p` from tokens that occur in the output.
 ///
+/// - **DRY** ("don't repeat yourself", llama.cpp's `dry`, p-e-w 2024), over the context
+///   `promptTokens + outputTokens`, its last ``dryPenaltyLastN`` tokens (-1: all of it): a token
+///   that would extend a sequence already in that window to `L >= dryAllowedLength` tokens
+///   (the longest such `L`, counted without the new token) loses
+///   `dryMultiplier · dryBase^min(L − dryAllowedLength, E)`, computed as llama.cpp does
+///   (`Float(Double(m) · pow(Double(b), e))`, `E = Int(88.7228391 / logf(b))` when `b > 1.000001`,
+///   else no cap). A repeat never reaches back across a ``drySequenceBreakers`` sequence (the
+///   last one in the window bounds `L` to the tokens after it), and a single-token breaker is
+///   never penalized. Off while ``dryMultiplier`` is 0.
+///
 /// The processed logit is computed in `Float`, in that order:
-/// `v = x + bias; if seen { v = v > 0 ? v / r : v * r }; v -= f * count; if count > 0 { v -= p }`.
+/// `v = x + bias; if seen { v = v > 0 ? v / r : v * r }; v -= f * count; if count > 0 { v -= p }; v -= dry`.
 ///
 /// ```swift
 /// var processing = RequestProcessing()
@@ -62,13 +72,33 @@ public struct RequestProcessing: Sendable, Equatable, Hashable {
     /// How many top log-probabilities to return, `0...TopLogprobs.maximumCount`, or nil for none
     /// (no extra work). 0 still returns the sampled token's log-probability and rank.
     public var topLogprobs: Int?
+    /// DRY's multiplier, finite and `>= 0`; 0 (the default) is off and leaves the other DRY
+    /// settings unread.
+    public var dryMultiplier: Float
+    /// DRY's base, finite and `>= 1` (llama.cpp's default 1.75).
+    public var dryBase: Float
+    /// The longest repeat DRY lets go unpenalized, `0...Int32.max` (llama.cpp's default 2).
+    public var dryAllowedLength: Int
+    /// How many of the context's last tokens DRY scans: `-1` all of them (the default), 0 none
+    /// (off), or up to `Int32.max`.
+    public var dryPenaltyLastN: Int
+    /// Token sequences that no repeat crosses: each 1 to ``maximumBreakerLength`` valid token
+    /// ids, matched in order (llama.cpp tokenizes its breaker strings into such sequences; pass
+    /// your tokenizer's ids for `"\n"`, `":"`, `"\""`, `"*"` to match its defaults).
+    public var drySequenceBreakers: [[Int32]]
+
+    /// The most tokens one DRY sequence breaker may hold: llama.cpp's 20-token tail after its
+    /// head, which keeps the breaker scan linear in the window.
+    public static let maximumBreakerLength = 21
 
     /// Processing with the given steps; the defaults change nothing.
     @inlinable
     public init(
         allowedTokens: [UInt32]? = nil, logitBias: [LogitBias] = [], promptTokens: [Int32] = [],
         outputTokens: [Int32] = [],
-        repetitionPenalty: Float = 1, frequencyPenalty: Float = 0, presencePenalty: Float = 0, topLogprobs: Int? = nil
+        repetitionPenalty: Float = 1, frequencyPenalty: Float = 0, presencePenalty: Float = 0, topLogprobs: Int? = nil,
+        dryMultiplier: Float = 0, dryBase: Float = 1.75, dryAllowedLength: Int = 2, dryPenaltyLastN: Int = -1,
+        drySequenceBreakers: [[Int32]] = []
     ) {
         self.allowedTokens = allowedTokens
         self.logitBias = logitBias
@@ -78,23 +108,32 @@ public struct RequestProcessing: Sendable, Equatable, Hashable {
         self.frequencyPenalty = frequencyPenalty
         self.presencePenalty = presencePenalty
         self.topLogprobs = topLogprobs
+        self.dryMultiplier = dryMultiplier
+        self.dryBase = dryBase
+        self.dryAllowedLength = dryAllowedLength
+        self.dryPenaltyLastN = dryPenaltyLastN
+        self.drySequenceBreakers = drySequenceBreakers
     }
 
     /// Whether the penalties change anything (the history is read only then).
     @inlinable
     var penalizes: Bool { repetitionPenalty != 1 || frequencyPenalty != 0 || presencePenalty != 0 }
 
-    /// A penalty that is not finite, `r <= 0`, or a top-logprobs count out of range (checked in
-    /// this order, first of all).
+    /// A penalty that is not finite, `r <= 0`, a top-logprobs count out of range, or a DRY
+    /// setting out of range (checked in this order, first of all).
     var settingsError: RowError? {
         Self.settingsError(
             repetitionPenalty: repetitionPenalty, frequencyPenalty: frequencyPenalty,
-            presencePenalty: presencePenalty, topLogprobs: topLogprobs)
+            presencePenalty: presencePenalty, topLogprobs: topLogprobs,
+            dry: DrySettings(
+                multiplier: dryMultiplier, base: dryBase, allowedLength: dryAllowedLength, penaltyLastN: dryPenaltyLastN
+            ))
     }
 
     /// ``settingsError`` of these values.
     static func settingsError(
-        repetitionPenalty: Float, frequencyPenalty: Float, presencePenalty: Float, topLogprobs: Int?
+        repetitionPenalty: Float, frequencyPenalty: Float, presencePenalty: Float, topLogprobs: Int?,
+        dry: DrySettings
     ) -> RowError? {
         if !(repetitionPenalty > 0 && repetitionPenalty.isFinite) {
             return .invalidRepetitionPenalty(repetitionPenalty)
@@ -102,7 +141,7 @@ public struct RequestProcessing: Sendable, Equatable, Hashable {
         if !frequencyPenalty.isFinite { return .invalidFrequencyPenalty(frequencyPenalty) }
         if !presencePenalty.isFinite { return .invalidPresencePenalty(presencePenalty) }
         if let n = topLogprobs, !(0...TopLogprobs.maximumCount).contains(n) { return .invalidTopLogprobs(n) }
-        return nil
+        return dry.error
     }
 
     /// A bitmask shorter than `ceil(vocabularySize / 32)` words.
@@ -127,7 +166,51 @@ public struct RequestProcessing: Sendable, Equatable, Hashable {
         for token in outputTokens where token < 0 || Int(token) >= vocabularySize {
             return .tokenOutOfRange(Int(token))
         }
+        if dryMultiplier != 0 {
+            for breaker in drySequenceBreakers {
+                if let error = DrySettings.breakerError(length: breaker.count) { return error }
+                for token in breaker where token < 0 || Int(token) >= vocabularySize {
+                    return .tokenOutOfRange(Int(token))
+                }
+            }
+        }
         return nil
+    }
+}
+
+/// DRY's scalar settings, as ``RequestProcessing`` and the C ABI's `tns_processing` hold them.
+struct DrySettings {
+    var multiplier: Float = 0
+    var base: Float = 1.75
+    var allowedLength: Int = 2
+    var penaltyLastN: Int = -1
+
+    /// Whether DRY changes anything (its other settings are read only then).
+    var isOn: Bool { multiplier != 0 && penaltyLastN != 0 }
+
+    /// A multiplier that is not finite or negative; while it is not 0, a base below 1 or not
+    /// finite, an allowed length outside `0...Int32.max`, or a window below -1 or above
+    /// `Int32.max`. Named as the CLI options are.
+    var error: RowError? {
+        if !(multiplier >= 0 && multiplier.isFinite) {
+            return .invalidSampler(name: "dry-multiplier", value: multiplier)
+        }
+        guard multiplier != 0 else { return nil }
+        if !(base >= 1 && base.isFinite) { return .invalidSampler(name: "dry-base", value: base) }
+        if !(0...Int(Int32.max)).contains(allowedLength) {
+            return .invalidSampler(name: "dry-allowed-length", value: Float(allowedLength))
+        }
+        if !(-1...Int(Int32.max)).contains(penaltyLastN) {
+            return .invalidSampler(name: "dry-penalty-last-n", value: Float(penaltyLastN))
+        }
+        return nil
+    }
+
+    /// A sequence breaker of `length` tokens that is empty or longer than
+    /// ``RequestProcessing/maximumBreakerLength``.
+    static func breakerError(length: Int) -> RowError? {
+        (1...RequestProcessing.maximumBreakerLength).contains(length)
+            ? nil : .invalidSampler(name: "dry-sequence-breakers", value: Float(length))
     }
 }
 
@@ -145,6 +228,17 @@ struct Edit {
     var value: Float
     /// In the prompt or the output (the repetition penalty applies).
     var seen: Bool
+    /// DRY's penalty, subtracted last (0: none). While ``Dry`` gathers, it holds the repeat
+    /// length plus one as a bit pattern (``dryMarker(_:)``).
+    var dry: Float = 0
+
+    /// `value` stored in a Float's bits (saturating at `UInt32.max`).
+    @inline(__always)
+    static func dryMarker(_ value: Int) -> Float { Float(bitPattern: UInt32(clamping: value)) }
+
+    /// The value a ``dryMarker(_:)`` stored.
+    @inline(__always)
+    static func dryLength(_ marker: Float) -> Int { Int(marker.bitPattern) }
 }
 
 /// A row's processing as the pass needs it, prepared in the row's scratch before the pass
@@ -174,7 +268,8 @@ struct ProcessingState {
         let repeated = v > 0 ? divided : multiplied
         v = edit.seen ? repeated : v
         let penalized = (v - frequencyPenalty * Float(edit.count)) - presencePenalty
-        return edit.count > 0 ? penalized : v
+        v = edit.count > 0 ? penalized : v
+        return edit.dry != 0 ? v - edit.dry : v
     }
 }
 
@@ -200,6 +295,17 @@ package struct ProcessingView {
     package var presencePenalty: Float
     /// Top logprobs to return, `0...20` (any other value is the row's error), or nil for none.
     package var topLogprobs: Int?
+    /// DRY's settings and sequence breakers (off by default).
+    var dry = DrySettings()
+    package var dryBreakers = BreakerList.none
+
+    /// Sets DRY's settings (read when `multiplier` is not 0).
+    package mutating func setDry(
+        multiplier: Float, base: Float, allowedLength: Int, penaltyLastN: Int, breakers: BreakerList
+    ) {
+        dry = DrySettings(multiplier: multiplier, base: base, allowedLength: allowedLength, penaltyLastN: penaltyLastN)
+        dryBreakers = breakers
+    }
 
     /// A view of the given pointers; counts must be `>= 0` (the caller checks them).
     package init(
@@ -251,7 +357,7 @@ extension RowPipeline {
             !(processing.allowedTokens == nil && processing.logitBias.isEmpty && processing.topLogprobs == nil
                 && processing.promptTokens.isEmpty && processing.outputTokens.isEmpty
                 && processing.repetitionPenalty == 1 && processing.frequencyPenalty.isFinite
-                && processing.presencePenalty.isFinite)
+                && processing.presencePenalty.isFinite && processing.dryMultiplier == 0)
         else {
             scratch.state.pointee = ProcessingState()
             return
@@ -272,7 +378,18 @@ extension RowPipeline {
                             repetitionPenalty: processing.repetitionPenalty,
                             frequencyPenalty: processing.frequencyPenalty, presencePenalty: processing.presencePenalty,
                             topLogprobs: processing.topLogprobs)
-                        prepare(view: view, vocab: vocab, scratch: scratch, logprobs: logprobs)
+                        if processing.dryMultiplier == 0 {
+                            prepare(view: view, vocab: vocab, scratch: scratch, logprobs: logprobs)
+                            return
+                        }
+                        processing.drySequenceBreakers.withUnsafeBufferPointer { breakers in
+                            var view = view
+                            view.setDry(
+                                multiplier: processing.dryMultiplier, base: processing.dryBase,
+                                allowedLength: processing.dryAllowedLength, penaltyLastN: processing.dryPenaltyLastN,
+                                breakers: .nested(breakers))
+                            prepare(view: view, vocab: vocab, scratch: scratch, logprobs: logprobs)
+                        }
                     }
                     if let words = processing.allowedTokens {
                         words.withUnsafeBufferPointer { run($0) }
@@ -303,7 +420,7 @@ extension RowPipeline {
         if processing.allowedWords < 0 && processing.biasCount == 0 && processing.topLogprobs == nil
             && processing.promptTokens.isEmpty && processing.outputTokens.isEmpty
             && processing.repetitionPenalty == 1 && processing.frequencyPenalty.isFinite
-            && processing.presencePenalty.isFinite
+            && processing.presencePenalty.isFinite && processing.dry.multiplier == 0
         {
             return
         }
@@ -311,7 +428,7 @@ extension RowPipeline {
         if let error = RequestProcessing.settingsError(
             repetitionPenalty: processing.repetitionPenalty, frequencyPenalty: processing.frequencyPenalty,
             presencePenalty: processing.presencePenalty,
-            topLogprobs: processing.topLogprobs)
+            topLogprobs: processing.topLogprobs, dry: processing.dry)
         {
             state.error = error
             return
@@ -337,9 +454,11 @@ extension RowPipeline {
         // part that is cleared and probed stays in L1).
         let edits = scratch.staging, table = scratch.table
         let penalizes = r != 1 || processing.frequencyPenalty != 0 || processing.presencePenalty != 0
+        let dry = processing.dry.isOn
         let entries =
             processing.biasCount + (r != 1 ? processing.promptTokens.count : 0)
             + (penalizes ? processing.outputTokens.count : 0)
+            + (dry ? processing.promptTokens.count + processing.outputTokens.count : 0)
         var size = 16, shift: UInt32 = 28
         while size < 2 * min(entries, vocab) && size < scratch.tableCapacity {
             size *= 2
@@ -353,6 +472,15 @@ extension RowPipeline {
         if let error {
             state.error = error
             return
+        }
+        if processing.dry.multiplier != 0 {
+            if let error = addDryEdits(
+                processing, vocab: vocab, scratch: scratch, size: size, shift: shift, count: &n)
+            {
+                state.error = error
+                return
+            }
+            if dry { Dry.finish(edits: edits, count: n, settings: processing.dry) }
         }
         guard processing.allowedWords >= 0 || n > 0 else { return }
         // The effective bitmask: the request's (or all ones), less the edited tokens. Copied
@@ -391,6 +519,25 @@ extension RowPipeline {
         }
         state.editCount = n
         state.mask = mask
+    }
+
+    /// ``Dry/addEdits(settings:breakers:prompt:output:vocab:heads:free:freeCount:edits:slot:)`` in
+    /// the row's scratch: the breakers are checked whenever DRY is on (the window may still be
+    /// empty); the head bitmap borrows the mask's words and the Z-values the weights, both free
+    /// until later in ``prepare(view:vocab:scratch:logprobs:)`` and the pass.
+    static func addDryEdits(
+        _ processing: ProcessingView, vocab: Int, scratch: Scratch, size: Int, shift: UInt32, count n: inout Int
+    ) -> RowError? {
+        let table = scratch.table, edits = scratch.staging
+        return scratch.weights.withMemoryRebound(to: Int32.self, capacity: 2 * vocab) { free in
+            Dry.addEdits(
+                settings: processing.dry, breakers: processing.dryBreakers, prompt: processing.promptTokens,
+                output: processing.outputTokens, vocab: vocab, heads: scratch.mask, free: free,
+                freeCount: 2 * vocab, edits: edits
+            ) { token in
+                editSlot(token, table: table, size: size, shift: shift, edits: edits, count: &n)
+            }
+        }
     }
 
     /// The index in `edits` of `token`'s edit, added (and `count` incremented) if it is new:

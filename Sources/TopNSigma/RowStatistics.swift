@@ -121,7 +121,9 @@ public enum RowError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidMinP(Float)
     /// One of the other samplers' parameters is out of its range (typical-p outside `(0, 1]`,
     /// ε or η outside `[0, 1)`, an XTC threshold or probability outside `[0, 1]`, a dynamic
-    /// temperature range or exponent negative or not finite); `name` is its CLI option's name.
+    /// temperature range or exponent negative or not finite, a DRY setting of
+    /// ``RequestProcessing`` out of its range or a DRY breaker of a bad length); `name` is its CLI
+    /// option's name.
     case invalidSampler(name: String, value: Float)
     /// The row holds more logits than token ids can name (``FilteredDistribution/maximumVocabularySize``,
     /// `2^31 - 1`: ids are stored as `Int32`).

@@ -92,7 +92,7 @@ enum Status {
             return "request processing is invalid (bias, penalty, token id, count, bitmask or logprobs)"
         case Int(TNS_ROW_INVALID_DRAFT): return "a draft token or sparse draft id is outside the vocabulary"
         case Int(TNS_ROW_INVALID_SAMPLER):
-            return "a typical, epsilon, eta, XTC or dynamic temperature parameter is out of its range"
+            return "a typical, epsilon, eta, XTC, dynamic temperature or DRY parameter is out of its range"
         default: return "unknown status"
         }
     }
@@ -396,8 +396,10 @@ func processingView(_ raw: UnsafeRawPointer, structSize: Int, vocab: Int) -> Pro
     let ok =
         valid(c.bias_ids, c.bias_count) && valid(c.bias_values, c.bias_count)
         && valid(c.prompt_tokens, c.prompt_count) && valid(c.output_tokens, c.output_count) && c.top_logprobs >= -1
+        && (c.dry_multiplier == 0
+            || (valid(c.dry_breaker_lengths, c.dry_breaker_count) && valid(c.dry_breaker_tokens, c.dry_breaker_count)))
     let words = (vocab + 31) / 32
-    return ProcessingView(
+    var view = ProcessingView(
         allowed: c.allowed ?? UnsafePointer(bitPattern: 64)!, allowedWords: c.allowed != nil ? words : -1,
         biasTokens: c.bias_count > 0 ? UnsafeRawPointer(c.bias_ids) : nil,
         biasValues: c.bias_count > 0 ? UnsafeRawPointer(c.bias_values) : nil,
@@ -406,6 +408,15 @@ func processingView(_ raw: UnsafeRawPointer, structSize: Int, vocab: Int) -> Pro
         outputTokens: UnsafeBufferPointer(start: c.output_tokens, count: ok ? Int(c.output_count) : 0),
         repetitionPenalty: ok ? c.repetition_penalty : .nan, frequencyPenalty: c.frequency_penalty,
         presencePenalty: c.presence_penalty, topLogprobs: ok && c.top_logprobs != -1 ? Int(c.top_logprobs) : nil)
+    if ok && c.dry_multiplier != 0 {
+        view.setDry(
+            multiplier: c.dry_multiplier, base: c.dry_base, allowedLength: Int(c.dry_allowed_length),
+            penaltyLastN: Int(c.dry_penalty_last_n),
+            breakers: .flat(
+                tokens: c.dry_breaker_tokens,
+                lengths: UnsafeBufferPointer(start: c.dry_breaker_lengths, count: Int(c.dry_breaker_count))))
+    }
+    return view
 }
 
 /// The body of `tns_sample` and `tns_sample_processed`.

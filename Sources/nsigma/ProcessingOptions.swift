@@ -50,6 +50,102 @@ struct ProcessingOptions: ParsableArguments {
             valueName: "p"))
     var presencePenalty: Float = 0
 
+    @Option(
+        name: .customLong("dry-multiplier"), parsing: .unconditional,
+        help: ArgumentHelp(
+            "DRY: subtract M × B^(L − allowed length) from a token that would extend a repeat of L tokens of the row's --history (prompt then output; finite, >= 0; 0 is off).",
+            valueName: "m"))
+    var dryMultiplier: Float?
+
+    @Option(
+        name: .customLong("dry-base"), parsing: .unconditional,
+        help: ArgumentHelp("DRY's base B (finite, >= 1; default 1.75).", valueName: "b"))
+    var dryBase: Float?
+
+    @Option(
+        name: .customLong("dry-allowed-length"), parsing: .unconditional,
+        help: ArgumentHelp("The longest repeat DRY leaves alone (>= 0; default 2).", valueName: "n"))
+    var dryAllowedLength: Int?
+
+    @Option(
+        name: .customLong("dry-penalty-last-n"), parsing: .unconditional,
+        help: ArgumentHelp(
+            "How many of the context's last tokens DRY scans (-1: all, the default; 0: off).", valueName: "n"))
+    var dryPenaltyLastN: Int?
+
+    @Option(
+        name: .customLong("dry-sequence-breakers"),
+        help: ArgumentHelp(
+            "DRY's sequence breakers, inline JSON: an array of token-id arrays (each 1 to 21 ids; a bare id is a one-token breaker), e.g. '[[198], [25], [1, 2]]'. No repeat reaches back across the last one in the context, and a one-token breaker is never penalized.",
+            valueName: "json"))
+    var drySequenceBreakers: String?
+
+    /// The DRY settings, checked (the library's ranges): nil when `--dry-multiplier` is absent.
+    private func dry() throws -> ProcessingInput.Dry? {
+        guard let multiplier = dryMultiplier else {
+            for (name, given) in [
+                ("--dry-base", dryBase != nil), ("--dry-allowed-length", dryAllowedLength != nil),
+                ("--dry-penalty-last-n", dryPenaltyLastN != nil),
+                ("--dry-sequence-breakers", drySequenceBreakers != nil)
+            ] where given {
+                throw UsageError(message: "\(name) needs --dry-multiplier")
+            }
+            return nil
+        }
+        guard multiplier.isFinite && multiplier >= 0 else {
+            throw UsageError(message: "--dry-multiplier must be finite and >= 0, got \(multiplier)")
+        }
+        var dry = ProcessingInput.Dry(multiplier: multiplier)
+        if let base = dryBase {
+            guard base.isFinite && base >= 1 else {
+                throw UsageError(message: "--dry-base must be finite and >= 1, got \(base)")
+            }
+            dry.base = base
+        }
+        if let n = dryAllowedLength {
+            guard (0...Int(Int32.max)).contains(n) else {
+                throw UsageError(message: "--dry-allowed-length must be in 0...\(Int32.max), got \(n)")
+            }
+            dry.allowedLength = n
+        }
+        if let n = dryPenaltyLastN {
+            guard (-1...Int(Int32.max)).contains(n) else {
+                throw UsageError(message: "--dry-penalty-last-n must be -1 (all) or in 0...\(Int32.max), got \(n)")
+            }
+            dry.penaltyLastN = n
+        }
+        if let text = drySequenceBreakers {
+            let what = "--dry-sequence-breakers"
+            let value: Any
+            do {
+                value = try JSONSerialization.jsonObject(with: Data(text.utf8), options: [.fragmentsAllowed])
+            } catch {
+                throw UsageError(message: "\(what) is not valid JSON: \(text)")
+            }
+            guard let array = value as? [Any] else {
+                throw UsageError(message: "\(what): expected a JSON array of token-id arrays, e.g. '[[198], [1, 2]]'")
+            }
+            dry.breakers = try array.enumerated().map { i, element in
+                let ids =
+                    try (element as? [Any]).map { try jsonTokenList($0, what: "\(what): breaker \(i)") }
+                    ?? [try jsonTokenID(element, what: "\(what): breaker \(i)")]
+                guard (1...RequestProcessing.maximumBreakerLength).contains(ids.count) else {
+                    throw UsageError(
+                        message:
+                            "\(what): breaker \(i) holds \(ids.count) ids (1 to \(RequestProcessing.maximumBreakerLength))"
+                    )
+                }
+                return try ids.map { token in
+                    guard let id = Int32(exactly: token), id >= 0 else {
+                        throw UsageError(message: "\(what): breaker \(i) holds \(token), not a token id (>= 0)")
+                    }
+                    return id
+                }
+            }
+        }
+        return dry
+    }
+
     /// Reads and parses every file and checks every value: everything that needs no logits.
     func load() throws -> ProcessingInput {
         guard repetitionPenalty.isFinite && repetitionPenalty > 0 else {
@@ -63,6 +159,7 @@ struct ProcessingOptions: ParsableArguments {
         }
         var input = ProcessingInput(
             repetitionPenalty: repetitionPenalty, frequencyPenalty: frequencyPenalty, presencePenalty: presencePenalty)
+        input.dry = try dry()
         if let allowed {
             guard let data = FileManager.default.contents(atPath: allowed) else {
                 throw UsageError(message: "cannot read --allowed \(allowed)")
@@ -128,6 +225,15 @@ struct ProcessingInput {
         var output: [Int]
     }
 
+    /// `--dry-*`, checked.
+    struct Dry {
+        var multiplier: Float
+        var base: Float = 1.75
+        var allowedLength = 2
+        var penaltyLastN = -1
+        var breakers: [[Int32]] = []
+    }
+
     enum Biases {
         /// One object for every row.
         case shared([(token: Int, bias: Float)])
@@ -142,11 +248,12 @@ struct ProcessingInput {
     var repetitionPenalty: Float = 1
     var frequencyPenalty: Float = 0
     var presencePenalty: Float = 0
+    var dry: Dry?
 
     /// Whether any processing option was given (otherwise the rows are sampled as they are).
     var isActive: Bool {
         allowed != nil || biases != nil || history != nil || repetitionPenalty != 1 || frequencyPenalty != 0
-            || presencePenalty != 0
+            || presencePenalty != 0 || dry != nil
     }
 
     /// Each row's processing, and each row's error found here: a token id that an `Int32` cannot
@@ -185,6 +292,11 @@ struct ProcessingInput {
                 repetitionPenalty: repetitionPenalty, frequencyPenalty: frequencyPenalty,
                 presencePenalty: presencePenalty,
                 topLogprobs: topLogprobs)
+            if let dry {
+                (request.dryMultiplier, request.dryBase, request.dryAllowedLength, request.dryPenaltyLastN) =
+                    (dry.multiplier, dry.base, dry.allowedLength, dry.penaltyLastN)
+                request.drySequenceBreakers = dry.breakers
+            }
             if let masks { request.allowedTokens = Array(masks[(r * words)..<((r + 1) * words)]) }
             // The first id that does not fit Int32 is the row's error, unless the library finds
             // one first in what comes before it (its order: penalties, bias, prompt, output).

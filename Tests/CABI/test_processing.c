@@ -39,6 +39,11 @@ static int failures = 0;
 enum { ROWS = 8, DRAWS = 4, TOP = 5, K = 1, REQUESTS = ROWS / (K + 1), TRIALS = 4 };
 static const uint64_t SEED = 7, VERIFY_SEED = 3;
 static const float TEMPERATURE = 0.8f, REPETITION = 1.3f, FREQUENCY = 0.4f, PRESENCE = 0.25f;
+/* DRY, as scripts/test passes it to nsigma: --dry-multiplier 0.8 --dry-allowed-length 1
+ * --dry-sequence-breakers '[[7], [1, 2]]' (33 ends both the prompt and the output: the output's
+ * first token extends a repeat of 1). */
+static const float DRY_MULTIPLIER = 0.8f;
+static const int32_t DRY_ALLOWED = 1, DRY_BREAKER_TOKENS[3] = {7, 1, 2}, DRY_BREAKER_LENGTHS[2] = {1, 2};
 
 /* ---- The inputs, generated the same way for the CLI and for the ABI ------------------------ */
 
@@ -245,6 +250,11 @@ static void processing_of(int r, long vocab, const uint32_t *masks, row_inputs *
     p->frequency_penalty = FREQUENCY;
     p->presence_penalty = PRESENCE;
     p->top_logprobs = TOP;
+    p->dry_multiplier = DRY_MULTIPLIER;
+    p->dry_allowed_length = DRY_ALLOWED;
+    p->dry_breaker_tokens = DRY_BREAKER_TOKENS;
+    p->dry_breaker_lengths = DRY_BREAKER_LENGTHS;
+    p->dry_breaker_count = 2;
 }
 
 static void check_sample(const float *logits, long vocab, const char *dir) {
@@ -370,6 +380,29 @@ static void check_sample(const float *logits, long vocab, const char *dir) {
             CHECK(isnan(l[r]) && kp[r] == 0 && o[r].count == 0 && isnan(o[r].sampled_logprob), "row %d outputs", r);
         }
         CHECK(tk[3] == vocab, "the out-of-range id is reported: %lld", (long long)tk[3]);
+        /* DRY: settings out of range fail with TNS_ROW_INVALID_SAMPLER, a NULL array with a count
+         * with TNS_ROW_INVALID_PROCESSING; a version-1 struct_size (88) reads no DRY field. */
+        int32_t zero_length[1] = {0};
+        for (int r = 0; r < ROWS; r++) tns_processing_init(&bad[r]);
+        bad[0].dry_multiplier = -1;
+        bad[1].dry_multiplier = 1; bad[1].dry_base = 0.5f;
+        bad[2].dry_multiplier = 1; bad[2].dry_penalty_last_n = -2;
+        bad[3].dry_multiplier = 1; bad[3].dry_breaker_tokens = ok_id; bad[3].dry_breaker_lengths = zero_length;
+        bad[3].dry_breaker_count = 1;
+        bad[4].dry_multiplier = 1; bad[4].dry_breaker_lengths = NULL; bad[4].dry_breaker_count = 1;
+        bad[5].dry_multiplier = 1; bad[5].dry_breaker_tokens = out_of_range;
+        bad[5].dry_breaker_lengths = DRY_BREAKER_LENGTHS; bad[5].dry_breaker_count = 1;
+        bad[6].dry_multiplier = NAN;
+        bad[7].dry_multiplier = NAN; bad[7].struct_size = TNS_PROCESSING_V1_SIZE;
+        static const tns_status dry_expected[ROWS] = {
+            TNS_ROW_INVALID_SAMPLER, TNS_ROW_INVALID_SAMPLER, TNS_ROW_INVALID_SAMPLER, TNS_ROW_INVALID_SAMPLER,
+            TNS_ROW_INVALID_PROCESSING, TNS_ROW_INVALID_PROCESSING, TNS_ROW_INVALID_SAMPLER, TNS_OK};
+        for (int r = 0; r < ROWS - 1; r++) {
+            st = tns_sample_processed(s, logits, TNS_FORMAT_F32, 1, vocab, params, &bad[r], steps, tk, l, kp, rs, o);
+            CHECK(st == TNS_OK && rs[0] == dry_expected[r], "DRY row %d: %s", r, tns_status_message(rs[0]));
+        }
+        st = tns_sample_processed(s, logits, TNS_FORMAT_F32, 1, vocab, params, &bad[7], steps, tk, l, kp, rs, o);
+        CHECK(st == TNS_OK && rs[0] == TNS_OK, "version-1 struct: %s", tns_status_message(rs[0]));
         /* A struct_size that is not a tns_processing's is a whole-call error. */
         bad[0].struct_size = 40;
         st = tns_sample_processed(s, logits, TNS_FORMAT_F32, ROWS, vocab, params, bad, steps, tk, l, kp, rs, o);

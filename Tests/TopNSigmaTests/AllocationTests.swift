@@ -87,8 +87,13 @@ final class AllocationTests: XCTestCase {
         // greedy and sampled rows, f32 and bf16.
         for (rows, vocab, threads) in [(8, 49_152, 2), (1, 128_256, 2)] {
             let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 5)
+            // DRY on too, over an output that repeats itself, with one- and two-token breakers.
             let processing = (0..<rows).map {
-                SyntheticRequests.serverLike(vocab: vocab, seed: UInt64($0), topLogprobs: 20)
+                var q = SyntheticRequests.serverLike(vocab: vocab, seed: UInt64($0), topLogprobs: 20)
+                q.outputTokens += q.outputTokens.prefix(40)
+                q.dryMultiplier = 0.8
+                q.drySequenceBreakers = [[q.outputTokens[3]], [q.outputTokens[5], q.outputTokens[6]]]
+                return q
             }
             let parameters = (0..<rows).map {
                 SamplingParameters(temperature: $0 % 3 == 1 ? 0 : 0.9, nSigma: 1, seed: UInt64($0), topP: 0.95)

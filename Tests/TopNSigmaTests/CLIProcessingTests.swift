@@ -217,6 +217,46 @@ import TopNSigmaIO
             }, "\(flag) \(value)")
     }
 
+    /// Each row's DRY context: "a b" ends it and also ends at two earlier places (followed by c
+    /// both times), among the row's leaders.
+    private static let dryHistories: [(prompt: [Int], output: [Int])] = (0..<rows).map { r in
+        let l = leaders[r]
+        return ([l[0], l[1], l[2], l[3]], [l[0], l[1], l[2], l[4], 99, l[0], l[1]])
+    }
+
+    @Test("filter with DRY: the processed rows of the reference; breakers bound the repeats")
+    func dry() throws {
+        let entries = Self.dryHistories.map { h in
+            "{\"prompt\": \(h.prompt), \"output\": \(h.output)}"
+        }
+        let history = try textFile("dry-history.json", "[" + entries.joined(separator: ", ") + "]")
+        let breakers: [[Int32]] = [[Int32(Self.leaders[0][6])], [99, Int32(Self.leaders[0][0])]]
+        for (extra, allowed, lastN, shared) in [
+            ([String](), 2, -1, [[Int32]]()),
+            (["--dry-allowed-length", "1", "--dry-penalty-last-n", "9", "--dry-base", "2"], 1, 9, []),
+            (
+                [
+                    "--dry-allowed-length", "0", "--dry-sequence-breakers",
+                    "[[\(breakers[0][0])], [99, \(breakers[1][1])]]"
+                ], 0, -1, breakers
+            )
+        ] {
+            let run = try CLI.run(
+                ["filter", "--logits", Fixture.path, "--history", history, "--dry-multiplier", "0.8"] + extra)
+            let rows = (0..<Self.rows).map { r in
+                DryReference.process(
+                    Fixture.row(r),
+                    RequestProcessing(
+                        promptTokens: Self.dryHistories[r].prompt.map(Int32.init),
+                        outputTokens: Self.dryHistories[r].output.map(Int32.init), dryMultiplier: 0.8,
+                        dryBase: extra.contains("--dry-base") ? 2 : 1.75, dryAllowedLength: allowed,
+                        dryPenaltyLastN: lastN, drySequenceBreakers: shared))
+            }
+            #expect(rows.enumerated().contains { $1 != Fixture.row($0) }, "DRY changes some row: \(extra)")
+            try expectFilter(run, rows: rows, "DRY \(extra)")
+        }
+    }
+
     @Test("--history alone, or penalties without --history, change nothing")
     func historyWithoutPenalty() throws {
         let plain = try CLI.run(["filter", "--logits", Fixture.path])
@@ -406,7 +446,10 @@ import TopNSigmaIO
             topLogprobsTooMany, topLogprobsNegative,
             // Issue 20: one rule per JSON input.
             biasDuplicateKey, biasDuplicateKeyInEntry, biasDuplicateEscapedKey, biasKeyPlusSign, biasKeyLeadingZero,
-            biasKeyNegativeZero, biasKeySpace, biasKeyBeyond64Bits, historyDuplicateKey, historyIDBeyond64Bits
+            biasKeyNegativeZero, biasKeySpace, biasKeyBeyond64Bits, historyDuplicateKey, historyIDBeyond64Bits,
+            // DRY.
+            dryMultiplierNegative, dryBaseBelowOne, dryAllowedNegative, dryLastNBelowMinusOne, dryBaseAlone,
+            dryBreakersMalformed, dryBreakerEmpty, dryBreakerTooLong, dryBreakerNegative
 
         /// Whether the error shows only against the logits (a row count or size); every other
         /// one is reported before the logits are read.
@@ -487,6 +530,30 @@ import TopNSigmaIO
             return (
                 ["--history", try json("[{\"output\": [1e30]}]")], "element 0 (1e+30) is not a token id: out of range"
             )
+        case .dryMultiplierNegative: return (["--dry-multiplier", "-0.5"], "--dry-multiplier must be finite and >= 0")
+        case .dryBaseBelowOne: return (["--dry-multiplier", "1", "--dry-base", "0.9"], "--dry-base must be")
+        case .dryAllowedNegative:
+            return (["--dry-multiplier", "1", "--dry-allowed-length", "-1"], "--dry-allowed-length must be")
+        case .dryLastNBelowMinusOne:
+            return (["--dry-multiplier", "1", "--dry-penalty-last-n", "-2"], "--dry-penalty-last-n must be")
+        case .dryBaseAlone: return (["--dry-base", "2"], "--dry-base needs --dry-multiplier")
+        case .dryBreakersMalformed:
+            return (
+                ["--dry-multiplier", "1", "--dry-sequence-breakers", "[[1,"],
+                "--dry-sequence-breakers is not valid JSON"
+            )
+        case .dryBreakerEmpty:
+            return (["--dry-multiplier", "1", "--dry-sequence-breakers", "[[5], []]"], "breaker 1 holds 0 ids")
+        case .dryBreakerTooLong:
+            return (
+                [
+                    "--dry-multiplier", "1", "--dry-sequence-breakers",
+                    "[[" + (0..<22).map(String.init).joined(separator: ",") + "]]"
+                ],
+                "breaker 0 holds 22 ids"
+            )
+        case .dryBreakerNegative:
+            return (["--dry-multiplier", "1", "--dry-sequence-breakers", "[7, [1, -3]]"], "breaker 1 holds -3")
         }
     }
 

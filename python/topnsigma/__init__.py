@@ -764,7 +764,8 @@ class Sampler:
                top_k=None, top_p=None, min_p=None, dtype=None, allowed=None, logit_bias=None,
                prompt_tokens=None, output_tokens=None, repetition_penalty=_ONE, frequency_penalty=_ZERO,
                presence_penalty=_ZERO, top_logprobs=None, typical_p=None, epsilon=None, eta=None, xtc_threshold=None, xtc_probability=None,
-               dynatemp_range=None, dynatemp_exponent=None, p_less=False):
+               dynatemp_range=None, dynatemp_exponent=None, p_less=False, dry_multiplier=None, dry_base=None,
+               dry_allowed_length=None, dry_penalty_last_n=None, dry_sequence_breakers=None):
         """One token per row of `logits`, an ndarray [rows, vocab_size] (float32, float16, or
         uint16 bfloat16 bits with dtype="bfloat16"), read in place and never modified.
 
@@ -793,6 +794,12 @@ class Sampler:
         entries: not asked), which fills the result's `top_logprobs`, `sampled_logprobs` and
         `ranks`. A value the library judges per row (a token id outside the vocabulary, a
         penalty that is not finite) fails that row alone.
+
+        DRY (llama.cpp's `dry`, README "The other samplers"), over each row's prompt_tokens
+        followed by its output_tokens: `dry_multiplier` (>= 0; None or 0 off), `dry_base` (>= 1,
+        default 1.75), `dry_allowed_length` (>= 0, default 2), `dry_penalty_last_n` (-1 the whole
+        context, the default; 0 off), each a scalar or one per row; `dry_sequence_breakers`, a list
+        of token-id sequences (1 ... 21 ids each) for every row, or one such list (or None) per row.
         """
         # The logits: a C-contiguous native float32 array is the fast case; the rest is checked
         # in full by _logits. Nothing shared is read or written before the lock below.
@@ -831,16 +838,20 @@ class Sampler:
 
         # Request processing, checked into a local record array (the call's own, never shared).
         processing = None
-        if (allowed is None and logit_bias is None and prompt_tokens is None and output_tokens is None
-                and top_logprobs is None and repetition_penalty is _ONE and frequency_penalty is _ZERO
-                and presence_penalty is _ZERO):
+        dry = None
+        if not (dry_multiplier is None and dry_base is None and dry_allowed_length is None
+                and dry_penalty_last_n is None and dry_sequence_breakers is None):
+            dry = (dry_multiplier, dry_base, dry_allowed_length, dry_penalty_last_n, dry_sequence_breakers)
+        if (dry is None and allowed is None and logit_bias is None and prompt_tokens is None
+                and output_tokens is None and top_logprobs is None and repetition_penalty is _ONE
+                and frequency_penalty is _ZERO and presence_penalty is _ZERO):
             pass  # no processing: the plain call
-        elif not (allowed is None and logit_bias is None and prompt_tokens is None and output_tokens is None
-                  and top_logprobs is None
+        elif not (dry is None and allowed is None and logit_bias is None and prompt_tokens is None
+                  and output_tokens is None and top_logprobs is None
                   and _default_penalties(repetition_penalty, frequency_penalty, presence_penalty)):
             processing, reference, keep, asked = _processing.prepare(
                 rows, self.vocab_size, allowed, logit_bias, prompt_tokens, output_tokens,
-                repetition_penalty, frequency_penalty, presence_penalty, top_logprobs)
+                repetition_penalty, frequency_penalty, presence_penalty, top_logprobs, dry)
 
         if not self._lock.acquire(False):
             raise RuntimeError(_BUSY_MESSAGE)

@@ -13,7 +13,7 @@ MAX_TOP_LOGPROBS = 20
 _INT32_MIN, _INT32_MAX = -(1 << 31), (1 << 31) - 1
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
 
-# tns_processing (88 bytes) and tns_top_logprobs (256 bytes), as NumPy records: the buffers are
+# tns_processing (128 bytes) and tns_top_logprobs (256 bytes), as NumPy records: the buffers are
 # filled column by column, without a Python loop over rows for scalar arguments.
 PROCESSING_DTYPE = np.dtype(
     {
@@ -21,12 +21,16 @@ PROCESSING_DTYPE = np.dtype(
             "struct_size", "top_logprobs", "allowed", "bias_ids", "bias_values", "bias_count",
             "prompt_tokens", "prompt_count", "output_tokens", "output_count",
             "repetition_penalty", "frequency_penalty", "presence_penalty", "reserved",
+            "dry_multiplier", "dry_base", "dry_allowed_length", "dry_penalty_last_n",
+            "dry_breaker_tokens", "dry_breaker_lengths", "dry_breaker_count",
         ],
-        "formats": ["<u4", "<i4", "<u8", "<u8", "<u8", "<i8", "<u8", "<i8", "<u8", "<i8", "<f4", "<f4", "<f4", "<u4"],
-        "offsets": [0, 4, 8, 16, 24, 32, 40, 48, 56, 64, 72, 76, 80, 84],
-        "itemsize": 88,
+        "formats": ["<u4", "<i4", "<u8", "<u8", "<u8", "<i8", "<u8", "<i8", "<u8", "<i8", "<f4", "<f4", "<f4", "<u4",
+                    "<f4", "<f4", "<i4", "<i4", "<u8", "<u8", "<i8"],
+        "offsets": [0, 4, 8, 16, 24, 32, 40, 48, 56, 64, 72, 76, 80, 84, 88, 92, 96, 100, 104, 112, 120],
+        "itemsize": 128,
     }
 )
+MAX_DRY_BREAKER_LENGTH = 21
 TOP_LOGPROBS_DTYPE = np.dtype(
     {
         "names": ["count", "rank", "sampled_logprob", "ids", "logprobs"],
@@ -56,6 +60,9 @@ def _default_record():
     record["struct_size"] = PROCESSING_DTYPE.itemsize
     record["top_logprobs"] = -1
     record["repetition_penalty"] = 1.0
+    record["dry_base"] = 1.75
+    record["dry_allowed_length"] = 2
+    record["dry_penalty_last_n"] = -1
     return record
 
 
@@ -159,7 +166,7 @@ def _top_column(value, rows):
     return np.array([one(item, f"top_logprobs[{r}]") for r, item in enumerate(entries)], dtype=np.int32)
 
 
-WORDS = PROCESSING_DTYPE.itemsize // 8  # a tns_processing record as 11 uint64 words
+WORDS = PROCESSING_DTYPE.itemsize // 8  # a tns_processing record as 16 uint64 words
 _ARANGE = np.arange(64, dtype=np.uint64)
 _c_char_from_buffer = ctypes.c_char.from_buffer
 _addressof = ctypes.addressof
@@ -217,13 +224,13 @@ _LAST = None
 
 
 def prepare(rows, vocab, allowed, logit_bias, prompt_tokens, output_tokens,
-            repetition_penalty, frequency_penalty, presence_penalty, top_logprobs):
-    """The call's tns_processing records as a uint64 array [rows, 11] and a ctypes reference to
+            repetition_penalty, frequency_penalty, presence_penalty, top_logprobs, dry=None):
+    """The call's tns_processing records as a uint64 array [rows, 16] and a ctypes reference to
     them, the arrays they point into (to keep alive during the call), and the rows asking for top
     logprobs (True for all, a bool array, or None for none). Raises ValueError naming the
     argument. The records are never written once made, so calls may share them."""
     global _LAST
-    last = _LAST
+    last = _LAST if dry is None else None
     # The same bitmask array and the same (Python number) settings as the last such call: a
     # server's decode loop refills one bitmask in place. Identity, not equality: the cache holds
     # only Python numbers and None, so an identical object has the same value.
@@ -232,7 +239,7 @@ def prepare(rows, vocab, allowed, logit_bias, prompt_tokens, output_tokens,
             and prompt_tokens is None and output_tokens is None and last[5] == rows and last[6] == vocab
             and (allowed is None or last[7] == allowed.shape)):
         return last[8], last[9], last[10], last[11]
-    if (logit_bias is None and prompt_tokens is None and output_tokens is None
+    if (dry is None and logit_bias is None and prompt_tokens is None and output_tokens is None
             and type(repetition_penalty) in _PY_NUMBER and type(frequency_penalty) in _PY_NUMBER
             and type(presence_penalty) in _PY_NUMBER and (top_logprobs is None or type(top_logprobs) is int)):
         record = _scalar_record(repetition_penalty, frequency_penalty, presence_penalty, top_logprobs)
@@ -251,12 +258,12 @@ def prepare(rows, vocab, allowed, logit_bias, prompt_tokens, output_tokens,
     out = np.empty((rows, WORDS), dtype=np.uint64)
     out[:] = DEFAULT_RECORD.reshape(1).view(np.uint64)
     keep, asked = fill(out.reshape(-1).view(PROCESSING_DTYPE), rows, vocab, allowed, logit_bias, prompt_tokens,
-                       output_tokens, repetition_penalty, frequency_penalty, presence_penalty, top_logprobs)
+                       output_tokens, repetition_penalty, frequency_penalty, presence_penalty, top_logprobs, dry)
     return out, ctypes.byref(_c_char_from_buffer(out)), keep, asked
 
 
 def fill(out, rows, vocab, allowed, logit_bias, prompt_tokens, output_tokens,
-         repetition_penalty, frequency_penalty, presence_penalty, top_logprobs):
+         repetition_penalty, frequency_penalty, presence_penalty, top_logprobs, dry=None):
     """Fills `out` (`rows` default PROCESSING_DTYPE records) from the keyword arguments; returns
     the arrays that must stay alive during the call, and the rows asking for top logprobs (a bool
     array, or None when none asks). Raises ValueError naming the argument."""
@@ -303,6 +310,8 @@ def fill(out, rows, vocab, allowed, logit_bias, prompt_tokens, output_tokens,
         out["frequency_penalty"] = _float_column(frequency_penalty, rows, "frequency_penalty", 0.0)
     if not (type(presence_penalty) in (int, float) and presence_penalty == 0):
         out["presence_penalty"] = _float_column(presence_penalty, rows, "presence_penalty", 0.0)
+    if dry is not None:
+        keep += _fill_dry(out, rows, *dry)
     asked = None
     if top_logprobs is not None:
         top = _top_column(top_logprobs, rows)
@@ -314,6 +323,80 @@ def fill(out, rows, vocab, allowed, logit_bias, prompt_tokens, output_tokens,
             if not asked.any():
                 asked = None
     return keep, asked
+
+
+def _int_column(value, rows, name, low, high, default):
+    """An int32 column: None (the default), an integer in low ... high, or one per row."""
+    def one(item, where):
+        if item is None:
+            return default
+        if not is_integer(item):
+            raise ValueError(f"{where} must be an integer, got {item!r}")
+        if not low <= int(item) <= high:
+            raise ValueError(f"{where} must be in {low} ... {high}, got {item}")
+        return int(item)
+
+    if value is None or is_integer(value):
+        return np.int32(one(value, name))
+    entries = _per_row(value, rows, name)
+    return np.array([one(item, f"{name}[{r}]") for r, item in enumerate(entries)], dtype=np.int32)
+
+
+def _is_breaker(value):
+    """Whether `value` reads as one breaker: a sequence (or 1-D integer array) of token ids."""
+    if isinstance(value, np.ndarray):
+        return value.ndim == 1 and (value.size == 0 or value.dtype.kind in "iu")
+    return isinstance(value, (list, tuple)) and all(is_integer(t) for t in value)
+
+
+def _breakers(value, where):
+    """One row's breakers as (tokens, lengths) int32 arrays; ValueError naming a bad one."""
+    if isinstance(value, (str, bytes, dict, set)) or not hasattr(value, "__len__"):
+        raise ValueError(f"{where} must be a list of token-id sequences, got {type(value).__name__}")
+    tokens, lengths = [], []
+    for i, breaker in enumerate(value):
+        if not _is_breaker(breaker):
+            raise ValueError(f"{where}[{i}] must be a sequence of token ids, got {breaker!r}")
+        ids = [int(t) for t in breaker]
+        if not 1 <= len(ids) <= MAX_DRY_BREAKER_LENGTH:
+            raise ValueError(f"{where}[{i}] must hold 1 ... {MAX_DRY_BREAKER_LENGTH} token ids, got {len(ids)}")
+        if any(not _INT32_MIN <= t <= _INT32_MAX for t in ids):
+            raise ValueError(f"{where}[{i}] holds a token id outside int32")
+        tokens += ids
+        lengths.append(len(ids))
+    return np.array(tokens or [0], dtype=np.int32), np.array(lengths or [0], dtype=np.int32), len(lengths)
+
+
+def _fill_dry(out, rows, multiplier, base, allowed_length, penalty_last_n, breakers):
+    """Writes the DRY fields of `out`; returns the arrays that must stay alive during the call."""
+    out["dry_multiplier"] = _float_column(multiplier, rows, "dry_multiplier", 0.0)
+    out["dry_base"] = _float_column(base, rows, "dry_base", 1.75)
+    out["dry_allowed_length"] = _int_column(allowed_length, rows, "dry_allowed_length", 0, _INT32_MAX, 2)
+    out["dry_penalty_last_n"] = _int_column(penalty_last_n, rows, "dry_penalty_last_n", -1, _INT32_MAX, -1)
+    if breakers is None or (isinstance(breakers, (list, tuple)) and len(breakers) == 0):
+        return []
+    # One list of breakers for every row, or one list (or None) per row.
+    if len(breakers) and all(_is_breaker(b) for b in breakers) and not all(
+            isinstance(b, (list, tuple)) and len(b) == 0 for b in breakers):
+        per_row = [breakers] * rows
+    else:
+        per_row = _per_row(breakers, rows, "dry_sequence_breakers")
+    keep, shared = [], {}
+    token_column, length_column, count_column = [0] * rows, [0] * rows, [0] * rows
+    for r, entry in enumerate(per_row):
+        if entry is None:
+            continue
+        made = shared.get(id(entry))
+        if made is None:
+            made = _breakers(entry, f"dry_sequence_breakers[{r}]" if entry is not breakers else "dry_sequence_breakers")
+            shared[id(entry)] = made
+            keep += [made[0], made[1]]
+        tokens, lengths, count = made
+        token_column[r], length_column[r], count_column[r] = _address(tokens), _address(lengths), count
+    out["dry_breaker_tokens"] = token_column
+    out["dry_breaker_lengths"] = length_column
+    out["dry_breaker_count"] = count_column
+    return keep
 
 
 def is_active(allowed, logit_bias, prompt_tokens, output_tokens, repetition_penalty, frequency_penalty,
