@@ -58,7 +58,8 @@ enum {
     TNS_ERR_ROW_STRIDE = 7,         /* row stride below the vocabulary size, or rows * stride overflows */
     TNS_ERR_STRUCT_SIZE = 8,        /* tns_params.struct_size outside TNS_PARAMS_V1_SIZE ... TNS_PARAMS_MAX_SIZE,
                                        not a multiple of 8, or not the same in every row */
-    TNS_ERR_UNSUPPORTED = 9,        /* a tns_params flag bit this library does not know */
+    TNS_ERR_UNSUPPORTED = 9,        /* a tns_params flag bit this library does not know, or a sampler_order it
+                                       cannot read */
     TNS_ERR_BUSY = 10,              /* another call is running on this handle */
     TNS_ERR_BUFFER_TOO_SMALL = 11,  /* the caller's buffer is too small; the needed count is written */
     TNS_ERR_OUT_OF_MEMORY = 12,     /* the scratch a handle (or a handle-less single-row call) needs is not below
@@ -140,9 +141,33 @@ enum {
                                     >= xtc_threshold but the least probable of them */
     TNS_USE_DYNATEMP = 1u << 8,  /* dynamic temperature: temperature ± dynatemp_range by the kept set's
                                     normalized entropy to the power dynatemp_exponent */
-    TNS_USE_P_LESS = 1u << 9     /* p-less: keep probability >= Σ p² (no parameter) */
+    TNS_USE_P_LESS = 1u << 9,    /* p-less: keep probability >= Σ p² (no parameter) */
+    TNS_USE_SAMPLER_ORDER = 1u << 10, /* run the filters as the chain sampler_order lists them (llama.cpp's
+                                         --samplers) instead of the fixed order below */
+    TNS_LLAMA_CPP_SENTINELS = 1u << 11 /* read llama.cpp's off values as llama.cpp does: top_k <= 0, top_p >= 1,
+                                         min_p <= 0, n_sigma <= 0, typical_p >= 1, xtc_threshold > 0.5 or
+                                         xtc_probability <= 0, dynatemp_range <= 0 turn that filter off (each
+                                         still read only when its flag is set); temperature < 0 is greedy;
+                                         top_p <= 0 keeps one token, min_p > 1 the maximum */
 };
-#define TNS_KNOWN_FLAGS 0x3FFu
+#define TNS_KNOWN_FLAGS 0xFFFu
+
+/* sampler_order's step codes, 4 bits each, the first step in the lowest bits, a 0 code ending the
+ * list (TNS_SAMPLER_ORDER(a, b, …) is not provided: shift by 4 per step). */
+enum {
+    TNS_STEP_TOP_N_SIGMA = 1,
+    TNS_STEP_TOP_K = 2,
+    TNS_STEP_TYPICAL_P = 3,
+    TNS_STEP_TOP_P = 4,
+    TNS_STEP_MIN_P = 5,
+    TNS_STEP_XTC = 6,
+    TNS_STEP_TEMPERATURE = 7,
+    TNS_STEP_EPSILON = 8,
+    TNS_STEP_ETA = 9,
+    TNS_STEP_P_LESS = 10
+};
+/* llama.cpp's default chain top_n_sigma;top_k;typ_p;top_p;min_p;xtc;temperature. */
+#define TNS_SAMPLER_ORDER_LLAMA_CPP 0x7654321ull
 /* The order: processing; Top-nσ, min-p, top-k, ε, η and p-less intersected (each over the whole row);
    typical-p; top-p; XTC; the temperature (dynamic or not); the draw. Every probability a filter reads
    is the softmax at `temperature`. */
@@ -167,6 +192,11 @@ typedef struct tns_params {
     float dynatemp_range;    /* finite, >= 0 */
     float dynatemp_exponent; /* finite, >= 0 (default 1) */
     uint32_t reserved;       /* 0 */
+    /* Since 0.3 (struct_size 80): */
+    uint64_t sampler_order;  /* read when TNS_USE_SAMPLER_ORDER is set: TNS_STEP_* codes (above); each step
+                                runs over what the steps before it kept, renormalized, at T = 1 until the
+                                temperature step (applied last when not listed). A code this library does
+                                not know, a repeated step or a step after a 0 code is TNS_ERR_UNSUPPORTED */
     /* Later options are appended here. */
 } tns_params;
 
@@ -193,6 +223,7 @@ static inline void tns_params_init(tns_params *p) {
     p->dynatemp_range = 0.0f;
     p->dynatemp_exponent = 1.0f;
     p->reserved = 0;
+    p->sampler_order = TNS_SAMPLER_ORDER_LLAMA_CPP;
 }
 
 /* ---- The batched sampler ---------------------------------------------------------------------- */

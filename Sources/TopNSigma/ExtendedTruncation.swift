@@ -239,6 +239,11 @@ extension RowPipeline {
         _ p: UnsafePointer<E>, vocab: Int, statistics: RowStatistics, parameters: SamplingParameters, count: Int,
         scratch: Scratch, step: UInt64
     ) -> (count: Int, temperature: Float, maximum: Float) {
+        if let order = parameters.order {
+            return SamplerChain.apply(
+                scratch.candidates, count: count, weights: scratch.weights, parameters: parameters, order: order,
+                step: step)
+        }
         guard parameters.usesExtendedSamplers else {
             let kept = Truncation.apply(
                 scratch.candidates, count: count, weights: scratch.weights, maximum: statistics.maximum,

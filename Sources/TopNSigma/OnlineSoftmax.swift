@@ -213,7 +213,8 @@ extension RowPipeline {
     /// survivors), another sampler (``ExtendedTruncation``), or a temperature the vector `exp`
     /// cannot take (0, `+inf`, extreme).
     static func softmaxRoute(_ parameters: SamplingParameters, _ state: ProcessingState) -> SoftmaxRoute? {
-        guard parameters.nSigma == nil, parameters.minP == nil, parameters.topK == nil, state.editCount == 0,
+        guard parameters.passNSigma == nil, parameters.passMinP == nil, parameters.passTopK == nil,
+            state.editCount == 0,
             state.topLogprobs < 0, !parameters.usesExtendedSamplers,
             OnlineSoftmax.supports(temperature: parameters.temperature)
         else { return nil }
@@ -231,7 +232,7 @@ extension RowPipeline {
     /// The `k` of a row whose top-k is cut as a threshold during the pass (``TopKBound``): every
     /// sampled row with top-k and no edited tokens.
     static func topKRoute(_ parameters: SamplingParameters, _ state: ProcessingState) -> Int? {
-        guard parameters.temperature != 0, state.editCount == 0, let k = parameters.topK, k >= 1 else { return nil }
+        guard parameters.temperature != 0, state.editCount == 0, let k = parameters.passTopK, k >= 1 else { return nil }
         // A vocabulary is below `Int32.max`: any larger `k` keeps the whole row just the same,
         // and the clamp keeps the bound's arithmetic (`k + k / 2`) far from overflow.
         return min(k, Int(Int32.max))

@@ -195,8 +195,8 @@ package enum RowPipeline {
         // without Top-nσ or processing) reduce with the maximum-only loop (AVX-512 builds).
         let momentsFree =
             BuildTarget.hasAVX512 && sampling && scratch != nil && parameters.temperature != 0
-            && parameters.nSigma == nil && state.mask == nil && state.editCount == 0 && state.topLogprobs < 0
-            && (route?.depth != nil || (route == nil && (parameters.minP ?? 0) > 0))
+            && parameters.passNSigma == nil && state.mask == nil && state.editCount == 0 && state.topLogprobs < 0
+            && (route?.depth != nil || (route == nil && (parameters.passMinP ?? 0) > 0))
         // Plain sampling collects nothing: its draw needs only the chunks' sums.
         let collectSurvivors = collect && route != .plain
         let depth = route?.depth
@@ -219,7 +219,7 @@ package enum RowPipeline {
                 ?? (momentsFree ? StatisticsKernel.maximumBlocks(p + start, count: length, groups: groups) : nil)
                 ?? StatisticsKernel.chunkPartial(
                     p + start, count: length, mask: mask, groups: groups,
-                    fineGroups: parameters.nSigma == nil && parameters.minP == nil)
+                    fineGroups: parameters.passNSigma == nil && parameters.passMinP == nil)
             partials?[c] = part
             accumulator.merge(part, chunk: c, start: start)
             if accumulator.error != nil { break }
@@ -428,7 +428,8 @@ package enum RowPipeline {
             // k-th lies below the other filters' cut, and top-k changes nothing.
             let bound = TopKBound.groupBound(
                 scratch: scratch, chunks: 0..<chunks, keep: k, maximum: statistics.maximum,
-                floor: parameters.nSigma == nil && parameters.minP != nil ? low : max(Float(statistics.mean), low))
+                floor: parameters.passNSigma == nil && parameters.passMinP != nil
+                    ? low : max(Float(statistics.mean), low))
             let collect = max(low, bound > -.infinity ? bound : -.greatestFiniteMagnitude)
             for c in 0..<chunks {
                 scratch.counts[c] = TopKBound.compactGroups(

@@ -18,7 +18,7 @@
 public final class SamplingBatch: @unchecked Sendable {
     /// Rows the buffers hold.
     public let capacity: Int
-    /// Each row's parameters (default ``SamplingParameters/init(temperature:nSigma:seed:topK:topP:minP:typicalP:epsilon:eta:xtcThreshold:xtcProbability:dynamicTemperatureRange:dynamicTemperatureExponent:pLess:)``'s).
+    /// Each row's parameters (default ``SamplingParameters/init(temperature:nSigma:seed:topK:topP:minP:typicalP:epsilon:eta:xtcThreshold:xtcProbability:dynamicTemperatureRange:dynamicTemperatureExponent:pLess:order:)``'s).
     public let parameters: UnsafeMutableBufferPointer<SamplingParameters>
     /// Each row's decode step (default 0).
     public let steps: UnsafeMutableBufferPointer<UInt64>

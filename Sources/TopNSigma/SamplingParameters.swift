@@ -58,6 +58,12 @@ public struct SamplingParameters: Sendable, Equatable, Hashable {
     /// probability that two draws agree (hyperparameter-free; the most probable token always
     /// passes).
     public var pLess: Bool
+    /// A per-request sampler order (llama.cpp's `--samplers`), or nil for the fixed order above.
+    /// With an order, each listed step runs over what the steps before it kept, renormalized, at
+    /// the scale the chain has reached (`T = 1` before the `temperature` step): see
+    /// ``SamplerOrder``. The pass then gathers the whole row (its top `k` when the chain starts
+    /// with top-k), and the chain runs over it in double precision.
+    public var order: SamplerOrder?
 
     /// XTC's Philox stream (the draw is stream 0; speculative verification uses 1 and 2).
     public static let xtcStream: UInt64 = 3
@@ -86,12 +92,13 @@ public struct SamplingParameters: Sendable, Equatable, Hashable {
     ///   - dynamicTemperatureRange: the dynamic temperature's range, default off.
     ///   - dynamicTemperatureExponent: its exponent, default 1.
     ///   - pLess: p-less sampling, default off.
+    ///   - order: a sampler order, default nil (the fixed order).
     @inlinable
     public init(
         temperature: Float = 1, nSigma: Float? = 1, seed: UInt64 = 0, topK: Int? = nil, topP: Float? = nil,
         minP: Float? = nil, typicalP: Float? = nil, epsilon: Float? = nil, eta: Float? = nil,
         xtcThreshold: Float? = nil, xtcProbability: Float = 1, dynamicTemperatureRange: Float? = nil,
-        dynamicTemperatureExponent: Float = 1, pLess: Bool = false
+        dynamicTemperatureExponent: Float = 1, pLess: Bool = false, order: SamplerOrder? = nil
     ) {
         self.temperature = temperature
         self.nSigma = nSigma
@@ -107,15 +114,53 @@ public struct SamplingParameters: Sendable, Equatable, Hashable {
         self.dynamicTemperatureRange = dynamicTemperatureRange
         self.dynamicTemperatureExponent = dynamicTemperatureExponent
         self.pLess = pLess
+        self.order = order
     }
 
+    /// These parameters with llama.cpp's sentinel values read as llama.cpp reads them, for
+    /// callers that pass llama.cpp's settings as they are (our strict errors stay the default):
+    /// `topK <= 0`, `topP >= 1`, `minP <= 0`, `nSigma <= 0`, `typicalP >= 1`, an XTC threshold
+    /// above 0.5 or probability `<= 0`, and a dynamic temperature range `<= 0` turn their sampler
+    /// off; a negative temperature is greedy (0); `topP <= 0` keeps the most probable token and
+    /// `minP > 1` only the maximum's ties, as llama.cpp's `min_keep = 1` does. NaN stays an error.
+    public func withLlamaCppSentinels() -> SamplingParameters {
+        var p = self
+        if p.temperature < 0 { p.temperature = 0 }
+        if let k = p.topK, k <= 0 { p.topK = nil }
+        if let q = p.topP {
+            if q >= 1 { p.topP = nil } else if q <= 0 { p.topP = .leastNonzeroMagnitude }
+        }
+        if let m = p.minP {
+            if m <= 0 { p.minP = nil } else if m > 1 { p.minP = 1 }
+        }
+        if let n = p.nSigma, n <= 0 { p.nSigma = nil }
+        if let t = p.typicalP, t >= 1 { p.typicalP = nil }
+        if let x = p.xtcThreshold, x > 0.5 || p.xtcProbability <= 0 { p.xtcThreshold = nil }
+        if let r = p.dynamicTemperatureRange, r <= 0 { p.dynamicTemperatureRange = nil }
+        return p
+    }
+
+    /// The Top-nσ `n` the fused pass applies: the request's, or none under an ``order`` (the
+    /// chain applies it over what comes before it).
+    @inlinable
+    package var passNSigma: Float? { order == nil ? nSigma : nil }
+
+    /// The min-p the fused pass applies (none under an ``order``).
+    @inlinable
+    package var passMinP: Float? { order == nil ? minP : nil }
+
+    /// The top-k the fused pass applies: the request's, or under an ``order`` only when the chain
+    /// starts with it.
+    @inlinable
+    package var passTopK: Int? { order == nil || order!.packed & 15 == UInt64(SamplerStep.topK.rawValue) ? topK : nil }
+
     /// Whether a sampled row uses any of the samplers beyond Top-nσ, top-k, top-p and min-p
-    /// (typical, ε, η, XTC, dynamic temperature, p-less): such a row is truncated by
+    /// (typical, ε, η, XTC, dynamic temperature, p-less) or a sampler ``order``: such a row is truncated by
     /// the survivor pipeline and the extended truncation step over its gathered survivors.
     @inlinable
     public var usesExtendedSamplers: Bool {
         typicalP != nil || epsilon != nil || eta != nil || xtcThreshold != nil || dynamicTemperatureRange != nil
-            || pLess
+            || pLess || order != nil
     }
 
     /// The parameter error of this request, if any: a negative or NaN temperature or `n`, a

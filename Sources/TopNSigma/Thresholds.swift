@@ -56,11 +56,11 @@ extension RowPipeline {
         if let depth {
             threshold = Double(accumulator.maximum) - depth * Double(parameters.temperature)
         }
-        if let n = parameters.nSigma {
+        if let n = parameters.passNSigma {
             let variance = accumulator.count > 1 ? accumulator.m2 / Double(accumulator.count - 1) : 0
             threshold = Double(accumulator.maximum) - provisionalMargin * Double(n) * variance.squareRoot()
         }
-        if let minP = parameters.minP {
+        if let minP = parameters.passMinP {
             threshold = max(threshold, minPThreshold(maximum: accumulator.maximum, parameters.temperature, minP))
         }
         return floatThreshold(threshold)
@@ -86,7 +86,7 @@ extension RowPipeline {
         _ statistics: RowStatistics, _ parameters: SamplingParameters, m2Error: Double
     ) -> (lower: Double, upper: Double) {
         var lower = -Double.infinity, upper = -Double.infinity
-        if let n = parameters.nSigma {
+        if let n = parameters.passNSigma {
             let maximum = Double(statistics.maximum), n = Double(n)
             // n = 0: the threshold is the maximum itself, exact whatever the moments' error.
             if n > 0 && m2Error > 0 && statistics.finiteCount > 1 {
@@ -101,7 +101,7 @@ extension RowPipeline {
                 upper = lower
             }
         }
-        if let minP = parameters.minP {
+        if let minP = parameters.passMinP {
             let t = minPThreshold(maximum: statistics.maximum, parameters.temperature, minP)
             lower = max(lower, t)
             upper = max(upper, t)

@@ -223,23 +223,30 @@ func readParameters(_ raw: UnsafeRawPointer, structSize: Int) -> tns_params {
 func swiftParameters(_ p: tns_params) -> (SamplingParameters, tns_status) {
     if p.flags & ~UInt32(TNS_KNOWN_FLAGS) != 0 { return (SamplingParameters(), Status.unsupported) }
     let flags = Int32(bitPattern: p.flags)
-    return (
-        SamplingParameters(
-            temperature: p.temperature,
-            nSigma: flags & Int32(TNS_USE_N_SIGMA) != 0 ? p.n_sigma : nil,
-            seed: p.seed,
-            topK: flags & Int32(TNS_USE_TOP_K) != 0 ? Int(p.top_k) : nil,
-            topP: flags & Int32(TNS_USE_TOP_P) != 0 ? p.top_p : nil,
-            minP: flags & Int32(TNS_USE_MIN_P) != 0 ? p.min_p : nil,
-            typicalP: flags & Int32(TNS_USE_TYPICAL_P) != 0 ? p.typical_p : nil,
-            epsilon: flags & Int32(TNS_USE_EPSILON) != 0 ? p.epsilon : nil,
-            eta: flags & Int32(TNS_USE_ETA) != 0 ? p.eta : nil,
-            xtcThreshold: flags & Int32(TNS_USE_XTC) != 0 ? p.xtc_threshold : nil,
-            xtcProbability: p.xtc_probability,
-            dynamicTemperatureRange: flags & Int32(TNS_USE_DYNATEMP) != 0 ? p.dynatemp_range : nil,
-            dynamicTemperatureExponent: p.dynatemp_exponent,
-            pLess: flags & Int32(TNS_USE_P_LESS) != 0), Status.ok
-    )
+    var order: SamplerOrder? = nil
+    if flags & Int32(TNS_USE_SAMPLER_ORDER) != 0 {
+        guard let read = SamplerOrder(packed: p.sampler_order) else {
+            return (SamplingParameters(), Status.unsupported)
+        }
+        order = read
+    }
+    var parameters = SamplingParameters(
+        temperature: p.temperature,
+        nSigma: flags & Int32(TNS_USE_N_SIGMA) != 0 ? p.n_sigma : nil,
+        seed: p.seed,
+        topK: flags & Int32(TNS_USE_TOP_K) != 0 ? Int(p.top_k) : nil,
+        topP: flags & Int32(TNS_USE_TOP_P) != 0 ? p.top_p : nil,
+        minP: flags & Int32(TNS_USE_MIN_P) != 0 ? p.min_p : nil,
+        typicalP: flags & Int32(TNS_USE_TYPICAL_P) != 0 ? p.typical_p : nil,
+        epsilon: flags & Int32(TNS_USE_EPSILON) != 0 ? p.epsilon : nil,
+        eta: flags & Int32(TNS_USE_ETA) != 0 ? p.eta : nil,
+        xtcThreshold: flags & Int32(TNS_USE_XTC) != 0 ? p.xtc_threshold : nil,
+        xtcProbability: p.xtc_probability,
+        dynamicTemperatureRange: flags & Int32(TNS_USE_DYNATEMP) != 0 ? p.dynatemp_range : nil,
+        dynamicTemperatureExponent: p.dynatemp_exponent,
+        pLess: flags & Int32(TNS_USE_P_LESS) != 0, order: order)
+    if flags & Int32(TNS_LLAMA_CPP_SENTINELS) != 0 { parameters = parameters.withLlamaCppSentinels() }
+    return (parameters, Status.ok)
 }
 
 // MARK: - Versions and messages

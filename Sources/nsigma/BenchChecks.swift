@@ -259,7 +259,14 @@ struct BenchChecks {
                     ("XTC 0.1", SamplingParameters(nSigma: nil, seed: 7, xtcThreshold: 0.1), nil),
                     ("dynatemp 0.5", SamplingParameters(nSigma: nil, seed: 7, dynamicTemperatureRange: 0.5), nil),
                     ("p-less", SamplingParameters(nSigma: nil, seed: 7, pLess: true), nil),
-                    ("all", BenchMethod.zoo, nil)
+                    ("all", BenchMethod.zoo, nil),
+                    ("DRY 0.8, 512-token history", SamplingParameters(nSigma: nil, seed: 7), Self.dryRequest),
+                    (
+                        "llama.cpp's chain as an order",
+                        SamplingParameters(
+                            temperature: 0.8, nSigma: nil, seed: 7, topK: 40, topP: 0.95, minP: 0.05,
+                            order: .llamaCppDefault), nil
+                    )
                 ], [1.4, 1.8, 3]
             ),
             (
@@ -268,6 +275,19 @@ struct BenchChecks {
                 [1.5, 2, 3]
             )
         ]
+
+    /// DRY over a 512-token history that repeats a 64-token phrase (ids below 1000, valid in
+    /// every workload's vocabulary): the prepare step's reverse Z-algorithm and its edits.
+    static let dryRequest: RequestProcessing = {
+        var state: UInt64 = 11
+        let phrase = (0..<64).map { _ -> Int32 in
+            state = state &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            return Int32(truncatingIfNeeded: (state >> 33) % 1000)
+        }
+        let history = (0..<8).flatMap { _ in phrase }
+        return RequestProcessing(
+            promptTokens: Array(history.prefix(256)), outputTokens: Array(history.dropFirst(256)), dryMultiplier: 0.8)
+    }()
 
     /// One line per request class and regime: the worst of its requests' ratios to the floor
     /// (the faster of floor-read and cblas_sasum), every request and both floors timed

@@ -176,6 +176,19 @@ struct TruncationOptions: ParsableArguments {
     @Flag(name: .customLong("p-less"), help: "p-less sampling: keep tokens with probability >= Σ p² (no parameter).")
     var pLess = false
 
+    @Option(
+        help: ArgumentHelp(
+            "A sampler order, as llama.cpp's --samplers: names separated by ';' (top_n_sigma, top_k, typ_p, top_p, min_p, xtc, temperature, epsilon, eta, p_less; penalties and dry first), e.g. 'top_k;top_p;min_p;temperature'. Each step runs over what the steps before it kept; the temperature applies last when not listed.",
+            valueName: "list"))
+    var samplers: String?
+
+    @Flag(
+        name: .customLong("llama-cpp-sentinels"),
+        help:
+            "Read llama.cpp's off values as llama.cpp does: --top-k <= 0, --top-p >= 1, --min-p <= 0, --n <= 0, --typical-p >= 1, --xtc-threshold > 0.5 and --dynatemp-range <= 0 turn their sampler off, instead of being errors."
+    )
+    var llamaCppSentinels = false
+
     /// The parameters for these options, or a ``UsageError`` for a value out of range.
     func parameters(temperature: Float, nSigma: Float?, seed: UInt64 = 0) throws -> SamplingParameters {
         if xtcProbability != nil && xtcThreshold == nil {
@@ -184,11 +197,20 @@ struct TruncationOptions: ParsableArguments {
         if dynatempExponent != nil && dynatempRange == nil {
             throw UsageError(message: "--dynatemp-exponent needs --dynatemp-range")
         }
-        let parameters = SamplingParameters(
+        var order: SamplerOrder?
+        if let samplers {
+            do {
+                order = try SamplerOrder(llamaCpp: samplers)
+            } catch {
+                throw UsageError(message: "--samplers: \(error)")
+            }
+        }
+        var parameters = SamplingParameters(
             temperature: temperature, nSigma: nSigma, seed: seed, topK: topK, topP: topP, minP: minP,
             typicalP: typicalP, epsilon: epsilon, eta: eta, xtcThreshold: xtcThreshold,
             xtcProbability: xtcProbability ?? 1, dynamicTemperatureRange: dynatempRange,
-            dynamicTemperatureExponent: dynatempExponent ?? 1, pLess: pLess)
+            dynamicTemperatureExponent: dynatempExponent ?? 1, pLess: pLess, order: order)
+        if llamaCppSentinels { parameters = parameters.withLlamaCppSentinels() }
         if let error = parameters.validationError { throw UsageError(message: error.description) }
         return parameters
     }

@@ -401,9 +401,44 @@ static void check_bad_arguments(const float *logits, long vocab) {
         p[0].struct_size = TNS_PARAMS_V1_SIZE;
         p[0].flags = 0;
         CHECK(tns_filtered_distribution(two, 2, p, &stats, ids, probs, 4, &count) == TNS_OK && count == 2, "v1 struct");
-        p[0].flags = TNS_USE_TYPICAL_P << 6;
+        p[0].flags = 1u << 12;
         p[0].struct_size = sizeof(tns_params);
         CHECK(tns_filtered_distribution(two, 2, p, &stats, ids, probs, 4, &count) == TNS_ERR_UNSUPPORTED, "unknown flag");
+    }
+
+    /* A sampler order on p = (0.4, 0.3, 0.2, 0.1), top-k 2 and top-p 0.5: top_k;top_p keeps 0.4
+       alone (4/7 >= 0.5 after top-k), top_p;top_k keeps two (0.4 < 0.5 of the whole row). The
+       sentinels read top_k 0 as off; an unknown step code is TNS_ERR_UNSUPPORTED. */
+    {
+        const float four[4] = {-0.91629073f, -1.2039728f, -1.6094379f, -2.3025851f};
+        CHECK(sizeof(tns_params) == 80 && offsetof(tns_params, sampler_order) == 72, "tns_params layout");
+        tns_params_init(&p[0]);
+        p[0].flags = TNS_USE_TOP_K | TNS_USE_TOP_P | TNS_USE_SAMPLER_ORDER;
+        p[0].top_k = 2;
+        p[0].top_p = 0.5f;
+        p[0].sampler_order = TNS_STEP_TOP_K | (TNS_STEP_TOP_P << 4);
+        CHECK(tns_filtered_distribution(four, 4, p, &stats, ids, probs, 4, &count) == TNS_OK && count == 1 && ids[0] == 0,
+              "top_k;top_p: %lld kept", (long long)count);
+        p[0].sampler_order = TNS_STEP_TOP_P | (TNS_STEP_TOP_K << 4);
+        CHECK(tns_filtered_distribution(four, 4, p, &stats, ids, probs, 4, &count) == TNS_OK && count == 2,
+              "top_p;top_k: %lld kept", (long long)count);
+        p[0].sampler_order = TNS_SAMPLER_ORDER_LLAMA_CPP;
+        CHECK(tns_filtered_distribution(four, 4, p, &stats, ids, probs, 4, &count) == TNS_OK && count == 1,
+              "llama.cpp's default order: %lld kept", (long long)count);
+        p[0].sampler_order = 0xF;
+        CHECK(tns_filtered_distribution(four, 4, p, &stats, ids, probs, 4, &count) == TNS_ERR_UNSUPPORTED,
+              "unknown step code");
+        p[0].sampler_order = TNS_STEP_TOP_K | (TNS_STEP_TOP_K << 4);
+        CHECK(tns_filtered_distribution(four, 4, p, &stats, ids, probs, 4, &count) == TNS_ERR_UNSUPPORTED,
+              "repeated step");
+        tns_params_init(&p[0]);
+        p[0].flags = TNS_USE_TOP_K;
+        p[0].top_k = 0;
+        CHECK(tns_filtered_distribution(four, 4, p, &stats, ids, probs, 4, &count) == TNS_ROW_INVALID_TOP_K,
+              "top_k 0 without sentinels");
+        p[0].flags = TNS_USE_TOP_K | TNS_LLAMA_CPP_SENTINELS;
+        CHECK(tns_filtered_distribution(four, 4, p, &stats, ids, probs, 4, &count) == TNS_OK && count == 4,
+              "top_k 0 with llama.cpp's sentinels: %lld kept", (long long)count);
     }
 
     /* Messages: every code has its own. */

@@ -24,7 +24,7 @@ import numpy as np
 
 from . import _processing
 
-__all__ = ["Sampler", "SampleResult", "VerifyResult", "filter", "abi_version", "library_version", "library_path",
+__all__ = ["Sampler", "SampleResult", "VerifyResult", "filter", "sampler_order", "abi_version", "library_version", "library_path",
            "build_info"]
 __version__ = "0.1.0"
 
@@ -68,6 +68,11 @@ _FORMAT_F32, _FORMAT_F16, _FORMAT_BF16 = 0, 1, 2
 _PLACEMENT = {"automatic": -1, "disabled": -2}
 _USE_N_SIGMA, _USE_TOP_K, _USE_TOP_P, _USE_MIN_P = 1, 2, 4, 8
 _USE_TYPICAL_P, _USE_EPSILON, _USE_ETA, _USE_XTC, _USE_DYNATEMP, _USE_P_LESS = 16, 32, 64, 128, 256, 512
+_USE_SAMPLER_ORDER, _LLAMA_CPP_SENTINELS = 1 << 10, 1 << 11
+# Sampler-order step codes (TNS_STEP_*) by name, llama.cpp's names and aliases.
+_STEPS = {"top_n_sigma": 1, "nsigma": 1, "n_sigma": 1, "top_k": 2, "typ_p": 3, "typical": 3, "typical_p": 3,
+          "top_p": 4, "nucleus": 4, "min_p": 5, "xtc": 6, "temperature": 7, "temp": 7, "epsilon": 8, "eta": 9,
+          "p_less": 10}
 _MAX_VOCAB = (1 << 31) - 2      # vocabulary sizes 1 ... 2^31 - 2
 _MAX_BATCH = 1 << 24            # TNS_MAX_BATCH
 _MAX_THREADS = 1024             # TNS_MAX_THREADS
@@ -93,6 +98,7 @@ class _Params(ctypes.Structure):
         ("dynatemp_range", ctypes.c_float),
         ("dynatemp_exponent", ctypes.c_float),
         ("reserved", ctypes.c_uint32),
+        ("sampler_order", ctypes.c_uint64),
     ]
 
 
@@ -127,9 +133,10 @@ _PARAMS_DTYPE = np.dtype(
         ("dynatemp_range", "<f4"),
         ("dynatemp_exponent", "<f4"),
         ("reserved", "<u4"),
+        ("sampler_order", "<u8"),
     ]
 )
-assert _PARAMS_DTYPE.itemsize == ctypes.sizeof(_Params) == 72
+assert _PARAMS_DTYPE.itemsize == ctypes.sizeof(_Params) == 80
 
 _p = ctypes.c_void_p
 _i64, _i32 = ctypes.c_int64, ctypes.c_int32
@@ -443,13 +450,39 @@ def _float_column(value, rows, name, optional):
 
 # tns_params' fields after struct_size, in order, and the filters' flags.
 _FIELDS = ("flags", "seed", "temperature", "n_sigma", "top_p", "min_p", "top_k", "typical_p", "epsilon", "eta",
-           "xtc_threshold", "xtc_probability", "dynatemp_range", "dynatemp_exponent")
+           "xtc_threshold", "xtc_probability", "dynatemp_range", "dynatemp_exponent", "sampler_order")
 _FILTERS = (("n_sigma", _USE_N_SIGMA), ("top_k", _USE_TOP_K), ("top_p", _USE_TOP_P), ("min_p", _USE_MIN_P))
 _ZOO_FILTERS = (("typical_p", _USE_TYPICAL_P), ("epsilon", _USE_EPSILON), ("eta", _USE_ETA),
                 ("xtc_threshold", _USE_XTC), ("dynatemp_range", _USE_DYNATEMP))
 # The other samplers' arguments, all off: typical_p, epsilon, eta, xtc_threshold, xtc_probability,
-# dynatemp_range, dynatemp_exponent, p_less.
-_NO_ZOO = (None, None, None, None, None, None, None, False)
+# dynatemp_range, dynatemp_exponent, p_less, samplers, llama_cpp_sentinels.
+_NO_ZOO = (None, None, None, None, None, None, None, False, None, False)
+
+
+def sampler_order(samplers):
+    """The packed sampler order (tns_params.sampler_order) of a `--samplers` list such as
+    "top_k;top_p;min_p;temperature" (names separated by ';' or ','; llama.cpp's names and aliases;
+    "penalties" and "dry" accepted before every other step). ValueError names a bad entry."""
+    if not isinstance(samplers, str):
+        raise ValueError(f"samplers must be a string such as 'top_k;top_p;temperature', got {type(samplers).__name__}")
+    packed, seen = 0, []
+    for raw in samplers.replace(",", ";").split(";"):
+        name = raw.strip()
+        if not name:
+            continue
+        key = name.lower().replace("-", "_")
+        if key in ("penalties", "dry"):
+            if seen:
+                raise ValueError(f"samplers: \"{name}\" must come before every truncation: request processing runs first")
+            continue
+        code = _STEPS.get(key)
+        if code is None:
+            raise ValueError(f"samplers: unknown sampler \"{name}\"")
+        if code in seen:
+            raise ValueError(f"samplers: sampler \"{name}\" is listed twice")
+        packed |= code << (4 * len(seen))
+        seen.append(code)
+    return packed
 
 
 def _bool_column(value, rows, name):
@@ -492,7 +525,8 @@ def _check_params(rows, temperature, n_sigma, seed, top_k, top_p, min_p, zoo=_NO
         values[field] = column
         flags = flags | (flag if on is None else np.where(on, np.uint32(flag), np.uint32(0)))
     if zoo is not _NO_ZOO:
-        typical_p, epsilon, eta, xtc_threshold, xtc_probability, dynatemp_range, dynatemp_exponent, p_less = zoo
+        (typical_p, epsilon, eta, xtc_threshold, xtc_probability, dynatemp_range, dynatemp_exponent, p_less, samplers,
+         sentinels) = zoo
         for (field, flag), value in zip(_ZOO_FILTERS, (typical_p, epsilon, eta, xtc_threshold, dynatemp_range)):
             if value is None:
                 continue
@@ -507,10 +541,28 @@ def _check_params(rows, temperature, n_sigma, seed, top_k, top_p, min_p, zoo=_NO
             flags = flags | np.where(less, np.uint32(_USE_P_LESS), np.uint32(0))
         elif less:
             flags = flags | _USE_P_LESS
+        if samplers is not None:
+            if isinstance(samplers, str):
+                values["sampler_order"] = np.uint64(sampler_order(samplers))
+                flags = flags | _USE_SAMPLER_ORDER
+            else:
+                array, entries = _per_row(samplers, rows, "samplers")
+                if entries is None:
+                    entries = array.tolist()
+                codes = np.array([0 if e is None else sampler_order(e) for e in entries], dtype=np.uint64)
+                values["sampler_order"] = codes
+                on = np.array([e is not None for e in entries])
+                flags = flags | np.where(on, np.uint32(_USE_SAMPLER_ORDER), np.uint32(0))
+        sentinel = _bool_column(sentinels, rows, "llama_cpp_sentinels")
+        if type(sentinel) is np.ndarray:
+            flags = flags | np.where(sentinel, np.uint32(_LLAMA_CPP_SENTINELS), np.uint32(0))
+        elif sentinel:
+            flags = flags | _LLAMA_CPP_SENTINELS
     values["flags"] = flags
     # The defaults of tns_params_init for the fields a call leaves off.
     for field, default in (("typical_p", 1.0), ("epsilon", 0.0), ("eta", 0.0), ("xtc_threshold", 0.1),
-                           ("xtc_probability", 1.0), ("dynatemp_range", 0.0), ("dynatemp_exponent", 1.0)):
+                           ("xtc_probability", 1.0), ("dynatemp_range", 0.0), ("dynatemp_exponent", 1.0),
+                           ("sampler_order", 0)):
         values.setdefault(field, default)
     scalars, columns = [], []
     for field in _FIELDS:
@@ -764,7 +816,8 @@ class Sampler:
                top_k=None, top_p=None, min_p=None, dtype=None, allowed=None, logit_bias=None,
                prompt_tokens=None, output_tokens=None, repetition_penalty=_ONE, frequency_penalty=_ZERO,
                presence_penalty=_ZERO, top_logprobs=None, typical_p=None, epsilon=None, eta=None, xtc_threshold=None, xtc_probability=None,
-               dynatemp_range=None, dynatemp_exponent=None, p_less=False, dry_multiplier=None, dry_base=None,
+               dynatemp_range=None, dynatemp_exponent=None, p_less=False, samplers=None, llama_cpp_sentinels=False,
+               dry_multiplier=None, dry_base=None,
                dry_allowed_length=None, dry_penalty_last_n=None, dry_sequence_breakers=None):
         """One token per row of `logits`, an ndarray [rows, vocab_size] (float32, float16, or
         uint16 bfloat16 bits with dtype="bfloat16"), read in place and never modified.
@@ -776,7 +829,11 @@ class Sampler:
         The other samplers (README "Semantics"), each a scalar or one per row, None (p_less False)
         off: typical_p (0, 1], epsilon and eta [0, 1), xtc_threshold [0, 1] with xtc_probability
         [0, 1] (default 1), dynatemp_range (>= 0) with dynatemp_exponent (>= 0, default 1), and
-        p_less (a bool).
+        p_less (a bool). `samplers`, a sampler order as llama.cpp's --samplers spells it
+        ("top_k;top_p;min_p;temperature"; one string for every row, or one per row, None entries
+        the fixed order): each listed step runs over what the steps before it kept (README "The
+        other samplers"). `llama_cpp_sentinels=True` (or one bool per row) reads llama.cpp's off
+        values (top_k <= 0, top_p >= 1, min_p <= 0, n_sigma <= 0, ...) as off instead of errors.
         A row with bad logits or parameters gets a message in `errors`; the others still sample.
         An argument of the wrong kind (seed, step and top_k are integers, the others numbers;
         bool is neither, and a float such as 2.0 is not an integer), the wrong length or dtype, or
@@ -823,7 +880,8 @@ class Sampler:
                 and type(top_k) in _PY_INT_OR_NONE and type(top_p) in _PY_REAL_OR_NONE
                 and type(min_p) in _PY_REAL_OR_NONE and typical_p is None and epsilon is None and eta is None
                 and xtc_threshold is None and xtc_probability is None and dynatemp_range is None
-                and dynatemp_exponent is None and p_less is False):
+                and dynatemp_exponent is None and p_less is False and samplers is None
+                and llama_cpp_sentinels is False):
             key = (temperature, n_sigma, seed, top_k, top_p, min_p)
             record = _ARGUMENT_RECORDS.get(key)
             if record is None:
@@ -832,7 +890,8 @@ class Sampler:
         else:
             record, columns = _check_params(
                 rows, temperature, n_sigma, seed, top_k, top_p, min_p,
-                (typical_p, epsilon, eta, xtc_threshold, xtc_probability, dynatemp_range, dynatemp_exponent, p_less))
+                (typical_p, epsilon, eta, xtc_threshold, xtc_probability, dynatemp_range, dynatemp_exponent, p_less,
+                 samplers, llama_cpp_sentinels))
         if not (type(step) is int and 0 <= step <= _UINT64_MAX):
             step = _integer_column(step, rows, "step", 0, _UINT64_MAX, np.uint64)[0]  # an int or per-row array
 
@@ -905,7 +964,7 @@ class Sampler:
 
     def verify(self, target_logits, draft_tokens, draft_probs, draft_distributions=None, temperature=1.0,
                n_sigma=1.0, seed=0, step=0, top_k=None, top_p=None, min_p=None, dtype=None, typical_p=None, epsilon=None, eta=None, xtc_threshold=None, xtc_probability=None,
-               dynatemp_range=None, dynatemp_exponent=None, p_less=False):
+               dynatemp_range=None, dynatemp_exponent=None, p_less=False, samplers=None, llama_cpp_sentinels=False):
         """Speculative verification (README "Speculative decoding"): each request's k draft
         tokens against its k + 1 target rows, losslessly (every emitted token is distributed as
         the request's own target distribution under the sampling parameters).
@@ -919,7 +978,8 @@ class Sampler:
                        list of k dicts {id: probability} (or (id, probability) pairs)
         temperature, n_sigma, seed, step, top_k, top_p, min_p and the other samplers (typical_p,
                        epsilon, eta, xtc_threshold, xtc_probability, dynatemp_range,
-                       dynatemp_exponent, p_less): per request, as in sample()
+                       dynatemp_exponent, p_less, samplers, llama_cpp_sentinels): per request, as
+                       in sample()
 
         Returns a VerifyResult: accepted, tokens, logprobs and errors per request. A failing
         request (a bad target row, a draft id outside the vocabulary) fails alone. requests is
@@ -951,7 +1011,8 @@ class Sampler:
                                                self.vocab_size)
         record, columns = _check_params(
             requests, temperature, n_sigma, seed, top_k, top_p, min_p,
-            (typical_p, epsilon, eta, xtc_threshold, xtc_probability, dynatemp_range, dynatemp_exponent, p_less))
+            (typical_p, epsilon, eta, xtc_threshold, xtc_probability, dynatemp_range, dynatemp_exponent, p_less,
+                 samplers, llama_cpp_sentinels))
         params = np.empty(max(requests, 1), dtype=_PARAMS_DTYPE)
         params.view(np.uint64).reshape(-1, _PARAMS_DTYPE.itemsize // 8)[:] = record
         for field, values in columns:
@@ -1009,7 +1070,7 @@ def _default_penalties(repetition, frequency, presence):
 
 def filter(row, n_sigma=1.0, top_k=None, top_p=None, min_p=None, temperature=1.0, typical_p=None, epsilon=None,
            eta=None, xtc_threshold=None, xtc_probability=None, dynatemp_range=None, dynatemp_exponent=None,
-           p_less=False):
+           p_less=False, samplers=None, llama_cpp_sentinels=False):
     """The filtered set of one row of logits (1-D; float32, or float16 widened exactly; a list of
     numbers is read as float32), under the sampler's pipeline and parameters (n_sigma None turns
     Top-nσ off; the other samplers as in Sampler.sample, XTC's coin at seed 0, step 0).
@@ -1045,7 +1106,8 @@ def filter(row, n_sigma=1.0, top_k=None, top_p=None, min_p=None, temperature=1.0
         raise ValueError("row is empty")
     record, columns = _check_params(
         1, temperature, n_sigma, 0, top_k, top_p, min_p,
-        (typical_p, epsilon, eta, xtc_threshold, xtc_probability, dynatemp_range, dynatemp_exponent, p_less))
+        (typical_p, epsilon, eta, xtc_threshold, xtc_probability, dynatemp_range, dynatemp_exponent, p_less,
+                 samplers, llama_cpp_sentinels))
     params = record.copy().view(_PARAMS_DTYPE)
     for field, values in columns:
         params[field] = values
