@@ -31,7 +31,10 @@ let package = Package(
         ),
         .executableTarget(
             name: "FuzzRequestProcessing",
-            dependencies: ["FuzzSupport", .product(name: "TopNSigma", package: root)],
+            dependencies: [
+                "FuzzSupport", .product(name: "TopNSigma", package: root),
+                .product(name: "TopNSigmaBaselines", package: root)
+            ],
             path: "Sources/FuzzRequestProcessing"
         ),
         .executableTarget(

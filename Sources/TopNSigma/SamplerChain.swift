@@ -167,6 +167,31 @@ public struct SamplerOrder: Sendable, Hashable, CustomStringConvertible {
         SamplerStep(rawValue: UInt8(truncatingIfNeeded: packed >> UInt64(4 * i)) & 15)
     }
 
+    /// Whether the first step that changes the set under `parameters` is top-k: the steps before
+    /// it are off (their parameter unset) or the temperature (top-k reads no probability). The
+    /// fused pass may then gather only the row's top `k`, as it does without an order.
+    @inlinable
+    package func startsWithTopK(_ parameters: SamplingParameters) -> Bool {
+        var rest = packed
+        while rest != 0 {
+            switch SamplerStep(rawValue: UInt8(truncatingIfNeeded: rest & 15)) {
+            case .topK: return parameters.topK != nil
+            case .temperature: break
+            case .topNSigma: if parameters.nSigma != nil { return false }
+            case .typicalP: if parameters.typicalP != nil { return false }
+            case .topP: if parameters.topP != nil { return false }
+            case .minP: if parameters.minP != nil { return false }
+            case .xtc: if parameters.xtcThreshold != nil { return false }
+            case .epsilon: if parameters.epsilon != nil { return false }
+            case .eta: if parameters.eta != nil { return false }
+            case .pLess: if parameters.pLess { return false }
+            case nil: return false
+            }
+            rest >>= 4
+        }
+        return false
+    }
+
     /// The list as `--samplers` spells it.
     public var description: String { steps.map(\.name).joined(separator: ";") }
 }
@@ -186,7 +211,8 @@ enum SamplerChain {
         parameters: SamplingParameters, order: SamplerOrder, step: UInt64
     ) -> (count: Int, temperature: Float, maximum: Float) {
         var count = n
-        if order.step(at: 0) == .topK, let k = parameters.topK, count > k {
+        // Top-k first (after steps that are off): its selection, then a sort of `k` only.
+        if order.startsWithTopK(parameters), let k = parameters.topK, count > k {
             Truncation.selectFirst(k, c, count: count)
             count = k
         }
@@ -210,7 +236,8 @@ enum SamplerChain {
                 }
                 let std = (m2 / Double(count - 1)).squareRoot()
                 // On scaled logits `s·x`: `s·x >= s·max − n·std(s·x)` is `x >= max − n·std(x)`.
-                let threshold = Double(c[0].logit) - Double(nSigma) * std
+                // A set of equal logits (std 0) keeps them all, whatever n (+inf included).
+                let threshold = std > 0 ? Double(c[0].logit) - Double(nSigma) * std : Double(c[0].logit)
                 count = prefix(c, count) { Double($0.logit) >= threshold }
             case .topK:
                 if let k = parameters.topK { count = min(count, k) }

@@ -61,8 +61,8 @@ public struct SamplingParameters: Sendable, Equatable, Hashable {
     /// A per-request sampler order (llama.cpp's `--samplers`), or nil for the fixed order above.
     /// With an order, each listed step runs over what the steps before it kept, renormalized, at
     /// the scale the chain has reached (`T = 1` before the `temperature` step): see
-    /// ``SamplerOrder``. The pass then gathers the whole row (its top `k` when the chain starts
-    /// with top-k), and the chain runs over it in double precision.
+    /// ``SamplerOrder``. The pass then gathers the whole row (its top `k` when the first step that
+    /// is on is top-k), and the chain runs over it in double precision.
     public var order: SamplerOrder?
 
     /// XTC's Philox stream (the draw is stream 0; speculative verification uses 1 and 2).
@@ -150,9 +150,9 @@ public struct SamplingParameters: Sendable, Equatable, Hashable {
     package var passMinP: Float? { order == nil ? minP : nil }
 
     /// The top-k the fused pass applies: the request's, or under an ``order`` only when the chain
-    /// starts with it.
+    /// starts with it (``SamplerOrder/startsWithTopK(_:)``).
     @inlinable
-    package var passTopK: Int? { order == nil || order!.packed & 15 == UInt64(SamplerStep.topK.rawValue) ? topK : nil }
+    package var passTopK: Int? { order == nil || order!.startsWithTopK(self) ? topK : nil }
 
     /// Whether a sampled row uses any of the samplers beyond Top-nσ, top-k, top-p and min-p
     /// (typical, ε, η, XTC, dynamic temperature, p-less) or a sampler ``order``: such a row is truncated by

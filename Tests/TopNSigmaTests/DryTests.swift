@@ -1,51 +1,15 @@
 import Foundation
 import Testing
 import TopNSigma
+import TopNSigmaBaselines
 
-/// DRY written from its definition, position by position, with no Z-algorithm and no code shared
-/// with the library: the window is the context's last tokens; the last breaker occurrence in it
-/// (latest start, then longest) bounds every repeat to the tokens after it; a repeat ending at
-/// position `e` is the longest suffix of the window that also ends at `e`; the token after `e`
-/// takes the longest such repeat; llama.cpp's penalty formula; one-token breakers exempt.
+/// DRY's oracle: ``NaiveDry`` (TopNSigmaBaselines, position by position, no Z-algorithm),
+/// applied after the other processing steps (``ProcessingReference``).
 enum DryReference {
     static func penalties(_ q: RequestProcessing) -> [Int: Float] {
-        guard q.dryMultiplier != 0, q.dryPenaltyLastN != 0 else { return [:] }
-        let context = (q.promptTokens + q.outputTokens).map(Int.init)
-        let w = q.dryPenaltyLastN < 0 ? context.count : Swift.min(context.count, q.dryPenaltyLastN)
-        let window = Array(context.suffix(w))
-        guard w > q.dryAllowedLength else { return [:] }
-        // The bound: the breaker occurrence that starts last (the longest of those).
-        var limit = w
-        var best: (start: Int, length: Int)?
-        for breaker in q.drySequenceBreakers {
-            let b = breaker.map(Int.init)
-            guard b.count <= w else { continue }
-            for s in 0...(w - b.count) where Array(window[s..<(s + b.count)]) == b {
-                if best == nil || s > best!.start || (s == best!.start && b.count > best!.length) {
-                    best = (s, b.count)
-                }
-            }
-        }
-        if let best { limit = w - (best.start + best.length) }
-        guard limit >= q.dryAllowedLength else { return [:] }
-        var longest: [Int: Int] = [:]
-        for e in 0..<(w - 1) {
-            var length = 0
-            while length <= e && window[e - length] == window[w - 1 - length] { length += 1 }
-            length = Swift.min(length, limit)
-            if length >= q.dryAllowedLength {
-                longest[window[e + 1], default: -1] = Swift.max(longest[window[e + 1], default: -1], length)
-            }
-        }
-        for breaker in q.drySequenceBreakers where breaker.count == 1 { longest[Int(breaker[0])] = nil }
-        // llama.cpp: max_exponent = FLOAT_MAX_LOG / logf(base) (Float), truncated; used when > 0.
-        var cap = 0
-        if q.dryBase > 1.000001 { cap = Int(Float(88.7228391) / logf(q.dryBase)) }
-        return longest.mapValues { length in
-            var exponent = length - q.dryAllowedLength
-            if cap > 0 && exponent > cap { exponent = cap }
-            return Float(Double(q.dryMultiplier) * Foundation.pow(Double(q.dryBase), Double(exponent)))
-        }
+        NaiveDry.penalties(
+            context: q.promptTokens + q.outputTokens, multiplier: q.dryMultiplier, base: q.dryBase,
+            allowedLength: q.dryAllowedLength, penaltyLastN: q.dryPenaltyLastN, breakers: q.drySequenceBreakers)
     }
 
     /// The processed row: the other steps (``ProcessingReference``), then DRY's penalty subtracted.

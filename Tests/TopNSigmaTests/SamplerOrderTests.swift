@@ -30,7 +30,7 @@ enum ChainReference {
                 guard let n = p.nSigma, set.count > 1, scale > 0 else { continue }
                 let mean = set.reduce(0) { $0 + $1.x } / Double(set.count)
                 let std = (set.reduce(0) { $0 + ($1.x - mean) * ($1.x - mean) } / Double(set.count - 1)).squareRoot()
-                let cut = set[0].x - Double(n) * std
+                let cut = std > 0 ? set[0].x - Double(n) * std : set[0].x
                 set = set.enumerated().filter { $0.offset == 0 || $0.element.x >= cut }.map(\.element)
             case .topK:
                 if let k = p.topK { set = Array(set.prefix(k)) }
@@ -249,6 +249,21 @@ enum ChainReference {
         #expect(throws: SamplerOrder.ParseError.processingAfterTruncation("dry")) {
             try SamplerOrder(llamaCpp: "top_k;dry")
         }
+    }
+
+    @Test("the pass gathers only the top k when the first step that is on is top-k")
+    func passTopK() throws {
+        let order = SamplerOrder.llamaCppDefault
+        var p = SamplingParameters(nSigma: nil, topK: 40, topP: 0.9, order: order)
+        #expect(order.startsWithTopK(p) && p.passTopK == 40)
+        p.nSigma = 1
+        #expect(!order.startsWithTopK(p) && p.passTopK == nil)
+        p = SamplingParameters(nSigma: nil, topK: 40, order: try SamplerOrder(llamaCpp: "temperature;top_k;top_p"))
+        #expect(p.passTopK == 40)
+        p.order = try SamplerOrder(llamaCpp: "top_p;top_k")
+        #expect(p.passTopK == 40)  // top-p is off: top-k is the first step that cuts
+        p.topP = 0.5
+        #expect(p.passTopK == nil && p.passNSigma == nil && p.passMinP == nil)
     }
 
     @Test("llama.cpp's sentinels: off values, clamps, and strict errors otherwise")

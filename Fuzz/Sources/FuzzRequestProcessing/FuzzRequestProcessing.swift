@@ -3,25 +3,43 @@ import Glibc
 #endif
 import FuzzSupport
 import TopNSigma
+import TopNSigmaBaselines
 
 // libFuzzer target: one row and one request with arbitrary bitmask, bias, history, penalties and
 // top-logprobs count (hostile values included) through `FilteredDistribution.of` and a one-row
 // `BatchSampler`, against a float64 oracle written here from the README's definitions.
 //
-// Input layout: 6 setting bytes (vocabulary size, repetition, frequency, presence penalty, top
-// logprobs, n), then for the row one byte per logit (0–239: (b − 120) / 8; 240 −inf; 241 NaN;
+// Input layout: 7 setting bytes (vocabulary size, repetition, frequency, presence penalty, top
+// logprobs, n, DRY: off, or a multiplier, base, allowed length and window from tables of ordinary
+// and hostile values, with breakers made of the request's first prompt tokens), then for the row one byte per logit (0–239: (b − 120) / 8; 240 −inf; 241 NaN;
 // 242 +inf; 243–255 the next 4 bytes as raw Float bits), then the bitmask (a flag byte; words of
 // 4 bytes, possibly too few), then entries of 3 bytes each: a kind (bias / prompt / output), a
 // token byte (ids past the vocabulary and negative ones included) and a value byte.
 //
-// Checked: the request's error (the library's order: penalties, top logprobs, bitmask, then each
-// entry in order); otherwise, when the processed row has a NaN or +inf, that the row fails with
+// Checked: the request's error (the library's order: penalties, top logprobs, DRY's settings,
+// bitmask, then each entry in order, then DRY's breakers); otherwise, when the processed row has a NaN or +inf, that the row fails with
 // one naming a token whose processed logit is such; otherwise max, argmax, finite count, the kept
 // set (exactly the float64 definition's, up to 1e-12 relative at the threshold), and the top
 // logprobs (tokens, 2e-6 on logprobs), the sampled logprob and rank.
 
 let penalties: [Float] = [1, 0, 1.3, 0.5, -1, .nan, .infinity, -.infinity, 1e30, 2, 1e-30]
 let biases: [Float] = [0, 1, -1, 5, -100, 100, .nan, .infinity, -.infinity, 3e38, -3e38, 0.25]
+let dryMultipliers: [Float] = [0.8, 2, 1e-3, 1e30, -1, .nan, .infinity, 0]
+let dryBases: [Float] = [1.75, 1, 1.0000005, 3e38, 0.5, .nan, 1.1, 8]
+let dryAllowed = [2, 0, 1, -1]
+let dryWindows = [-1, 0, 5, -2]
+
+/// DRY's settings error, in the library's order (multiplier, then while it is not 0: base,
+/// allowed length, window).
+func drySettingsError(_ q: RequestProcessing) -> RowError? {
+    let m = q.dryMultiplier
+    if !(m >= 0 && m.isFinite) { return .invalidSampler(name: "dry-multiplier", value: m) }
+    guard m != 0 else { return nil }
+    if !(q.dryBase >= 1 && q.dryBase.isFinite) { return .invalidSampler(name: "dry-base", value: q.dryBase) }
+    if q.dryAllowedLength < 0 { return .invalidSampler(name: "dry-allowed-length", value: Float(q.dryAllowedLength)) }
+    if q.dryPenaltyLastN < -1 { return .invalidSampler(name: "dry-penalty-last-n", value: Float(q.dryPenaltyLastN)) }
+    return nil
+}
 
 /// The processed row, as the README defines it (masked: -inf), and the request's error if any.
 func reference(_ row: [Float], _ q: RequestProcessing) -> (values: [Float], error: RowError?) {
@@ -32,6 +50,7 @@ func reference(_ row: [Float], _ q: RequestProcessing) -> (values: [Float], erro
     if !q.frequencyPenalty.isFinite { return ([], .invalidFrequencyPenalty(q.frequencyPenalty)) }
     if !q.presencePenalty.isFinite { return ([], .invalidPresencePenalty(q.presencePenalty)) }
     if let n = q.topLogprobs, !(0...20).contains(n) { return ([], .invalidTopLogprobs(n)) }
+    if let error = drySettingsError(q) { return ([], error) }
     if let words = q.allowedTokens, words.count < (v + 31) / 32 {
         return ([], .bitmaskTooShort(words: words.count, needed: (v + 31) / 32))
     }
@@ -53,6 +72,17 @@ func reference(_ row: [Float], _ q: RequestProcessing) -> (values: [Float], erro
         seen[Int(t)] = true
         count[Int(t)] += 1
     }
+    if q.dryMultiplier != 0 {
+        for breaker in q.drySequenceBreakers {
+            if !(1...21).contains(breaker.count) {
+                return ([], .invalidSampler(name: "dry-sequence-breakers", value: Float(breaker.count)))
+            }
+            if let t = breaker.first(where: { $0 < 0 || Int($0) >= v }) { return ([], .tokenOutOfRange(Int(t))) }
+        }
+    }
+    let dry = NaiveDry.penalties(
+        context: q.promptTokens + q.outputTokens, multiplier: q.dryMultiplier, base: q.dryBase,
+        allowedLength: q.dryAllowedLength, penaltyLastN: q.dryPenaltyLastN, breakers: q.drySequenceBreakers)
     let values = (0..<v).map { t -> Float in
         if let words = q.allowedTokens, (words[t / 32] >> UInt32(t % 32)) & 1 == 0 { return -.infinity }
         var x = row[t]
@@ -62,6 +92,7 @@ func reference(_ row: [Float], _ q: RequestProcessing) -> (values: [Float], erro
             x = x - q.frequencyPenalty * Float(count[t])
             x = x - q.presencePenalty
         }
+        if let p = dry[t] { x = x - p }
         return x
     }
     return (values, nil)
@@ -83,6 +114,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     if top == 255 { q.topLogprobs = -3 }
     let nByte = reader.byte()
     let n: Float? = nByte % 4 == 3 ? nil : Float(nByte % 4)
+    let dryByte = reader.byte()
     var row = [Float](repeating: 0, count: vocab)
     for i in 0..<vocab {
         let b = reader.byte()
@@ -106,6 +138,19 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
         case 1: q.promptTokens.append(token)
         default: q.outputTokens.append(token)
         }
+    }
+
+    if dryByte & 3 != 0 {
+        q.dryMultiplier = dryMultipliers[Int(dryByte >> 2) % dryMultipliers.count]
+        q.dryBase = dryBases[Int(dryByte >> 5) % dryBases.count]
+        q.dryAllowedLength = dryAllowed[Int(dryByte & 3)]
+        q.dryPenaltyLastN = dryWindows[Int(dryByte >> 3) % dryWindows.count]
+        // One- and two-token breakers from the prompt (ids out of range included), and an empty
+        // one when the byte says so.
+        let prompt = q.promptTokens
+        if let first = prompt.first { q.drySequenceBreakers.append([first]) }
+        if prompt.count >= 3 { q.drySequenceBreakers.append([prompt[1], prompt[2]]) }
+        if dryByte == 255 { q.drySequenceBreakers.append([]) }
     }
 
     let parameters = SamplingParameters(temperature: 1, nSigma: n, seed: 1)

@@ -22,6 +22,10 @@ import TopNSigma
 // sampled token's membership, candidate count and log-probability. The reported threshold may lie
 // n times the std's bound from the float64 one, and the top-p cut may fall on either side of a
 // cumulative mass within 1e-9 of p.
+//
+// Then the same row and values as a sampler chain (an order, typical-p, XTC and p-less the
+// input's size picks, llama.cpp's sentinels on every other size): the filter and the draw must
+// agree (``verifyChain``); the chain's values have their own float64 oracle in the unit tests.
 
 func pick<T>(_ table: [T], _ b: UInt8, raw: () -> T) -> T {
     Int(b) < table.count ? table[Int(b)] : raw()
@@ -79,7 +83,48 @@ public func fuzzRowPipeline(_ start: UnsafePointer<UInt8>, _ size: Int) -> CInt 
     let parameters = SamplingParameters(
         temperature: temperature, nSigma: nSigma, seed: UInt64(size), topK: topK, topP: topP, minP: minP)
     verify(row, parameters)
+    // The same row and values as a sampler chain in an order the input's size picks, with
+    // llama.cpp's sentinels on every other size.
+    var chained = parameters
+    var hash = UInt64(truncatingIfNeeded: size) &* 0x9E37_79B9_7F4A_7C15 | 1
+    var steps = SamplerStep.allCases
+    for i in steps.indices.reversed() {
+        hash = hash &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+        steps.swapAt(i, Int((hash >> 33) % UInt64(i + 1)))
+    }
+    chained.order = SamplerOrder(Array(steps.prefix(1 + Int((hash >> 40) % UInt64(steps.count)))))
+    chained.typicalP = [nil, 0.9, 0.5][size % 3]
+    chained.xtcThreshold = [nil, 0.1][size % 2]
+    chained.pLess = size % 5 == 0
+    if size % 2 == 0 { chained = chained.withLlamaCppSentinels() }
+    verifyChain(row, chained)
     return 0
+}
+
+/// A chain's filter and draw agree, whatever the values: the same error, or a drawn token in the
+/// kept set (the argmax alone when greedy), the same candidate count, probabilities summing to 1.
+/// Step 0 for both, so that XTC's coin is the same.
+func verifyChain(_ row: [Float], _ parameters: SamplingParameters) {
+    let distribution = Result { () throws(RowError) in try FilteredDistribution.of(row, parameters: parameters) }
+    if cachedSampler?.vocabularySize != row.count {
+        cachedSampler = try! BatchSampler(
+            vocabularySize: row.count, maximumBatchSize: 1, threadCount: 1, spinMicroseconds: 0)
+    }
+    let sampled = cachedSampler!.sample(logits: row, parameters: [parameters], steps: [0])[0]
+    switch (distribution, sampled) {
+    case (.failure(let a), .failure(let b)):
+        check(a.description == b.description, "chain: filter error '\(a)', sampler error '\(b)' \(parameters)")
+    case (.success(let d), .success(let drawn)):
+        check(!d.kept.isEmpty, "chain: nothing kept \(parameters)")
+        let total = d.kept.reduce(0.0) { $0 + $1.probability }
+        check(Swift.abs(total - 1) < 1e-9, "chain: probabilities sum to \(total) \(parameters)")
+        check(d.kept.contains { $0.token == drawn.token }, "chain: drawn \(drawn.token) not kept \(parameters)")
+        check(
+            drawn.candidateCount == d.kept.count,
+            "chain: \(drawn.candidateCount) candidates drawn from, \(d.kept.count) kept \(parameters)")
+    default:
+        check(false, "chain: filter \(distribution) and sampler \(sampled) disagree \(parameters)")
+    }
 }
 
 func verify(_ row: [Float], _ parameters: SamplingParameters) {
