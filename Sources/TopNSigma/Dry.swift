@@ -32,6 +32,21 @@ package enum BreakerList {
         }
         return nil
     }
+
+    /// The first bad breaker's error: a length outside `1...RequestProcessing.maximumBreakerLength`
+    /// (``DrySettings/breakerError(length:)``), or an id outside `0..<vocab`.
+    func error(vocab: Int) -> RowError? {
+        let bound = Int32(truncatingIfNeeded: vocab)
+        var badToken: Int32?
+        let error = forEach { b in
+            for t in b where t < 0 || t >= bound {
+                badToken = t
+                return false
+            }
+            return true
+        }
+        return error ?? badToken.map { .tokenOutOfRange(Int($0)) }
+    }
 }
 
 /// DRY (llama.cpp's `llama_sampler_dry_apply`, p-e-w's "don't repeat yourself") as edits of the
@@ -60,15 +75,6 @@ enum Dry {
         return e < Float(Int32.max) ? Int(e) : Int(Int32.max)
     }
 
-    /// llama.cpp's penalty for a repeat of `length` tokens: `multiplier · base^exponent`, in
-    /// double (`std::pow(float, int)`), rounded to Float.
-    static func penalty(length: Int, settings: DrySettings) -> Float {
-        var exponent = length - settings.allowedLength
-        let cap = maximumExponent(base: settings.base)
-        if cap > 0 && exponent > cap { exponent = cap }
-        return Float(Double(settings.multiplier) * Foundation.pow(Double(settings.base), Double(exponent)))
-    }
-
     /// Adds the DRY edits of one row (the context's tokens and the breakers already checked to be
     /// valid ids): each penalized token's edit (through `slot`) gets ``Edit/dry``. `heads` is
     /// `vocab / 32 + 1` free words; `free` is `freeCount` free `Int32`s for the Z-values (a larger
@@ -80,20 +86,7 @@ enum Dry {
         slot: (Int32) -> Int
     ) -> RowError? {
         // Every breaker is checked, whatever the context.
-        var single = 0
-        let bound = Int32(truncatingIfNeeded: vocab)
-        var badToken: Int32?
-        if let error = breakers.forEach({ b in
-            for t in b where t < 0 || t >= bound {
-                badToken = t
-                return false
-            }
-            single += b.count == 1 ? 1 : 0
-            return true
-        }) {
-            return error
-        }
-        if let t = badToken { return .tokenOutOfRange(Int(t)) }
+        if let error = breakers.error(vocab: vocab) { return error }
 
         let n = prompt.count + output.count
         let w = settings.penaltyLastN < 0 ? n : min(n, settings.penaltyLastN)
@@ -174,20 +167,28 @@ enum Dry {
         }
 
         // Step 4: a single-token breaker is never penalized; the others get their penalty.
-        if single > 0 {
-            _ = breakers.forEach { b in
-                if b.count == 1 { edits[slot(b[0])].dry = Edit.dryMarker(0) }
-                return true
-            }
+        _ = breakers.forEach { b in
+            if b.count == 1 { edits[slot(b[0])].dry = Edit.dryMarker(0) }
+            return true
         }
         return nil
     }
 
-    /// Turns the lengths that ``addEdits`` left in `edits[0..<count]` into penalties.
+    /// Turns the lengths that ``addEdits`` left in `edits[0..<count]` into llama.cpp's penalties:
+    /// `multiplier · base^min(length − allowed, E)` in double (`std::pow(float, int)`), rounded
+    /// to Float (``maximumExponent(base:)`` is `E`, 0 for none).
     static func finish(edits: UnsafeMutablePointer<Edit>, count: Int, settings: DrySettings) {
+        let cap = maximumExponent(base: settings.base)
         for k in 0..<count {
             let marked = Edit.dryLength(edits[k].dry)
-            edits[k].dry = marked > 0 ? penalty(length: marked - 1, settings: settings) : 0
+            guard marked > 0 else {
+                edits[k].dry = 0
+                continue
+            }
+            var exponent = marked - 1 - settings.allowedLength
+            if cap > 0 && exponent > cap { exponent = cap }
+            edits[k].dry = Float(
+                Double(settings.multiplier) * Foundation.pow(Double(settings.base), Double(exponent)))
         }
     }
 }

@@ -154,18 +154,7 @@ package enum ExtendedTruncation {
         // 5. The dynamic temperature from the entropy at temperature 1 of the kept set.
         var temperature = parameters.temperature
         if let range = parameters.dynamicTemperatureRange, range > 0, temperature.isFinite {
-            let low = max(0, Double(parameters.temperature) - Double(range))
-            let high = Double(parameters.temperature) + Double(range)
-            var dynamic = low
-            if count > 1 {
-                let z = SoftmaxWeights.compute(c, count: count, maximum: top, temperature: 1, into: w)
-                var weighted = 0.0
-                for j in 0..<count where w[j] > 0 { weighted += w[j] * (Double(c[j].logit) - Double(top)) }
-                let entropy = max(0, log(z) - weighted / z)
-                let normalized = min(1, entropy / log(Double(count)))
-                dynamic = low + (high - low) * pow(normalized, Double(parameters.dynamicTemperatureExponent))
-            }
-            temperature = Float(dynamic)
+            temperature = dynamicTemperature(c, count: count, weights: w, maximum: top, parameters: parameters)
             if temperature == 0 {
                 // Greedy over the kept set: its first token in key order, alone (at any
                 // temperature its probability is 1).
@@ -180,6 +169,28 @@ package enum ExtendedTruncation {
         }
         if reordered { Truncation.sortByIndex(c, count: count) }
         return (count, temperature, top)
+    }
+
+    /// The temperature step (llama.cpp's `temp_ext`): the request's `T`, or with a dynamic range
+    /// `T₀ + (T₁ − T₀)·(H / ln N)^exponent` from the entropy `H` at temperature 1 of `c[0..<count]`
+    /// (`maximum` its largest logit; `T₀` alone for one token), rounded to Float. `w` has room
+    /// for `count`.
+    static func dynamicTemperature(
+        _ c: UnsafePointer<Candidate>, count: Int, weights w: UnsafeMutablePointer<Double>, maximum: Float,
+        parameters: SamplingParameters
+    ) -> Float {
+        guard let range = parameters.dynamicTemperatureRange, range > 0, parameters.temperature.isFinite else {
+            return parameters.temperature
+        }
+        let low = max(0, Double(parameters.temperature) - Double(range))
+        let high = Double(parameters.temperature) + Double(range)
+        guard count > 1 else { return Float(low) }
+        let z = SoftmaxWeights.compute(c, count: count, maximum: maximum, temperature: 1, into: w)
+        var weighted = 0.0
+        for j in 0..<count where w[j] > 0 { weighted += w[j] * (Double(c[j].logit) - Double(maximum)) }
+        let entropy = max(0, log(z) - weighted / z)
+        let normalized = min(1, entropy / log(Double(count)))
+        return Float(low + (high - low) * pow(normalized, Double(parameters.dynamicTemperatureExponent)))
     }
 
     /// The largest logit of `c[0..<n]` (`n >= 1`).

@@ -166,15 +166,8 @@ public struct RequestProcessing: Sendable, Equatable, Hashable {
         for token in outputTokens where token < 0 || Int(token) >= vocabularySize {
             return .tokenOutOfRange(Int(token))
         }
-        if dryMultiplier != 0 {
-            for breaker in drySequenceBreakers {
-                if let error = DrySettings.breakerError(length: breaker.count) { return error }
-                for token in breaker where token < 0 || Int(token) >= vocabularySize {
-                    return .tokenOutOfRange(Int(token))
-                }
-            }
-        }
-        return nil
+        guard dryMultiplier != 0 else { return nil }
+        return drySequenceBreakers.withUnsafeBufferPointer { BreakerList.nested($0).error(vocab: vocabularySize) }
     }
 }
 
@@ -269,7 +262,8 @@ struct ProcessingState {
         v = edit.seen ? repeated : v
         let penalized = (v - frequencyPenalty * Float(edit.count)) - presencePenalty
         v = edit.count > 0 ? penalized : v
-        return edit.dry != 0 ? v - edit.dry : v
+        // An edit without DRY subtracts 0, which changes no value (-0 included).
+        return v - edit.dry
     }
 }
 

@@ -217,6 +217,8 @@ enum SamplerChain {
             count = k
         }
         Truncation.sortByKey(c, nil, 0, count)
+        // The chain's temperature so far (1 until the temperature step) and its inverse.
+        var current: Float = 1
         var scale = 1.0
         var temperature: Float? = nil
         var i = 0
@@ -247,7 +249,7 @@ enum SamplerChain {
                 count = prefix(c, count) { Double($0.logit) >= cut }
             case .topP:
                 guard let p = parameters.topP, p < 1, count > 1 else { continue }
-                let z = weights(c, count, w, scale)
+                let z = SoftmaxWeights.compute(c, count: count, maximum: c[0].logit, temperature: current, into: w)
                 let need = Double(p) * z
                 var mass = 0.0, kept = count
                 for j in 0..<count {
@@ -260,7 +262,7 @@ enum SamplerChain {
                 count = kept
             case .typicalP:
                 guard let p = parameters.typicalP, p < 1, count > 1, scale > 0 else { continue }
-                let z = weights(c, count, w, scale)
+                let z = SoftmaxWeights.compute(c, count: count, maximum: c[0].logit, temperature: current, into: w)
                 let m = Double(c[0].logit)
                 var weighted = 0.0
                 for j in 0..<count where w[j] > 0 { weighted += w[j] * ((Double(c[j].logit) - m) * scale) }
@@ -272,7 +274,7 @@ enum SamplerChain {
                     Philox4x32(seed: parameters.seed).uniform(step: step, stream: SamplingParameters.xtcStream)
                         < Double(parameters.xtcProbability)
                 else { continue }
-                let z = weights(c, count, w, scale)
+                let z = SoftmaxWeights.compute(c, count: count, maximum: c[0].logit, temperature: current, into: w)
                 var above = 0
                 while above < count && w[above] / z >= Double(threshold) { above += 1 }
                 if above >= 2 {
@@ -283,7 +285,7 @@ enum SamplerChain {
                 }
             case .epsilon, .eta, .pLess:
                 let cut: Double, strict: Bool
-                let z = weights(c, count, w, scale)
+                let z = SoftmaxWeights.compute(c, count: count, maximum: c[0].logit, temperature: current, into: w)
                 switch s {
                 case .epsilon:
                     guard let e = parameters.epsilon else { continue }
@@ -312,16 +314,22 @@ enum SamplerChain {
                 }
                 count = max(1, kept)
             case .temperature:
-                temperature = chainTemperature(c, count, w, parameters: parameters, scale: scale)
+                // The only temperature step: the scale is still 1 here.
+                temperature = ExtendedTruncation.dynamicTemperature(
+                    c, count: count, weights: w, maximum: c[0].logit, parameters: parameters)
                 if temperature == 0 {
                     count = 1
                     temperature = 1
                 }
-                scale = 1 / Double(temperature!)
+                current = temperature!
+                scale = 1 / Double(current)
             }
         }
+        // Not listed: the temperature applies last (the scale is still 1).
         let t =
-            temperature ?? chainTemperature(c, count, w, parameters: parameters, scale: scale)
+            temperature
+            ?? ExtendedTruncation.dynamicTemperature(
+                c, count: count, weights: w, maximum: c[0].logit, parameters: parameters)
         let maximum = c[0].logit
         var final = t
         if final == 0 {
@@ -330,40 +338,6 @@ enum SamplerChain {
         }
         Truncation.sortByIndex(c, count: count)
         return (count, final, maximum)
-    }
-
-    /// The temperature step: the request's `T`, or the dynamic temperature from the entropy of the
-    /// current set at the current scale (llama.cpp's `temp_ext`).
-    static func chainTemperature(
-        _ c: UnsafePointer<Candidate>, _ count: Int, _ w: UnsafeMutablePointer<Double>,
-        parameters: SamplingParameters, scale: Double
-    ) -> Float {
-        guard let range = parameters.dynamicTemperatureRange, range > 0, parameters.temperature.isFinite else {
-            return parameters.temperature
-        }
-        let low = max(0, Double(parameters.temperature) - Double(range))
-        let high = Double(parameters.temperature) + Double(range)
-        guard count > 1 else { return Float(low) }
-        let z = weights(c, count, w, scale)
-        var weighted = 0.0
-        for j in 0..<count where w[j] > 0 { weighted += w[j] * ((Double(c[j].logit) - Double(c[0].logit)) * scale) }
-        let entropy = max(0, log(z) - weighted / z)
-        let normalized = min(1, entropy / log(Double(count)))
-        return Float(low + (high - low) * pow(normalized, Double(parameters.dynamicTemperatureExponent)))
-    }
-
-    /// `w[j] = exp(s·(x_j − x_0))` over the key-ordered `c[0..<count]`; returns their sum.
-    @inline(__always)
-    static func weights(
-        _ c: UnsafePointer<Candidate>, _ count: Int, _ w: UnsafeMutablePointer<Double>, _ scale: Double
-    ) -> Double {
-        let m = Double(c[0].logit)
-        var z = 0.0
-        for j in 0..<count {
-            w[j] = exp((Double(c[j].logit) - m) * scale)
-            z += w[j]
-        }
-        return z
     }
 
     /// The length of the longest prefix of the key-ordered `c[0..<count]` whose tokens satisfy
