@@ -75,4 +75,155 @@ static inline topnsigma_float16x topnsigma_round16(topnsigma_float16x x) {
     return x;
 }
 #endif
+
+// Double-precision exp in 8 lanes, and the row moments built on it (the library's WideExp).
+// In C because Swift does not inline a function this long into its loop (each call then waits
+// out the polynomial's latency alone); clang's vector extension is one AVX-512 register per
+// vector in SIMD builds and four SSE2 registers in the default one.
+//
+// topnsigma_exp8(y) = exp(y) for y <= 0: relative error below 2e-15 for y >= -708 (y = k·ln 2 + r,
+// ln 2 split in two so that k·ln 2 is exact, |r| <= ln 2 / 2, a degree-13 Taylor polynomial:
+// truncation below 4e-18, a few ulps of rounding, one more per step where multiply-adds are not
+// fused); below -708 it returns exp(-708), about 3e-308.
+typedef double topnsigma_double8 __attribute__((ext_vector_type(8)));
+typedef float topnsigma_float8 __attribute__((ext_vector_type(8)));
+typedef long long topnsigma_long8 __attribute__((ext_vector_type(8)));
+static inline topnsigma_double8 topnsigma_exp8(topnsigma_double8 y) {
+    const topnsigma_double8 magic = 6755399441055744.0;
+    topnsigma_double8 c = __builtin_elementwise_max(y, (topnsigma_double8)-708.0);
+    // Adding 1.5·2^52 rounds to an integer k and leaves it in the low mantissa bits.
+    topnsigma_double8 s = c * 1.4426950408889634 + magic;
+    topnsigma_double8 k = s - magic;
+    topnsigma_double8 r = c - k * 6.93147180369123816490e-01;
+    r = r - k * 1.90821492927058770002e-10;
+    topnsigma_double8 p = 1.0 / 6227020800.0;
+    p = p * r + 1.0 / 479001600.0;
+    p = p * r + 1.0 / 39916800.0;
+    p = p * r + 1.0 / 3628800.0;
+    p = p * r + 1.0 / 362880.0;
+    p = p * r + 1.0 / 40320.0;
+    p = p * r + 1.0 / 5040.0;
+    p = p * r + 1.0 / 720.0;
+    p = p * r + 1.0 / 120.0;
+    p = p * r + 1.0 / 24.0;
+    p = p * r + 1.0 / 6.0;
+    p = p * r + 0.5;
+    p = p * r + 1.0;
+    p = p * r + 1.0;
+    // p·2^k by adding k to p's exponent field: -1022 <= k <= 0, so the result is normal.
+    topnsigma_long8 bits = ((topnsigma_long8)s - (topnsigma_long8)magic) << 52;
+    return (topnsigma_double8)((topnsigma_long8)p + bits);
+}
+
+// Over the allowed logits of p[0..<n] (every one when mask is NULL; mask bit i is logit i, p
+// starting at a word boundary), with y = (x - maximum)·inverse and e = exp(y): out[0] = Σ e,
+// out[1] = Σ e·y, out[2] = Σ e². Four vectors a step, so that four exp chains overlap; -inf
+// and masked logits add nothing. The tail below a multiple of 32 uses libm's exp.
+#include <math.h>
+#include <string.h>
+static inline void topnsigma_exp_moments(
+    const float *p, long n, const uint32_t *mask, double maximum, double inverse, double *out) {
+    topnsigma_double8 z = 0, w = 0, q = 0;
+    const topnsigma_double8 negInf = -INFINITY;
+    const topnsigma_long8 lanes = {0, 1, 2, 3, 4, 5, 6, 7};
+    long i = 0;
+    for (; i + 32 <= n; i += 32) {
+        long long word = mask ? (long long)mask[i >> 5] : -1;
+        if (word == 0) continue;
+        topnsigma_double8 x[4], y[4], e[4];
+        topnsigma_long8 valid[4];
+        for (int j = 0; j < 4; j++) {
+            topnsigma_float8 f;
+            memcpy(&f, p + i + 8 * j, sizeof f);
+            x[j] = __builtin_convertvector(f, topnsigma_double8);
+            valid[j] = (topnsigma_long8)(x[j] > negInf) & -((((topnsigma_long8)word) >> (lanes + 8 * j)) & 1);
+            y[j] = (topnsigma_double8)((topnsigma_long8)((x[j] - maximum) * inverse) & valid[j]);
+        }
+        for (int j = 0; j < 4; j++) e[j] = (topnsigma_double8)((topnsigma_long8)topnsigma_exp8(y[j]) & valid[j]);
+        for (int j = 0; j < 4; j++) {
+            z += e[j];
+            w += e[j] * y[j];
+            q += e[j] * e[j];
+        }
+    }
+    double sz = 0, sw = 0, sq = 0;
+    for (int l = 0; l < 8; l++) {
+        sz += z[l];
+        sw += w[l];
+        sq += q[l];
+    }
+    for (; i < n; i++) {
+        float x = p[i];
+        if (mask && !((mask[i >> 5] >> (i & 31)) & 1)) continue;
+        if (x == -INFINITY) continue;
+        double yy = ((double)x - maximum) * inverse, ee = exp(yy);
+        sz += ee;
+        if (ee > 0) sw += ee * yy;
+        sq += ee * ee;
+    }
+    out[0] = sz;
+    out[1] = sw;
+    out[2] = sq;
+}
+
+
+// For typical-p's route: out[k] += the mass Σ exp((x - maximum)/T) (scale = log2(e)/T) of the
+// allowed logits of p[0..<n] (mask as above) whose distance |x - pivot| is at most radii[k], for
+// the eight radii at once.
+// A degree-5 polynomial for 2^f (relative error about 2e-7), lanes summed 1024 logits at a time
+// into double: an estimate that only picks how wide to gather, never what is kept.
+typedef float topnsigma_float16v __attribute__((ext_vector_type(16)));
+typedef int topnsigma_int16v __attribute__((ext_vector_type(16)));
+static inline topnsigma_float16v topnsigma_exp2_16(topnsigma_float16v t) {
+    t = __builtin_elementwise_max(t, (topnsigma_float16v)-126.0f);
+    const topnsigma_float16v magic = 12582912.0f;
+    topnsigma_float16v rounded = t + magic;
+    topnsigma_float16v f = t - (rounded - magic);
+    topnsigma_float16v q = 1.3264727080050285e-3f;
+    q = q * f + 9.67151286218389e-3f;
+    q = q * f + 5.550733745645905e-2f;
+    q = q * f + 2.40222420818432e-1f;
+    q = q * f + 6.931469775965883e-1f;
+    q = q * f + 1.0f;
+    topnsigma_int16v k = (topnsigma_int16v)rounded - (topnsigma_int16v)magic;
+    return (topnsigma_float16v)((topnsigma_int16v)q + (k << 23));
+}
+static inline void topnsigma_interval_masses(
+    const float *p, long n, const uint32_t *mask, float maximum, float scale, float pivot, const float *radii,
+    double *out) {
+    topnsigma_float16v r[8];
+    for (int k = 0; k < 8; k++) r[k] = radii[k];
+    const topnsigma_int16v lanes = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    long i = 0;
+    while (i < n) {
+        long end = i + 1024 < n ? i + 1024 : n;
+        topnsigma_float16v acc[8];
+        for (int k = 0; k < 8; k++) acc[k] = 0;
+        for (; i + 16 <= end; i += 16) {
+            topnsigma_float16v x;
+            memcpy(&x, p + i, sizeof x);
+            topnsigma_int16v allowed = (topnsigma_int16v)(x > -INFINITY);
+            if (mask) allowed &= -((topnsigma_int16v)(mask[i >> 5] >> (i & 31)) >> lanes & 1);
+            topnsigma_float16v e = topnsigma_exp2_16((x - maximum) * scale);
+            e = (topnsigma_float16v)((topnsigma_int16v)e & allowed);
+            topnsigma_float16v d = __builtin_elementwise_abs(x - pivot);
+            for (int k = 0; k < 8; k++) acc[k] += (topnsigma_float16v)((topnsigma_int16v)e & (topnsigma_int16v)(d <= r[k]));
+        }
+        for (int k = 0; k < 8; k++) {
+            double sum = 0;
+            for (int l = 0; l < 16; l++) sum += acc[k][l];
+            out[k] += sum;
+        }
+        for (; i < end; i++) {
+            float x = p[i];
+            if (mask && !((mask[i >> 5] >> (i & 31)) & 1)) continue;
+            if (!(x > -INFINITY)) continue;
+            double e = exp2(((double)x - maximum) * scale);
+            float d = fabsf(x - pivot);
+            for (int k = 0; k < 8; k++)
+                if (d <= radii[k]) out[k] += e;
+        }
+    }
+}
+
 #endif

@@ -31,6 +31,12 @@ package enum BuildTarget {
     static func multiplyAdd(_ a: SIMD16<Float>, _ b: SIMD16<Float>, _ c: SIMD16<Float>) -> SIMD16<Float> {
         hasFMA ? c.addingProduct(a, b) : c + a * b
     }
+
+    /// `a * b + c` in double lanes, as ``multiplyAdd(_:_:_:)-(SIMD16<Float>,_,_)`` is in Float.
+    @inline(__always)
+    static func multiplyAdd(_ a: SIMD8<Double>, _ b: SIMD8<Double>, _ c: SIMD8<Double>) -> SIMD8<Double> {
+        hasFMA ? c.addingProduct(a, b) : c + a * b
+    }
 }
 
 extension BuildTarget {

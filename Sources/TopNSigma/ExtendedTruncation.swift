@@ -83,16 +83,7 @@ package enum ExtendedTruncation {
         var reordered = false
         // 1. ε, η, p-less: `p_i` over the whole row against each cut; the maximum always stays.
         if let mass {
-            var cut = -Double.infinity
-            if let epsilon = parameters.epsilon { cut = max(cut, Double(epsilon)) }
-            if let eta = parameters.eta {
-                let eta = Double(eta)
-                cut = max(cut, min(eta, eta.squareRoot() * exp(-mass.entropy)))
-            }
-            // p-less keeps `p_i >= Σ p_j²`: at or above, where ε and η keep strictly above. Each
-            // cut on `p_i = exp((x_i − M)/T) / z` is one on the logit: `x_i > M + T·log(cut·z)`.
-            let strict = cut > -.infinity ? m + t * log(cut * mass.z) : -.infinity
-            let atLeast = parameters.pLess ? m + t * log(mass.squares / mass.z) : -Double.infinity
+            let (strict, atLeast) = cuts(parameters, mass: mass, maximum: maximum)
             var kept = 0
             for j in 0..<count {
                 let x = c[j].logit
@@ -171,6 +162,26 @@ package enum ExtendedTruncation {
         return (count, temperature, top)
     }
 
+    /// ε's, η's and p-less's cuts on the logits from the row's mass: keep `x > strict` (ε, η:
+    /// `p_i > cut` with `cut = max(ε, min(η, √η·exp(−H)))`, so `x_i > M + T·log(cut·z)`) and
+    /// `x >= atLeast` (p-less: `p_i >= Σ p_j²`, so `x_i >= M + T·log(Σe²/z)`); `-inf` for those
+    /// that are off. `strict` rises with `z` and falls with the entropy, `atLeast` rises with
+    /// `Σe²` and falls with `z`.
+    static func cuts(_ parameters: SamplingParameters, mass: RowMass, maximum: Float) -> (
+        strict: Double, atLeast: Double
+    ) {
+        let m = Double(maximum), t = Double(parameters.temperature)
+        var cut = -Double.infinity
+        if let epsilon = parameters.epsilon { cut = max(cut, Double(epsilon)) }
+        if let eta = parameters.eta {
+            let eta = Double(eta)
+            cut = max(cut, min(eta, eta.squareRoot() * exp(-mass.entropy)))
+        }
+        let strict = cut > -.infinity ? m + t * log(cut * mass.z) : -.infinity
+        let atLeast = parameters.pLess ? m + t * log(mass.squares / mass.z) : -Double.infinity
+        return (strict, atLeast)
+    }
+
     /// The temperature step (llama.cpp's `temp_ext`): the request's `T`, or with a dynamic range
     /// `T₀ + (T₁ − T₀)·(H / ln N)^exponent` from the entropy `H` at temperature 1 of `c[0..<count]`
     /// (`maximum` its largest logit; `T₀` alone for one token), rounded to Float. `w` has room
@@ -182,14 +193,22 @@ package enum ExtendedTruncation {
         guard let range = parameters.dynamicTemperatureRange, range > 0, parameters.temperature.isFinite else {
             return parameters.temperature
         }
-        let low = max(0, Double(parameters.temperature) - Double(range))
-        let high = Double(parameters.temperature) + Double(range)
-        guard count > 1 else { return Float(low) }
+        guard count > 1 else { return dynamicTemperature(entropy: 0, count: count, parameters: parameters) }
         let z = SoftmaxWeights.compute(c, count: count, maximum: maximum, temperature: 1, into: w)
         var weighted = 0.0
         for j in 0..<count where w[j] > 0 { weighted += w[j] * (Double(c[j].logit) - Double(maximum)) }
-        let entropy = max(0, log(z) - weighted / z)
-        let normalized = min(1, entropy / log(Double(count)))
+        return dynamicTemperature(entropy: log(z) - weighted / z, count: count, parameters: parameters)
+    }
+
+    /// The dynamic temperature of `count` tokens whose entropy at temperature 1 is `entropy`
+    /// (clamped to `[0, ln N]`): `T₀ + (T₁ − T₀)·(H / ln N)^exponent`, `T₀` alone for one token,
+    /// rounded to Float. Monotone in `entropy`.
+    static func dynamicTemperature(entropy: Double, count: Int, parameters: SamplingParameters) -> Float {
+        let range = parameters.dynamicTemperatureRange ?? 0
+        let low = max(0, Double(parameters.temperature) - Double(range))
+        let high = Double(parameters.temperature) + Double(range)
+        guard count > 1 else { return Float(low) }
+        let normalized = min(1, max(0, entropy) / log(Double(count)))
         return Float(low + (high - low) * pow(normalized, Double(parameters.dynamicTemperatureExponent)))
     }
 

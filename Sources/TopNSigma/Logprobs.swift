@@ -333,6 +333,84 @@ package enum LogprobKernel {
         return vectorTotal * correction + total
     }
 
+    /// The row-mass route's pass over one chunk (``RowPipeline/SoftmaxRoute/rowMass``): with
+    /// `y = (x − maximum)/T` and `e = exp(y)` over the allowed logits, returns `Σ e` (`z`, within
+    /// ``OnlineSoftmax/sumError`` of itself, as
+    /// ``chunk(_:count:mask:maximum:indexBase:keep:bound:into:found:ahead:temperature:blockSums:)``'s),
+    /// `Σ e·y` (`weighted`, at most 0) and `Σ e²` (`squares`): the moments ε, η and p-less need,
+    /// each within ``OnlineSoftmax/momentError`` of itself. The same vector `exp` and lane sums
+    /// as the blocks' sums; two more multiply-adds per vector.
+    static func chunkMoments<E: LogitElement>(
+        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>?, maximum: Float, temperature: Float,
+        ahead: Prefetch = Prefetch()
+    ) -> (z: Double, weighted: Double, squares: Double) {
+        let blockLength = StatisticsKernel.blockLength
+        guard maximum > -.infinity else { return (0, 0, 0) }
+        let scale = Self.scale(temperature: temperature)
+        let hi = maximum * scale
+        let fused = BuildTarget.hasFMA && hi.isFinite
+        // Fused, every term is `2^u` with `u = x·s − hi`, and the true exponent is `u + shift`.
+        let shift = fused ? Double(hi) - Double(maximum) * Double(scale) : 0
+        let correction = powerOfTwo(shift)
+        let m = Vector(repeating: maximum), log2e = Vector(repeating: scale), negHi = Vector(repeating: -hi)
+        let negInf = Vector(repeating: -.infinity), low = Vector(repeating: -150)
+        var sumTotal = 0.0, weighted = 0.0, squares = 0.0
+        let vectorEnd = n &- n % 32
+        var i = 0
+        while i < vectorEnd {
+            let end = Swift.min(i &+ blockLength, vectorEnd)
+            var s0 = Vector(), s1 = Vector(), w0 = Vector(), w1 = Vector(), q0 = Vector(), q1 = Vector()
+            var j = i
+            while j < end {
+                ahead.touch(j &* MemoryLayout<E>.stride)
+                var a = E.load16(p, j), b = E.load16(p, j &+ 16)
+                if let mask {
+                    let word = mask[j &>> 5]
+                    if word == 0 {
+                        j &+= 32
+                        continue
+                    }
+                    if word != ~0 {
+                        a = a.replacing(with: negInf, where: .!StatisticsKernel.laneMask(UInt64(word)))
+                        b = b.replacing(with: negInf, where: .!StatisticsKernel.laneMask(UInt64(word &>> 16)))
+                    }
+                }
+                // A masked lane's −inf exponent is clamped, so that its product with its 0 is 0.
+                let ua = low.replacing(with: fused ? BuildTarget.multiplyAdd(a, log2e, negHi) : (a - m) * log2e, where: a .> negInf)
+                let ub = low.replacing(with: fused ? BuildTarget.multiplyAdd(b, log2e, negHi) : (b - m) * log2e, where: b .> negInf)
+                let ea = exp2(ua), eb = exp2(ub)
+                s0 += ea
+                s1 += eb
+                w0 = BuildTarget.multiplyAdd(ea, ua, w0)
+                w1 = BuildTarget.multiplyAdd(eb, ub, w1)
+                q0 = BuildTarget.multiplyAdd(ea, ea, q0)
+                q1 = BuildTarget.multiplyAdd(eb, eb, q1)
+                j &+= 32
+            }
+            sumTotal += StatisticsKernel.laneSum(s0 + s1)
+            weighted += StatisticsKernel.laneSum(w0 + w1)
+            squares += StatisticsKernel.laneSum(q0 + q1)
+            i = end
+        }
+        // In units of `y`: `Σ e·y = c·ln 2·(Σ 2^u·u + shift·Σ 2^u)`, `Σ e² = c²·Σ 2^(2u)`.
+        weighted = correction * (weighted + shift * sumTotal) * 0.693_147_180_559_945_3
+        squares *= correction * correction
+        var z = sumTotal * correction
+        let factor = Double(scale) / Double(log2eFloat)
+        while i < n {
+            let x = E.float(p, i)
+            if mask.map({ StatisticsKernel.allowed($0, i) }) ?? true, x > -.infinity {
+                let y = (Double(x) - Double(maximum)) * factor
+                let e = exp(y)
+                z += e
+                if e > 0 { weighted += e * y }
+                squares += e * e
+            }
+            i &+= 1
+        }
+        return (z, weighted, squares)
+    }
+
     /// The bytes that the pass reads after this chunk (the row's next chunk), prefetched into L2
     /// while this chunk's exponentials are computed from L1: the exp pass is compute-bound, and
     /// without it the hardware prefetcher idles, so the next chunk's statistics would wait on

@@ -29,6 +29,16 @@ enum OnlineSoftmax {
     /// most `4.04e-6`; with slack, `5e-6`.
     static let sumError = 5e-6
 
+    /// A bound on the relative error of the row-mass route's moments `Σ e·y` and `Σ e²`
+    /// (``LogprobKernel/chunkMoments(_:count:mask:maximum:temperature:ahead:)``).
+    /// Every term has the same sign. `e` carries the error of ``sumError``'s terms (at most
+    /// `4.03e-6` for `|t| ≤ 24`); `y`, or `t` in units of `log2`, is one fused multiply-add of
+    /// `x` and `log2 e / T` rounded to Float (`2^-23` relative); `e²` doubles `e`'s error; the
+    /// lanes add 32 terms of a block before it goes to double (`31·2^-24`). So at most `1e-5`
+    /// for the terms with `|t| ≤ 24`; the others weigh below `2^-24·|t|` (`2^-48` for squares) of
+    /// their chunk's maximum, at most 4096 of them. With slack, `2e-5`.
+    static let momentError = 2e-5
+
     /// Whether the row's weights at `temperature` can be computed by the vector `exp`: a finite,
     /// positive temperature whose `log2 e / T` is a normal Float (no overflow, no underflow).
     @inline(__always)
@@ -52,6 +62,34 @@ enum OnlineSoftmax {
             if chunk > 0 { z += chunk * exp((Double(maxima[c]) - m) / t) }
         }
         return z
+    }
+
+    /// The row's ``ExtendedTruncation/RowMass`` at `temperature` relative to its maximum `M`, from
+    /// the chunks' sums (``RowPipeline/Scratch/chunkMoments``: `Σ e`, `Σ e·y` and `Σ e²` per
+    /// chunk, relative to the chunk's maximum `m_c`): `Z = Σ_c f_c·Z_c`,
+    /// `Σ e·y = Σ_c f_c·(W_c + Z_c·(m_c − M)/T)` and `Σ e² = Σ_c f_c²·Q_c` with
+    /// `f_c = exp((m_c − M)/T)`. Also the bound on its entropy's absolute error, from the chunk
+    /// sums' relative bounds (`zError` for `Σ e`, `momentError` for the others).
+    static func rowMass(
+        moments: UnsafePointer<Double>, maxima: UnsafePointer<Float>, chunks: Int, maximum: Float, temperature: Float,
+        zError: Double, momentError: Double
+    ) -> (mass: ExtendedTruncation.RowMass, entropyError: Double) {
+        let m = Double(maximum), t = Double(temperature)
+        var z = 0.0, weighted = 0.0, squares = 0.0
+        for c in 0..<chunks where maxima[c] > -.infinity && moments[3 * c] > 0 {
+            let y = (Double(maxima[c]) - m) / t
+            let f = exp(y)
+            z += f * moments[3 * c]
+            weighted += f * (moments[3 * c + 1] + moments[3 * c] * y)
+            squares += f * f * moments[3 * c + 2]
+        }
+        let mean = weighted / z
+        let entropy = log(z) - mean
+        // `log Z` moves by at most `−log(1 − zError)`; `Σ e·y / Z` by its own relative error
+        // and Z's; slack for the double arithmetic.
+        let error =
+            1.01 * zError + Swift.abs(mean) * 1.01 * (momentError + zError) + 1e-12 * (1 + Swift.abs(entropy))
+        return (ExtendedTruncation.RowMass(z: z, squares: squares, entropy: entropy), error)
     }
 
     /// Draws from `p_i ∝ exp((x_i − M) / T)` over the allowed logits of the row at `p` (`mask`:
@@ -201,23 +239,76 @@ extension RowPipeline {
         /// top-p alone: survivors are collected against `max − depth·T` (a threshold below which
         /// the whole row's mass is almost never needed); the draw widens it when it is.
         case nucleus(depth: Double)
+        /// ε, η or p-less without a threshold filter (and the samplers after them, over what they
+        /// keep): the pass also sums `e·y` and `e²` per chunk, their cuts on the logits follow
+        /// from the row's mass within its error bound, and the row is gathered at the lowest cut
+        /// the bound allows (``RowPipeline/rowMassDraw(_:vocab:statistics:parameters:step:scratch:mask:)``).
+        case rowMass
+        /// The dynamic temperature alone: the pass sums `e` and `e·y` at temperature 1 in double
+        /// precision (``WideExp``), the row's entropy gives the temperature, and the row's sums are
+        /// taken again at it from cache
+        /// (``RowPipeline/dynamicTemperatureDraw(_:vocab:statistics:parameters:step:scratch:mask:)``).
+        case dynamicTemperature
+        /// typical-p alone: the pass sums `e` and `e·y` in double precision (``WideExp``), the
+        /// row's entropy places the center, and the row is gathered within a distance of it that
+        /// holds the mass (``RowPipeline/typicalDraw(_:vocab:statistics:parameters:step:scratch:mask:)``).
+        case typical
+        /// XTC alone: the pass sums as plain sampling does; when the coin applies XTC, the tokens
+        /// at or above its threshold are gathered, all but the last leave the row's bitmask, and
+        /// their chunks' sums are taken again (``RowPipeline/xtcDraw(_:vocab:statistics:parameters:step:scratch:mask:)``).
+        case xtc
 
         var depth: Double? {
             if case .nucleus(let depth) = self { return depth }
             return nil
         }
+
+        /// Whether the pass collects survivors (top-p alone); the other routes gather after the
+        /// pass, if at all.
+        var collects: Bool { depth != nil }
+
+        /// The temperature of the pass's moments (``LogprobKernel/chunkMoments(_:count:mask:maximum:temperature:ahead:)``),
+        /// nil for the routes that need only the blocks' sums.
+        func momentsTemperature(_ parameters: SamplingParameters) -> Float? {
+            switch self {
+            case .rowMass, .typical: parameters.temperature
+            case .dynamicTemperature: 1
+            default: nil
+            }
+        }
+
+        /// The relative error bounds of the pass's moments on this route: the Float kernel's
+        /// (``OnlineSoftmax/sumError``, ``OnlineSoftmax/momentError``), or on the dynamic
+        /// temperature's and typical-p's routes the double one's (``WideExp/massError(vocab:)``).
+        func momentErrors(vocab: Int) -> (z: Double, moments: Double) {
+            self == .dynamicTemperature || self == .typical
+                ? (WideExp.massError(vocab: vocab), WideExp.massError(vocab: vocab))
+                : (OnlineSoftmax.sumError + 1e-12, OnlineSoftmax.momentError + 1e-12)
+        }
     }
 
     /// The row's softmax route, or nil for the survivor pipeline: a row with Top-nσ, min-p or
-    /// top-k (their thresholds bound the survivors), edited tokens or logprobs (they need the
-    /// survivors), another sampler (``ExtendedTruncation``), or a temperature the vector `exp`
-    /// cannot take (0, `+inf`, extreme).
+    /// top-k (their thresholds bound the survivors), edited tokens other than on plain
+    /// sampling, logprobs (they need the survivors), another sampler (``ExtendedTruncation``) unless ε, η or p-less cut the row
+    /// first (``SoftmaxRoute/rowMass``) or it is typical-p, the dynamic temperature or XTC alone, a sampler
+    /// order, or a temperature the vector `exp` cannot take (0, `+inf`, extreme).
     static func softmaxRoute(_ parameters: SamplingParameters, _ state: ProcessingState) -> SoftmaxRoute? {
         guard parameters.passNSigma == nil, parameters.passMinP == nil, parameters.passTopK == nil,
-            state.editCount == 0,
-            state.topLogprobs < 0, !parameters.usesExtendedSamplers,
-            OnlineSoftmax.supports(temperature: parameters.temperature)
+            state.topLogprobs < 0, OnlineSoftmax.supports(temperature: parameters.temperature)
         else { return nil }
+        // Edited tokens (bias, penalties, DRY) join plain sampling's draw from their processed
+        // logits (``RowPipeline/plainDraw(_:vocab:statistics:parameters:step:scratch:mask:)``).
+        if state.editCount > 0 {
+            return !parameters.usesExtendedSamplers && (parameters.topP ?? 1) >= 1 ? .plain : nil
+        }
+        if parameters.usesExtendedSamplers {
+            guard parameters.order == nil else { return nil }
+            if ExtendedTruncation.needsRowMass(parameters) { return .rowMass }
+            guard parameters.topP == nil else { return nil }
+            let dynamic = parameters.dynamicTemperatureRange != nil, xtc = parameters.xtcThreshold != nil
+            if let typical = parameters.typicalP { return typical < 1 && !dynamic && !xtc ? .typical : nil }
+            return dynamic && !xtc ? .dynamicTemperature : xtc && !dynamic ? .xtc : nil
+        }
         guard let p = parameters.topP, p < 1 else { return .plain }
         return .nucleus(depth: nucleusDepth(p))
     }

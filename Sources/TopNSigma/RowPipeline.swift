@@ -61,6 +61,9 @@ package enum RowPipeline {
         var drawSums: UnsafeMutablePointer<Double>
         /// Top-k: per chunk, ``TopKBound/groupsPerChunk`` group maxima (``TopKBound``).
         var groupMaxima: UnsafeMutablePointer<Float>
+        /// The row-mass and dynamic-temperature routes: per chunk, `Σ e`, `Σ e·y` and `Σ e²`
+        /// relative to the chunk's maximum (``OnlineSoftmax/rowMass(moments:maxima:chunks:maximum:temperature:zError:momentError:)``).
+        var chunkMoments: UnsafeMutablePointer<Double>
 
         /// Where each array of a ``Scratch`` lives in its block: offsets computed from the
         /// element types' own strides and alignments, each array on a 64-byte boundary.
@@ -70,7 +73,8 @@ package enum RowPipeline {
             let candidates: Int, weights: Int, partials: Int, counts: Int, thresholds: Int
             let state: Int, mask: Int, maskWords: Int, table: Int, tableCapacity: Int, edits: Int, staging: Int,
                 editStarts: Int
-            let expSums: Int, chunkMaxima: Int, topCounts: Int, topTokens: Int, drawSums: Int, groupMaxima: Int
+            let expSums: Int, chunkMaxima: Int, topCounts: Int, topTokens: Int, drawSums: Int, groupMaxima: Int,
+                chunkMoments: Int
             /// Bytes of one block.
             let byteCount: Int
 
@@ -101,8 +105,10 @@ package enum RowPipeline {
                     let topCounts = place(Int.self, count: chunks),
                     let topTokens = place(Candidate.self, count: chunks * TopLogprobs.maximumCount),
                     let drawSums = place(Double.self, count: chunks * StatisticsKernel.blocksPerChunk),
-                    let groupMaxima = place(Float.self, count: chunks * TopKBound.groupsPerChunk)
+                    let groupMaxima = place(Float.self, count: chunks * TopKBound.groupsPerChunk),
+                    let chunkMoments = place(Double.self, count: 3 * chunks)
                 else { return nil }
+                self.chunkMoments = chunkMoments
                 self.drawSums = drawSums
                 self.groupMaxima = groupMaxima
                 self.vocab = vocab
@@ -160,7 +166,8 @@ package enum RowPipeline {
                     drawSums: (block + drawSums).bindMemory(
                         to: Double.self, capacity: chunks * StatisticsKernel.blocksPerChunk),
                     groupMaxima: (block + groupMaxima).bindMemory(
-                        to: Float.self, capacity: chunks * TopKBound.groupsPerChunk))
+                        to: Float.self, capacity: chunks * TopKBound.groupsPerChunk),
+                    chunkMoments: (block + chunkMoments).bindMemory(to: Double.self, capacity: 3 * chunks))
             }
         }
     }
@@ -197,8 +204,9 @@ package enum RowPipeline {
             BuildTarget.hasAVX512 && sampling && scratch != nil && parameters.temperature != 0
             && parameters.passNSigma == nil && state.mask == nil && state.editCount == 0 && state.topLogprobs < 0
             && (route?.depth != nil || (route == nil && (parameters.passMinP ?? 0) > 0))
-        // Plain sampling collects nothing: its draw needs only the chunks' sums.
-        let collectSurvivors = collect && route != .plain
+        // Plain sampling collects nothing: its draw needs only the chunks' sums. Nor does the
+        // row-mass route: its cut is known only once the row's mass is.
+        let collectSurvivors = collect && route?.collects ?? true
         let depth = route?.depth
         // Top-k rows collect nothing during the pass: each chunk leaves its group maxima, and the
         // row settles its survivors from them (``TopKBound``).
@@ -215,7 +223,8 @@ package enum RowPipeline {
             let mask = state.mask.map { UnsafePointer($0 + start / 32) }
             let groups = topK != nil ? scratch.map { $0.groupMaxima + c * TopKBound.groupsPerChunk } : nil
             let part =
-                (route == .plain && mask == nil ? StatisticsKernel.maximumPartial(p + start, count: length) : nil)
+                (route != nil && !route!.collects && mask == nil
+                    ? StatisticsKernel.maximumPartial(p + start, count: length) : nil)
                 ?? (momentsFree ? StatisticsKernel.maximumBlocks(p + start, count: length, groups: groups) : nil)
                 ?? StatisticsKernel.chunkPartial(
                     p + start, count: length, mask: mask, groups: groups,
@@ -254,6 +263,19 @@ package enum RowPipeline {
                 let ahead = LogprobKernel.Prefetch(
                     base: c + 1 < end ? UnsafeRawPointer(p + next) : nil,
                     byteCount: max(0, min(chunkLength, vocab - next)) * MemoryLayout<E>.stride)
+                if let temperature = route?.momentsTemperature(parameters) {
+                    let moments =
+                        route == .dynamicTemperature || route == .typical
+                        ? WideExp.chunkMass(
+                            p + start, count: length, mask: mask, maximum: part.maximum, temperature: temperature)
+                        : LogprobKernel.chunkMoments(
+                            p + start, count: length, mask: mask, maximum: part.maximum, temperature: temperature,
+                            ahead: ahead)
+                    scratch.chunkMoments[3 * c] = moments.z
+                    scratch.chunkMoments[3 * c + 1] = moments.weighted
+                    scratch.chunkMoments[3 * c + 2] = moments.squares
+                    continue
+                }
                 // keep 0: nothing is written to the top list.
                 _ = LogprobKernel.chunk(
                     p + start, count: length, mask: mask, maximum: part.maximum, indexBase: start, keep: 0,
@@ -414,7 +436,7 @@ package enum RowPipeline {
             return .success((statistics, ties))
         }
         let route = sampling ? softmaxRoute(parameters, state) : nil
-        if route == .plain { return .success((statistics, nil)) }
+        if let route, !route.collects { return .success((statistics, nil)) }
         let range = thresholdRange(statistics, parameters, m2Error: m2Error)
         var low = floatThreshold(range.lower)
         if let depth = route?.depth {
@@ -709,13 +731,31 @@ package enum RowPipeline {
         _ p: UnsafePointer<E>, vocab: Int, route: SoftmaxRoute, statistics: RowStatistics,
         parameters: SamplingParameters, step: UInt64, count: Int, scratch: Scratch, mask: UnsafePointer<UInt32>?
     ) -> SampledToken {
+        switch route {
+        case .rowMass:
+            return rowMassDraw(
+                p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, scratch: scratch,
+                mask: mask)
+        case .dynamicTemperature:
+            return dynamicTemperatureDraw(
+                p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, scratch: scratch,
+                mask: mask)
+        case .typical:
+            return typicalDraw(
+                p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, scratch: scratch,
+                mask: mask)
+        case .xtc:
+            return xtcDraw(
+                p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, scratch: scratch,
+                mask: mask)
+        case .plain, .nucleus: break
+        }
         let u = Philox4x32(seed: parameters.seed).uniform(step: step)
         let chunks = StatisticsKernel.chunkCount(length: vocab)
         guard case .nucleus(var depth) = route, let p32 = parameters.topP else {
-            return OnlineSoftmax.draw(
-                p, vocab: vocab, mask: mask, sums: scratch.drawSums, maxima: scratch.chunkMaxima,
-                maximum: statistics.maximum, temperature: parameters.temperature, uniform: u,
-                candidateCount: statistics.finiteCount)
+            return plainDraw(
+                p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, scratch: scratch,
+                mask: mask)
         }
         let m = Double(statistics.maximum), t = Double(parameters.temperature), topP = Double(p32)
         var z = OnlineSoftmax.normalizer(
@@ -796,6 +836,321 @@ package enum RowPipeline {
         count = recollect(p, vocab: vocab, threshold: -.greatestFiniteMagnitude, scratch: scratch, mask: mask)
         return draw(
             p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, count: count, scratch: scratch)
+    }
+
+    /// The draw of a row on the row-mass route (``SoftmaxRoute/rowMass``). ε's and η's cut
+    /// (keep `x > strict`) and p-less's (keep `x >= atLeast`) follow from the row's mass; from the
+    /// pass's Float sums each is known within a band (``OnlineSoftmax/rowMass(moments:maxima:chunks:maximum:temperature:zError:momentError:)``'s
+    /// bounds, through ``ExtendedTruncation/cuts(_:mass:maximum:)``, which is monotone in each).
+    /// The row is gathered at the lowest cut the bands allow. When no gathered logit but the
+    /// maximum lies within a band, every mass within the bounds keeps the same set, so the
+    /// estimate decides as the float64 mass would; otherwise the row's mass is taken again in
+    /// double precision (rare). Then the rest of the truncation over what is gathered
+    /// (``ExtendedTruncation/apply(_:count:weights:maximum:parameters:mass:step:)``), and the
+    /// draw.
+    static func rowMassDraw<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, statistics: RowStatistics, parameters: SamplingParameters, step: UInt64,
+        scratch: Scratch, mask: UnsafePointer<UInt32>?
+    ) -> SampledToken {
+        let chunks = StatisticsKernel.chunkCount(length: vocab)
+        let errors = SoftmaxRoute.rowMass.momentErrors(vocab: vocab)
+        let estimate = OnlineSoftmax.rowMass(
+            moments: scratch.chunkMoments, maxima: scratch.chunkMaxima, chunks: chunks, maximum: statistics.maximum,
+            temperature: parameters.temperature, zError: errors.z, momentError: errors.moments)
+        let mass = estimate.mass
+        let zError = errors.z, qError = errors.moments
+        func corner(_ z: Double, _ squares: Double, _ entropy: Double) -> (strict: Double, atLeast: Double) {
+            ExtendedTruncation.cuts(
+                parameters, mass: .init(z: mass.z * z, squares: mass.squares * squares, entropy: entropy),
+                maximum: statistics.maximum)
+        }
+        let (h, dh) = (mass.entropy, estimate.entropyError)
+        let low = corner(1 - zError, 1 - qError, h + dh), high = corner(1 + zError, 1 + qError, h - dh)
+        // ε and η's cut rises with Z and falls with H; p-less's rises with Σe² and falls with Z.
+        let strictLow = low.strict, strictHigh = high.strict
+        let atLeastLow = corner(1 + zError, 1 - qError, h).atLeast
+        let atLeastHigh = corner(1 - zError, 1 + qError, h).atLeast
+        func widened(_ x: Double, by sign: Double) -> Double {
+            x.isFinite ? x + sign * (1e-9 + 1e-12 * Swift.abs(x)) : x
+        }
+        let gatherAt = Swift.min(
+            Double(statistics.maximum), widened(Swift.max(strictLow, atLeastLow), by: -1))
+        let count = recollect(p, vocab: vocab, threshold: floatThreshold(gatherAt), scratch: scratch, mask: mask)
+        let c = scratch.candidates
+        let bands = [
+            (widened(strictLow, by: -1), widened(strictHigh, by: 1)),
+            (widened(atLeastLow, by: -1), widened(atLeastHigh, by: 1))
+        ]
+        var undecided = false
+        scan: for j in 0..<count where c[j].logit != statistics.maximum {
+            let x = Double(c[j].logit)
+            for (a, b) in bands where x >= a && x <= b {
+                undecided = true
+                break scan
+            }
+        }
+        if undecided {
+            return exactDraw(
+                p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, scratch: scratch,
+                mask: mask)
+        }
+        let (kept, temperature, maximum) = ExtendedTruncation.apply(
+            c, count: count, weights: scratch.weights, maximum: statistics.maximum, parameters: parameters,
+            mass: mass, step: step)
+        return DrawKernel.draw(
+            UnsafeBufferPointer(start: c, count: kept), maximum: maximum, temperature: temperature,
+            uniform: Philox4x32(seed: parameters.seed).uniform(step: step), weights: scratch.weights)
+    }
+
+    /// Plain sampling's draw: the chunks' sums alone (``OnlineSoftmax/draw(_:vocab:mask:sums:maxima:maximum:temperature:uniform:candidateCount:)``),
+    /// or with edited tokens (their processed logits, outside the effective bitmask the sums
+    /// were taken through) `Z` as the blocks' share plus the edits' exact weights: a target in
+    /// the blocks' share draws there, one past it the edit where the cumulative weight passes
+    /// it (the edits after the blocks, in their order).
+    static func plainDraw<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, statistics: RowStatistics, parameters: SamplingParameters, step: UInt64,
+        scratch: Scratch, mask: UnsafePointer<UInt32>?
+    ) -> SampledToken {
+        let u = Philox4x32(seed: parameters.seed).uniform(step: step)
+        let edits = scratch.state.pointee.editCount
+        guard edits > 0 else {
+            return OnlineSoftmax.draw(
+                p, vocab: vocab, mask: mask, sums: scratch.drawSums, maxima: scratch.chunkMaxima,
+                maximum: statistics.maximum, temperature: parameters.temperature, uniform: u,
+                candidateCount: statistics.finiteCount)
+        }
+        let m = Double(statistics.maximum), t = Double(parameters.temperature)
+        let blocks = OnlineSoftmax.normalizer(
+            sums: scratch.drawSums, maxima: scratch.chunkMaxima, chunks: StatisticsKernel.chunkCount(length: vocab),
+            maximum: statistics.maximum, temperature: parameters.temperature)
+        var edited = 0.0
+        for k in 0..<edits where scratch.edits[k].value > -.infinity {
+            edited += exp((Double(scratch.edits[k].value) - m) / t)
+        }
+        let z = blocks + edited
+        let target = u * z
+        if target < blocks {
+            var drawn = OnlineSoftmax.draw(
+                p, vocab: vocab, mask: mask, sums: scratch.drawSums, maxima: scratch.chunkMaxima,
+                maximum: statistics.maximum, temperature: parameters.temperature, uniform: target / blocks,
+                candidateCount: statistics.finiteCount)
+            // Its log-probability is relative to the blocks' share: to the row's.
+            drawn.logProbability += log(blocks) - log(z)
+            return drawn
+        }
+        var cumulative = blocks, chosen = -1
+        for k in 0..<edits where scratch.edits[k].value > -.infinity {
+            chosen = k
+            cumulative += exp((Double(scratch.edits[k].value) - m) / t)
+            if cumulative > target { break }
+        }
+        guard chosen >= 0 else {
+            return OnlineSoftmax.draw(
+                p, vocab: vocab, mask: mask, sums: scratch.drawSums, maxima: scratch.chunkMaxima,
+                maximum: statistics.maximum, temperature: parameters.temperature, uniform: u,
+                candidateCount: statistics.finiteCount)
+        }
+        let value = Double(scratch.edits[chosen].value)
+        return SampledToken(
+            token: Int(scratch.edits[chosen].token), logProbability: (value - m) / t - log(z),
+            candidateCount: statistics.finiteCount)
+    }
+
+    /// A softmax route's row that its Float sums leave undecided (rare): every allowed logit
+    /// gathered, and the survivor pipeline's truncation and draw in double precision, exactly as
+    /// a row off the routes.
+    static func exactDraw<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, statistics: RowStatistics, parameters: SamplingParameters, step: UInt64,
+        scratch: Scratch, mask: UnsafePointer<UInt32>?
+    ) -> SampledToken {
+        exactRecomputations.add(1, ordering: .relaxed)
+        let count = recollect(p, vocab: vocab, threshold: -.greatestFiniteMagnitude, scratch: scratch, mask: mask)
+        return draw(
+            p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, count: count, scratch: scratch)
+    }
+
+    /// The draw of a row on the dynamic-temperature route (``SoftmaxRoute/dynamicTemperature``):
+    /// the temperature from the row's entropy at temperature 1 (the pass's double sums of `e` and
+    /// `e·y`) when both ends of the entropy's error bound round to the same Float temperature,
+    /// the survivor pipeline's otherwise (``exactDraw``); then the row's blocks' sums at that temperature,
+    /// chunk by chunk from cache, and the plain draw (greedy at temperature 0).
+    static func dynamicTemperatureDraw<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, statistics: RowStatistics, parameters: SamplingParameters, step: UInt64,
+        scratch: Scratch, mask: UnsafePointer<UInt32>?
+    ) -> SampledToken {
+        let chunks = StatisticsKernel.chunkCount(length: vocab)
+        let errors = SoftmaxRoute.dynamicTemperature.momentErrors(vocab: vocab)
+        let estimate = OnlineSoftmax.rowMass(
+            moments: scratch.chunkMoments, maxima: scratch.chunkMaxima, chunks: chunks, maximum: statistics.maximum,
+            temperature: 1, zError: errors.z, momentError: errors.moments)
+        let n = statistics.finiteCount
+        let h = estimate.mass.entropy, dh = estimate.entropyError
+        let temperature = ExtendedTruncation.dynamicTemperature(entropy: h - dh, count: n, parameters: parameters)
+        guard temperature == ExtendedTruncation.dynamicTemperature(entropy: h + dh, count: n, parameters: parameters),
+            temperature == 0 || OnlineSoftmax.supports(temperature: temperature)
+        else {
+            return exactDraw(
+                p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, scratch: scratch,
+                mask: mask)
+        }
+        // Greedy over the row: its first token in key order.
+        if temperature == 0 { return SampledToken(token: statistics.argmax, logProbability: 0, candidateCount: 1) }
+        let chunkLength = StatisticsKernel.chunkLength
+        for c in 0..<chunks {
+            let start = c * chunkLength
+            var bound = Float.infinity, found = 0
+            _ = LogprobKernel.chunk(
+                p + start, count: min(chunkLength, vocab - start), mask: mask.map { $0 + start / 32 },
+                maximum: scratch.chunkMaxima[c], indexBase: start, keep: 0, bound: &bound, into: scratch.topTokens,
+                found: &found, temperature: temperature,
+                blockSums: scratch.drawSums + c * StatisticsKernel.blocksPerChunk)
+        }
+        return OnlineSoftmax.draw(
+            p, vocab: vocab, mask: mask, sums: scratch.drawSums, maxima: scratch.chunkMaxima,
+            maximum: statistics.maximum, temperature: temperature,
+            uniform: Philox4x32(seed: parameters.seed).uniform(step: step), candidateCount: n)
+    }
+
+    /// The draw of a row on typical-p's route (``SoftmaxRoute/typical``). The row's mass `Z` and
+    /// center `ȳ = Σ e·y / Z` come from the pass's double sums (``WideExp``), so the pivot
+    /// `M + T·ȳ` is known within a bound `δ`. The kept set is a prefix in distance from the
+    /// pivot: the smallest radius of eight whose Float mass holds `p·Z` with room to spare
+    /// (``WideExp/intervalMasses(_:vocab:mask:maximum:temperature:pivot:radii:)``) bounds it, the
+    /// tokens within it are gathered, and the weighted selection of the survivor pipeline runs
+    /// over them. The float64 set is the one found when the gathered mass holds `p·Z`, the
+    /// selection's crossing is clear of `Z`'s bound, and no token lies within `2δ` of the last
+    /// kept one's distance with another logit (a pivot anywhere within its bound then orders
+    /// them alike); otherwise, or past the widest radius, ``exactDraw``.
+    static func typicalDraw<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, statistics: RowStatistics, parameters: SamplingParameters, step: UInt64,
+        scratch: Scratch, mask: UnsafePointer<UInt32>?
+    ) -> SampledToken {
+        let chunks = StatisticsKernel.chunkCount(length: vocab)
+        let errors = SoftmaxRoute.typical.momentErrors(vocab: vocab)
+        let estimate = OnlineSoftmax.rowMass(
+            moments: scratch.chunkMoments, maxima: scratch.chunkMaxima, chunks: chunks, maximum: statistics.maximum,
+            temperature: parameters.temperature, zError: errors.z, momentError: errors.moments)
+        func exact() -> SampledToken {
+            exactDraw(
+                p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, scratch: scratch,
+                mask: mask)
+        }
+        let m = Double(statistics.maximum), t = Double(parameters.temperature)
+        let z = estimate.mass.z
+        let center = log(z) - estimate.mass.entropy
+        let order = TypicalOrder(center: center, maximum: m, temperature: t)
+        // The center is `log Z − H`: within the entropy's bound and `log Z`'s again.
+        let delta = t * (2 * estimate.entropyError + 1e-12 * Swift.abs(center)) + 1e-12 * Swift.abs(order.pivot)
+        let need = Double(parameters.typicalP ?? 1) * z
+        let slack = need * 2 * errors.z + 1e-12 * z
+        let scales: SIMD8<Float> = [0.25, 0.5, 1, 1.5, 2.25, 3.5, 6, 12]
+        // The Float pass's radii a hair inside the double ones they stand for.
+        let masses = WideExp.intervalMasses(
+            p, vocab: vocab, mask: mask, maximum: statistics.maximum, temperature: parameters.temperature,
+            pivot: Float(order.pivot), radii: scales * Float(t * (1 - 1e-5)))
+        var level = 0
+        while level < 8 && masses[level] < need * (1 + 1e-4) { level += 1 }
+        guard level < 8 else { return exact() }
+        let radius = Double(scales[level]) * t + delta
+        var count = recollect(
+            p, vocab: vocab, threshold: floatThreshold(order.pivot - radius), scratch: scratch, mask: mask)
+        let c = scratch.candidates, w = scratch.weights
+        // Exactly the tokens within `radius` of the pivot: a prefix of the row in typical order.
+        var within = 0
+        for j in 0..<count where order.distance(c[j]) <= radius {
+            c[within] = c[j]
+            within &+= 1
+        }
+        count = within
+        let gathered = SoftmaxWeights.compute(
+            c, count: count, maximum: statistics.maximum, temperature: parameters.temperature, into: w)
+        guard gathered >= need + slack else { return exact() }
+        let kept = Truncation.nucleus(c, w, count: count, need: need, order: order)
+        var keptMass = 0.0, last = 0
+        for j in 0..<kept {
+            keptMass += w[j]
+            if order.precedes(c[last], c[j]) { last = j }
+        }
+        guard keptMass >= need + slack && keptMass - w[last] < need - slack else { return exact() }
+        let edge = order.distance(c[last])
+        for j in 0..<count where j != last && c[j].logit != c[last].logit {
+            if Swift.abs(order.distance(c[j]) - edge) <= 2 * delta { return exact() }
+        }
+        Truncation.sortByIndex(c, count: kept)
+        return DrawKernel.draw(
+            UnsafeBufferPointer(start: c, count: kept), maximum: ExtendedTruncation.setMaximum(c, count: kept),
+            temperature: parameters.temperature, uniform: Philox4x32(seed: parameters.seed).uniform(step: step),
+            weights: w)
+    }
+
+    /// The draw of a row on the XTC route (``SoftmaxRoute/xtc``). When the coin applies XTC, its
+    /// cut `p_i >= threshold`, `x_i >= M + T·log(threshold·Z)`, is placed within `Z`'s bound;
+    /// the row is gathered at its lower end (a few tokens: at most about `1/threshold`), and a
+    /// gathered logit inside the bound takes the float64 route (``exactDraw``). With two or more
+    /// at or above the cut, all of them but the last in key order leave the row's effective
+    /// bitmask (in the scratch), their chunks' sums are taken again without them, and the row is
+    /// drawn as plain sampling is: the float64 distribution of the rest.
+    static func xtcDraw<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, statistics: RowStatistics, parameters: SamplingParameters, step: UInt64,
+        scratch: Scratch, mask: UnsafePointer<UInt32>?
+    ) -> SampledToken {
+        let chunks = StatisticsKernel.chunkCount(length: vocab)
+        let u = Philox4x32(seed: parameters.seed).uniform(step: step)
+        func plain(_ mask: UnsafePointer<UInt32>?, removed: Int) -> SampledToken {
+            OnlineSoftmax.draw(
+                p, vocab: vocab, mask: mask, sums: scratch.drawSums, maxima: scratch.chunkMaxima,
+                maximum: statistics.maximum, temperature: parameters.temperature, uniform: u,
+                candidateCount: statistics.finiteCount - removed)
+        }
+        guard let threshold = parameters.xtcThreshold,
+            Philox4x32(seed: parameters.seed).uniform(step: step, stream: SamplingParameters.xtcStream)
+                < Double(parameters.xtcProbability)
+        else { return plain(mask, removed: 0) }
+        let z = OnlineSoftmax.normalizer(
+            sums: scratch.drawSums, maxima: scratch.chunkMaxima, chunks: chunks, maximum: statistics.maximum,
+            temperature: parameters.temperature)
+        let m = Double(statistics.maximum), t = Double(parameters.temperature)
+        let zError = OnlineSoftmax.sumError + 1e-12
+        let low = m + t * log(Double(threshold) * z * (1 - zError)), high = m + t * log(Double(threshold) * z * (1 + zError))
+        let lowCut = low - (1e-9 + 1e-12 * Swift.abs(low)), highCut = high + (1e-9 + 1e-12 * Swift.abs(high))
+        // No token can reach the cut: XTC removes nothing.
+        guard lowCut <= m else { return plain(mask, removed: 0) }
+        let count = recollect(p, vocab: vocab, threshold: floatThreshold(lowCut), scratch: scratch, mask: mask)
+        let c = scratch.candidates
+        var last = -1
+        for j in 0..<count {
+            let x = Double(c[j].logit)
+            if x <= highCut {
+                return exactDraw(
+                    p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, scratch: scratch,
+                    mask: mask)
+            }
+            if last < 0 || Truncation.precedes(c[last], c[j]) { last = j }
+        }
+        guard count >= 2 else { return plain(mask, removed: 0) }
+        // Every gathered token but the last leaves the effective bitmask.
+        let words = (vocab + 31) / 32
+        if mask == nil { scratch.mask.update(repeating: ~0, count: words) }
+        var previousChunk = -1
+        let chunkLength = StatisticsKernel.chunkLength
+        for j in 0..<count where j != last {
+            let i = Int(c[j].index)
+            scratch.mask[i / 32] &= ~(1 << UInt32(i % 32))
+        }
+        // The chunks that lost a token (the gathered ones are in id order): their sums again.
+        for j in 0..<count where j != last {
+            let chunk = Int(c[j].index) / chunkLength
+            guard chunk != previousChunk else { continue }
+            previousChunk = chunk
+            let start = chunk * chunkLength
+            var bound = Float.infinity, found = 0
+            _ = LogprobKernel.chunk(
+                p + start, count: min(chunkLength, vocab - start), mask: UnsafePointer(scratch.mask + start / 32),
+                maximum: scratch.chunkMaxima[chunk], indexBase: start, keep: 0, bound: &bound,
+                into: scratch.topTokens, found: &found, temperature: parameters.temperature,
+                blockSums: scratch.drawSums + chunk * StatisticsKernel.blocksPerChunk)
+        }
+        return plain(UnsafePointer(scratch.mask), removed: count - 1)
     }
 
     /// Compacts every chunk of the row again at `threshold` and gathers the survivors in id

@@ -20,13 +20,23 @@ final class AllocationTests: XCTestCase {
 
         for (rows, vocab, threads) in [(8, 49_152, 2), (1, 128_256, 2), (3, 32_000, 1), (2, 70_000, 4)] {
             let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 3)
-            // Plain Top-nσ, greedy, and every truncation (top-k, top-p, min-p) in one batch.
-            let parameters = (0..<rows).map { r in
-                [
-                    SamplingParameters(temperature: 1, nSigma: 1, seed: UInt64(r)),
-                    SamplingParameters(temperature: 0, nSigma: 1, seed: UInt64(r)),
-                    SamplingParameters(temperature: 1.3, nSigma: nil, seed: UInt64(r), topK: 30, topP: 0.9, minP: 0.01)
-                ][r % 3]
+            // Plain Top-nσ, greedy, every truncation (top-k, top-p, min-p) and the softmax routes
+            // of the other samplers (typical-p, ε/η/p-less, XTC, the dynamic temperature).
+            let kinds: [SamplingParameters] = [
+                SamplingParameters(temperature: 1, nSigma: 1),
+                SamplingParameters(temperature: 0, nSigma: 1),
+                SamplingParameters(temperature: 1.3, nSigma: nil, topK: 30, topP: 0.9, minP: 0.01),
+                SamplingParameters(nSigma: nil, typicalP: 0.9),
+                SamplingParameters(
+                    nSigma: nil, typicalP: 0.95, epsilon: 3e-4, eta: 3e-4, xtcThreshold: 0.1,
+                    dynamicTemperatureRange: 0.5, pLess: true),
+                SamplingParameters(temperature: 0.8, nSigma: nil, xtcThreshold: 0.05),
+                SamplingParameters(nSigma: nil, dynamicTemperatureRange: 0.5)
+            ]
+            let parameters = (0..<rows).map { (r: Int) -> SamplingParameters in
+                var p = kinds[r % kinds.count]
+                p.seed = UInt64(r)
+                return p
             }
             var steps = [UInt64](repeating: 0, count: rows)
             var results = [SampleResult](repeating: .failure(.noFiniteLogit), count: rows)
@@ -93,10 +103,13 @@ final class AllocationTests: XCTestCase {
                 q.outputTokens += q.outputTokens.prefix(40)
                 q.dryMultiplier = 0.8
                 q.drySequenceBreakers = [[q.outputTokens[3]], [q.outputTokens[5], q.outputTokens[6]]]
+                // Odd rows without logprobs: a plain one among them draws on the softmax route.
+                if $0 % 2 == 1 { q.topLogprobs = nil }
                 return q
             }
-            let parameters = (0..<rows).map {
-                SamplingParameters(temperature: $0 % 3 == 1 ? 0 : 0.9, nSigma: 1, seed: UInt64($0), topP: 0.95)
+            let parameters = (0..<rows).map { (r: Int) -> SamplingParameters in
+                if r % 3 == 2 { return SamplingParameters(temperature: 0.9, nSigma: nil, seed: UInt64(r)) }
+                return SamplingParameters(temperature: r % 3 == 1 ? 0 : 0.9, nSigma: 1, seed: UInt64(r), topP: 0.95)
             }
             let steps = [UInt64](repeating: 1, count: rows)
             var results = [SampleResult](repeating: .failure(.noFiniteLogit), count: rows)

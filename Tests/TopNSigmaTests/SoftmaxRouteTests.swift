@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 import TopNSigma
+import Synchronization
 import TopNSigmaBaselines
 
 /// The rows without a threshold filter: plain sampling (the online softmax's chunk sums), top-p
@@ -264,13 +265,14 @@ import TopNSigmaBaselines
 
     @Test("the softmax routes give the same tokens whatever the thread count, batch size or row position")
     func determinism() throws {
-        let vocab = 128_256, rows = 4
+        let vocab = 128_256, rows = 5
         let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 33)
         let parameters = [
             SamplingParameters(temperature: 1, nSigma: nil, seed: 1),
             SamplingParameters(temperature: 0.7, nSigma: nil, seed: 2, topP: 0.9),
             SamplingParameters(temperature: 1, nSigma: nil, seed: 3, topK: 50),
-            SamplingParameters(temperature: 1.2, nSigma: nil, seed: 4, topK: 1000)
+            SamplingParameters(temperature: 1.2, nSigma: nil, seed: 4, topK: 1000),
+            SamplingParameters(temperature: 0.8, nSigma: nil, seed: 5, epsilon: 1e-4, eta: 3e-4, pLess: true)
         ]
         for step in [UInt64(0), 77] {
             let steps = [UInt64](repeating: step, count: rows)
@@ -289,6 +291,221 @@ import TopNSigmaBaselines
                     #expect(alone == reference[r], "row \(r), \(threads) threads")
                 }
             }
+        }
+    }
+
+    /// ε, η and p-less without a threshold filter: the row-mass route (the pass's Float moments
+    /// place their cuts within a band; a logit inside a band takes the row's mass in double).
+    static let rowMassCases: [SamplingParameters] = [
+        SamplingParameters(nSigma: nil, seed: 1, epsilon: 3e-4),
+        SamplingParameters(temperature: 0.7, nSigma: nil, seed: 2, eta: 3e-4),
+        SamplingParameters(temperature: 1.5, nSigma: nil, seed: 3, pLess: true),
+        SamplingParameters(temperature: 1.2, nSigma: nil, seed: 4, epsilon: 1e-5, eta: 1e-3, pLess: true),
+        SamplingParameters(
+            temperature: 1, nSigma: nil, seed: 5, topP: 0.9, typicalP: 0.95, epsilon: 3e-4, eta: 3e-4,
+            xtcThreshold: 0.1, xtcProbability: 0.5, dynamicTemperatureRange: 0.5, pLess: true)
+    ]
+
+    @Test("the row-mass route draws from the float64 kept set on real rows, with exact log-probabilities", arguments: rowMassCases)
+    func rowMassReal(parameters: SamplingParameters) throws {
+        let rows = Fixture.logits.rows, vocab = Fixture.logits.vocab
+        let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 1)
+        for r in 0..<rows {
+            let row = Fixture.row(r)
+            for step in UInt64(0)..<8 {
+                let reference = Reference.extended(row, parameters, step: step).distribution
+                let token = try sampler.sample(logits: row, parameters: [parameters], steps: [step])[0].get()
+                let probability = try #require(
+                    reference.first { $0.token == token.token }?.probability, "row \(r): \(token.token) not kept")
+                #expect(Swift.abs(token.logProbability - Foundation.log(probability)) < 1e-6)
+                #expect(token.candidateCount == reference.count, "row \(r) step \(step)")
+            }
+        }
+        // The same row through an allowed-token bitmask: the route reads the masked row.
+        let row = Fixture.row(2)
+        var allowed = [Bool](repeating: true, count: vocab)
+        for i in stride(from: 0, to: vocab, by: 3) { allowed[i] = false }
+        let top = row.indices.max { row[$0] < row[$1] }!
+        allowed[top] = false
+        let masked = row.indices.map { allowed[$0] ? row[$0] : -.infinity }
+        var words = [UInt32](repeating: 0, count: (vocab + 31) / 32)
+        for i in 0..<vocab where allowed[i] { words[i / 32] |= 1 << UInt32(i % 32) }
+        try Self.checkDraws(
+            row, parameters, expected: Self.extendedReference(masked, parameters), draws: 800,
+            processing: RequestProcessing(allowedTokens: words))
+    }
+
+    /// The float64 distribution of a row whose extended samplers do not depend on the step (no XTC).
+    static func extendedReference(_ row: [Float], _ parameters: SamplingParameters) -> [Int: Double] {
+        var fixed = parameters
+        fixed.xtcThreshold = nil
+        return Dictionary(
+            uniqueKeysWithValues: Reference.extended(row, fixed).distribution.map { ($0.token, $0.probability) })
+    }
+
+    @Test("the row-mass route: logits within the Float cut's bound are decided in double, as float64 decides them")
+    func rowMassBoundary() throws {
+        // 3000 logits spread over [−12, 0] and three tokens placed on ε's cut: each of their
+        // probabilities is ε to within a Float rounding of the logit, far inside the pass's bound.
+        var random = TestRandom(seed: 41)
+        var row = (0..<3000).map { _ in Float(-12 * random.uniform()) }
+        row[0] = 0
+        let epsilon = 2e-4
+        for t in [Float(1), 0.6] {
+            let targets = [1000, 1500, 2999]
+            for i in targets { row[i] = -50 }
+            let z0 = row.reduce(0.0) { $0 + Foundation.exp(Double($1) / Double(t)) }
+            let e = epsilon * z0 / (1 - 3 * epsilon)
+            let x = Float(Double(t) * Foundation.log(e))
+            (row[1000], row[1500], row[2999]) = (x.nextDown, x, x.nextUp)
+            let parameters = SamplingParameters(temperature: t, nSigma: nil, seed: 9, epsilon: Float(epsilon))
+            let expected = Self.extendedReference(row, parameters)
+            let before = RowPipeline.exactRecomputations.load(ordering: .relaxed)
+            try Self.checkDraws(row, parameters, expected: expected, draws: 400)
+            #expect(RowPipeline.exactRecomputations.load(ordering: .relaxed) > before, "the band was not hit")
+            var eta = parameters
+            eta.epsilon = nil
+            eta.eta = Float(epsilon)
+            try Self.checkDraws(row, eta, expected: Self.extendedReference(row, eta), draws: 400)
+        }
+    }
+
+    @Test(
+        "typical-p, dynamic temperature and XTC alone: the float64 distribution on real rows, whole and through a bitmask",
+        arguments: [
+            SamplingParameters(nSigma: nil, seed: 7, typicalP: 0.95),
+            SamplingParameters(temperature: 0.7, nSigma: nil, seed: 8, typicalP: 0.5),
+            SamplingParameters(temperature: 1.5, nSigma: nil, seed: 9, typicalP: 0.99),
+            SamplingParameters(temperature: 1.1, nSigma: nil, seed: 10, typicalP: 0.2),
+            SamplingParameters(nSigma: nil, seed: 1, dynamicTemperatureRange: 0.5),
+            SamplingParameters(
+                temperature: 0.7, nSigma: nil, seed: 2, dynamicTemperatureRange: 0.6, dynamicTemperatureExponent: 2),
+            SamplingParameters(temperature: 0.3, nSigma: nil, seed: 3, dynamicTemperatureRange: 0.5),
+            SamplingParameters(nSigma: nil, seed: 4, xtcThreshold: 0.1),
+            SamplingParameters(temperature: 0.6, nSigma: nil, seed: 5, xtcThreshold: 0.02, xtcProbability: 0.5),
+            SamplingParameters(temperature: 2, nSigma: nil, seed: 6, xtcThreshold: 0.001)
+        ])
+    func typicalDynamicTemperatureAndXTC(parameters: SamplingParameters) throws {
+        let rows = Fixture.logits.rows, vocab = Fixture.logits.vocab
+        let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 1)
+        var removed = 0
+        for r in 0..<rows {
+            let row = Fixture.row(r)
+            for step in UInt64(0)..<6 {
+                let reference = Reference.extended(row, parameters, step: step).distribution
+                let token = try sampler.sample(logits: row, parameters: [parameters], steps: [step])[0].get()
+                let probability = try #require(
+                    reference.first { $0.token == token.token }?.probability, "row \(r): \(token.token) not kept")
+                #expect(
+                    Swift.abs(token.logProbability - Foundation.log(probability)) < 1e-6,
+                    "row \(r) step \(step): \(token.logProbability) vs \(Foundation.log(probability))")
+                #expect(token.candidateCount == reference.count, "row \(r) step \(step)")
+                if reference.count < vocab { removed += 1 }
+            }
+        }
+        // XTC removed tokens on some rows (the test reaches the route's removal).
+        if parameters.xtcThreshold != nil { #expect(removed > 0) }
+        // A bitmask that removes the row's maximum; chi-square against the float64 distribution.
+        let row = Fixture.row(4)
+        var always = parameters
+        always.xtcProbability = 1
+        let top = row.indices.max { row[$0] < row[$1] }!
+        var words = [UInt32](repeating: ~0, count: (vocab + 31) / 32)
+        words[top / 32] &= ~(1 << UInt32(top % 32))
+        var masked = row
+        masked[top] = -.infinity
+        let expected = Dictionary(
+            uniqueKeysWithValues: Reference.extended(masked, always).distribution.map { ($0.token, $0.probability) })
+        try Self.checkDraws(
+            row, always, expected: expected, draws: 1500, processing: RequestProcessing(allowedTokens: words))
+    }
+
+    @Test("the dynamic temperature's entropy and XTC's cut decided in double where their Float bound does not")
+    func dynamicTemperatureAndXTCBoundaries() throws {
+        // XTC: three tokens placed on the threshold (probability 0.1 to within a Float rounding
+        // of their logits) beside two clear of it.
+        var random = TestRandom(seed: 43)
+        var row = (0..<3000).map { _ in Float(-10 * random.uniform()) }
+        let targets = [100, 2000, 2999]
+        for i in targets { row[i] = -80 }
+        row[5] = 8
+        row[7] = 7
+        let z0 = row.reduce(0.0) { $0 + Foundation.exp(Double($1)) }
+        let threshold = 0.1
+        let x = Float(Foundation.log(threshold * z0 / (1 - 3 * threshold)))
+        (row[100], row[2000], row[2999]) = (x.nextDown, x, x.nextUp)
+        let xtc = SamplingParameters(nSigma: nil, seed: 3, xtcThreshold: Float(threshold))
+        let before = RowPipeline.exactRecomputations.load(ordering: .relaxed)
+        try Self.checkDraws(row, xtc, expected: Self.reference(row, xtc, step: 0), draws: 300)
+        #expect(RowPipeline.exactRecomputations.load(ordering: .relaxed) > before, "XTC's band was not hit")
+        // Dynamic temperature at the edge of a Float rounding: the range is searched so that the
+        // float64 temperature lies within 1e-12 of halfway between two Floats.
+        let flat = (0..<2000).map { _ in Float(-6 * random.uniform()) }
+        let n = Double(flat.count)
+        let z = flat.reduce(0.0) { $0 + Foundation.exp(Double($1)) }
+        let weighted = flat.reduce(0.0) { $0 + Foundation.exp(Double($1)) * Double($1) }
+        let h = min(1, (Foundation.log(z) - weighted / z) / Foundation.log(n))
+        var best = (distance: Double.infinity, range: Float(0))
+        var range: Float = 0.25
+        for _ in 0..<200_000 {
+            range = range.nextUp
+            let t = Double(1 - range) + 2 * Double(range) * h
+            let f = Float(t)
+            let half = Double(f) + (Double(f.nextUp) - Double(f)) / 2
+            let other = Double(f) - (Double(f) - Double(f.nextDown)) / 2
+            let distance = min(Swift.abs(t - half), Swift.abs(t - other))
+            if distance < best.distance { best = (distance, range) }
+        }
+        let dynamic = SamplingParameters(nSigma: nil, seed: 4, dynamicTemperatureRange: best.range)
+        try Self.checkDraws(flat, dynamic, expected: Self.reference(flat, dynamic, step: 0), draws: 300)
+    }
+
+    static func reference(_ row: [Float], _ parameters: SamplingParameters, step: UInt64) -> [Int: Double] {
+        Dictionary(
+            uniqueKeysWithValues: Reference.extended(row, parameters, step: step).distribution.map {
+                ($0.token, $0.probability)
+            })
+    }
+
+    @Test("the double-precision vector exp: relative error below 2e-15 on [-708, 0] against libm")
+    func wideExp() {
+        var random = TestRandom(seed: 45)
+        var worst = 0.0
+        for k in 0..<20_000 {
+            var v = WideExp.Wide()
+            for lane in 0..<v.scalarCount {
+                let u = random.uniform()
+                v[lane] = k % 2 == 0 ? -708 * u : -u * u * 4
+            }
+            let e = WideExp.exp(v)
+            for lane in 0..<v.scalarCount {
+                let expected = Foundation.exp(v[lane])
+                worst = max(worst, Swift.abs(e[lane] - expected) / expected)
+            }
+        }
+        #expect(worst < 2e-15, "worst relative error \(worst)")
+        #expect(WideExp.exp(WideExp.Wide(repeating: 0))[0] == 1)
+        #expect(WideExp.exp(WideExp.Wide(repeating: -.infinity))[0] < 1e-307)
+    }
+
+    @Test("plain sampling with edited tokens: bias (one lifted above the row), penalties and DRY join the draw")
+    func plainWithEdits() throws {
+        let row = Fixture.row(3)
+        let top = row.indices.max { row[$0] < row[$1] }!
+        let history: [Int32] = [5, 9, 11, 5, 9, 11, 5, 9, Int32(top), 40, 41]
+        let processing = RequestProcessing(
+            logitBias: [LogitBias(token: 17, bias: row[top] - row[17] + 2), LogitBias(token: 23, bias: -3)],
+            promptTokens: Array(history.prefix(4)), outputTokens: Array(history.dropFirst(4)),
+            repetitionPenalty: 1.3, frequencyPenalty: 0.2, presencePenalty: 0.4, dryMultiplier: 0.8,
+            dryAllowedLength: 1)
+        for temperature in [Float(1), 0.6] {
+            let parameters = SamplingParameters(temperature: temperature, nSigma: nil, seed: 13)
+            // The processed row by the processing oracles (dictionaries, position-by-position
+            // DRY), then the float64 softmax of it.
+            let processed = DryReference.process(row, processing)
+            #expect(processed[17] > processed[top], "the bias lifts token 17 to the top")
+            try Self.checkDraws(
+                row, parameters, expected: Self.reference(processed, parameters), draws: 1500, processing: processing)
         }
     }
 

@@ -98,13 +98,34 @@ public func fuzzRowPipeline(_ start: UnsafePointer<UInt8>, _ size: Int) -> CInt 
     chained.pLess = size % 5 == 0
     if size % 2 == 0 { chained = chained.withLlamaCppSentinels() }
     verifyChain(row, chained)
+    // The same row and values with the other samplers in the fixed order, Top-nσ, min-p and
+    // top-k off on most sizes: their softmax routes (typical-p, ε/η/p-less, XTC, the dynamic
+    // temperature, plain sampling) against the survivor pipeline's filter.
+    var zoo = parameters
+    hash = hash &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+    if hash >> 62 != 0 { (zoo.nSigma, zoo.minP, zoo.topK) = (nil, nil, nil) }
+    if (hash >> 58) & 3 != 0 { zoo.topP = nil }
+    switch (hash >> 40) % 6 {
+    case 0: zoo.typicalP = [0.95, 0.5, 0.2][size % 3]
+    case 1: zoo.dynamicTemperatureRange = [0.5, 2][size % 2]
+    case 2: zoo.xtcThreshold = [0.1, 0.01][size % 2]
+    case 3: zoo.epsilon = [3e-4, 0.2][size % 2]
+    case 4: zoo.eta = [3e-4, 0.01][size % 2]
+    default: zoo.pLess = true
+    }
+    if (hash >> 36) & 3 == 0 {
+        (zoo.typicalP, zoo.epsilon, zoo.eta, zoo.xtcThreshold, zoo.dynamicTemperatureRange, zoo.pLess) = (
+            0.9, 1e-4, 3e-4, 0.1, 0.5, true
+        )
+    }
+    verifyChain(row, zoo, logTolerance: 1e-4)
     return 0
 }
 
 /// A chain's filter and draw agree, whatever the values: the same error, or a drawn token in the
 /// kept set (the argmax alone when greedy), the same candidate count, probabilities summing to 1.
 /// Step 0 for both, so that XTC's coin is the same.
-func verifyChain(_ row: [Float], _ parameters: SamplingParameters) {
+func verifyChain(_ row: [Float], _ parameters: SamplingParameters, logTolerance: Double? = nil) {
     let distribution = Result { () throws(RowError) in try FilteredDistribution.of(row, parameters: parameters) }
     if cachedSampler?.vocabularySize != row.count {
         cachedSampler = try! BatchSampler(
@@ -122,6 +143,11 @@ func verifyChain(_ row: [Float], _ parameters: SamplingParameters) {
         check(
             drawn.candidateCount == d.kept.count,
             "chain: \(drawn.candidateCount) candidates drawn from, \(d.kept.count) kept \(parameters)")
+        if let logTolerance, let entry = d.kept.first(where: { $0.token == drawn.token }) {
+            check(
+                Swift.abs(drawn.logProbability - log(entry.probability)) <= logTolerance,
+                "log-probability \(drawn.logProbability) vs \(log(entry.probability)) \(parameters)")
+        }
     default:
         check(false, "chain: filter \(distribution) and sampler \(sampled) disagree \(parameters)")
     }

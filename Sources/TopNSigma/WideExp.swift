@@ -1,0 +1,103 @@
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+import CShims
+
+/// Double-precision `exp` in `SIMD8<Double>` lanes, and the row moments built on it: for the
+/// decisions that the Float sums of the pass cannot settle because every token takes part in
+/// them (the dynamic temperature's entropy), at a fraction of a scalar `exp` per token.
+package enum WideExp {
+    package typealias Wide = SIMD8<Double>
+
+    /// `exp(y)` for `y <= 0`, relative error below `2e-15` for `y >= −708` (``topnsigma_exp8``
+    /// in CShims: a degree-13 Taylor polynomial on `|r| <= ln 2 / 2` after `y = k·ln 2 + r`);
+    /// below `−708`, `exp(−708)` (about `3e-308`): an absolute error no sum with a term of 1
+    /// can see.
+    @inline(__always)
+    package static func exp(_ y: Wide) -> Wide { topnsigma_exp8(y) }
+
+    /// Over the allowed logits of `p[0..<n]` (every one when `mask` is nil), with
+    /// `y = (x − maximum)/T` and `e = exp(y)`: `Σ e`, `Σ e·y` and `Σ e²`, in double precision.
+    /// `maximum` is at least every allowed logit. Half-precision logits are converted to Float
+    /// first, 1024 at a time (exactly: every half value is a Float), so that one non-generic
+    /// loop does the arithmetic.
+    package static func chunkMass<E: LogitElement>(
+        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>?, maximum: Float, temperature: Float
+    ) -> (z: Double, weighted: Double, squares: Double) {
+        if E.self == Float.self {
+            return floatMass(
+                UnsafeRawPointer(p).assumingMemoryBound(to: Float.self), count: n, mask: mask, maximum: maximum,
+                temperature: temperature)
+        }
+        return withUnsafeTemporaryAllocation(of: Float.self, capacity: 1024) { buffer in
+            var total = (z: 0.0, weighted: 0.0, squares: 0.0)
+            var start = 0
+            while start < n {
+                let length = Swift.min(1024, n - start)
+                for i in 0..<length { buffer[i] = E.float(p, start + i) }
+                let part = floatMass(
+                    UnsafePointer(buffer.baseAddress!), count: length, mask: mask.map { $0 + start / 32 },
+                    maximum: maximum, temperature: temperature)
+                total.z += part.z
+                total.weighted += part.weighted
+                total.squares += part.squares
+                start += length
+            }
+            return total
+        }
+    }
+
+    /// ``chunkMass(_:count:mask:maximum:temperature:)`` of Float logits (``topnsigma_exp_moments``).
+    static func floatMass(
+        _ p: UnsafePointer<Float>, count n: Int, mask: UnsafePointer<UInt32>?, maximum: Float, temperature: Float
+    ) -> (z: Double, weighted: Double, squares: Double) {
+        guard maximum > -.infinity else { return (0, 0, 0) }
+        var out = (0.0, 0.0, 0.0)
+        withUnsafeMutableBytes(of: &out) { raw in
+            topnsigma_exp_moments(
+                p, n, mask, Double(maximum), 1 / Double(temperature), raw.baseAddress!.assumingMemoryBound(to: Double.self))
+        }
+        return out
+    }
+
+    /// Typical-p's route: for each of the eight `radii`, `Σ exp((x − maximum)/T)` over the allowed
+    /// logits of the row at `p` whose distance `|x − pivot|` is at most that radius, by the Float
+    /// vector `exp` (``topnsigma_interval_masses``): an estimate that picks how wide to gather.
+    static func intervalMasses<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, mask: UnsafePointer<UInt32>?, maximum: Float, temperature: Float,
+        pivot: Float, radii: SIMD8<Float>
+    ) -> SIMD8<Double> {
+        var out = SIMD8<Double>(), radii = radii
+        let scale = Float(1.442_695_040_888_963_4 / Double(temperature))
+        withUnsafeBytes(of: &radii) { rawRadii in
+            withUnsafeMutableBytes(of: &out) { rawOut in
+                let r = rawRadii.baseAddress!.assumingMemoryBound(to: Float.self)
+                let o = rawOut.baseAddress!.assumingMemoryBound(to: Double.self)
+                if E.self == Float.self {
+                    topnsigma_interval_masses(
+                        UnsafeRawPointer(p).assumingMemoryBound(to: Float.self), vocab, mask, maximum, scale, pivot, r, o)
+                    return
+                }
+                withUnsafeTemporaryAllocation(of: Float.self, capacity: 1024) { buffer in
+                    var start = 0
+                    while start < vocab {
+                        let length = Swift.min(1024, vocab - start)
+                        for i in 0..<length { buffer[i] = E.float(p, start + i) }
+                        topnsigma_interval_masses(
+                            buffer.baseAddress!, length, mask.map { $0 + start / 32 }, maximum, scale, pivot, r, o)
+                        start += length
+                    }
+                }
+            }
+        }
+        return out
+    }
+
+    /// A bound on the relative error of ``chunkMass(_:count:mask:maximum:temperature:)``'s sums
+    /// combined over a row of `vocab` logits, against the same sums taken in any other order
+    /// with libm's `exp` (the survivor pipeline's): each term within `2e-15`, and each sum a
+    /// chain of at most `vocab + 4096` additions of terms of one sign, in either computation.
+    package static func massError(vocab: Int) -> Double { 1e-14 + 4.5e-16 * (Double(vocab) + 4096) }
+}
