@@ -76,15 +76,16 @@ static inline topnsigma_float16x topnsigma_round16(topnsigma_float16x x) {
 }
 #endif
 
-// Double-precision exp in 8 lanes, and the row moments built on it (the library's WideExp).
+// Double-precision exp in 8 lanes (the library's SoftmaxWeights.exp), and the row moments built
+// on it (WideExp).
 // In C because Swift does not inline a function this long into its loop (each call then waits
 // out the polynomial's latency alone); clang's vector extension is one AVX-512 register per
 // vector in SIMD builds and four SSE2 registers in the default one.
 //
-// topnsigma_exp8(y) = exp(y) for y <= 0: relative error below 2e-15 for y >= -708 (y = k·ln 2 + r,
-// ln 2 split in two so that k·ln 2 is exact, |r| <= ln 2 / 2, a degree-13 Taylor polynomial:
-// truncation below 4e-18, a few ulps of rounding, one more per step where multiply-adds are not
-// fused); below -708 it returns exp(-708), about 3e-308.
+// topnsigma_exp8(y) = exp(y) for y <= 0 (and a little above): relative error below 2e-15 for
+// y >= -708 (y = k·ln 2 + r, ln 2 split in two so that k·ln 2 is exact, |r| <= ln 2 / 2, a
+// degree-13 Taylor polynomial: truncation below 4e-18, a few ulps of rounding, one more per step
+// where multiply-adds are not fused); 0 below -708, where exp is subnormal, and for -inf.
 typedef double topnsigma_double8 __attribute__((ext_vector_type(8)));
 typedef float topnsigma_float8 __attribute__((ext_vector_type(8)));
 typedef long long topnsigma_long8 __attribute__((ext_vector_type(8)));
@@ -112,14 +113,15 @@ static inline topnsigma_double8 topnsigma_exp8(topnsigma_double8 y) {
     p = p * r + 1.0;
     // p·2^k by adding k to p's exponent field: -1022 <= k <= 0, so the result is normal.
     topnsigma_long8 bits = ((topnsigma_long8)s - (topnsigma_long8)magic) << 52;
-    return (topnsigma_double8)((topnsigma_long8)p + bits);
+    return (topnsigma_double8)(((topnsigma_long8)p + bits) & (topnsigma_long8)(y >= -708.0));
 }
 
 // Over the allowed logits of p[0..<n] (every one when mask is NULL; mask bit i is logit i, p
 // starting at a word boundary), with y = (x - maximum)·inverse and e = exp(y): out[0] = Σ e,
 // out[1] = Σ e·y, out[2] = Σ e². Four vectors a step, so that four exp chains overlap; -inf
-// and masked logits add nothing. The tail below a multiple of 32 uses libm's exp.
+// and masked logits add nothing. The tail past a multiple of 32 uses libm's exp.
 #include <math.h>
+#include <stdint.h>
 #include <string.h>
 static inline void topnsigma_exp_moments(
     const float *p, long n, const uint32_t *mask, double maximum, double inverse, double *out) {
@@ -202,11 +204,14 @@ static inline void topnsigma_interval_masses(
         for (; i + 16 <= end; i += 16) {
             topnsigma_float16v x;
             memcpy(&x, p + i, sizeof x);
-            topnsigma_int16v allowed = (topnsigma_int16v)(x > -INFINITY);
+            topnsigma_float16v d = __builtin_elementwise_abs(x - pivot);
+            // Most of a row lies beyond the widest radius: no exp for such a vector.
+            topnsigma_int16v near = (topnsigma_int16v)(d <= r[7]);
+            if (!__builtin_reduce_or(near)) continue;
+            topnsigma_int16v allowed = (topnsigma_int16v)(x > -INFINITY) & near;
             if (mask) allowed &= -((topnsigma_int16v)(mask[i >> 5] >> (i & 31)) >> lanes & 1);
             topnsigma_float16v e = topnsigma_exp2_16((x - maximum) * scale);
             e = (topnsigma_float16v)((topnsigma_int16v)e & allowed);
-            topnsigma_float16v d = __builtin_elementwise_abs(x - pivot);
             for (int k = 0; k < 8; k++) acc[k] += (topnsigma_float16v)((topnsigma_int16v)e & (topnsigma_int16v)(d <= r[k]));
         }
         for (int k = 0; k < 8; k++) {

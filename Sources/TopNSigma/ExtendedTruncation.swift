@@ -167,7 +167,9 @@ package enum ExtendedTruncation {
     /// `x >= atLeast` (p-less: `p_i >= Σ p_j²`, so `x_i >= M + T·log(Σe²/z)`); `-inf` for those
     /// that are off. `strict` rises with `z` and falls with the entropy, `atLeast` rises with
     /// `Σe²` and falls with `z`.
-    static func cuts(_ parameters: SamplingParameters, mass: RowMass, maximum: Float) -> (
+    static func cuts(
+        _ parameters: SamplingParameters, mass: RowMass, maximum: Float
+    ) -> (
         strict: Double, atLeast: Double
     ) {
         let m = Double(maximum), t = Double(parameters.temperature)

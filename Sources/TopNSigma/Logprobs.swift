@@ -376,8 +376,10 @@ package enum LogprobKernel {
                     }
                 }
                 // A masked lane's −inf exponent is clamped, so that its product with its 0 is 0.
-                let ua = low.replacing(with: fused ? BuildTarget.multiplyAdd(a, log2e, negHi) : (a - m) * log2e, where: a .> negInf)
-                let ub = low.replacing(with: fused ? BuildTarget.multiplyAdd(b, log2e, negHi) : (b - m) * log2e, where: b .> negInf)
+                let ua = low.replacing(
+                    with: fused ? BuildTarget.multiplyAdd(a, log2e, negHi) : (a - m) * log2e, where: a .> negInf)
+                let ub = low.replacing(
+                    with: fused ? BuildTarget.multiplyAdd(b, log2e, negHi) : (b - m) * log2e, where: b .> negInf)
                 let ea = exp2(ua), eb = exp2(ub)
                 s0 += ea
                 s1 += eb

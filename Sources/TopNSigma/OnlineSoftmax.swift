@@ -249,8 +249,9 @@ extension RowPipeline {
         /// taken again at it from cache
         /// (``RowPipeline/dynamicTemperatureDraw(_:vocab:statistics:parameters:step:scratch:mask:)``).
         case dynamicTemperature
-        /// typical-p alone: the pass sums `e` and `e·y` in double precision (``WideExp``), the
-        /// row's entropy places the center, and the row is gathered within a distance of it that
+        /// typical-p alone: the pass sums `e` and `e·y` (in Float lanes; again in double
+        /// precision, ``WideExp``, where that leaves the set undecided), the row's entropy places
+        /// the center, and the row is gathered within a distance of it that
         /// holds the mass (``RowPipeline/typicalDraw(_:vocab:statistics:parameters:step:scratch:mask:)``).
         case typical
         /// XTC alone: the pass sums as plain sampling does; when the coin applies XTC, the tokens
@@ -279,9 +280,9 @@ extension RowPipeline {
 
         /// The relative error bounds of the pass's moments on this route: the Float kernel's
         /// (``OnlineSoftmax/sumError``, ``OnlineSoftmax/momentError``), or on the dynamic
-        /// temperature's and typical-p's routes the double one's (``WideExp/massError(vocab:)``).
+        /// temperature's route the double one's (``WideExp/massError(vocab:)``).
         func momentErrors(vocab: Int) -> (z: Double, moments: Double) {
-            self == .dynamicTemperature || self == .typical
+            self == .dynamicTemperature
                 ? (WideExp.massError(vocab: vocab), WideExp.massError(vocab: vocab))
                 : (OnlineSoftmax.sumError + 1e-12, OnlineSoftmax.momentError + 1e-12)
         }

@@ -265,7 +265,7 @@ package enum RowPipeline {
                     byteCount: max(0, min(chunkLength, vocab - next)) * MemoryLayout<E>.stride)
                 if let temperature = route?.momentsTemperature(parameters) {
                     let moments =
-                        route == .dynamicTemperature || route == .typical
+                        route == .dynamicTemperature
                         ? WideExp.chunkMass(
                             p + start, count: length, mask: mask, maximum: part.maximum, temperature: temperature)
                         : LogprobKernel.chunkMoments(
@@ -1012,29 +1012,58 @@ package enum RowPipeline {
     }
 
     /// The draw of a row on typical-p's route (``SoftmaxRoute/typical``). The row's mass `Z` and
-    /// center `ȳ = Σ e·y / Z` come from the pass's double sums (``WideExp``), so the pivot
-    /// `M + T·ȳ` is known within a bound `δ`. The kept set is a prefix in distance from the
+    /// center `ȳ = Σ e·y / Z` come from the pass's Float moments, or where those leave the set
+    /// undecided from double ones (``WideExp``) taken again from cache, so the pivot `M + T·ȳ` is
+    /// known within a bound `δ`. The kept set is a prefix in distance from the
     /// pivot: the smallest radius of eight whose Float mass holds `p·Z` with room to spare
     /// (``WideExp/intervalMasses(_:vocab:mask:maximum:temperature:pivot:radii:)``) bounds it, the
     /// tokens within it are gathered, and the weighted selection of the survivor pipeline runs
     /// over them. The float64 set is the one found when the gathered mass holds `p·Z`, the
     /// selection's crossing is clear of `Z`'s bound, and no token lies within `2δ` of the last
     /// kept one's distance with another logit (a pivot anywhere within its bound then orders
-    /// them alike); otherwise, or past the widest radius, ``exactDraw``.
+    /// them alike); otherwise the next try, and after the double one ``exactDraw``.
     static func typicalDraw<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, statistics: RowStatistics, parameters: SamplingParameters, step: UInt64,
         scratch: Scratch, mask: UnsafePointer<UInt32>?
     ) -> SampledToken {
         let chunks = StatisticsKernel.chunkCount(length: vocab)
-        let errors = SoftmaxRoute.typical.momentErrors(vocab: vocab)
+        // First from the pass's Float moments; where they leave the set undecided, from double
+        // ones taken again from cache (``WideExp``); then the survivor pipeline.
+        if let drawn = typicalAttempt(
+            p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, scratch: scratch, mask: mask,
+            errors: SoftmaxRoute.typical.momentErrors(vocab: vocab))
+        {
+            return drawn
+        }
+        let chunkLength = StatisticsKernel.chunkLength
+        for c in 0..<chunks {
+            let start = c * chunkLength
+            let moments = WideExp.chunkMass(
+                p + start, count: min(chunkLength, vocab - start), mask: mask.map { $0 + start / 32 },
+                maximum: scratch.chunkMaxima[c], temperature: parameters.temperature)
+            scratch.chunkMoments[3 * c] = moments.z
+            scratch.chunkMoments[3 * c + 1] = moments.weighted
+            scratch.chunkMoments[3 * c + 2] = moments.squares
+        }
+        let double = WideExp.massError(vocab: vocab)
+        return typicalAttempt(
+            p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, scratch: scratch, mask: mask,
+            errors: (double, double))
+            ?? exactDraw(
+                p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, scratch: scratch,
+                mask: mask)
+    }
+
+    /// One try of ``typicalDraw``: the chunks' moments in `scratch.chunkMoments` with relative
+    /// error bounds `errors`; nil where they leave the kept set undecided.
+    static func typicalAttempt<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, statistics: RowStatistics, parameters: SamplingParameters, step: UInt64,
+        scratch: Scratch, mask: UnsafePointer<UInt32>?, errors: (z: Double, moments: Double)
+    ) -> SampledToken? {
+        let chunks = StatisticsKernel.chunkCount(length: vocab)
         let estimate = OnlineSoftmax.rowMass(
             moments: scratch.chunkMoments, maxima: scratch.chunkMaxima, chunks: chunks, maximum: statistics.maximum,
             temperature: parameters.temperature, zError: errors.z, momentError: errors.moments)
-        func exact() -> SampledToken {
-            exactDraw(
-                p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, scratch: scratch,
-                mask: mask)
-        }
         let m = Double(statistics.maximum), t = Double(parameters.temperature)
         let z = estimate.mass.z
         let center = log(z) - estimate.mass.entropy
@@ -1050,7 +1079,7 @@ package enum RowPipeline {
             pivot: Float(order.pivot), radii: scales * Float(t * (1 - 1e-5)))
         var level = 0
         while level < 8 && masses[level] < need * (1 + 1e-4) { level += 1 }
-        guard level < 8 else { return exact() }
+        guard level < 8 else { return nil }
         let radius = Double(scales[level]) * t + delta
         var count = recollect(
             p, vocab: vocab, threshold: floatThreshold(order.pivot - radius), scratch: scratch, mask: mask)
@@ -1064,17 +1093,17 @@ package enum RowPipeline {
         count = within
         let gathered = SoftmaxWeights.compute(
             c, count: count, maximum: statistics.maximum, temperature: parameters.temperature, into: w)
-        guard gathered >= need + slack else { return exact() }
+        guard gathered >= need + slack else { return nil }
         let kept = Truncation.nucleus(c, w, count: count, need: need, order: order)
         var keptMass = 0.0, last = 0
         for j in 0..<kept {
             keptMass += w[j]
             if order.precedes(c[last], c[j]) { last = j }
         }
-        guard keptMass >= need + slack && keptMass - w[last] < need - slack else { return exact() }
+        guard keptMass >= need + slack && keptMass - w[last] < need - slack else { return nil }
         let edge = order.distance(c[last])
         for j in 0..<count where j != last && c[j].logit != c[last].logit {
-            if Swift.abs(order.distance(c[j]) - edge) <= 2 * delta { return exact() }
+            if Swift.abs(order.distance(c[j]) - edge) <= 2 * delta { return nil }
         }
         Truncation.sortByIndex(c, count: kept)
         return DrawKernel.draw(
@@ -1111,7 +1140,8 @@ package enum RowPipeline {
             temperature: parameters.temperature)
         let m = Double(statistics.maximum), t = Double(parameters.temperature)
         let zError = OnlineSoftmax.sumError + 1e-12
-        let low = m + t * log(Double(threshold) * z * (1 - zError)), high = m + t * log(Double(threshold) * z * (1 + zError))
+        let low = m + t * log(Double(threshold) * z * (1 - zError)),
+            high = m + t * log(Double(threshold) * z * (1 + zError))
         let lowCut = low - (1e-9 + 1e-12 * Swift.abs(low)), highCut = high + (1e-9 + 1e-12 * Swift.abs(high))
         // No token can reach the cut: XTC removes nothing.
         guard lowCut <= m else { return plain(mask, removed: 0) }

@@ -5,19 +5,11 @@ import Darwin
 #endif
 import CShims
 
-/// Double-precision `exp` in `SIMD8<Double>` lanes, and the row moments built on it: for the
-/// decisions that the Float sums of the pass cannot settle because every token takes part in
-/// them (the dynamic temperature's entropy), at a fraction of a scalar `exp` per token.
+/// Row moments in double precision by ``SoftmaxWeights/exp(_:)``'s vector `exp`: for the
+/// decisions that the Float sums of the pass cannot settle because every token takes part in them
+/// (the dynamic temperature's entropy, typical-p's center where its Float bound is too wide), at
+/// a fraction of a scalar `exp` per token.
 package enum WideExp {
-    package typealias Wide = SIMD8<Double>
-
-    /// `exp(y)` for `y <= 0`, relative error below `2e-15` for `y >= −708` (``topnsigma_exp8``
-    /// in CShims: a degree-13 Taylor polynomial on `|r| <= ln 2 / 2` after `y = k·ln 2 + r`);
-    /// below `−708`, `exp(−708)` (about `3e-308`): an absolute error no sum with a term of 1
-    /// can see.
-    @inline(__always)
-    package static func exp(_ y: Wide) -> Wide { topnsigma_exp8(y) }
-
     /// Over the allowed logits of `p[0..<n]` (every one when `mask` is nil), with
     /// `y = (x − maximum)/T` and `e = exp(y)`: `Σ e`, `Σ e·y` and `Σ e²`, in double precision.
     /// `maximum` is at least every allowed logit. Half-precision logits are converted to Float
@@ -57,7 +49,8 @@ package enum WideExp {
         var out = (0.0, 0.0, 0.0)
         withUnsafeMutableBytes(of: &out) { raw in
             topnsigma_exp_moments(
-                p, n, mask, Double(maximum), 1 / Double(temperature), raw.baseAddress!.assumingMemoryBound(to: Double.self))
+                p, n, mask, Double(maximum), 1 / Double(temperature),
+                raw.baseAddress!.assumingMemoryBound(to: Double.self))
         }
         return out
     }
@@ -77,7 +70,8 @@ package enum WideExp {
                 let o = rawOut.baseAddress!.assumingMemoryBound(to: Double.self)
                 if E.self == Float.self {
                     topnsigma_interval_masses(
-                        UnsafeRawPointer(p).assumingMemoryBound(to: Float.self), vocab, mask, maximum, scale, pivot, r, o)
+                        UnsafeRawPointer(p).assumingMemoryBound(to: Float.self), vocab, mask, maximum, scale, pivot, r,
+                        o)
                     return
                 }
                 withUnsafeTemporaryAllocation(of: Float.self, capacity: 1024) { buffer in
