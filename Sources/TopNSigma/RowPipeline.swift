@@ -266,8 +266,13 @@ package enum RowPipeline {
                 if let temperature = route?.momentsTemperature(parameters) {
                     let moments =
                         route == .dynamicTemperature
-                        ? WideExp.chunkMass(
-                            p + start, count: length, mask: mask, maximum: part.maximum, temperature: temperature)
+                        ? (scratch.candidates + start).withMemoryRebound(to: Float.self, capacity: length) {
+                            // The chunk's own candidate slot (unused on this route) holds a
+                            // half-precision chunk's Float conversion.
+                            WideExp.chunkMass(
+                                p + start, count: length, mask: mask, maximum: part.maximum, temperature: temperature,
+                                buffer: $0)
+                        }
                         : LogprobKernel.chunkMoments(
                             p + start, count: length, mask: mask, maximum: part.maximum, temperature: temperature,
                             ahead: ahead)
@@ -1038,9 +1043,12 @@ package enum RowPipeline {
         let chunkLength = StatisticsKernel.chunkLength
         for c in 0..<chunks {
             let start = c * chunkLength
-            let moments = WideExp.chunkMass(
-                p + start, count: min(chunkLength, vocab - start), mask: mask.map { $0 + start / 32 },
-                maximum: scratch.chunkMaxima[c], temperature: parameters.temperature)
+            let length = min(chunkLength, vocab - start)
+            let moments = (scratch.candidates + start).withMemoryRebound(to: Float.self, capacity: length) {
+                WideExp.chunkMass(
+                    p + start, count: length, mask: mask.map { $0 + start / 32 }, maximum: scratch.chunkMaxima[c],
+                    temperature: parameters.temperature, buffer: $0)
+            }
             scratch.chunkMoments[3 * c] = moments.z
             scratch.chunkMoments[3 * c + 1] = moments.weighted
             scratch.chunkMoments[3 * c + 2] = moments.squares
@@ -1074,9 +1082,12 @@ package enum RowPipeline {
         let slack = need * 2 * errors.z + 1e-12 * z
         let scales: SIMD8<Float> = [0.25, 0.5, 1, 1.5, 2.25, 3.5, 6, 12]
         // The Float pass's radii a hair inside the double ones they stand for.
-        let masses = WideExp.intervalMasses(
-            p, vocab: vocab, mask: mask, maximum: statistics.maximum, temperature: parameters.temperature,
-            pivot: Float(order.pivot), radii: scales * Float(t * (1 - 1e-5)))
+        // The candidates' region (gathered only below) holds a half-precision row's conversion.
+        let masses = scratch.candidates.withMemoryRebound(to: Float.self, capacity: vocab) {
+            WideExp.intervalMasses(
+                p, vocab: vocab, mask: mask, maximum: statistics.maximum, temperature: parameters.temperature,
+                pivot: Float(order.pivot), radii: scales * Float(t * (1 - 1e-5)), buffer: $0)
+        }
         var level = 0
         while level < 8 && masses[level] < need * (1 + 1e-4) { level += 1 }
         guard level < 8 else { return nil }

@@ -13,32 +13,21 @@ package enum WideExp {
     /// Over the allowed logits of `p[0..<n]` (every one when `mask` is nil), with
     /// `y = (x − maximum)/T` and `e = exp(y)`: `Σ e`, `Σ e·y` and `Σ e²`, in double precision.
     /// `maximum` is at least every allowed logit. Half-precision logits are converted to Float
-    /// first, 1024 at a time (exactly: every half value is a Float), so that one non-generic
-    /// loop does the arithmetic.
+    /// into `buffer` (room for `n`) first (exactly: every half value is a Float), so that one
+    /// non-generic loop does the arithmetic.
     package static func chunkMass<E: LogitElement>(
-        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>?, maximum: Float, temperature: Float
+        _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>?, maximum: Float, temperature: Float,
+        buffer: UnsafeMutablePointer<Float>
     ) -> (z: Double, weighted: Double, squares: Double) {
         if E.self == Float.self {
             return floatMass(
                 UnsafeRawPointer(p).assumingMemoryBound(to: Float.self), count: n, mask: mask, maximum: maximum,
                 temperature: temperature)
         }
-        return withUnsafeTemporaryAllocation(of: Float.self, capacity: 1024) { buffer in
-            var total = (z: 0.0, weighted: 0.0, squares: 0.0)
-            var start = 0
-            while start < n {
-                let length = Swift.min(1024, n - start)
-                for i in 0..<length { buffer[i] = E.float(p, start + i) }
-                let part = floatMass(
-                    UnsafePointer(buffer.baseAddress!), count: length, mask: mask.map { $0 + start / 32 },
-                    maximum: maximum, temperature: temperature)
-                total.z += part.z
-                total.weighted += part.weighted
-                total.squares += part.squares
-                start += length
-            }
-            return total
-        }
+        // The whole chunk at once, so that the sums run in the same order as for Float logits
+        // and give the same bits.
+        for i in 0..<n { buffer[i] = E.float(p, i) }
+        return floatMass(UnsafePointer(buffer), count: n, mask: mask, maximum: maximum, temperature: temperature)
     }
 
     /// ``chunkMass(_:count:mask:maximum:temperature:)`` of Float logits (``topnsigma_exp_moments``).
@@ -58,9 +47,10 @@ package enum WideExp {
     /// Typical-p's route: for each of the eight `radii`, `Σ exp((x − maximum)/T)` over the allowed
     /// logits of the row at `p` whose distance `|x − pivot|` is at most that radius, by the Float
     /// vector `exp` (``topnsigma_interval_masses``): an estimate that picks how wide to gather.
+    /// Half-precision logits are converted into `buffer` (room for `vocab`) first.
     static func intervalMasses<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, mask: UnsafePointer<UInt32>?, maximum: Float, temperature: Float,
-        pivot: Float, radii: SIMD8<Float>
+        pivot: Float, radii: SIMD8<Float>, buffer: UnsafeMutablePointer<Float>
     ) -> SIMD8<Double> {
         var out = SIMD8<Double>(), radii = radii
         let scale = Float(1.442_695_040_888_963_4 / Double(temperature))
@@ -72,17 +62,9 @@ package enum WideExp {
                     topnsigma_interval_masses(
                         UnsafeRawPointer(p).assumingMemoryBound(to: Float.self), vocab, mask, maximum, scale, pivot, r,
                         o)
-                    return
-                }
-                withUnsafeTemporaryAllocation(of: Float.self, capacity: 1024) { buffer in
-                    var start = 0
-                    while start < vocab {
-                        let length = Swift.min(1024, vocab - start)
-                        for i in 0..<length { buffer[i] = E.float(p, start + i) }
-                        topnsigma_interval_masses(
-                            buffer.baseAddress!, length, mask.map { $0 + start / 32 }, maximum, scale, pivot, r, o)
-                        start += length
-                    }
+                } else {
+                    for i in 0..<vocab { buffer[i] = E.float(p, i) }
+                    topnsigma_interval_masses(buffer, vocab, mask, maximum, scale, pivot, r, o)
                 }
             }
         }

@@ -90,4 +90,32 @@ import TopNSigmaBaselines
         #expect(throws: RowError.noFiniteLogit) { try failed[2].get() }
         #expect(try failed[0].get() == fromFloat[0].get())
     }
+
+    @Test("float16 and bfloat16 rows take the other samplers' routes exactly as their Float conversions")
+    func halfBatchesOnTheOtherRoutes() throws {
+        let vocab = 20_000
+        let parameters = [
+            SamplingParameters(nSigma: nil, seed: 1, typicalP: 0.9),
+            SamplingParameters(temperature: 0.8, nSigma: nil, seed: 2, dynamicTemperatureRange: 0.5),
+            SamplingParameters(nSigma: nil, seed: 3, xtcThreshold: 0.02),
+            SamplingParameters(nSigma: nil, seed: 4, typicalP: 0.95, epsilon: 1e-4, eta: 3e-4, pLess: true),
+            SamplingParameters(temperature: 1.2, nSigma: nil, seed: 5)
+        ]
+        let rows = parameters.count
+        let logits = SyntheticLogits.generate(rows: rows, vocab: vocab, seed: 37)
+        let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: 1)
+        let half = Self.halfBlock(logits)
+        let brain = logits.map { UInt16($0.bitPattern >> 16) }
+        let brainFloats = brain.map { Float(bitPattern: UInt32($0) << 16) }
+        for step in UInt64(0)..<4 {
+            let steps = [UInt64](repeating: step, count: rows)
+            let fromHalf = sampler.sample(bits: half.bits, format: .float16, parameters: parameters, steps: steps)
+            let fromFloat = sampler.sample(logits: half.floats, parameters: parameters, steps: steps)
+            #expect(try fromHalf.map { try $0.get() } == fromFloat.map { try $0.get() })
+            let fromBrain = sampler.sample(bits: brain, format: .bfloat16, parameters: parameters, steps: steps)
+            #expect(
+                try fromBrain.map { try $0.get() }
+                    == sampler.sample(logits: brainFloats, parameters: parameters, steps: steps).map { try $0.get() })
+        }
+    }
 }
