@@ -173,7 +173,9 @@ package enum RowPipeline {
     }
 
     /// How many rows had their moments recomputed in double precision because a survivor lay
-    /// within the Float sums' error bound of the threshold (diagnostics for tests and benchmarks).
+    /// within the Float sums' error bound of the threshold, or left a softmax route for the
+    /// survivor pipeline because its sums left the row undecided (``exactDraw``): diagnostics for
+    /// tests and benchmarks.
     package static let exactRecomputations = Atomic<Int>(0)
 
     /// Reduces chunks `first..<end` of the row at `p`, merging them in order into an accumulator;
@@ -838,9 +840,8 @@ package enum RowPipeline {
         }
         // Undecided within Z's bound (or a row whose mass lies that deep): every allowed logit,
         // top-p over their double weights.
-        count = recollect(p, vocab: vocab, threshold: -.greatestFiniteMagnitude, scratch: scratch, mask: mask)
-        return draw(
-            p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, count: count, scratch: scratch)
+        return exactDraw(
+            p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, scratch: scratch, mask: mask)
     }
 
     /// The draw of a row on the row-mass route (``SoftmaxRoute/rowMass``). ε's and η's cut
@@ -963,7 +964,7 @@ package enum RowPipeline {
 
     /// A softmax route's row that its Float sums leave undecided (rare): every allowed logit
     /// gathered, and the survivor pipeline's truncation and draw in double precision, exactly as
-    /// a row off the routes.
+    /// a row off the routes. Counted in ``exactRecomputations``.
     static func exactDraw<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, statistics: RowStatistics, parameters: SamplingParameters, step: UInt64,
         scratch: Scratch, mask: UnsafePointer<UInt32>?
