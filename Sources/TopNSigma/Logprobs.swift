@@ -375,11 +375,14 @@ package enum LogprobKernel {
                         b = b.replacing(with: negInf, where: .!StatisticsKernel.laneMask(UInt64(word &>> 16)))
                     }
                 }
-                // A masked lane's −inf exponent is clamped, so that its product with its 0 is 0.
-                let ua = low.replacing(
-                    with: fused ? BuildTarget.multiplyAdd(a, log2e, negHi) : (a - m) * log2e, where: a .> negInf)
-                let ub = low.replacing(
-                    with: fused ? BuildTarget.multiplyAdd(b, log2e, negHi) : (b - m) * log2e, where: b .> negInf)
+                // Every exponent is clamped at −150 before its product with its term: a masked
+                // lane's −inf, and a finite logit so far below that its exponent overflows (or
+                // that `exp2`'s own clamp would give a term of 2^-126 without AVX-512): the
+                // product is then at most 150·2^-126, not `−inf`, NaN, or a term times 1e38.
+                let rawA = fused ? BuildTarget.multiplyAdd(a, log2e, negHi) : (a - m) * log2e
+                let rawB = fused ? BuildTarget.multiplyAdd(b, log2e, negHi) : (b - m) * log2e
+                let ua = low.replacing(with: rawA, where: rawA .> low)
+                let ub = low.replacing(with: rawB, where: rawB .> low)
                 let ea = exp2(ua), eb = exp2(ub)
                 s0 += ea
                 s1 += eb

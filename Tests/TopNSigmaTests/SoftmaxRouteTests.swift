@@ -491,6 +491,26 @@ import TopNSigmaBaselines
         #expect(SoftmaxWeights.exp(SoftmaxWeights.Vector(repeating: -709))[0] == 0)
     }
 
+    @Test("a finite logit whose exponent overflows Float adds nothing to the Float moments (found by the fuzzer)")
+    func hugeNegativeLogit() throws {
+        // The pass's `Σ e·y` once took `−1.6e38·log2 e` times `exp2`'s clamped 2^-126 in the
+        // default build: −2.7 on a row whose whole sum is −0.24, so typical-p kept 103 beside 105.
+        var row = [Float](repeating: -101, count: 213)
+        (row[83], row[189], row[7], row[1]) = (105, 103, -1.608_391_7e38, -.infinity)
+        var lowest = row
+        lowest[2] = -.greatestFiniteMagnitude
+        for row in [row, lowest] {
+            for parameters in [
+                SamplingParameters(nSigma: nil, seed: 226, typicalP: 0.5),
+                SamplingParameters(nSigma: nil, seed: 226, typicalP: 0.95),
+                SamplingParameters(temperature: 0.5, nSigma: nil, seed: 3, eta: 0.05, pLess: true)
+            ] {
+                try Self.checkDraws(row, parameters, expected: Self.reference(row, parameters, step: 0), draws: 200)
+            }
+            #expect(Self.reference(row, SamplingParameters(nSigma: nil, typicalP: 0.5), step: 0).keys.sorted() == [83])
+        }
+    }
+
     @Test("plain sampling with edited tokens: bias (one lifted above the row), penalties and DRY join the draw")
     func plainWithEdits() throws {
         let row = Fixture.row(3)
