@@ -231,4 +231,145 @@ static inline void topnsigma_interval_masses(
     }
 }
 
+// Top-k's compaction from the group maxima (TopKBound.compactGroups): writes every (id, logit)
+// with p[i] >= threshold (and mask bit i set, when mask is not NULL) of one chunk p[0..<n] to out
+// as 8-byte {int32 id, float logit} pairs in id order (ids offset by base); returns the count.
+// groups holds the chunk's group maxima in the statistics loop's layout: for a whole 1024-logit
+// block b, groups[64b + 16q + j] is the largest of p[1024b + 64r + 16q + j] over r = 0..<16 (the
+// four accumulator sets' lanes); a partial last block's groups are its first 16 entries, lane j
+// the largest of its logits i with i % 16 == j. Only the 16-logit vectors of a block's quarters
+// whose groups reach the threshold are read, each through its reaching lanes only; a vector with
+// hits is compressed without a branch per hit (two compressions, two interleaving permutes, one
+// full store per 8 hits). A store per vector whatever its hits measured 1.7 times slower on Zen 5
+// (overlapping unaligned 64-byte stores), a branch per hit slower still where hits are dense.
+// Every store lies within out[0 ..< i + 16] for the vector at i, so out needs room for n only.
+#if defined(__AVX512F__)
+static inline long topnsigma_compact_groups(
+    const float *p, long n, float threshold, const float *groups, const uint32_t *mask, int32_t base, void *out) {
+    const __m512 t = _mm512_set1_ps(threshold);
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    int32_t *o = (int32_t *)out;
+    long written = 0;
+#define TOPNSIGMA_COMPACT_VECTOR(I, LANES)                                                                     \
+    do {                                                                                                       \
+        long at_ = (I);                                                                                        \
+        __m512 x_ = _mm512_loadu_ps(p + at_);                                                                  \
+        __mmask16 k_ = _mm512_mask_cmp_ps_mask((LANES), x_, t, _CMP_GE_OQ);                                    \
+        if (mask) k_ &= (__mmask16)(mask[at_ >> 5] >> (at_ & 16));                                             \
+        if (k_) {                                                                                              \
+            int hits_ = __builtin_popcount((unsigned)k_);                                                      \
+            __m512i ids_ = _mm512_add_epi32(_mm512_set1_epi32(base + (int32_t)at_), iota);                    \
+            __m512i ci_ = _mm512_maskz_compress_epi32(k_, ids_);                                               \
+            __m512i cx_ = _mm512_maskz_compress_epi32(k_, _mm512_castps_si512(x_));                           \
+            _mm512_storeu_si512((void *)(o + 2 * written), _mm512_permutex2var_epi32(ci_, low, cx_));         \
+            if (hits_ > 8)                                                                                     \
+                _mm512_storeu_si512((void *)(o + 2 * written + 16), _mm512_permutex2var_epi32(ci_, high, cx_)); \
+            written += hits_;                                                                                  \
+        }                                                                                                      \
+    } while (0)
+    long block = 0;
+    for (; block + 1024 <= n; block += 1024) {
+        const float *g = groups + block / 16;
+        __mmask16 lanes[4];
+        unsigned any = 0;
+        for (int q = 0; q < 4; q++) {
+            lanes[q] = _mm512_cmp_ps_mask(_mm512_loadu_ps(g + 16 * q), t, _CMP_GE_OQ);
+            any |= lanes[q];
+        }
+        if (!any) continue;
+        for (long r = 0; r < 1024; r += 64)
+            for (int q = 0; q < 4; q++)
+                if (lanes[q]) TOPNSIGMA_COMPACT_VECTOR(block + r + 16 * q, lanes[q]);
+    }
+    if (block < n) {
+        const float *g = groups + block / 16;
+        if (_mm512_cmp_ps_mask(_mm512_loadu_ps(g), t, _CMP_GE_OQ)) {
+            long i = block;
+            for (; i + 16 <= n; i += 16) TOPNSIGMA_COMPACT_VECTOR(i, (__mmask16)0xFFFF);
+            for (; i < n; i++) {
+                if (mask && !((mask[i >> 5] >> (i & 31)) & 1)) continue;
+                if (p[i] >= threshold) {
+                    o[2 * written] = base + (int32_t)i;
+                    memcpy(o + 2 * written + 1, p + i, sizeof(float));
+                    written++;
+                }
+            }
+        }
+    }
+#undef TOPNSIGMA_COMPACT_VECTOR
+    return written;
+}
+#else
+// Other builds never call it (they compact whole blocks in Swift); it exists so that the Swift
+// that calls it type-checks in every build.
+static inline long topnsigma_compact_groups(
+    const float *p, long n, float threshold, const float *groups, const uint32_t *mask, int32_t base, void *out) {
+    (void)groups;
+    int32_t *o = (int32_t *)out;
+    long written = 0;
+    for (long i = 0; i < n; i++) {
+        if (mask && !((mask[i >> 5] >> (i & 31)) & 1)) continue;
+        if (p[i] >= threshold) {
+            o[2 * written] = base + (int32_t)i;
+            memcpy(o + 2 * written + 1, p + i, sizeof(float));
+            written++;
+        }
+    }
+    return written;
+}
+#endif
+
+// Moves the values of v[0..<n] that lie in [low, high) to the front, in order; returns how many
+// (TopKBound.kthLargest). With AVX-512 one compression and one store per 16 values; a scalar
+// loop otherwise.
+static inline long topnsigma_select_range(float *v, long n, float low, float high) {
+    long m = 0, i = 0;
+#if defined(__AVX512F__)
+    const __m512 lo = _mm512_set1_ps(low), hi = _mm512_set1_ps(high);
+    for (; i + 16 <= n; i += 16) {
+        __m512 x = _mm512_loadu_ps(v + i);
+        __mmask16 k = _mm512_cmp_ps_mask(x, lo, _CMP_GE_OQ) & _mm512_cmp_ps_mask(x, hi, _CMP_LT_OQ);
+        // m <= i: the store covers v[m ..< m + 16], values already read.
+        _mm512_storeu_ps(v + m, _mm512_maskz_compress_ps(k, x));
+        m += __builtin_popcount((unsigned)k);
+    }
+#endif
+    for (; i < n; i++) {
+        float x = v[i];
+        v[m] = x;
+        m += (x >= low) & (x < high);
+    }
+    return m;
+}
+
+// Keeps the 8-byte {int32 id, float logit} pairs of c[0..<n] whose logit is at least threshold,
+// in order, at the front; returns how many (RowPipeline.filter). With AVX-512 one compression and
+// one store per 8 pairs; a scalar loop, written without a branch per pair, otherwise.
+static inline long topnsigma_filter_candidates(void *c, long n, float threshold) {
+    int32_t *w = (int32_t *)c;
+    long kept = 0, i = 0;
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+    const __m256 t = _mm256_set1_ps(threshold);
+    for (; i + 8 <= n; i += 8) {
+        __m512i x = _mm512_loadu_si512((const void *)(w + 2 * i));
+        __m256 logits = _mm256_castsi256_ps(_mm512_cvtepi64_epi32(_mm512_srli_epi64(x, 32)));
+        __mmask8 k = _mm256_cmp_ps_mask(logits, t, _CMP_GE_OQ);
+        // kept <= i: the store covers pairs already read.
+        _mm512_storeu_si512((void *)(w + 2 * kept), _mm512_maskz_compress_epi64(k, x));
+        kept += __builtin_popcount((unsigned)k);
+    }
+#endif
+    for (; i < n; i++) {
+        int32_t id = w[2 * i];
+        float logit;
+        memcpy(&logit, w + 2 * i + 1, sizeof logit);
+        w[2 * kept] = id;
+        memcpy(w + 2 * kept + 1, &logit, sizeof logit);
+        kept += logit >= threshold;
+    }
+    return kept;
+}
+
 #endif

@@ -1,3 +1,4 @@
+import CShims
 import Synchronization
 #if canImport(Glibc)
 import Glibc
@@ -200,12 +201,14 @@ package enum RowPipeline {
         let maximumOnly =
             sampling && parameters.temperature == 0 && state.mask == nil && state.editCount == 0
             && state.topLogprobs < 0
-        // Sampled rows whose filters need no moments (top-p alone; min-p, with top-k or top-p,
-        // without Top-nσ or processing) reduce with the maximum-only loop (AVX-512 builds).
+        // Sampled rows whose filters need no moments (every row without Top-nσ, processing or
+        // logprobs that takes the survivor pipeline or top-p's route: min-p, top-k and the others
+        // need the maximum, and top-k's bound the mean, which the loop's sum gives) reduce with
+        // the maximum-only loop (AVX-512 builds).
         let momentsFree =
             BuildTarget.hasAVX512 && sampling && scratch != nil && parameters.temperature != 0
             && parameters.passNSigma == nil && state.mask == nil && state.editCount == 0 && state.topLogprobs < 0
-            && (route?.depth != nil || (route == nil && (parameters.passMinP ?? 0) > 0))
+            && (route == nil || route?.depth != nil)
         // Plain sampling collects nothing: its draw needs only the chunks' sums. Nor does the
         // row-mass route: its cut is known only once the row's mass is.
         let collectSurvivors = collect && route?.collects ?? true
@@ -359,12 +362,7 @@ package enum RowPipeline {
             let slot = scratch.candidates + start
             defer { scratch.thresholds[c] = threshold }
             if scratch.thresholds[c] <= threshold {
-                var kept = 0
-                for j in 0..<scratch.counts[c] where slot[j].logit >= threshold {
-                    slot[kept] = slot[j]
-                    kept &+= 1
-                }
-                scratch.counts[c] = kept
+                scratch.counts[c] = filter(slot, count: scratch.counts[c], atLeast: threshold)
             } else if let mask {
                 scratch.counts[c] = CandidateKernel.compact(
                     p + start, count: min(chunkLength, vocab - start), threshold: threshold, indexBase: start,
@@ -375,6 +373,15 @@ package enum RowPipeline {
                     into: slot)
             }
         }
+    }
+
+    /// Keeps the candidates of `c[0..<n]` whose logit is at least `threshold`, in order, at the
+    /// front; returns how many. Without a branch per candidate (`topnsigma_filter_candidates`:
+    /// compressed eight at a time with AVX-512): a top-k 1000 slot keeps an unpredictable half
+    /// or so.
+    @inline(__always)
+    static func filter(_ c: UnsafeMutablePointer<Candidate>, count n: Int, atLeast threshold: Float) -> Int {
+        topnsigma_filter_candidates(UnsafeMutableRawPointer(c), n, threshold)
     }
 
     /// Moves every chunk's survivors to the front of the region, in chunk order; returns the count.
@@ -509,14 +516,7 @@ package enum RowPipeline {
             }
         }
         threshold = max(threshold, low)
-        if threshold > low {
-            var kept = 0
-            for j in 0..<count where scratch.candidates[j].logit >= threshold {
-                scratch.candidates[kept] = scratch.candidates[j]
-                kept &+= 1
-            }
-            count = kept
-        }
+        if threshold > low { count = filter(scratch.candidates, count: count, atLeast: threshold) }
         return .success((statistics, count))
     }
 

@@ -864,8 +864,9 @@ enum StatisticsKernel {
     }
 
     /// One chunk's maximum, its blocks' maxima and (with `groups`) its group maxima, with every
-    /// logit counted finite and the moments left 0: for a sampled row whose filters need no
-    /// moments (min-p, top-k, top-p without Top-nσ; AVX-512 builds). The loop of
+    /// logit counted finite, its mean from Float sums and `M2` left 0: for a sampled row whose
+    /// filters need no moments (every sampled row without Top-nσ or processing that collects
+    /// survivors; AVX-512 builds). The loop of
     /// ``maximumRange(_:vocab:chunks:_:)`` (a `vmaxps` and an add per 16 logits, four accumulator
     /// sets) with ``unmaskedSums(_:count:_:shift:groups:)``'s block and group layout. Nil when the
     /// sum is not finite (the caller then takes ``chunkPartial(_:count:mask:groups:)``).
@@ -905,10 +906,13 @@ enum StatisticsKernel {
             if x > tail[i & 15] { tail[i & 15] = x }
             i &+= 1
         }
-        guard (laneSum((sa + sb) + (sc + sd)) + scalars).isFinite else { return nil }
+        let total = laneSum((sa + sb) + (sc + sd)) + scalars
+        guard total.isFinite else { return nil }
         m = tail.replacing(with: m, where: m .> tail)
         if let g { storeTailGroups(g, block: block, tail) }
-        return ChunkPartial(count: n, maximum: horizontalMaximum(m), blockMaxima: blocks)
+        // The mean from Float lane sums (top-k's bound starts its search there); no M2.
+        return ChunkPartial(
+            count: n, mean: n > 0 ? total / Double(n) : 0, maximum: horizontalMaximum(m), blockMaxima: blocks)
     }
 
     /// A greedy row's chunks `first..<end` (of a row of `vocab` logits) in one loop: the range's

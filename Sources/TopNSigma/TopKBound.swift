@@ -1,3 +1,5 @@
+import CShims
+
 /// Top-k as a threshold: the `k`-th largest logit of the row, found without sorting.
 ///
 /// During the pass the statistics loop leaves each chunk's *group maxima* at no extra cost: the
@@ -15,49 +17,62 @@ package enum TopKBound {
     /// Logits per span: 16 vectors, whose 16 lanes' maxima are its groups.
     static let spanLength = 256
     /// Group maxima per chunk: 16 spans of 16 groups.
-    static let groupsPerChunk = StatisticsKernel.chunkLength / spanLength * 16
+    package static let groupsPerChunk = StatisticsKernel.chunkLength / spanLength * 16
 
     /// Writes the group maxima of one chunk (`p[0..<n]`, `n <= chunkLength`) through `mask` to
-    /// `g[0..<groupsPerChunk]`: for span `s`, `g[16s + j]` is the largest allowed logit among
-    /// `p[256s + 16i + j]`; `-inf` for a group without an allowed logit (and for spans past `n`).
-    /// Block `b`'s groups are `g[64b ..< 64b + 64]`, as the statistics loop writes them for rows
-    /// without a mask. One `vmaxps` per 16 logits, on a chunk in L1.
-    static func groupMaxima<E: LogitElement>(
+    /// `g[0..<groupsPerChunk]`, in the layout the AVX-512 statistics loop leaves for rows without a
+    /// mask (its four accumulator sets' lanes): for a whole 1024-logit block `b`, `g[64b + 16q + j]`
+    /// is the largest allowed logit among `p[1024b + 64r + 16q + j]` over `r`; a partial last
+    /// block's 16 groups are its first entries (lane `j`: its logits `i` with `i % 16 == j`), and
+    /// `-inf` fills the rest, as for a group without an allowed logit. One `vmaxps` per 16
+    /// logits, on a chunk in L1.
+    package static func groupMaxima<E: LogitElement>(
         _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>?, into g: UnsafeMutablePointer<Float>
     ) {
         let negInf = Vector(repeating: -.infinity)
         let raw = UnsafeMutableRawPointer(g)
-        var span = 0
-        while span &* spanLength < n {
-            let start = span &* spanLength, end = min(n, start &+ spanLength)
-            var ma = negInf, mb = negInf
-            var i = start
-            while i &+ 32 <= end {
+        let blockLength = StatisticsKernel.blockLength
+        var i = 0, block = 0
+        while i &+ blockLength <= n && block < StatisticsKernel.blocksPerChunk {
+            var ma = negInf, mb = negInf, mc = negInf, md = negInf
+            let end = i &+ blockLength
+            while i < end {
                 let (a, b) = StatisticsKernel.load32(p, i, mask: mask)
+                let (c, d) = StatisticsKernel.load32(p, i &+ 32, mask: mask)
                 ma = a.replacing(with: ma, where: ma .> a)
                 mb = b.replacing(with: mb, where: mb .> b)
-                i &+= 32
+                mc = c.replacing(with: mc, where: mc .> c)
+                md = d.replacing(with: md, where: md .> d)
+                i &+= 64
             }
-            ma = mb.replacing(with: ma, where: ma .> mb)
-            // The last few logits of the row, each into its lane.
-            while i < end {
-                if mask.map({ StatisticsKernel.allowed($0, i) }) ?? true {
-                    let x = E.float(p, i), lane = i & 15
-                    if x > ma[lane] { ma[lane] = x }
-                }
-                i &+= 1
-            }
-            raw.storeBytes(of: ma, toByteOffset: span &* 64, as: Vector.self)
-            span &+= 1
+            StatisticsKernel.storeGroups(raw, block: block, ma, mb, mc, md)
+            block &+= 1
         }
-        StatisticsKernel.clearGroups(raw, from: span &* 64)
+        var tail = negInf
+        while i &+ 32 <= n {
+            let (a, b) = StatisticsKernel.load32(p, i, mask: mask)
+            tail = a.replacing(with: tail, where: tail .> a)
+            tail = b.replacing(with: tail, where: tail .> b)
+            i &+= 32
+        }
+        // The last few logits of the row, each into its lane.
+        while i < n {
+            if mask.map({ StatisticsKernel.allowed($0, i) }) ?? true {
+                let x = E.float(p, i), lane = i & 15
+                if x > tail[lane] { tail[lane] = x }
+            }
+            i &+= 1
+        }
+        if block < StatisticsKernel.blocksPerChunk {
+            StatisticsKernel.storeTailGroups(raw, block: block, tail)
+        }
     }
 
     /// A bound for the row's top `keep` from the group maxima of chunks `chunks` (the row's
     /// maximum `maximum`, and a value `floor` below most of its logits, such as its mean): a value
     /// that at least `keep` groups reach, so at least `keep` logits; found by bisection over
     /// `[floor, maximum]` with vector counts of the groups in place, stopping once at most
-    /// `2·keep + 16` groups reach it. `-inf` when fewer than `keep` groups reach `floor`.
+    /// `keep + keep/8 + 16` groups reach it. `-inf` when fewer than `keep` groups reach `floor`.
     ///
     /// `floor` may be another filter's cut (Top-nσ, min-p): when few groups reach it, it is
     /// returned as it is (the caller collects at it anyway), after one count.
@@ -71,14 +86,17 @@ package enum TopKBound {
         guard floor.isFinite, maximum.isFinite, floor < maximum else { return -.infinity }
         var low = floor, high = maximum
         let reached = countAtLeast(groups, count: n, low)
-        if reached <= 2 * keep + 16 { return reached >= keep ? low : -.infinity }
+        // Within an eighth of `keep` (and 16): each group more reaching the bound costs a vector
+        // of its block's quarter to compact, a bisection step costs a count of the groups.
+        let enough = keep + keep / 8 + 16
+        if reached <= enough { return reached >= keep ? low : -.infinity }
         for _ in 0..<24 {
             let middle = low + (high - low) * 0.5
             guard middle > low && middle < high else { break }
             let c = countAtLeast(groups, count: n, middle)
             if c >= keep {
                 low = middle
-                if c <= 2 * keep + 16 { break }
+                if c <= enough { break }
             } else {
                 high = middle
             }
@@ -89,13 +107,25 @@ package enum TopKBound {
     /// Compacts the allowed logits at or above `threshold` of chunk `chunk` of the row at `p`
     /// into `out`, in id order, visiting only the 1024-logit blocks some of whose group maxima
     /// (`groups`, 64 a block) reach it; returns the count.
-    static func compactGroups<E: LogitElement>(
+    ///
+    /// Float rows in AVX-512 builds, whose groups are the statistics loop's lanes (or
+    /// ``groupMaxima(_:count:mask:into:)``'s, in the same layout), take `topnsigma_compact_groups`
+    /// (CShims): only the quarters of a block whose groups reach the threshold are read, through
+    /// those lanes only, and each vector is compressed without a branch per hit. (For top-k 1000
+    /// about a fifth of the row's groups reach the bound, so nearly every block holds one: a
+    /// branch per 32 logits then mispredicted about half the time.)
+    package static func compactGroups<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, chunk: Int, threshold: Float, groups: UnsafePointer<Float>,
         mask: UnsafePointer<UInt32>?, into out: UnsafeMutablePointer<Candidate>
     ) -> Int {
         let blockLength = StatisticsKernel.blockLength
         let start = chunk &* StatisticsKernel.chunkLength
         let n = min(StatisticsKernel.chunkLength, vocab &- start)
+        if BuildTarget.hasAVX512 && E.self == Float.self {
+            return topnsigma_compact_groups(
+                UnsafeRawPointer(p + start).assumingMemoryBound(to: Float.self), n, threshold, groups,
+                mask.map { $0 + start / 32 }, Int32(truncatingIfNeeded: start), UnsafeMutableRawPointer(out))
+        }
         let t = Vector(repeating: threshold)
         let raw = UnsafeRawPointer(groups)
         var written = 0
@@ -181,11 +211,7 @@ package enum TopKBound {
             if reached >= k { low = middle } else { (high, above) = (middle, reached) }
         }
         // The values in [low, high), to the front; `above` of them lie at or above `high`.
-        var m = 0
-        for i in 0..<n where values[i] >= low && values[i] < high {
-            values[m] = values[i]
-            m &+= 1
-        }
+        let m = topnsigma_select_range(values, n, low, high)
         let rank = k - above
         var lowKey = key(low), highKey = key(high.nextDown)
         while lowKey < highKey {

@@ -190,16 +190,72 @@ import TopNSigmaBaselines
                     }
                 }
             }
-            // Without -inf tokens, min-p rows (alone, with top-k, with top-p) reduce with the
-            // maximum-only loop in AVX-512 builds.
+            // Without -inf tokens, min-p rows (alone, with top-k, with top-p) and top-k rows
+            // reduce with the maximum-only loop in AVX-512 builds, whose lanes are the groups.
             var clean = row.map { $0 == -.infinity ? -7 : $0 }
             clean[vocab / 3] = 9.5
-            for (k, p) in [(Int?.none, Float?.none), (7, nil), (300, nil), (nil, 0.9), (40, 0.95)] {
+            let cases: [(Int?, Float?, Float?)] = [
+                (nil, nil, 0.05), (7, nil, 0.05), (300, nil, 0.05), (nil, 0.9, 0.05), (40, 0.95, 0.05),
+                (1, nil, nil), (7, nil, nil), (300, nil, nil), (vocab / 16 + 40, nil, nil), (40, 0.95, nil)
+            ]
+            for (k, p, minP) in cases {
                 let parameters = SamplingParameters(
-                    temperature: 0.8, nSigma: nil, seed: 5, topK: k, topP: p, minP: 0.05)
+                    temperature: 0.8, nSigma: nil, seed: 5, topK: k, topP: p, minP: minP)
                 for threads in [1, 3] {
                     try Self.checkDraws(
                         clean, parameters, expected: Self.reference(clean, parameters), draws: 60, threads: threads)
+                }
+            }
+        }
+    }
+
+    @Test(
+        "top-k's compaction from the group maxima writes every allowed logit at or above the threshold, in id order, and nothing past them"
+    )
+    func compactGroups() {
+        var random = TestRandom(seed: 29)
+        let chunkLength = 4096
+        for vocab in [chunkLength, 2 * chunkLength + 3 * 1024 + 300, 1024 + 17, 40] {
+            let row = (0..<vocab).map { _ in Float(random.gaussian() * 3) }
+            let words = (vocab + 31) / 32
+            let bitmask = (0..<words).map { _ in UInt32(truncatingIfNeeded: random.next()) }
+            for masked in [false, true] {
+                for chunk in 0..<(vocab + chunkLength - 1) / chunkLength {
+                    let start = chunk * chunkLength, n = min(chunkLength, vocab - start)
+                    var groups = [Float](repeating: .nan, count: TopKBound.groupsPerChunk)
+                    // A slot with a sentinel past the chunk: the compaction must not write there.
+                    var out = [Candidate](repeating: Candidate(index: -7, logit: .nan), count: n + 16)
+                    let sorted = row[start..<start + n].sorted(by: >)
+                    for rank in [0, 3, 40, n / 5, n - 1] where rank < n {
+                        let threshold = sorted[rank]
+                        let expected = (start..<start + n).filter {
+                            row[$0] >= threshold && (!masked || bitmask[$0 / 32] & (1 << UInt32($0 % 32)) != 0)
+                        }
+                        let written = row.withUnsafeBufferPointer { p in
+                            bitmask.withUnsafeBufferPointer { m in
+                                groups.withUnsafeMutableBufferPointer { g in
+                                    out.withUnsafeMutableBufferPointer { o in
+                                        let mask = masked ? m.baseAddress! + start / 32 : nil
+                                        TopKBound.groupMaxima(
+                                            p.baseAddress! + start, count: n, mask: mask, into: g.baseAddress!)
+                                        return TopKBound.compactGroups(
+                                            p.baseAddress!, vocab: vocab, chunk: chunk, threshold: threshold,
+                                            groups: g.baseAddress!, mask: masked ? m.baseAddress! : nil,
+                                            into: o.baseAddress!)
+                                    }
+                                }
+                            }
+                        }
+                        #expect(
+                            written == expected.count, "vocab \(vocab) chunk \(chunk) rank \(rank) masked \(masked)")
+                        let ids = out[0..<written].map { Int($0.index) }
+                        #expect(
+                            ids == expected,
+                            "first difference at \(Array(zip(ids, expected)).firstIndex { $0.0 != $0.1 } ?? min(ids.count, expected.count))"
+                        )
+                        #expect(out[0..<written].allSatisfy { $0.logit == row[Int($0.index)] })
+                        #expect(out[n...].allSatisfy { $0.index == -7 }, "wrote past the chunk's slot")
+                    }
                 }
             }
         }
