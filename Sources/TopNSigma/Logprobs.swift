@@ -128,6 +128,18 @@ package enum LogprobKernel {
         return BuildTarget.multiplyAdd(p, f, Vector(repeating: 1))
     }
 
+    /// Whether the exponents `x·s − hi` (`hi = maximum·s` rounded to Float, `s` the scale) can
+    /// be one fused multiply-add: the build has FMA, and `hi` is within 1/2 of `maximum·s`, so
+    /// that the constant `2^(hi − maximum·s)` the sums carry stays near 1 and no term's exponent
+    /// exceeds 1/2. A maximum whose `maximum·s` is beyond 2^23 rounds farther (at 2e34, by about
+    /// 1e27, which turned every sum into 0 or infinity: found by the row-pipeline fuzzer in a
+    /// SIMD build); the exponent is then `(x − maximum)·s`, two roundings.
+    @inline(__always)
+    static func fusedExponent(maximum: Float, scale: Float) -> Bool {
+        let hi = maximum * scale
+        return BuildTarget.hasFMA && hi.isFinite && Swift.abs(Double(hi) - Double(maximum) * Double(scale)) <= 0.5
+    }
+
     /// `log2 e / T` rounded to Float: the exponent's factor at temperature `T`.
     @inline(__always)
     static func scale(temperature: Float) -> Float {
@@ -277,9 +289,9 @@ package enum LogprobKernel {
         // per-term roundings (see ``OnlineSoftmax/sumError``).
         let scale = Self.scale(temperature: temperature)
         // Fused exponents need FMA (a separate multiply would round x·log2 e itself, an error
-        // as large as ulp(x·log2 e) on every term) and a finite m·log2 e.
+        // as large as ulp(x·log2 e) on every term) and an m·log2 e that rounds to Float closely.
         let hi = maximum * scale
-        let fused = BuildTarget.hasFMA && hi.isFinite
+        let fused = fusedExponent(maximum: maximum, scale: scale)
         let hiVector = Vector(repeating: hi)
         // Fused: every vector term is scaled by 2^(m·s - hi) (s = log2 e / T in Float); m·s is
         // exact in double.
@@ -348,7 +360,7 @@ package enum LogprobKernel {
         guard maximum > -.infinity else { return (0, 0, 0) }
         let scale = Self.scale(temperature: temperature)
         let hi = maximum * scale
-        let fused = BuildTarget.hasFMA && hi.isFinite
+        let fused = fusedExponent(maximum: maximum, scale: scale)
         // Fused, every term is `2^u` with `u = x·s − hi`, and the true exponent is `u + shift`.
         let shift = fused ? Double(hi) - Double(maximum) * Double(scale) : 0
         let correction = powerOfTwo(shift)

@@ -142,7 +142,7 @@ enum OnlineSoftmax {
     ) -> Int {
         let scale = LogprobKernel.scale(temperature: temperature)
         let hi = maximum * scale
-        let fused = BuildTarget.hasFMA && hi.isFinite
+        let fused = LogprobKernel.fusedExponent(maximum: maximum, scale: scale)
         let correction = fused ? exp2(Double(hi) - Double(maximum) * Double(scale)) : 1
         let m = LogprobKernel.Vector(repeating: maximum), hiVector = LogprobKernel.Vector(repeating: hi)
         var bound = Float.infinity, found = 0
@@ -343,7 +343,7 @@ extension OnlineSoftmax {
         typealias Vector = LogprobKernel.Vector
         let scale = LogprobKernel.scale(temperature: temperature)
         let hi = maximum * scale
-        let fused = BuildTarget.hasFMA && hi.isFinite
+        let fused = LogprobKernel.fusedExponent(maximum: maximum, scale: scale)
         let correction = fused ? exp2(Double(hi) - Double(maximum) * Double(scale)) : 1
         let m = Vector(repeating: maximum), negHi = Vector(repeating: -hi), s = Vector(repeating: scale)
         let t = Vector(repeating: threshold), negInf = Vector(repeating: -.infinity)

@@ -1075,6 +1075,7 @@ package enum RowPipeline {
             temperature: parameters.temperature, zError: errors.z, momentError: errors.moments)
         let m = Double(statistics.maximum), t = Double(parameters.temperature)
         let z = estimate.mass.z
+        guard z > 0 && z.isFinite else { return nil }
         let center = log(z) - estimate.mass.entropy
         let order = TypicalOrder(center: center, maximum: m, temperature: t)
         // The center is `log Z − H`: within the entropy's bound and `log Z`'s again.
@@ -1112,7 +1113,7 @@ package enum RowPipeline {
             keptMass += w[j]
             if order.precedes(c[last], c[j]) { last = j }
         }
-        guard keptMass >= need + slack && keptMass - w[last] < need - slack else { return nil }
+        guard kept > 0 && keptMass >= need + slack && keptMass - w[last] < need - slack else { return nil }
         let edge = order.distance(c[last])
         for j in 0..<count where j != last && c[j].logit != c[last].logit {
             if Swift.abs(order.distance(c[j]) - edge) <= 2 * delta { return nil }

@@ -567,6 +567,29 @@ import TopNSigmaBaselines
         }
     }
 
+    @Test(
+        "a maximum beyond 2^23 takes unfused exponents: the routes sum a constant 2e34 row to its length (found by the fuzzer in a SIMD build)"
+    )
+    func hugeMaximum() throws {
+        // `2e34·log2 e` rounded to Float is 1e27 away from its double value: the fused exponents
+        // once scaled every sum by 2^(±1e27), zero or infinity, and typical-p drew from nothing.
+        let constant = [Float](repeating: 2.015_832_8e34, count: 342)
+        var spread = constant
+        for i in stride(from: 0, to: 342, by: 7) { spread[i] = 2.015_832_8e34 * (1 - Float(i) * 1e-9) }
+        for row in [constant, spread] {
+            for parameters in [
+                SamplingParameters(nSigma: nil, seed: 23, typicalP: 0.2),
+                SamplingParameters(nSigma: nil, seed: 23, epsilon: 3e-4),
+                SamplingParameters(temperature: 1e30, nSigma: nil, seed: 5, dynamicTemperatureRange: 0.5),
+                SamplingParameters(nSigma: nil, seed: 7, xtcThreshold: 0.001),
+                SamplingParameters(nSigma: nil, seed: 9),
+                SamplingParameters(nSigma: nil, seed: 9, topP: 0.3)
+            ] {
+                try Self.checkDraws(row, parameters, expected: Self.reference(row, parameters, step: 0), draws: 100)
+            }
+        }
+    }
+
     @Test("plain sampling with edited tokens: bias (one lifted above the row), penalties and DRY join the draw")
     func plainWithEdits() throws {
         let row = Fixture.row(3)
