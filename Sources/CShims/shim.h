@@ -231,44 +231,74 @@ static inline void topnsigma_interval_masses(
     }
 }
 
-// Top-k's compaction from the group maxima (TopKBound.compactGroups): writes every (id, logit)
-// with p[i] >= threshold (and mask bit i set, when mask is not NULL) of one chunk p[0..<n] to out
-// as 8-byte {int32 id, float logit} pairs in id order (ids offset by base); returns the count.
-// groups holds the chunk's group maxima in the statistics loop's layout: for a whole 1024-logit
-// block b, groups[64b + 16q + j] is the largest of p[1024b + 64r + 16q + j] over r = 0..<16 (the
-// four accumulator sets' lanes); a partial last block's groups are its first 16 entries, lane j
-// the largest of its logits i with i % 16 == j. Only the 16-logit vectors of a block's quarters
-// whose groups reach the threshold are read, each through its reaching lanes only; a vector with
-// hits is compressed without a branch per hit (two compressions, two interleaving permutes, one
-// full store per 8 hits). A store per vector whatever its hits measured 1.7 times slower on Zen 5
-// (overlapping unaligned 64-byte stores), a branch per hit slower still where hits are dense.
-// Every store lies within out[0 ..< i + 16] for the vector at i, so out needs room for n only.
+// Survivor compaction in AVX-512 builds (CandidateKernel.compact, TopKBound.compactGroups):
+// every (id, logit) with p[i] >= threshold (and mask bit i set, when mask is not NULL) is written
+// to out as an 8-byte {int32 id, float logit} pair, in id order (ids offset by base); each
+// returns the count. A vector with hits is compressed without a branch per hit (two
+// compressions, two interleaving permutes, one full 64-byte store per 8 hits); one without hits
+// costs a compare and a branch. A store per vector whatever its hits measured 1.7 times slower on
+// Zen 5 (overlapping unaligned stores), a branch per hit slower still where hits are dense. Every
+// store lies within out[0 ..< i + 16] for the vector at i, so out needs room for n pairs only.
+#if defined(__AVX512F__)
+static inline long topnsigma_compact_vector(
+    const float *p, long at, __m512 t, __mmask16 lanes, const uint32_t *mask, int32_t base, int32_t *o,
+    long written) {
+    __m512 x = _mm512_loadu_ps(p + at);
+    __mmask16 k = _mm512_mask_cmp_ps_mask(lanes, x, t, _CMP_GE_OQ);
+    if (mask) k &= (__mmask16)(mask[at >> 5] >> (at & 16));
+    if (!k) return written;
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+    const __m512i high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+    int hits = __builtin_popcount((unsigned)k);
+    __m512i ids = _mm512_add_epi32(_mm512_set1_epi32(base + (int32_t)at), iota);
+    __m512i ci = _mm512_maskz_compress_epi32(k, ids);
+    __m512i cx = _mm512_maskz_compress_epi32(k, _mm512_castps_si512(x));
+    _mm512_storeu_si512((void *)(o + 2 * written), _mm512_permutex2var_epi32(ci, low, cx));
+    if (hits > 8) _mm512_storeu_si512((void *)(o + 2 * written + 16), _mm512_permutex2var_epi32(ci, high, cx));
+    return written + hits;
+}
+#endif
+
+// The scalar step of both, for the logits after the last whole vector (and other builds).
+static inline long topnsigma_compact_scalar(
+    const float *p, long from, long n, float threshold, const uint32_t *mask, int32_t base, int32_t *o,
+    long written) {
+    for (long i = from; i < n; i++) {
+        if (mask && !((mask[i >> 5] >> (i & 31)) & 1)) continue;
+        if (p[i] >= threshold) {
+            o[2 * written] = base + (int32_t)i;
+            memcpy(o + 2 * written + 1, p + i, sizeof(float));
+            written++;
+        }
+    }
+    return written;
+}
+
+// The whole of p[0..<n] (CandidateKernel.compact; mask's first bit is p[0]'s, p starting a word).
+static inline long topnsigma_compact(
+    const float *p, long n, float threshold, const uint32_t *mask, int32_t base, void *out) {
+    int32_t *o = (int32_t *)out;
+    long written = 0, i = 0;
+#if defined(__AVX512F__)
+    const __m512 t = _mm512_set1_ps(threshold);
+    for (; i + 16 <= n; i += 16) written = topnsigma_compact_vector(p, i, t, 0xFFFF, mask, base, o, written);
+#endif
+    return topnsigma_compact_scalar(p, i, n, threshold, mask, base, o, written);
+}
+
+// Top-k's compaction of one chunk p[0..<n] from its group maxima (TopKBound.compactGroups), in
+// the statistics loop's layout: for a whole 1024-logit block b, groups[64b + 16q + j] is the
+// largest of p[1024b + 64r + 16q + j] over r = 0..<16 (the four accumulator sets' lanes); a
+// partial last block's groups are its first 16 entries, lane j the largest of its logits i with
+// i % 16 == j. Only the vectors of a block's quarters whose groups reach the threshold are read,
+// each through its reaching lanes only.
 #if defined(__AVX512F__)
 static inline long topnsigma_compact_groups(
     const float *p, long n, float threshold, const float *groups, const uint32_t *mask, int32_t base, void *out) {
     const __m512 t = _mm512_set1_ps(threshold);
-    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
-    const __m512i high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
     int32_t *o = (int32_t *)out;
     long written = 0;
-#define TOPNSIGMA_COMPACT_VECTOR(I, LANES)                                                                     \
-    do {                                                                                                       \
-        long at_ = (I);                                                                                        \
-        __m512 x_ = _mm512_loadu_ps(p + at_);                                                                  \
-        __mmask16 k_ = _mm512_mask_cmp_ps_mask((LANES), x_, t, _CMP_GE_OQ);                                    \
-        if (mask) k_ &= (__mmask16)(mask[at_ >> 5] >> (at_ & 16));                                             \
-        if (k_) {                                                                                              \
-            int hits_ = __builtin_popcount((unsigned)k_);                                                      \
-            __m512i ids_ = _mm512_add_epi32(_mm512_set1_epi32(base + (int32_t)at_), iota);                    \
-            __m512i ci_ = _mm512_maskz_compress_epi32(k_, ids_);                                               \
-            __m512i cx_ = _mm512_maskz_compress_epi32(k_, _mm512_castps_si512(x_));                           \
-            _mm512_storeu_si512((void *)(o + 2 * written), _mm512_permutex2var_epi32(ci_, low, cx_));         \
-            if (hits_ > 8)                                                                                     \
-                _mm512_storeu_si512((void *)(o + 2 * written + 16), _mm512_permutex2var_epi32(ci_, high, cx_)); \
-            written += hits_;                                                                                  \
-        }                                                                                                      \
-    } while (0)
     long block = 0;
     for (; block + 1024 <= n; block += 1024) {
         const float *g = groups + block / 16;
@@ -281,24 +311,14 @@ static inline long topnsigma_compact_groups(
         if (!any) continue;
         for (long r = 0; r < 1024; r += 64)
             for (int q = 0; q < 4; q++)
-                if (lanes[q]) TOPNSIGMA_COMPACT_VECTOR(block + r + 16 * q, lanes[q]);
+                if (lanes[q])
+                    written = topnsigma_compact_vector(p, block + r + 16 * q, t, lanes[q], mask, base, o, written);
     }
-    if (block < n) {
-        const float *g = groups + block / 16;
-        if (_mm512_cmp_ps_mask(_mm512_loadu_ps(g), t, _CMP_GE_OQ)) {
-            long i = block;
-            for (; i + 16 <= n; i += 16) TOPNSIGMA_COMPACT_VECTOR(i, (__mmask16)0xFFFF);
-            for (; i < n; i++) {
-                if (mask && !((mask[i >> 5] >> (i & 31)) & 1)) continue;
-                if (p[i] >= threshold) {
-                    o[2 * written] = base + (int32_t)i;
-                    memcpy(o + 2 * written + 1, p + i, sizeof(float));
-                    written++;
-                }
-            }
-        }
+    if (block < n && _mm512_cmp_ps_mask(_mm512_loadu_ps(groups + block / 16), t, _CMP_GE_OQ)) {
+        long i = block;
+        for (; i + 16 <= n; i += 16) written = topnsigma_compact_vector(p, i, t, 0xFFFF, mask, base, o, written);
+        written = topnsigma_compact_scalar(p, i, n, threshold, mask, base, o, written);
     }
-#undef TOPNSIGMA_COMPACT_VECTOR
     return written;
 }
 #else
@@ -307,17 +327,7 @@ static inline long topnsigma_compact_groups(
 static inline long topnsigma_compact_groups(
     const float *p, long n, float threshold, const float *groups, const uint32_t *mask, int32_t base, void *out) {
     (void)groups;
-    int32_t *o = (int32_t *)out;
-    long written = 0;
-    for (long i = 0; i < n; i++) {
-        if (mask && !((mask[i >> 5] >> (i & 31)) & 1)) continue;
-        if (p[i] >= threshold) {
-            o[2 * written] = base + (int32_t)i;
-            memcpy(o + 2 * written + 1, p + i, sizeof(float));
-            written++;
-        }
-    }
-    return written;
+    return topnsigma_compact_scalar(p, 0, n, threshold, mask, base, (int32_t *)out, 0);
 }
 #endif
 

@@ -1,7 +1,10 @@
+import CShims
+
 /// Survivor compaction: the compare pass that writes every `(id, logit)` at or above a threshold,
 /// in id order. The row pipeline runs it on the blocks of a chunk that can hold a survivor, while
-/// the chunk is still in L1 (``RowPipeline``).
-/// The threshold-and-compact pass.
+/// the chunk is still in L1 (``RowPipeline``). Float rows in AVX-512 builds take
+/// `topnsigma_compact` (CShims): a vector with survivors is compressed without a branch per
+/// survivor, which matters where they are dense (top-p 0.99's first depth, top-k's bound).
 enum CandidateKernel {
     typealias Vector = SIMD16<Float>
 
@@ -13,6 +16,11 @@ enum CandidateKernel {
         _ p: UnsafePointer<E>, count n: Int, threshold: Float, indexBase: Int,
         into out: UnsafeMutablePointer<Candidate>
     ) -> Int {
+        if BuildTarget.hasAVX512 && E.self == Float.self {
+            return topnsigma_compact(
+                UnsafeRawPointer(p).assumingMemoryBound(to: Float.self), n, threshold, nil,
+                Int32(truncatingIfNeeded: indexBase), UnsafeMutableRawPointer(out))
+        }
         let t = Vector(repeating: threshold)
         var written = 0
         var i = 0
@@ -66,6 +74,11 @@ enum CandidateKernel {
         _ p: UnsafePointer<E>, count n: Int, threshold: Float, indexBase: Int, mask: UnsafePointer<UInt32>,
         into out: UnsafeMutablePointer<Candidate>
     ) -> Int {
+        if BuildTarget.hasAVX512 && E.self == Float.self {
+            return topnsigma_compact(
+                UnsafeRawPointer(p).assumingMemoryBound(to: Float.self), n, threshold, mask,
+                Int32(truncatingIfNeeded: indexBase), UnsafeMutableRawPointer(out))
+        }
         let t = Vector(repeating: threshold)
         var written = 0
         var i = 0
