@@ -22,6 +22,10 @@ static inline int topnsigma_name_current_thread(const char *name) {
 static inline void topnsigma_prefetch_l2(const void *p) {
     __builtin_prefetch(p, 0, 2);
 }
+// Into L1 (prefetcht0): the statistics loops' lines 8 KB ahead of their reads.
+static inline void topnsigma_prefetch_l1(const void *p) {
+    __builtin_prefetch(p, 0, 3);
+}
 // A futex word for the worker pool's idle workers (Linux): a worker reads the word, announces
 // itself as a sleeper, rechecks for work and waits while the word is unchanged; the caller bumps
 // the word and wakes every waiter. One syscall each side, and no mutex for the woken worker to
