@@ -264,10 +264,7 @@ package enum RowPipeline {
             if route != nil {
                 scratch.chunkMaxima[c] = part.maximum
                 var bound = Float.infinity, found = 0
-                let next = start + chunkLength
-                let ahead = LogprobKernel.Prefetch(
-                    base: c + 1 < end ? UnsafeRawPointer(p + next) : nil,
-                    byteCount: max(0, min(chunkLength, vocab - next)) * MemoryLayout<E>.stride)
+                let ahead = LogprobKernel.Prefetch(chunk: p + start, count: length)
                 if let temperature = route?.momentsTemperature(parameters) {
                     let moments =
                         route == .dynamicTemperature
@@ -305,10 +302,7 @@ package enum RowPipeline {
                 let top = scratch.topTokens + c * TopLogprobs.maximumCount
                 var bound = running.bound(keep: keep)
                 scratch.chunkMaxima[c] = part.maximum
-                let next = start + chunkLength
-                let ahead = LogprobKernel.Prefetch(
-                    base: c + 1 < end ? UnsafeRawPointer(p + next) : nil,
-                    byteCount: max(0, min(chunkLength, vocab - next)) * MemoryLayout<E>.stride)
+                let ahead = LogprobKernel.Prefetch(chunk: p + start, count: length)
                 scratch.expSums[c] = LogprobKernel.chunk(
                     p + start, count: length, mask: mask, maximum: part.maximum, indexBase: start, keep: keep,
                     bound: &bound, into: top, found: &scratch.topCounts[c], ahead: ahead)
