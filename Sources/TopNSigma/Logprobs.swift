@@ -438,7 +438,10 @@ package enum LogprobKernel {
     /// Measured on Zen 5 with a standalone copy of the plain route (maximum pass, then exp pass,
     /// per 4096-logit chunk, B=64 V=128256): the next chunk into L2 left it at 1.37–1.47× a read
     /// of the same bytes from DRAM and 2.15× from L3; 32 KB ahead into L1 (with the statistics
-    /// loops' own 8 KB) at 1.11–1.18× and 1.79–1.84×; 16 KB and 48 KB did less.
+    /// loops' own 8 KB) at 1.11–1.18× and 1.79–1.84×; 16 KB and 48 KB did less, and 32 KB into
+    /// L2 too. In the library: plain sampling B=64 V=128256 1.57–1.69× → 1.41–1.48× (DRAM) and
+    /// 1.77–1.80× → 1.60–1.67× (warm), at a cost of about 5% on a row already in L2 (B=1 V=49152:
+    /// 6.0 → 6.4 µs), whose lines come into L1 early and crowd the chunk being read.
     struct Prefetch {
         /// How far ahead of the chunk being read, in bytes.
         static let distance = 32768
