@@ -66,6 +66,14 @@ package enum RowPipeline {
         /// relative to the chunk's maximum (``OnlineSoftmax/rowMass(moments:maxima:chunks:maximum:temperature:zError:momentError:)``).
         var chunkMoments: UnsafeMutablePointer<Double>
 
+        /// Stores chunk `c`'s `Σ e`, `Σ e·y` and `Σ e²` in ``chunkMoments``.
+        @inline(__always)
+        func storeMoments(_ moments: (z: Double, weighted: Double, squares: Double), chunk c: Int) {
+            chunkMoments[3 * c] = moments.z
+            chunkMoments[3 * c + 1] = moments.weighted
+            chunkMoments[3 * c + 2] = moments.squares
+        }
+
         /// Where each array of a ``Scratch`` lives in its block: offsets computed from the
         /// element types' own strides and alignments, each array on a 64-byte boundary.
         struct Layout {
@@ -263,7 +271,6 @@ package enum RowPipeline {
             }
             if route != nil {
                 scratch.chunkMaxima[c] = part.maximum
-                var bound = Float.infinity, found = 0
                 let ahead = LogprobKernel.Prefetch(chunk: p + start, count: length)
                 if let temperature = route?.momentsTemperature(parameters) {
                     let moments =
@@ -278,17 +285,12 @@ package enum RowPipeline {
                         : LogprobKernel.chunkMoments(
                             p + start, count: length, mask: mask, maximum: part.maximum, temperature: temperature,
                             ahead: ahead)
-                    scratch.chunkMoments[3 * c] = moments.z
-                    scratch.chunkMoments[3 * c + 1] = moments.weighted
-                    scratch.chunkMoments[3 * c + 2] = moments.squares
+                    scratch.storeMoments(moments, chunk: c)
                     continue
                 }
-                // keep 0: nothing is written to the top list.
-                _ = LogprobKernel.chunk(
-                    p + start, count: length, mask: mask, maximum: part.maximum, indexBase: start, keep: 0,
-                    bound: &bound, into: scratch.topTokens, found: &found, ahead: ahead,
-                    temperature: parameters.temperature,
-                    blockSums: scratch.drawSums + c * StatisticsKernel.blocksPerChunk)
+                blockSums(
+                    p, vocab: vocab, chunk: c, mask: state.mask.map { UnsafePointer($0) },
+                    temperature: parameters.temperature, scratch: scratch, ahead: ahead)
             }
             // The edited tokens of this chunk, read while it is in L1.
             if state.editCount > 0 {
@@ -852,11 +854,9 @@ package enum RowPipeline {
         _ p: UnsafePointer<E>, vocab: Int, statistics: RowStatistics, parameters: SamplingParameters, step: UInt64,
         scratch: Scratch, mask: UnsafePointer<UInt32>?
     ) -> SampledToken {
-        let chunks = StatisticsKernel.chunkCount(length: vocab)
         let errors = SoftmaxRoute.rowMass.momentErrors(vocab: vocab)
-        let estimate = OnlineSoftmax.rowMass(
-            moments: scratch.chunkMoments, maxima: scratch.chunkMaxima, chunks: chunks, maximum: statistics.maximum,
-            temperature: parameters.temperature, zError: errors.z, momentError: errors.moments)
+        let estimate = rowMass(
+            vocab: vocab, statistics: statistics, temperature: parameters.temperature, scratch: scratch, errors: errors)
         let mass = estimate.mass
         let zError = errors.z, qError = errors.moments
         func corner(_ z: Double, _ squares: Double, _ entropy: Double) -> (strict: Double, atLeast: Double) {
@@ -979,10 +979,9 @@ package enum RowPipeline {
         scratch: Scratch, mask: UnsafePointer<UInt32>?
     ) -> SampledToken {
         let chunks = StatisticsKernel.chunkCount(length: vocab)
-        let errors = SoftmaxRoute.dynamicTemperature.momentErrors(vocab: vocab)
-        let estimate = OnlineSoftmax.rowMass(
-            moments: scratch.chunkMoments, maxima: scratch.chunkMaxima, chunks: chunks, maximum: statistics.maximum,
-            temperature: 1, zError: errors.z, momentError: errors.moments)
+        let estimate = rowMass(
+            vocab: vocab, statistics: statistics, temperature: 1, scratch: scratch,
+            errors: SoftmaxRoute.dynamicTemperature.momentErrors(vocab: vocab))
         let n = statistics.finiteCount
         let h = estimate.mass.entropy, dh = estimate.entropyError
         let temperature = ExtendedTruncation.dynamicTemperature(entropy: h - dh, count: n, parameters: parameters)
@@ -995,15 +994,8 @@ package enum RowPipeline {
         }
         // Greedy over the row: its first token in key order.
         if temperature == 0 { return SampledToken(token: statistics.argmax, logProbability: 0, candidateCount: 1) }
-        let chunkLength = StatisticsKernel.chunkLength
         for c in 0..<chunks {
-            let start = c * chunkLength
-            var bound = Float.infinity, found = 0
-            _ = LogprobKernel.chunk(
-                p + start, count: min(chunkLength, vocab - start), mask: mask.map { $0 + start / 32 },
-                maximum: scratch.chunkMaxima[c], indexBase: start, keep: 0, bound: &bound, into: scratch.topTokens,
-                found: &found, temperature: temperature,
-                blockSums: scratch.drawSums + c * StatisticsKernel.blocksPerChunk)
+            blockSums(p, vocab: vocab, chunk: c, mask: mask, temperature: temperature, scratch: scratch)
         }
         return OnlineSoftmax.draw(
             p, vocab: vocab, mask: mask, sums: scratch.drawSums, maxima: scratch.chunkMaxima,
@@ -1044,9 +1036,7 @@ package enum RowPipeline {
                     p + start, count: length, mask: mask.map { $0 + start / 32 }, maximum: scratch.chunkMaxima[c],
                     temperature: parameters.temperature, buffer: $0)
             }
-            scratch.chunkMoments[3 * c] = moments.z
-            scratch.chunkMoments[3 * c + 1] = moments.weighted
-            scratch.chunkMoments[3 * c + 2] = moments.squares
+            scratch.storeMoments(moments, chunk: c)
         }
         let double = WideExp.massError(vocab: vocab)
         return typicalAttempt(
@@ -1063,10 +1053,8 @@ package enum RowPipeline {
         _ p: UnsafePointer<E>, vocab: Int, statistics: RowStatistics, parameters: SamplingParameters, step: UInt64,
         scratch: Scratch, mask: UnsafePointer<UInt32>?, errors: (z: Double, moments: Double)
     ) -> SampledToken? {
-        let chunks = StatisticsKernel.chunkCount(length: vocab)
-        let estimate = OnlineSoftmax.rowMass(
-            moments: scratch.chunkMoments, maxima: scratch.chunkMaxima, chunks: chunks, maximum: statistics.maximum,
-            temperature: parameters.temperature, zError: errors.z, momentError: errors.moments)
+        let estimate = rowMass(
+            vocab: vocab, statistics: statistics, temperature: parameters.temperature, scratch: scratch, errors: errors)
         let m = Double(statistics.maximum), t = Double(parameters.temperature)
         let z = estimate.mass.z
         guard z > 0 && z.isFinite else { return nil }
@@ -1179,15 +1167,42 @@ package enum RowPipeline {
             let chunk = Int(c[j].index) / chunkLength
             guard chunk != previousChunk else { continue }
             previousChunk = chunk
-            let start = chunk * chunkLength
-            var bound = Float.infinity, found = 0
-            _ = LogprobKernel.chunk(
-                p + start, count: min(chunkLength, vocab - start), mask: UnsafePointer(scratch.mask + start / 32),
-                maximum: scratch.chunkMaxima[chunk], indexBase: start, keep: 0, bound: &bound,
-                into: scratch.topTokens, found: &found, temperature: parameters.temperature,
-                blockSums: scratch.drawSums + chunk * StatisticsKernel.blocksPerChunk)
+            blockSums(
+                p, vocab: vocab, chunk: chunk, mask: UnsafePointer(scratch.mask), temperature: parameters.temperature,
+                scratch: scratch)
         }
         return plain(UnsafePointer(scratch.mask), removed: count - 1)
+    }
+
+    /// Chunk `c`'s block sums `Σ exp((x − m_c)/T)` at `temperature` (``OnlineSoftmax``) into
+    /// `scratch.drawSums`, relative to `scratch.chunkMaxima[c]`, over the logits `mask` allows
+    /// (the row's bitmask, or nil for all): in the pass, or again from cache when the
+    /// temperature or the mask changed (the dynamic temperature, XTC).
+    static func blockSums<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, chunk c: Int, mask: UnsafePointer<UInt32>?, temperature: Float,
+        scratch: Scratch, ahead: LogprobKernel.Prefetch = LogprobKernel.Prefetch()
+    ) {
+        let start = c * StatisticsKernel.chunkLength
+        var bound = Float.infinity, found = 0
+        // keep 0: nothing is written to the top list.
+        _ = LogprobKernel.chunk(
+            p + start, count: min(StatisticsKernel.chunkLength, vocab - start), mask: mask.map { $0 + start / 32 },
+            maximum: scratch.chunkMaxima[c], indexBase: start, keep: 0, bound: &bound, into: scratch.topTokens,
+            found: &found, ahead: ahead, temperature: temperature,
+            blockSums: scratch.drawSums + c * StatisticsKernel.blocksPerChunk)
+    }
+
+    /// The row's ``ExtendedTruncation/RowMass`` at `temperature` from the chunks' moments in
+    /// `scratch` (``Scratch/storeMoments(_:chunk:)``), with their relative error bounds `errors`,
+    /// and the bound on its entropy (``OnlineSoftmax/rowMass(moments:maxima:chunks:maximum:temperature:zError:momentError:)``).
+    static func rowMass(
+        vocab: Int, statistics: RowStatistics, temperature: Float, scratch: Scratch,
+        errors: (z: Double, moments: Double)
+    ) -> (mass: ExtendedTruncation.RowMass, entropyError: Double) {
+        OnlineSoftmax.rowMass(
+            moments: scratch.chunkMoments, maxima: scratch.chunkMaxima,
+            chunks: StatisticsKernel.chunkCount(length: vocab), maximum: statistics.maximum,
+            temperature: temperature, zError: errors.z, momentError: errors.moments)
     }
 
     /// Compacts every chunk of the row again at `threshold` and gathers the survivors in id
