@@ -122,11 +122,9 @@ enum StatisticsKernel {
         }
         while !BuildTarget.hasAVX512 && i &+ blockLength <= n && block < blocksPerChunk {
             let sums =
-                BuildTarget.hasAVX512
-                ? sums4(p, from: i, to: i &+ blockLength, S.self, k)
-                : BuildTarget.hasWideVectors
-                    ? sums2(p, from: i, to: i &+ blockLength, S.self, k)
-                    : sums1(p, from: i, to: i &+ blockLength, S.self, k)
+                BuildTarget.hasWideVectors
+                ? sums2(p, from: i, to: i &+ blockLength, S.self, k)
+                : sums1(p, from: i, to: i &+ blockLength, S.self, k)
             s1 += sums.s1
             s2 += sums.s2
             let blockMaximum = sums.maximum
@@ -180,7 +178,7 @@ enum StatisticsKernel {
     /// How far ahead of its reads a statistics loop prefetches, in bytes. The hardware
     /// prefetchers alone left the loops of three or four vector operations per 16 logits 1.2–1.4
     /// times slower than a plain read of a block coming from L3 or DRAM (Zen 5; the read floor has
-    /// one); 8 KB ahead brought a standalone copy of ``sums4`` to 0.99× (warm) and 1.04–1.07×
+    /// one); 8 KB ahead brought a standalone copy of ``sums4Blocks`` to 0.99× (warm) and 1.04–1.07×
     /// (DRAM) of that read, where 1 KB and 4 KB did less.
     static let prefetchDistance = 8192
 
@@ -250,7 +248,7 @@ enum StatisticsKernel {
     /// One accumulator set over `p[from..<to]` (`to - from` a multiple of 16): the lanes' sums
     /// and maxima.
     ///
-    /// The running maxima here and in ``sums2`` and ``sums4`` are written
+    /// The running maxima here and in ``sums2`` and ``sums4Blocks`` are written
     /// `m = a.replacing(with: m, where: m .> a)`, which is exactly `maxps m, a` (`m > a ? m : a`),
     /// so SSE builds update `m` in place without a copy (a NaN in `a` then propagates into `m`,
     /// harmless: it also makes the sums NaN, and the chunk is reduced again by the masked loop).
@@ -306,51 +304,11 @@ enum StatisticsKernel {
         return sums
     }
 
-    /// Four accumulator sets over `p[from..<to]` (`to - from` a multiple of 64).
-    @inline(__always)
-    static func sums4<E: LogitElement, S: ShiftMode>(
-        _ p: UnsafePointer<E>, from: Int, to end: Int, _ mode: S.Type, _ k: Vector
-    ) -> BlockSums {
-        let shifted = S.isShifted
-        var s1 = Vector(), s2 = Vector()
-        var ma = Vector(repeating: -.infinity), mb = ma, mc = ma, md = ma
-        var t1 = Vector(), t2 = Vector(), u1 = Vector(), u2 = Vector(), v1 = Vector(), v2 = Vector()
-        var i = from
-        while i < end {
-            prefetchAhead(p, i, count: 64)
-            let (a, b) = E.load32Unordered(p, i)
-            let (c, d) = E.load32Unordered(p, i &+ 32)
-            ma = a.replacing(with: ma, where: ma .> a)
-            mb = b.replacing(with: mb, where: mb .> b)
-            mc = c.replacing(with: mc, where: mc .> c)
-            md = d.replacing(with: md, where: md .> d)
-            let da = shifted ? a - k : a, db = shifted ? b - k : b
-            let dc = shifted ? c - k : c, dd = shifted ? d - k : d
-            s1 += da
-            t1 += db
-            u1 += dc
-            v1 += dd
-            s2 = BuildTarget.multiplyAdd(da, da, s2)
-            t2 = BuildTarget.multiplyAdd(db, db, t2)
-            u2 = BuildTarget.multiplyAdd(dc, dc, u2)
-            v2 = BuildTarget.multiplyAdd(dd, dd, v2)
-            i &+= 64
-        }
-        s1 += (t1 + u1) + v1
-        s2 += (t2 + u2) + v2
-        let groups = (ma, mb, mc, md)
-        ma = mb.replacing(with: ma, where: ma .> mb)
-        mc = md.replacing(with: mc, where: mc .> md)
-        ma = mc.replacing(with: ma, where: ma .> mc)
-        var sums = BlockSums(s1: s1, s2: s2, maximum: ma)
-        sums.groups = groups
-        return sums
-    }
-
-    /// ``sums4(_:from:to:_:_:)`` over the first `blocks` whole blocks of `p` in one call (at most
-    /// ``blocksPerChunk``): the sums' accumulator sets run on from block to block (a lane adds at
-    /// most `chunkLength / 16` terms, as before), each block's maximum goes to `blockMaxima`, and
-    /// with `groups` its group maxima to `groups[64·b ..< 64·b + 64]`.
+    /// Four accumulator sets (AVX-512: one register each, so no sum waits on its own previous
+    /// add) over the first `blocks` whole blocks of `p` (at most ``blocksPerChunk``), in one call:
+    /// the sets run on from block to block (a lane adds at most `chunkLength / 16` terms), each
+    /// block's maximum goes to `blockMaxima`, and with `groups` its group maxima (the sets' lane
+    /// maxima) to `groups[64·b ..< 64·b + 64]`.
     @inline(__always)
     static func sums4Blocks<E: LogitElement, S: ShiftMode>(
         _ p: UnsafePointer<E>, blocks: Int, _ mode: S.Type, _ k: Vector, groups: UnsafeMutableRawPointer?
