@@ -205,10 +205,10 @@ package enum RowPipeline {
         var accumulator = StatisticsKernel.RowAccumulator()
         var running = LogprobKernel.RunningTop()
         let route = scratch == nil || !sampling ? nil : softmaxRoute(parameters, state)
-        // A sampled greedy row without processing needs the maximum alone: no moments.
-        let maximumOnly =
-            sampling && parameters.temperature == 0 && state.mask == nil && state.editCount == 0
-            && state.topLogprobs < 0
+        // A sampled greedy row (or one whose draw is its argmax: top-k 1) without processing
+        // needs the maximum alone: no moments.
+        let greedy = isGreedy(parameters, sampling: sampling)
+        let maximumOnly = sampling && greedy && state.mask == nil && state.editCount == 0 && state.topLogprobs < 0
         // Sampled rows whose filters need no moments (every row without Top-nσ, processing or
         // logprobs that takes the survivor pipeline or top-p's route: min-p, top-k and the others
         // need the maximum, and top-k's bound the mean, which the loop's sum gives) reduce with
@@ -223,7 +223,7 @@ package enum RowPipeline {
         let depth = route?.depth
         // Top-k rows collect nothing during the pass: each chunk leaves its group maxima, and the
         // row settles its survivors from them (``TopKBound``).
-        let topK = collectSurvivors ? topKRoute(parameters, state) : nil
+        let topK = collectSurvivors && !greedy ? topKRoute(parameters, state) : nil
         if maximumOnly, let (part, chunk) = StatisticsKernel.maximumRange(p, vocab: vocab, chunks: first, end) {
             // The whole range in one partial, at the chunk of its maximum (the others empty).
             if let partials { for c in first..<end { partials[c] = c == chunk ? part : .init() } }
@@ -254,8 +254,7 @@ package enum RowPipeline {
             } else if collectSurvivors {
                 // Greedy rows collect only for their rank (logprobs): the ties of the maximum.
                 var threshold =
-                    parameters.temperature == 0
-                    ? accumulator.maximum : provisionalThreshold(accumulator, parameters, depth: depth)
+                    greedy ? accumulator.maximum : provisionalThreshold(accumulator, parameters, depth: depth)
                 // A split row's tasks share the strictest provisional threshold any of them has
                 // found, so a task over a few chunks does not collect as if it saw the row alone.
                 if let shared { threshold = shared.raise(to: threshold) }
@@ -312,6 +311,14 @@ package enum RowPipeline {
             }
         }
         return accumulator
+    }
+
+    /// Whether the row settles as greedy does (its maximum and, for logprobs, the ties of it): a
+    /// sampled row whose draw is its argmax (``SamplingParameters/drawsArgmax``), or any row at
+    /// temperature 0.
+    @inline(__always)
+    static func isGreedy(_ parameters: SamplingParameters, sampling: Bool) -> Bool {
+        sampling ? parameters.drawsArgmax : parameters.temperature == 0
     }
 
     /// Compacts the blocks of one chunk whose maximum reaches `threshold` (see
@@ -436,7 +443,7 @@ package enum RowPipeline {
         }
         guard statistics.finiteCount > 0 else { return .failure(.noFiniteLogit) }
         let chunks = StatisticsKernel.chunkCount(length: vocab)
-        if parameters.temperature == 0 {
+        if isGreedy(parameters, sampling: sampling) {
             guard state.topLogprobs >= 0 else { return .success((statistics, nil)) }
             // A greedy row's rank counts the ties of its maximum.
             finalize(p, vocab: vocab, chunks: 0, chunks, threshold: statistics.maximum, scratch: scratch, mask: mask)
@@ -639,7 +646,8 @@ package enum RowPipeline {
     ) -> StatisticsKernel.RowAccumulator {
         reduce(
             p, vocab: vocab, chunks: 0, StatisticsKernel.chunkCount(length: vocab),
-            collect: parameters.temperature != 0 || state.topLogprobs >= 0, parameters: parameters, scratch: scratch,
+            collect: !isGreedy(parameters, sampling: sampling) || state.topLogprobs >= 0, parameters: parameters,
+            scratch: scratch,
             partials: nil, state: state, sampling: sampling)
     }
 
@@ -694,7 +702,7 @@ package enum RowPipeline {
             return .failure(error)
         case .success(let (statistics, count)):
             let drawn: SampledToken
-            if parameters.temperature == 0 {
+            if parameters.drawsArgmax {
                 drawn = SampledToken(token: statistics.argmax, logProbability: 0, candidateCount: 1)
             } else if let route = softmaxRoute(parameters, state) {
                 drawn = softmaxDraw(
@@ -709,7 +717,7 @@ package enum RowPipeline {
                 // The drawn token's logit (the maximum when greedy), found only for the rows that
                 // ask for logprobs: with Top-nσ off the kept set can be the whole row.
                 var sampledLogit = statistics.maximum
-                if parameters.temperature != 0 {
+                if !parameters.drawsArgmax {
                     for j in 0..<drawn.candidateCount where Int(scratch.candidates[j].index) == drawn.token {
                         sampledLogit = scratch.candidates[j].logit
                         break

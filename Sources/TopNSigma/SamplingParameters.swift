@@ -163,6 +163,14 @@ public struct SamplingParameters: Sendable, Equatable, Hashable {
             || pLess || order != nil
     }
 
+    /// Whether a sampled row's draw is its argmax whatever the seed and step: temperature 0, or
+    /// top-k 1 in the fixed order with no sampler beside it but those that always keep the argmax
+    /// (Top-nσ, min-p, top-p). Such a row takes greedy's maximum-only pass; its draw is the same
+    /// token (the lowest id among ties), with log-probability 0 and one candidate, as the top-k 1
+    /// distribution gives.
+    @inlinable
+    package var drawsArgmax: Bool { temperature == 0 || (topK == 1 && !usesExtendedSamplers) }
+
     /// The parameter error of this request, if any: a negative or NaN temperature or `n`, a
     /// `topK` below 1, a `topP` outside `(0, 1]`, a `minP` outside `[0, 1]`, or one of the other
     /// samplers outside its range (``RowError/invalidSampler(name:value:)``).

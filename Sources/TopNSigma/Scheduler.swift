@@ -189,7 +189,7 @@ extension BatchSampler {
         if valid {
             _ = RowPipeline.reduce(
                 p, vocab: vocabularySize, chunks: first, end,
-                collect: parameters.temperature != 0 || state.topLogprobs >= 0,
+                collect: !parameters.drawsArgmax || state.topLogprobs >= 0,
                 parameters: parameters, scratch: scratch, partials: scratch.partials,
                 shared: RowPipeline.SharedThreshold(word: sharedThresholds + row), state: state, sampling: true)
         }

@@ -684,8 +684,14 @@ import TopNSigmaBaselines
         infinity[200] = .nan
         rows.append(infinity)
         rows.append([Float](repeating: -.infinity, count: vocab))
-        let parameters = rows.indices.map { SamplingParameters(temperature: 0, nSigma: 1, seed: UInt64($0)) }
-        for threads in [1, 3] {
+        // Top-k 1 (alone, or beside filters that keep the argmax) draws as greedy does.
+        let variants: [(Int) -> SamplingParameters] = [
+            { SamplingParameters(temperature: 0, nSigma: 1, seed: UInt64($0)) },
+            { SamplingParameters(temperature: 1, nSigma: nil, seed: UInt64($0), topK: 1) },
+            { SamplingParameters(temperature: 0.7, nSigma: 1, seed: UInt64($0), topK: 1, topP: 0.9, minP: 0.05) }
+        ]
+        for (variant, threads) in variants.indices.flatMap({ v in [1, 3].map { (variants[v], $0) } }) {
+            let parameters = rows.indices.map(variant)
             let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows.count, threadCount: threads)
             let batch = sampler.sample(logits: rows.flatMap { $0 }, parameters: parameters)
             // bfloat16: the oracle on the converted values (truncation keeps NaN a NaN here).
@@ -714,12 +720,23 @@ import TopNSigmaBaselines
                 }
             }
         }
-        // Real rows.
+        // Real rows; with top logprobs, top-k 1 reports what greedy reports.
         let sampler = try BatchSampler(vocabularySize: Fixture.row(0).count, maximumBatchSize: 1, threadCount: 1)
         for r in 0..<8 {
             let row = Fixture.row(r)
             let token = try sampler.sample(logits: row, parameters: [SamplingParameters(temperature: 0)])[0].get()
             #expect(token.token == (try Self.greedyOracle(row).get()), "real row \(r)")
+            let topK = try sampler.sample(
+                logits: row, parameters: [SamplingParameters(temperature: 1.3, nSigma: nil, seed: 9, topK: 1)])[0].get()
+            #expect(topK == token, "real row \(r), top-k 1")
+            let processing = [RequestProcessing(topLogprobs: 5)]
+            let greedy = sampler.sample(
+                logits: row, parameters: [SamplingParameters(temperature: 0)], processing: processing)
+            let argmax = sampler.sample(
+                logits: row, parameters: [SamplingParameters(temperature: 1.3, nSigma: nil, topK: 1)],
+                processing: processing)
+            #expect(try argmax.0[0].get() == greedy.0[0].get(), "real row \(r), top-k 1 with logprobs")
+            #expect(argmax.1 == greedy.1, "real row \(r), top-k 1's top logprobs")
         }
     }
 
