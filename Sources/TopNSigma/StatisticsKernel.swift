@@ -228,6 +228,15 @@ enum StatisticsKernel {
         return two[0] + two[1]
     }
 
+    /// The lane-wise maximum of four accumulator sets' maxima, as the loops fold them: pairs
+    /// first, each select `x > y ? x : y` (`maxps`).
+    @inline(__always)
+    static func maximum(_ a: Vector, _ b: Vector, _ c: Vector, _ d: Vector) -> Vector {
+        let ab = b.replacing(with: a, where: a .> b)
+        let cd = d.replacing(with: c, where: c .> d)
+        return cd.replacing(with: ab, where: ab .> cd)
+    }
+
     /// The largest lane of `v` (NaN-free input), by halving: four `vmaxps`. The standard
     /// library's `max()` walks the lanes through memory with NaN checks, about ten times slower.
     @inline(__always)
@@ -344,9 +353,7 @@ enum StatisticsKernel {
                 i &+= 64
             }
             if let groups { storeGroups(groups, block: b, ma, mb, mc, md) }
-            ma = mb.replacing(with: ma, where: ma .> mb)
-            mc = md.replacing(with: mc, where: mc .> md)
-            ma = mc.replacing(with: ma, where: ma .> mc)
+            ma = maximum(ma, mb, mc, md)
             m = ma.replacing(with: m, where: m .> ma)
             blockMaxima[b] = horizontalMaximum(ma)
         }
@@ -932,9 +939,7 @@ enum StatisticsKernel {
             maximumLoop4(p, from: i, to: end, &ma, &mb, &mc, &md, &sa, &sb, &sc, &sd)
             i = end
             if let g { storeGroups(g, block: block, ma, mb, mc, md) }
-            ma = mb.replacing(with: ma, where: ma .> mb)
-            mc = md.replacing(with: mc, where: mc .> md)
-            ma = mc.replacing(with: ma, where: ma .> mc)
+            ma = maximum(ma, mb, mc, md)
             m = ma.replacing(with: m, where: m .> ma)
             blocks[block] = horizontalMaximum(ma)
             block &+= 1
@@ -1006,9 +1011,7 @@ enum StatisticsKernel {
                 sa += a
                 i &+= 16
             }
-            ma = mb.replacing(with: ma, where: ma .> mb)
-            mc = md.replacing(with: mc, where: mc .> md)
-            ma = mc.replacing(with: ma, where: ma .> mc)
+            ma = maximum(ma, mb, mc, md)
             // A lane that rises keeps this chunk's index: the earliest chunk at its maximum.
             let rose = ma .> best
             best.replace(with: ma, where: rose)

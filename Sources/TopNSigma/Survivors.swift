@@ -16,10 +16,8 @@ enum CandidateKernel {
         _ p: UnsafePointer<E>, count n: Int, threshold: Float, indexBase: Int,
         into out: UnsafeMutablePointer<Candidate>
     ) -> Int {
-        if BuildTarget.hasAVX512 && E.self == Float.self {
-            return topnsigma_compact(
-                UnsafeRawPointer(p).assumingMemoryBound(to: Float.self), n, threshold, nil,
-                Int32(truncatingIfNeeded: indexBase), UnsafeMutableRawPointer(out))
+        if let written = compressed(p, count: n, threshold: threshold, indexBase: indexBase, mask: nil, into: out) {
+            return written
         }
         let t = Vector(repeating: threshold)
         var written = 0
@@ -43,6 +41,19 @@ enum CandidateKernel {
             i &+= 1
         }
         return written
+    }
+
+    /// Both compactions' AVX-512 path for Float rows (`topnsigma_compact`); nil in other builds
+    /// and for half-precision rows, which take the Swift loops.
+    @inline(__always)
+    static func compressed<E: LogitElement>(
+        _ p: UnsafePointer<E>, count n: Int, threshold: Float, indexBase: Int, mask: UnsafePointer<UInt32>?,
+        into out: UnsafeMutablePointer<Candidate>
+    ) -> Int? {
+        guard BuildTarget.hasAVX512 && E.self == Float.self else { return nil }
+        return topnsigma_compact(
+            UnsafeRawPointer(p).assumingMemoryBound(to: Float.self), n, threshold, mask,
+            Int32(truncatingIfNeeded: indexBase), UnsafeMutableRawPointer(out))
     }
 
     /// Writes lane `j` of `a` then `b` (token `index + j`) for each bit `j` of `hits`, in order,
@@ -74,10 +85,8 @@ enum CandidateKernel {
         _ p: UnsafePointer<E>, count n: Int, threshold: Float, indexBase: Int, mask: UnsafePointer<UInt32>,
         into out: UnsafeMutablePointer<Candidate>
     ) -> Int {
-        if BuildTarget.hasAVX512 && E.self == Float.self {
-            return topnsigma_compact(
-                UnsafeRawPointer(p).assumingMemoryBound(to: Float.self), n, threshold, mask,
-                Int32(truncatingIfNeeded: indexBase), UnsafeMutableRawPointer(out))
+        if let written = compressed(p, count: n, threshold: threshold, indexBase: indexBase, mask: mask, into: out) {
+            return written
         }
         let t = Vector(repeating: threshold)
         var written = 0

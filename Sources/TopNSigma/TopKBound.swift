@@ -14,10 +14,8 @@ import CShims
 package enum TopKBound {
     typealias Vector = SIMD16<Float>
 
-    /// Logits per span: 16 vectors, whose 16 lanes' maxima are its groups.
-    static let spanLength = 256
-    /// Group maxima per chunk: 16 spans of 16 groups.
-    package static let groupsPerChunk = StatisticsKernel.chunkLength / spanLength * 16
+    /// Group maxima per chunk: one per 16 logits (64 a 1024-logit block, four quarters of 16).
+    package static let groupsPerChunk = StatisticsKernel.chunkLength / 16
 
     /// Writes the group maxima of one chunk (`p[0..<n]`, `n <= chunkLength`) through `mask` to
     /// `g[0..<groupsPerChunk]`, in the layout the AVX-512 statistics loop leaves for rows without a
