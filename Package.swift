@@ -71,7 +71,7 @@ let package = Package(
         // The C ABI's Swift-side test (zero allocations in tns_sample); the C program is Tests/CABI.
         .testTarget(
             name: "TopNSigmaCTests",
-            dependencies: ["TopNSigmaC", "CTopNSigma", "CAllocationCounter"]
+            dependencies: ["TopNSigma", "TopNSigmaC", "CTopNSigma", "CAllocationCounter"]
         )
     ]
 )

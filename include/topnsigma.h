@@ -50,7 +50,7 @@ extern "C" {
 enum {
     TNS_OK = 0,
     TNS_ERR_NULL_POINTER = 1,       /* a required pointer is NULL */
-    TNS_ERR_VOCAB_SIZE = 2,         /* vocabulary size outside 1 ... 2^31 - 2 */
+    TNS_ERR_VOCAB_SIZE = 2,         /* vocabulary size outside 1 ... TNS_MAX_VOCAB_SIZE */
     TNS_ERR_BATCH_SIZE = 3,         /* max_batch outside 1 ... TNS_MAX_BATCH, or rows outside 0 ... max_batch */
     TNS_ERR_THREADS = 4,            /* thread count outside 0 ... TNS_MAX_THREADS */
     TNS_ERR_PLACEMENT = 5,          /* placement below TNS_PLACEMENT_DISABLED */
@@ -100,6 +100,8 @@ const char *tns_status_message(tns_status status);
 
 /* The library's ABI version (TNS_ABI_VERSION of the header it was built from). */
 int32_t tns_abi_version(void);
+/* The largest vocab_size the library accepts (TNS_MAX_VOCAB_SIZE). */
+int64_t tns_max_vocab_size(void);
 /* The library's version string, e.g. "0.1.0" (static storage). */
 const char *tns_version(void);
 /* The SIMD features the library was compiled for, space-separated (static storage): "sse2" for
@@ -125,6 +127,10 @@ enum {
 
 #define TNS_MAX_BATCH (1 << 24)   /* largest max_batch a handle accepts */
 #define TNS_MAX_THREADS 1024      /* largest thread count a handle accepts (BatchSampler.maximumThreadCount) */
+/* The largest vocab_size any function accepts: 2^31 - 2, the library's one limit (Swift's
+ * Vocabulary.maximumSize; token ids are int32_t with INT32_MAX to spare). tns_max_vocab_size()
+ * returns the library's own, which the Python package reads. */
+#define TNS_MAX_VOCAB_SIZE 2147483646LL
 
 /* ---- Per-row sampling parameters ------------------------------------------------------------ */
 
@@ -232,7 +238,7 @@ static inline void tns_params_init(tns_params *p) {
 typedef struct tns_sampler tns_sampler;
 
 /*
- * Creates a sampler for rows of vocab_size logits (1 ... 2^31 - 2), batches of up to max_batch
+ * Creates a sampler for rows of vocab_size logits (1 ... TNS_MAX_VOCAB_SIZE), batches of up to max_batch
  * rows (1 ... TNS_MAX_BATCH), with `threads` workers (0: every active processor; at most
  * TNS_MAX_THREADS) and a placement (TNS_PLACEMENT_* or a NUMA node id).
  * The handle allocates one row scratch per thread, of 64 to 70 bytes per logit (in all about

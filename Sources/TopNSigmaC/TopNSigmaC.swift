@@ -98,8 +98,8 @@ enum Status {
     }
 }
 
-/// The largest vocabulary the Swift library accepts (token ids are Int32; `vocab < Int32.max`).
-let maximumVocabulary = Int(Int32.max) - 1
+/// The largest vocabulary, the library's one constant (`TNS_MAX_VOCAB_SIZE` in the header).
+let maximumVocabulary = Vocabulary.maximumSize
 
 /// Creates the Swift sampler, the only place that calls `BatchSampler.init`; nil when it throws
 /// (the arguments were checked before, so only its scratch allocation can fail).
@@ -253,6 +253,9 @@ func swiftParameters(_ p: tns_params) -> (SamplingParameters, tns_status) {
 
 @_cdecl("tns_abi_version")
 public func cABIVersion() -> Int32 { Int32(TNS_ABI_VERSION) }
+
+@_cdecl("tns_max_vocab_size")
+public func cMaxVocabSize() -> Int64 { Int64(maximumVocabulary) }
 
 @_cdecl("tns_version")
 public func cVersion() -> UnsafePointer<CChar> {

@@ -56,10 +56,8 @@ struct LogitsOptions: ParsableArguments {
     func checkScratch(for file: LogitsFile) throws {
         guard file.rows > 0 else { return }
         do {
-            // The sampler takes vocabularies up to 2^31 - 2, one less than filter's limit; the
-            // scratch of V - 1 logits is within a few bytes of V's.
             _ = try BatchSampler(
-                vocabularySize: min(file.vocab, FilteredDistribution.maximumVocabularySize - 1), maximumBatchSize: 1,
+                vocabularySize: file.vocab, maximumBatchSize: 1,
                 threadCount: 1, executor: .concurrentPerform, placement: .disabled)
         } catch .outOfMemory(let bytes) {
             throw UsageError(
@@ -74,10 +72,9 @@ struct LogitsOptions: ParsableArguments {
 
 /// Token ids are 32-bit in the library: a larger vocabulary is an input error, not a row error.
 func checkVocabulary(_ vocab: Int, what: String) throws {
-    if vocab > FilteredDistribution.maximumVocabularySize {
+    if vocab > Vocabulary.maximumSize {
         throw UsageError(
-            message:
-                "\(what) \(vocab) is too large: at most \(FilteredDistribution.maximumVocabularySize) (2^31 - 1) logits per row"
+            message: "\(what) \(vocab) is too large: at most \(Vocabulary.maximumSize) (2^31 - 2) logits per row"
         )
     }
 }

@@ -294,6 +294,8 @@ static void check_bad_arguments(const float *logits, long vocab) {
     CHECK(tns_sampler_create(-5, 1, 0, -1, &s) == TNS_ERR_VOCAB_SIZE, "vocab < 0");
     CHECK(tns_sampler_create(2147483648LL, 1, 0, -1, &s) == TNS_ERR_VOCAB_SIZE, "vocab 2^31");
     CHECK(tns_sampler_create(2147483647LL, 1, 0, -1, &s) == TNS_ERR_VOCAB_SIZE, "vocab 2^31 - 1");
+    CHECK(tns_max_vocab_size() == TNS_MAX_VOCAB_SIZE && TNS_MAX_VOCAB_SIZE == 2147483646LL, "one vocabulary limit");
+    CHECK(tns_sampler_create(TNS_MAX_VOCAB_SIZE + 1, 1, 0, -1, &s) == TNS_ERR_VOCAB_SIZE, "vocab limit + 1");
     /* 2^31 - 2 logits of scratch for each of 1024 threads: more memory than any machine has. */
     CHECK(tns_sampler_create(2147483646LL, 1, 1024, -1, &s) == TNS_ERR_OUT_OF_MEMORY && s == NULL, "scratch too large");
     CHECK(tns_sampler_create(vocab, 0, 0, -1, &s) == TNS_ERR_BATCH_SIZE, "batch 0");

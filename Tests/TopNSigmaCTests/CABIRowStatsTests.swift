@@ -1,4 +1,5 @@
 import CTopNSigma
+import TopNSigma
 import TopNSigmaC
 import XCTest
 
@@ -75,6 +76,21 @@ final class CABIRowStatsTests: XCTestCase {
             XCTAssertEqual(stats.finite, 0, call)
             XCTAssertEqual(stats.argmax, -1, call)
             XCTAssertEqual(stats.error_index, 1, call)
+        }
+    }
+}
+
+final class CABIVocabularyLimitTests: XCTestCase {
+    /// The header's limit, the library's function and the Swift constant are one value, and each
+    /// interface refuses one past it before allocating.
+    func testOneVocabularyLimit() throws {
+        XCTAssertEqual(TNS_MAX_VOCAB_SIZE, Int64(Vocabulary.maximumSize))
+        XCTAssertEqual(tns_max_vocab_size(), TNS_MAX_VOCAB_SIZE)
+        var handle: OpaquePointer? = nil
+        XCTAssertEqual(tns_sampler_create(TNS_MAX_VOCAB_SIZE + 1, 1, 1, -2, &handle), tns_status(TNS_ERR_VOCAB_SIZE))
+        XCTAssertNil(handle)
+        XCTAssertThrowsError(try BatchSampler(vocabularySize: Vocabulary.maximumSize + 1, maximumBatchSize: 1)) {
+            XCTAssertEqual($0 as? BatchSampler.ConfigurationError, .invalidVocabularySize(Vocabulary.maximumSize + 1))
         }
     }
 }

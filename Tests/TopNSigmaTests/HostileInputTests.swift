@@ -71,15 +71,15 @@ import TopNSigmaIO
         }
     }
 
-    @Test("FilteredDistribution.of fails a row of 2^31 or more logits, before reading it")
+    @Test("FilteredDistribution.of fails a row of 2^31 - 1 or more logits, before reading it")
     func vocabularyTooLarge() throws {
-        #expect(FilteredDistribution.maximumVocabularySize == Int(Int32.max))
+        #expect(Vocabulary.maximumSize == (1 << 31) - 2)
         // A real 16-float buffer presented as a huge row: the guard must return before any read
         // (a read past the 16 floats would fault, or trip AddressSanitizer).
         let storage = UnsafeMutableBufferPointer<Float>.allocate(capacity: 16)
         defer { storage.deallocate() }
         storage.initialize(repeating: 1)
-        for count in [1 << 31, 1 << 40, Int.max] {
+        for count in [(1 << 31) - 1, 1 << 31, 1 << 40, Int.max] {
             let row = UnsafeBufferPointer(start: UnsafePointer(storage.baseAddress!), count: count)
             #expect(throws: RowError.vocabularyTooLarge(count)) { try filterTopNSigma(row, n: 1).get() }
             #expect(throws: RowError.vocabularyTooLarge(count)) {
@@ -88,7 +88,7 @@ import TopNSigmaIO
         }
         #expect(
             RowError.vocabularyTooLarge(1 << 31).message(row: 2)
-                == "row 2: a row of 2147483648 logits is too large (at most 2147483647: token ids are 32-bit)")
+                == "row 2: a row of 2147483648 logits is too large (at most 2147483646: token ids are 32-bit)")
         // Parameter errors still come first; a short row is unaffected.
         #expect(try filterTopNSigma(UnsafeBufferPointer(storage), n: 1).get().kept.count == 16)
     }
@@ -113,21 +113,22 @@ import TopNSigmaIO
         let raw = try rawFile([1, 2, 3, 4])
         for command in ["filter", "sample"] {
             for vocab in [
-                "2305843009213693952", "4611686018427387904", "9223372036854775807", "2147483648", "4294967296"
+                "2305843009213693952", "4611686018427387904", "9223372036854775807", "2147483647", "2147483648",
+                "4294967296"
             ] {
                 for dtype in [[], ["--dtype", "f16"], ["--dtype", "bf16"]] {
                     try expectUsageError(
                         [command, "--logits", raw, "--vocab", vocab] + dtype,
-                        mentioning: "too large: at most 2147483647")
+                        mentioning: "too large: at most 2147483646")
                 }
             }
-            // 2^31 - 1 is allowed as a vocabulary; this file is just too small for it.
+            // 2^31 - 2 is allowed as a vocabulary; this file is just too small for it.
             try expectUsageError(
-                [command, "--logits", raw, "--vocab", "2147483647"], mentioning: "is not a multiple of")
+                [command, "--logits", raw, "--vocab", "2147483646"], mentioning: "is not a multiple of")
             // A .npy whose shape[1] is 2^31 with no rows: the vocabulary is refused too.
             let wide = try temporaryFile(
                 "wide.npy", numPy("{'descr': '<f4', 'fortran_order': False, 'shape': (0, 2147483648), }"))
-            try expectUsageError([command, "--logits", wide], mentioning: "too large: at most 2147483647")
+            try expectUsageError([command, "--logits", wide], mentioning: "too large: at most 2147483646")
         }
     }
 

@@ -146,6 +146,10 @@ def test_value_errors(fixture_rows):
         topnsigma.Sampler(vocab_size=0, max_batch=1)
     with pytest.raises(ValueError):
         topnsigma.Sampler(vocab_size=1 << 31, max_batch=1)
+    # The package checks the library's own limit (tns_max_vocab_size, TNS_MAX_VOCAB_SIZE).
+    assert topnsigma._MAX_VOCAB == (1 << 31) - 2
+    with pytest.raises(ValueError, match="vocab_size"):
+        topnsigma.Sampler(vocab_size=topnsigma._MAX_VOCAB + 1, max_batch=1)
     with pytest.raises(ValueError):
         topnsigma.Sampler(vocab_size=10, max_batch=0)
     with pytest.raises(ValueError):

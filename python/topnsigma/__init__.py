@@ -73,7 +73,6 @@ _USE_SAMPLER_ORDER, _LLAMA_CPP_SENTINELS = 1 << 10, 1 << 11
 _STEPS = {"top_n_sigma": 1, "nsigma": 1, "n_sigma": 1, "top_k": 2, "typ_p": 3, "typical": 3, "typical_p": 3,
           "top_p": 4, "nucleus": 4, "min_p": 5, "xtc": 6, "temperature": 7, "temp": 7, "epsilon": 8, "eta": 9,
           "p_less": 10}
-_MAX_VOCAB = (1 << 31) - 2      # vocabulary sizes 1 ... 2^31 - 2
 _MAX_BATCH = 1 << 24            # TNS_MAX_BATCH
 _MAX_THREADS = 1024             # TNS_MAX_THREADS
 _MAX_NODE = (1 << 31) - 1       # a NUMA node id is an int32
@@ -165,6 +164,8 @@ _lib.tns_filtered_distribution.argtypes = [_p, _i64, _p, ctypes.POINTER(_RowStat
 
 if _lib.tns_abi_version() != _ABI_VERSION:  # pragma: no cover
     raise ImportError(f"topnsigma: {library_path} has ABI {_lib.tns_abi_version()}, this package needs {_ABI_VERSION}")
+_lib.tns_max_vocab_size.restype = _i64
+_MAX_VOCAB = int(_lib.tns_max_vocab_size())  # vocabulary sizes 1 ... TNS_MAX_VOCAB_SIZE, the library's one limit
 
 
 def abi_version():

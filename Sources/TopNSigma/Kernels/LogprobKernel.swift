@@ -5,68 +5,6 @@ import Glibc
 import Darwin
 #endif
 
-/// A token and its log-probability.
-public struct TokenLogprob: Sendable, Equatable, Hashable {
-    /// The token id.
-    public var token: Int
-    /// `log p(token)`.
-    public var logprob: Double
-
-    /// `token` with log-probability `logprob`.
-    @inlinable
-    public init(token: Int, logprob: Double) {
-        self.token = token
-        self.logprob = logprob
-    }
-}
-
-/// One row's log-probabilities in the processed distribution (vLLM's `processed_logprobs`):
-/// `log_softmax` of the processed logits at temperature 1, before any truncation.
-///
-/// Fixed capacity and stored inline, so the sampler fills a caller's buffer without allocating.
-public struct TopLogprobs: Sendable, Equatable {
-    /// The most entries a row can ask for (OpenAI's limit).
-    public static let maximumCount = 20
-
-    /// How many entries ``entries`` holds.
-    public private(set) var count: Int = 0
-    /// The sampled token's log-probability in this distribution (not the truncated one that
-    /// ``SampledToken/logProbability`` describes).
-    public var sampledLogprob: Double = 0
-    /// The sampled token's rank, 1-based: how many tokens have a processed logit at or above its
-    /// own (vLLM's definition, so ties share the worst rank).
-    public var sampledRank: Int = 0
-
-    private var tokens = SIMD32<Int32>()
-    private var logprobs = SIMD32<Double>()
-
-    /// Empty.
-    public init() {}
-
-    /// The `count` most probable tokens, most probable first (ties: lower id first).
-    public var entries: [TokenLogprob] {
-        (0..<count).map { TokenLogprob(token: Int(tokens[$0]), logprob: logprobs[$0]) }
-    }
-
-    /// Entry `i` (`0..<count`).
-    public subscript(i: Int) -> TokenLogprob {
-        precondition(i >= 0 && i < count, "index \(i) out of 0..<\(count)")
-        return TokenLogprob(token: Int(tokens[i]), logprob: logprobs[i])
-    }
-
-    /// Appends an entry (at most ``maximumCount``).
-    @inline(__always)
-    mutating func append(token: Int32, logprob: Double) {
-        tokens[count] = token
-        logprobs[count] = logprob
-        count += 1
-    }
-
-    /// Drops every entry.
-    @inline(__always)
-    mutating func removeAll() { count = 0 }
-}
-
 /// The C library's `exp2` on a Double (inside ``LogprobKernel`` the name is its vector one).
 @inline(__always)
 private func powerOfTwo(_ x: Double) -> Double { exp2(x) }
@@ -151,9 +89,9 @@ package enum LogprobKernel {
     /// dropped. The one top-list insertion: chunks' lists and the row's merged list.
     @inline(__always)
     static func insert(_ c: Candidate, into out: UnsafeMutablePointer<Candidate>, found: inout Int, keep: Int) {
-        if found == keep && !Truncation.precedes(c, out[keep &- 1]) { return }
+        if found == keep && !Candidate.precedes(c, out[keep &- 1]) { return }
         var j = found < keep ? found : keep &- 1
-        while j > 0 && Truncation.precedes(c, out[j &- 1]) {
+        while j > 0 && Candidate.precedes(c, out[j &- 1]) {
             out[j] = out[j &- 1]
             j &-= 1
         }

@@ -1,114 +1,10 @@
+import CShims
+import Synchronization
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
-
-/// One (token, probability) entry of a sparse draft distribution.
-public struct DraftEntry: Sendable, Equatable, Hashable {
-    /// The token id.
-    public var token: Int
-    /// The draft's probability of `token`.
-    public var probability: Double
-
-    /// An entry giving `token` the draft probability `probability`.
-    @inlinable
-    public init(token: Int, probability: Double) {
-        self.token = token
-        self.probability = probability
-    }
-}
-
-/// A draft model's full distributions for the `k` positions of one request.
-public enum DraftDistributions: Sendable, Equatable {
-    /// `k` dense rows of `vocabularySize` probabilities, row-major (`k × vocabularySize` values).
-    case dense([Float])
-    /// `k` sparse lists; a token absent from a list has draft probability 0, and entries of the
-    /// same token in one list add up.
-    case sparse([[DraftEntry]])
-}
-
-/// The `k` tokens a draft model proposed for one request, with their draft probabilities.
-///
-/// ```swift
-/// // An n-gram lookup proposes 2 tokens deterministically: q is the point mass at each.
-/// let ngram = DraftProposal(tokens: [17, 4], probabilities: [1, 1])
-/// // A draft model also gives its full distribution at each position.
-/// let model = DraftProposal(tokens: [17, 4], probabilities: [0.6, 0.3], distributions: .dense(qRows))
-/// ```
-public struct DraftProposal: Sendable, Equatable {
-    /// The draft tokens `d_1…d_k`.
-    public var tokens: [Int]
-    /// `q_i(d_i)`, the draft probability of each draft token (`k` values). This is the value the
-    /// acceptance test divides by, also when ``distributions`` is given.
-    public var probabilities: [Double]
-    /// The draft's full distribution at each position, or nil: then each `q_i` is taken as the
-    /// point mass at `d_i` (a deterministic draft such as n-gram lookup).
-    public var distributions: DraftDistributions?
-
-    /// A proposal of `tokens` with draft probabilities `probabilities` and, optionally, the
-    /// draft's full distributions.
-    @inlinable
-    public init(tokens: [Int], probabilities: [Double], distributions: DraftDistributions? = nil) {
-        self.tokens = tokens
-        self.probabilities = probabilities
-        self.distributions = distributions
-    }
-}
-
-/// The outcome of verifying one request's draft.
-public struct VerificationResult: Sendable, Equatable, Hashable {
-    /// How many draft tokens were accepted, `0...k`.
-    public var accepted: Int
-    /// The emitted tokens: the `accepted` draft tokens, then the correction token (after a
-    /// rejection) or the bonus token (when all `k` were accepted); `accepted + 1` tokens.
-    public var tokens: [Int]
-    /// `log p_i(token)` of each emitted token under its target distribution (0 for a greedy row).
-    public var logProbabilities: [Double]
-
-    /// A result with the given counts, tokens and log-probabilities.
-    @inlinable
-    public init(accepted: Int, tokens: [Int], logProbabilities: [Double]) {
-        self.accepted = accepted
-        self.tokens = tokens
-        self.logProbabilities = logProbabilities
-    }
-}
-
-/// Why one request of a verification call failed; the other requests are unaffected.
-public enum VerificationError: Error, Sendable, Equatable, CustomStringConvertible {
-    /// The proposal holds `actual` tokens, not `k`.
-    case tokenCount(expected: Int, actual: Int)
-    /// The proposal holds `actual` draft probabilities, not `k`.
-    case probabilityCount(expected: Int, actual: Int)
-    /// Draft token `position` (0-based) is not in `0..<vocabularySize`.
-    case tokenOutOfRange(position: Int, token: Int)
-    /// The dense draft rows hold `actual` values, not `k × vocabularySize`.
-    case denseLength(expected: Int, actual: Int)
-    /// The sparse draft distribution holds `actual` lists, not `k`.
-    case sparseCount(expected: Int, actual: Int)
-    /// A sparse entry of position `position` names a token outside `0..<vocabularySize`.
-    case sparseTokenOutOfRange(position: Int, token: Int)
-    /// Target row `row` of the request (0-based, `0...k`) failed.
-    case row(Int, RowError)
-
-    /// What is wrong with the request: `target row 2: logit at index 17 is NaN`.
-    public var description: String {
-        switch self {
-        case .tokenCount(let e, let a): return "the proposal holds \(a) draft tokens, expected k = \(e)"
-        case .probabilityCount(let e, let a): return "the proposal holds \(a) draft probabilities, expected k = \(e)"
-        case .tokenOutOfRange(let p, let t): return "draft token \(t) at position \(p) is outside the vocabulary"
-        case .denseLength(let e, let a): return "the dense draft rows hold \(a) values, expected \(e)"
-        case .sparseCount(let e, let a): return "the sparse draft distribution holds \(a) lists, expected k = \(e)"
-        case .sparseTokenOutOfRange(let p, let t):
-            return "sparse draft entry for token \(t) at position \(p) is outside the vocabulary"
-        case .row(let r, let error): return "target row \(r): \(error.description)"
-        }
-    }
-}
-
-/// One request's verification outcome: its result, or what is wrong with that request.
-public typealias VerificationOutcome = Result<VerificationResult, VerificationError>
 
 /// One request's draft as pointers: what ``RowPipeline/verifyRequest(row:vocab:k:draft:parameters:step:scratch:tokens:logProbabilities:)``
 /// reads. The C ABI builds it from its arrays without allocating; a ``DraftProposal`` lends its
@@ -154,132 +50,6 @@ struct VerificationCall: @unchecked Sendable {
     }
     var k: Int
     var source: Source
-}
-
-extension BatchSampler {
-    /// The Philox stream of the acceptance uniforms (the ordinary draw uses stream 0).
-    public static let acceptanceStream: UInt64 = 1
-    /// The Philox stream of the correction or bonus draw.
-    public static let correctionStream: UInt64 = 2
-
-    /// Verifies each request's `k` draft tokens against its `k + 1` target rows (speculative
-    /// decoding, Leviathan et al. 2023, Chen et al. 2023), losslessly: every emitted token is
-    /// distributed exactly as the request's own target distribution `p_i`, the one
-    /// ``sample(logits:format:rows:rowStride:parameters:processing:steps:into:logprobs:)`` draws row `i` from.
-    ///
-    /// Per request, for `i = 1…k`: accept `d_i` with probability `min(1, p_i(d_i) / q_i(d_i))`
-    /// (uniform from Philox keyed by the seed at counter `(step + i - 1, stream 1)`); at the
-    /// first rejection emit a draw from `normalize(max(0, p_i − q_i))` and stop; when all `k`
-    /// are accepted, emit a bonus draw from `p_{k+1}` (those draws use stream 2 at
-    /// `step + i - 1`). See the README's "Speculative decoding" section for invalid `q` values.
-    ///
-    /// Every target row of a request is read and checked, whatever the draft outcome: a row
-    /// error fails its request (``VerificationError/row(_:_:)``), whichever row it is in.
-    ///
-    /// - Parameters:
-    ///   - logits: the first logit of request 0's first row; request `r`'s row `i` starts at
-    ///     `logits + (r · (k + 1) + i) · rowStride` elements.
-    ///   - format: the element format of the logits.
-    ///   - requests: requests to verify, `0...maximumBatchSize`.
-    ///   - k: draft tokens per request, `>= 0`.
-    ///   - rowStride: elements between row starts, `>= vocabularySize` (default `vocabularySize`).
-    ///   - proposals: each request's draft (at least `requests`).
-    ///   - parameters: each request's sampling parameters, applied to all of its rows.
-    ///   - steps: each request's decode step (at least `requests`).
-    ///   - results: filled with each request's result or error (at least `requests` slots).
-    /// - Complexity: one pass over each row plus O(kept) per row; one task per request. The
-    ///   results' arrays are allocated.
-    public func verify(
-        logits: UnsafeRawPointer, format: LogitFormat, requests: Int, k: Int, rowStride: Int? = nil,
-        proposals: UnsafeBufferPointer<DraftProposal>, parameters: UnsafeBufferPointer<SamplingParameters>,
-        steps: UnsafeBufferPointer<UInt64>, into results: UnsafeMutableBufferPointer<VerificationOutcome>
-    ) {
-        let stride = rowStride ?? vocabularySize
-        precondition(k >= 0, "k (\(k)) must be >= 0")
-        precondition(
-            requests >= 0 && requests <= maximumBatchSize,
-            "requests (\(requests)) must be in 0...maximumBatchSize (\(maximumBatchSize))")
-        precondition(
-            stride >= vocabularySize, "rowStride (\(stride)) must be at least vocabularySize (\(vocabularySize))")
-        precondition(proposals.count >= requests, "proposals holds \(proposals.count) entries for \(requests) requests")
-        precondition(
-            parameters.count >= requests, "parameters holds \(parameters.count) entries for \(requests) requests")
-        precondition(steps.count >= requests, "steps holds \(steps.count) entries for \(requests) requests")
-        precondition(results.count >= requests, "results holds \(results.count) slots for \(requests) requests")
-        guard requests > 0 else { return }
-        runVerification(
-            logits: logits, format: format, stride: stride, requests: requests,
-            verification: VerificationCall(
-                k: k, source: .proposals(proposals.baseAddress!, results.baseAddress!)),
-            parameters: parameters.baseAddress!, steps: steps.baseAddress!)
-    }
-
-    /// ``verify(logits:format:requests:k:rowStride:proposals:parameters:steps:into:)`` with each
-    /// request's draft given as pointers, for the C ABI, which has checked every size and offset:
-    /// request `r` writes its emitted tokens and log-probabilities at `r · (k + 1)` of `tokens`
-    /// and `logProbabilities` (when not nil), and its outcome (the accepted count, or the error) at `r`. No
-    /// allocation.
-    package func verify(
-        logits: UnsafeRawPointer, format: LogitFormat, requests: Int, k: Int, rowStride: Int,
-        drafts: UnsafePointer<DraftView>, parameters: UnsafePointer<SamplingParameters>, steps: UnsafePointer<UInt64>,
-        tokens: UnsafeMutablePointer<Int>, logProbabilities: UnsafeMutablePointer<Double>?,
-        outcomes: UnsafeMutablePointer<Result<Int, VerificationError>>
-    ) {
-        precondition(k >= 0 && requests >= 0 && requests <= maximumBatchSize && rowStride >= vocabularySize)
-        guard requests > 0 else { return }
-        runVerification(
-            logits: logits, format: format, stride: rowStride, requests: requests,
-            verification: VerificationCall(
-                k: k, source: .views(drafts, tokens: tokens, logProbabilities: logProbabilities, outcomes: outcomes)),
-            parameters: parameters, steps: steps)
-    }
-
-    /// Array convenience: `logits` holds `requests × (k + 1)` rows of `vocabularySize` values,
-    /// request-major (request `r`'s rows are rows `r·(k+1) … r·(k+1)+k`).
-    ///
-    /// ```swift
-    /// let outcomes = sampler.verify(
-    ///     logits: targetRows, k: 2,
-    ///     proposals: [DraftProposal(tokens: [17, 4], probabilities: [0.6, 0.3])],
-    ///     parameters: [SamplingParameters(temperature: 0.7, nSigma: 1, seed: 42)], steps: [9])
-    /// if case .success(let verified) = outcomes[0] { print(verified.accepted, verified.tokens) }
-    /// ```
-    ///
-    /// - Parameters:
-    ///   - logits: the target rows.
-    ///   - k: draft tokens per request.
-    ///   - proposals: one draft per request.
-    ///   - parameters: one entry per request.
-    ///   - steps: one decode step per request; default all 0.
-    /// - Returns: each request's result or error, in request order.
-    public func verify(
-        logits: [Float], k: Int, proposals: [DraftProposal], parameters: [SamplingParameters], steps: [UInt64]? = nil
-    ) -> [VerificationOutcome] {
-        let requests = parameters.count
-        precondition(k >= 0, "k (\(k)) must be >= 0")
-        precondition(proposals.count == requests, "proposals holds \(proposals.count) entries for \(requests) requests")
-        precondition(
-            logits.count == requests * (k + 1) * vocabularySize,
-            "logits holds \(logits.count) values, expected \(requests) requests × \(k + 1) rows × \(vocabularySize)")
-        let steps = steps ?? [UInt64](repeating: 0, count: requests)
-        precondition(steps.count == requests, "steps holds \(steps.count) entries for \(requests) requests")
-        guard requests > 0 else { return [] }
-        return [VerificationOutcome](unsafeUninitializedCapacity: requests) { out, initialized in
-            out.initialize(repeating: .failure(.row(0, .noFiniteLogit)))
-            logits.withUnsafeBytes { raw in
-                proposals.withUnsafeBufferPointer { q in
-                    parameters.withUnsafeBufferPointer { p in
-                        steps.withUnsafeBufferPointer { s in
-                            verify(
-                                logits: raw.baseAddress!, format: .float32, requests: requests, k: k,
-                                proposals: q, parameters: p, steps: s, into: out)
-                        }
-                    }
-                }
-            }
-            initialized = requests
-        }
-    }
 }
 
 extension RowPipeline {
@@ -443,13 +213,8 @@ extension RowPipeline {
                         p, vocab: vocab, statistics: statistics, parameters: parameters, count: count,
                         scratch: scratch, step: position)
                     (n, maximum, temperature) = (kept.count, Double(kept.maximum), kept.temperature)
-                    let t = Double(temperature)
-                    var sum = 0.0
-                    for j in 0..<n {
-                        w[j] = exp((Double(c[j].logit) - maximum) / t)
-                        sum += w[j]
-                    }
-                    total = sum
+                    total = SoftmaxWeights.compute(
+                        c, count: n, maximum: kept.maximum, temperature: temperature, into: w)
                     greedy = false
                 } else {
                     c[0] = Candidate(index: Int32(statistics.argmax), logit: statistics.maximum)
@@ -511,11 +276,12 @@ extension RowPipeline {
                 j = inverseCDF(w, count: n, total: residual, uniform: u)
             } else {
                 // Only when q exceeds p everywhere p has mass (q sums above 1): draw from p.
-                var sum = 0.0
-                for m in 0..<n {
-                    w[m] = greedy ? 1 : exp((Double(c[m].logit) - maximum) / t)
-                    sum += w[m]
-                }
+                // (A greedy row holds its argmax alone, of weight 1.)
+                if greedy { w[0] = 1 }
+                let sum =
+                    greedy
+                    ? 1
+                    : SoftmaxWeights.compute(c, count: n, maximum: Float(maximum), temperature: temperature, into: w)
                 j = inverseCDF(w, count: n, total: sum, uniform: u)
             }
             emit(Int(c[j].index), logProbability(j))

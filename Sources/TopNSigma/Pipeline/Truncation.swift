@@ -10,20 +10,6 @@ import Darwin
 /// Order of preference ("key order"): higher logit first, then lower token id, which is the
 /// sort-based reference's order (probability descending, ties by lower id) for any temperature.
 package enum Truncation {
-    /// Whether `a` comes before `b` in key order.
-    @inline(__always)
-    static func precedes(_ a: Candidate, _ b: Candidate) -> Bool {
-        a.logit > b.logit || (a.logit == b.logit && a.index < b.index)
-    }
-
-    /// ``precedes(_:_:)`` as 0 or 1, computed without a branch.
-    @inline(__always)
-    static func precedesFlag(_ a: Candidate, _ b: Candidate) -> Int {
-        let above = a.logit > b.logit ? 1 : 0
-        let tie = (a.logit == b.logit ? 1 : 0) & (a.index < b.index ? 1 : 0)
-        return above | tie
-    }
-
     /// Swaps candidates `i` and `j` and, when given, their weights.
     @inline(__always)
     static func swapAt(_ c: UnsafeMutablePointer<Candidate>, _ w: UnsafeMutablePointer<Double>?, _ i: Int, _ j: Int) {
@@ -341,9 +327,9 @@ extension CandidateOrder {
 /// Key order: higher logit first, then lower token id.
 struct KeyOrder: CandidateOrder {
     @inline(__always)
-    func precedes(_ a: Candidate, _ b: Candidate) -> Bool { Truncation.precedes(a, b) }
+    func precedes(_ a: Candidate, _ b: Candidate) -> Bool { Candidate.precedes(a, b) }
     @inline(__always)
-    func precedesFlag(_ a: Candidate, _ b: Candidate) -> Int { Truncation.precedesFlag(a, b) }
+    func precedesFlag(_ a: Candidate, _ b: Candidate) -> Int { Candidate.precedesFlag(a, b) }
 }
 
 /// Token id order.

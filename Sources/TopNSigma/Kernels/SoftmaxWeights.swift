@@ -17,6 +17,14 @@ package enum SoftmaxWeights {
     @inline(__always)
     package static func exp(_ x: Vector) -> Vector { topnsigma_exp8(x) }
 
+    /// One weight, `exp((x − maximum) / temperature)` in double precision, by the same `exp` as
+    /// ``compute(_:count:maximum:temperature:into:)``: for the scalar tails of the block draw,
+    /// top-p's tail sum and the edited tokens of a processed row.
+    @inline(__always)
+    package static func weight(_ x: Float, maximum: Double, temperature: Double) -> Double {
+        exp(Vector(repeating: (Double(x) - maximum) / temperature))[0]
+    }
+
     /// The logits of candidates `c[i..<i+8]`, widened to double.
     @inline(__always)
     static func logits(_ c: UnsafePointer<Candidate>, _ i: Int) -> Vector {
@@ -48,7 +56,7 @@ package enum SoftmaxWeights {
         }
         var total = sums.sum()
         while i < n {
-            let e = exp(Vector(repeating: (Double(c[i].logit) - m) / t))[0]
+            let e = weight(c[i].logit, maximum: m, temperature: t)
             w[i] = e
             total += e
             i &+= 1

@@ -47,53 +47,6 @@ public struct RowStatistics: Sendable, Equatable, CustomStringConvertible {
         finiteCount > 0 ? (sumOfSquaredDeviations / Double(finiteCount)).squareRoot() : 0
     }
 
-    /// The statistics of one row in one fused pass.
-    ///
-    /// ```swift
-    /// let statistics = try RowStatistics.of([1, 2, 3, 4, 5])
-    /// statistics.maximum             // 5.0, at argmax 4
-    /// statistics.standardDeviation   // 1.58…
-    /// ```
-    ///
-    /// - Parameter row: the logits; any length, any alignment.
-    /// - Throws: ``RowError/notANumber(index:)`` or ``RowError/positiveInfinity(index:)`` for the
-    ///   first offending logit. A row whose logits are all `-inf` (or an empty row) gives
-    ///   `finiteCount == 0`.
-    /// - Complexity: one pass over the row; O(1) extra memory.
-    public static func of(_ row: UnsafeBufferPointer<Float>) throws(RowError) -> RowStatistics {
-        guard let base = row.baseAddress, row.count > 0 else {
-            return RowStatistics(maximum: -.infinity, argmax: -1, finiteCount: 0, mean: 0, sumOfSquaredDeviations: 0)
-        }
-        return try StatisticsKernel.rowStatistics(base, count: row.count).get()
-    }
-
-    /// Array convenience for ``of(_:)-(UnsafeBufferPointer<Float>)``.
-    public static func of(_ row: [Float]) throws(RowError) -> RowStatistics {
-        let result = row.withUnsafeBufferPointer { buffer in
-            Result { () throws(RowError) -> RowStatistics in try of(buffer) }
-        }
-        return try result.get()
-    }
-
-    /// Fills the statistics of every row of a `[rows, vocab]` block (`rowStride` elements between
-    /// row starts, default `vocab`); a failing row gets its error, the others are unaffected.
-    package static func of(
-        logits: UnsafePointer<Float>, rows: Int, vocab: Int, rowStride: Int? = nil,
-        into results: UnsafeMutableBufferPointer<Result<RowStatistics, RowError>>
-    ) {
-        let stride = rowStride ?? vocab
-        precondition(rows >= 0 && vocab >= 0, "rows and vocab must be non-negative")
-        precondition(stride >= vocab, "rowStride (\(stride)) must be at least vocab (\(vocab))")
-        precondition(results.count >= rows, "results holds \(results.count) slots for \(rows) rows")
-        for r in 0..<rows {
-            results[r] =
-                vocab == 0
-                ? .success(
-                    RowStatistics(maximum: -.infinity, argmax: -1, finiteCount: 0, mean: 0, sumOfSquaredDeviations: 0))
-                : StatisticsKernel.rowStatistics(logits + r * stride, count: vocab)
-        }
-    }
-
     /// A one-line summary: maximum and argmax, finite count, mean and standard deviation.
     public var description: String {
         "RowStatistics(max: \(maximum) at \(argmax), finite: \(finiteCount), mean: \(mean), std: \(standardDeviation))"
@@ -125,8 +78,8 @@ public enum RowError: Error, Sendable, Equatable, CustomStringConvertible {
     /// ``RequestProcessing`` out of its range or a DRY breaker of a bad length); `name` is its CLI
     /// option's name.
     case invalidSampler(name: String, value: Float)
-    /// The row holds more logits than token ids can name (``FilteredDistribution/maximumVocabularySize``,
-    /// `2^31 - 1`: ids are stored as `Int32`).
+    /// The row holds more logits than any interface takes (``Vocabulary/maximumSize``,
+    /// `2^31 - 2`: ids are ``TokenID``, 32-bit).
     case vocabularyTooLarge(Int)
     /// ``RequestProcessing/repetitionPenalty`` is not finite or not `> 0`.
     case invalidRepetitionPenalty(Float)
@@ -179,7 +132,7 @@ public enum RowError: Error, Sendable, Equatable, CustomStringConvertible {
         case .missingLogprobsBuffer: return "logprobs were requested but no logprobs buffer was passed"
         case .vocabularyTooLarge(let v):
             return
-                "a row of \(v) logits is too large (at most \(FilteredDistribution.maximumVocabularySize): token ids are 32-bit)"
+                "a row of \(v) logits is too large (at most \(Vocabulary.maximumSize): token ids are 32-bit)"
         }
     }
 

@@ -37,9 +37,10 @@ public struct FilteredDistribution: Sendable, Equatable {
         }
     }
 
-    /// The largest row length the single-row API filters: `2^31 - 1`, so that every token id
-    /// fits 32 bits. A longer row fails with ``RowError/vocabularyTooLarge(_:)``.
-    public static let maximumVocabularySize = Int(Int32.max)
+    /// The largest row length the single-row API filters: ``Vocabulary/maximumSize``, as every
+    /// other interface. A longer row fails with ``RowError/vocabularyTooLarge(_:)``.
+    @available(*, deprecated, renamed: "Vocabulary.maximumSize")
+    public static var maximumVocabularySize: Int { Vocabulary.maximumSize }
 
     /// The row's statistics.
     public var statistics: RowStatistics
@@ -68,14 +69,14 @@ public struct FilteredDistribution: Sendable, Equatable {
     /// (bitmask, bias, penalties; see ``RequestProcessing``; its `topLogprobs` is validated, not computed).
     ///
     /// - Throws: the row's ``RowError`` (``RowError/vocabularyTooLarge(_:)`` for a row longer than
-    ///   ``maximumVocabularySize``, checked before any logit is read).
+    ///   ``Vocabulary/maximumSize``, checked before any logit is read).
     /// - Complexity: one pass over the row plus O(survivors); allocates its scratch and result.
     public static func of(
         _ row: UnsafeBufferPointer<Float>, parameters: SamplingParameters, processing: RequestProcessing? = nil
     ) throws(RowError) -> FilteredDistribution {
         if let error = parameters.validationError { throw error }
         guard let base = row.baseAddress, row.count > 0 else { throw .noFiniteLogit }
-        guard row.count <= maximumVocabularySize else { throw .vocabularyTooLarge(row.count) }
+        guard row.count <= Vocabulary.maximumSize else { throw .vocabularyTooLarge(row.count) }
         let vocab = row.count
         let result: Result<FilteredDistribution, RowError>? = RowPipeline.withTemporaryScratch(vocab: vocab) {
             scratch in
@@ -122,10 +123,9 @@ public struct FilteredDistribution: Sendable, Equatable {
         let (count, temperature, maximum) = RowPipeline.truncate(
             row, vocab: vocab, statistics: statistics, parameters: parameters, count: gathered, scratch: scratch,
             step: 0)
-        let m = Double(maximum), t = Double(temperature)
-        var total = 0.0
-        for i in 0..<count { total += exp((Double(candidates[i].logit) - m) / t) }
-        for i in 0..<count { weights[i] = exp((Double(candidates[i].logit) - m) / t) / total }
+        let total = SoftmaxWeights.compute(
+            candidates, count: count, maximum: maximum, temperature: temperature, into: weights)
+        for i in 0..<count { weights[i] /= total }
         Truncation.sortByKey(candidates, weights, 0, count)
         return .success((statistics, threshold, count))
     }

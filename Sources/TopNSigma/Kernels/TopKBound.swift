@@ -7,7 +7,7 @@ import CShims
 /// logits (``StatisticsKernel/chunkPartial(_:count:mask:groups:)``). The pass collects nothing.
 /// When the row settles, a value that at least `k` group maxima reach is a *bound*: at least `k`
 /// logits reach it (each of those groups holds one), so the row's top `k` all lie at or above it
-/// (``groupBound(scratch:chunks:keep:maximum:floor:)``, a few vector counts over `V/16` floats).
+/// (``groupBound(groups:count:keep:maximum:floor:)``, a few vector counts over `V/16` floats).
 /// The blocks whose groups reach it are compacted from cache (``compactGroups``). The `k`-th
 /// largest of those survivors is the row's, and the kept set is `{x ≥ k-th}`: a threshold cut in
 /// id order, exactly the float64 definition's (ties at the `k`-th value go to the lower ids).
@@ -66,7 +66,7 @@ package enum TopKBound {
         }
     }
 
-    /// A bound for the row's top `keep` from the group maxima of chunks `chunks` (the row's
+    /// A bound for the row's top `keep` from its `n` group maxima `groups` (the row's
     /// maximum `maximum`, and a value `floor` below most of its logits, such as its mean): a value
     /// that at least `keep` groups reach, so at least `keep` logits; found by bisection over
     /// `[floor, maximum]` with vector counts of the groups in place, stopping once at most
@@ -75,10 +75,8 @@ package enum TopKBound {
     /// `floor` may be another filter's cut (Top-nσ, min-p): when few groups reach it, it is
     /// returned as it is (the caller collects at it anyway), after one count.
     static func groupBound(
-        scratch: RowPipeline.Scratch, chunks: Range<Int>, keep: Int, maximum: Float, floor: Float
+        groups: UnsafePointer<Float>, count n: Int, keep: Int, maximum: Float, floor: Float
     ) -> Float {
-        let groups = scratch.groupMaxima + chunks.lowerBound * groupsPerChunk
-        let n = chunks.count * groupsPerChunk
         // The maximum itself: its own group reaches it.
         if keep == 1 { return maximum }
         guard floor.isFinite, maximum.isFinite, floor < maximum else { return -.infinity }
@@ -153,7 +151,7 @@ package enum TopKBound {
 
     /// The order-preserving key of a Float that is not NaN.
     @inline(__always)
-    static func key(_ x: Float) -> UInt32 { RowPipeline.SharedThreshold.key(x) }
+    static func key(_ x: Float) -> UInt32 { OrderedKey.key(x) }
 
     /// How many of `values[0..<n]` are at or above `t`: a vector count.
     @inline(__always)
@@ -214,31 +212,12 @@ package enum TopKBound {
         var lowKey = key(low), highKey = key(high.nextDown)
         while lowKey < highKey {
             let middle = lowKey + (highKey - lowKey + 1) / 2
-            if countAtLeast(values, count: m, RowPipeline.SharedThreshold.value(middle)) >= rank {
+            if countAtLeast(values, count: m, OrderedKey.value(middle)) >= rank {
                 lowKey = middle
             } else {
                 highKey = middle &- 1
             }
         }
-        return RowPipeline.SharedThreshold.value(lowKey)
-    }
-
-    /// The `keep`-th largest logit held by the candidate slots of chunks `chunks` (each slot
-    /// `c · chunkLength`, `scratch.counts[c]` long), or `-inf` when they hold fewer. Uses the
-    /// weights region under those chunks as its buffer.
-    static func kth(scratch: RowPipeline.Scratch, chunks: Range<Int>, keep: Int) -> Float {
-        let chunkLength = StatisticsKernel.chunkLength
-        let buffer = UnsafeMutableRawPointer(scratch.weights + chunks.lowerBound * chunkLength)
-            .assumingMemoryBound(to: Float.self)
-        var n = 0
-        for c in chunks {
-            let slot = scratch.candidates + c * chunkLength
-            for j in 0..<scratch.counts[c] {
-                buffer[n] = slot[j].logit
-                n &+= 1
-            }
-        }
-        guard n >= keep else { return -.infinity }
-        return kthLargest(buffer, count: n, k: keep)
+        return OrderedKey.value(lowKey)
     }
 }

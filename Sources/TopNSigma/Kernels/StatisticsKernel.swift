@@ -1124,15 +1124,6 @@ enum StatisticsKernel {
     /// Number of chunks a row of `length` logits is cut into.
     @inline(__always)
     static func chunkCount(length: Int) -> Int { (length + chunkLength - 1) / chunkLength }
-
-    /// Statistics of a whole row on the calling thread (the sampler's reduction, collecting no
-    /// survivors).
-    static func rowStatistics<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int) -> Result<RowStatistics, RowError> {
-        RowPipeline.reduce(
-            p, vocab: n, chunks: 0, chunkCount(length: n), collect: false, parameters: SamplingParameters(),
-            scratch: nil, partials: nil
-        ).finish(row: p, count: n)
-    }
 }
 
 /// An opaque use of a value, so the loads that produced it are not optimized away.

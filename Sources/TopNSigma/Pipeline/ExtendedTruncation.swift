@@ -18,15 +18,6 @@ import Darwin
 /// Every step is in double precision over the candidates, so the kept set is the float64
 /// definition's, and each step keeps at least one token.
 package enum ExtendedTruncation {
-    /// Sums over the whole processed row at temperature `T`, relative to its maximum `M`: with
-    /// `e_i = exp((x_i − M)/T)`, `z = Σ e_i`, `squares = Σ e_i²` and the entropy
-    /// `log z − Σ e_i·(x_i − M)/T / z`.
-    package struct RowMass: Equatable {
-        package var z: Double
-        package var squares: Double
-        package var entropy: Double
-    }
-
     /// Whether the row's truncation needs ``RowMass`` (ε, η or p-less).
     static func needsRowMass(_ parameters: SamplingParameters) -> Bool {
         parameters.epsilon != nil || parameters.eta != nil || parameters.pLess
@@ -129,7 +120,7 @@ package enum ExtendedTruncation {
             var above = 0, last = -1
             for j in 0..<count where w[j] / z >= Double(threshold) {
                 above &+= 1
-                if last < 0 || Truncation.precedes(c[last], c[j]) { last = j }
+                if last < 0 || Candidate.precedes(c[last], c[j]) { last = j }
             }
             if above >= 2 {
                 let lastAbove = c[last].index
@@ -150,7 +141,7 @@ package enum ExtendedTruncation {
                 // Greedy over the kept set: its first token in key order, alone (at any
                 // temperature its probability is 1).
                 var best = 0
-                for j in 0..<count where Truncation.precedes(c[j], c[best]) { best = j }
+                for j in 0..<count where Candidate.precedes(c[j], c[best]) { best = j }
                 c[0] = c[best]
                 count = 1
                 reordered = false
@@ -239,7 +230,7 @@ struct TypicalOrder: CandidateOrder {
     @inline(__always)
     func precedes(_ a: Candidate, _ b: Candidate) -> Bool {
         let da = distance(a), db = distance(b)
-        return da < db || (da == db && Truncation.precedes(a, b))
+        return da < db || (da == db && Candidate.precedes(a, b))
     }
 }
 
@@ -287,7 +278,7 @@ extension RowPipeline {
                 parameters: parameters)
             return (kept, parameters.temperature, statistics.maximum)
         }
-        var mass: ExtendedTruncation.RowMass? = nil
+        var mass: RowMass? = nil
         if ExtendedTruncation.needsRowMass(parameters) {
             // The survivors are the whole row when no threshold filter cut it: their mass is the row's.
             mass =

@@ -1,54 +1,5 @@
 import Foundation
 
-/// A row's DRY sequence breakers as ``RowPipeline/prepare(view:vocab:scratch:logprobs:)`` reads
-/// them: a ``RequestProcessing``'s arrays, or the C ABI's flat `dry_breaker_tokens` and
-/// `dry_breaker_lengths`.
-package enum BreakerList {
-    case none
-    case nested(UnsafeBufferPointer<[Int32]>)
-    /// `lengths.count` breakers; breaker `i` is the next `lengths[i]` ids of `tokens` (a length is
-    /// checked before its ids are read, so a bad one stops the walk).
-    case flat(tokens: UnsafePointer<Int32>?, lengths: UnsafeBufferPointer<Int32>)
-
-    /// Calls `body` with each breaker in order until it returns false. A length outside
-    /// `1...RequestProcessing.maximumBreakerLength` is reported by ``DrySettings/breakerError(length:)``
-    /// before any of that breaker's ids is read.
-    func forEach(_ body: (UnsafeBufferPointer<Int32>) -> Bool) -> RowError? {
-        switch self {
-        case .none: return nil
-        case .nested(let arrays):
-            for i in 0..<arrays.count {
-                if let error = DrySettings.breakerError(length: arrays[i].count) { return error }
-                if !arrays[i].withUnsafeBufferPointer(body) { return nil }
-            }
-        case .flat(let tokens, let lengths):
-            var offset = 0
-            for i in 0..<lengths.count {
-                let n = Int(lengths[i])
-                if let error = DrySettings.breakerError(length: n) { return error }
-                if !body(UnsafeBufferPointer(start: tokens! + offset, count: n)) { return nil }
-                offset += n
-            }
-        }
-        return nil
-    }
-
-    /// The first bad breaker's error: a length outside `1...RequestProcessing.maximumBreakerLength`
-    /// (``DrySettings/breakerError(length:)``), or an id outside `0..<vocab`.
-    func error(vocab: Int) -> RowError? {
-        let bound = Int32(truncatingIfNeeded: vocab)
-        var badToken: Int32?
-        let error = forEach { b in
-            for t in b where t < 0 || t >= bound {
-                badToken = t
-                return false
-            }
-            return true
-        }
-        return error ?? badToken.map { .tokenOutOfRange(Int($0)) }
-    }
-}
-
 /// DRY (llama.cpp's `llama_sampler_dry_apply`, p-e-w's "don't repeat yourself") as edits of the
 /// row: the tokens that would extend a repeat get their penalty in ``Edit/dry``.
 ///

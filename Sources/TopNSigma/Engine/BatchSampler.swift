@@ -102,7 +102,8 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         /// What is wrong, with the allowed range: `thread count 0 is invalid (must be in 1...1024)`.
         public var description: String {
             switch self {
-            case .invalidVocabularySize(let v): return "vocabulary size \(v) is invalid (must be in 1..<2^31)"
+            case .invalidVocabularySize(let v):
+                return "vocabulary size \(v) is invalid (must be in 1...\(Vocabulary.maximumSize))"
             case .invalidBatchSize(let b): return "maximum batch size \(b) is invalid (must be in 1..<2^31)"
             case .invalidThreadCount(let t):
                 return "thread count \(t) is invalid (must be in 1...\(BatchSampler.maximumThreadCount))"
@@ -198,7 +199,7 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         vocabularySize: Int, maximumBatchSize: Int, threadCount: Int?, executor: Executor,
         spinMicroseconds: Int, placement: NUMAPlacement, topology: NUMATopology, systemThreadLimit: Int
     ) throws(ConfigurationError) {
-        guard vocabularySize > 0 && vocabularySize < Int(Int32.max) else {
+        guard vocabularySize > 0 && vocabularySize <= Vocabulary.maximumSize else {
             throw .invalidVocabularySize(vocabularySize)
         }
         guard maximumBatchSize > 0 && maximumBatchSize < Int(Int32.max) else {

@@ -115,25 +115,13 @@ extension RowPipeline {
     struct SharedThreshold {
         let word: UnsafeMutablePointer<Atomic<UInt32>>
 
-        /// The encoding of `x` (not NaN) whose unsigned order is `x`'s order.
-        @inline(__always)
-        static func key(_ x: Float) -> UInt32 {
-            let bits = x.bitPattern
-            return bits & 0x8000_0000 != 0 ? ~bits : bits | 0x8000_0000
-        }
-
-        @inline(__always)
-        static func value(_ key: UInt32) -> Float {
-            Float(bitPattern: key & 0x8000_0000 != 0 ? key & 0x7FFF_FFFF : ~key)
-        }
-
         /// Resets to the loosest threshold.
-        func reset() { word.pointee.store(Self.key(-.greatestFiniteMagnitude), ordering: .relaxed) }
+        func reset() { word.pointee.store(OrderedKey.key(-.greatestFiniteMagnitude), ordering: .relaxed) }
 
         /// Publishes `threshold` if it is stricter than the shared one; returns the stricter.
         @inline(__always)
         func raise(to threshold: Float) -> Float {
-            let key = Self.key(threshold)
+            let key = OrderedKey.key(threshold)
             var current = word.pointee.load(ordering: .relaxed)
             while key > current {
                 let (exchanged, original) = word.pointee.compareExchange(
@@ -141,7 +129,7 @@ extension RowPipeline {
                 if exchanged { return threshold }
                 current = original
             }
-            return Self.value(current)
+            return OrderedKey.value(current)
         }
     }
 }

@@ -64,7 +64,7 @@ enum OnlineSoftmax {
         return z
     }
 
-    /// The row's ``ExtendedTruncation/RowMass`` at `temperature` relative to its maximum `M`, from
+    /// The row's ``RowMass`` at `temperature` relative to its maximum `M`, from
     /// the chunks' sums (``RowPipeline/Scratch/chunkMoments``: `Σ e`, `Σ e·y` and `Σ e²` per
     /// chunk, relative to the chunk's maximum `m_c`): `Z = Σ_c f_c·Z_c`,
     /// `Σ e·y = Σ_c f_c·(W_c + Z_c·(m_c − M)/T)` and `Σ e² = Σ_c f_c²·Q_c` with
@@ -73,7 +73,7 @@ enum OnlineSoftmax {
     static func rowMass(
         moments: UnsafePointer<Double>, maxima: UnsafePointer<Float>, chunks: Int, maximum: Float, temperature: Float,
         zError: Double, momentError: Double
-    ) -> (mass: ExtendedTruncation.RowMass, entropyError: Double) {
+    ) -> (mass: RowMass, entropyError: Double) {
         let m = Double(maximum), t = Double(temperature)
         var z = 0.0, weighted = 0.0, squares = 0.0
         for c in 0..<chunks where maxima[c] > -.infinity && moments[3 * c] > 0 {
@@ -89,7 +89,7 @@ enum OnlineSoftmax {
         // and Z's; slack for the double arithmetic.
         let error =
             1.01 * zError + Swift.abs(mean) * 1.01 * (momentError + zError) + 1e-12 * (1 + Swift.abs(entropy))
-        return (ExtendedTruncation.RowMass(z: z, squares: squares, entropy: entropy), error)
+        return (RowMass(z: z, squares: squares, entropy: entropy), error)
     }
 
     /// Draws from `p_i ∝ exp((x_i − M) / T)` over the allowed logits of the row at `p` (`mask`:
@@ -169,7 +169,7 @@ enum OnlineSoftmax {
         let mc = Double(maximum), t = Double(temperature)
         func weight(_ j: Int) -> Double {
             if let mask, !StatisticsKernel.allowed(mask, j) { return 0 }
-            return exp((Double(E.float(p, j)) - mc) / t)
+            return SoftmaxWeights.weight(E.float(p, j), maximum: mc, temperature: t)
         }
         if cumulative <= target {
             // The scalar tail, in double.
@@ -231,106 +231,6 @@ enum OnlineSoftmax {
     }
 }
 
-extension RowPipeline {
-    /// How a row without a threshold filter is drawn (``OnlineSoftmax``).
-    enum SoftmaxRoute: Equatable {
-        /// No truncation: the draw needs only the chunks' sums.
-        case plain
-        /// top-p alone: survivors are collected against `max − depth·T` (a threshold below which
-        /// the whole row's mass is almost never needed); the draw widens it when it is.
-        case nucleus(depth: Double)
-        /// ε, η or p-less without a threshold filter (and the samplers after them, over what they
-        /// keep): the pass also sums `e·y` and `e²` per chunk, their cuts on the logits follow
-        /// from the row's mass within its error bound, and the row is gathered at the lowest cut
-        /// the bound allows (``RowPipeline/rowMassDraw(_:vocab:statistics:parameters:step:scratch:mask:)``).
-        case rowMass
-        /// The dynamic temperature alone: the pass sums `e` and `e·y` at temperature 1 in double
-        /// precision (``WideExp``), the row's entropy gives the temperature, and the row's sums are
-        /// taken again at it from cache
-        /// (``RowPipeline/dynamicTemperatureDraw(_:vocab:statistics:parameters:step:scratch:mask:)``).
-        case dynamicTemperature
-        /// typical-p alone: the pass sums `e` and `e·y` (in Float lanes; again in double
-        /// precision, ``WideExp``, where that leaves the set undecided), the row's entropy places
-        /// the center, and the row is gathered within a distance of it that
-        /// holds the mass (``RowPipeline/typicalDraw(_:vocab:statistics:parameters:step:scratch:mask:)``).
-        case typical
-        /// XTC alone: the pass sums as plain sampling does; when the coin applies XTC, the tokens
-        /// at or above its threshold are gathered, all but the last leave the row's bitmask, and
-        /// their chunks' sums are taken again (``RowPipeline/xtcDraw(_:vocab:statistics:parameters:step:scratch:mask:)``).
-        case xtc
-
-        var depth: Double? {
-            if case .nucleus(let depth) = self { return depth }
-            return nil
-        }
-
-        /// Whether the pass collects survivors (top-p alone); the other routes gather after the
-        /// pass, if at all.
-        var collects: Bool { depth != nil }
-
-        /// The temperature of the pass's moments (``LogprobKernel/chunkMoments(_:count:mask:maximum:temperature:ahead:)``),
-        /// nil for the routes that need only the blocks' sums.
-        func momentsTemperature(_ parameters: SamplingParameters) -> Float? {
-            switch self {
-            case .rowMass, .typical: parameters.temperature
-            case .dynamicTemperature: 1
-            default: nil
-            }
-        }
-
-        /// The relative error bounds of the pass's moments on this route: the Float kernel's
-        /// (``OnlineSoftmax/sumError``, ``OnlineSoftmax/momentError``), or on the dynamic
-        /// temperature's route the double one's (``WideExp/massError(vocab:)``).
-        func momentErrors(vocab: Int) -> (z: Double, moments: Double) {
-            self == .dynamicTemperature
-                ? (WideExp.massError(vocab: vocab), WideExp.massError(vocab: vocab))
-                : (OnlineSoftmax.sumError + 1e-12, OnlineSoftmax.momentError + 1e-12)
-        }
-    }
-
-    /// The row's softmax route, or nil for the survivor pipeline: a row with Top-nσ, min-p or
-    /// top-k (their thresholds bound the survivors), edited tokens other than on plain
-    /// sampling, logprobs (they need the survivors), another sampler (``ExtendedTruncation``) unless ε, η or p-less cut the row
-    /// first (``SoftmaxRoute/rowMass``) or it is typical-p, the dynamic temperature or XTC alone, a sampler
-    /// order, or a temperature the vector `exp` cannot take (0, `+inf`, extreme).
-    static func softmaxRoute(_ parameters: SamplingParameters, _ state: ProcessingState) -> SoftmaxRoute? {
-        guard parameters.passNSigma == nil, parameters.passMinP == nil, parameters.passTopK == nil,
-            state.topLogprobs < 0, OnlineSoftmax.supports(temperature: parameters.temperature)
-        else { return nil }
-        // Edited tokens (bias, penalties, DRY) join plain sampling's draw from their processed
-        // logits (``RowPipeline/plainDraw(_:vocab:statistics:parameters:step:scratch:mask:)``).
-        if state.editCount > 0 {
-            return !parameters.usesExtendedSamplers && (parameters.topP ?? 1) >= 1 ? .plain : nil
-        }
-        if parameters.usesExtendedSamplers {
-            guard parameters.order == nil else { return nil }
-            if ExtendedTruncation.needsRowMass(parameters) { return .rowMass }
-            guard parameters.topP == nil else { return nil }
-            let dynamic = parameters.dynamicTemperatureRange != nil, xtc = parameters.xtcThreshold != nil
-            if let typical = parameters.typicalP { return typical < 1 && !dynamic && !xtc ? .typical : nil }
-            return dynamic && !xtc ? .dynamicTemperature : xtc && !dynamic ? .xtc : nil
-        }
-        guard let p = parameters.topP, p < 1 else { return .plain }
-        return .nucleus(depth: nucleusDepth(p))
-    }
-
-    /// The first collection depth for top-p `p`, in units of `T`: `2·ln(1/(1 − p)) + 2.5` (3.9 at
-    /// p = 0.5, 7.1 at 0.9, 8.5 at 0.95, 11.7 at 0.99). On 64 real SmolLM2 rows at T = 1 the
-    /// nucleus never reached below 3.3, 6.7, 8.0 and 11.4, and a median of 3, 9, 37 and 255 tokens
-    /// lie within 3, 5, 8 and 12 of the maximum: a deeper first cut costs a few survivors, a
-    /// shallow one a second pass over the row.
-    static func nucleusDepth(_ p: Float) -> Double { 2 * log(1 / (1 - Double(p))) + 2.5 }
-
-    /// The `k` of a row whose top-k is cut as a threshold during the pass (``TopKBound``): every
-    /// sampled row with top-k and no edited tokens.
-    static func topKRoute(_ parameters: SamplingParameters, _ state: ProcessingState) -> Int? {
-        guard parameters.temperature != 0, state.editCount == 0, let k = parameters.passTopK, k >= 1 else { return nil }
-        // A vocabulary is below `Int32.max`: any larger `k` keeps the whole row just the same,
-        // and the clamp keeps the bound's arithmetic (`k + k / 2`) far from overflow.
-        return min(k, Int(Int32.max))
-    }
-}
-
 extension OnlineSoftmax {
     /// `Σ exp((x − M) / T)` over the allowed logits of the row below `threshold` (the mass that
     /// top-p's survivors leave out), by the pass's vector `exp`: relative error at most
@@ -365,11 +265,20 @@ extension OnlineSoftmax {
             while i < end {
                 let x = E.float(p, i)
                 if mask.map({ StatisticsKernel.allowed($0, i) }) ?? true, x < threshold, x > -.infinity {
-                    total += exp((Double(x) - Double(maximum)) / Double(temperature))
+                    total += SoftmaxWeights.weight(x, maximum: Double(maximum), temperature: Double(temperature))
                 }
                 i &+= 1
             }
         }
         return total
     }
+}
+
+/// Sums over the whole processed row at temperature `T`, relative to its maximum `M`: with
+/// `e_i = exp((x_i − M)/T)`, `z = Σ e_i`, `squares = Σ e_i²` and the entropy
+/// `log z − Σ e_i·(x_i − M)/T / z`.
+package struct RowMass: Equatable {
+    package var z: Double
+    package var squares: Double
+    package var entropy: Double
 }

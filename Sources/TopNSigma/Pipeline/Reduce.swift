@@ -1,0 +1,262 @@
+import CShims
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+extension RowPipeline {
+    /// Reduces chunks `first..<end` of the row at `p`, merging them in order into an accumulator;
+    /// when `collect`, compacts each chunk against the provisional threshold of the chunks merged so
+    /// far (this one included) into `scratch`. When `partials` is given, each chunk's partial is
+    /// also stored there (indexed by chunk). Stops at the first invalid logit.
+    ///
+    /// With request processing (`state`), the chunks are read through the effective bitmask
+    /// (masked and edited tokens take no part; the edited ones join when the row settles), and a
+    /// row that asks for logprobs also gets each chunk's exp-sum and top tokens while the chunk
+    /// is in L1 (``LogprobKernel``).
+    static func reduce<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, chunks first: Int, _ end: Int, collect: Bool, parameters: SamplingParameters,
+        scratch: Scratch?, partials: UnsafeMutablePointer<ChunkPartial>?, shared: SharedThreshold? = nil,
+        state: ProcessingState = ProcessingState(), sampling: Bool = false
+    ) -> StatisticsKernel.RowAccumulator {
+        let chunkLength = StatisticsKernel.chunkLength
+        var accumulator = StatisticsKernel.RowAccumulator()
+        var running = LogprobKernel.RunningTop()
+        let route = scratch == nil || !sampling ? nil : softmaxRoute(parameters, state)
+        // A sampled greedy row (or one whose draw is its argmax: top-k 1) without processing
+        // needs the maximum alone: no moments.
+        let greedy = isGreedy(parameters, sampling: sampling)
+        let maximumOnly = sampling && greedy && state.mask == nil && state.editCount == 0 && state.topLogprobs < 0
+        // Sampled rows whose filters need no moments (every row without Top-nσ, processing or
+        // logprobs that takes the survivor pipeline or top-p's route: min-p, top-k and the others
+        // need the maximum, and top-k's bound the mean, which the loop's sum gives) reduce with
+        // the maximum-only loop (AVX-512 builds).
+        let momentsFree =
+            BuildTarget.hasAVX512 && sampling && scratch != nil && parameters.temperature != 0
+            && parameters.passNSigma == nil && state.mask == nil && state.editCount == 0 && state.topLogprobs < 0
+            && (route == nil || route?.depth != nil)
+        // Plain sampling collects nothing: its draw needs only the chunks' sums. Nor does the
+        // row-mass route: its cut is known only once the row's mass is.
+        let collectSurvivors = collect && route?.collects ?? true
+        let depth = route?.depth
+        // Top-k rows collect nothing during the pass: each chunk leaves its group maxima, and the
+        // row settles its survivors from them (``TopKBound``).
+        let topK = collectSurvivors && !greedy ? topKRoute(parameters, state) : nil
+        if maximumOnly, let (part, chunk) = StatisticsKernel.maximumRange(p, vocab: vocab, chunks: first, end) {
+            // The whole range in one partial, at the chunk of its maximum (the others empty).
+            if let partials { for c in first..<end { partials[c] = c == chunk ? part : .init() } }
+            accumulator.merge(part, chunk: chunk, start: chunk * chunkLength)
+            return accumulator
+        }
+        for c in first..<end {
+            let start = c * chunkLength
+            let length = min(chunkLength, vocab - start)
+            let mask = state.mask.map { UnsafePointer($0 + start / 32) }
+            let groups = topK != nil ? scratch.map { $0.groupMaxima + c * TopKBound.groupsPerChunk } : nil
+            let part =
+                (route != nil && !route!.collects && mask == nil
+                    ? StatisticsKernel.maximumPartial(p + start, count: length) : nil)
+                ?? (momentsFree ? StatisticsKernel.maximumBlocks(p + start, count: length, groups: groups) : nil)
+                ?? StatisticsKernel.chunkPartial(
+                    p + start, count: length, mask: mask, groups: groups,
+                    fineGroups: parameters.passNSigma == nil && parameters.passMinP == nil)
+            partials?[c] = part
+            accumulator.merge(part, chunk: c, start: start)
+            if accumulator.error != nil { break }
+            guard let scratch else { continue }
+            if topK != nil {
+                // Nothing collected: stricter than any threshold, so that a settle that did not
+                // compact the chunk would compact it again from the row.
+                scratch.counts[c] = 0
+                scratch.thresholds[c] = .infinity
+            } else if collectSurvivors {
+                // Greedy rows collect only for their rank (logprobs): the ties of the maximum.
+                var threshold =
+                    greedy ? accumulator.maximum : provisionalThreshold(accumulator, parameters, depth: depth)
+                // A split row's tasks share the strictest provisional threshold any of them has
+                // found, so a task over a few chunks does not collect as if it saw the row alone.
+                if let shared { threshold = shared.raise(to: threshold) }
+                scratch.thresholds[c] = threshold
+                // Most chunks hold no survivor at all: their maximum says so without a compare pass.
+                scratch.counts[c] =
+                    part.maximum >= threshold
+                    ? compactBlocks(
+                        p + start, count: length, threshold: threshold, indexBase: start, maxima: part.blockMaxima,
+                        mask: mask,
+                        into: scratch.candidates + start)
+                    : 0
+            }
+            if route != nil {
+                scratch.chunkMaxima[c] = part.maximum
+                let ahead = LogprobKernel.Prefetch(chunk: p + start, count: length)
+                if let temperature = route?.momentsTemperature(parameters) {
+                    let moments =
+                        route == .dynamicTemperature
+                        ? (scratch.candidates + start).withMemoryRebound(to: Float.self, capacity: length) {
+                            // The chunk's own candidate slot (unused on this route) holds a
+                            // half-precision chunk's Float conversion.
+                            WideExp.chunkMass(
+                                p + start, count: length, mask: mask, maximum: part.maximum, temperature: temperature,
+                                buffer: $0)
+                        }
+                        : LogprobKernel.chunkMoments(
+                            p + start, count: length, mask: mask, maximum: part.maximum, temperature: temperature,
+                            ahead: ahead)
+                    scratch.storeMoments(moments, chunk: c)
+                    continue
+                }
+                blockSums(
+                    p, vocab: vocab, chunk: c, mask: state.mask.map { UnsafePointer($0) },
+                    temperature: parameters.temperature, scratch: scratch, ahead: ahead)
+            }
+            // The edited tokens of this chunk, read while it is in L1.
+            if state.editCount > 0 {
+                for k in scratch.editStarts[c]..<scratch.editStarts[c + 1] {
+                    let edit = scratch.edits[k]
+                    scratch.edits[k].value = state.process(E.float(p, Int(edit.token)), edit)
+                }
+            }
+            if state.topLogprobs >= 0 {
+                let keep = state.topLogprobs
+                let top = scratch.topTokens + c * TopLogprobs.maximumCount
+                var bound = running.bound(keep: keep)
+                scratch.chunkMaxima[c] = part.maximum
+                let ahead = LogprobKernel.Prefetch(chunk: p + start, count: length)
+                scratch.expSums[c] = LogprobKernel.chunk(
+                    p + start, count: length, mask: mask, maximum: part.maximum, indexBase: start, keep: keep,
+                    bound: &bound, into: top, found: &scratch.topCounts[c], ahead: ahead)
+                if keep > 0 { running.merge(top, count: scratch.topCounts[c], keep: keep) }
+            }
+        }
+        return accumulator
+    }
+
+    /// Whether the row settles as greedy does (its maximum and, for logprobs, the ties of it): a
+    /// sampled row whose draw is its argmax (``SamplingParameters/drawsArgmax``), or any row at
+    /// temperature 0.
+    @inline(__always)
+    static func isGreedy(_ parameters: SamplingParameters, sampling: Bool) -> Bool {
+        sampling ? parameters.drawsArgmax : parameters.temperature == 0
+    }
+
+    /// Compacts the blocks of one chunk whose maximum reaches `threshold` (see
+    /// ``StatisticsKernel/blockLength``); returns the survivors written, in id order.
+    @inline(__always)
+    static func compactBlocks<E: LogitElement>(
+        _ p: UnsafePointer<E>, count n: Int, threshold: Float, indexBase: Int, maxima: StatisticsKernel.BlockMaxima,
+        mask: UnsafePointer<UInt32>?, into out: UnsafeMutablePointer<Candidate>
+    ) -> Int {
+        let blockLength = StatisticsKernel.blockLength
+        var written = 0
+        var start = 0
+        var block = 0
+        while start < n {
+            let length = min(blockLength, n - start)
+            let maximum = block < StatisticsKernel.blocksPerChunk ? maxima[block] : .infinity
+            if maximum >= threshold {
+                written +=
+                    mask.map {
+                        CandidateKernel.compact(
+                            p + start, count: length, threshold: threshold, indexBase: indexBase + start,
+                            mask: $0 + start / 32,
+                            into: out + written)
+                    }
+                    ?? CandidateKernel.compact(
+                        p + start, count: length, threshold: threshold, indexBase: indexBase + start,
+                        into: out + written)
+            }
+            start += length
+            block += 1
+        }
+        return written
+    }
+
+    /// Brings chunks `first..<end` to the final `threshold`: filters each chunk's slot in place, or
+    /// compacts the chunk again when its provisional threshold was stricter.
+    static func finalize<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, chunks first: Int, _ end: Int, threshold: Float, scratch: Scratch,
+        mask: UnsafePointer<UInt32>? = nil
+    ) {
+        let chunkLength = StatisticsKernel.chunkLength
+        for c in first..<end {
+            let start = c * chunkLength
+            let slot = scratch.candidates + start
+            defer { scratch.thresholds[c] = threshold }
+            if scratch.thresholds[c] <= threshold {
+                scratch.counts[c] = filter(slot, count: scratch.counts[c], atLeast: threshold)
+            } else if let mask {
+                scratch.counts[c] = CandidateKernel.compact(
+                    p + start, count: min(chunkLength, vocab - start), threshold: threshold, indexBase: start,
+                    mask: mask + start / 32, into: slot)
+            } else {
+                scratch.counts[c] = CandidateKernel.compact(
+                    p + start, count: min(chunkLength, vocab - start), threshold: threshold, indexBase: start,
+                    into: slot)
+            }
+        }
+    }
+
+    /// Keeps the candidates of `c[0..<n]` whose logit is at least `threshold`, in order, at the
+    /// front; returns how many. Without a branch per candidate (`topnsigma_filter_candidates`:
+    /// compressed eight at a time with AVX-512): a top-k 1000 slot keeps an unpredictable half
+    /// or so.
+    @inline(__always)
+    static func filter(_ c: UnsafeMutablePointer<Candidate>, count n: Int, atLeast threshold: Float) -> Int {
+        topnsigma_filter_candidates(UnsafeMutableRawPointer(c), n, threshold)
+    }
+
+    /// Moves every chunk's survivors to the front of the region, in chunk order; returns the count.
+    static func gather(chunks: Int, scratch: Scratch) -> Int {
+        let chunkLength = StatisticsKernel.chunkLength
+        var count = 0
+        for c in 0..<chunks {
+            let n = scratch.counts[c]
+            if n > 0 && count != c * chunkLength {
+                (scratch.candidates + count).update(from: scratch.candidates + c * chunkLength, count: n)
+            }
+            count += n
+        }
+        return count
+    }
+
+    /// The threshold survivors of one row on the calling thread: ``prepare(_:vocab:scratch:logprobs:)``,
+    /// ``reduceRow(_:vocab:parameters:scratch:state:)`` then ``settleSurvivors``. Package-visible
+    /// for the C ABI's allocation-free single-row calls.
+    package static func survivors<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, processing: RequestProcessing? = nil,
+        scratch: Scratch
+    ) -> Result<(statistics: RowStatistics, count: Int?), RowError> {
+        prepare(processing, vocab: vocab, scratch: scratch, logprobs: .ignored)
+        let state = scratch.state.pointee
+        if let error = parameters.validationError ?? state.error { return .failure(error) }
+        let accumulator = reduceRow(p, vocab: vocab, parameters: parameters, scratch: scratch, state: state)
+        return settleSurvivors(
+            p, vocab: vocab, accumulator: accumulator, parameters: parameters, scratch: scratch, state: state)
+    }
+
+    /// Every chunk of one row on the calling thread, collecting survivors unless the row is
+    /// greedy without logprobs.
+    @inline(__always)
+    static func reduceRow<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters, scratch: Scratch,
+        state: ProcessingState = ProcessingState(), sampling: Bool = false
+    ) -> StatisticsKernel.RowAccumulator {
+        reduce(
+            p, vocab: vocab, chunks: 0, StatisticsKernel.chunkCount(length: vocab),
+            collect: !isGreedy(parameters, sampling: sampling) || state.topLogprobs >= 0, parameters: parameters,
+            scratch: scratch,
+            partials: nil, state: state, sampling: sampling)
+    }
+
+    /// Statistics of a whole row on the calling thread (the sampler's reduction, collecting no
+    /// survivors).
+    static func rowStatistics<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int) -> Result<RowStatistics, RowError> {
+        reduce(
+            p, vocab: n, chunks: 0, StatisticsKernel.chunkCount(length: n), collect: false,
+            parameters: SamplingParameters(),
+            scratch: nil, partials: nil
+        ).finish(row: p, count: n)
+    }
+}
