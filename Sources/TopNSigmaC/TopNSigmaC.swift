@@ -179,7 +179,7 @@ package func physicalMemoryBytes() -> Double {
 /// Bytes of one row's scratch for rows of `vocab` logits, from the layout the library allocates
 /// (`+inf` when it overflows `Int`): 64 to 70 bytes per logit.
 package func rowScratchBytes(vocab: Int) -> Double {
-    RowPipeline.scratchByteCount(vocab: vocab).map(Double.init) ?? .infinity
+    BatchSampler.scratchByteCount(vocab: vocab).map(Double.init) ?? .infinity
 }
 
 /// Bytes a handle allocates: one row scratch per thread, and its per-row parameter, result,
@@ -659,7 +659,7 @@ func writeRowError(_ stats: UnsafeMutablePointer<tns_row_stats>?, _ error: RowEr
 
 /// Runs `body` with the handle's scratch, holding its busy flag (the same one `tns_sample` takes),
 /// or returns TNS_ERR_BUSY.
-func withHandleScratch(_ h: SamplerHandle, _ body: (RowPipeline.Scratch) -> tns_status) -> tns_status {
+func withHandleScratch(_ h: SamplerHandle, _ body: (FilteredDistribution.Scratch) -> tns_status) -> tns_status {
     let (exchanged, _) = h.busy.compareExchange(expected: false, desired: true, ordering: .acquiring)
     guard exchanged else { return Status.busy }
     defer { h.busy.store(false, ordering: .releasing) }
@@ -669,20 +669,18 @@ func withHandleScratch(_ h: SamplerHandle, _ body: (RowPipeline.Scratch) -> tns_
 /// `tns_filter`'s and `tns_sampler_filter`'s shared body: Top-nσ's kept ids of one row, worked
 /// out in `scratch` (the caller has checked the pointers and sizes).
 func filterRow(
-    _ row: UnsafePointer<Float>, vocab: Int, _ useNSigma: Int32, _ nSigma: Float, scratch: RowPipeline.Scratch,
+    _ row: UnsafePointer<Float>, vocab: Int, _ useNSigma: Int32, _ nSigma: Float, scratch: FilteredDistribution.Scratch,
     _ stats: UnsafeMutablePointer<tns_row_stats>?, _ keptIDs: UnsafeMutablePointer<Int32>?, _ capacity: Int64,
     _ keptCount: UnsafeMutablePointer<Int64>
 ) -> tns_status {
     let parameters = SamplingParameters(temperature: 1, nSigma: useNSigma != 0 ? nSigma : nil)
-    switch RowPipeline.survivors(row, vocab: vocab, parameters: parameters, scratch: scratch) {
+    switch FilteredDistribution.survivors(row, vocab: vocab, parameters: parameters, scratch: scratch) {
     case .failure(let error):
         return writeRowError(stats, error)
-    case .success(let (statistics, gathered)):
-        // T = 1 is never greedy, so the survivors were gathered, ascending by id.
-        let n = gathered ?? 0
+    case .success(let (statistics, threshold, n)):
         keptCount.pointee = Int64(n)
         guard n <= capacity else { return Status.bufferTooSmall }
-        writeStatistics(stats, statistics, threshold: RowPipeline.logitThreshold(statistics, parameters))
+        writeStatistics(stats, statistics, threshold: threshold)
         for i in 0..<n { keptIDs![i] = scratch.candidates[i].index }
         return Status.ok
     }
@@ -691,7 +689,7 @@ func filterRow(
 /// `tns_filtered_distribution`'s and `tns_sampler_filtered_distribution`'s shared body:
 /// `FilteredDistribution.keep` (the body of `FilteredDistribution.of`) in `scratch`, copied out.
 func filteredDistribution(
-    _ row: UnsafePointer<Float>, vocab: Int, _ parameters: SamplingParameters, scratch: RowPipeline.Scratch,
+    _ row: UnsafePointer<Float>, vocab: Int, _ parameters: SamplingParameters, scratch: FilteredDistribution.Scratch,
     _ stats: UnsafeMutablePointer<tns_row_stats>?, _ tokens: UnsafeMutablePointer<Int32>?,
     _ probabilities: UnsafeMutablePointer<Double>?, _ capacity: Int64, _ count: UnsafeMutablePointer<Int64>
 ) -> tns_status {
@@ -732,7 +730,7 @@ public func cFilter(
         return writeRowError(stats, error)
     }
     guard fitsInMemory(rowScratchBytes(vocab: Int(vocab))) else { return Status.outOfMemory }
-    return RowPipeline.withTemporaryScratch(vocab: Int(vocab)) { scratch in
+    return FilteredDistribution.withScratch(vocab: Int(vocab)) { scratch in
         filterRow(row, vocab: Int(vocab), useNSigma, nSigma, scratch: scratch, stats, keptIDs, capacity, keptCount)
     } ?? Status.outOfMemory
 }
@@ -752,7 +750,7 @@ public func cFilteredDistribution(
     guard status == Status.ok else { return status }
     if let error = parameters.validationError { return writeRowError(stats, error) }
     guard fitsInMemory(rowScratchBytes(vocab: Int(vocab))) else { return Status.outOfMemory }
-    return RowPipeline.withTemporaryScratch(vocab: Int(vocab)) { scratch in
+    return FilteredDistribution.withScratch(vocab: Int(vocab)) { scratch in
         filteredDistribution(
             row, vocab: Int(vocab), parameters, scratch: scratch, stats, tokens, probabilities, capacity, count)
     } ?? Status.outOfMemory

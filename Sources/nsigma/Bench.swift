@@ -1068,7 +1068,7 @@ enum BenchLimits {
         var cached: Int? = 0, largestTransient: Int? = 0
         for v in vocabs {
             let rows = maxBatch * rowsPerEntry
-            let scratch = RowPipeline.scratchByteCount(vocab: v) ?? product(v, scratchBytesPerLogit)
+            let scratch = BatchSampler.scratchByteCount(vocab: v) ?? product(v, scratchBytesPerLogit)
             let transient = sum(
                 product(v, rows, 4), product(v, maxBatch, 2, halfCopies), product(v, maxBatch, 4),
                 scratch.flatMap { product($0, maxThreads, samplers) }, product(v, 16, maxThreads, opponents),

@@ -286,6 +286,10 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
         floorSums.deallocate()
     }
 
+    /// Bytes of scratch a sampler allocates per thread for rows of `vocab` logits, or nil when
+    /// that overflows `Int` (for callers sizing a machine: the bench's memory check).
+    package static func scratchByteCount(vocab: Int) -> Int? { RowPipeline.Scratch.byteCount(vocab: vocab) }
+
     /// Samples one token per row.
     ///
     /// - Parameters:

@@ -78,7 +78,7 @@ public struct FilteredDistribution: Sendable, Equatable {
         guard let base = row.baseAddress, row.count > 0 else { throw .noFiniteLogit }
         guard row.count <= Vocabulary.maximumSize else { throw .vocabularyTooLarge(row.count) }
         let vocab = row.count
-        let result: Result<FilteredDistribution, RowError>? = RowPipeline.withTemporaryScratch(vocab: vocab) {
+        let result: Result<FilteredDistribution, RowError>? = withScratch(vocab: vocab) {
             scratch in
             switch keep(base, vocab: vocab, parameters: parameters, processing: processing, scratch: scratch) {
             case .failure(let error): return .failure(error)
@@ -104,7 +104,7 @@ public struct FilteredDistribution: Sendable, Equatable {
     /// 1. XTC's coin is taken at step 0.
     package static func keep(
         _ row: UnsafePointer<Float>, vocab: Int, parameters: SamplingParameters, processing: RequestProcessing?,
-        scratch: RowPipeline.Scratch
+        scratch: Scratch
     ) -> Result<(statistics: RowStatistics, threshold: Double, count: Int), RowError> {
         let candidates = scratch.candidates, weights = scratch.weights
         let statistics: RowStatistics, gathered: Int?
@@ -140,5 +140,43 @@ public struct FilteredDistribution: Sendable, Equatable {
             }
         }
         return try result.get()
+    }
+}
+
+// MARK: - The single-row entry points of the C ABI
+
+extension FilteredDistribution {
+    /// One row's scratch, as the sampler keeps one per thread.
+    package typealias Scratch = RowPipeline.Scratch
+
+    /// Runs `body` with a scratch region for one row of `vocab` logits, allocated for the call:
+    /// for the single-row calls without a sampler (``of(_:parameters:processing:)-(UnsafeBufferPointer<Float>,_,_)``,
+    /// the C ABI's `tns_filter` and `tns_filtered_distribution`). Nil when the row is too large
+    /// to have one, or its memory cannot be had (`posix_memalign`, which fails, not a trap).
+    package static func withScratch<R>(vocab: Int, _ body: (Scratch) -> R) -> R? {
+        guard let layout = Scratch.Layout(vocab: vocab),
+            let block = NodeMemory.allocateFromHeap(byteCount: layout.byteCount)
+        else { return nil }
+        defer { NodeMemory.free(block) }
+        return body(layout.bind(block.pointer))
+    }
+
+    /// The threshold filters' survivors of the row at `row` (`vocab` logits) in `scratch`,
+    /// before any truncation: on success `scratch.candidates[0..<count]` in ascending id order,
+    /// and the row's statistics and combined threshold. The body of the C ABI's `tns_filter`.
+    /// A greedy row (`T = 0`) keeps its argmax.
+    package static func survivors(
+        _ row: UnsafePointer<Float>, vocab: Int, parameters: SamplingParameters, scratch: Scratch
+    ) -> Result<(statistics: RowStatistics, threshold: Double, count: Int), RowError> {
+        switch RowPipeline.survivors(row, vocab: vocab, parameters: parameters, scratch: scratch) {
+        case .failure(let error): return .failure(error)
+        case .success(let (statistics, gathered)):
+            let threshold = RowPipeline.logitThreshold(statistics, parameters)
+            guard let gathered else {
+                scratch.candidates[0] = Candidate(index: Int32(statistics.argmax), logit: statistics.maximum)
+                return .success((statistics, threshold, 1))
+            }
+            return .success((statistics, threshold, gathered))
+        }
     }
 }

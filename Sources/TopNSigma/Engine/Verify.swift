@@ -8,9 +8,9 @@ import Darwin
 
 extension BatchSampler {
     /// The Philox stream of the acceptance uniforms (the ordinary draw uses stream 0).
-    public static let acceptanceStream: UInt64 = 1
+    public static let acceptanceStream: UInt64 = RowPipeline.acceptanceStream
     /// The Philox stream of the correction or bonus draw.
-    public static let correctionStream: UInt64 = 2
+    public static let correctionStream: UInt64 = RowPipeline.correctionStream
 
     /// Verifies each request's `k` draft tokens against its `k + 1` target rows (speculative
     /// decoding, Leviathan et al. 2023, Chen et al. 2023), losslessly: every emitted token is

@@ -164,18 +164,12 @@ extension RowPipeline {
         }
     }
 
-    /// Bytes of one row's scratch for rows of `vocab` logits (the block a sampler allocates per
-    /// thread, and ``withTemporaryScratch(vocab:_:)`` per call), or nil when it overflows `Int`.
-    package static func scratchByteCount(vocab: Int) -> Int? { Scratch.Layout(vocab: vocab)?.byteCount }
 
-    /// Runs `body` with a scratch region for one row of `vocab` logits, allocated for the call:
-    /// for the single-row convenience APIs (the sampler keeps its own). Nil when the row is too
-    /// large to have one, or its memory cannot be had (`posix_memalign`, which fails, not a trap).
-    package static func withTemporaryScratch<R>(vocab: Int, _ body: (Scratch) -> R) -> R? {
-        guard let layout = Scratch.Layout(vocab: vocab),
-            let block = NodeMemory.allocateFromHeap(byteCount: layout.byteCount)
-        else { return nil }
-        defer { NodeMemory.free(block) }
-        return body(layout.bind(block.pointer))
-    }
+}
+
+extension RowPipeline.Scratch {
+    /// Bytes of one row's scratch for rows of `vocab` logits (the block a sampler allocates per
+    /// thread, and ``FilteredDistribution/withScratch(vocab:_:)`` per call), or nil when it
+    /// overflows `Int`.
+    package static func byteCount(vocab: Int) -> Int? { Layout(vocab: vocab)?.byteCount }
 }

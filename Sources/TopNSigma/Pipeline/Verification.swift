@@ -53,6 +53,11 @@ struct VerificationCall: @unchecked Sendable {
 }
 
 extension RowPipeline {
+    /// The Philox stream of the acceptance uniforms (the ordinary draw uses stream 0).
+    static let acceptanceStream: UInt64 = 1
+    /// The Philox stream of the correction or bonus draw.
+    static let correctionStream: UInt64 = 2
+
     /// The shape errors of one proposal, if any.
     static func shapeError(_ proposal: DraftProposal, k: Int, vocab: Int) -> VerificationError? {
         if proposal.tokens.count != k { return .tokenCount(expected: k, actual: proposal.tokens.count) }
@@ -228,7 +233,7 @@ extension RowPipeline {
                 // All k accepted: the bonus token from p_{k+1}.
                 let j = inverseCDF(
                     w, count: n, total: total,
-                    uniform: philox.uniform(step: position, stream: BatchSampler.correctionStream))
+                    uniform: philox.uniform(step: position, stream: correctionStream))
                 emit(Int(c[j].index), logProbability(j))
                 break
             }
@@ -240,7 +245,7 @@ extension RowPipeline {
             let accept =
                 pd > 0
                 && (qd == 0 || pd >= qd
-                    || philox.uniform(step: position, stream: BatchSampler.acceptanceStream) < pd / qd)
+                    || philox.uniform(step: position, stream: acceptanceStream) < pd / qd)
             if accept, let found {
                 emit(d, logProbability(found))
                 accepted += 1
@@ -270,7 +275,7 @@ extension RowPipeline {
             if let found { w[found] = 0 }
             var residual = 0.0
             for j in 0..<n { residual += w[j] }
-            let u = philox.uniform(step: position, stream: BatchSampler.correctionStream)
+            let u = philox.uniform(step: position, stream: correctionStream)
             let j: Int
             if residual > 0 {
                 j = inverseCDF(w, count: n, total: residual, uniform: u)
