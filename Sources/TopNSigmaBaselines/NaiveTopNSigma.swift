@@ -33,7 +33,7 @@ public struct NaiveTopNSigma {
             if x > maximum { maximum = x; argmax = i }
         }
         if argmax < 0 { return nil }
-        if temperature == 0 { return SampledToken(token: argmax, logProbability: 0, candidateCount: 1) }
+        if temperature == 0 { return SampledToken(token: TokenID(argmax), logProbability: 0, candidateCount: 1) }
         // Pass 2: mean. Pass 3: variance.
         var finite = 0
         var sum = 0.0
@@ -67,6 +67,6 @@ public struct NaiveTopNSigma {
             if cumulative > target { break }
         }
         let logProbability = (Double(row[chosen]) - Double(maximum)) / Double(temperature) - log(total)
-        return SampledToken(token: chosen, logProbability: logProbability, candidateCount: kept)
+        return SampledToken(token: TokenID(chosen), logProbability: logProbability, candidateCount: kept)
     }
 }

@@ -33,7 +33,7 @@ public struct SeparateVerify {
         /// Draft tokens accepted.
         public var accepted: Int
         /// The accepted tokens, then the correction or bonus token.
-        public var tokens: [Int]
+        public var tokens: [TokenID]
         /// `log p_i` of each emitted token.
         public var logProbabilities: [Double]
     }
@@ -41,7 +41,7 @@ public struct SeparateVerify {
     /// Verifies one request: `rows` holds its `k + 1` target rows back to back.
     /// - Returns: the outcome, or nil when a row holds NaN, `+inf` or no finite logit.
     public mutating func verify(
-        _ rows: UnsafeBufferPointer<Float>, tokens: [Int], q: [Double], n: Float?, temperature: Float, seed: UInt64,
+        _ rows: UnsafeBufferPointer<Float>, tokens: [TokenID], q: [Double], n: Float?, temperature: Float, seed: UInt64,
         step: UInt64
     ) -> Outcome? {
         let v = vocabularySize
@@ -79,15 +79,15 @@ public struct SeparateVerify {
         }
         // Pass 2: the rejection loop.
         let philox = Philox4x32(seed: seed)
-        var emitted: [Int] = [], logs: [Double] = []
+        var emitted: [TokenID] = [], logs: [Double] = []
         for i in 0...k {
             let base = i * v
             let position = step &+ UInt64(i)
             if i < k {
-                let d = tokens[i], pd = probabilities[base + d]
+                let d = Int(tokens[i]), pd = probabilities[base + d]
                 let qd = q[i] > 0 ? min(q[i], 1) : 0
                 if pd > 0 && (qd == 0 || pd >= qd || philox.uniform(step: position, stream: 1) < pd / qd) {
-                    emitted.append(d)
+                    emitted.append(TokenID(d))
                     logs.append(log(pd))
                     continue
                 }
@@ -103,7 +103,7 @@ public struct SeparateVerify {
                 chosen = j
                 if cumulative > target { break }
             }
-            emitted.append(chosen)
+            emitted.append(TokenID(chosen))
             // Its probability under p: the residual only removed d's mass.
             logs.append(log(probabilities[base + chosen]))
             return Outcome(accepted: i, tokens: emitted, logProbabilities: logs)

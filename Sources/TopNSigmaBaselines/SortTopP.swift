@@ -43,7 +43,8 @@ public struct SortTopP {
             chosen = token
             if cumulative > target { break }
         }
-        return SampledToken(token: chosen, logProbability: log(probabilities[chosen] / mass), candidateCount: kept)
+        return SampledToken(
+            token: TokenID(chosen), logProbability: log(probabilities[chosen] / mass), candidateCount: kept)
     }
 
     /// Softmax, sort, cumulative cut; returns how many of `order` are kept.

@@ -568,8 +568,7 @@ public func cVerify(
 
     let status = readAllParameters(params, rows: n, into: h)
     guard status == Status.ok else { return status }
-    let placeholder = UnsafePointer<Int>(bitPattern: 64)!
-    let draftTokens = UnsafeRawPointer(d.tokens).map { $0.assumingMemoryBound(to: Int.self) } ?? placeholder
+    let draftTokens = TokenIDs.wide(d.tokens ?? UnsafePointer(bitPattern: 64)!)
     let draftProbabilities = d.probabilities ?? UnsafePointer(bitPattern: 64)!
     for r in 0..<n {
         let distribution: DraftView.Distribution
@@ -585,8 +584,7 @@ public func cVerify(
             to: DraftView(
                 tokens: draftTokens + r * kk, probabilities: draftProbabilities + r * kk, distribution: distribution))
     }
-    // Int64 and Int are the same type on the 64-bit platforms this library builds for.
-    let tokensOut = UnsafeMutableRawPointer(outTokens).assumingMemoryBound(to: Int.self)
+    let tokensOut = TokenIDSink.wide(outTokens)
     h.sampler.verify(
         logits: logits, format: logitFormat, requests: n, k: kk, rowStride: Int(rowStride), drafts: h.drafts,
         parameters: h.parameters, steps: steps, tokens: tokensOut, logProbabilities: outLogprobs, outcomes: h.outcomes)

@@ -877,7 +877,7 @@ extension BenchRunner {
             DraftProposal(
                 tokens: (0..<k).map { i in
                     let row = UnsafeBufferPointer(start: logits + (r * (k + 1) + i) * vocab, count: vocab)
-                    return row.indices.max { row[$0] < row[$1] } ?? 0
+                    return TokenID(row.indices.max { row[$0] < row[$1] } ?? 0)
                 },
                 probabilities: [Double](repeating: 0.9, count: k))
         }

@@ -119,7 +119,7 @@ struct Sample: ParsableCommand {
             for (r, result) in results.enumerated() {
                 switch result {
                 case .success(let token):
-                    tokens[r].append(token.token)
+                    tokens[r].append(Int(token.token))
                     logprobs[r].append(token.logProbability)
                     kept[r] = token.candidateCount
                     if topLogprobs != nil {

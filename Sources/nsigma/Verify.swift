@@ -93,9 +93,11 @@ struct Verify: ParsableCommand {
             dense = data.withUnsafeBytes { Array($0.bindMemory(to: Float.self)) }
         }
         let rowLength = k * file.vocab
+        // An id beyond 32 bits is clamped, so the library rejects it at its own position, in its
+        // own order of checks; the error then names the id as it was given (`restoreToken`).
         let proposals = entries.enumerated().map { r, entry in
             DraftProposal(
-                tokens: entry.tokens, probabilities: entry.q,
+                tokens: entry.tokens.map { TokenID(clamping: $0) }, probabilities: entry.q,
                 distributions: dense.map { .dense(Array($0[(r * rowLength)..<((r + 1) * rowLength)])) })
         }
         guard requests > 0 else { return }
@@ -118,9 +120,15 @@ struct Verify: ParsableCommand {
                     logits: file.values, k: k, proposals: proposals, parameters: all,
                     steps: [UInt64](repeating: UInt64(trial), count: requests)))
         }
+        /// The error with the draft id at its position as `--drafts` gave it.
+        func restoreToken(_ error: VerificationError, request r: Int) -> VerificationError {
+            guard case .tokenOutOfRange(let position, _) = error, entries[r].tokens.indices.contains(position)
+            else { return error }
+            return .tokenOutOfRange(position: position, token: entries[r].tokens[position])
+        }
         for r in 0..<requests {
             for trial in 0..<trials {
-                switch outcomes[trial][r] {
+                switch outcomes[trial][r].mapError({ restoreToken($0, request: r) }) {
                 case .success(let result):
                     lines.append(
                         "{\"request\": \(r), \"trial\": \(trial), \"accepted\": \(result.accepted), "

@@ -325,7 +325,7 @@ import TopNSigmaIO
                     repeating: SamplingParameters(temperature: Float(temperature), nSigma: 1, seed: 11),
                     count: Self.rows),
                 processing: requests, steps: [UInt64](repeating: UInt64(j), count: Self.rows)
-            ).results.map { try $0.get().token }
+            ).results.map { try Int($0.get().token) }
         }
         for (r, line) in lines.enumerated() {
             let oracle = RowOracle(Self.processed(Fixture.row(r), Self.together(r)), temperature: temperature)

@@ -153,7 +153,7 @@ import TopNSigmaIO
                 ).map { try $0.get() }
                 for r in 0..<2 {
                     #expect(
-                        (lines[r]["tokens"] as? [Int])?[draw] == expected[r].token,
+                        (lines[r]["tokens"] as? [Int])?[draw] == Int(expected[r].token),
                         "\(format) threads \(threads) row \(r) draw \(draw)")
                     #expect(
                         logprobs[r]?[draw] == expected[r].logProbability,
@@ -191,7 +191,9 @@ import TopNSigmaIO
         #expect(filter.status == 0, "\(filter.stderr)")
         let parameters = SamplingParameters(temperature: 1.2, nSigma: nil, topK: 40, topP: 0.9, minP: 0.01)
         for (r, line) in filter.lines.enumerated() {
-            #expect(line["kept"] as? [Int] == Reference.truncated(Fixture.row(r), parameters).map(\.token).sorted())
+            #expect(
+                line["kept"] as? [Int] == Reference.truncated(Fixture.row(r), parameters).map { Int($0.token) }.sorted()
+            )
             #expect(line["std"] != nil && line["finite"] as? Int == Fixture.logits.vocab)
         }
         let sample = try CLI.run(["sample", "--logits", Fixture.path, "--top-k", "3", "--draws", "3", "--seed", "5"])

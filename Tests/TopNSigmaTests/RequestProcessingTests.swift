@@ -95,7 +95,7 @@ func grammarMask(vocab: Int, seed: UInt64) -> [UInt32] {
             Swift.abs(s.standardDeviation - reference.std) <= 1e-6 * reference.std + 1e-12,
             sourceLocation: sourceLocation)
         #expect(
-            filtered.kept.map(\.token).sorted() == Reference.kept(processed, n: Double(n)),
+            filtered.kept.map { Int($0.token) }.sorted() == Reference.kept(processed, n: Double(n)),
             sourceLocation: sourceLocation)
     }
 
@@ -131,7 +131,7 @@ func grammarMask(vocab: Int, seed: UInt64) -> [UInt32] {
         try checkFilter(row, RequestProcessing(allowedTokens: one))
         let onlyOne = try FilteredDistribution.of(
             row, parameters: SamplingParameters(), processing: RequestProcessing(allowedTokens: one))
-        #expect(onlyOne.kept.map(\.token) == [77])
+        #expect(onlyOne.kept.map { Int($0.token) } == [77])
         // A bias onto a masked token leaves it masked.
         let masked = RequestProcessing(
             allowedTokens: words, logitBias: [LogitBias(token: 4321, bias: 100), LogitBias(token: 5, bias: 3)])
@@ -232,8 +232,8 @@ func grammarMask(vocab: Int, seed: UInt64) -> [UInt32] {
                 logits: row, parameters: [SamplingParameters(temperature: 1, nSigma: 2, seed: 9)], processing: [q],
                 steps: [UInt64(step)])
             let token = try results[0].get()
-            #expect(expected[token.token] != nil)
-            observed[token.token, default: 0] += 1
+            #expect(expected[Int(token.token)] != nil)
+            observed[Int(token.token), default: 0] += 1
         }
         let (statistic, dof) = chiSquare(observed: observed, expected: expected, draws: draws)
         #expect(chiSquarePValue(statistic, degreesOfFreedom: dof) > 1e-3, "chi-square \(statistic) with \(dof) dof")
@@ -253,7 +253,7 @@ func grammarMask(vocab: Int, seed: UInt64) -> [UInt32] {
                     let (results, logprobs) = sampler.sample(
                         logits: row, parameters: [SamplingParameters(temperature: temperature, nSigma: 1.5, seed: 3)],
                         processing: [q])
-                    let token = try results[0].get().token
+                    let token = Int(try results[0].get().token)
                     let lp = logprobs[0]
                     #expect(lp.entries.map { Int($0.token) } == ProcessingReference.top(processed, n))
                     for entry in lp.entries { #expect(Swift.abs(entry.logprob - logSoftmax[Int(entry.token)]) <= 2e-6) }
@@ -274,7 +274,7 @@ func grammarMask(vocab: Int, seed: UInt64) -> [UInt32] {
             processing: [RequestProcessing(topLogprobs: 2)])
         #expect(try results[0].get().token == 17)
         #expect(logprobs[0].sampledRank == 3)
-        #expect(logprobs[0].entries.map(\.token) == [17, 4000])
+        #expect(logprobs[0].entries.map { Int($0.token) } == [17, 4000])
     }
 
     @Test("tokens, logprobs and errors are identical across thread counts, batch sizes and row order")

@@ -38,12 +38,12 @@ import TopNSigmaBaselines
                     sampler.sample(logits: row, parameters: [parameters], processing: [$0], steps: [UInt64(step)]).0[0]
                 } ?? sampler.sample(logits: row, parameters: [parameters], steps: [UInt64(step)])[0]
             let token = try result.get()
-            let probability = try #require(expected[token.token], "token \(token.token) is not kept")
+            let probability = try #require(expected[Int(token.token)], "token \(token.token) is not kept")
             #expect(
                 Swift.abs(token.logProbability - Foundation.log(probability)) < 1e-6,
                 "token \(token.token): \(token.logProbability) vs \(Foundation.log(probability))")
             #expect(token.candidateCount == expected.count)
-            observed[token.token, default: 0] += 1
+            observed[Int(token.token), default: 0] += 1
         }
         let (statistic, dof) = chiSquare(observed: observed, expected: expected, draws: draws)
         #expect(chiSquarePValue(statistic, degreesOfFreedom: dof) > 1e-3, "chi-square \(statistic), \(dof) dof")
@@ -711,7 +711,8 @@ import TopNSigmaBaselines
                         switch oracle {
                         case .success(let token):
                             #expect(
-                                try got.get() == SampledToken(token: token, logProbability: 0, candidateCount: 1),
+                                try got.get()
+                                    == SampledToken(token: TokenID(token), logProbability: 0, candidateCount: 1),
                                 "row \(r) \(label), \(threads) threads")
                         case .failure(let error):
                             #expect(throws: error, "row \(r) \(label), \(threads) threads") { try got.get() }
@@ -751,9 +752,9 @@ import TopNSigmaBaselines
         for step in 0..<200 {
             let token = try sampler.sample(
                 logits: row, parameters: [SamplingParameters(nSigma: 0, seed: 1)], steps: [UInt64(step)])[0].get()
-            #expect(row[token.token] == maximum && token.candidateCount == 3)
+            #expect(row[Int(token.token)] == maximum && token.candidateCount == 3)
             #expect(Swift.abs(token.logProbability - Foundation.log(1.0 / 3)) < 1e-12)
-            seen.insert(token.token)
+            seen.insert(Int(token.token))
         }
         #expect(seen.count == 3)
     }

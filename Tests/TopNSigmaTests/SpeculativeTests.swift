@@ -84,17 +84,18 @@ import TopNSigmaBaselines
                 let tokens = q.map { Self.draw($0, &random) }
                 proposals.append(
                     DraftProposal(
-                        tokens: tokens, probabilities: (0..<k).map { q[$0][tokens[$0]] },
+                        tokens: tokens.map(TokenID.init), probabilities: (0..<k).map { q[$0][tokens[$0]] },
                         distributions: .dense(q.flatMap { $0.map(Float.init) })))
             case .outsideKept:
                 let tokens = q.map { Self.draw($0, &random) }
                 proposals.append(
                     DraftProposal(
-                        tokens: tokens, probabilities: (0..<k).map { Double(Float(q[$0][tokens[$0]])) },
+                        tokens: tokens.map(TokenID.init),
+                        probabilities: (0..<k).map { Double(Float(q[$0][tokens[$0]])) },
                         distributions: .sparse(
                             q.map { row in
                                 row.enumerated().map {
-                                    DraftEntry(token: $0.offset, probability: Double(Float($0.element)))
+                                    DraftEntry(token: TokenID($0.offset), probability: Double(Float($0.element)))
                                 }
                             })))
             }
@@ -112,7 +113,7 @@ import TopNSigmaBaselines
         for outcome in outcomes {
             let result = try outcome.get()
             #expect(result.tokens.count == result.accepted + 1)
-            for (position, token) in result.tokens.enumerated() {
+            for (position, token) in result.tokens.map(Int.init).enumerated() {
                 observed[position][token, default: 0] += 1
                 draws[position] += 1
                 let p = try #require(Self.target(position)[token], "emitted token \(token) outside the kept set")
@@ -174,13 +175,13 @@ import TopNSigmaBaselines
                 accepted += 1
                 // Bonus from row 2 with the stream-2 uniform at step 6: p = (0.2, 0.2, 0.6).
                 let v = philox.uniform(step: 6, stream: 2)
-                let bonus = v < 0.2 ? 0 : v < 0.4 ? 1 : 2
+                let bonus: TokenID = v < 0.2 ? 0 : v < 0.4 ? 1 : 2
                 #expect(
                     result
                         == VerificationResult(
                             accepted: 1, tokens: [3, bonus],
                             logProbabilities: [
-                                Foundation.log(0.4), Foundation.log([0.2, 0.2, 0.6][bonus])
+                                Foundation.log(0.4), Foundation.log([0.2, 0.2, 0.6][Int(bonus)])
                             ]
                         ).approximately(result))
                 #expect(result.tokens == [3, bonus])
@@ -188,10 +189,10 @@ import TopNSigmaBaselines
                 rejected += 1
                 // Residual max(0, p − q) = (0, 0.15, 0.25, 0) → (0, 0.375, 0.625, 0).
                 let v = philox.uniform(step: 5, stream: 2)
-                let correction = v < 0.375 ? 1 : 2
+                let correction: TokenID = v < 0.375 ? 1 : 2
                 #expect(result.accepted == 0)
                 #expect(result.tokens == [correction])
-                #expect(abs(result.logProbabilities[0] - Foundation.log([0.1, 0.2, 0.3, 0.4][correction])) < 1e-6)
+                #expect(abs(result.logProbabilities[0] - Foundation.log([0.1, 0.2, 0.3, 0.4][Int(correction)])) < 1e-6)
             }
         }
         #expect(accepted > 100 && rejected > 100)
@@ -214,7 +215,7 @@ import TopNSigmaBaselines
                 #expect(result.accepted == 1 && result.tokens.first == 1, "q = \(q)")
             }
             for q in [0, .nan, 0.5, 1, 7, .infinity] as [Double] {
-                for token in [2, 3] {
+                for token: TokenID in [2, 3] {
                     let result = try sampler.verify(
                         logits: row + row, k: 1,
                         proposals: [
@@ -323,8 +324,9 @@ import TopNSigmaBaselines
         let rows = (0..<(requests * (k + 1))).map { _ in random.row(count: vocab) }
         let proposals = (0..<requests).map { r in
             DraftProposal(
-                tokens: (0..<k).map { i in
-                    rows[r * (k + 1) + i].indices.max { rows[r * (k + 1) + i][$0] < rows[r * (k + 1) + i][$1] }!
+                tokens: (0..<k).map { i -> TokenID in
+                    let row = rows[r * (k + 1) + i]
+                    return TokenID(row.indices.max { row[$0] < row[$1] }!)
                 },
                 probabilities: [0.9, 0.5, 0.7])
         }
@@ -479,7 +481,7 @@ extension VerificationResult {
                 logits: Array(rows.joined()), k: 2, proposals: [proposal],
                 parameters: [parameters], steps: [UInt64(trial)])[0].get()
             #expect(line["accepted"] as? Int == expected.accepted, "line \(index)")
-            #expect(line["tokens"] as? [Int] == expected.tokens)
+            #expect(line["tokens"] as? [Int] == expected.tokens.map(Int.init))
             let logprobs = (line["logprobs"] as! [NSNumber]).map(\.doubleValue)
             #expect(zip(logprobs, expected.logProbabilities).allSatisfy { abs($0 - $1) < 1e-9 })
         }
@@ -588,11 +590,12 @@ extension VerificationResult {
         for temperature in [Float(0.8), 0] {
             let proposals = (0..<requests).map { r in
                 DraftProposal(
-                    tokens: (0..<k).map { i in
+                    tokens: (0..<k).map { i -> TokenID in
                         let row = rows[r * (k + 1) + i]
                         // The argmax for even requests (often accepted), a low token for odd ones.
-                        return r % 2 == 0
-                            ? row.indices.max { row[$0] < row[$1] }! : row.indices.min { row[$0] < row[$1] }!
+                        return TokenID(
+                            r % 2 == 0
+                                ? row.indices.max { row[$0] < row[$1] }! : row.indices.min { row[$0] < row[$1] }!)
                     }, probabilities: [0.9, 0.6, 1])
             }
             let parameters = (0..<requests).map {

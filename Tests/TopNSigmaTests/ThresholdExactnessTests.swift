@@ -108,7 +108,7 @@ import TopNSigmaBaselines
                 let withMinP = try FilteredDistribution.of(
                     row, parameters: SamplingParameters(temperature: 1, nSigma: n, minP: 0.5))
                 #expect(withMinP.threshold == maximum, "\(row), n \(n), min-p 0.5: \(withMinP.threshold)")
-                #expect(withMinP.kept.map(\.token).sorted() == kept)
+                #expect(withMinP.kept.map { Int($0.token) }.sorted() == kept)
             }
         }
         // The threshold rule itself, on statistics with std 0 and on those of a row without a

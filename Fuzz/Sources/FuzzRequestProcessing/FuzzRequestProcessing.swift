@@ -205,7 +205,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
     check(f.statistics.finiteCount == finite.count, "finite count")
     let threshold = n.map { maximum - Double($0) * std } ?? -.infinity
     let slack = 1e-12 * Swift.max(1, Swift.abs(threshold))
-    let kept = Set(f.kept.map(\.token))
+    let kept = Set(f.kept.map { Int($0.token) })
     for i in finite {
         let x = Double(values[i])
         if x >= threshold + slack { check(kept.contains(i), "token \(i) (\(x)) must be kept, threshold \(threshold)") }
@@ -213,7 +213,7 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
             check(!kept.contains(i), "token \(i) (\(x)) must not be kept, threshold \(threshold)")
         }
     }
-    check(kept.contains(drawn.token), "drawn token \(drawn.token) outside the kept set")
+    check(kept.contains(Int(drawn.token)), "drawn token \(drawn.token) outside the kept set")
     if let topN = q.topLogprobs {
         let z = finite.reduce(0.0) { $0 + exp(Double(values[$1]) - maximum) }
         let logZ = log(z)
@@ -228,11 +228,12 @@ public func fuzz(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int32 {
                 Swift.abs(e.logprob - want) <= 2e-6 * Swift.max(1, Swift.abs(want)),
                 "logprob of \(e.token): \(e.logprob) vs \(want)")
         }
-        let want = Double(values[drawn.token]) - maximum - logZ
+        let want = Double(values[Int(drawn.token)]) - maximum - logZ
         check(
             Swift.abs(lp.sampledLogprob - want) <= 2e-6 * Swift.max(1, Swift.abs(want)),
             "sampled logprob \(lp.sampledLogprob) vs \(want)")
-        check(lp.sampledRank == finite.filter { values[$0] >= values[drawn.token] }.count, "rank \(lp.sampledRank)")
+        check(
+            lp.sampledRank == finite.filter { values[$0] >= values[Int(drawn.token)] }.count, "rank \(lp.sampledRank)")
     }
     return 0
 }

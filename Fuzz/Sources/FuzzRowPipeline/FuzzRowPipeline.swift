@@ -266,10 +266,10 @@ func verify(_ row: [Float], _ parameters: SamplingParameters) {
         // filter: Top-nσ alone.
         let threshold = topNSigmaThreshold(parameters.nSigma, maximum: maximum, std: std)
         let band = thresholdBand(parameters.nSigma, stdBound: stdBound, threshold: threshold)
-        let kept = filtered.kept.map(\.token).sorted()
+        let kept = filtered.kept.map { Int($0.token) }.sorted()
         check(Set(kept).count == kept.count, "filter's kept ids are not distinct")
         for c in filtered.kept {
-            check(row[c.token].bitPattern == c.logit.bitPattern, "kept token \(c) does not carry its logit")
+            check(row[Int(c.token)].bitPattern == c.logit.bitPattern, "kept token \(c) does not carry its logit")
         }
         checkThresholdSet(
             row, finite, kept: kept, threshold: threshold, band: keptSetBand(threshold: threshold, maximum: maximum),
@@ -353,7 +353,7 @@ func checkTruncated(
             band = 1e-12 * Swift.abs(minPThreshold) + 1e-12 * Swift.abs(maximum)
         }
     }
-    let ids = got.kept.map(\.token)
+    let ids = got.kept.map { Int($0.token) }
     check(Set(ids).count == ids.count, "repeated ids in the distribution")
     // Key order (probability descending, ties to the lower id).
     for j in 1..<max(1, ids.count) {
@@ -368,10 +368,10 @@ func checkTruncated(
             Swift.abs(entry.probability - expected) <= 1e-9 * max(expected, 1e-300) + 1e-300,
             "probability of \(entry.token): \(entry.probability), expected \(expected)")
     }
-    check(ids.contains(token.token), "sampled \(token.token), not in the kept set")
+    check(ids.contains(Int(token.token)), "sampled \(token.token), not in the kept set")
     check(
         token.candidateCount == ids.count, "sampler candidate count \(token.candidateCount), distribution \(ids.count)")
-    if let j = ids.firstIndex(of: token.token) {
+    if let j = ids.firstIndex(of: Int(token.token)) {
         let expected = log(weights[j] / total)
         check(
             Swift.abs(token.logProbability - expected) <= 1e-6 * max(1, Swift.abs(expected)),

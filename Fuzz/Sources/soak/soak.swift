@@ -88,7 +88,7 @@ logits.withUnsafeBufferPointer { l in
                 }
             }
             switch out[call % batch] {
-            case .success(let token): tokenSum &+= token.token
+            case .success(let token): tokenSum &+= Int(token.token)
             case .failure(let error): fail("call \(call): row \(call % batch) failed: \(error)")
             }
             if call % 1000 == 999 {

@@ -22,7 +22,7 @@ public struct FilteredDistribution: Sendable, Equatable {
     /// One kept token.
     public struct KeptToken: Sendable, Equatable, Hashable {
         /// The token id.
-        public var token: Int
+        public var token: TokenID
         /// Its (processed) logit.
         public var logit: Float
         /// Its probability in the renormalized distribution over the kept set.
@@ -30,7 +30,7 @@ public struct FilteredDistribution: Sendable, Equatable {
 
         /// A kept token.
         @inlinable
-        package init(token: Int, logit: Float, probability: Double) {
+        package init(token: TokenID, logit: Float, probability: Double) {
             self.token = token
             self.logit = logit
             self.probability = probability
@@ -86,7 +86,7 @@ public struct FilteredDistribution: Sendable, Equatable {
                 let candidates = scratch.candidates, probabilities = scratch.weights
                 let kept = (0..<count).map { i in
                     KeptToken(
-                        token: Int(candidates[i].index), logit: candidates[i].logit, probability: probabilities[i])
+                        token: candidates[i].index, logit: candidates[i].logit, probability: probabilities[i])
                 }
                 return .success(FilteredDistribution(statistics: statistics, threshold: threshold, kept: kept))
             }

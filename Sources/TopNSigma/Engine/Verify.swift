@@ -72,7 +72,7 @@ extension BatchSampler {
     package func verify(
         logits: UnsafeRawPointer, format: LogitFormat, requests: Int, k: Int, rowStride: Int,
         drafts: UnsafePointer<DraftView>, parameters: UnsafePointer<SamplingParameters>, steps: UnsafePointer<UInt64>,
-        tokens: UnsafeMutablePointer<Int>, logProbabilities: UnsafeMutablePointer<Double>?,
+        tokens: TokenIDSink, logProbabilities: UnsafeMutablePointer<Double>?,
         outcomes: UnsafeMutablePointer<Result<Int, VerificationError>>
     ) {
         precondition(k >= 0 && requests >= 0 && requests <= maximumBatchSize && rowStride >= vocabularySize)

@@ -48,6 +48,6 @@ enum DrawKernel {
         }
         let token = candidates[chosen]
         let logProbability = (Double(token.logit) - m) / t - log(total)
-        return SampledToken(token: Int(token.index), logProbability: logProbability, candidateCount: candidates.count)
+        return SampledToken(token: token.index, logProbability: logProbability, candidateCount: candidates.count)
     }
 }

@@ -131,7 +131,8 @@ enum OnlineSoftmax {
                 p + start, count: min(blockLength, vocab - start), mask: mask.map { $0 + start / 32 },
                 maximum: maxima[block / blocks], temperature: temperature, target: min(local, sums[block]))
         let logit = Double(E.float(p, token))
-        return SampledToken(token: token, logProbability: (logit - m) / t - log(z), candidateCount: candidateCount)
+        return SampledToken(
+            token: TokenID(token), logProbability: (logit - m) / t - log(z), candidateCount: candidateCount)
     }
 
     /// The token of one block (`p[0..<n]`, `n ≤ 1024`, its chunk's maximum) at cumulative weight

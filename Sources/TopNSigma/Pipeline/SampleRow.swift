@@ -44,7 +44,7 @@ extension RowPipeline {
         case .success(let (statistics, count)):
             let drawn: SampledToken
             if parameters.drawsArgmax {
-                drawn = SampledToken(token: statistics.argmax, logProbability: 0, candidateCount: 1)
+                drawn = SampledToken(token: TokenID(statistics.argmax), logProbability: 0, candidateCount: 1)
             } else if let route = softmaxRoute(parameters, state) {
                 drawn = softmaxDraw(
                     p, vocab: vocab, route: route, statistics: statistics, parameters: parameters, step: step,

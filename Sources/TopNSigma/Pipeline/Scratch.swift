@@ -164,7 +164,6 @@ extension RowPipeline {
         }
     }
 
-
 }
 
 extension RowPipeline.Scratch {

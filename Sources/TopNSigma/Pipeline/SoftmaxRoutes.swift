@@ -334,7 +334,7 @@ extension RowPipeline {
         }
         let value = Double(scratch.edits[chosen].value)
         return SampledToken(
-            token: Int(scratch.edits[chosen].token), logProbability: (value - m) / t - log(z),
+            token: scratch.edits[chosen].token, logProbability: (value - m) / t - log(z),
             candidateCount: statistics.finiteCount)
     }
 
@@ -375,7 +375,9 @@ extension RowPipeline {
                 mask: mask)
         }
         // Greedy over the row: its first token in key order.
-        if temperature == 0 { return SampledToken(token: statistics.argmax, logProbability: 0, candidateCount: 1) }
+        if temperature == 0 {
+            return SampledToken(token: TokenID(statistics.argmax), logProbability: 0, candidateCount: 1)
+        }
         for c in 0..<chunks {
             blockSums(p, vocab: vocab, chunk: c, mask: mask, temperature: temperature, scratch: scratch)
         }

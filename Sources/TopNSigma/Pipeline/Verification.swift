@@ -6,6 +6,54 @@ import Glibc
 import Darwin
 #endif
 
+/// Token ids as a caller stores them: ``TokenID`` (the Swift API), or 64-bit (the C ABI's
+/// verification arrays, `int64_t`), read without a copy. A 64-bit id is range-checked as it is
+/// before it is narrowed.
+package enum TokenIDs {
+    case ids(UnsafePointer<TokenID>)
+    case wide(UnsafePointer<Int64>)
+
+    /// Id `i`, widened.
+    @inline(__always)
+    subscript(i: Int) -> Int {
+        switch self {
+        case .ids(let p): Int(p[i])
+        case .wide(let p): Int(p[i])
+        }
+    }
+
+    /// The ids from `offset` on.
+    package static func + (ids: TokenIDs, offset: Int) -> TokenIDs {
+        switch ids {
+        case .ids(let p): .ids(p + offset)
+        case .wide(let p): .wide(p + offset)
+        }
+    }
+}
+
+/// Where emitted token ids go: ``TokenID`` slots (the Swift API) or the C ABI's `int64_t` ones.
+package enum TokenIDSink {
+    case ids(UnsafeMutablePointer<TokenID>)
+    case wide(UnsafeMutablePointer<Int64>)
+
+    /// Writes `token` to slot `i`.
+    @inline(__always)
+    func write(_ token: TokenID, at i: Int) {
+        switch self {
+        case .ids(let p): p[i] = token
+        case .wide(let p): p[i] = Int64(token)
+        }
+    }
+
+    /// The slots from `offset` on.
+    package static func + (sink: TokenIDSink, offset: Int) -> TokenIDSink {
+        switch sink {
+        case .ids(let p): .ids(p + offset)
+        case .wide(let p): .wide(p + offset)
+        }
+    }
+}
+
 /// One request's draft as pointers: what ``RowPipeline/verifyRequest(row:vocab:k:draft:parameters:step:scratch:tokens:logProbabilities:)``
 /// reads. The C ABI builds it from its arrays without allocating; a ``DraftProposal`` lends its
 /// arrays for the call.
@@ -23,13 +71,13 @@ package struct DraftView {
         case compressed(offsets: UnsafePointer<Int64>, ids: UnsafePointer<Int32>, probabilities: UnsafePointer<Double>)
     }
     /// The `k` draft tokens.
-    package var tokens: UnsafePointer<Int>
+    package var tokens: TokenIDs
     /// The `k` draft probabilities `q_i(d_i)`.
     package var probabilities: UnsafePointer<Double>
     package var distribution: Distribution
 
     /// A view of the given pointers.
-    package init(tokens: UnsafePointer<Int>, probabilities: UnsafePointer<Double>, distribution: Distribution) {
+    package init(tokens: TokenIDs, probabilities: UnsafePointer<Double>, distribution: Distribution) {
         self.tokens = tokens
         self.probabilities = probabilities
         self.distribution = distribution
@@ -44,7 +92,7 @@ struct VerificationCall: @unchecked Sendable {
         /// The C ABI's drafts: request `r` writes its emitted tokens and log-probabilities at
         /// `r · (k + 1)` and its outcome (accepted count, or error) at `r`.
         case views(
-            UnsafePointer<DraftView>, tokens: UnsafeMutablePointer<Int>,
+            UnsafePointer<DraftView>, tokens: TokenIDSink,
             logProbabilities: UnsafeMutablePointer<Double>?,
             outcomes: UnsafeMutablePointer<Result<Int, VerificationError>>)
     }
@@ -65,7 +113,7 @@ extension RowPipeline {
             return .probabilityCount(expected: k, actual: proposal.probabilities.count)
         }
         for (i, t) in proposal.tokens.enumerated() where t < 0 || t >= vocab {
-            return .tokenOutOfRange(position: i, token: t)
+            return .tokenOutOfRange(position: i, token: Int(t))
         }
         switch proposal.distributions {
         case nil: break
@@ -75,7 +123,7 @@ extension RowPipeline {
             if lists.count != k { return .sparseCount(expected: k, actual: lists.count) }
             for (i, list) in lists.enumerated() {
                 for entry in list where entry.token < 0 || entry.token >= vocab {
-                    return .sparseTokenOutOfRange(position: i, token: entry.token)
+                    return .sparseTokenOutOfRange(position: i, token: Int(entry.token))
                 }
             }
         }
@@ -91,13 +139,13 @@ extension RowPipeline {
 
     /// The index of token `token` among `c[0..<n]` (ascending ids), or nil.
     @inline(__always)
-    static func find(_ token: Int, in c: UnsafeMutablePointer<Candidate>, count n: Int) -> Int? {
+    static func find(_ token: TokenID, in c: UnsafeMutablePointer<Candidate>, count n: Int) -> Int? {
         var lo = 0, hi = n
         while lo < hi {
             let mid = (lo + hi) >> 1
-            if Int(c[mid].index) < token { lo = mid + 1 } else { hi = mid }
+            if c[mid].index < token { lo = mid + 1 } else { hi = mid }
         }
-        return lo < n && Int(c[lo].index) == token ? lo : nil
+        return lo < n && c[lo].index == token ? lo : nil
     }
 
     /// Inverse-CDF draw over `w[0..<n]` (non-negative, positive total) with `u ∈ [0, 1)`, as
@@ -135,7 +183,7 @@ extension RowPipeline {
         step: UInt64, scratch: Scratch
     ) -> VerificationOutcome {
         if let error = shapeError(proposal, k: k, vocab: vocab) { return .failure(error) }
-        var tokens = [Int](repeating: 0, count: k + 1)
+        var tokens = [TokenID](repeating: 0, count: k + 1)
         var logProbabilities = [Double](repeating: 0, count: k + 1)
         let outcome = proposal.tokens.withUnsafeBufferPointer { d in
             proposal.probabilities.withUnsafeBufferPointer { q in
@@ -145,10 +193,10 @@ extension RowPipeline {
                             verifyRequest(
                                 row: row, vocab: vocab, k: k,
                                 draft: DraftView(
-                                    tokens: d.baseAddress ?? UnsafePointer(bitPattern: 64)!,
+                                    tokens: .ids(d.baseAddress ?? UnsafePointer(bitPattern: 64)!),
                                     probabilities: q.baseAddress ?? UnsafePointer(bitPattern: 64)!,
                                     distribution: distribution),
-                                parameters: parameters, step: step, scratch: scratch, tokens: t.baseAddress!,
+                                parameters: parameters, step: step, scratch: scratch, tokens: .ids(t.baseAddress!),
                                 logProbabilities: l.baseAddress!)
                         }
                         switch proposal.distributions {
@@ -177,7 +225,7 @@ extension RowPipeline {
     /// ids are range-checked here; counts and offsets by the caller.
     static func verifyRequest<E: LogitElement>(
         row: (Int) -> UnsafePointer<E>, vocab: Int, k: Int, draft proposal: DraftView, parameters: SamplingParameters,
-        step: UInt64, scratch: Scratch, tokens: UnsafeMutablePointer<Int>,
+        step: UInt64, scratch: Scratch, tokens: TokenIDSink,
         logProbabilities: UnsafeMutablePointer<Double>?
     ) -> Result<Int, VerificationError> {
         for i in 0..<k where proposal.tokens[i] < 0 || proposal.tokens[i] >= vocab {
@@ -192,8 +240,8 @@ extension RowPipeline {
         }
         let philox = Philox4x32(seed: parameters.seed)
         var emitted = 0
-        func emit(_ token: Int, _ logProbability: Double) {
-            tokens[emitted] = token
+        func emit(_ token: TokenID, _ logProbability: Double) {
+            tokens.write(token, at: emitted)
             logProbabilities?[emitted] = logProbability
             emitted += 1
         }
@@ -234,10 +282,10 @@ extension RowPipeline {
                 let j = inverseCDF(
                     w, count: n, total: total,
                     uniform: philox.uniform(step: position, stream: correctionStream))
-                emit(Int(c[j].index), logProbability(j))
+                emit(c[j].index, logProbability(j))
                 break
             }
-            let d = proposal.tokens[i]
+            let d = TokenID(proposal.tokens[i])
             let found = find(d, in: c, count: n)
             let pd = found.map { w[$0] / total } ?? 0
             let qd = clampedProbability(proposal.probabilities[i])
@@ -268,7 +316,7 @@ extension RowPipeline {
                 for j in 0..<n { w[j] = max(0, w[j]) }
             case .compressed(let offsets, let ids, let probabilities):
                 for e in Int(offsets[i])..<Int(offsets[i + 1]) {
-                    if let j = find(Int(ids[e]), in: c, count: n) { w[j] -= clampedProbability(probabilities[e]) }
+                    if let j = find(ids[e], in: c, count: n) { w[j] -= clampedProbability(probabilities[e]) }
                 }
                 for j in 0..<n { w[j] = max(0, w[j]) }
             }
@@ -289,7 +337,7 @@ extension RowPipeline {
                     : SoftmaxWeights.compute(c, count: n, maximum: Float(maximum), temperature: temperature, into: w)
                 j = inverseCDF(w, count: n, total: sum, uniform: u)
             }
-            emit(Int(c[j].index), logProbability(j))
+            emit(c[j].index, logProbability(j))
             finished = true
         }
         return .success(accepted)

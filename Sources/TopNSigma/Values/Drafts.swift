@@ -7,13 +7,13 @@ import Darwin
 /// One (token, probability) entry of a sparse draft distribution.
 public struct DraftEntry: Sendable, Equatable, Hashable {
     /// The token id.
-    public var token: Int
+    public var token: TokenID
     /// The draft's probability of `token`.
     public var probability: Double
 
     /// An entry giving `token` the draft probability `probability`.
     @inlinable
-    public init(token: Int, probability: Double) {
+    public init(token: TokenID, probability: Double) {
         self.token = token
         self.probability = probability
     }
@@ -38,7 +38,7 @@ public enum DraftDistributions: Sendable, Equatable {
 /// ```
 public struct DraftProposal: Sendable, Equatable {
     /// The draft tokens `d_1…d_k`.
-    public var tokens: [Int]
+    public var tokens: [TokenID]
     /// `q_i(d_i)`, the draft probability of each draft token (`k` values). This is the value the
     /// acceptance test divides by, also when ``distributions`` is given.
     public var probabilities: [Double]
@@ -49,7 +49,7 @@ public struct DraftProposal: Sendable, Equatable {
     /// A proposal of `tokens` with draft probabilities `probabilities` and, optionally, the
     /// draft's full distributions.
     @inlinable
-    public init(tokens: [Int], probabilities: [Double], distributions: DraftDistributions? = nil) {
+    public init(tokens: [TokenID], probabilities: [Double], distributions: DraftDistributions? = nil) {
         self.tokens = tokens
         self.probabilities = probabilities
         self.distributions = distributions
@@ -62,13 +62,13 @@ public struct VerificationResult: Sendable, Equatable, Hashable {
     public var accepted: Int
     /// The emitted tokens: the `accepted` draft tokens, then the correction token (after a
     /// rejection) or the bonus token (when all `k` were accepted); `accepted + 1` tokens.
-    public var tokens: [Int]
+    public var tokens: [TokenID]
     /// `log p_i(token)` of each emitted token under its target distribution (0 for a greedy row).
     public var logProbabilities: [Double]
 
     /// A result with the given counts, tokens and log-probabilities.
     @inlinable
-    public init(accepted: Int, tokens: [Int], logProbabilities: [Double]) {
+    public init(accepted: Int, tokens: [TokenID], logProbabilities: [Double]) {
         self.accepted = accepted
         self.tokens = tokens
         self.logProbabilities = logProbabilities

@@ -202,7 +202,7 @@ public struct SamplingParameters: Sendable, Equatable, Hashable {
 /// One row's draw.
 public struct SampledToken: Sendable, Equatable, Hashable {
     /// The drawn token id.
-    public var token: Int
+    public var token: TokenID
     /// `log p(token)` under the distribution actually sampled from: the temperature-scaled
     /// softmax renormalized over the kept set (0 for greedy, a point mass).
     public var logProbability: Double
@@ -211,7 +211,7 @@ public struct SampledToken: Sendable, Equatable, Hashable {
 
     /// A draw with the given token, log-probability and candidate count.
     @inlinable
-    package init(token: Int, logProbability: Double, candidateCount: Int) {
+    package init(token: TokenID, logProbability: Double, candidateCount: Int) {
         self.token = token
         self.logProbability = logProbability
         self.candidateCount = candidateCount

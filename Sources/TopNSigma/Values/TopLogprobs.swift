@@ -8,13 +8,13 @@ import Darwin
 /// A token and its log-probability.
 public struct TokenLogprob: Sendable, Equatable, Hashable {
     /// The token id.
-    public var token: Int
+    public var token: TokenID
     /// `log p(token)`.
     public var logprob: Double
 
     /// `token` with log-probability `logprob`.
     @inlinable
-    public init(token: Int, logprob: Double) {
+    public init(token: TokenID, logprob: Double) {
         self.token = token
         self.logprob = logprob
     }
@@ -45,13 +45,13 @@ public struct TopLogprobs: Sendable, Equatable {
 
     /// The `count` most probable tokens, most probable first (ties: lower id first).
     public var entries: [TokenLogprob] {
-        (0..<count).map { TokenLogprob(token: Int(tokens[$0]), logprob: logprobs[$0]) }
+        (0..<count).map { TokenLogprob(token: tokens[$0], logprob: logprobs[$0]) }
     }
 
     /// Entry `i` (`0..<count`).
     public subscript(i: Int) -> TokenLogprob {
         precondition(i >= 0 && i < count, "index \(i) out of 0..<\(count)")
-        return TokenLogprob(token: Int(tokens[i]), logprob: logprobs[i])
+        return TokenLogprob(token: tokens[i], logprob: logprobs[i])
     }
 
     /// Appends an entry (at most ``maximumCount``).
