@@ -244,3 +244,69 @@ import TopNSigmaIO
         }
     }
 }
+
+/// Who must fix each error the sampler reports, from errors it really produced.
+@Suite struct RowErrorOriginTests {
+    @Test("each row error names who must fix it: the logits, the request's settings, or the calling code")
+    func origins() throws {
+        let vocab = 40
+        let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: 1, threadCount: 1)
+        let clean = (0..<vocab).map { Float($0 % 7) * 0.5 }
+        func error(
+            _ row: [Float], _ parameters: SamplingParameters = SamplingParameters(),
+            _ processing: RequestProcessing? = nil, logprobsBuffer: Bool = true
+        ) -> RowError? {
+            var results = [SampleResult](repeating: .failure(.noFiniteLogit), count: 1)
+            var logprobs = [TopLogprobs](repeating: TopLogprobs(), count: 1)
+            let steps: [UInt64] = [0]
+            row.withUnsafeBufferPointer { l in
+                [parameters].withUnsafeBufferPointer { p in
+                    steps.withUnsafeBufferPointer { s in
+                        results.withUnsafeMutableBufferPointer { r in
+                            logprobs.withUnsafeMutableBufferPointer { o in
+                                if let processing {
+                                    [processing].withUnsafeBufferPointer { q in
+                                        sampler.sample(
+                                            logits: l.baseAddress!, rows: 1, parameters: p, processing: q, steps: s,
+                                            into: r, logprobs: logprobsBuffer ? o : nil)
+                                    }
+                                } else {
+                                    sampler.sample(logits: l.baseAddress!, rows: 1, parameters: p, steps: s, into: r)
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            if case .failure(let e) = results[0] { return e }
+            return nil
+        }
+        var nan = clean
+        nan[9] = .nan
+        var infinite = clean
+        infinite[3] = .infinity
+        let cases: [(RowError?, RowError.Origin)] = [
+            (error(nan), .data),
+            (error(infinite), .data),
+            (error([Float](repeating: -.infinity, count: vocab)), .data),
+            // The request's mask leaves nothing: the processed row has no finite logit.
+            (error(clean, SamplingParameters(), RequestProcessing(allowedTokens: [0, 0])), .data),
+            (error(clean, SamplingParameters(temperature: -1)), .settings),
+            (error(clean, SamplingParameters(topK: 0)), .settings),
+            (
+                error(clean, SamplingParameters(), RequestProcessing(logitBias: [LogitBias(token: 99, bias: 1)])),
+                .settings
+            ),
+            (error(clean, SamplingParameters(), RequestProcessing(allowedTokens: [0])), .settings),
+            (error(clean, SamplingParameters(), RequestProcessing(topLogprobs: 21)), .settings),
+            (error(clean, SamplingParameters(), RequestProcessing(topLogprobs: 3), logprobsBuffer: false), .call)
+        ]
+        for (i, (got, origin)) in cases.enumerated() {
+            let e = try #require(got, "case \(i) sampled a token")
+            #expect(e.origin == origin, "case \(i): \(e) is \(e.origin), expected \(origin)")
+        }
+        #expect(RowError.vocabularyTooLarge(1 << 31).origin == .data)
+        // A clean row with the same calls samples.
+        #expect(error(clean, SamplingParameters(), RequestProcessing(topLogprobs: 3)) == nil)
+    }
+}

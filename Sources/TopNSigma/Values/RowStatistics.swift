@@ -54,7 +54,9 @@ public struct RowStatistics: Sendable, Equatable, CustomStringConvertible {
 }
 
 /// Why a row cannot be sampled or filtered. Every case names what is wrong with the row; the
-/// other rows of a batch are unaffected.
+/// other rows of a batch are unaffected. ``origin`` says who must fix it: the logits
+/// (``Origin/data``), the request's settings (``Origin/settings``, a server's "bad request"), or
+/// the calling code (``Origin/call``).
 public enum RowError: Error, Sendable, Equatable, CustomStringConvertible {
     /// The logit at `index` is NaN.
     case notANumber(index: Int)
@@ -97,6 +99,31 @@ public enum RowError: Error, Sendable, Equatable, CustomStringConvertible {
     case invalidTopLogprobs(Int)
     /// Logprobs were requested but the call passed no buffer to return them in.
     case missingLogprobsBuffer
+
+    /// Who must fix an error.
+    public enum Origin: Sendable, Equatable, Hashable, CaseIterable {
+        /// The logits themselves: a NaN or `+inf` logit, a row with no finite logit (after the
+        /// request's mask and processing), a row longer than ``Vocabulary/maximumSize``.
+        case data
+        /// The request's settings: a sampling parameter or a processing entry out of its range, a
+        /// token id outside the vocabulary, a bitmask too short for it.
+        case settings
+        /// The calling code: a call shaped wrong for what its rows ask (logprobs asked for with no
+        /// buffer to return them in).
+        case call
+    }
+
+    /// Who must fix this error (``Origin``).
+    public var origin: Origin {
+        switch self {
+        case .notANumber, .positiveInfinity, .noFiniteLogit, .vocabularyTooLarge: .data
+        case .invalidTemperature, .invalidNSigma, .invalidTopK, .invalidTopP, .invalidMinP, .invalidSampler,
+            .invalidRepetitionPenalty, .invalidFrequencyPenalty, .invalidPresencePenalty, .invalidLogitBias,
+            .tokenOutOfRange, .bitmaskTooShort, .invalidTopLogprobs:
+            .settings
+        case .missingLogprobsBuffer: .call
+        }
+    }
 
     /// What is wrong with the row, without the row number: `logit at index 17 is NaN`. See
     /// ``message(row:)`` for the form that names the row.
