@@ -395,19 +395,20 @@ struct BenchChecks {
         openblas_set_num_threads(Int32(threads))
         return [
             .init(
-                name: "floor-read",
+                name: FloorMethod.read.rawValue,
                 body: { sink.value += sampler.readFloor(logits, rows: batch, bytesPerRow: vocab * 4) },
-                prepare: prepare),
+                prepare: prepare, kind: FloorMethod.read.kind),
             .init(
-                name: "floor-sasum", body: { sink.value += cblas_sasum(Int32(batch * vocab), floats, 1) },
-                prepare: prepare)
+                name: FloorMethod.sasum.rawValue, body: { sink.value += cblas_sasum(Int32(batch * vocab), floats, 1) },
+                prepare: prepare, kind: FloorMethod.sasum.kind)
         ]
     }
 
     /// The floor of a group whose first two timings are ``floors(sampler:logits:batch:threads:sink:prepare:)``:
     /// the faster of the two, and its name (the rule `bench` applies).
     static func floor(_ timings: [(median: Double, repeats: Int)]) -> (seconds: Double, name: String) {
-        timings[0].median <= timings[1].median ? (timings[0].median, "floor-read") : (timings[1].median, "floor-sasum")
+        timings[0].median <= timings[1].median
+            ? (timings[0].median, FloorMethod.read.rawValue) : (timings[1].median, FloorMethod.sasum.rawValue)
     }
 
     /// Median seconds of one fused call and of the floor (the faster of floor-read and
@@ -557,33 +558,28 @@ struct BenchChecks {
         defer { calls.forEach { $0.free() } }
         let spinner = busy ? BusyCore.start() : nil
         defer { spinner.map(BusyCore.stop) }
-        var samples: [[Double]] = [[], []]
         var participants: [Int] = [], cut = 0
-        let budget = DispatchTime.now().uptimeNanoseconds + UInt64(max(0.2, seconds * 4) * 1e9)
-        var rounds = 0
+        let pause: (() -> Void)? = pauseMicroseconds > 0 ? { usleep(UInt32(pauseMicroseconds)) } : nil
         writeStandardError("\r\u{1B}[K--checks: split row over \(threads) threads\(busy ? ", one core busy" : "")")
-        while rounds < 20 || (rounds < 2000 && DispatchTime.now().uptimeNanoseconds < budget) {
-            for (index, call) in calls.enumerated() {
-                for k in 0..<4 {
-                    if pauseMicroseconds > 0 { usleep(UInt32(pauseMicroseconds)) }
-                    let start = DispatchTime.now().uptimeNanoseconds
-                    call.run()
-                    let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start)
-                    guard k > 0 else { continue }
-                    samples[index].append(elapsed)
-                    if index == 1 {
+        let timings = BenchRunner(
+            methods: [], n: 1, temperature: 1, topP: 1, seconds: seconds
+        ).interleaved(
+            [
+                .init(name: "one thread", body: calls[0].run, prepare: pause),
+                .init(
+                    name: "\(threads) threads", body: calls[1].run, prepare: pause,
+                    afterTimed: {
                         let last = many.lastCall
                         participants.append(last.threadsWorked)
                         if last.rangesPerRow > 1 { cut += 1 }
-                    }
-                }
-            }
-            rounds += 1
-        }
-        let medians = samples.map { $0.sorted()[$0.count / 2] }
+                    })
+            ],
+            rounds: .init(
+                burst: 4, untimed: 1, warmUp: false, minimum: 20, maximum: 2000, seconds: max(0.2, seconds * 4)),
+            status: { _ in })
         let count = Double(max(1, participants.count))
         return Split(
-            ratio: medians[1] / medians[0], meanThreads: Double(participants.reduce(0, +)) / count,
+            ratio: timings[1].median / timings[0].median, meanThreads: Double(participants.reduce(0, +)) / count,
             splitShare: Double(participants.filter { $0 > 1 }.count) / count, cutShare: Double(cut) / count,
             busyCore: !busy || spinner != nil)
     }

@@ -61,7 +61,7 @@ struct BenchReport: Codable {
                 comparison.unmatched.append(key(before))
                 continue
             }
-            guard !r.method.hasPrefix("floor"), r.ratioToFloor > 0, before.ratioToFloor > 0 else { continue }
+            guard r.kind?.role != .floor, r.ratioToFloor > 0, before.ratioToFloor > 0 else { continue }
             comparison.compared += 1
             let change = (r.ratioToFloor / before.ratioToFloor - 1) * 100
             if change > maxRegressionPercent {
@@ -77,11 +77,11 @@ struct BenchReport: Codable {
 /// Throughput against vocab size per method, one panel per (batch, threads), the floor dashed.
 enum BenchChart {
     static func svg(_ results: [BenchResult]) -> String {
-        var measured = results.filter { $0.hidden == nil && !$0.method.hasPrefix("floor") }
+        var measured = results.filter { $0.hidden == nil && $0.kind?.role != .floor }
         // The floor line: at each point the faster of floor-read and floor-sasum, the same floor
         // every ratio is taken against.
         var floors: [String: BenchResult] = [:]
-        for r in results where r.hidden == nil && (r.method == "floor-read" || r.method == "floor-sasum") {
+        for r in results where r.hidden == nil && r.kind?.dividesResults == true {
             let key = "\(r.vocab) \(r.batch) \(r.threads)"
             if floors[key].map({ $0.gbPerSecond < r.gbPerSecond }) ?? true {
                 var floor = r
