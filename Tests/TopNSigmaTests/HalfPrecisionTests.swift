@@ -89,6 +89,22 @@ import TopNSigmaBaselines
         #expect(throws: RowError.notANumber(index: 123)) { try failed[1].get() }
         #expect(throws: RowError.noFiniteLogit) { try failed[2].get() }
         #expect(try failed[0].get() == fromFloat[0].get())
+        // With request processing (bias, penalties, logprobs): the same tokens and logprobs as
+        // the Float array call on the converted values.
+        let processing = (0..<rows).map { r in
+            RequestProcessing(
+                logitBias: [LogitBias(token: TokenID(17 + r), bias: 60)], outputTokens: [5, 5, TokenID(r)],
+                frequencyPenalty: 0.4, topLogprobs: r == 1 ? 0 : 5)
+        }
+        let processedBrain = sampler.sample(
+            bits: brain, format: .bfloat16, parameters: parameters, processing: processing, steps: steps)
+        let processedFloat = sampler.sample(
+            logits: brainFloats, parameters: parameters, processing: processing, steps: steps)
+        #expect(try processedBrain.results.map { try $0.get() } == processedFloat.results.map { try $0.get() })
+        #expect(processedBrain.logprobs == processedFloat.logprobs)
+        #expect(processedBrain.logprobs[0].entries.count == 5 && processedBrain.logprobs[1].entries.isEmpty)
+        // Processing changes the draw of some row (else the comparison above proves little).
+        #expect(try processedBrain.results.map { try $0.get() } != fromBrain.map { try $0.get() })
     }
 
     @Test("float16 and bfloat16 rows take the other samplers' routes exactly as their Float conversions")

@@ -405,31 +405,10 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
     public func sample(
         logits: [Float], parameters: [SamplingParameters], processing: [RequestProcessing], steps: [UInt64]? = nil
     ) -> (results: [SampleResult], logprobs: [TopLogprobs]) {
-        let rows = parameters.count
-        precondition(
-            logits.count == rows * vocabularySize,
-            "logits holds \(logits.count) values, expected \(rows) rows × \(vocabularySize)")
-        precondition(processing.count == rows, "processing holds \(processing.count) entries for \(rows) rows")
-        let steps = steps ?? [UInt64](repeating: 0, count: rows)
-        precondition(steps.count == rows, "steps holds \(steps.count) entries for \(rows) rows")
-        var results = [SampleResult](repeating: .failure(.noFiniteLogit), count: rows)
-        var logprobs = [TopLogprobs](repeating: TopLogprobs(), count: rows)
-        logits.withUnsafeBufferPointer { l in
-            parameters.withUnsafeBufferPointer { p in
-                processing.withUnsafeBufferPointer { q in
-                    steps.withUnsafeBufferPointer { s in
-                        results.withUnsafeMutableBufferPointer { r in
-                            logprobs.withUnsafeMutableBufferPointer { o in
-                                sample(
-                                    logits: l.baseAddress!, rows: rows, parameters: p, processing: q, steps: s, into: r,
-                                    logprobs: o)
-                            }
-                        }
-                    }
-                }
-            }
+        logits.withUnsafeBytes {
+            sample(
+                raw: $0, format: .float32, parameters: parameters, processing: processing, steps: steps, what: "logits")
         }
-        return (results, logprobs)
     }
 
     /// Array convenience: `logits` holds `rows × vocabularySize` values, row-major.
@@ -440,12 +419,9 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
     ///   - steps: one decode step per row; default all 0.
     /// - Returns: each row's token or error, in row order.
     public func sample(logits: [Float], parameters: [SamplingParameters], steps: [UInt64]? = nil) -> [SampleResult] {
-        let rows = parameters.count
-        precondition(
-            logits.count == rows * vocabularySize,
-            "logits holds \(logits.count) values, expected \(rows) rows × \(vocabularySize)")
-        return logits.withUnsafeBytes {
-            sample(raw: $0.baseAddress!, format: .float32, parameters: parameters, steps: steps)
+        logits.withUnsafeBytes {
+            sample(raw: $0, format: .float32, parameters: parameters, processing: nil, steps: steps, what: "logits")
+                .results
         }
     }
 
@@ -455,35 +431,69 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
     public func sample(
         bits: [UInt16], format: LogitFormat, parameters: [SamplingParameters], steps: [UInt64]? = nil
     ) -> [SampleResult] {
-        let rows = parameters.count
-        let wordsPerLogit = format.byteCount / 2
-        precondition(
-            bits.count == rows * vocabularySize * wordsPerLogit,
-            "bits holds \(bits.count) words, expected \(rows) rows × \(vocabularySize) logits × \(wordsPerLogit)")
-        return bits.withUnsafeBytes {
-            sample(raw: $0.baseAddress!, format: format, parameters: parameters, steps: steps)
+        bits.withUnsafeBytes {
+            sample(raw: $0, format: format, parameters: parameters, processing: nil, steps: steps, what: "bits").results
         }
     }
 
-    /// The array APIs' shared body.
+    /// Array convenience for logits stored as raw bits, with request processing: the 16-bit
+    /// counterpart of ``sample(logits:parameters:processing:steps:)``.
+    ///
+    /// - Returns: each row's token or error, and each row's logprobs (empty for rows that did
+    ///   not ask or failed).
+    public func sample(
+        bits: [UInt16], format: LogitFormat, parameters: [SamplingParameters], processing: [RequestProcessing],
+        steps: [UInt64]? = nil
+    ) -> (results: [SampleResult], logprobs: [TopLogprobs]) {
+        bits.withUnsafeBytes {
+            sample(raw: $0, format: format, parameters: parameters, processing: processing, steps: steps, what: "bits")
+        }
+    }
+
+    /// The array APIs' one body: the block's size checked against `parameters.count` rows, then
+    /// ``sample(logits:format:rows:rowStride:parameters:processing:steps:into:logprobs:)``. The
+    /// logprobs are empty without processing (no buffer is passed: no row can ask).
     private func sample(
-        raw: UnsafeRawPointer, format: LogitFormat, parameters: [SamplingParameters], steps: [UInt64]?
-    ) -> [SampleResult] {
+        raw: UnsafeRawBufferPointer, format: LogitFormat, parameters: [SamplingParameters],
+        processing: [RequestProcessing]?, steps: [UInt64]?, what: String
+    ) -> (results: [SampleResult], logprobs: [TopLogprobs]) {
         let rows = parameters.count
+        let unit = what == "bits" ? 2 : 4
+        precondition(
+            raw.count == rows * vocabularySize * format.byteCount,
+            "\(what) holds \(raw.count / unit) values, expected \(rows) rows × \(vocabularySize) logits × \(format.byteCount / unit)"
+        )
+        if let processing {
+            precondition(processing.count == rows, "processing holds \(processing.count) entries for \(rows) rows")
+        }
         let steps = steps ?? [UInt64](repeating: 0, count: rows)
         precondition(steps.count == rows, "steps holds \(steps.count) entries for \(rows) rows")
         // `Array(unsafeUninitializedCapacity: 0)` writes the shared empty array's count (a race
         // ThreadSanitizer reports against any thread reading another empty array).
-        guard rows > 0 else { return [] }
-        return [SampleResult](unsafeUninitializedCapacity: rows) { out, initialized in
+        guard rows > 0 else { return ([], []) }
+        var logprobs = processing == nil ? [] : [TopLogprobs](repeating: TopLogprobs(), count: rows)
+        let results = [SampleResult](unsafeUninitializedCapacity: rows) { out, initialized in
             out.initialize(repeating: .failure(.noFiniteLogit))
             parameters.withUnsafeBufferPointer { p in
                 steps.withUnsafeBufferPointer { s in
-                    sample(logits: raw, format: format, rows: rows, parameters: p, steps: s, into: out)
+                    logprobs.withUnsafeMutableBufferPointer { o in
+                        if let processing {
+                            processing.withUnsafeBufferPointer { q in
+                                sample(
+                                    logits: raw.baseAddress!, format: format, rows: rows, parameters: p, processing: q,
+                                    steps: s, into: out, logprobs: o)
+                            }
+                        } else {
+                            sample(
+                                logits: raw.baseAddress!, format: format, rows: rows, parameters: p, steps: s, into: out
+                            )
+                        }
+                    }
                 }
             }
             initialized = rows
         }
+        return (results, logprobs)
     }
 
     /// The memory-read floor of a call's bytes: `rows` rows of `bytesPerRow` bytes each, one

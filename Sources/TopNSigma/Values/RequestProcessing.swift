@@ -1,13 +1,13 @@
 /// One token's additive logit bias (OpenAI's `logit_bias` entry).
 public struct LogitBias: Sendable, Equatable, Hashable {
     /// The token id, `0..<vocabularySize`.
-    public var token: Int32
+    public var token: TokenID
     /// Added to the token's logit; finite.
     public var bias: Float
 
     /// A bias of `bias` on `token`.
     @inlinable
-    public init(token: Int32, bias: Float) {
+    public init(token: TokenID, bias: Float) {
         self.token = token
         self.bias = bias
     }
@@ -60,9 +60,9 @@ public struct RequestProcessing: Sendable, Equatable, Hashable {
     /// Sparse additive biases.
     public var logitBias: [LogitBias]
     /// The prompt's token ids (for the repetition penalty only).
-    public var promptTokens: [Int32]
+    public var promptTokens: [TokenID]
     /// The tokens generated so far (all three penalties).
-    public var outputTokens: [Int32]
+    public var outputTokens: [TokenID]
     /// vLLM's `repetition_penalty`, `> 0` and finite; 1 is off.
     public var repetitionPenalty: Float
     /// vLLM's / OpenAI's `frequency_penalty`, finite; 0 is off.
@@ -85,7 +85,7 @@ public struct RequestProcessing: Sendable, Equatable, Hashable {
     /// Token sequences that no repeat crosses: each 1 to ``maximumBreakerLength`` valid token
     /// ids, matched in order (llama.cpp tokenizes its breaker strings into such sequences; pass
     /// your tokenizer's ids for `"\n"`, `":"`, `"\""`, `"*"` to match its defaults).
-    public var drySequenceBreakers: [[Int32]]
+    public var drySequenceBreakers: [[TokenID]]
 
     /// The most tokens one DRY sequence breaker may hold: llama.cpp's 20-token tail after its
     /// head, which keeps the breaker scan linear in the window.
@@ -94,11 +94,11 @@ public struct RequestProcessing: Sendable, Equatable, Hashable {
     /// Processing with the given steps; the defaults change nothing.
     @inlinable
     public init(
-        allowedTokens: [UInt32]? = nil, logitBias: [LogitBias] = [], promptTokens: [Int32] = [],
-        outputTokens: [Int32] = [],
+        allowedTokens: [UInt32]? = nil, logitBias: [LogitBias] = [], promptTokens: [TokenID] = [],
+        outputTokens: [TokenID] = [],
         repetitionPenalty: Float = 1, frequencyPenalty: Float = 0, presencePenalty: Float = 0, topLogprobs: Int? = nil,
         dryMultiplier: Float = 0, dryBase: Float = 1.75, dryAllowedLength: Int = 2, dryPenaltyLastN: Int = -1,
-        drySequenceBreakers: [[Int32]] = []
+        drySequenceBreakers: [[TokenID]] = []
     ) {
         self.allowedTokens = allowedTokens
         self.logitBias = logitBias
