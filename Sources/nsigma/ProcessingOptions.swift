@@ -92,28 +92,11 @@ struct ProcessingOptions: ParsableArguments {
             }
             return nil
         }
-        guard multiplier.isFinite && multiplier >= 0 else {
-            throw UsageError(message: "--dry-multiplier must be finite and >= 0, got \(multiplier)")
-        }
+        // The values' ranges are the library's to check (``load()``).
         var dry = ProcessingInput.Dry(multiplier: multiplier)
-        if let base = dryBase {
-            guard base.isFinite && base >= 1 else {
-                throw UsageError(message: "--dry-base must be finite and >= 1, got \(base)")
-            }
-            dry.base = base
-        }
-        if let n = dryAllowedLength {
-            guard (0...Int(Int32.max)).contains(n) else {
-                throw UsageError(message: "--dry-allowed-length must be in 0...\(Int32.max), got \(n)")
-            }
-            dry.allowedLength = n
-        }
-        if let n = dryPenaltyLastN {
-            guard (-1...Int(Int32.max)).contains(n) else {
-                throw UsageError(message: "--dry-penalty-last-n must be -1 (all) or in 0...\(Int32.max), got \(n)")
-            }
-            dry.penaltyLastN = n
-        }
+        if let base = dryBase { dry.base = base }
+        if let n = dryAllowedLength { dry.allowedLength = n }
+        if let n = dryPenaltyLastN { dry.penaltyLastN = n }
         if let text = drySequenceBreakers {
             let what = "--dry-sequence-breakers"
             let value: Any
@@ -148,18 +131,26 @@ struct ProcessingOptions: ParsableArguments {
 
     /// Reads and parses every file and checks every value: everything that needs no logits.
     func load() throws -> ProcessingInput {
-        guard repetitionPenalty.isFinite && repetitionPenalty > 0 else {
-            throw UsageError(message: "--repetition-penalty must be finite and > 0, got \(repetitionPenalty)")
-        }
-        guard frequencyPenalty.isFinite else {
-            throw UsageError(message: "--frequency-penalty must be finite, got \(frequencyPenalty)")
-        }
-        guard presencePenalty.isFinite else {
-            throw UsageError(message: "--presence-penalty must be finite, got \(presencePenalty)")
-        }
         var input = ProcessingInput(
             repetitionPenalty: repetitionPenalty, frequencyPenalty: frequencyPenalty, presencePenalty: presencePenalty)
         input.dry = try dry()
+        // The penalties' and DRY's ranges, as the library checks them (its one statement of each).
+        var settings = RequestProcessing(
+            repetitionPenalty: repetitionPenalty, frequencyPenalty: frequencyPenalty, presencePenalty: presencePenalty)
+        if let dry = input.dry {
+            (settings.dryMultiplier, settings.dryBase, settings.dryAllowedLength, settings.dryPenaltyLastN) =
+                (dry.multiplier, dry.base, dry.allowedLength, dry.penaltyLastN)
+        }
+        if let error = settings.validationError(vocabularySize: Vocabulary.maximumSize), let setting = error.setting {
+            let given: [String: String] = [
+                "repetition-penalty": "\(repetitionPenalty)", "frequency-penalty": "\(frequencyPenalty)",
+                "presence-penalty": "\(presencePenalty)", "dry-multiplier": "\(settings.dryMultiplier)",
+                "dry-base": "\(settings.dryBase)", "dry-allowed-length": "\(settings.dryAllowedLength)",
+                "dry-penalty-last-n": "\(settings.dryPenaltyLastN)"
+            ]
+            throw UsageError(
+                message: "--\(setting.name) must be \(setting.requirement), got \(given[setting.name] ?? "?")")
+        }
         if let allowed {
             guard let data = FileManager.default.contents(atPath: allowed) else {
                 throw UsageError(message: "cannot read --allowed \(allowed)")

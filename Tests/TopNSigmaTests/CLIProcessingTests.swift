@@ -491,7 +491,8 @@ import TopNSigmaIO
         case .historyBooleanID: return (["--history", try json("[{\"prompt\": [false]}]")], "not a number")
         case .historyNotArray: return (["--history", try json("{\"prompt\": [1]}")], "expected a JSON array")
         case .historyUnknownKey: return (["--history", try json("[{\"outputs\": [1]}]")], "unknown key \"outputs\"")
-        case .repetitionZero: return (["--repetition-penalty", "0"], "--repetition-penalty")
+        case .repetitionZero:
+            return (["--repetition-penalty", "0"], "--repetition-penalty must be finite and > 0, got 0.0")
         case .repetitionNegative: return (["--repetition-penalty", "-1.5"], "--repetition-penalty")
         case .repetitionNaN: return (["--repetition-penalty", "nan"], "--repetition-penalty")
         case .frequencyInfinite: return (["--frequency-penalty", "inf"], "--frequency-penalty")
@@ -531,11 +532,18 @@ import TopNSigmaIO
                 ["--history", try json("[{\"output\": [1e30]}]")], "element 0 (1e+30) is not a token id: out of range"
             )
         case .dryMultiplierNegative: return (["--dry-multiplier", "-0.5"], "--dry-multiplier must be finite and >= 0")
-        case .dryBaseBelowOne: return (["--dry-multiplier", "1", "--dry-base", "0.9"], "--dry-base must be")
+        case .dryBaseBelowOne:
+            return (["--dry-multiplier", "1", "--dry-base", "0.9"], "--dry-base must be finite and >= 1, got 0.9")
         case .dryAllowedNegative:
-            return (["--dry-multiplier", "1", "--dry-allowed-length", "-1"], "--dry-allowed-length must be")
+            return (
+                ["--dry-multiplier", "1", "--dry-allowed-length", "-1"],
+                "--dry-allowed-length must be in 0...2147483647, got -1"
+            )
         case .dryLastNBelowMinusOne:
-            return (["--dry-multiplier", "1", "--dry-penalty-last-n", "-2"], "--dry-penalty-last-n must be")
+            return (
+                ["--dry-multiplier", "1", "--dry-penalty-last-n", "-2"],
+                "--dry-penalty-last-n must be -1 (all) or in 0...2147483647, got -2"
+            )
         case .dryBaseAlone: return (["--dry-base", "2"], "--dry-base needs --dry-multiplier")
         case .dryBreakersMalformed:
             return (

@@ -306,6 +306,18 @@ import TopNSigmaIO
             #expect(e.origin == origin, "case \(i): \(e) is \(e.origin), expected \(origin)")
         }
         #expect(RowError.vocabularyTooLarge(1 << 31).origin == .data)
+        // A settings error's message states the same range the CLI's usage error does.
+        for request in [
+            RequestProcessing(repetitionPenalty: 0), RequestProcessing(frequencyPenalty: .nan),
+            RequestProcessing(topLogprobs: 21), RequestProcessing(dryMultiplier: 1, dryBase: 0.5),
+            RequestProcessing(dryMultiplier: 1, dryAllowedLength: -3),
+            RequestProcessing(dryMultiplier: 1, dryPenaltyLastN: -2),
+            RequestProcessing(dryMultiplier: 1, drySequenceBreakers: [[]])
+        ] {
+            let e = try #require(request.validationError(vocabularySize: vocab))
+            let setting = try #require(e.setting, "\(e)")
+            #expect(e.origin == .settings && e.description.contains("must be \(setting.requirement)"), "\(e)")
+        }
         // A clean row with the same calls samples.
         #expect(error(clean, SamplingParameters(), RequestProcessing(topLogprobs: 3)) == nil)
     }

@@ -113,6 +113,35 @@ public enum RowError: Error, Sendable, Equatable, CustomStringConvertible {
         case call
     }
 
+    /// What the setting an error names must be, for the other samplers' settings
+    /// (``invalidSampler(name:value:)``), by their CLI option names.
+    static func requirement(ofSampler name: String) -> String {
+        switch name {
+        case "typical-p": "in (0, 1]"
+        case "epsilon", "eta": "in [0, 1)"
+        case "xtc-threshold", "xtc-probability": "in [0, 1]"
+        case "dry-base": "finite and >= 1"
+        case "dry-allowed-length": "in 0...\(Int32.max)"
+        case "dry-penalty-last-n": "-1 (all) or in 0...\(Int32.max)"
+        case "dry-sequence-breakers": "a breaker of 1 to \(RequestProcessing.maximumBreakerLength) tokens"
+        default: "finite and >= 0"
+        }
+    }
+
+    /// For an error of the request's settings whose setting is one number: the setting as the
+    /// CLI names its option (`repetition-penalty`, `dry-base`, …) and what it must be. The one
+    /// statement of each range, for the library's messages and the CLI's usage errors.
+    package var setting: (name: String, requirement: String)? {
+        switch self {
+        case .invalidRepetitionPenalty: ("repetition-penalty", "finite and > 0")
+        case .invalidFrequencyPenalty: ("frequency-penalty", "finite")
+        case .invalidPresencePenalty: ("presence-penalty", "finite")
+        case .invalidTopLogprobs: ("top-logprobs", "in 0...\(TopLogprobs.maximumCount)")
+        case .invalidSampler(let name, _): (name, Self.requirement(ofSampler: name))
+        default: nil
+        }
+    }
+
     /// Who must fix this error (``Origin``).
     public var origin: Origin {
         switch self {
@@ -128,6 +157,7 @@ public enum RowError: Error, Sendable, Equatable, CustomStringConvertible {
     /// What is wrong with the row, without the row number: `logit at index 17 is NaN`. See
     /// ``message(row:)`` for the form that names the row.
     public var description: String {
+        let requirement = setting?.requirement ?? ""
         switch self {
         case .notANumber(let index): return "logit at index \(index) is NaN"
         case .positiveInfinity(let index): return "logit at index \(index) is +inf"
@@ -137,25 +167,17 @@ public enum RowError: Error, Sendable, Equatable, CustomStringConvertible {
         case .invalidTopK(let k): return "top-k \(k) is invalid (must be >= 1)"
         case .invalidTopP(let p): return "top-p \(p) is invalid (must be in (0, 1])"
         case .invalidMinP(let m): return "min-p \(m) is invalid (must be in [0, 1])"
-        case .invalidSampler(let name, let value):
-            let range =
-                switch name {
-                case "typical-p": "in (0, 1]"
-                case "epsilon", "eta": "in [0, 1)"
-                case "xtc-threshold", "xtc-probability": "in [0, 1]"
-                default: "finite and >= 0"
-                }
-            return "\(name) \(value) is invalid (must be \(range))"
-        case .invalidRepetitionPenalty(let r): return "repetition penalty \(r) is invalid (must be finite and > 0)"
-        case .invalidFrequencyPenalty(let f): return "frequency penalty \(f) is invalid (must be finite)"
-        case .invalidPresencePenalty(let p): return "presence penalty \(p) is invalid (must be finite)"
+        case .invalidSampler(let name, let value): return "\(name) \(value) is invalid (must be \(requirement))"
+        case .invalidRepetitionPenalty(let r): return "repetition penalty \(r) is invalid (must be \(requirement))"
+        case .invalidFrequencyPenalty(let f): return "frequency penalty \(f) is invalid (must be \(requirement))"
+        case .invalidPresencePenalty(let p): return "presence penalty \(p) is invalid (must be \(requirement))"
         case .invalidLogitBias(let token, let bias):
             return "logit bias \(bias) on token \(token) is invalid (must be finite)"
         case .tokenOutOfRange(let token): return "token id \(token) is out of range for the vocabulary"
         case .bitmaskTooShort(let words, let needed):
             return "allowed-token bitmask has \(words) words, the vocabulary needs \(needed)"
         case .invalidTopLogprobs(let n):
-            return "top logprobs \(n) is invalid (must be in 0...\(TopLogprobs.maximumCount))"
+            return "top logprobs \(n) is invalid (must be \(requirement))"
         case .missingLogprobsBuffer: return "logprobs were requested but no logprobs buffer was passed"
         case .vocabularyTooLarge(let v):
             return
