@@ -198,3 +198,14 @@ extension Reference {
         return distribution
     }
 }
+
+/// How many units in the last place of `expected` `got` lies from it: the tests state a result's
+/// known error bound this way (as swift-numerics does), not as a fixed absolute constant.
+func ulps(_ got: Double, from expected: Double) -> Double {
+    got == expected ? 0 : Swift.abs(got - expected) / expected.ulp
+}
+
+/// ``ulps(_:from:)-(Double,Double)`` for Float results.
+func ulps(_ got: Float, from expected: Float) -> Float {
+    got == expected ? 0 : Swift.abs(got - expected) / expected.ulp
+}
