@@ -78,6 +78,40 @@ package enum LogprobKernel {
         return BuildTarget.hasFMA && hi.isFinite && Swift.abs(Double(hi) - Double(maximum) * Double(scale)) <= 0.5
     }
 
+    /// The base-2 exponent of `exp((x − maximum)/T)` for the vector loops, with `s = log2 e / T`
+    /// (``scale(temperature:)``): `u = x·s − hi` in one fused multiply-add where
+    /// ``fusedExponent(maximum:scale:)`` allows, and the true exponent is then `u + shift`
+    /// (`shift = hi − maximum·s`, exact in double): a sum of the terms `2^u` times ``correction``
+    /// is in units of `exp((x − maximum)/T)`. Otherwise `(x − maximum)·s`, two roundings, and
+    /// `shift` 0. The one place the vector passes (the plain and top-p routes' block sums, the
+    /// logprobs chunk pass, the row-mass moments, top-p's tail, the block draw) get their
+    /// exponent from.
+    struct Exponent {
+        let maximum: Vector, scale: Vector, negHi: Vector
+        let fused: Bool
+        /// `hi − maximum·s` when fused, else 0.
+        let shift: Double
+        /// `2^shift`: what a sum of the terms `2^u` is multiplied by.
+        let correction: Double
+
+        @inline(__always)
+        init(maximum m: Float, scale s: Float) {
+            let hi = m * s
+            fused = fusedExponent(maximum: m, scale: s)
+            shift = fused ? Double(hi) - Double(m) * Double(s) : 0
+            correction = fused ? powerOfTwo(shift) : 1
+            maximum = Vector(repeating: m)
+            scale = Vector(repeating: s)
+            negHi = Vector(repeating: -hi)
+        }
+
+        /// The exponent `u` of each lane of `x`.
+        @inline(__always)
+        func callAsFunction(_ x: Vector) -> Vector {
+            fused ? BuildTarget.multiplyAdd(x, scale, negHi) : (x - maximum) * scale
+        }
+    }
+
     /// `log2 e / T` rounded to Float: the exponent's factor at temperature `T`.
     @inline(__always)
     static func scale(temperature: Float) -> Float {
@@ -106,32 +140,21 @@ package enum LogprobKernel {
     /// `2^(m·log2 e - hi)`, which the caller removes.
     @inline(__always)
     static func block<E: LogitElement>(
-        _ p: UnsafePointer<E>, from: Int, to end: Int, mask: UnsafePointer<UInt32>?, _ m: Vector, hi: Vector,
-        fused: Bool, scale: Float = log2eFloat, indexBase: Int, keep: Int, bound: inout Float,
-        into out: UnsafeMutablePointer<Candidate>, found: inout Int, ahead: Prefetch
+        _ p: UnsafePointer<E>, from: Int, to end: Int, mask: UnsafePointer<UInt32>?, _ exponent: Exponent,
+        indexBase: Int, keep: Int, bound: inout Float, into out: UnsafeMutablePointer<Candidate>, found: inout Int,
+        ahead: Prefetch
     ) -> Vector {
-        let log2e = Vector(repeating: scale)
-        let negHi = -hi
-        let negInf = Vector(repeating: -.infinity)
         var s = Vector(), t = Vector()
         var limit = Vector(repeating: bound)
         var i = from
         while i < end {
             ahead.touch(i &* MemoryLayout<E>.stride)
-            var a = E.load16(p, i), b = E.load16(p, i &+ 16)
-            if let mask {
-                let w = mask[i &>> 5]
-                if w == 0 {
-                    i &+= 32
-                    continue
-                }
-                if w != ~0 {
-                    a = a.replacing(with: negInf, where: .!StatisticsKernel.laneMask(UInt64(w)))
-                    b = b.replacing(with: negInf, where: .!StatisticsKernel.laneMask(UInt64(w &>> 16)))
-                }
+            guard let (a, b) = StatisticsKernel.load32Allowed(p, i, mask: mask) else {
+                i &+= 32
+                continue
             }
-            let ea = exp2(fused ? BuildTarget.multiplyAdd(a, log2e, negHi) : (a - m) * log2e)
-            let eb = exp2(fused ? BuildTarget.multiplyAdd(b, log2e, negHi) : (b - m) * log2e)
+            let ea = exp2(exponent(a))
+            let eb = exp2(exponent(b))
             s += ea
             t += eb
             if keep > 0 && StatisticsKernel.anyLane((a .> limit) .| (b .> limit)) {
@@ -221,19 +244,14 @@ package enum LogprobKernel {
         found = 0
         blockSums?.update(repeating: 0, count: StatisticsKernel.blocksPerChunk)
         guard maximum > -.infinity else { return 0 }
-        let m = Vector(repeating: maximum)
         // log2 e / T rounded to Float: a relative error of at most 2^-24, the same for every
         // term, so the sum is exactly one at a temperature within 2^-24 of T's, up to the
-        // per-term roundings (see ``OnlineSoftmax/sumError``).
+        // per-term roundings (see ``OnlineSoftmax/sumError``). Fused exponents need FMA (a
+        // separate multiply would round x·log2 e itself, an error as large as ulp(x·log2 e) on
+        // every term) and an m·log2 e that rounds to Float closely.
         let scale = Self.scale(temperature: temperature)
-        // Fused exponents need FMA (a separate multiply would round x·log2 e itself, an error
-        // as large as ulp(x·log2 e) on every term) and an m·log2 e that rounds to Float closely.
-        let hi = maximum * scale
-        let fused = fusedExponent(maximum: maximum, scale: scale)
-        let hiVector = Vector(repeating: hi)
-        // Fused: every vector term is scaled by 2^(m·s - hi) (s = log2 e / T in Float); m·s is
-        // exact in double.
-        let correction = fused ? powerOfTwo(Double(hi) - Double(maximum) * Double(scale)) : 1
+        let exponent = Exponent(maximum: maximum, scale: scale)
+        let correction = exponent.correction
         var vectorTotal = 0.0, total = 0.0
         var i = 0
         // A row's first chunk (nothing carried yet): a bound from its lane maxima first.
@@ -246,9 +264,8 @@ package enum LogprobKernel {
         while i &+ StatisticsKernel.blockLength <= n {
             let sum = StatisticsKernel.laneSum(
                 block(
-                    p, from: i, to: i &+ StatisticsKernel.blockLength, mask: mask, m, hi: hiVector, fused: fused,
-                    scale: scale, indexBase: indexBase, keep: keep, bound: &bound, into: out, found: &found,
-                    ahead: ahead))
+                    p, from: i, to: i &+ StatisticsKernel.blockLength, mask: mask, exponent, indexBase: indexBase,
+                    keep: keep, bound: &bound, into: out, found: &found, ahead: ahead))
             vectorTotal += sum
             blockSums?[i / StatisticsKernel.blockLength] = sum * correction
             i &+= StatisticsKernel.blockLength
@@ -259,8 +276,8 @@ package enum LogprobKernel {
         if i < vectorEnd {
             lastSum = StatisticsKernel.laneSum(
                 block(
-                    p, from: i, to: vectorEnd, mask: mask, m, hi: hiVector, fused: fused, scale: scale,
-                    indexBase: indexBase, keep: keep, bound: &bound, into: out, found: &found, ahead: ahead))
+                    p, from: i, to: vectorEnd, mask: mask, exponent, indexBase: indexBase, keep: keep,
+                    bound: &bound, into: out, found: &found, ahead: ahead))
             vectorTotal += lastSum
             i = vectorEnd
         }
@@ -297,13 +314,10 @@ package enum LogprobKernel {
         let blockLength = StatisticsKernel.blockLength
         guard maximum > -.infinity else { return (0, 0, 0) }
         let scale = Self.scale(temperature: temperature)
-        let hi = maximum * scale
-        let fused = fusedExponent(maximum: maximum, scale: scale)
-        // Fused, every term is `2^u` with `u = x·s − hi`, and the true exponent is `u + shift`.
-        let shift = fused ? Double(hi) - Double(maximum) * Double(scale) : 0
-        let correction = powerOfTwo(shift)
-        let m = Vector(repeating: maximum), log2e = Vector(repeating: scale), negHi = Vector(repeating: -hi)
-        let negInf = Vector(repeating: -.infinity), low = Vector(repeating: -150)
+        // Every term is `2^u`, and the true exponent is `u + shift`.
+        let exponent = Exponent(maximum: maximum, scale: scale)
+        let shift = exponent.shift, correction = exponent.correction
+        let low = Vector(repeating: -150)
         var sumTotal = 0.0, weighted = 0.0, squares = 0.0
         let vectorEnd = n &- n % 32
         var i = 0
@@ -313,24 +327,15 @@ package enum LogprobKernel {
             var j = i
             while j < end {
                 ahead.touch(j &* MemoryLayout<E>.stride)
-                var a = E.load16(p, j), b = E.load16(p, j &+ 16)
-                if let mask {
-                    let word = mask[j &>> 5]
-                    if word == 0 {
-                        j &+= 32
-                        continue
-                    }
-                    if word != ~0 {
-                        a = a.replacing(with: negInf, where: .!StatisticsKernel.laneMask(UInt64(word)))
-                        b = b.replacing(with: negInf, where: .!StatisticsKernel.laneMask(UInt64(word &>> 16)))
-                    }
+                guard let (a, b) = StatisticsKernel.load32Allowed(p, j, mask: mask) else {
+                    j &+= 32
+                    continue
                 }
                 // Every exponent is clamped at −150 before its product with its term: a masked
                 // lane's −inf, and a finite logit so far below that its exponent overflows (or
                 // that `exp2`'s own clamp would give a term of 2^-126 without AVX-512): the
                 // product is then at most 150·2^-126, not `−inf`, NaN, or a term times 1e38.
-                let rawA = fused ? BuildTarget.multiplyAdd(a, log2e, negHi) : (a - m) * log2e
-                let rawB = fused ? BuildTarget.multiplyAdd(b, log2e, negHi) : (b - m) * log2e
+                let rawA = exponent(a), rawB = exponent(b)
                 let ua = low.replacing(with: rawA, where: rawA .> low)
                 let ub = low.replacing(with: rawB, where: rawB .> low)
                 let ea = exp2(ua), eb = exp2(ub)

@@ -141,11 +141,9 @@ enum OnlineSoftmax {
         _ p: UnsafePointer<E>, count n: Int, mask: UnsafePointer<UInt32>?, maximum: Float, temperature: Float,
         target: Double
     ) -> Int {
-        let scale = LogprobKernel.scale(temperature: temperature)
-        let hi = maximum * scale
-        let fused = LogprobKernel.fusedExponent(maximum: maximum, scale: scale)
-        let correction = fused ? exp2(Double(hi) - Double(maximum) * Double(scale)) : 1
-        let m = LogprobKernel.Vector(repeating: maximum), hiVector = LogprobKernel.Vector(repeating: hi)
+        let exponent = LogprobKernel.Exponent(
+            maximum: maximum, scale: LogprobKernel.scale(temperature: temperature))
+        let correction = exponent.correction
         var bound = Float.infinity, found = 0
         var none = Candidate(index: 0, logit: 0)
         var cumulative = 0.0
@@ -155,8 +153,8 @@ enum OnlineSoftmax {
             let s =
                 StatisticsKernel.laneSum(
                     LogprobKernel.block(
-                        p, from: i, to: i &+ 32, mask: mask, m, hi: hiVector, fused: fused, scale: scale,
-                        indexBase: 0, keep: 0, bound: &bound, into: &none, found: &found,
+                        p, from: i, to: i &+ 32, mask: mask, exponent, indexBase: 0, keep: 0, bound: &bound,
+                        into: &none, found: &found,
                         ahead: LogprobKernel.Prefetch())) * correction
             if s > 0 {
                 group = i
@@ -242,11 +240,9 @@ extension OnlineSoftmax {
         temperature: Float
     ) -> Double {
         typealias Vector = LogprobKernel.Vector
-        let scale = LogprobKernel.scale(temperature: temperature)
-        let hi = maximum * scale
-        let fused = LogprobKernel.fusedExponent(maximum: maximum, scale: scale)
-        let correction = fused ? exp2(Double(hi) - Double(maximum) * Double(scale)) : 1
-        let m = Vector(repeating: maximum), negHi = Vector(repeating: -hi), s = Vector(repeating: scale)
+        let exponent = LogprobKernel.Exponent(
+            maximum: maximum, scale: LogprobKernel.scale(temperature: temperature))
+        let correction = exponent.correction
         let t = Vector(repeating: threshold), negInf = Vector(repeating: -.infinity)
         var total = 0.0
         var i = 0
@@ -256,8 +252,8 @@ extension OnlineSoftmax {
             var a0 = Vector(), b0 = Vector()
             while i &+ 32 <= end {
                 let (a, b) = StatisticsKernel.load32(p, i, mask: mask)
-                let ea = LogprobKernel.exp2(fused ? BuildTarget.multiplyAdd(a, s, negHi) : (a - m) * s)
-                let eb = LogprobKernel.exp2(fused ? BuildTarget.multiplyAdd(b, s, negHi) : (b - m) * s)
+                let ea = LogprobKernel.exp2(exponent(a))
+                let eb = LogprobKernel.exp2(exponent(b))
                 a0 += ea.replacing(with: 0, where: a .>= t .| a .== negInf)
                 b0 += eb.replacing(with: 0, where: b .>= t .| b .== negInf)
                 i &+= 32

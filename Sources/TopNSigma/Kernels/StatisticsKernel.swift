@@ -427,12 +427,24 @@ enum StatisticsKernel {
     ) -> (
         Vector, Vector
     ) {
+        load32Allowed(p, i, mask: mask) ?? (Vector(repeating: -.infinity), Vector(repeating: -.infinity))
+    }
+
+    /// ``load32(_:_:mask:)``, or nil when `mask` allows none of the 32 logits (the caller skips
+    /// them: an exp pass has nothing to add there).
+    @inline(__always)
+    static func load32Allowed<E: LogitElement>(
+        _ p: UnsafePointer<E>, _ i: Int, mask: UnsafePointer<UInt32>?
+    ) -> (Vector, Vector)? {
         var a = E.load16(p, i), b = E.load16(p, i &+ 16)
         if let mask {
-            let negInf = Vector(repeating: -.infinity)
             let w = mask[i &>> 5]
-            a = a.replacing(with: negInf, where: .!laneMask(UInt64(w)))
-            b = b.replacing(with: negInf, where: .!laneMask(UInt64(w &>> 16)))
+            if w == 0 { return nil }
+            if w != ~0 {
+                let negInf = Vector(repeating: -.infinity)
+                a = a.replacing(with: negInf, where: .!laneMask(UInt64(w)))
+                b = b.replacing(with: negInf, where: .!laneMask(UInt64(w &>> 16)))
+            }
         }
         return (a, b)
     }
