@@ -66,14 +66,8 @@ public struct SeparateProcessing {
 public enum SyntheticRequests {
     /// One request over `vocab` tokens.
     public static func serverLike(vocab: Int, seed: UInt64, topLogprobs: Int? = nil) -> RequestProcessing {
-        var state = seed &* 0x9E37_79B9_7F4A_7C15 &+ 1
-        func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
+        var generator = SplitMix64(seed: seed &* 0x9E37_79B9_7F4A_7C15 &+ 1)
+        func next() -> UInt64 { generator.next() }
         let wordCount = (vocab + 31) / 32
         var words = [UInt32](repeating: 0, count: wordCount)
         var w = 0, allowed = true

@@ -28,26 +28,24 @@ enum DrawKernel {
         let total = SoftmaxWeights.compute(
             candidates.baseAddress!, count: candidates.count, maximum: maximum, temperature: temperature,
             into: weights)
-        let target = u * total
-        var cumulative = 0.0
-        var chosen = candidates.count - 1
-        for i in 0..<candidates.count {
-            cumulative += weights[i]
-            if cumulative > target {
-                chosen = i
-                break
-            }
-        }
-        // Rounding can leave `target` at the very top of the last, zero-weight candidates: walk
-        // back to one that carries mass.
-        if cumulative <= target {
-            for i in (0..<candidates.count).reversed() where weights[i] > 0 {
-                chosen = i
-                break
-            }
-        }
-        let token = candidates[chosen]
+        let token = candidates[inverseCDF(weights, count: candidates.count, total: total, uniform: u)]
         let logProbability = (Double(token.logit) - m) / t - log(total)
         return SampledToken(token: token.index, logProbability: logProbability, candidateCount: candidates.count)
+    }
+
+    /// The inverse-CDF draw over `w[0..<n]` (non-negative, positive total) with `u ∈ [0, 1)`:
+    /// the first index whose cumulative weight exceeds `u · total`. Rounding can leave the
+    /// target at the very top, past the last candidates whose weight is 0: the scan then walks
+    /// back to the last one that carries mass. The one inverse CDF (the draw, verification's
+    /// correction and bonus draws).
+    static func inverseCDF(_ w: UnsafePointer<Double>, count n: Int, total: Double, uniform u: Double) -> Int {
+        let target = u * total
+        var cumulative = 0.0
+        for j in 0..<n {
+            cumulative += w[j]
+            if cumulative > target { return j }
+        }
+        for j in (0..<n).reversed() where w[j] > 0 { return j }
+        return n - 1
     }
 }

@@ -59,3 +59,21 @@ public struct Philox4x32: Sendable, Equatable {
         return Double(bits) * 0x1p-53
     }
 }
+
+/// SplitMix64 (Steele, Lea and Flood 2014): the one small seeded generator for what is not a
+/// draw. The selections' pivot positions (``Truncation/PivotSampler``), the baselines' synthetic
+/// requests and the tests' data use it; every draw uses ``Philox4x32``.
+package struct SplitMix64 {
+    package var state: UInt64
+
+    package init(seed: UInt64) { state = seed }
+
+    @inline(__always)
+    package mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -27,7 +27,7 @@ package enum Truncation {
     /// range sizes only, never on the logits, so no row can steer them; results never depend on
     /// them either (the kept set is defined by key order alone).
     package struct PivotSampler {
-        var state: UInt64 = 0x243F_6A88_85A3_08D3
+        var generator = SplitMix64(seed: 0x243F_6A88_85A3_08D3)
 
         /// A generator at the fixed seed, as every selection starts.
         package init() {}
@@ -35,12 +35,7 @@ package enum Truncation {
         /// The next pivot position in `lo..<hi`.
         @inline(__always)
         package mutating func position(_ lo: Int, _ hi: Int) -> Int {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            z ^= z >> 31
-            return lo + Int(truncatingIfNeeded: z % UInt64(hi - lo))
+            lo + Int(truncatingIfNeeded: generator.next() % UInt64(hi - lo))
         }
     }
 

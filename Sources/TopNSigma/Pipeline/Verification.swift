@@ -148,19 +148,6 @@ extension RowPipeline {
         return lo < n && c[lo].index == token ? lo : nil
     }
 
-    /// Inverse-CDF draw over `w[0..<n]` (non-negative, positive total) with `u ∈ [0, 1)`, as
-    /// ``DrawKernel/draw(_:maximum:temperature:uniform:weights:)`` scans.
-    static func inverseCDF(_ w: UnsafeMutablePointer<Double>, count n: Int, total: Double, uniform u: Double) -> Int {
-        let target = u * total
-        var cumulative = 0.0
-        for j in 0..<n {
-            cumulative += w[j]
-            if cumulative > target { return j }
-        }
-        for j in (0..<n).reversed() where w[j] > 0 { return j }
-        return n - 1
-    }
-
     /// Checks a row that is not needed for the draft outcome: only its errors matter.
     static func rowError<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, parameters: SamplingParameters
@@ -279,7 +266,7 @@ extension RowPipeline {
             func logProbability(_ j: Int) -> Double { greedy ? 0 : (Double(c[j].logit) - maximum) / t - logTotal }
             guard i < k else {
                 // All k accepted: the bonus token from p_{k+1}.
-                let j = inverseCDF(
+                let j = DrawKernel.inverseCDF(
                     w, count: n, total: total,
                     uniform: philox.uniform(step: position, stream: correctionStream))
                 emit(c[j].index, logProbability(j))
@@ -326,7 +313,7 @@ extension RowPipeline {
             let u = philox.uniform(step: position, stream: correctionStream)
             let j: Int
             if residual > 0 {
-                j = inverseCDF(w, count: n, total: residual, uniform: u)
+                j = DrawKernel.inverseCDF(w, count: n, total: residual, uniform: u)
             } else {
                 // Only when q exceeds p everywhere p has mass (q sums above 1): draw from p.
                 // (A greedy row holds its argmax alone, of weight 1.)
@@ -335,7 +322,7 @@ extension RowPipeline {
                     greedy
                     ? 1
                     : SoftmaxWeights.compute(c, count: n, maximum: Float(maximum), temperature: temperature, into: w)
-                j = inverseCDF(w, count: n, total: sum, uniform: u)
+                j = DrawKernel.inverseCDF(w, count: n, total: sum, uniform: u)
             }
             emit(c[j].index, logProbability(j))
             finished = true
