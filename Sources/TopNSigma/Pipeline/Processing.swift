@@ -293,10 +293,9 @@ extension RowPipeline {
             mask.update(repeating: ~0, count: words)
         }
         if vocab % 32 != 0 { mask[words - 1] &= (1 << UInt32(vocab % 32)) &- 1 }
-        // Group the edits by chunk into `scratch.edits` (a counting sort; `counts` is free until
-        // the pass) and clear their bits.
+        // Group the edits by chunk into `scratch.edits` (a counting sort) and clear their bits.
         let chunks = StatisticsKernel.chunkCount(length: vocab)
-        let starts = scratch.editStarts, cursor = scratch.counts
+        let starts = scratch.editStarts, cursor = scratch.editCursor
         starts.update(repeating: 0, count: chunks + 1)
         for k in 0..<n { starts[Int(edits[k].token) / StatisticsKernel.chunkLength + 1] += 1 }
         for c in 0..<chunks { starts[c + 1] += starts[c] }
@@ -320,10 +319,10 @@ extension RowPipeline {
         _ processing: ProcessingView, vocab: Int, scratch: Scratch, size: Int, shift: UInt32, count n: inout Int
     ) -> RowError? {
         let table = scratch.table, edits = scratch.staging
-        return scratch.weights.withMemoryRebound(to: Int32.self, capacity: 2 * vocab) { free in
+        return scratch.withDryWords(vocab: vocab) { free in
             Dry.addEdits(
                 settings: processing.dry, breakers: processing.dryBreakers, prompt: processing.promptTokens,
-                output: processing.outputTokens, vocab: vocab, heads: scratch.mask, free: free,
+                output: processing.outputTokens, vocab: vocab, heads: scratch.dryHeads, free: free,
                 freeCount: 2 * vocab, edits: edits
             ) { token in
                 editSlot(token, table: table, size: size, shift: shift, edits: edits, count: &n)

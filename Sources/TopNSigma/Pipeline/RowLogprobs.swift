@@ -34,7 +34,7 @@ extension RowPipeline {
         guard keep > 0 else { return result }
         // The best `keep` in key order, in the candidates region's tail (free after the draw,
         // which used only the survivors at its front).
-        let best = scratch.candidates + (vocab - keep)
+        let best = scratch.topList(vocab: vocab, keep: keep)
         var found = 0
         for c in 0..<chunks {
             for j in 0..<scratch.topCounts[c] {

@@ -49,6 +49,35 @@ extension RowPipeline {
         /// relative to the chunk's maximum (``OnlineSoftmax/rowMass(moments:maxima:chunks:maximum:temperature:zError:momentError:)``).
         var chunkMoments: UnsafeMutablePointer<Double>
 
+        // MARK: Regions a stage borrows while their owner does not need them
+        //
+        // (flashinfer declares such sharing as unions; here each borrower names its region,
+        // and the one place that lends it says when it is free.)
+
+        /// The survivor counts as the cursor of the edits' counting sort by chunk: the
+        /// preparation runs before the pass, which sets every count.
+        var editCursor: UnsafeMutablePointer<Int> { counts }
+
+        /// The allowed-token bitmask's words as DRY's bitmap of window heads: DRY's edits are
+        /// found before the effective bitmask is written.
+        var dryHeads: UnsafeMutablePointer<UInt32> { mask }
+
+        /// The weights region as `2 · vocab` Int32 words (DRY's Z-values): the preparation runs
+        /// before any stage writes a weight.
+        func withDryWords<R>(vocab: Int, _ body: (UnsafeMutablePointer<Int32>) -> R) -> R {
+            weights.withMemoryRebound(to: Int32.self, capacity: 2 * vocab, body)
+        }
+
+        /// The weights under the candidate slots of chunks `c...`, as Floats: top-k's k-th search
+        /// over the slots' logits, which runs before truncation writes the weights.
+        func kthBuffer(fromChunk c: Int) -> UnsafeMutablePointer<Float> {
+            UnsafeMutableRawPointer(weights + c * StatisticsKernel.chunkLength).assumingMemoryBound(to: Float.self)
+        }
+
+        /// The last `keep` candidate slots of a row of `vocab`: the row's merged top-logprobs list,
+        /// built after the draw, which used only the survivors at the front.
+        func topList(vocab: Int, keep: Int) -> UnsafeMutablePointer<Candidate> { candidates + (vocab - keep) }
+
         /// Stores chunk `c`'s `Σ e`, `Σ e·y` and `Σ e²` in ``chunkMoments``.
         @inline(__always)
         func storeMoments(_ moments: (z: Double, weighted: Double, squares: Double), chunk c: Int) {

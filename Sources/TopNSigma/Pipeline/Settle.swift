@@ -234,8 +234,7 @@ extension RowPipeline {
     /// weights region under those chunks as its buffer.
     static func kthSurvivor(scratch: Scratch, chunks: Range<Int>, keep: Int) -> Float {
         let chunkLength = StatisticsKernel.chunkLength
-        let buffer = UnsafeMutableRawPointer(scratch.weights + chunks.lowerBound * chunkLength)
-            .assumingMemoryBound(to: Float.self)
+        let buffer = scratch.kthBuffer(fromChunk: chunks.lowerBound)
         var n = 0
         for c in chunks {
             let slot = scratch.candidates + c * chunkLength
