@@ -11,14 +11,17 @@ extension RowPipeline {
     /// threshold, a survivor count and (split rows) partial statistics. Laid out in one block by
     /// ``Layout``.
     package struct Scratch {
-        var thresholds: UnsafeMutablePointer<Float>
-        var counts: UnsafeMutablePointer<Int>
+        // The regions, in the order ``place(vocab:in:)`` lays them out in the block.
         package var candidates: UnsafeMutablePointer<Candidate>
         /// Top-p's weights, one per candidate slot.
         package var weights: UnsafeMutablePointer<Double>
         /// Split rows: each chunk's partial statistics, merged in chunk order by the task that
         /// settles the row.
         var partials: UnsafeMutablePointer<StatisticsKernel.ChunkPartial>
+        /// Each chunk's survivor count in its candidate slot.
+        var counts: UnsafeMutablePointer<Int>
+        /// Each chunk's provisional threshold.
+        var thresholds: UnsafeMutablePointer<Float>
         /// The row's request processing, prepared before its pass (``prepare(_:vocab:scratch:)``).
         var state: UnsafeMutablePointer<ProcessingState>
         /// The effective allowed-token bitmask: the request's, less the edited tokens.
@@ -48,6 +51,57 @@ extension RowPipeline {
         /// The row-mass and dynamic-temperature routes: per chunk, `Σ e`, `Σ e·y` and `Σ e²`
         /// relative to the chunk's maximum (``OnlineSoftmax/rowMass(moments:maxima:chunks:maximum:temperature:zError:momentError:)``).
         var chunkMoments: UnsafeMutablePointer<Double>
+
+        /// Lays the regions out for rows of `vocab` logits, each on a 64-byte boundary, in
+        /// `block` (bound and, where a stage reads before it writes, initialized) or, with no
+        /// block, only sized: the one list of the regions and their sizes. Nil when the size
+        /// overflows `Int`.
+        static func place(vocab: Int, in block: UnsafeMutableRawPointer?) -> (scratch: Scratch, byteCount: Int)? {
+            let chunks = StatisticsKernel.chunkCount(length: vocab)
+            var offset = 0, overflow = false
+            func region<T>(_ type: T.Type, _ count: Int) -> UnsafeMutablePointer<T> {
+                let (bytes, tooMany) = count.multipliedReportingOverflow(by: MemoryLayout<T>.stride)
+                let start = offset
+                if tooMany || offset > Int.max - bytes - 64 {
+                    overflow = true
+                } else {
+                    offset = (offset + bytes + 63) & ~63
+                }
+                // Sizing only (or an overflow): a placeholder, never dereferenced.
+                guard let block, !overflow else { return UnsafeMutablePointer(bitPattern: 64)! }
+                return (block + start).bindMemory(to: T.self, capacity: count)
+            }
+            let tableCapacity = Self.tableCapacity(vocab: vocab)
+            let scratch = Scratch(
+                candidates: region(Candidate.self, vocab), weights: region(Double.self, vocab),
+                partials: region(StatisticsKernel.ChunkPartial.self, chunks), counts: region(Int.self, chunks),
+                thresholds: region(Float.self, chunks), state: region(ProcessingState.self, 1),
+                mask: region(UInt32.self, vocab / 32 + 2), table: region(Int32.self, tableCapacity),
+                tableCapacity: tableCapacity, edits: region(Edit.self, vocab), staging: region(Edit.self, vocab),
+                editStarts: region(Int.self, chunks + 1), expSums: region(Double.self, chunks),
+                chunkMaxima: region(Float.self, chunks), topCounts: region(Int.self, chunks),
+                topTokens: region(Candidate.self, chunks * TopLogprobs.maximumCount),
+                drawSums: region(Double.self, chunks * StatisticsKernel.blocksPerChunk),
+                groupMaxima: region(Float.self, chunks * TopKBound.groupsPerChunk),
+                chunkMoments: region(Double.self, 3 * chunks))
+            guard !overflow else { return nil }
+            if block != nil {
+                scratch.partials.initialize(repeating: StatisticsKernel.ChunkPartial(), count: chunks)
+                scratch.counts.initialize(repeating: 0, count: chunks)
+                scratch.thresholds.initialize(repeating: 0, count: chunks)
+                scratch.state.initialize(to: ProcessingState())
+                scratch.topCounts.initialize(repeating: 0, count: chunks)
+            }
+            return (scratch, max(offset, 64))
+        }
+
+        /// The hash table's capacity: a power of two, at least twice the vocabulary (load at
+        /// most one half).
+        static func tableCapacity(vocab: Int) -> Int {
+            var capacity = 16
+            while capacity < 2 * vocab { capacity *= 2 }
+            return capacity
+        }
 
         // MARK: Regions a stage borrows while their owner does not need them
         //
@@ -86,110 +140,22 @@ extension RowPipeline {
             chunkMoments[3 * c + 2] = moments.squares
         }
 
-        /// Where each array of a ``Scratch`` lives in its block: offsets computed from the
-        /// element types' own strides and alignments, each array on a 64-byte boundary.
+        /// The size of a row's scratch block, and its binding (``place(vocab:in:)``).
         struct Layout {
             let vocab: Int
-            let chunks: Int
-            let candidates: Int, weights: Int, partials: Int, counts: Int, thresholds: Int
-            let state: Int, mask: Int, maskWords: Int, table: Int, tableCapacity: Int, edits: Int, staging: Int,
-                editStarts: Int
-            let expSums: Int, chunkMaxima: Int, topCounts: Int, topTokens: Int, drawSums: Int, groupMaxima: Int,
-                chunkMoments: Int
             /// Bytes of one block.
             let byteCount: Int
 
             /// The layout for rows of `vocab` logits, or nil when its size overflows `Int`.
             init?(vocab: Int) {
-                let chunks = StatisticsKernel.chunkCount(length: vocab)
-                var offset = 0
-                func place<T>(_ type: T.Type, count: Int) -> Int? {
-                    let (bytes, overflow) = count.multipliedReportingOverflow(by: MemoryLayout<T>.stride)
-                    guard !overflow, offset <= Int.max - bytes - 64 else { return nil }
-                    let start = offset
-                    offset = (offset + bytes + 63) & ~63
-                    return start
-                }
-                guard let candidates = place(Candidate.self, count: vocab),
-                    let weights = place(Double.self, count: vocab),
-                    let partials = place(StatisticsKernel.ChunkPartial.self, count: chunks),
-                    let counts = place(Int.self, count: chunks),
-                    let thresholds = place(Float.self, count: chunks),
-                    let state = place(ProcessingState.self, count: 1),
-                    let mask = place(UInt32.self, count: vocab / 32 + 2),
-                    let table = place(Int32.self, count: Self.tableCapacity(vocab: vocab)),
-                    let edits = place(Edit.self, count: vocab),
-                    let staging = place(Edit.self, count: vocab),
-                    let editStarts = place(Int.self, count: chunks + 1),
-                    let expSums = place(Double.self, count: chunks),
-                    let chunkMaxima = place(Float.self, count: chunks),
-                    let topCounts = place(Int.self, count: chunks),
-                    let topTokens = place(Candidate.self, count: chunks * TopLogprobs.maximumCount),
-                    let drawSums = place(Double.self, count: chunks * StatisticsKernel.blocksPerChunk),
-                    let groupMaxima = place(Float.self, count: chunks * TopKBound.groupsPerChunk),
-                    let chunkMoments = place(Double.self, count: 3 * chunks)
-                else { return nil }
-                self.chunkMoments = chunkMoments
-                self.drawSums = drawSums
-                self.groupMaxima = groupMaxima
+                guard let sized = Scratch.place(vocab: vocab, in: nil) else { return nil }
                 self.vocab = vocab
-                self.chunks = chunks
-                (self.candidates, self.weights, self.partials, self.counts, self.thresholds) =
-                    (candidates, weights, partials, counts, thresholds)
-                (self.state, self.mask, self.maskWords, self.edits) = (state, mask, vocab / 32 + 2, edits)
-                (self.table, self.tableCapacity, self.staging, self.editStarts) = (
-                    table, Self.tableCapacity(vocab: vocab), staging, editStarts
-                )
-                (self.expSums, self.chunkMaxima, self.topCounts, self.topTokens) = (
-                    expSums, chunkMaxima, topCounts, topTokens
-                )
-                byteCount = max(offset, 64)
-            }
-
-            /// The hash table's capacity: a power of two, at least twice the vocabulary (load at
-            /// most one half).
-            static func tableCapacity(vocab: Int) -> Int {
-                var capacity = 16
-                while capacity < 2 * vocab { capacity *= 2 }
-                return capacity
+                byteCount = sized.byteCount
             }
 
             /// Binds and initializes a scratch in `block` (at least ``byteCount`` bytes, 64-byte
             /// aligned).
-            func bind(_ block: UnsafeMutableRawPointer) -> Scratch {
-                let partials = (block + self.partials).bindMemory(
-                    to: StatisticsKernel.ChunkPartial.self, capacity: chunks)
-                partials.initialize(repeating: StatisticsKernel.ChunkPartial(), count: chunks)
-                let counts = (block + self.counts).bindMemory(to: Int.self, capacity: chunks)
-                counts.initialize(repeating: 0, count: chunks)
-                let thresholds = (block + self.thresholds).bindMemory(to: Float.self, capacity: chunks)
-                thresholds.initialize(repeating: 0, count: chunks)
-                let state = (block + self.state).bindMemory(to: ProcessingState.self, capacity: 1)
-                state.initialize(to: ProcessingState())
-                let topCounts = (block + self.topCounts).bindMemory(to: Int.self, capacity: chunks)
-                topCounts.initialize(repeating: 0, count: chunks)
-                return Scratch(
-                    thresholds: thresholds, counts: counts,
-                    candidates: (block + candidates).bindMemory(to: Candidate.self, capacity: vocab),
-                    weights: (block + weights).bindMemory(to: Double.self, capacity: vocab),
-                    partials: partials, state: state,
-                    mask: (block + mask).bindMemory(to: UInt32.self, capacity: maskWords),
-                    table: (block + table).bindMemory(to: Int32.self, capacity: tableCapacity),
-                    tableCapacity: tableCapacity,
-                    edits: (block + edits).bindMemory(to: Edit.self, capacity: vocab),
-                    staging: (block + staging).bindMemory(to: Edit.self, capacity: vocab),
-                    editStarts: (block + editStarts).bindMemory(to: Int.self, capacity: chunks + 1),
-                    expSums: (block + expSums).bindMemory(to: Double.self, capacity: chunks),
-                    chunkMaxima: (block + chunkMaxima).bindMemory(to: Float.self, capacity: chunks),
-                    topCounts: topCounts,
-                    topTokens: (block + topTokens).bindMemory(
-                        to: Candidate.self, capacity: chunks * TopLogprobs.maximumCount),
-                    drawSums: (block + drawSums).bindMemory(
-                        to: Double.self, capacity: chunks * StatisticsKernel.blocksPerChunk),
-                    groupMaxima: (block + groupMaxima).bindMemory(
-                        to: Float.self, capacity: chunks * TopKBound.groupsPerChunk),
-                    chunkMoments: (block + chunkMoments).bindMemory(to: Double.self, capacity: 3 * chunks))
-            }
+            func bind(_ block: UnsafeMutableRawPointer) -> Scratch { Scratch.place(vocab: vocab, in: block)!.scratch }
         }
     }
 
