@@ -78,6 +78,28 @@ import TopNSigmaBaselines
         #expect(run.stderr.hasPrefix("nsigma: ") && run.stderr.contains(message), "\(arguments): \(run.stderr)")
     }
 
+    @Test("verify: a draft id beyond 32 bits fails its own request, at its position, named as given")
+    func wideDraftIDs() throws {
+        // Three requests of k = 2 (3 rows each) over V = 4; the first id of request 1 is in range.
+        let row: [Float] = [0, 1, 2, 3]
+        let logits = try rawFile([Float]((0..<9).flatMap { _ in row }))
+        let drafts = try textFile(
+            "drafts.json",
+            #"[{"tokens": [1099511627776, 2], "q": [0.5, 0.5]}, {"tokens": [3, -4294967297], "q": [0.5, 0.5]}, "#
+                + #"{"tokens": [3, 2], "q": [0.5, 0.5]}]"#)
+        let run = try CLI.run(["verify", "--logits", logits, "--vocab", "4", "--k", "2", "--drafts", drafts])
+        #expect(run.status == 3, "\(run.stderr)")
+        let lines = run.lines
+        #expect(lines.count == 3)
+        #expect(
+            (lines[0]["error"] as? String)
+                == "request 0: draft token 1099511627776 at position 0 is outside the vocabulary")
+        #expect(
+            (lines[1]["error"] as? String)
+                == "request 1: draft token -4294967297 at position 1 is outside the vocabulary")
+        #expect(lines[2]["error"] == nil && lines[2]["accepted"] != nil)
+    }
+
     @Test("verify: a --k whose k + 1 or k × V would overflow exits 2 before any size arithmetic (issue 20)")
     func hugeK() throws {
         let logits = try rawFile([0, 1, 2, 3, 3, 2, 1, 0])
