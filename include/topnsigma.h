@@ -174,6 +174,13 @@ enum {
 };
 /* llama.cpp's default chain top_n_sigma;top_k;typ_p;top_p;min_p;xtc;temperature. */
 #define TNS_SAMPLER_ORDER_LLAMA_CPP 0x7654321ull
+/* The packed sampler_order of a `--samplers` list such as "top_k;top_p;min_p;temperature" (names
+ * separated by ';' or ',', llama.cpp's names and aliases; "penalties" and "dry" accepted before
+ * every other step): the library's one name table, which the Python package and nsigma use.
+ * TNS_OK with *out set; TNS_ERR_UNSUPPORTED for an unknown, repeated or misplaced name, with a
+ * NUL-terminated message naming it written to message (truncated to capacity bytes; none when
+ * capacity is 0 or message is NULL); TNS_ERR_NULL_POINTER when text or out is NULL. */
+tns_status tns_sampler_order_parse(const char *text, uint64_t *out, char *message, int64_t capacity);
 /* The order: processing; Top-nσ, min-p, top-k, ε, η and p-less intersected (each over the whole row);
    typical-p; top-p; XTC; the temperature (dynamic or not); the draw. Every probability a filter reads
    is the softmax at `temperature`. */

@@ -267,6 +267,25 @@ public func cBuildInfo() -> UnsafePointer<CChar> {
     UnsafeRawPointer(BuildTarget.features.utf8Start).assumingMemoryBound(to: CChar.self)
 }
 
+@_cdecl("tns_sampler_order_parse")
+public func cSamplerOrderParse(
+    _ text: UnsafePointer<CChar>?, _ out: UnsafeMutablePointer<UInt64>?, _ message: UnsafeMutablePointer<CChar>?,
+    _ capacity: Int64
+) -> tns_status {
+    guard let text, let out else { return Status.nullPointer }
+    do throws(SamplerOrder.ParseError) {
+        out.pointee = try SamplerOrder(llamaCpp: String(cString: text)).packed
+        return Status.ok
+    } catch {
+        if let message, capacity > 0 {
+            let bytes = Array(error.description.utf8.prefix(Int(min(capacity - 1, Int64(Int32.max)))))
+            for (i, b) in bytes.enumerated() { message[i] = CChar(bitPattern: b) }
+            message[bytes.count] = 0
+        }
+        return tns_status(TNS_ERR_UNSUPPORTED)
+    }
+}
+
 @_cdecl("tns_status_message")
 public func cStatusMessage(_ status: tns_status) -> UnsafePointer<CChar> {
     UnsafeRawPointer(Status.message(status).utf8Start).assumingMemoryBound(to: CChar.self)

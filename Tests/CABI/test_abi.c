@@ -433,6 +433,23 @@ static void check_bad_arguments(const float *logits, long vocab) {
         p[0].sampler_order = TNS_STEP_TOP_K | (TNS_STEP_TOP_K << 4);
         CHECK(tns_filtered_distribution(four, 4, p, &stats, ids, probs, 4, &count) == TNS_ERR_UNSUPPORTED,
               "repeated step");
+        /* The library's name table: the packed order of a `--samplers` list, or the bad entry named. */
+        uint64_t packed = 0;
+        char message[160];
+        CHECK(tns_sampler_order_parse("top_k;top_p", &packed, message, sizeof message) == TNS_OK && packed == 0x42,
+              "parse top_k;top_p: %llx", (unsigned long long)packed);
+        CHECK(tns_sampler_order_parse("penalties;dry;top_n_sigma;top_k;typ_p;top_p;min_p;xtc;temperature", &packed,
+                                      NULL, 0) == TNS_OK && packed == TNS_SAMPLER_ORDER_LLAMA_CPP,
+              "parse llama.cpp's default chain");
+        CHECK(tns_sampler_order_parse("top_k;mirostat", &packed, message, sizeof message) == TNS_ERR_UNSUPPORTED &&
+                  strstr(message, "unknown sampler \"mirostat\"") != NULL,
+              "parse an unknown name: %s", message);
+        CHECK(tns_sampler_order_parse("top_k,top_k", &packed, message, 8) == TNS_ERR_UNSUPPORTED &&
+                  strlen(message) == 7,
+              "parse a repeated name, message truncated to its buffer: %s", message);
+        CHECK(tns_sampler_order_parse(NULL, &packed, message, sizeof message) == TNS_ERR_NULL_POINTER &&
+                  tns_sampler_order_parse("top_k", NULL, message, sizeof message) == TNS_ERR_NULL_POINTER,
+              "parse with NULL");
         tns_params_init(&p[0]);
         p[0].flags = TNS_USE_TOP_K;
         p[0].top_k = 0;

@@ -111,6 +111,10 @@ def test_argument_forms():
             topnsigma.filter(row, samplers=bad)
     with pytest.raises(ValueError, match="samplers"):
         topnsigma.filter(row, samplers=3)
+    with pytest.raises(ValueError, match="NUL"):
+        topnsigma.sampler_order("top_k\0top_p")
+    # The library's name table: aliases and separators as nsigma --samplers reads them.
+    assert topnsigma.sampler_order(" Top-K , nucleus;temp ") == 0x742
     with topnsigma.Sampler(vocab_size=4, max_batch=2) as s:
         r = s.sample(np.stack([row, row]), n_sigma=None, top_k=2, top_p=0.5, samplers=["top_p;top_k", None])
         assert r.errors == [None, None] and r.kept.tolist() == [2, 1]

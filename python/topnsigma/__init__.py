@@ -69,10 +69,6 @@ _PLACEMENT = {"automatic": -1, "disabled": -2}
 _USE_N_SIGMA, _USE_TOP_K, _USE_TOP_P, _USE_MIN_P = 1, 2, 4, 8
 _USE_TYPICAL_P, _USE_EPSILON, _USE_ETA, _USE_XTC, _USE_DYNATEMP, _USE_P_LESS = 16, 32, 64, 128, 256, 512
 _USE_SAMPLER_ORDER, _LLAMA_CPP_SENTINELS = 1 << 10, 1 << 11
-# Sampler-order step codes (TNS_STEP_*) by name, llama.cpp's names and aliases.
-_STEPS = {"top_n_sigma": 1, "nsigma": 1, "n_sigma": 1, "top_k": 2, "typ_p": 3, "typical": 3, "typical_p": 3,
-          "top_p": 4, "nucleus": 4, "min_p": 5, "xtc": 6, "temperature": 7, "temp": 7, "epsilon": 8, "eta": 9,
-          "p_less": 10}
 _MAX_BATCH = 1 << 24            # TNS_MAX_BATCH
 _MAX_THREADS = 1024             # TNS_MAX_THREADS
 _MAX_NODE = (1 << 31) - 1       # a NUMA node id is an int32
@@ -165,6 +161,8 @@ _lib.tns_filtered_distribution.argtypes = [_p, _i64, _p, ctypes.POINTER(_RowStat
 if _lib.tns_abi_version() != _ABI_VERSION:  # pragma: no cover
     raise ImportError(f"topnsigma: {library_path} has ABI {_lib.tns_abi_version()}, this package needs {_ABI_VERSION}")
 _lib.tns_max_vocab_size.restype = _i64
+_lib.tns_sampler_order_parse.restype = _i32
+_lib.tns_sampler_order_parse.argtypes = [ctypes.c_char_p, ctypes.POINTER(ctypes.c_uint64), ctypes.c_char_p, _i64]
 _MAX_VOCAB = int(_lib.tns_max_vocab_size())  # vocabulary sizes 1 ... TNS_MAX_VOCAB_SIZE, the library's one limit
 
 
@@ -466,24 +464,14 @@ def sampler_order(samplers):
     "penalties" and "dry" accepted before every other step). ValueError names a bad entry."""
     if not isinstance(samplers, str):
         raise ValueError(f"samplers must be a string such as 'top_k;top_p;temperature', got {type(samplers).__name__}")
-    packed, seen = 0, []
-    for raw in samplers.replace(",", ";").split(";"):
-        name = raw.strip()
-        if not name:
-            continue
-        key = name.lower().replace("-", "_")
-        if key in ("penalties", "dry"):
-            if seen:
-                raise ValueError(f"samplers: \"{name}\" must come before every truncation: request processing runs first")
-            continue
-        code = _STEPS.get(key)
-        if code is None:
-            raise ValueError(f"samplers: unknown sampler \"{name}\"")
-        if code in seen:
-            raise ValueError(f"samplers: sampler \"{name}\" is listed twice")
-        packed |= code << (4 * len(seen))
-        seen.append(code)
-    return packed
+    if "\0" in samplers:
+        raise ValueError("samplers must not contain a NUL character")
+    # The library's name table (tns_sampler_order_parse), the one nsigma --samplers uses too.
+    packed, message = ctypes.c_uint64(0), ctypes.create_string_buffer(512)
+    status = _lib.tns_sampler_order_parse(samplers.encode("utf-8"), ctypes.byref(packed), message, len(message))
+    if status != 0:
+        raise ValueError(f"samplers: {message.value.decode('utf-8', 'replace')}")
+    return int(packed.value)
 
 
 def _bool_column(value, rows, name):
