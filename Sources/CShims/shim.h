@@ -240,17 +240,22 @@ static inline void topnsigma_interval_masses(
 // to out as an 8-byte {int32 id, float logit} pair, in id order (ids offset by base); each
 // returns the count. A vector with hits is compressed without a branch per hit (two
 // compressions, two interleaving permutes, one full 64-byte store per 8 hits); one without hits
-// costs a compare and a branch. A store per vector whatever its hits measured 1.7 times slower on
-// Zen 5 (overlapping unaligned stores), a branch per hit slower still where hits are dense. Every
+// costs a compare and a branch in the whole-row compaction, where a store per vector whatever its
+// hits measured 1.7 times slower on Zen 5 (overlapping unaligned stores; a branch per hit slower
+// still where hits are dense); the group compaction stores every vector it reads (below). Every
 // store lies within out[0 ..< i + 16] for the vector at i, so out needs room for n pairs only.
 #if defined(__AVX512F__)
-static inline long topnsigma_compact_vector(
+// One vector's hits (p[at ..< at + 16] >= t among lanes), compressed and stored whatever their
+// count: two compressions, an interleaving permute and one 64-byte store (a second for more than 8
+// hits). `always` stores even without a hit, where the caller expects hits too often for a
+// branch to predict; otherwise a vector without hits costs a compare and a branch.
+static inline long topnsigma_compact_vector_step(
     const float *p, long at, __m512 t, __mmask16 lanes, const uint32_t *mask, int32_t base, int32_t *o,
-    long written) {
+    long written, int always) {
     __m512 x = _mm512_loadu_ps(p + at);
     __mmask16 k = _mm512_mask_cmp_ps_mask(lanes, x, t, _CMP_GE_OQ);
     if (mask) k &= (__mmask16)(mask[at >> 5] >> (at & 16));
-    if (!k) return written;
+    if (!always && !k) return written;
     const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512i low = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
     const __m512i high = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
@@ -261,6 +266,12 @@ static inline long topnsigma_compact_vector(
     _mm512_storeu_si512((void *)(o + 2 * written), _mm512_permutex2var_epi32(ci, low, cx));
     if (hits > 8) _mm512_storeu_si512((void *)(o + 2 * written + 16), _mm512_permutex2var_epi32(ci, high, cx));
     return written + hits;
+}
+
+static inline long topnsigma_compact_vector(
+    const float *p, long at, __m512 t, __mmask16 lanes, const uint32_t *mask, int32_t base, int32_t *o,
+    long written) {
+    return topnsigma_compact_vector_step(p, at, t, lanes, mask, base, o, written, 0);
 }
 #endif
 
@@ -296,7 +307,14 @@ static inline long topnsigma_compact(
 // largest of p[1024b + 64r + 16q + j] over r = 0..<16 (the four accumulator sets' lanes); a
 // partial last block's groups are its first 16 entries, lane j the largest of its logits i with
 // i % 16 == j. Only the vectors of a block's quarters whose groups reach the threshold are read,
-// each through its reaching lanes only.
+// each through its reaching lanes only, and each is stored without a branch on its hits: for top-k
+// 1000 about a seventh of the groups reach the bound, so the hits fall in an unpredictable third
+// of the vectors read. On Zen 5 a branch per vector (each misprediction waiting on its load) cost
+// 14-17 us a V=49152 row against 5 us branch-free (a standalone copy over 128 real rows, each
+// read just before), and `nsigma bench --checks` put top-k 1000 at 3.05-3.12 -> 2.49-2.74x the
+// floor (B=64 V=128256 DRAM), 3.4-3.6 -> 2.9x (warm), 12.9-13.2 -> 9.0-9.3x (B=1 V=128256); only
+// B=1 on real V=49152 rows got slower, 5.9 -> 7.4x: consecutive real rows share most of their
+// reaching groups (the same frequent tokens), which a branch learns.
 #if defined(__AVX512F__)
 static inline long topnsigma_compact_groups(
     const float *p, long n, float threshold, const float *groups, const uint32_t *mask, int32_t base, void *out) {
@@ -316,7 +334,8 @@ static inline long topnsigma_compact_groups(
         for (long r = 0; r < 1024; r += 64)
             for (int q = 0; q < 4; q++)
                 if (lanes[q])
-                    written = topnsigma_compact_vector(p, block + r + 16 * q, t, lanes[q], mask, base, o, written);
+                    written = topnsigma_compact_vector_step(
+                        p, block + r + 16 * q, t, lanes[q], mask, base, o, written, 1);
     }
     if (block < n && _mm512_cmp_ps_mask(_mm512_loadu_ps(groups + block / 16), t, _CMP_GE_OQ)) {
         long i = block;

@@ -107,9 +107,11 @@ package enum TopKBound {
     /// Float rows in AVX-512 builds, whose groups are the statistics loop's lanes (or
     /// ``groupMaxima(_:count:mask:into:)``'s, in the same layout), take `topnsigma_compact_groups`
     /// (CShims): only the quarters of a block whose groups reach the threshold are read, through
-    /// those lanes only, and each vector is compressed without a branch per hit. (For top-k 1000
-    /// about a fifth of the row's groups reach the bound, so nearly every block holds one: a
-    /// branch per 32 logits then mispredicted about half the time.)
+    /// those lanes only, and each vector read is compressed and stored without a branch on its
+    /// hits. (For top-k 1000 about a seventh of the row's groups reach the bound, so nearly every
+    /// quarter is read and a third of the vectors read hold a hit: a branch per vector
+    /// mispredicted that often, each time after a load from L2, and cost three times the
+    /// branch-free loop.)
     package static func compactGroups<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, chunk: Int, threshold: Float, groups: UnsafePointer<Float>,
         mask: UnsafePointer<UInt32>?, into out: UnsafeMutablePointer<Candidate>
