@@ -89,6 +89,31 @@ import TopNSigmaBaselines
         }
     }
 
+    @Test("rows with -inf entries (masked vocabulary) and ragged tails stay exact")
+    func maskedEntriesAndTails() throws {
+        // The double-precision recomputation counts and sums only the finite logits, 32 at a
+        // time and the rest one by one: -inf entries in whole vectors and in the tail, and
+        // lengths that leave 1 to 31 logits after the last whole step.
+        for (vocab, seed) in [(4133, 3 as UInt64), (50_015, 4), (33, 5), (4096 + 31, 6)] {
+            var row = SyntheticLogits.generate(rows: 1, vocab: vocab, seed: seed)
+            var random = TestRandom(seed: seed)
+            for _ in 0..<max(2, vocab / 50) { row[Int(random.next() % UInt64(vocab))] = -.infinity }
+            row[vocab - 1] = -.infinity
+            row[0] = -.infinity
+            let index = vocab / 2 + 1
+            guard row[index] > -.infinity else { continue }
+            var decisions: [Bool] = []
+            for ulps in [-2, 0, 2] {
+                let crafted = Self.straddling(row, index: index, n: 1, ulps: ulps)
+                let expected = Reference.kept(crafted, n: 1)
+                let filtered = try filterTopNSigma(crafted, n: 1).get()
+                #expect(filtered.kept.map { Int($0.index) } == expected, "vocab \(vocab), \(ulps) ulps")
+                decisions.append(expected.contains(index))
+            }
+            #expect(decisions.first == false && decisions.last == true, "vocab \(vocab): \(decisions)")
+        }
+    }
+
     @Test("std 0 keeps the max-tied tokens and reports max as the threshold, for every n (n = +inf included)")
     func zeroStdThreshold() throws {
         // Hand-worked: every finite logit of these rows is equal (or there is one), so std = 0 and
