@@ -29,6 +29,20 @@ extension RowStatistics {
         return try result.get()
     }
 
+    /// One chunk's moments as the fused pass computes them from Float lane sums (at most
+    /// 4096 logits; through `mask` when given, its first bit `chunk[0]`'s), with the bounds on
+    /// their rounding error that decide when a row's threshold is recomputed in double
+    /// precision; nil for a chunk with a NaN or `+inf`. For tests that hold the bounds against
+    /// exact moments.
+    package static func chunkMoments(
+        _ chunk: UnsafeBufferPointer<Float>, mask: UnsafePointer<UInt32>? = nil
+    ) -> (count: Int, mean: Double, m2: Double, meanError: Double, m2Error: Double)? {
+        guard let base = chunk.baseAddress, chunk.count <= StatisticsKernel.chunkLength else { return nil }
+        let partial = StatisticsKernel.chunkPartial(base, count: chunk.count, mask: mask)
+        guard partial.invalidIndex < 0 else { return nil }
+        return (partial.count, partial.mean, partial.m2, partial.meanError, partial.m2Error)
+    }
+
     /// Fills the statistics of every row of a `[rows, vocab]` block (`rowStride` elements between
     /// row starts, default `vocab`); a failing row gets its error, the others are unaffected.
     package static func of(

@@ -29,7 +29,7 @@ enum StatisticsKernel {
         var mean: Double = 0
         var m2: Double = 0
         var maximum: Float = -.infinity
-        /// A bound on the rounding error of `m2` (see ``m2ErrorBound(shiftedSquares:)``).
+        /// A bound on the rounding error of `m2` (see ``m2ErrorBound(shiftedSquares:depth:)``).
         var m2Error: Double = 0
         /// A bound on the rounding error of `mean`.
         var meanError: Double = 0
@@ -48,6 +48,18 @@ enum StatisticsKernel {
         var sawNaN: Bool
         /// Each block's maximum; `+inf` where unknown (the block is then always compacted).
         var blockMaxima = BlockMaxima(repeating: .infinity)
+        /// The most Float additions a term went through before its lane reached double
+        /// precision (``m2ErrorBound(shiftedSquares:depth:)``'s `m`): the loop's terms per lane,
+        /// plus the adds that merge its accumulator sets, its blocks and its tail.
+        var depth = ShiftedSums.singleSetDepth
+        /// One set of 16 lanes over a whole chunk (``maskedSums``): 256 terms a lane.
+        static let singleSetDepth = chunkLength / 16
+        /// The block loops (``unmaskedSums`` in every build, ``bitmaskedSums``): at most 64 terms
+        /// a lane within a chunk (four sets of 16 lanes for 4096 logits with AVX-512, one set a
+        /// 1024-logit block otherwise, two sets 32 a block), then at most 2 adds merging the
+        /// sets, 4 merging the blocks and 1 the tail's lanes (whose own at most 63 terms stay
+        /// within that): 64 + 2 + 4 + 1.
+        static let blockDepth = 64 + 2 + 4 + 1
         var isFinite: Bool {
             @inline(__always) get { s1.isFinite && s2.isFinite && !sawNaN }
         }
@@ -159,7 +171,9 @@ enum StatisticsKernel {
             i &+= 1
         }
         if let groups { storeTailGroups(groups, block: block, tailGroups) }
-        return ShiftedSums(s1: sum1, s2: sum2, maximum: maximum, count: n, sawNaN: false, blockMaxima: blocks)
+        return ShiftedSums(
+            s1: sum1, s2: sum2, maximum: maximum, count: n, sawNaN: false, blockMaxima: blocks,
+            depth: ShiftedSums.blockDepth)
     }
 
     /// Stores block `block`'s four group-maxima vectors (``TopKBound``) at
@@ -545,7 +559,9 @@ enum StatisticsKernel {
             }
             i &+= 1
         }
-        return ShiftedSums(s1: sum1, s2: sum2, maximum: maximum, count: count, sawNaN: sawNaN, blockMaxima: blocks)
+        return ShiftedSums(
+            s1: sum1, s2: sum2, maximum: maximum, count: count, sawNaN: sawNaN, blockMaxima: blocks,
+            depth: ShiftedSums.blockDepth)
     }
 
     /// Whole 64-token groups of ``bitmaskedSums`` (`to - from` a multiple of 64) with the loop
@@ -804,22 +820,24 @@ enum StatisticsKernel {
     }
 
     /// A bound on the error of a chunk's `M2 = S2 - S1²/n` from its Float lane sums, given
-    /// `S2 = Σ(x - K)²`. Each lane adds at most `chunkLength / 16` terms, each rounded once in
-    /// the subtraction and once in the square (or the FMA), so with `m = 256` terms and the
-    /// unit roundoff `u = 2⁻²⁴`: `|ΔS2| ≤ (m + 3)·u·S2`, `|ΔS1| ≤ (m + 2)·u·Σ|x - K|
-    /// ≤ (m + 2)·u·√(n·S2)`, hence `|Δ(S1²/n)| ≤ 2(m + 2)·u·S2` and `|ΔM2| ≤ (3m + 7)·u·S2`.
-    /// Doubled for the double-precision steps and the lane reduction. A bound, not an
-    /// estimate: the pipeline relies on it to decide when a kept set could differ from the
-    /// float64 definition's.
+    /// `S2 = Σ(x - K)²`. Each term is rounded once in the subtraction and once in the square (or
+    /// the FMA), then goes through at most `m` Float additions (`depth`:
+    /// ``ShiftedSums/blockDepth`` for the block loops, ``ShiftedSums/singleSetDepth`` = 256 for
+    /// one set over the chunk), so with the unit roundoff `u = 2⁻²⁴`: `|ΔS2| ≤ (m + 3)·u·S2`,
+    /// `|ΔS1| ≤ (m + 2)·u·Σ|x - K| ≤ (m + 2)·u·√(n·S2)`, hence `|Δ(S1²/n)| ≤ 2(m + 2)·u·S2` and
+    /// `|ΔM2| ≤ (3m + 7)·u·S2`. Doubled for the double-precision steps and the lane reduction.
+    /// A bound, not an estimate: the pipeline relies on it to decide when a kept set could
+    /// differ from the float64 definition's. (It took `m = 256` for every loop until the block
+    /// loops' depth was counted: a band 3.6 times wider, and as many more rows recomputed.)
     @inline(__always)
-    static func m2ErrorBound(shiftedSquares s2: Double) -> Double {
-        2 * Double(3 * 256 + 7) * 0x1p-24 * s2
+    static func m2ErrorBound(shiftedSquares s2: Double, depth m: Int) -> Double {
+        2 * Double(3 * m + 7) * 0x1p-24 * s2
     }
 
     /// A bound on the error of a chunk's mean `K + S1/n`: `|ΔS1|/n ≤ (m + 2)·u·√(S2/n)`, doubled.
     @inline(__always)
-    static func meanErrorBound(shiftedSquares s2: Double, count n: Double) -> Double {
-        2 * Double(256 + 2) * 0x1p-24 * (s2 / n).squareRoot() + 0x1p-50 * s2.squareRoot()
+    static func meanErrorBound(shiftedSquares s2: Double, count n: Double, depth m: Int) -> Double {
+        2 * Double(m + 2) * 0x1p-24 * (s2 / n).squareRoot() + 0x1p-50 * s2.squareRoot()
     }
 
     /// Reduces one chunk (at most ``chunkLength`` logits; any length and alignment works).
@@ -827,7 +845,7 @@ enum StatisticsKernel {
     /// The first attempt sums `x` and `x²` unshifted (three vector operations per 16 logits).
     /// Its `M2 = S2 - S1²/n` loses digits when the mean is far from 0 relative to the spread;
     /// when `S2 > 64·M2` (`|mean| > ~8σ`; real logits stay below 5σ) the chunk is reduced again
-    /// around its mean. The error that remains is bounded (``m2ErrorBound(shiftedSquares:)``)
+    /// around its mean. The error that remains is bounded (``m2ErrorBound(shiftedSquares:depth:)``)
     /// and the pipeline decides every logit near the threshold against that bound.
     ///
     /// With `mask`, only the tokens it allows take part (`mask`'s first bit is `p[0]`'s; `p`
@@ -900,8 +918,9 @@ enum StatisticsKernel {
             }
             return ChunkPartial(
                 count: sums.count, mean: Double(shift) + meanOffset, m2: m2, maximum: sums.maximum,
-                m2Error: m2ErrorBound(shiftedSquares: sums.s2),
-                meanError: meanErrorBound(shiftedSquares: sums.s2, count: count), blockMaxima: sums.blockMaxima)
+                m2Error: m2ErrorBound(shiftedSquares: sums.s2, depth: sums.depth),
+                meanError: meanErrorBound(shiftedSquares: sums.s2, count: count, depth: sums.depth),
+                blockMaxima: sums.blockMaxima)
         }
         return doublePrecisionPartial(p, count: n, mask: mask)
     }
