@@ -311,10 +311,9 @@ static inline long topnsigma_compact(
 // 1000 about a seventh of the groups reach the bound, so the hits fall in an unpredictable third
 // of the vectors read. On Zen 5 a branch per vector (each misprediction waiting on its load) cost
 // 14-17 us a V=49152 row against 5 us branch-free (a standalone copy over 128 real rows, each
-// read just before), and `nsigma bench --checks` put top-k 1000 at 3.05-3.12 -> 2.49-2.74x the
-// floor (B=64 V=128256 DRAM), 3.4-3.6 -> 2.9x (warm), 12.9-13.2 -> 9.0-9.3x (B=1 V=128256); only
-// B=1 on real V=49152 rows got slower, 5.9 -> 7.4x: consecutive real rows share most of their
-// reaching groups (the same frequent tokens), which a branch learns.
+// read just before), and `nsigma bench --checks` put top-k 1000 at 3.1-3.2 -> 2.5-2.6x the floor
+// (B=64 V=128256 DRAM), 3.5 -> 2.9x (warm), 18 -> 8.4-9.4x (B=1, real V=49152 rows) and
+// 13.4 -> 8.4-8.7x (B=1 V=128256); top-k 50 at B=1 4.8-4.9 -> 4.2-4.3x (V=49152).
 #if defined(__AVX512F__)
 static inline long topnsigma_compact_groups(
     const float *p, long n, float threshold, const float *groups, const uint32_t *mask, int32_t base, void *out) {
