@@ -63,9 +63,12 @@ struct BenchChecks {
             ("f32 B=64 V=128256 (DRAM)", large, 64, 1.2), ("f32 B=1 V=128256 (cache)", large, 1, 2.0),
             ("f32 B=1 V=49152 (cache)", small, 1, 2.0)
         ] {
+            // B=1: a different row each call, as in the request lines (``RowRotation``).
+            let rotation = batch == 1 ? RowRotation(workload) : nil
+            defer { rotation?.restore() }
             let timing = try timeAgainstFloor(
                 runner, workload, batch: batch, threads: 1, format: .float32, name: name,
-                flush: batch == 64 ? flusher : nil)
+                flush: batch == 64 ? flusher : nil, prepare: rotation?.advance)
             let ratio = timing.fused / timing.floor
             let times =
                 "(\(fmt(timing.fused * 1e6 / Double(batch), 2)) vs \(fmt(timing.floor * 1e6 / Double(batch), 2)) µs/row)"
@@ -314,44 +317,16 @@ struct BenchChecks {
                 offset += 64
             }
         }
-        // B=1: before each call the next of 64 different rows is written over row 0, as the
-        // LM head writes a new row each decode step. One row read again and again lets the
-        // branch predictor learn that row (a top-k 1000 compaction with a branch per vector
-        // measured 6× the floor on one repeated real row, 18× on changing ones), and no decode
-        // loop samples the same row twice.
-        let smallCopy = UnsafeMutableBufferPointer<Float>.allocate(capacity: min(small.rows, 64) * small.vocab)
-        _ = smallCopy.initialize(from: small.logits.prefix(smallCopy.count))
+        let smallRows = RowRotation(small), largeRows = RowRotation(large)
         defer {
-            small.logits.baseAddress!.update(from: smallCopy.baseAddress!, count: small.vocab)
-            large.logits.baseAddress!.update(from: copy.baseAddress!, count: large.vocab)
-            smallCopy.deallocate()
-        }
-        func nextRow(_ workload: Workload, from rows: UnsafeMutableBufferPointer<Float>) -> () -> Void {
-            let next = Box<Int>(0)
-            let count = rows.count / workload.vocab
-            return {
-                next.value = (next.value + 1) % count
-                let source = UnsafeRawPointer(rows.baseAddress! + next.value * workload.vocab)
-                let target = UnsafeMutableRawPointer(workload.logits.baseAddress!)
-                var offset = 0
-                while offset + 64 <= workload.vocab * 4 {
-                    target.storeBytes(
-                        of: source.loadUnaligned(fromByteOffset: offset, as: SIMD16<Float>.self),
-                        toByteOffset: offset, as: SIMD16<Float>.self)
-                    offset += 64
-                }
-                while offset < workload.vocab * 4 {
-                    target.storeBytes(
-                        of: source.load(fromByteOffset: offset, as: Float.self), toByteOffset: offset, as: Float.self)
-                    offset += 4
-                }
-            }
+            smallRows.restore()
+            largeRows.restore()
         }
         let regimes: [(name: String, workload: Workload, batch: Int, prepare: (() -> Void)?, target: Int)] = [
             ("B=64 V=128256 DRAM", large, 64, { flush.flush() }, 0),
             ("B=64 V=128256 warm", large, 64, rewrite, 1),
-            ("B=1 V=49152", small, 1, nextRow(small, from: smallCopy), 2),
-            ("B=1 V=128256", large, 1, nextRow(large, from: copy), 2)
+            ("B=1 V=49152", small, 1, smallRows.advance, 2),
+            ("B=1 V=128256", large, 1, largeRows.advance, 2)
         ]
         var outcomes: [Outcome] = []
         for regime in regimes {
@@ -403,6 +378,48 @@ struct BenchChecks {
         return outcomes
     }
 
+    /// B=1's rows: before each call (``advance``, untimed) the next of the workload's first 64
+    /// rows is written over its row 0 with plain stores, as a decode step's LM head writes a new
+    /// row. One row read again and again lets the branch predictor learn that row (a top-k 1000
+    /// compaction with a branch per vector measured 6× the floor on one repeated real row, 18×
+    /// on changing ones), and no decode loop samples the same row twice. ``restore`` puts row 0
+    /// back.
+    final class RowRotation: @unchecked Sendable {
+        let workload: Workload
+        let rows: UnsafeMutableBufferPointer<Float>
+        var next = 0
+
+        init(_ workload: Workload) {
+            self.workload = workload
+            rows = .allocate(capacity: min(workload.rows, 64) * workload.vocab)
+            _ = rows.initialize(from: workload.logits.prefix(rows.count))
+        }
+
+        func advance() {
+            let vocab = workload.vocab
+            next = (next + 1) % (rows.count / vocab)
+            let source = UnsafeRawPointer(rows.baseAddress! + next * vocab)
+            let target = UnsafeMutableRawPointer(workload.logits.baseAddress!)
+            var offset = 0
+            while offset + 64 <= vocab * 4 {
+                target.storeBytes(
+                    of: source.loadUnaligned(fromByteOffset: offset, as: SIMD16<Float>.self), toByteOffset: offset,
+                    as: SIMD16<Float>.self)
+                offset += 64
+            }
+            while offset < vocab * 4 {
+                target.storeBytes(
+                    of: source.load(fromByteOffset: offset, as: Float.self), toByteOffset: offset, as: Float.self)
+                offset += 4
+            }
+        }
+
+        func restore() {
+            workload.logits.baseAddress!.update(from: rows.baseAddress!, count: workload.vocab)
+            rows.deallocate()
+        }
+    }
+
     /// Reads a buffer larger than any last-level cache, so that the next call reads its logits
     /// from DRAM (this machine's L3 may hold a whole B=64 block otherwise).
     final class CacheFlusher: @unchecked Sendable {
@@ -448,14 +465,14 @@ struct BenchChecks {
     /// cblas_sasum), timed interleaved; `flush`: each call reads its logits from DRAM.
     func timeAgainstFloor(
         _ runner: BenchRunner, _ workload: Workload, batch: Int, threads: Int, format: LogitFormat, name: String,
-        flush: CacheFlusher? = nil
+        flush: CacheFlusher? = nil, prepare rotate: (() -> Void)? = nil
     ) throws -> (fused: Double, floor: Double, floorName: String) {
         let sampler = try makeSampler(vocabularySize: workload.vocab, maximumBatchSize: batch, threadCount: threads)
         let call = FusedCall(sampler: sampler, workload: workload, batch: batch, format: format)
         defer { call.free() }
         let sink = Box<Float>(0)
         let logits = UnsafeRawPointer(workload.logits.baseAddress!)
-        let prepare = flush.map { f in { f.flush() } }
+        let prepare = flush.map { f in { f.flush() } } ?? rotate
         let timed =
             Self.floors(sampler: sampler, logits: logits, batch: batch, threads: threads, sink: sink, prepare: prepare)
             + [.init(name: name, body: call.run, prepare: prepare)]
