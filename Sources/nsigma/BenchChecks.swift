@@ -216,7 +216,8 @@ struct BenchChecks {
     }
 
     /// The request classes of the targets table, each with its requests and its targets in the
-    /// three regimes (B=64 V=128256 from DRAM, the same block warm, B=1 a different row each call, just written, as the LM head leaves it).
+    /// three regimes (B=64 V=128256 from DRAM, the same block warm, B=1 a different row each
+    /// call, just written, as the LM head leaves it: ``RowRotation``).
     static let requestClasses:
         [(
             name: String, requests: [(String, SamplingParameters, RequestProcessing?)],
@@ -303,20 +304,8 @@ struct BenchChecks {
         let copy = UnsafeMutableBufferPointer<Float>.allocate(capacity: block.count)
         _ = copy.initialize(from: block)
         defer { copy.deallocate() }
-        // Warm: the rows just written, as the LM-head GEMM leaves them (plain stores through the
-        // caches; a library memcpy of this size may bypass them).
-        let one = Box<Float>(1)
-        let rewrite = {
-            let factor = SIMD16<Float>(repeating: one.value)
-            let source = UnsafeRawPointer(copy.baseAddress!), target = UnsafeMutableRawPointer(block.baseAddress!)
-            var offset = 0
-            while offset < block.count * 4 {
-                target.storeBytes(
-                    of: source.loadUnaligned(fromByteOffset: offset, as: SIMD16<Float>.self) * factor,
-                    toByteOffset: offset, as: SIMD16<Float>.self)
-                offset += 64
-            }
-        }
+        // Warm: the rows just written, as the LM-head GEMM leaves them.
+        let rewrite = { Self.writeThrough(from: copy.baseAddress!, to: block.baseAddress!, count: block.count) }
         let smallRows = RowRotation(small), largeRows = RowRotation(large)
         defer {
             smallRows.restore()
@@ -378,6 +367,29 @@ struct BenchChecks {
         return outcomes
     }
 
+    /// Writes `count` floats from `source` over `target` with plain vector stores through the
+    /// caches, as an LM head leaves its rows (a library memcpy of this size may bypass them).
+    /// Each vector is multiplied by ``unity`` (1, which the compiler cannot know), so that the
+    /// loop stays stores and is not turned into a memcpy.
+    static func writeThrough(from source: UnsafePointer<Float>, to target: UnsafeMutablePointer<Float>, count: Int) {
+        let factor = SIMD16<Float>(repeating: unity.value)
+        let from = UnsafeRawPointer(source), to = UnsafeMutableRawPointer(target)
+        var i = 0
+        while i + 16 <= count {
+            to.storeBytes(
+                of: from.loadUnaligned(fromByteOffset: i * 4, as: SIMD16<Float>.self) * factor, toByteOffset: i * 4,
+                as: SIMD16<Float>.self)
+            i += 16
+        }
+        while i < count {
+            target[i] = source[i] * unity.value
+            i += 1
+        }
+    }
+
+    /// 1, behind a reference: see ``writeThrough(from:to:count:)``.
+    static let unity = Box<Float>(1)
+
     /// B=1's rows: before each call (``advance``, untimed) the next of the workload's first 64
     /// rows is written over its row 0 with plain stores, as a decode step's LM head writes a new
     /// row. One row read again and again lets the branch predictor learn that row (a top-k 1000
@@ -398,20 +410,7 @@ struct BenchChecks {
         func advance() {
             let vocab = workload.vocab
             next = (next + 1) % (rows.count / vocab)
-            let source = UnsafeRawPointer(rows.baseAddress! + next * vocab)
-            let target = UnsafeMutableRawPointer(workload.logits.baseAddress!)
-            var offset = 0
-            while offset + 64 <= vocab * 4 {
-                target.storeBytes(
-                    of: source.loadUnaligned(fromByteOffset: offset, as: SIMD16<Float>.self), toByteOffset: offset,
-                    as: SIMD16<Float>.self)
-                offset += 64
-            }
-            while offset < vocab * 4 {
-                target.storeBytes(
-                    of: source.load(fromByteOffset: offset, as: Float.self), toByteOffset: offset, as: Float.self)
-                offset += 4
-            }
+            writeThrough(from: rows.baseAddress! + next * vocab, to: workload.logits.baseAddress!, count: vocab)
         }
 
         func restore() {

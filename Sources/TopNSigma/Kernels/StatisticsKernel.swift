@@ -769,11 +769,11 @@ enum StatisticsKernel {
         }
         // The sum and count of the finite logits: `-inf` lanes are zeroed and counted out in
         // Float, before widening (a count kept in double lanes through 8-lane masks compiled to
-        // mask shuffles). A row decided here (one of the 64 real SmolLM2 rows at n = 1, through
-        // the C ABI from a 64-byte-aligned copy) took 28 µs at V=49152 on Zen 5 against 3-4 µs
-        // for the others, 19 µs after that change and 10 µs with four accumulators.
-        // Four double accumulators a pass, 32 logits a step: with two, each step waited on the
-        // latency of the adds before it.
+        // mask shuffles). Each pass keeps four double accumulators, 32 logits a step (with two,
+        // each step waited on the latency of the adds before it). A row decided here (one of the
+        // 64 real SmolLM2 rows at n = 1, through the C ABI from a 64-byte-aligned copy) took
+        // 28 µs at V=49152 on Zen 5 against 3-4 µs for the others, 19 µs after the first change
+        // and 10 µs with four accumulators.
         let negInf = SIMD16<Float>(repeating: -.infinity)
         var s0 = Wide(), s1 = Wide(), s2 = Wide(), s3 = Wide(), counts = SIMD16<Int32>()
         var i = 0

@@ -14,8 +14,9 @@ extension RowPipeline {
     /// Errors and greedy rows are settled from the statistics. Otherwise the survivors are
     /// brought to the threshold and gathered in id order. The threshold is exact: when a
     /// survivor lies within the Float sums' error bound of it (``thresholdRange``), the row's
-    /// moments are recomputed in double precision (rare: see ``StatisticsKernel/m2ErrorBound(shiftedSquares:depth:)``), so the kept
-    /// set is always `{ i : Double(x_i) >= threshold }` with the float64 statistics.
+    /// moments are recomputed in double precision (rare: see
+    /// ``StatisticsKernel/m2ErrorBound(shiftedSquares:depth:)``), so the kept set is always
+    /// `{ i : Double(x_i) >= threshold }` with the float64 statistics.
     ///
     /// With request processing, the edited tokens' processed logits are computed here, merged
     /// into the statistics of the rest (Chan's formula, exactly as chunks merge) and into the
