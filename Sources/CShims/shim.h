@@ -235,6 +235,109 @@ static inline void topnsigma_interval_masses(
     }
 }
 
+// Appends the lanes of x where keep is set to out[h...] in order; returns the new count. With
+// AVX-512 one compression and one 64-byte store (out needs room for h + 16).
+static inline long topnsigma_split_append(float *out, long h, topnsigma_float16v x, topnsigma_int16v keep) {
+#if defined(__AVX512F__)
+    __mmask16 k = _mm512_test_epi32_mask((__m512i)keep, (__m512i)keep);
+    _mm512_storeu_ps(out + h, _mm512_maskz_compress_ps(k, (__m512)x));
+    return h + __builtin_popcount((unsigned)k);
+#else
+    for (int l = 0; l < 16; l++) {
+        out[h] = x[l];
+        h += keep[l] & 1;
+    }
+    return h;
+#endif
+}
+
+// The dynamic temperature's moments at temperature 1 (WideExp.splitMass): Σ e, Σ e·y and Σ e²
+// over the allowed logits of p[0..<n] (mask as above), y = x - maximum, e = exp(y), each logit
+// taken in double precision or in Float by where it lies:
+// - the head, x >= cut (the caller's running maximum less 16: e above about 1e-7 of the
+//   maximum's), and the last n % 256 logits, are copied to head[] (room for n floats) and summed
+//   by topnsigma_exp_moments (double: out[0..2] carry its error bound, WideExp.massError);
+// - the tail below it by topnsigma_exp2_16 in Float lanes, 16 vectors of 4 accumulator sets
+//   at a time, then added in double. out[3] and out[4] bound the
+//   absolute error this adds to Σ e and Σ e·y.
+// Error of a tail term: 2^t's polynomial is within 1.72e-7 relative (fused multiply-adds) or
+// 1.93e-7 (unfused) of 2^f for every Float f in [-0.5, 0.5] (checked exhaustively; the scaling
+// by 2^k is exact). t = fl(fl(x - m)·L), L = fl(log2 e) = log2 e·(1 - 0.224u), u = 2^-24: two
+// roundings of at most u and L's 0.224u put t within 2.224u·|y|·log2 e of y·log2 e (plus u² terms),
+// and 2^Δt within ln 2·|Δt|: e_f = e·(1 + δ), |δ| <= 2e-7 + 2.25u|y|. The product e·y adds 2u
+// (y's rounding and its own), the Float sums of terms of one sign 5u (each lane a sum of 4, then
+// two pairwise levels), the double sums below 1e-12. Hence
+//   |ΔΣe|   <= 1.01·((2e-7 + 8u)·Σe_tail + 2.25u·|Σe·y|_tail)
+//   |ΔΣe·y| <= 1.01·((2e-7 + 10u)·|Σe·y|_tail + 2.25u·Σe·y²_tail).
+// A tail term with t < -126 is taken as 0 (true e < 1.2e-38 and e·|y| < 1e-36 for such y: below
+// 1e-30 over any row, added to both bounds); y is clamped at -200 before the products, so that
+// huge negative logits give 0, never 0·inf. Σ e² of the tail is in Float; no bound is claimed on
+// it (the route does not use it).
+static inline void topnsigma_split_moments(
+    const float *p, long n, const uint32_t *mask, float maximum, float cut, float *head, double *out) {
+    const topnsigma_float16v m = maximum, lower = cut, scale = 1.4426950408889634f;
+    const topnsigma_int16v lanes = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+    topnsigma_double8 z = 0, w = 0, q = 0, w2 = 0;
+    long i = 0, h = 0;
+    for (; i + 256 <= n; i += 256) {
+        topnsigma_float16v az0 = 0, az1 = 0, az2 = 0, az3 = 0, aw0 = 0, aw1 = 0, aw2 = 0, aw3 = 0;
+        topnsigma_float16v aq0 = 0, aq1 = 0, aq2 = 0, aq3 = 0, a20 = 0, a21 = 0, a22 = 0, a23 = 0;
+        for (long at = i; at < i + 256; at += 64) {
+#define TOPNSIGMA_SPLIT_STEP(J, AZ, AW, AQ, A2)                                                             \
+    {                                                                                                        \
+        long v = at + 16 * (J);                                                                              \
+        topnsigma_float16v x;                                                                                \
+        memcpy(&x, p + v, sizeof x);                                                                         \
+        topnsigma_int16v allowed = (topnsigma_int16v)(x > -INFINITY);                                        \
+        if (mask) allowed &= -((topnsigma_int16v)(mask[v >> 5] >> (v & 16)) >> lanes & 1);                  \
+        topnsigma_int16v high = allowed & (topnsigma_int16v)(x >= lower);                                    \
+        h = topnsigma_split_append(head, h, x, high);                                                        \
+        topnsigma_float16v y = x - m, t = y * scale;                                                         \
+        topnsigma_int16v low = allowed & ~high & (topnsigma_int16v)(t >= -126.0f);                           \
+        topnsigma_float16v e = (topnsigma_float16v)((topnsigma_int16v)topnsigma_exp2_16(t) & low);           \
+        y = __builtin_elementwise_max(y, (topnsigma_float16v)-200.0f);                                       \
+        topnsigma_float16v ey = e * y;                                                                       \
+        AZ += e;                                                                                             \
+        AW += ey;                                                                                            \
+        AQ += e * e;                                                                                         \
+        A2 += ey * y;                                                                                        \
+    }
+            TOPNSIGMA_SPLIT_STEP(0, az0, aw0, aq0, a20)
+            TOPNSIGMA_SPLIT_STEP(1, az1, aw1, aq1, a21)
+            TOPNSIGMA_SPLIT_STEP(2, az2, aw2, aq2, a22)
+            TOPNSIGMA_SPLIT_STEP(3, az3, aw3, aq3, a23)
+#undef TOPNSIGMA_SPLIT_STEP
+        }
+        topnsigma_float16v sz = (az0 + az1) + (az2 + az3), sw = (aw0 + aw1) + (aw2 + aw3);
+        topnsigma_float16v sq = (aq0 + aq1) + (aq2 + aq3), s2 = (a20 + a21) + (a22 + a23);
+        z += __builtin_convertvector(sz.lo, topnsigma_double8) + __builtin_convertvector(sz.hi, topnsigma_double8);
+        w += __builtin_convertvector(sw.lo, topnsigma_double8) + __builtin_convertvector(sw.hi, topnsigma_double8);
+        q += __builtin_convertvector(sq.lo, topnsigma_double8) + __builtin_convertvector(sq.hi, topnsigma_double8);
+        w2 += __builtin_convertvector(s2.lo, topnsigma_double8) + __builtin_convertvector(s2.hi, topnsigma_double8);
+    }
+    // The last logits past a multiple of 256 go to the head (in double).
+    for (; i < n; i++) {
+        if (mask && !((mask[i >> 5] >> (i & 31)) & 1)) continue;
+        if (!(p[i] > -INFINITY)) continue;
+        head[h++] = p[i];
+    }
+    double tz = 0, tw = 0, tq = 0, t2 = 0;
+    for (int l = 0; l < 8; l++) {
+        tz += z[l];
+        tw += w[l];
+        tq += q[l];
+        t2 += w2[l];
+    }
+    double hm[3];
+    topnsigma_exp_moments(head, h, NULL, (double)maximum, 1.0, hm);
+    const double u = 5.9604644775390625e-8;
+    out[0] = hm[0] + tz;
+    out[1] = hm[1] + tw;
+    out[2] = hm[2] + tq;
+    out[3] = 1.01 * ((2e-7 + 8 * u) * tz + 2.25 * u * -tw) + 1e-30;
+    out[4] = 1.01 * ((2e-7 + 10 * u) * -tw + 2.25 * u * t2) + 1e-30;
+}
+
 // Survivor compaction in AVX-512 builds (CandidateKernel.compact, TopKBound.compactGroups):
 // every (id, logit) with p[i] >= threshold (and mask bit i set, when mask is not NULL) is written
 // to out as an 8-byte {int32 id, float logit} pair, in id order (ids offset by base); each

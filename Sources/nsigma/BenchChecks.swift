@@ -197,7 +197,7 @@ struct BenchChecks {
             report(outcome)
         }
         print(
-            "(rows decided again in double precision, a threshold's moments or a softmax route's row: \(RowPipeline.exactRecomputations.load(ordering: .relaxed)))"
+            "(rows decided again in double precision, a threshold's moments or a softmax route's row: \(RowPipeline.exactRecomputations.load(ordering: .relaxed)); dynamic-temperature entropies taken again in double: \(RowPipeline.entropyRetries.load(ordering: .relaxed)))"
         )
         if isDefaultBuild {
             print("(a default build: the SIMD build's targets are checked by the binary that scripts/bench builds)")

@@ -30,13 +30,12 @@ extension RowPipeline {
         let greedy = isGreedy(parameters, sampling: sampling)
         let maximumOnly = sampling && greedy && state.mask == nil && state.editCount == 0 && state.topLogprobs < 0
         // Sampled rows whose filters need no moments (every row without Top-nσ, processing or
-        // logprobs that takes the survivor pipeline or top-p's route: min-p, top-k and the others
-        // need the maximum, and top-k's bound the mean, which the loop's sum gives) reduce with
-        // the maximum-only loop (AVX-512 builds).
+        // logprobs: min-p, top-k and the others need the maximum, and top-k's bound the mean,
+        // which the loop's sum gives; the softmax routes the maximum and the finite count) reduce
+        // with the maximum-only loop (AVX-512 builds).
         let momentsFree =
             BuildTarget.hasAVX512 && sampling && scratch != nil && parameters.temperature != 0
             && parameters.passNSigma == nil && state.mask == nil && state.editCount == 0 && state.topLogprobs < 0
-            && (route == nil || route?.depth != nil)
         // Plain sampling collects nothing: its draw needs only the chunks' sums. Nor does the
         // row-mass route: its cut is known only once the row's mass is.
         let collectSurvivors = collect && route?.collects ?? true
@@ -91,20 +90,24 @@ extension RowPipeline {
             if route != nil {
                 scratch.chunkMaxima[c] = part.maximum
                 let ahead = LogprobKernel.Prefetch(chunk: p + start, count: length)
+                if route == .dynamicTemperature {
+                    // The chunk's own candidate slots (unused on this route) hold a half-precision
+                    // chunk's Float conversion and the logits taken in double.
+                    let split = (scratch.candidates + start).withMemoryRebound(to: Float.self, capacity: 2 * length) {
+                        WideExp.splitMass(
+                            p + start, count: length, mask: mask, maximum: part.maximum,
+                            cut: accumulator.maximum - WideExp.splitDepth, buffer: $0)
+                    }
+                    scratch.storeMoments(split.moments, chunk: c)
+                    scratch.chunkErrors[2 * c] = split.zError
+                    scratch.chunkErrors[2 * c + 1] = split.weightedError
+                    continue
+                }
                 if let temperature = route?.momentsTemperature(parameters) {
-                    let moments =
-                        route == .dynamicTemperature
-                        ? (scratch.candidates + start).withMemoryRebound(to: Float.self, capacity: length) {
-                            // The chunk's own candidate slot (unused on this route) holds a
-                            // half-precision chunk's Float conversion.
-                            WideExp.chunkMass(
-                                p + start, count: length, mask: mask, maximum: part.maximum, temperature: temperature,
-                                buffer: $0)
-                        }
-                        : LogprobKernel.chunkMoments(
+                    scratch.storeMoments(
+                        LogprobKernel.chunkMoments(
                             p + start, count: length, mask: mask, maximum: part.maximum, temperature: temperature,
-                            ahead: ahead)
-                    scratch.storeMoments(moments, chunk: c)
+                            ahead: ahead), chunk: c)
                     continue
                 }
                 blockSums(

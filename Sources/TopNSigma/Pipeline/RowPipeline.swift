@@ -29,4 +29,10 @@ package enum RowPipeline {
     /// survivor pipeline because its sums left the row undecided (``exactDraw``): diagnostics for
     /// tests and benchmarks.
     package static let exactRecomputations = Atomic<Int>(0)
+
+    /// How many dynamic-temperature rows took their entropy again in double precision from
+    /// cache because the pass's Float part left the temperature undecided
+    /// (``dynamicTemperatureDraw(_:vocab:statistics:parameters:step:scratch:mask:)``): diagnostics
+    /// for tests and benchmarks.
+    package static let entropyRetries = Atomic<Int>(0)
 }

@@ -51,6 +51,9 @@ extension RowPipeline {
         /// The row-mass and dynamic-temperature routes: per chunk, `Σ e`, `Σ e·y` and `Σ e²`
         /// relative to the chunk's maximum (``OnlineSoftmax/rowMass(moments:maxima:chunks:maximum:temperature:zError:momentError:)``).
         var chunkMoments: UnsafeMutablePointer<Double>
+        /// The dynamic-temperature route: per chunk, bounds on the absolute error of its `Σ e` and
+        /// `Σ e·y` from their Float part (``WideExp/splitMass(_:count:mask:maximum:cut:buffer:)``).
+        var chunkErrors: UnsafeMutablePointer<Double>
 
         /// Lays the regions out for rows of `vocab` logits, each on a 64-byte boundary, in
         /// `block` (bound and, where a stage reads before it writes, initialized) or, with no
@@ -83,7 +86,7 @@ extension RowPipeline {
                 topTokens: region(Candidate.self, chunks * TopLogprobs.maximumCount),
                 drawSums: region(Double.self, chunks * StatisticsKernel.blocksPerChunk),
                 groupMaxima: region(Float.self, chunks * TopKBound.groupsPerChunk),
-                chunkMoments: region(Double.self, 3 * chunks))
+                chunkMoments: region(Double.self, 3 * chunks), chunkErrors: region(Double.self, 2 * chunks))
             guard !overflow else { return nil }
             if block != nil {
                 scratch.partials.initialize(repeating: StatisticsKernel.ChunkPartial(), count: chunks)

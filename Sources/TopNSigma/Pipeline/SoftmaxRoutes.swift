@@ -352,24 +352,37 @@ extension RowPipeline {
     }
 
     /// The draw of a row on the dynamic-temperature route (``SoftmaxRoute/dynamicTemperature``):
-    /// the temperature from the row's entropy at temperature 1 (the pass's double sums of `e` and
-    /// `e·y`) when both ends of the entropy's error bound round to the same Float temperature,
-    /// the survivor pipeline's otherwise (``exactDraw``); then the row's blocks' sums at that temperature,
+    /// the temperature from the row's entropy at temperature 1 when both ends of the entropy's
+    /// error bound round to the same Float temperature (``settledTemperature(vocab:statistics:parameters:scratch:split:)``):
+    /// first from the pass's sums (the logits near the maximum in double, the others by the Float
+    /// `exp`, ``WideExp/splitMass(_:count:mask:maximum:cut:buffer:)``), where their bound straddles
+    /// a rounding from double sums of every logit taken again from cache, and where those do too
+    /// by the survivor pipeline (``exactDraw``); then the row's blocks' sums at that temperature,
     /// chunk by chunk from cache, and the plain draw (greedy at temperature 0).
     static func dynamicTemperatureDraw<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, statistics: RowStatistics, parameters: SamplingParameters, step: UInt64,
         scratch: Scratch, mask: UnsafePointer<UInt32>?
     ) -> SampledToken {
-        let chunks = StatisticsKernel.chunkCount(length: vocab)
-        let estimate = rowMass(
-            vocab: vocab, statistics: statistics, temperature: 1, scratch: scratch,
-            errors: SoftmaxRoute.dynamicTemperature.momentErrors(vocab: vocab))
-        let n = statistics.finiteCount
-        let h = estimate.mass.entropy, dh = estimate.entropyError
-        let temperature = ExtendedTruncation.dynamicTemperature(entropy: h - dh, count: n, parameters: parameters)
-        guard temperature == ExtendedTruncation.dynamicTemperature(entropy: h + dh, count: n, parameters: parameters),
-            temperature == 0 || OnlineSoftmax.supports(temperature: temperature)
-        else {
+        let chunks = StatisticsKernel.chunkCount(length: vocab), n = statistics.finiteCount
+        var settled = settledTemperature(
+            vocab: vocab, statistics: statistics, parameters: parameters, scratch: scratch, split: true)
+        if settled == nil {
+            entropyRetries.add(1, ordering: .relaxed)
+            let chunkLength = StatisticsKernel.chunkLength
+            for c in 0..<chunks {
+                let start = c * chunkLength
+                let length = min(chunkLength, vocab - start)
+                let moments = (scratch.candidates + start).withMemoryRebound(to: Float.self, capacity: length) {
+                    WideExp.chunkMass(
+                        p + start, count: length, mask: mask.map { $0 + start / 32 }, maximum: scratch.chunkMaxima[c],
+                        temperature: 1, buffer: $0)
+                }
+                scratch.storeMoments(moments, chunk: c)
+            }
+            settled = settledTemperature(
+                vocab: vocab, statistics: statistics, parameters: parameters, scratch: scratch, split: false)
+        }
+        guard let temperature = settled, temperature == 0 || OnlineSoftmax.supports(temperature: temperature) else {
             return exactDraw(
                 p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, scratch: scratch,
                 mask: mask)
@@ -385,6 +398,42 @@ extension RowPipeline {
             p, vocab: vocab, mask: mask, sums: scratch.drawSums, maxima: scratch.chunkMaxima,
             maximum: statistics.maximum, temperature: temperature,
             uniform: Philox4x32(seed: parameters.seed).uniform(step: step), candidateCount: n)
+    }
+
+    /// The dynamic temperature from the chunks' moments at temperature 1 in `scratch`, or nil
+    /// when the ends of the entropy's error bound round to different Float temperatures. The
+    /// bound is the double sums' relative one (``WideExp/massError(vocab:)``), with `split` also
+    /// the Float part's absolute bounds (``RowPipeline/Scratch/chunkErrors``) scaled to the row's
+    /// maximum: with `Z' = Z + ζZ` and `W' = W + ω` (`W = Σ e·y`), the entropy `log Z − W/Z`
+    /// moves by at most `1.01·(|ζ| + |ω|/Z + |W/Z|·|ζ|)`.
+    static func settledTemperature(
+        vocab: Int, statistics: RowStatistics, parameters: SamplingParameters, scratch: Scratch, split: Bool
+    ) -> Float? {
+        let double = WideExp.massError(vocab: vocab)
+        let estimate = rowMass(
+            vocab: vocab, statistics: statistics, temperature: 1, scratch: scratch, errors: (double, double))
+        let n = statistics.finiteCount
+        let h = estimate.mass.entropy
+        var dh = estimate.entropyError
+        if split {
+            let m = Double(statistics.maximum)
+            var zAbsolute = 0.0, wAbsolute = 0.0
+            for c in 0..<StatisticsKernel.chunkCount(length: vocab) where scratch.chunkMaxima[c] > -.infinity {
+                let y = Double(scratch.chunkMaxima[c]) - m
+                let f = exp(y)
+                zAbsolute += f * scratch.chunkErrors[2 * c]
+                // The chunk's Σ e·y relative to the row's maximum is f·(W_c + Z_c·y).
+                wAbsolute += f * (scratch.chunkErrors[2 * c + 1] + scratch.chunkErrors[2 * c] * Swift.abs(y))
+            }
+            let z = estimate.mass.z
+            let zeta = zAbsolute / z, mean = log(z) - h
+            dh += 1.01 * (zeta + wAbsolute / z + Swift.abs(mean) * zeta)
+        }
+        guard dh.isFinite else { return nil }
+        let temperature = ExtendedTruncation.dynamicTemperature(entropy: h - dh, count: n, parameters: parameters)
+        guard temperature == ExtendedTruncation.dynamicTemperature(entropy: h + dh, count: n, parameters: parameters)
+        else { return nil }
+        return temperature
     }
 
     /// The draw of a row on typical-p's route (``SoftmaxRoute/typical``). The row's mass `Z` and

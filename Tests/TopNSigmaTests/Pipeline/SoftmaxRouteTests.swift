@@ -518,6 +518,40 @@ import TopNSigmaBaselines
         try Self.checkDraws(flat, dynamic, expected: Self.reference(flat, dynamic, step: 0), draws: 300)
     }
 
+    @Test("the dynamic temperature's entropy taken again in double where the pass's Float part leaves it undecided")
+    func dynamicTemperatureRetry() throws {
+        // One token at 0 and 1999 just below the pass's Float depth (16): their mass is about
+        // 1e-4 of the row's, taken by the Float exp, whose bound then moves the entropy by about
+        // 1e-8 (the double sums' by about 1e-12). The range is searched so that the float64
+        // temperature lies between 1e-11 and 4e-11 from halfway between two Floats: inside the
+        // Float part's bound, clear of the double one.
+        var random = TestRandom(seed: 47)
+        var row = (0..<2000).map { _ in Float(-17.5 + 1.3 * random.uniform()) }
+        row[1234] = 0
+        let n = Double(row.count)
+        let z = row.reduce(0.0) { $0 + Foundation.exp(Double($1)) }
+        let weighted = row.reduce(0.0) { $0 + Foundation.exp(Double($1)) * Double($1) }
+        let h = min(1, (Foundation.log(z) - weighted / z) / Foundation.log(n))
+        var range: Float = 0.25, found: Float?
+        for _ in 0..<400_000 {
+            range = range.nextUp
+            let t = Double(1 - range) + 2 * Double(range) * h
+            let f = Float(t)
+            let halves = [
+                Double(f) + (Double(f.nextUp) - Double(f)) / 2, Double(f) - (Double(f) - Double(f.nextDown)) / 2
+            ]
+            if let distance = halves.map({ Swift.abs(t - $0) }).min(), distance > 1e-11, distance < 4e-11 {
+                found = range
+                break
+            }
+        }
+        let dynamic = SamplingParameters(
+            nSigma: nil, seed: 5, dynamicTemperatureRange: try #require(found, "no range in the window"))
+        let before = RowPipeline.entropyRetries.load(ordering: .relaxed)
+        try Self.checkDraws(row, dynamic, expected: Self.reference(row, dynamic, step: 0), draws: 200)
+        #expect(RowPipeline.entropyRetries.load(ordering: .relaxed) >= before + 200, "the Float part decided")
+    }
+
     static func reference(_ row: [Float], _ parameters: SamplingParameters, step: UInt64) -> [Int: Double] {
         Dictionary(
             uniqueKeysWithValues: Reference.extended(row, parameters, step: step).distribution.map {
