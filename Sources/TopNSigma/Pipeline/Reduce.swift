@@ -89,6 +89,9 @@ extension RowPipeline {
             }
             if route != nil {
                 scratch.chunkMaxima[c] = part.maximum
+                for b in 0..<StatisticsKernel.blocksPerChunk {
+                    scratch.blockMaxima[c * StatisticsKernel.blocksPerChunk + b] = part.blockMaxima[b]
+                }
                 let ahead = LogprobKernel.Prefetch(chunk: p + start, count: length)
                 if route == .dynamicTemperature {
                     // The chunk's own candidate slots (unused on this route) hold a half-precision

@@ -46,6 +46,10 @@ extension RowPipeline {
         /// (``OnlineSoftmax``; ``StatisticsKernel/blocksPerChunk`` a chunk); the chunk maxima are in
         /// ``chunkMaxima``.
         var drawSums: UnsafeMutablePointer<Double>
+        /// The softmax routes: per 1024-logit block, its maximum from the pass (at least every
+        /// allowed logit of the block; `+inf` where the pass kept none), so that gathering the row
+        /// again at a cut skips the blocks below it (``recollect(_:vocab:threshold:scratch:mask:)``).
+        var blockMaxima: UnsafeMutablePointer<Float>
         /// Top-k: per chunk, ``TopKBound/groupsPerChunk`` group maxima (``TopKBound``).
         var groupMaxima: UnsafeMutablePointer<Float>
         /// The row-mass and dynamic-temperature routes: per chunk, `Σ e`, `Σ e·y` and `Σ e²`
@@ -85,6 +89,7 @@ extension RowPipeline {
                 chunkMaxima: region(Float.self, chunks), topCounts: region(Int.self, chunks),
                 topTokens: region(Candidate.self, chunks * TopLogprobs.maximumCount),
                 drawSums: region(Double.self, chunks * StatisticsKernel.blocksPerChunk),
+                blockMaxima: region(Float.self, chunks * StatisticsKernel.blocksPerChunk),
                 groupMaxima: region(Float.self, chunks * TopKBound.groupsPerChunk),
                 chunkMoments: region(Double.self, 3 * chunks), chunkErrors: region(Double.self, 2 * chunks))
             guard !overflow else { return nil }

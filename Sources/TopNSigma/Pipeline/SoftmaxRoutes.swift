@@ -639,13 +639,23 @@ extension RowPipeline {
     }
 
     /// Compacts every chunk of the row again at `threshold` and gathers the survivors in id
-    /// order (the slots were consumed by an earlier gather); returns their count.
+    /// order (the slots were consumed by an earlier gather); returns their count. The blocks whose
+    /// maximum in the pass (``RowPipeline/Scratch/blockMaxima``) lies below `threshold` are not
+    /// read.
     static func recollect<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, threshold: Float, scratch: Scratch, mask: UnsafePointer<UInt32>?
     ) -> Int {
         let chunks = StatisticsKernel.chunkCount(length: vocab)
-        for c in 0..<chunks { scratch.thresholds[c] = .infinity }
-        finalize(p, vocab: vocab, chunks: 0, chunks, threshold: threshold, scratch: scratch, mask: mask)
+        let chunkLength = StatisticsKernel.chunkLength, blocks = StatisticsKernel.blocksPerChunk
+        for c in 0..<chunks {
+            let start = c * chunkLength
+            let maxima = UnsafeRawPointer(scratch.blockMaxima + c * blocks).loadUnaligned(
+                as: StatisticsKernel.BlockMaxima.self)
+            scratch.counts[c] = compactBlocks(
+                p + start, count: min(chunkLength, vocab - start), threshold: threshold, indexBase: start,
+                maxima: maxima, mask: mask.map { $0 + start / 32 }, into: scratch.candidates + start)
+            scratch.thresholds[c] = threshold
+        }
         return gather(chunks: chunks, scratch: scratch)
     }
 }
