@@ -368,17 +368,7 @@ extension RowPipeline {
             vocab: vocab, statistics: statistics, parameters: parameters, scratch: scratch, split: true)
         if settled == nil {
             entropyRetries.add(1, ordering: .relaxed)
-            let chunkLength = StatisticsKernel.chunkLength
-            for c in 0..<chunks {
-                let start = c * chunkLength
-                let length = min(chunkLength, vocab - start)
-                let moments = (scratch.candidates + start).withMemoryRebound(to: Float.self, capacity: length) {
-                    WideExp.chunkMass(
-                        p + start, count: length, mask: mask.map { $0 + start / 32 }, maximum: scratch.chunkMaxima[c],
-                        temperature: 1, buffer: $0)
-                }
-                scratch.storeMoments(moments, chunk: c)
-            }
+            doubleMoments(p, vocab: vocab, mask: mask, temperature: 1, scratch: scratch)
             settled = settledTemperature(
                 vocab: vocab, statistics: statistics, parameters: parameters, scratch: scratch, split: false)
         }
@@ -398,6 +388,26 @@ extension RowPipeline {
             p, vocab: vocab, mask: mask, sums: scratch.drawSums, maxima: scratch.chunkMaxima,
             maximum: statistics.maximum, temperature: temperature,
             uniform: Philox4x32(seed: parameters.seed).uniform(step: step), candidateCount: n)
+    }
+
+    /// Every chunk's `Σ e`, `Σ e·y` and `Σ e²` at `temperature` again from cache, in double
+    /// precision (``WideExp/chunkMass(_:count:mask:maximum:temperature:buffer:)``), into
+    /// ``RowPipeline/Scratch/chunkMoments``: the second try of the routes whose Float sums left a
+    /// row undecided. Each chunk's candidate slots hold a half-precision chunk's conversion.
+    static func doubleMoments<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, mask: UnsafePointer<UInt32>?, temperature: Float, scratch: Scratch
+    ) {
+        let chunkLength = StatisticsKernel.chunkLength
+        for c in 0..<StatisticsKernel.chunkCount(length: vocab) {
+            let start = c * chunkLength
+            let length = min(chunkLength, vocab - start)
+            let moments = (scratch.candidates + start).withMemoryRebound(to: Float.self, capacity: length) {
+                WideExp.chunkMass(
+                    p + start, count: length, mask: mask.map { $0 + start / 32 }, maximum: scratch.chunkMaxima[c],
+                    temperature: temperature, buffer: $0)
+            }
+            scratch.storeMoments(moments, chunk: c)
+        }
     }
 
     /// The dynamic temperature from the chunks' moments at temperature 1 in `scratch`, or nil
@@ -451,7 +461,6 @@ extension RowPipeline {
         _ p: UnsafePointer<E>, vocab: Int, statistics: RowStatistics, parameters: SamplingParameters, step: UInt64,
         scratch: Scratch, mask: UnsafePointer<UInt32>?
     ) -> SampledToken {
-        let chunks = StatisticsKernel.chunkCount(length: vocab)
         // First from the pass's Float moments; where they leave the set undecided, from double
         // ones taken again from cache (``WideExp``); then the survivor pipeline.
         if let drawn = typicalAttempt(
@@ -460,17 +469,7 @@ extension RowPipeline {
         {
             return drawn
         }
-        let chunkLength = StatisticsKernel.chunkLength
-        for c in 0..<chunks {
-            let start = c * chunkLength
-            let length = min(chunkLength, vocab - start)
-            let moments = (scratch.candidates + start).withMemoryRebound(to: Float.self, capacity: length) {
-                WideExp.chunkMass(
-                    p + start, count: length, mask: mask.map { $0 + start / 32 }, maximum: scratch.chunkMaxima[c],
-                    temperature: parameters.temperature, buffer: $0)
-            }
-            scratch.storeMoments(moments, chunk: c)
-        }
+        doubleMoments(p, vocab: vocab, mask: mask, temperature: parameters.temperature, scratch: scratch)
         let double = WideExp.massError(vocab: vocab)
         return typicalAttempt(
             p, vocab: vocab, statistics: statistics, parameters: parameters, step: step, scratch: scratch, mask: mask,
