@@ -69,26 +69,35 @@ enum OnlineSoftmax {
     /// chunk, relative to the chunk's maximum `m_c`): `Z = Σ_c f_c·Z_c`,
     /// `Σ e·y = Σ_c f_c·(W_c + Z_c·(m_c − M)/T)` and `Σ e² = Σ_c f_c²·Q_c` with
     /// `f_c = exp((m_c − M)/T)`. Also the bound on its entropy's absolute error, from the chunk
-    /// sums' relative bounds (`zError` for `Σ e`, `momentError` for the others).
+    /// sums' relative bounds (`zError` for `Σ e`, `momentError` for the others) and, where given,
+    /// absolute ones per chunk (`absoluteErrors[2c]` on `Σ e`, `absoluteErrors[2c + 1]` on
+    /// `Σ e·y`: ``RowPipeline/Scratch/chunkErrors``), scaled to the row's maximum.
     static func rowMass(
         moments: UnsafePointer<Double>, maxima: UnsafePointer<Float>, chunks: Int, maximum: Float, temperature: Float,
-        zError: Double, momentError: Double
+        zError: Double, momentError: Double, absoluteErrors: UnsafePointer<Double>? = nil
     ) -> (mass: RowMass, entropyError: Double) {
         let m = Double(maximum), t = Double(temperature)
-        var z = 0.0, weighted = 0.0, squares = 0.0
+        var z = 0.0, weighted = 0.0, squares = 0.0, zAbsolute = 0.0, wAbsolute = 0.0
         for c in 0..<chunks where maxima[c] > -.infinity && moments[3 * c] > 0 {
             let y = (Double(maxima[c]) - m) / t
             let f = exp(y)
             z += f * moments[3 * c]
             weighted += f * (moments[3 * c + 1] + moments[3 * c] * y)
             squares += f * f * moments[3 * c + 2]
+            if let a = absoluteErrors {
+                zAbsolute += f * a[2 * c]
+                wAbsolute += f * (a[2 * c + 1] + a[2 * c] * Swift.abs(y))
+            }
         }
         let mean = weighted / z
         let entropy = log(z) - mean
-        // `log Z` moves by at most `−log(1 − zError)`; `Σ e·y / Z` by its own relative error
-        // and Z's; slack for the double arithmetic.
+        // `log Z` moves by at most `−log(1 − ζ)` (`ζ` its relative error: `zError` and the
+        // absolute part over `Z`); `Σ e·y / Z` by its own error over `Z` and by `ζ`; slack for
+        // the double arithmetic.
+        let zeta = zError + zAbsolute / z
         let error =
-            1.01 * zError + Swift.abs(mean) * 1.01 * (momentError + zError) + 1e-12 * (1 + Swift.abs(entropy))
+            1.01 * zeta + Swift.abs(mean) * 1.01 * (momentError + zeta) + 1.01 * wAbsolute / z
+            + 1e-12 * (1 + Swift.abs(entropy))
         return (RowMass(z: z, squares: squares, entropy: entropy), error)
     }
 

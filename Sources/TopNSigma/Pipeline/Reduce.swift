@@ -89,9 +89,8 @@ extension RowPipeline {
             }
             if route != nil {
                 scratch.chunkMaxima[c] = part.maximum
-                for b in 0..<StatisticsKernel.blocksPerChunk {
-                    scratch.blockMaxima[c * StatisticsKernel.blocksPerChunk + b] = part.blockMaxima[b]
-                }
+                UnsafeMutableRawPointer(scratch.blockMaxima + c * StatisticsKernel.blocksPerChunk).storeBytes(
+                    of: part.blockMaxima, as: StatisticsKernel.BlockMaxima.self)
                 let ahead = LogprobKernel.Prefetch(chunk: p + start, count: length)
                 if route == .dynamicTemperature {
                     // The chunk's own candidate slots (unused on this route) hold a half-precision

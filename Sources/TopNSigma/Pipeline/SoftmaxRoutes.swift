@@ -19,9 +19,10 @@ extension RowPipeline {
         /// from the row's mass within its error bound, and the row is gathered at the lowest cut
         /// the bound allows (``RowPipeline/rowMassDraw(_:vocab:statistics:parameters:step:scratch:mask:)``).
         case rowMass
-        /// The dynamic temperature alone: the pass sums `e` and `e·y` at temperature 1 in double
-        /// precision (``WideExp``), the row's entropy gives the temperature, and the row's sums are
-        /// taken again at it from cache
+        /// The dynamic temperature alone: the pass sums `e` and `e·y` at temperature 1, the logits
+        /// near the maximum in double precision and the rest in Float with a bound
+        /// (``WideExp/splitMass(_:count:mask:maximum:cut:buffer:)``), the row's entropy gives the
+        /// temperature, and the row's sums are taken again at it from cache
         /// (``RowPipeline/dynamicTemperatureDraw(_:vocab:statistics:parameters:step:scratch:mask:)``).
         case dynamicTemperature
         /// typical-p alone: the pass sums `e` and `e·y` (in Float lanes; again in double
@@ -43,19 +44,20 @@ extension RowPipeline {
         /// pass, if at all.
         var collects: Bool { depth != nil }
 
-        /// The temperature of the pass's moments (``LogprobKernel/chunkMoments(_:count:mask:maximum:temperature:ahead:)``),
-        /// nil for the routes that need only the blocks' sums.
+        /// The temperature of the pass's Float moments (``LogprobKernel/chunkMoments(_:count:mask:maximum:temperature:ahead:)``),
+        /// nil for the routes that need only the blocks' sums and for the dynamic temperature's
+        /// (its pass takes ``WideExp/splitMass(_:count:mask:maximum:cut:buffer:)`` at temperature 1).
         func momentsTemperature(_ parameters: SamplingParameters) -> Float? {
             switch self {
             case .rowMass, .typical: parameters.temperature
-            case .dynamicTemperature: 1
             default: nil
             }
         }
 
         /// The relative error bounds of the pass's moments on this route: the Float kernel's
         /// (``OnlineSoftmax/sumError``, ``OnlineSoftmax/momentError``), or on the dynamic
-        /// temperature's route the double one's (``WideExp/massError(vocab:)``).
+        /// temperature's route the double one's (``WideExp/massError(vocab:)``), for the logits it
+        /// takes in double (its Float part has absolute bounds, ``RowPipeline/Scratch/chunkErrors``).
         func momentErrors(vocab: Int) -> (z: Double, moments: Double) {
             self == .dynamicTemperature
                 ? (WideExp.massError(vocab: vocab), WideExp.massError(vocab: vocab))
@@ -412,33 +414,17 @@ extension RowPipeline {
 
     /// The dynamic temperature from the chunks' moments at temperature 1 in `scratch`, or nil
     /// when the ends of the entropy's error bound round to different Float temperatures. The
-    /// bound is the double sums' relative one (``WideExp/massError(vocab:)``), with `split` also
-    /// the Float part's absolute bounds (``RowPipeline/Scratch/chunkErrors``) scaled to the row's
-    /// maximum: with `Z' = Z + ζZ` and `W' = W + ω` (`W = Σ e·y`), the entropy `log Z − W/Z`
-    /// moves by at most `1.01·(|ζ| + |ω|/Z + |W/Z|·|ζ|)`.
+    /// bound is the double sums' relative one (``SoftmaxRoute/momentErrors(vocab:)``), with
+    /// `split` also the Float part's absolute bounds (``RowPipeline/Scratch/chunkErrors``).
     static func settledTemperature(
         vocab: Int, statistics: RowStatistics, parameters: SamplingParameters, scratch: Scratch, split: Bool
     ) -> Float? {
-        let double = WideExp.massError(vocab: vocab)
         let estimate = rowMass(
-            vocab: vocab, statistics: statistics, temperature: 1, scratch: scratch, errors: (double, double))
+            vocab: vocab, statistics: statistics, temperature: 1, scratch: scratch,
+            errors: SoftmaxRoute.dynamicTemperature.momentErrors(vocab: vocab),
+            absoluteErrors: split ? UnsafePointer(scratch.chunkErrors) : nil)
         let n = statistics.finiteCount
-        let h = estimate.mass.entropy
-        var dh = estimate.entropyError
-        if split {
-            let m = Double(statistics.maximum)
-            var zAbsolute = 0.0, wAbsolute = 0.0
-            for c in 0..<StatisticsKernel.chunkCount(length: vocab) where scratch.chunkMaxima[c] > -.infinity {
-                let y = Double(scratch.chunkMaxima[c]) - m
-                let f = exp(y)
-                zAbsolute += f * scratch.chunkErrors[2 * c]
-                // The chunk's Σ e·y relative to the row's maximum is f·(W_c + Z_c·y).
-                wAbsolute += f * (scratch.chunkErrors[2 * c + 1] + scratch.chunkErrors[2 * c] * Swift.abs(y))
-            }
-            let z = estimate.mass.z
-            let zeta = zAbsolute / z, mean = log(z) - h
-            dh += 1.01 * (zeta + wAbsolute / z + Swift.abs(mean) * zeta)
-        }
+        let h = estimate.mass.entropy, dh = estimate.entropyError
         guard dh.isFinite else { return nil }
         let temperature = ExtendedTruncation.dynamicTemperature(entropy: h - dh, count: n, parameters: parameters)
         guard temperature == ExtendedTruncation.dynamicTemperature(entropy: h + dh, count: n, parameters: parameters)
@@ -629,12 +615,12 @@ extension RowPipeline {
     /// and the bound on its entropy (``OnlineSoftmax/rowMass(moments:maxima:chunks:maximum:temperature:zError:momentError:)``).
     static func rowMass(
         vocab: Int, statistics: RowStatistics, temperature: Float, scratch: Scratch,
-        errors: (z: Double, moments: Double)
+        errors: (z: Double, moments: Double), absoluteErrors: UnsafePointer<Double>? = nil
     ) -> (mass: RowMass, entropyError: Double) {
         OnlineSoftmax.rowMass(
             moments: scratch.chunkMoments, maxima: scratch.chunkMaxima,
             chunks: StatisticsKernel.chunkCount(length: vocab), maximum: statistics.maximum,
-            temperature: temperature, zError: errors.z, momentError: errors.moments)
+            temperature: temperature, zError: errors.z, momentError: errors.moments, absoluteErrors: absoluteErrors)
     }
 
     /// Compacts every chunk of the row again at `threshold` and gathers the survivors in id

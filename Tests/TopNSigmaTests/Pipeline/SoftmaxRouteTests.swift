@@ -545,8 +545,8 @@ import TopNSigmaBaselines
                 break
             }
         }
-        let dynamic = SamplingParameters(
-            nSigma: nil, seed: 5, dynamicTemperatureRange: try #require(found, "no range in the window"))
+        let inWindow: Float = try #require(found, "no range in the window")
+        let dynamic = SamplingParameters(nSigma: nil, seed: 5, dynamicTemperatureRange: inWindow)
         let before = RowPipeline.entropyRetries.load(ordering: .relaxed)
         try Self.checkDraws(row, dynamic, expected: Self.reference(row, dynamic, step: 0), draws: 200)
         #expect(RowPipeline.entropyRetries.load(ordering: .relaxed) >= before + 200, "the Float part decided")
