@@ -36,10 +36,9 @@ extension RowPipeline {
         let momentsFree =
             BuildTarget.hasAVX512 && sampling && scratch != nil && parameters.temperature != 0
             && parameters.passNSigma == nil && state.mask == nil && state.editCount == 0 && state.topLogprobs < 0
-        // Plain sampling collects nothing: its draw needs only the chunks' sums. Nor does the
-        // row-mass route: its cut is known only once the row's mass is.
-        let collectSurvivors = collect && route?.collects ?? true
-        let depth = route?.depth
+        // The softmax routes collect nothing: plain sampling's draw needs only the chunks' sums,
+        // and the others' cuts are known only once the row's maximum or mass is.
+        let collectSurvivors = collect && route == nil
         // Top-k rows collect nothing during the pass: each chunk leaves its group maxima, and the
         // row settles its survivors from them (``TopKBound``).
         let topK = collectSurvivors && !greedy ? topKRoute(parameters, state) : nil
@@ -54,10 +53,13 @@ extension RowPipeline {
             let length = min(chunkLength, vocab - start)
             let mask = state.mask.map { UnsafePointer($0 + start / 32) }
             let groups = topK != nil ? scratch.map { $0.groupMaxima + c * TopKBound.groupsPerChunk } : nil
+            // The softmax routes' chunks take the maximum-only loop that keeps each block's maximum
+            // (their gathers skip the blocks below their cut) where `momentsFree` allows it, and
+            // in the other builds the one without block maxima.
             let part =
-                (route != nil && !route!.collects && mask == nil
+                (momentsFree ? StatisticsKernel.maximumBlocks(p + start, count: length, groups: groups) : nil)
+                ?? (route != nil && mask == nil && !momentsFree
                     ? StatisticsKernel.maximumPartial(p + start, count: length) : nil)
-                ?? (momentsFree ? StatisticsKernel.maximumBlocks(p + start, count: length, groups: groups) : nil)
                 ?? StatisticsKernel.chunkPartial(
                     p + start, count: length, mask: mask, groups: groups,
                     fineGroups: parameters.passNSigma == nil && parameters.passMinP == nil)
@@ -73,7 +75,7 @@ extension RowPipeline {
             } else if collectSurvivors {
                 // Greedy rows collect only for their rank (logprobs): the ties of the maximum.
                 var threshold =
-                    greedy ? accumulator.maximum : provisionalThreshold(accumulator, parameters, depth: depth)
+                    greedy ? accumulator.maximum : provisionalThreshold(accumulator, parameters)
                 // A split row's tasks share the strictest provisional threshold any of them has
                 // found, so a task over a few chunks does not collect as if it saw the row alone.
                 if let shared { threshold = shared.raise(to: threshold) }

@@ -27,9 +27,9 @@ extension RowPipeline {
     ///   a greedy row: nil, or with logprobs the ties of the maximum); top-k and top-p are not
     ///   applied yet.
     ///
-    /// When `sampling` (the row was reduced with `sampling`), a plain row (``SoftmaxRoute/plain``)
-    /// returns no survivors (it collected none) and a top-p-alone row returns those at or above
-    /// `max − depth·T` (``SoftmaxRoute/nucleus(depth:)``): ``settle`` draws them.
+    /// When `sampling` (the row was reduced with `sampling`), a row on a softmax route
+    /// (``softmaxRoute(_:_:)``) returns no survivors: the pass collected none, and the route's
+    /// draw gathers what it needs.
     static func settleSurvivors<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, accumulator: StatisticsKernel.RowAccumulator, parameters: SamplingParameters,
         scratch: Scratch, state: ProcessingState = ProcessingState(), sampling: Bool = false
@@ -59,13 +59,10 @@ extension RowPipeline {
                 scratch: scratch)
             return .success((statistics, ties))
         }
-        let route = sampling ? softmaxRoute(parameters, state) : nil
-        if let route, !route.collects { return .success((statistics, nil)) }
+        // The softmax routes gather their survivors, if any, when they draw.
+        if sampling && softmaxRoute(parameters, state) != nil { return .success((statistics, nil)) }
         let range = thresholdRange(statistics, parameters, m2Error: m2Error)
         var low = floatThreshold(range.lower)
-        if let depth = route?.depth {
-            low = max(low, floatThreshold(Double(statistics.maximum) - depth * Double(parameters.temperature)))
-        }
         if let k = topKRoute(parameters, state) {
             // The groups' k-th largest maximum is at or below the row's k-th largest logit: every
             // slot takes its chunk's logits at or above it (and at or above the other filters'

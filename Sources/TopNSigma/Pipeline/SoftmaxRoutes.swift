@@ -11,8 +11,8 @@ extension RowPipeline {
     enum SoftmaxRoute: Equatable {
         /// No truncation: the draw needs only the chunks' sums.
         case plain
-        /// top-p alone: survivors are collected against `max − depth·T` (a threshold below which
-        /// the whole row's mass is almost never needed); the draw widens it when it is.
+        /// top-p alone: after the pass, the survivors are gathered at `max − depth·T` (a cut
+        /// below which the whole row's mass is almost never needed); the draw widens it when it is.
         case nucleus(depth: Double)
         /// ε, η or p-less without a threshold filter (and the samplers after them, over what they
         /// keep): the pass also sums `e·y` and `e²` per chunk, their cuts on the logits follow
@@ -39,10 +39,6 @@ extension RowPipeline {
             if case .nucleus(let depth) = self { return depth }
             return nil
         }
-
-        /// Whether the pass collects survivors (top-p alone); the other routes gather after the
-        /// pass, if at all.
-        var collects: Bool { depth != nil }
 
         /// The temperature of the pass's Float moments (``LogprobKernel/chunkMoments(_:count:mask:maximum:temperature:ahead:)``),
         /// nil for the routes that need only the blocks' sums and for the dynamic temperature's
@@ -152,8 +148,11 @@ extension RowPipeline {
         // double sums' own rounding.
         var zError = (OnlineSoftmax.sumError + 1e-12) * z
         let c = scratch.candidates, w = scratch.weights
-        var count = count
+        // The survivors are gathered after the pass, at the row's own maximum: a cut from the
+        // running maximum during the pass reached deep into the row until the row's top token had
+        // been read (half the row on average when it lies at a random id).
         var cut = floatThreshold(m - depth * t)
+        var count = recollect(p, vocab: vocab, threshold: cut, scratch: scratch, mask: mask)
         var tightened = false
         while true {
             // The survivors are every logit at or above `cut`, so the nucleus of the whole row is
@@ -623,8 +622,8 @@ extension RowPipeline {
             temperature: temperature, zError: errors.z, momentError: errors.moments, absoluteErrors: absoluteErrors)
     }
 
-    /// Compacts every chunk of the row again at `threshold` and gathers the survivors in id
-    /// order (the slots were consumed by an earlier gather); returns their count. The blocks whose
+    /// Compacts every chunk of the row at `threshold` from the row (whatever the slots held) and
+    /// gathers the survivors in id order; returns their count. The blocks whose
     /// maximum in the pass (``RowPipeline/Scratch/blockMaxima``) lies below `threshold` are not
     /// read.
     static func recollect<E: LogitElement>(
