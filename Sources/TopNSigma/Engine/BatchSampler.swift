@@ -9,9 +9,9 @@ import Synchronization
 /// 1. one fused pass computes max, argmax, finite count, mean and M2 (see ``RowStatistics``);
 /// 2. `T = 0` returns the argmax (lowest id on ties) with log-probability 0;
 /// 3. otherwise the survivors `x >= max - n·std` (every finite logit when `nSigma` is `nil`)
-///    are compacted into scratch: each chunk, while still in L1 after its reduction, against a
-///    provisional threshold from the chunks before it, then filtered to the final threshold
-///    (exactly the float64 definition's), so the row is read from memory once;
+///    are compacted into scratch at the final threshold (exactly the float64 definition's), from
+///    cache, reading only the 1024-logit blocks whose maximum in the pass reaches it, so the row
+///    is read from memory once;
 /// 4. softmax at temperature `T` over the survivors only, an inverse-CDF draw with a 53-bit
 ///    uniform from Philox4x32-10 keyed by `seed` at counter `step`, and the log-probability of
 ///    the drawn token under that renormalized distribution.
@@ -141,7 +141,8 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
     /// Split rows: chunks of each row reduced so far; the task that completes the count settles
     /// the row.
     let chunksDone: UnsafeMutablePointer<Atomic<Int>>
-    /// Split rows: the strictest provisional threshold each row's tasks have found.
+    /// Split rows: the largest running maximum each row's tasks have found (greedy rows with
+    /// logprobs collect the ties of the maximum as they go).
     let sharedThresholds: UnsafeMutablePointer<Atomic<UInt32>>
     /// Each worker's floor sum (``readFloor``), one cache line apart.
     let floorSums: UnsafeMutablePointer<Float>

@@ -8,8 +8,9 @@ import Darwin
 
 extension RowPipeline {
     /// Reduces chunks `first..<end` of the row at `p`, merging them in order into an accumulator;
-    /// when `collect`, compacts each chunk against the provisional threshold of the chunks merged so
-    /// far (this one included) into `scratch`. When `partials` is given, each chunk's partial is
+    /// when `collect`, leaves in `scratch` what the settle compacts the chunk from (its blocks'
+    /// maxima, or top-k's group maxima; a greedy row with logprobs compacts the ties of the
+    /// running maximum). When `partials` is given, each chunk's partial is
     /// also stored there (indexed by chunk). Stops at the first invalid logit.
     ///
     /// With request processing (`state`), the chunks are read through the effective bitmask
@@ -67,17 +68,24 @@ extension RowPipeline {
             accumulator.merge(part, chunk: c, start: start)
             if accumulator.error != nil { break }
             guard let scratch else { continue }
-            if topK != nil {
-                // Nothing collected: stricter than any threshold, so that a settle that did not
-                // compact the chunk would compact it again from the row.
+            if topK != nil || (collectSurvivors && !greedy) {
+                // Nothing collected: stricter than any threshold, so that the settle compacts the
+                // chunk from the row. Threshold rows (Top-nσ, min-p) compact it there at their
+                // final cut, from cache, reading only the blocks whose maximum (kept here)
+                // reaches it: a provisional cut from the running statistics lay deep in the row
+                // until its top token had been read (half of it on average for a top token at a
+                // random id). Top-k rows compact from their group maxima (``TopKBound``).
                 scratch.counts[c] = 0
                 scratch.thresholds[c] = .infinity
+                if topK == nil {
+                    UnsafeMutableRawPointer(scratch.blockMaxima + c * StatisticsKernel.blocksPerChunk).storeBytes(
+                        of: part.blockMaxima, as: StatisticsKernel.BlockMaxima.self)
+                }
             } else if collectSurvivors {
                 // Greedy rows collect only for their rank (logprobs): the ties of the maximum.
-                var threshold =
-                    greedy ? accumulator.maximum : provisionalThreshold(accumulator, parameters)
-                // A split row's tasks share the strictest provisional threshold any of them has
-                // found, so a task over a few chunks does not collect as if it saw the row alone.
+                var threshold = accumulator.maximum
+                // A split row's tasks share the largest running maximum any of them has found, so
+                // a task over a few chunks does not collect as if it saw the row alone.
                 if let shared { threshold = shared.raise(to: threshold) }
                 scratch.thresholds[c] = threshold
                 // Most chunks hold no survivor at all: their maximum says so without a compare pass.
@@ -181,10 +189,12 @@ extension RowPipeline {
     }
 
     /// Brings chunks `first..<end` to the final `threshold`: filters each chunk's slot in place, or
-    /// compacts the chunk again when its provisional threshold was stricter.
+    /// compacts the chunk from the row when the threshold its slot holds was stricter (`+inf`: not
+    /// compacted yet); with `blockMaxima` (the pass kept this row's, ``Scratch/blockMaxima``), only
+    /// the blocks whose maximum reaches `threshold`.
     static func finalize<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, chunks first: Int, _ end: Int, threshold: Float, scratch: Scratch,
-        mask: UnsafePointer<UInt32>? = nil
+        mask: UnsafePointer<UInt32>? = nil, blockMaxima: Bool = false
     ) {
         let chunkLength = StatisticsKernel.chunkLength
         for c in first..<end {
@@ -193,6 +203,12 @@ extension RowPipeline {
             defer { scratch.thresholds[c] = threshold }
             if scratch.thresholds[c] <= threshold {
                 scratch.counts[c] = filter(slot, count: scratch.counts[c], atLeast: threshold)
+            } else if blockMaxima {
+                let maxima = UnsafeRawPointer(scratch.blockMaxima + c * StatisticsKernel.blocksPerChunk)
+                    .loadUnaligned(as: StatisticsKernel.BlockMaxima.self)
+                scratch.counts[c] = compactBlocks(
+                    p + start, count: min(chunkLength, vocab - start), threshold: threshold, indexBase: start,
+                    maxima: maxima, mask: mask.map { $0 + start / 32 }, into: slot)
             } else if let mask {
                 scratch.counts[c] = CandidateKernel.compact(
                     p + start, count: min(chunkLength, vocab - start), threshold: threshold, indexBase: start,

@@ -8,19 +8,17 @@ import Darwin
 
 /// The per-row pipeline shared by whole-row and split-row scheduling.
 ///
-/// Each chunk of ``StatisticsKernel/chunkLength`` logits is reduced and, while it is still in L1,
-/// compacted against a *provisional* threshold `max' - 1.2·n·std'` built from the chunks reduced so
-/// far (primed values: statistics of a prefix of the row). The survivors go to the chunk's own slot
-/// of the row's candidate region (slot `c` starts at `c · chunkLength`, so a chunk can never
-/// overflow into the next). Once the row's statistics are final, each chunk whose provisional
-/// threshold was at or below the final one is filtered in its slot (its survivors are a superset
-/// of the final ones); a chunk whose provisional threshold came out stricter is compacted again
-/// from the row. The slots are then gathered in chunk order.
+/// Each chunk of ``StatisticsKernel/chunkLength`` logits is reduced, and its 1024-logit blocks'
+/// maxima are kept. Once the row's statistics are final, each chunk is compacted at the final
+/// threshold into its own slot of the row's candidate region (slot `c` starts at `c · chunkLength`,
+/// so a chunk can never overflow into the next), reading from cache only the blocks whose maximum
+/// reaches the threshold: for Top-nσ and min-p a few blocks of the row. (Until December 2026 each
+/// chunk was compacted in the pass against a provisional threshold from the statistics of the
+/// chunks before it; until the row's top token had been read, that cut lay deep in the row.) The
+/// slots are then gathered in chunk order.
 ///
-/// Since the prefix maximum never exceeds the row maximum and the prefix std is close to the
-/// row's after one chunk, rescans are rare, and the row is read from memory once. The final
-/// candidate set is exactly `{ i : x_i >= threshold }` in id order, whatever the provisional
-/// thresholds were, so how chunks are grouped into tasks never changes a result.
+/// The row is read from memory once. The candidate set is exactly `{ i : x_i >= threshold }` in
+/// id order, so how chunks are grouped into tasks never changes a result.
 package enum RowPipeline {
     typealias ChunkPartial = StatisticsKernel.ChunkPartial
 

@@ -7,8 +7,8 @@ import Darwin
 #endif
 
 extension RowPipeline {
-    /// One row's scratch: a candidate slot and a weight per logit, and per chunk a provisional
-    /// threshold, a survivor count and (split rows) partial statistics. Laid out in one block by
+    /// One row's scratch: a candidate slot and a weight per logit, and per chunk the threshold
+    /// its slot was compacted at, a survivor count and (split rows) partial statistics. Laid out in one block by
     /// ``Layout``.
     package struct Scratch {
         // The regions, in the order ``place(vocab:in:)`` lays them out in the block.
@@ -20,7 +20,7 @@ extension RowPipeline {
         var partials: UnsafeMutablePointer<StatisticsKernel.ChunkPartial>
         /// Each chunk's survivor count in its candidate slot.
         var counts: UnsafeMutablePointer<Int>
-        /// Each chunk's provisional threshold.
+        /// The threshold each chunk's slot was compacted at (`+inf` before the settle compacts it).
         var thresholds: UnsafeMutablePointer<Float>
         /// The row's request processing, prepared before its pass (``prepare(_:vocab:scratch:)``).
         var state: UnsafeMutablePointer<ProcessingState>

@@ -94,7 +94,10 @@ extension RowPipeline {
                 low = max(low, kth)
             }
         }
-        finalize(p, vocab: vocab, chunks: 0, chunks, threshold: low, scratch: scratch, mask: mask)
+        // Without top-k the pass collected nothing and kept the blocks' maxima (``reduce``).
+        finalize(
+            p, vocab: vocab, chunks: 0, chunks, threshold: low, scratch: scratch, mask: mask,
+            blockMaxima: topKRoute(parameters, state) == nil)
         var count = mergeEditSurvivors(
             threshold: low, count: gather(chunks: chunks, scratch: scratch), state: state, scratch: scratch)
         var threshold = low

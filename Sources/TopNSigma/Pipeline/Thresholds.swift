@@ -6,9 +6,9 @@ import Darwin
 #endif
 
 // The threshold rules in one place: Top-nσ's `max - n·std`, min-p's `max + T·ln(minP)`, their
-// combination, the exact Float compare threshold, the provisional thresholds survivors are
-// collected against during the pass, and the error range that decides when a row's moments must
-// be recomputed in double precision.
+// combination, the exact Float compare threshold, the running maximum a split greedy row's tasks
+// share, and the error range that decides when a row's moments must be recomputed in double
+// precision.
 
 extension RowPipeline {
     /// The Top-nσ threshold `max - n·std` for a row's statistics, in double precision (`-inf`
@@ -40,32 +40,6 @@ extension RowPipeline {
 }
 
 extension RowPipeline {
-    /// Margin on the provisional threshold: the prefix std may be a little below the row's.
-    static let provisionalMargin = 1.2
-
-    /// The provisional compare threshold from the statistics of a prefix of the row: Top-nσ's
-    /// `max' - 1.2·n·std'` and min-p's `max' + T·ln(minP)`, the larger of the two. Both are at
-    /// or below their final values (`max' <= max`), so the survivors collected are a superset.
-    /// With `depth` (top-p alone, ``SoftmaxRoute/nucleus(depth:)``): also `max' − depth·T`.
-    @inline(__always)
-    static func provisionalThreshold(
-        _ accumulator: StatisticsKernel.RowAccumulator, _ parameters: SamplingParameters, depth: Double? = nil
-    ) -> Float {
-        guard accumulator.count > 0 else { return -Float.greatestFiniteMagnitude }
-        var threshold = -Double.infinity
-        if let depth {
-            threshold = Double(accumulator.maximum) - depth * Double(parameters.temperature)
-        }
-        if let n = parameters.passNSigma {
-            let variance = accumulator.count > 1 ? accumulator.m2 / Double(accumulator.count - 1) : 0
-            threshold = Double(accumulator.maximum) - provisionalMargin * Double(n) * variance.squareRoot()
-        }
-        if let minP = parameters.passMinP {
-            threshold = max(threshold, minPThreshold(maximum: accumulator.maximum, parameters.temperature, minP))
-        }
-        return floatThreshold(threshold)
-    }
-
     /// Min-p's cut `max + T·ln(minP)`: a logit is kept iff its probability at temperature `T` is
     /// at least `minP` times the most probable's.
     @inline(__always)
@@ -109,7 +83,8 @@ extension RowPipeline {
         return (lower, upper)
     }
 
-    /// The strictest provisional threshold published so far by the tasks of one split row: a
+    /// The strictest threshold published so far by the tasks of one split row (a greedy row with
+    /// logprobs: the running maximum whose ties it collects during the pass): a
     /// Float in an atomic word, kept in an order-preserving integer encoding so that "raise to"
     /// is an integer maximum.
     struct SharedThreshold {
