@@ -456,6 +456,135 @@ static inline long topnsigma_compact_groups(
 }
 #endif
 
+#include <math.h>
+// Top-k alone on float rows (AVX-512 builds): the maximum of every 16 consecutive logits, the
+// "vector maxima" (TopKBound.maximumVectors, compactVectors). A group that reaches the row's
+// bound is then one vector to compact, where the statistics loop's lane groups (16 logits 64
+// apart) cost the 16 vectors of a quarter each.
+#if defined(__AVX512F__)
+// The lane-wise maximum of a and b's lanes picked by lo and hi (two halves of a permutation).
+static inline __m512 topnsigma_pair_maxima(__m512 a, __m512 b, __m512i lo, __m512i hi) {
+    return _mm512_max_ps(_mm512_permutex2var_ps(a, lo, b), _mm512_permutex2var_ps(a, hi, b));
+}
+
+// One chunk p[0..<n] (0 < n <= 4096) of a row without a bitmask: writes out[i] = the maximum of
+// p[16i ..< min(16i + 16, n)] for every i below ceil(n / 16), -inf for the rest of out[0..<256],
+// and blocks[b] = the maximum of the 1024-logit block b (+inf past the chunk's logits, as
+// StatisticsKernel's block maxima); returns the chunk's maximum, with the Float lane sums of its
+// logits (non-finite on a NaN or an infinity) summed in double into *sum. Sixteen vectors at a
+// time: their 16 maxima by a transposing tree of 15 pairs of permutations (45 operations, about
+// three per vector beside the load and the add).
+static inline float topnsigma_maximum_vectors(const float *p, long n, float *out, float *blocks, double *sum) {
+    const __m512i l1 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+    const __m512i h1 = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+    const __m512i l2 = _mm512_setr_epi32(0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27);
+    const __m512i h2 = _mm512_setr_epi32(4, 5, 6, 7, 12, 13, 14, 15, 20, 21, 22, 23, 28, 29, 30, 31);
+    const __m512i l3 = _mm512_setr_epi32(0, 1, 4, 5, 8, 9, 12, 13, 16, 17, 20, 21, 24, 25, 28, 29);
+    const __m512i h3 = _mm512_setr_epi32(2, 3, 6, 7, 10, 11, 14, 15, 18, 19, 22, 23, 26, 27, 30, 31);
+    const __m512i l4 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+    const __m512i h4 = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31);
+    const __m512 negInf = _mm512_set1_ps(-INFINITY);
+    __m512 s0 = _mm512_setzero_ps(), s1 = _mm512_setzero_ps();
+    __m512 chunk = negInf;
+    long vectors = n / 16, i = 0;
+    for (int b = 0; b < 4; b++) blocks[b] = INFINITY;
+    for (long block = 0; block < 4 && i < vectors; block++) {
+        __m512 m = negInf;
+        long end = (block + 1) * 64 < vectors ? (block + 1) * 64 : vectors;
+        for (; i + 16 <= end; i += 16) {
+            const float *q = p + 16 * i;
+            // 8 KB ahead into L1, as the statistics loops (StatisticsKernel.prefetchAhead).
+            for (int k = 0; k < 16; k++) __builtin_prefetch(q + 2048 + 16 * k, 0, 3);
+            __m512 t[8], u[4], w0, w1;
+            for (int k = 0; k < 8; k++) {
+                __m512 a = _mm512_loadu_ps(q + 32 * k), b = _mm512_loadu_ps(q + 32 * k + 16);
+                s0 = _mm512_add_ps(s0, a);
+                s1 = _mm512_add_ps(s1, b);
+                t[k] = topnsigma_pair_maxima(a, b, l1, h1);
+            }
+            for (int k = 0; k < 4; k++) u[k] = topnsigma_pair_maxima(t[2 * k], t[2 * k + 1], l2, h2);
+            w0 = topnsigma_pair_maxima(u[0], u[1], l3, h3);
+            w1 = topnsigma_pair_maxima(u[2], u[3], l3, h3);
+            __m512 maxima = topnsigma_pair_maxima(w0, w1, l4, h4);
+            _mm512_storeu_ps(out + i, maxima);
+            m = _mm512_max_ps(m, maxima);
+        }
+        for (; i < end; i++) {
+            __m512 a = _mm512_loadu_ps(p + 16 * i);
+            s0 = _mm512_add_ps(s0, a);
+            float x = _mm512_reduce_max_ps(a);
+            out[i] = x;
+            m = _mm512_max_ps(m, _mm512_set1_ps(x));
+        }
+        blocks[block] = _mm512_reduce_max_ps(m);
+        chunk = _mm512_max_ps(chunk, m);
+    }
+    float maximum = _mm512_reduce_max_ps(chunk);
+    double total = 0;
+    __m512 s = _mm512_add_ps(s0, s1);
+    for (int k = 0; k < 16; k++) total += (double)s[k];
+    if (n % 16) {
+        // The chunk's last few logits (only a row's last chunk ends off a vector), in their own
+        // entry and block.
+        float x = -INFINITY;
+        for (long k = 16 * vectors; k < n; k++) {
+            total += (double)p[k];
+            if (p[k] > x) x = p[k];
+        }
+        out[vectors] = x;
+        // Its block holds whole vectors too (their maximum is set) unless it starts with them.
+        long block = vectors / 64;
+        if (vectors % 64 == 0 || x > blocks[block]) blocks[block] = x;
+        if (x > maximum) maximum = x;
+        vectors++;
+    }
+    for (long k = vectors; k < 256; k++) out[k] = -INFINITY;
+    *sum = total;
+    return maximum;
+}
+
+// Compacts the logits at or above threshold of a chunk p[0..<n] of a row without a bitmask into
+// out (8-byte {int32 id, float logit} pairs, ids base + i), in id order, reading only the vectors
+// whose maximum (vmax, topnsigma_maximum_vectors' out) reaches it; returns the count.
+static inline long topnsigma_compact_vectors(
+    const float *p, long n, float threshold, const float *vmax, int32_t base, void *out) {
+    const __m512 t = _mm512_set1_ps(threshold);
+    const __m512i iota = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    int32_t *o = (int32_t *)out;
+    long written = 0;
+    long vectors = n / 16;
+    // First the reaching vectors' indices, without a branch on them; then their loads, which
+    // no mispredicted branch holds back, so that several are in flight at once.
+    int32_t reaching[256 + 16];
+    long count = 0;
+    for (long g = 0; g < vectors; g += 16) {
+        __mmask16 reach = _mm512_cmp_ps_mask(_mm512_loadu_ps(vmax + g), t, _CMP_GE_OQ);
+        if (vectors - g < 16) reach &= (__mmask16)((1u << (vectors - g)) - 1);
+        _mm512_storeu_si512(
+            (void *)(reaching + count), _mm512_maskz_compress_epi32(reach, _mm512_add_epi32(iota, _mm512_set1_epi32((int)g))));
+        count += __builtin_popcount((unsigned)reach);
+    }
+    for (long r = 0; r < count; r++)
+        written = topnsigma_compact_vector_step(p, 16 * (long)reaching[r], t, 0xFFFF, 0, base, o, written, 1);
+    if (n % 16 && vmax[vectors] >= threshold)
+        written = topnsigma_compact_scalar(p, 16 * vectors, n, threshold, 0, base, o, written);
+    return written;
+}
+#else
+// Other builds never call these (BuildTarget.hasAVX512 is false there); they exist so that the
+// Swift that calls them type-checks in every build.
+static inline float topnsigma_maximum_vectors(const float *p, long n, float *out, float *blocks, double *sum) {
+    (void)p, (void)n, (void)out, (void)blocks;
+    *sum = 0;
+    return 0;
+}
+static inline long topnsigma_compact_vectors(
+    const float *p, long n, float threshold, const float *vmax, int32_t base, void *out) {
+    (void)vmax;
+    return topnsigma_compact_scalar(p, 0, n, threshold, 0, base, (int32_t *)out, 0);
+}
+#endif
+
 // Moves the values of v[0..<n] that lie in [low, high) to the front, in order; returns how many
 // (TopKBound.kthLargest). With AVX-512 one compression and one store per 16 values; a scalar
 // loop otherwise.

@@ -8,7 +8,10 @@ import CShims
 /// When the row settles, a value that at least `k` group maxima reach is a *bound*: at least `k`
 /// logits reach it (each of those groups holds one), so the row's top `k` all lie at or above it
 /// (``groupBound(groups:count:keep:maximum:floor:)``, a few vector counts over `V/16` floats).
-/// The blocks whose groups reach it are compacted from cache (``compactGroups``). The `k`-th
+/// The blocks whose groups reach it are compacted from cache (``compactGroups``). For a larger
+/// `k` on float rows the groups are 16 consecutive logits instead, each one vector to compact
+/// (``usesVectorMaxima(_:keep:_:_:sampling:)``, ``maximumVectors(_:count:into:)``,
+/// ``compactVectors(_:vocab:chunk:threshold:groups:into:)``). The `k`-th
 /// largest of those survivors is the row's, and the kept set is `{x ≥ k-th}`: a threshold cut in
 /// id order, exactly the float64 definition's (ties at the `k`-th value go to the lower ids).
 package enum TopKBound {
@@ -149,6 +152,64 @@ package enum TopKBound {
             block &+= 1
         }
         return written
+    }
+
+    /// Whether a top-k row's pass leaves *vector maxima* (the maximum of every 16 consecutive
+    /// logits, ``maximumVectors(_:count:into:)``) instead of the statistics loop's lane groups:
+    /// float rows reduced by the maximum-only loop in AVX-512 builds (no Top-nσ, bitmask, edited
+    /// tokens or logprobs). A group that reaches the bound is then one vector to compact
+    /// (``compactVectors``), not a lane of the 16 vectors of a quarter: for top-k 1000, where
+    /// about a seventh of the groups reach it, the lane groups made the settle read and compress
+    /// nearly the whole row again. For a small `k` (at most 64: llama.cpp's default chain has
+    /// 40) the lane groups stay: the few quarters they reach cost less than the vector maxima's
+    /// three operations per 16 logits in the pass. The reduce and the settle decide it alike from
+    /// this.
+    static func usesVectorMaxima<E: LogitElement>(
+        _: E.Type, keep k: Int, _ parameters: SamplingParameters, _ state: ProcessingState, sampling: Bool
+    ) -> Bool {
+        k > 64 && BuildTarget.hasAVX512 && E.self == Float.self && sampling && parameters.temperature != 0
+            && parameters.passNSigma == nil && state.mask == nil && state.editCount == 0 && state.topLogprobs < 0
+    }
+
+    /// One chunk of a float row (`p[0..<n]`, `0 < n <= chunkLength`, no bitmask, AVX-512 builds):
+    /// writes its vector maxima to `g[0..<groupsPerChunk]` (entry `i` the maximum of
+    /// `p[16i ..< min(16i + 16, n)]`, `-inf` past the chunk) and returns its maximum, its 1024-logit
+    /// blocks' maxima (`+inf` past its logits) and the sum of its logits from Float lane sums (not
+    /// finite on a NaN or an infinity). `topnsigma_maximum_vectors` (CShims).
+    package static func vectorMaxima(
+        _ p: UnsafePointer<Float>, count n: Int, into g: UnsafeMutablePointer<Float>
+    ) -> (maximum: Float, blockMaxima: SIMD4<Float>, sum: Double) {
+        var blocks = SIMD4<Float>(repeating: .infinity)
+        var total = 0.0
+        let maximum = withUnsafeMutableBytes(of: &blocks) {
+            topnsigma_maximum_vectors(p, n, g, $0.baseAddress!.assumingMemoryBound(to: Float.self), &total)
+        }
+        return (maximum, blocks, total)
+    }
+
+    /// ``vectorMaxima(_:count:into:)`` as the partial ``StatisticsKernel/maximumBlocks(_:count:groups:)``
+    /// returns (maximum, block maxima, the mean; nil when the sum is not finite, the vector maxima
+    /// written all the same).
+    static func maximumVectors(
+        _ p: UnsafePointer<Float>, count n: Int, into g: UnsafeMutablePointer<Float>
+    ) -> StatisticsKernel.ChunkPartial? {
+        let chunk = vectorMaxima(p, count: n, into: g)
+        guard chunk.sum.isFinite else { return nil }
+        return StatisticsKernel.ChunkPartial(
+            count: n, mean: n > 0 ? chunk.sum / Double(n) : 0, maximum: chunk.maximum, blockMaxima: chunk.blockMaxima)
+    }
+
+    /// Compacts the logits at or above `threshold` of chunk `chunk` of a float row at `p` (no
+    /// bitmask) into `out`, in id order, reading only the vectors whose maximum (`groups`, the
+    /// chunk's vector maxima) reaches it; returns the count. `topnsigma_compact_vectors` (CShims).
+    package static func compactVectors(
+        _ p: UnsafePointer<Float>, vocab: Int, chunk: Int, threshold: Float, groups: UnsafePointer<Float>,
+        into out: UnsafeMutablePointer<Candidate>
+    ) -> Int {
+        let start = chunk &* StatisticsKernel.chunkLength
+        let n = min(StatisticsKernel.chunkLength, vocab &- start)
+        return topnsigma_compact_vectors(
+            p + start, n, threshold, groups, Int32(truncatingIfNeeded: start), UnsafeMutableRawPointer(out))
     }
 
     /// The order-preserving key of a Float that is not NaN.

@@ -43,6 +43,10 @@ extension RowPipeline {
         // Top-k rows collect nothing during the pass: each chunk leaves its group maxima, and the
         // row settles its survivors from them (``TopKBound``).
         let topK = collectSurvivors && !greedy ? topKRoute(parameters, state) : nil
+        let vectorMaxima =
+            topK.map {
+                TopKBound.usesVectorMaxima(E.self, keep: $0, parameters, state, sampling: sampling)
+            } ?? false
         if maximumOnly, let (part, chunk) = StatisticsKernel.maximumRange(p, vocab: vocab, chunks: first, end) {
             // The whole range in one partial, at the chunk of its maximum (the others empty).
             if let partials { for c in first..<end { partials[c] = c == chunk ? part : .init() } }
@@ -58,7 +62,12 @@ extension RowPipeline {
             // (their gathers skip the blocks below their cut) where `momentsFree` allows it, and
             // in the other builds the one without block maxima.
             let part =
-                (momentsFree ? StatisticsKernel.maximumBlocks(p + start, count: length, groups: groups) : nil)
+                (vectorMaxima
+                    ? UnsafeRawPointer(p + start).withMemoryRebound(to: Float.self, capacity: length) {
+                        TopKBound.maximumVectors($0, count: length, into: groups!)
+                    } ?? StatisticsKernel.chunkPartial(p + start, count: length, mask: nil, groups: nil)
+                    : nil)
+                ?? (momentsFree ? StatisticsKernel.maximumBlocks(p + start, count: length, groups: groups) : nil)
                 ?? (route != nil && mask == nil && !momentsFree
                     ? StatisticsKernel.maximumPartial(p + start, count: length) : nil)
                 ?? StatisticsKernel.chunkPartial(

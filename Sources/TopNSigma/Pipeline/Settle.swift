@@ -75,11 +75,19 @@ extension RowPipeline {
                 floor: parameters.passNSigma == nil && parameters.passMinP != nil
                     ? low : max(Float(statistics.mean), low))
             let collect = max(low, bound > -.infinity ? bound : -.greatestFiniteMagnitude)
+            let vectorMaxima = TopKBound.usesVectorMaxima(
+                E.self, keep: k, parameters, state, sampling: sampling)
             for c in 0..<chunks {
-                scratch.counts[c] = TopKBound.compactGroups(
-                    p, vocab: vocab, chunk: c, threshold: collect,
-                    groups: scratch.groupMaxima + c * TopKBound.groupsPerChunk, mask: mask,
-                    into: scratch.candidates + c * StatisticsKernel.chunkLength)
+                let groups = scratch.groupMaxima + c * TopKBound.groupsPerChunk
+                let slot = scratch.candidates + c * StatisticsKernel.chunkLength
+                scratch.counts[c] =
+                    vectorMaxima
+                    ? UnsafeRawPointer(p).withMemoryRebound(to: Float.self, capacity: vocab) {
+                        TopKBound.compactVectors(
+                            $0, vocab: vocab, chunk: c, threshold: collect, groups: groups, into: slot)
+                    }
+                    : TopKBound.compactGroups(
+                        p, vocab: vocab, chunk: c, threshold: collect, groups: groups, mask: mask, into: slot)
                 scratch.thresholds[c] = collect
             }
             // A slot whose threshold lies above the k-th is compacted again at it first.

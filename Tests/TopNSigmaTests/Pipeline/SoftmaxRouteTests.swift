@@ -261,6 +261,70 @@ import TopNSigmaBaselines
         }
     }
 
+    @Test(
+        "top-k's vector maxima (AVX-512 builds): every 16 logits' maximum, the blocks' maxima and the sum; the compaction from them writes every logit at or above the threshold, in id order, and nothing past them",
+        .enabled(if: BuildTarget.features.description.contains("avx512f"))
+    )
+    func compactVectors() {
+        var random = TestRandom(seed: 31)
+        let chunkLength = 4096
+        for vocab in [chunkLength, 2 * chunkLength + 3 * 1024 + 300, 1024 + 17, 64 * 16 + 5, 40, 16, 7] {
+            var infinite = (0..<vocab).map { _ in Float(random.gaussian() * 3) }
+            for i in stride(from: 5, to: vocab, by: 13) { infinite[i] = -.infinity }
+            // A whole vector of -inf, and the largest logit in the last few (the scalar tail).
+            for i in 0..<min(16, vocab) { infinite[i] = -.infinity }
+            infinite[vocab - 1] = 20
+            for row in [infinite, infinite.map { $0 == -.infinity ? -7 : $0 }] {
+                for chunk in 0..<(vocab + chunkLength - 1) / chunkLength {
+                    let start = chunk * chunkLength, n = min(chunkLength, vocab - start)
+                    var groups = [Float](repeating: .nan, count: TopKBound.groupsPerChunk)
+                    let result = row.withUnsafeBufferPointer { p in
+                        groups.withUnsafeMutableBufferPointer { g in
+                            TopKBound.vectorMaxima(p.baseAddress! + start, count: n, into: g.baseAddress!)
+                        }
+                    }
+                    let slice = Array(row[start..<start + n])
+                    for i in 0..<TopKBound.groupsPerChunk {
+                        let expected = 16 * i < n ? slice[(16 * i)..<min(16 * i + 16, n)].max()! : -.infinity
+                        #expect(groups[i] == expected, "vocab \(vocab) chunk \(chunk) vector \(i)")
+                    }
+                    for b in 0..<4 {
+                        let expected = 1024 * b < n ? slice[(1024 * b)..<min(1024 * b + 1024, n)].max()! : .infinity
+                        #expect(result.blockMaxima[b] == expected, "vocab \(vocab) chunk \(chunk) block \(b)")
+                    }
+                    #expect(result.maximum == slice.max()!)
+                    // Float lane sums (within their roundings); a -inf token makes the sum -inf, as the
+                    // maximum-only loop's does.
+                    if slice.allSatisfy({ $0.isFinite }) {
+                        let exact = slice.reduce(0.0) { $0 + Double($1) }
+                        #expect(abs(result.sum - exact) <= 1e-5 * slice.reduce(0.0) { $0 + Double(abs($1)) })
+                    } else {
+                        #expect(!result.sum.isFinite)
+                    }
+                    var out = [Candidate](repeating: Candidate(index: -7, logit: .nan), count: n + 16)
+                    let sorted = slice.sorted(by: >)
+                    for rank in [0, 3, 40, n / 5, n - 1] where rank < n && sorted[rank] > -.infinity {
+                        let threshold = sorted[rank]
+                        let expected = (start..<start + n).filter { row[$0] >= threshold }
+                        let written = row.withUnsafeBufferPointer { p in
+                            groups.withUnsafeBufferPointer { g in
+                                out.withUnsafeMutableBufferPointer { o in
+                                    TopKBound.compactVectors(
+                                        p.baseAddress!, vocab: vocab, chunk: chunk, threshold: threshold,
+                                        groups: g.baseAddress!, into: o.baseAddress!)
+                                }
+                            }
+                        }
+                        #expect(written == expected.count, "vocab \(vocab) chunk \(chunk) rank \(rank)")
+                        #expect(out[0..<written].map { Int($0.index) } == expected)
+                        #expect(out[0..<written].allSatisfy { $0.logit == row[Int($0.index)] })
+                        #expect(out[n...].allSatisfy { $0.index == -7 }, "wrote past the chunk's slot")
+                    }
+                }
+            }
+        }
+    }
+
     @Test("the k-th largest by bisection equals the sorted array's, with ties, signed zeros and wide ranges")
     func kthLargest() {
         var random = TestRandom(seed: 12)
