@@ -160,14 +160,15 @@ package enum TopKBound {
     /// tokens or logprobs). A group that reaches the bound is then one vector to compact
     /// (``compactVectors``), not a lane of the 16 vectors of a quarter: for top-k 1000, where
     /// about a seventh of the groups reach it, the lane groups made the settle read and compress
-    /// nearly the whole row again. For a small `k` (at most 64: llama.cpp's default chain has
-    /// 40) the lane groups stay: the few quarters they reach cost less than the vector maxima's
-    /// three operations per 16 logits in the pass. The reduce and the settle decide it alike from
-    /// this.
+    /// nearly the whole row again. With min-p beside a small `k` (at most 64: llama.cpp's default
+    /// chain has top-k 40 and min-p 0.05) the lane groups stay: min-p's cut leaves few quarters to
+    /// compact, which cost less than the vector maxima's three operations per 16 logits in the
+    /// pass. The reduce and the settle decide it alike from this.
     static func usesVectorMaxima<E: LogitElement>(
         _: E.Type, keep k: Int, _ parameters: SamplingParameters, _ state: ProcessingState, sampling: Bool
     ) -> Bool {
-        k > 64 && BuildTarget.hasAVX512 && E.self == Float.self && sampling && parameters.temperature != 0
+        (k > 64 || parameters.passMinP == nil) && BuildTarget.hasAVX512 && E.self == Float.self && sampling
+            && parameters.temperature != 0
             && parameters.passNSigma == nil && state.mask == nil && state.editCount == 0 && state.topLogprobs < 0
     }
 
