@@ -58,9 +58,10 @@ extension RowPipeline {
             let length = min(chunkLength, vocab - start)
             let mask = state.mask.map { UnsafePointer($0 + start / 32) }
             let groups = topK != nil ? scratch.map { $0.groupMaxima + c * TopKBound.groupsPerChunk } : nil
-            // The softmax routes' chunks take the maximum-only loop that keeps each block's maximum
-            // (their gathers skip the blocks below their cut) where `momentsFree` allows it, and
-            // in the other builds the one without block maxima.
+            // Top-k rows with vector maxima take their loop (and the moments loop without groups
+            // where its sum is not finite); rows without moments the maximum-only loop that keeps
+            // each block's maximum where `momentsFree` allows it; the softmax routes' chunks in the
+            // other builds the one without block maxima (`+inf`: no block is skipped).
             let part =
                 (vectorMaxima
                     ? UnsafeRawPointer(p + start).withMemoryRebound(to: Float.self, capacity: length) {
@@ -77,19 +78,19 @@ extension RowPipeline {
             accumulator.merge(part, chunk: c, start: start)
             if accumulator.error != nil { break }
             guard let scratch else { continue }
-            if topK != nil || (collectSurvivors && !greedy) {
+            // Every chunk's block maxima: the settle's compactions and the routes' gathers read only
+            // the blocks whose maximum reaches their cut (``compactChunk``).
+            UnsafeMutableRawPointer(scratch.blockMaxima + c * StatisticsKernel.blocksPerChunk).storeBytes(
+                of: part.blockMaxima, as: StatisticsKernel.BlockMaxima.self)
+            if collectSurvivors && !greedy {
                 // Nothing collected: stricter than any threshold, so that the settle compacts the
                 // chunk from the row. Threshold rows (Top-nσ, min-p) compact it there at their
-                // final cut, from cache, reading only the blocks whose maximum (kept here)
-                // reaches it: a provisional cut from the running statistics lay deep in the row
-                // until its top token had been read (half of it on average for a top token at a
-                // random id). Top-k rows compact from their group maxima (``TopKBound``).
+                // final cut, from cache, reading only the blocks that reach it: a provisional cut
+                // from the running statistics lay deep in the row until its top token had been
+                // read (half of it on average for a top token at a random id). Top-k rows compact
+                // from their group maxima first (``TopKBound``).
                 scratch.counts[c] = 0
                 scratch.thresholds[c] = .infinity
-                if topK == nil {
-                    UnsafeMutableRawPointer(scratch.blockMaxima + c * StatisticsKernel.blocksPerChunk).storeBytes(
-                        of: part.blockMaxima, as: StatisticsKernel.BlockMaxima.self)
-                }
             } else if collectSurvivors {
                 // Greedy rows collect only for their rank (logprobs): the ties of the maximum.
                 var threshold = accumulator.maximum
@@ -108,8 +109,6 @@ extension RowPipeline {
             }
             if route != nil {
                 scratch.chunkMaxima[c] = part.maximum
-                UnsafeMutableRawPointer(scratch.blockMaxima + c * StatisticsKernel.blocksPerChunk).storeBytes(
-                    of: part.blockMaxima, as: StatisticsKernel.BlockMaxima.self)
                 let ahead = LogprobKernel.Prefetch(chunk: p + start, count: length)
                 if route == .dynamicTemperature {
                     // The chunk's own candidate slots (unused on this route) hold a half-precision
@@ -198,36 +197,37 @@ extension RowPipeline {
     }
 
     /// Brings chunks `first..<end` to the final `threshold`: filters each chunk's slot in place, or
-    /// compacts the chunk from the row when the threshold its slot holds was stricter (`+inf`: not
-    /// compacted yet); with `blockMaxima` (the pass kept this row's, ``Scratch/blockMaxima``), only
-    /// the blocks whose maximum reaches `threshold`.
+    /// compacts the chunk from the row (``compactChunk``) when the threshold its slot holds was
+    /// stricter (`+inf`: not compacted yet).
     static func finalize<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, chunks first: Int, _ end: Int, threshold: Float, scratch: Scratch,
-        mask: UnsafePointer<UInt32>? = nil, blockMaxima: Bool = false
+        mask: UnsafePointer<UInt32>? = nil
     ) {
-        let chunkLength = StatisticsKernel.chunkLength
         for c in first..<end {
-            let start = c * chunkLength
-            let slot = scratch.candidates + start
-            defer { scratch.thresholds[c] = threshold }
             if scratch.thresholds[c] <= threshold {
+                let slot = scratch.candidates + c * StatisticsKernel.chunkLength
                 scratch.counts[c] = filter(slot, count: scratch.counts[c], atLeast: threshold)
-            } else if blockMaxima {
-                let maxima = UnsafeRawPointer(scratch.blockMaxima + c * StatisticsKernel.blocksPerChunk)
-                    .loadUnaligned(as: StatisticsKernel.BlockMaxima.self)
-                scratch.counts[c] = compactBlocks(
-                    p + start, count: min(chunkLength, vocab - start), threshold: threshold, indexBase: start,
-                    maxima: maxima, mask: mask.map { $0 + start / 32 }, into: slot)
-            } else if let mask {
-                scratch.counts[c] = CandidateKernel.compact(
-                    p + start, count: min(chunkLength, vocab - start), threshold: threshold, indexBase: start,
-                    mask: mask + start / 32, into: slot)
+                scratch.thresholds[c] = threshold
             } else {
-                scratch.counts[c] = CandidateKernel.compact(
-                    p + start, count: min(chunkLength, vocab - start), threshold: threshold, indexBase: start,
-                    into: slot)
+                compactChunk(p, vocab: vocab, chunk: c, threshold: threshold, scratch: scratch, mask: mask)
             }
         }
+    }
+
+    /// Compacts chunk `c` of the row at `p` (through the row's bitmask `mask`) at `threshold` into
+    /// its slot, whatever the slot held, reading only the blocks whose maximum in the pass
+    /// (``Scratch/blockMaxima``, stored for every reduced chunk) reaches it.
+    static func compactChunk<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, chunk c: Int, threshold: Float, scratch: Scratch,
+        mask: UnsafePointer<UInt32>?
+    ) {
+        let start = c * StatisticsKernel.chunkLength
+        let maxima = UnsafeRawPointer(scratch.blockMaxima + c * StatisticsKernel.blocksPerChunk)
+            .loadUnaligned(as: StatisticsKernel.BlockMaxima.self)
+        scratch.counts[c] = compactBlocks(
+            p + start, count: min(StatisticsKernel.chunkLength, vocab - start), threshold: threshold,
+            indexBase: start, maxima: maxima, mask: mask.map { $0 + start / 32 }, into: scratch.candidates + start)
+        scratch.thresholds[c] = threshold
     }
 
     /// Keeps the candidates of `c[0..<n]` whose logit is at least `threshold`, in order, at the

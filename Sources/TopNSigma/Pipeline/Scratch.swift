@@ -46,9 +46,10 @@ extension RowPipeline {
         /// (``OnlineSoftmax``; ``StatisticsKernel/blocksPerChunk`` a chunk); the chunk maxima are in
         /// ``chunkMaxima``.
         var drawSums: UnsafeMutablePointer<Double>
-        /// The softmax routes: per 1024-logit block, its maximum from the pass (at least every
-        /// allowed logit of the block; `+inf` where the pass kept none), so that gathering the row
-        /// again at a cut skips the blocks below it (``recollect(_:vocab:threshold:scratch:mask:)``).
+        /// Per 1024-logit block, its maximum from the pass (at least every allowed logit of the
+        /// block; `+inf` where the pass kept none), stored for every reduced chunk, so that
+        /// compacting a chunk at a cut after the pass skips the blocks below it
+        /// (``compactChunk(_:vocab:chunk:threshold:scratch:mask:)``: the settle, the routes' gathers).
         var blockMaxima: UnsafeMutablePointer<Float>
         /// Top-k: per chunk, ``TopKBound/groupsPerChunk`` group maxima (``TopKBound``).
         var groupMaxima: UnsafeMutablePointer<Float>

@@ -102,10 +102,7 @@ extension RowPipeline {
                 low = max(low, kth)
             }
         }
-        // Without top-k the pass collected nothing and kept the blocks' maxima (``reduce``).
-        finalize(
-            p, vocab: vocab, chunks: 0, chunks, threshold: low, scratch: scratch, mask: mask,
-            blockMaxima: topKRoute(parameters, state) == nil)
+        finalize(p, vocab: vocab, chunks: 0, chunks, threshold: low, scratch: scratch, mask: mask)
         var count = mergeEditSurvivors(
             threshold: low, count: gather(chunks: chunks, scratch: scratch), state: state, scratch: scratch)
         var threshold = low

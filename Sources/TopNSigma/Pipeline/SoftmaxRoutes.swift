@@ -622,23 +622,15 @@ extension RowPipeline {
             temperature: temperature, zError: errors.z, momentError: errors.moments, absoluteErrors: absoluteErrors)
     }
 
-    /// Compacts every chunk of the row at `threshold` from the row (whatever the slots held) and
-    /// gathers the survivors in id order; returns their count. The blocks whose
-    /// maximum in the pass (``RowPipeline/Scratch/blockMaxima``) lies below `threshold` are not
-    /// read.
+    /// Compacts every chunk of the row at `threshold` from the row (whatever the slots held,
+    /// ``compactChunk``: only the blocks whose maximum in the pass reaches it) and gathers the
+    /// survivors in id order; returns their count.
     static func recollect<E: LogitElement>(
         _ p: UnsafePointer<E>, vocab: Int, threshold: Float, scratch: Scratch, mask: UnsafePointer<UInt32>?
     ) -> Int {
         let chunks = StatisticsKernel.chunkCount(length: vocab)
-        let chunkLength = StatisticsKernel.chunkLength, blocks = StatisticsKernel.blocksPerChunk
         for c in 0..<chunks {
-            let start = c * chunkLength
-            let maxima = UnsafeRawPointer(scratch.blockMaxima + c * blocks).loadUnaligned(
-                as: StatisticsKernel.BlockMaxima.self)
-            scratch.counts[c] = compactBlocks(
-                p + start, count: min(chunkLength, vocab - start), threshold: threshold, indexBase: start,
-                maxima: maxima, mask: mask.map { $0 + start / 32 }, into: scratch.candidates + start)
-            scratch.thresholds[c] = threshold
+            compactChunk(p, vocab: vocab, chunk: c, threshold: threshold, scratch: scratch, mask: mask)
         }
         return gather(chunks: chunks, scratch: scratch)
     }
