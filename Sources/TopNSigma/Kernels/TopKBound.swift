@@ -10,7 +10,7 @@ import CShims
 /// (``groupBound(groups:count:keep:maximum:floor:)``, a few vector counts over `V/16` floats).
 /// The blocks whose groups reach it are compacted from cache (``compactGroups``). For a larger
 /// `k` on float rows the groups are 16 consecutive logits instead, each one vector to compact
-/// (``usesVectorMaxima(_:keep:_:_:sampling:)``, ``maximumVectors(_:count:into:)``,
+/// (``RowPipeline/usesVectorMaxima(_:keep:_:_:sampling:)``, ``maximumVectors(_:count:into:)``,
 /// ``compactVectors(_:vocab:chunk:threshold:groups:into:)``). The `k`-th
 /// largest of those survivors is the row's, and the kept set is `{x ≥ k-th}`: a threshold cut in
 /// id order, exactly the float64 definition's (ties at the `k`-th value go to the lower ids).
@@ -152,24 +152,6 @@ package enum TopKBound {
             block &+= 1
         }
         return written
-    }
-
-    /// Whether a top-k row's pass leaves *vector maxima* (the maximum of every 16 consecutive
-    /// logits, ``maximumVectors(_:count:into:)``) instead of the statistics loop's lane groups:
-    /// float rows reduced by the maximum-only loop in AVX-512 builds (no Top-nσ, bitmask, edited
-    /// tokens or logprobs). A group that reaches the bound is then one vector to compact
-    /// (``compactVectors``), not a lane of the 16 vectors of a quarter: for top-k 1000, where
-    /// about a seventh of the groups reach it, the lane groups made the settle read and compress
-    /// nearly the whole row again. With min-p beside a small `k` (at most 64: llama.cpp's default
-    /// chain has top-k 40 and min-p 0.05) the lane groups stay: min-p's cut leaves few quarters to
-    /// compact, which cost less than the vector maxima's three operations per 16 logits in the
-    /// pass. The reduce and the settle decide it alike from this.
-    static func usesVectorMaxima<E: LogitElement>(
-        _: E.Type, keep k: Int, _ parameters: SamplingParameters, _ state: ProcessingState, sampling: Bool
-    ) -> Bool {
-        (k > 64 || parameters.passMinP == nil) && BuildTarget.hasAVX512 && E.self == Float.self && sampling
-            && parameters.temperature != 0
-            && parameters.passNSigma == nil && state.mask == nil && state.editCount == 0 && state.topLogprobs < 0
     }
 
     /// One chunk of a float row (`p[0..<n]`, `0 < n <= chunkLength`, no bitmask, AVX-512 builds):

@@ -44,8 +44,8 @@ package enum WideExp {
         return out
     }
 
-    /// The dynamic temperature's chunk moments at temperature 1 in the pass: ``chunkMass(_:count:mask:maximum:temperature:buffer:)``'s
-    /// sums, with the logits below `cut` (the caller's running maximum less ``splitDepth``) taken by
+    /// The dynamic temperature's chunk moments at temperature 1 (in the settle, from cache): ``chunkMass(_:count:mask:maximum:temperature:buffer:)``'s
+    /// sums, with the logits below `cut` (the row's maximum less ``splitDepth``) taken by
     /// the Float vector `exp` and the others in double (``topnsigma_split_moments``), so that
     /// most of a row costs a Float `exp`. Besides the sums, `zError` and `weightedError` bound
     /// the absolute error the Float logits add to `Σ e` and `Σ e·y` (the double part's relative
@@ -72,34 +72,26 @@ package enum WideExp {
         return ((out.0, out.1, out.2), out.3, out.4)
     }
 
-    /// How far below the running maximum ``splitMass(_:count:mask:maximum:cut:buffer:)`` takes
+    /// How far below the row's maximum ``splitMass(_:count:mask:maximum:cut:buffer:)`` takes
     /// logits in Float: `e^-16 ≈ 1.1e-7` of the maximum's weight, where on real rows a few
     /// percent of the logits lie above and about 2e-4 of the mass below (SmolLM2, median of 128
     /// rows), so that the Float part's bound moves the entropy by about 1e-9.
     static let splitDepth: Float = 16
 
-    /// Typical-p's route: for each of the eight `radii`, `Σ exp((x − maximum)/T)` over the allowed
-    /// logits of the row at `p` whose distance `|x − pivot|` is at most that radius, by the Float
-    /// vector `exp` (``topnsigma_interval_masses``): an estimate that picks how wide to gather.
-    /// Half-precision logits are converted into `buffer` (room for `vocab`) first.
-    static func intervalMasses<E: LogitElement>(
-        _ p: UnsafePointer<E>, vocab: Int, mask: UnsafePointer<UInt32>?, maximum: Float, temperature: Float,
-        pivot: Float, radii: SIMD8<Float>, buffer: UnsafeMutablePointer<Float>
+    /// Typical-p's route: for each of the eight `radii`, `Σ exp((x − maximum)/T)` over the logits
+    /// `p[0..<count]` (the tokens gathered within the widest radius) whose distance `|x − pivot|`
+    /// is at most that radius, by the Float vector `exp` (``topnsigma_interval_masses``): an
+    /// estimate that picks how wide the set may be.
+    static func intervalMasses(
+        _ p: UnsafePointer<Float>, count: Int, maximum: Float, temperature: Float, pivot: Float, radii: SIMD8<Float>
     ) -> SIMD8<Double> {
         var out = SIMD8<Double>(), radii = radii
         let scale = Float(1.442_695_040_888_963_4 / Double(temperature))
         withUnsafeBytes(of: &radii) { rawRadii in
             withUnsafeMutableBytes(of: &out) { rawOut in
-                let r = rawRadii.baseAddress!.assumingMemoryBound(to: Float.self)
-                let o = rawOut.baseAddress!.assumingMemoryBound(to: Double.self)
-                if E.self == Float.self {
-                    topnsigma_interval_masses(
-                        UnsafeRawPointer(p).assumingMemoryBound(to: Float.self), vocab, mask, maximum, scale, pivot, r,
-                        o)
-                } else {
-                    for i in 0..<vocab { buffer[i] = E.float(p, i) }
-                    topnsigma_interval_masses(buffer, vocab, mask, maximum, scale, pivot, r, o)
-                }
+                topnsigma_interval_masses(
+                    p, count, nil, maximum, scale, pivot, rawRadii.baseAddress!.assumingMemoryBound(to: Float.self),
+                    rawOut.baseAddress!.assumingMemoryBound(to: Double.self))
             }
         }
         return out

@@ -30,13 +30,7 @@ extension RowPipeline {
         // needs the maximum alone: no moments.
         let greedy = isGreedy(parameters, sampling: sampling)
         let maximumOnly = sampling && greedy && state.mask == nil && state.editCount == 0 && state.topLogprobs < 0
-        // Sampled rows whose filters need no moments (every row without Top-nσ, processing or
-        // logprobs: min-p, top-k and the others need the maximum, and top-k's bound the mean,
-        // which the loop's sum gives; the softmax routes the maximum and the finite count) reduce
-        // with the maximum-only loop (AVX-512 builds).
-        let momentsFree =
-            BuildTarget.hasAVX512 && sampling && scratch != nil && parameters.temperature != 0
-            && parameters.passNSigma == nil && state.mask == nil && state.editCount == 0 && state.topLogprobs < 0
+        let momentsFree = scratch != nil && momentsFree(parameters, state, sampling: sampling)
         // The softmax routes collect nothing: plain sampling's draw needs only the chunks' sums,
         // and the others' cuts are known only once the row's maximum or mass is.
         let collectSurvivors = collect && route == nil
@@ -44,9 +38,7 @@ extension RowPipeline {
         // row settles its survivors from them (``TopKBound``).
         let topK = collectSurvivors && !greedy ? topKRoute(parameters, state) : nil
         let vectorMaxima =
-            topK.map {
-                TopKBound.usesVectorMaxima(E.self, keep: $0, parameters, state, sampling: sampling)
-            } ?? false
+            topK.map { usesVectorMaxima(E.self, keep: $0, parameters, state, sampling: sampling) } ?? false
         if maximumOnly, let (part, chunk) = StatisticsKernel.maximumRange(p, vocab: vocab, chunks: first, end) {
             // The whole range in one partial, at the chunk of its maximum (the others empty).
             if let partials { for c in first..<end { partials[c] = c == chunk ? part : .init() } }
@@ -109,20 +101,10 @@ extension RowPipeline {
             }
             if route != nil {
                 scratch.chunkMaxima[c] = part.maximum
+                // The dynamic temperature's sums wait for the row's maximum (the settle,
+                // ``dynamicTemperatureSums``): their double part is cut from it.
+                if route == .dynamicTemperature { continue }
                 let ahead = LogprobKernel.Prefetch(chunk: p + start, count: length)
-                if route == .dynamicTemperature {
-                    // The chunk's own candidate slots (unused on this route) hold a half-precision
-                    // chunk's Float conversion and the logits taken in double.
-                    let split = (scratch.candidates + start).withMemoryRebound(to: Float.self, capacity: 2 * length) {
-                        WideExp.splitMass(
-                            p + start, count: length, mask: mask, maximum: part.maximum,
-                            cut: accumulator.maximum - WideExp.splitDepth, buffer: $0)
-                    }
-                    scratch.storeMoments(split.moments, chunk: c)
-                    scratch.chunkErrors[2 * c] = split.zError
-                    scratch.chunkErrors[2 * c + 1] = split.weightedError
-                    continue
-                }
                 if let temperature = route?.momentsTemperature(parameters) {
                     scratch.storeMoments(
                         LogprobKernel.chunkMoments(
@@ -154,6 +136,34 @@ extension RowPipeline {
             }
         }
         return accumulator
+    }
+
+    /// Whether a sampled row's filters need no moments, so that its chunks reduce with the
+    /// maximum-only loop (``StatisticsKernel/maximumBlocks(_:count:groups:)``, AVX-512 builds):
+    /// every row without Top-nσ, a bitmask, edited tokens or logprobs. min-p, top-k and the others
+    /// need the maximum, top-k's bound the mean, which the loop's sum gives, and the softmax routes
+    /// the maximum and the finite count.
+    @inline(__always)
+    static func momentsFree(_ parameters: SamplingParameters, _ state: ProcessingState, sampling: Bool) -> Bool {
+        BuildTarget.hasAVX512 && sampling && parameters.temperature != 0 && parameters.passNSigma == nil
+            && state.mask == nil && state.editCount == 0 && state.topLogprobs < 0
+    }
+
+    /// Whether a top-k row's pass leaves *vector maxima* (the maximum of every 16 consecutive
+    /// logits, ``TopKBound/maximumVectors(_:count:into:)``) instead of the statistics loop's lane
+    /// groups: float rows whose pass needs no moments (``momentsFree(_:_:sampling:)``). A group
+    /// that reaches the bound is then one vector to compact
+    /// (``TopKBound/compactVectors(_:vocab:chunk:threshold:groups:into:)``), not a lane of the 16
+    /// vectors of a quarter: for top-k 1000, where about a seventh of the groups reach it, the
+    /// lane groups made the settle read and compress nearly the whole row again. With min-p beside a small `k` (at most 64: llama.cpp's default
+    /// chain has top-k 40 and min-p 0.05) the lane groups stay: min-p's cut leaves few quarters to
+    /// compact, which cost less than the vector maxima's three operations per 16 logits in the
+    /// pass. The reduce and the settle decide it alike from this.
+    static func usesVectorMaxima<E: LogitElement>(
+        _: E.Type, keep k: Int, _ parameters: SamplingParameters, _ state: ProcessingState, sampling: Bool
+    ) -> Bool {
+        (k > 64 || parameters.passMinP == nil) && E.self == Float.self
+            && momentsFree(parameters, state, sampling: sampling)
     }
 
     /// Whether the row settles as greedy does (its maximum and, for logprobs, the ties of it): a

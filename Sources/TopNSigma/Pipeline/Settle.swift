@@ -75,8 +75,7 @@ extension RowPipeline {
                 floor: parameters.passNSigma == nil && parameters.passMinP != nil
                     ? low : max(Float(statistics.mean), low))
             let collect = max(low, bound > -.infinity ? bound : -.greatestFiniteMagnitude)
-            let vectorMaxima = TopKBound.usesVectorMaxima(
-                E.self, keep: k, parameters, state, sampling: sampling)
+            let vectorMaxima = usesVectorMaxima(E.self, keep: k, parameters, state, sampling: sampling)
             for c in 0..<chunks {
                 let groups = scratch.groupMaxima + c * TopKBound.groupsPerChunk
                 let slot = scratch.candidates + c * StatisticsKernel.chunkLength

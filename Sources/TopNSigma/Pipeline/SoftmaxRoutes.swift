@@ -19,10 +19,10 @@ extension RowPipeline {
         /// from the row's mass within its error bound, and the row is gathered at the lowest cut
         /// the bound allows (``RowPipeline/rowMassDraw(_:vocab:statistics:parameters:step:scratch:mask:)``).
         case rowMass
-        /// The dynamic temperature alone: the pass sums `e` and `e·y` at temperature 1, the logits
-        /// near the maximum in double precision and the rest in Float with a bound
-        /// (``WideExp/splitMass(_:count:mask:maximum:cut:buffer:)``), the row's entropy gives the
-        /// temperature, and the row's sums are taken again at it from cache
+        /// The dynamic temperature alone: once the pass has found the row's maximum, `e` and `e·y`
+        /// are summed at temperature 1 from cache, the logits near the maximum in double precision
+        /// and the rest in Float with a bound (``RowPipeline/dynamicTemperatureSums(_:vocab:maximum:scratch:mask:)``),
+        /// the row's entropy gives the temperature, and the row's sums are taken again at it from cache
         /// (``RowPipeline/dynamicTemperatureDraw(_:vocab:statistics:parameters:step:scratch:mask:)``).
         case dynamicTemperature
         /// typical-p alone: the pass sums `e` and `e·y` (in Float lanes; again in double
@@ -42,7 +42,7 @@ extension RowPipeline {
 
         /// The temperature of the pass's Float moments (``LogprobKernel/chunkMoments(_:count:mask:maximum:temperature:ahead:)``),
         /// nil for the routes that need only the blocks' sums and for the dynamic temperature's
-        /// (its pass takes ``WideExp/splitMass(_:count:mask:maximum:cut:buffer:)`` at temperature 1).
+        /// (its settle takes ``WideExp/splitMass(_:count:mask:maximum:cut:buffer:)`` at temperature 1).
         func momentsTemperature(_ parameters: SamplingParameters) -> Float? {
             switch self {
             case .rowMass, .typical: parameters.temperature
@@ -355,8 +355,8 @@ extension RowPipeline {
     /// The draw of a row on the dynamic-temperature route (``SoftmaxRoute/dynamicTemperature``):
     /// the temperature from the row's entropy at temperature 1 when both ends of the entropy's
     /// error bound round to the same Float temperature (``settledTemperature(vocab:statistics:parameters:scratch:split:)``):
-    /// first from the pass's sums (the logits near the maximum in double, the others by the Float
-    /// `exp`, ``WideExp/splitMass(_:count:mask:maximum:cut:buffer:)``), where their bound straddles
+    /// first from sums taken from cache once the row's maximum is known (the logits near it in
+    /// double, the others by the Float `exp`, ``dynamicTemperatureSums(_:vocab:maximum:scratch:mask:)``), where their bound straddles
     /// a rounding from double sums of every logit taken again from cache, and where those do too
     /// by the survivor pipeline (``exactDraw``); then the row's blocks' sums at that temperature,
     /// chunk by chunk from cache, and the plain draw (greedy at temperature 0).
@@ -365,6 +365,7 @@ extension RowPipeline {
         scratch: Scratch, mask: UnsafePointer<UInt32>?
     ) -> SampledToken {
         let chunks = StatisticsKernel.chunkCount(length: vocab), n = statistics.finiteCount
+        dynamicTemperatureSums(p, vocab: vocab, maximum: statistics.maximum, scratch: scratch, mask: mask)
         var settled = settledTemperature(
             vocab: vocab, statistics: statistics, parameters: parameters, scratch: scratch, split: true)
         if settled == nil {
@@ -389,6 +390,33 @@ extension RowPipeline {
             p, vocab: vocab, mask: mask, sums: scratch.drawSums, maxima: scratch.chunkMaxima,
             maximum: statistics.maximum, temperature: temperature,
             uniform: Philox4x32(seed: parameters.seed).uniform(step: step), candidateCount: n)
+    }
+
+    /// Every chunk's sums at temperature 1 for the dynamic temperature, from cache once the
+    /// pass has found the row's maximum `maximum` (``WideExp/splitMass(_:count:mask:maximum:cut:buffer:)``,
+    /// into ``RowPipeline/Scratch/chunkMoments`` and ``RowPipeline/Scratch/chunkErrors``): the
+    /// logits within ``WideExp/splitDepth`` of it in double, the others by the Float `exp`. In
+    /// the pass, the cut came from the running maximum and lay deep in the row until the row's
+    /// top token had been read (half of it on average for a top token at a random id, all of
+    /// it in double).
+    static func dynamicTemperatureSums<E: LogitElement>(
+        _ p: UnsafePointer<E>, vocab: Int, maximum: Float, scratch: Scratch, mask: UnsafePointer<UInt32>?
+    ) {
+        let chunkLength = StatisticsKernel.chunkLength
+        for c in 0..<StatisticsKernel.chunkCount(length: vocab) {
+            let start = c * chunkLength
+            let length = min(chunkLength, vocab - start)
+            // The chunk's own candidate slots (unused on this route) hold a half-precision chunk's
+            // Float conversion and the logits taken in double.
+            let split = (scratch.candidates + start).withMemoryRebound(to: Float.self, capacity: 2 * length) {
+                WideExp.splitMass(
+                    p + start, count: length, mask: mask.map { $0 + start / 32 }, maximum: scratch.chunkMaxima[c],
+                    cut: maximum - WideExp.splitDepth, buffer: $0)
+            }
+            scratch.storeMoments(split.moments, chunk: c)
+            scratch.chunkErrors[2 * c] = split.zError
+            scratch.chunkErrors[2 * c + 1] = split.weightedError
+        }
     }
 
     /// Every chunk's `Σ e`, `Σ e·y` and `Σ e²` at `temperature` again from cache, in double
@@ -435,10 +463,11 @@ extension RowPipeline {
     /// center `ȳ = Σ e·y / Z` come from the pass's Float moments, or where those leave the set
     /// undecided from double ones (``WideExp``) taken again from cache, so the pivot `M + T·ȳ` is
     /// known within a bound `δ`. The kept set is a prefix in distance from the
-    /// pivot: the smallest radius of eight whose Float mass holds `p·Z` with room to spare
-    /// (``WideExp/intervalMasses(_:vocab:mask:maximum:temperature:pivot:radii:)``) bounds it, the
-    /// tokens within it are gathered, and the weighted selection of the survivor pipeline runs
-    /// over them. The float64 set is the one found when the gathered mass holds `p·Z`, the
+    /// pivot: the tokens within the widest of eight radii (`12·T`) are gathered (from the blocks
+    /// that reach its lower end), the smallest radius whose Float mass over them holds `p·Z` with
+    /// room to spare (``WideExp/intervalMasses(_:count:maximum:temperature:pivot:radii:)``)
+    /// bounds the set, and the weighted selection of the survivor pipeline runs over the tokens
+    /// within it. The float64 set is the one found when the gathered mass holds `p·Z`, the
     /// selection's crossing is clear of `Z`'s bound, and no token lies within `2δ` of the last
     /// kept one's distance with another logit (a pivot anywhere within its bound then orders
     /// them alike); otherwise the next try, and after the double one ``exactDraw``.
@@ -482,27 +511,35 @@ extension RowPipeline {
         let need = Double(parameters.typicalP ?? 1) * z
         let slack = need * 2 * errors.z + 1e-12 * z
         let scales: SIMD8<Float> = [0.25, 0.5, 1, 1.5, 2.25, 3.5, 6, 12]
-        // The Float pass's radii a hair inside the double ones they stand for.
-        // The candidates' region (gathered only below) holds a half-precision row's conversion.
-        let masses = scratch.candidates.withMemoryRebound(to: Float.self, capacity: vocab) {
-            WideExp.intervalMasses(
-                p, vocab: vocab, mask: mask, maximum: statistics.maximum, temperature: parameters.temperature,
-                pivot: Float(order.pivot), radii: scales * Float(t * (1 - 1e-5)), buffer: $0)
+        // Every token within the widest radius, gathered from the blocks that reach its lower end
+        // (on real rows a few percent of the row): the radii's masses are taken over these alone,
+        // not over the whole row.
+        let widest = Double(scales[7]) * t + delta
+        var count = recollect(
+            p, vocab: vocab, threshold: floatThreshold(order.pivot - widest), scratch: scratch, mask: mask)
+        let c = scratch.candidates, w = scratch.weights
+        func keep(within radius: Double) {
+            var within = 0
+            for j in 0..<count where order.distance(c[j]) <= radius {
+                c[within] = c[j]
+                within &+= 1
+            }
+            count = within
+        }
+        keep(within: widest)
+        // Their logits in the weights' region (written only below), and the Float pass's radii a
+        // hair inside the double ones they stand for.
+        let masses = w.withMemoryRebound(to: Float.self, capacity: 2 * vocab) { logits in
+            for j in 0..<count { logits[j] = c[j].logit }
+            return WideExp.intervalMasses(
+                logits, count: count, maximum: statistics.maximum, temperature: parameters.temperature,
+                pivot: Float(order.pivot), radii: scales * Float(t * (1 - 1e-5)))
         }
         var level = 0
         while level < 8 && masses[level] < need * (1 + 1e-4) { level += 1 }
         guard level < 8 else { return nil }
-        let radius = Double(scales[level]) * t + delta
-        var count = recollect(
-            p, vocab: vocab, threshold: floatThreshold(order.pivot - radius), scratch: scratch, mask: mask)
-        let c = scratch.candidates, w = scratch.weights
-        // Exactly the tokens within `radius` of the pivot: a prefix of the row in typical order.
-        var within = 0
-        for j in 0..<count where order.distance(c[j]) <= radius {
-            c[within] = c[j]
-            within &+= 1
-        }
-        count = within
+        // Exactly the tokens within the radius of the pivot: a prefix of the row in typical order.
+        keep(within: Double(scales[level]) * t + delta)
         let gathered = SoftmaxWeights.compute(
             c, count: count, maximum: statistics.maximum, temperature: parameters.temperature, into: w)
         guard gathered >= need + slack else { return nil }
