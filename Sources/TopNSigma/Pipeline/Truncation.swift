@@ -196,20 +196,36 @@ package enum Truncation {
     /// strictly above it.
     ///
     /// Bisection on the values, each step a vector sum of the weights at or above the probe
-    /// (the logits copied once, widened, into `logits`, room for `n`), until at most 64
+    /// (the logits copied once, widened, into `logits`, room for `n`), until at most 16
     /// candidates lie in the interval left; those are then ordered and walked. O(n) per step,
-    /// no data-dependent branch in the sums.
+    /// no data-dependent branch in the sums. (At 64 the ordering, quadratic, cost more than the
+    /// steps it saved: on real rows at p = 0.99 a median of 230 candidates takes two steps to
+    /// reach 64, and the cut was a sixth of the row's time from cache.)
     package static func nucleusCut(
         _ c: UnsafePointer<Candidate>, _ w: UnsafePointer<Double>, count n: Int, need: Double,
         logits: UnsafeMutablePointer<Double>
     ) -> (value: Float, above: Double) {
         typealias Lanes = SoftmaxWeights.Vector
         var lowest = Float.infinity, highest = -Float.infinity
-        for i in 0..<n {
+        // Eight candidates a step: their logits are the odd floats of 64 bytes.
+        var low8 = SIMD8<Float>(repeating: .infinity), high8 = SIMD8<Float>(repeating: -.infinity)
+        var i = 0
+        let pairs = UnsafeRawPointer(c), copy = UnsafeMutableRawPointer(logits)
+        while i &+ 8 <= n {
+            let x = pairs.loadUnaligned(fromByteOffset: i &* 8, as: SIMD16<Float>.self).oddHalf
+            copy.storeBytes(of: SIMD8<Double>(x), toByteOffset: i &* 8, as: SIMD8<Double>.self)
+            low8.replace(with: x, where: x .< low8)
+            high8.replace(with: x, where: x .> high8)
+            i &+= 8
+        }
+        lowest = low8.min()
+        highest = high8.max()
+        while i < n {
             let x = c[i].logit
             logits[i] = Double(x)
             lowest = min(lowest, x)
             highest = max(highest, x)
+            i &+= 1
         }
         /// The weights of the candidates at or above `t`, and how many they are.
         func mass(atLeast t: Float) -> (Double, Int) {
@@ -240,7 +256,7 @@ package enum Truncation {
         // in [low, high).
         var low = lowest, high = highest.nextUp, above = 0.0
         var atLow = n, atHigh = 0
-        while atLow - atHigh > 64 {
+        while atLow - atHigh > 16 {
             let middle = low + (high - low) * 0.5
             guard middle > low && middle < high else { break }
             let (m, reached) = mass(atLeast: middle)
@@ -250,23 +266,37 @@ package enum Truncation {
         // range that cannot be halved further holds one value, however many candidates).
         return withUnsafeTemporaryAllocation(of: (Float, Double).self, capacity: 64) { buffer in
             var count = 0
-            for i in 0..<n where c[i].logit >= low && c[i].logit < high {
-                let x = c[i].logit
-                var merged = false
-                for j in 0..<count where buffer[j].0 == x {
-                    buffer[j].1 += w[i]
-                    merged = true
-                    break
+            // Eight at a time through the double copy: most hold none of the few in range.
+            let lowLanes = Lanes(repeating: Double(low)), highLanes = Lanes(repeating: Double(high))
+            var i = 0
+            while i < n {
+                let end = min(n, i &+ 8)
+                if end &- i == 8 {
+                    let x = UnsafeRawPointer(logits).loadUnaligned(fromByteOffset: i &* 8, as: Lanes.self)
+                    if !any((x .>= lowLanes) .& (x .< highLanes)) {
+                        i = end
+                        continue
+                    }
                 }
-                if merged { continue }
-                if count == 64 { return (low, above) }  // one value left: all at `low`
-                var j = count
-                while j > 0 && buffer[j &- 1].0 < x {
-                    buffer[j] = buffer[j &- 1]
-                    j &-= 1
+                for k in i..<end where c[k].logit >= low && c[k].logit < high {
+                    let x = c[k].logit
+                    var merged = false
+                    for j in 0..<count where buffer[j].0 == x {
+                        buffer[j].1 += w[k]
+                        merged = true
+                        break
+                    }
+                    if merged { continue }
+                    if count == 64 { return (low, above) }  // one value left: all at `low`
+                    var j = count
+                    while j > 0 && buffer[j &- 1].0 < x {
+                        buffer[j] = buffer[j &- 1]
+                        j &-= 1
+                    }
+                    buffer[j] = (x, w[k])
+                    count &+= 1
                 }
-                buffer[j] = (x, w[i])
-                count &+= 1
+                i = end
             }
             var reached = above
             for j in 0..<count {

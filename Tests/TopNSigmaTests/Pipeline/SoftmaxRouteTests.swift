@@ -353,7 +353,9 @@ import TopNSigmaBaselines
     func nucleusCut() {
         var random = TestRandom(seed: 21)
         for trial in 0..<300 {
-            let n = 1 + Int(random.next() % 2500)
+            // A sixth of the trials are small rows of ties (at most 24 candidates: the cut is
+            // then often the lowest value itself, the bisection's starting `low`).
+            let n = 1 + Int(random.next() % (trial % 6 == 0 ? 24 : 2500))
             let candidates = (0..<n).map { i -> Candidate in
                 let x: Float =
                     trial % 3 == 0 ? Float(Int(random.next() % 9)) : Float(random.gaussian() * 3)  // ties, or not
@@ -381,6 +383,21 @@ import TopNSigmaBaselines
             #expect(strictlyAbove < need * (1 + 1e-12) && atOrAbove >= need * (1 - 1e-12), "trial \(trial)")
             #expect(Swift.abs(above - strictlyAbove) <= 1e-12 * total, "trial \(trial)")
         }
+        // The cut at the lowest value, whose ties fill a whole vector of eight (the in-range scan
+        // skips vectors by a compare with the interval's ends): eight at 1, then four at 2.
+        let candidates = (0..<12).map { Candidate(index: Int32($0), logit: $0 < 8 ? 1 : 2) }
+        let weights = candidates.map { Foundation.exp(Double($0.logit) - 2) }
+        var scratch = [Double](repeating: 0, count: 12)
+        let need = 4 + 4 * Foundation.exp(-1.0)
+        let (value, above) = candidates.withUnsafeBufferPointer { c in
+            weights.withUnsafeBufferPointer { w in
+                scratch.withUnsafeMutableBufferPointer {
+                    Truncation.nucleusCut(
+                        c.baseAddress!, w.baseAddress!, count: 12, need: need, logits: $0.baseAddress!)
+                }
+            }
+        }
+        #expect(value == 1 && Swift.abs(above - 4) <= 1e-12, "\(value), \(above)")
     }
 
     @Test("the softmax routes give the same tokens whatever the thread count, batch size or row position")
