@@ -55,7 +55,16 @@ extension BatchSampler {
         let rows = call.rows
         // Threads that will work on this call: the caller, the workers spinning for work, and
         // the sleeping ones if the call is large enough to wake them.
-        let wake = call.bytes >= Self.wakeThresholdBytes
+        var wake = call.bytes >= Self.wakeThresholdBytes && call.bytes >= wakeFloorBytes
+        if call.bytes >= Self.wakeThresholdBytes && !wake {
+            unwokenCalls &+= 1
+            if unwokenCalls >= Self.wakeProbeInterval {
+                unwokenCalls = 0
+                wake = true
+            } else {
+                floorSkips &+= 1
+            }
+        }
         let available = pool.map { 1 + $0.helpersAvailable(wakeSleepers: wake) } ?? threadCount
         // Fewer rows than those threads: cut each row into ranges of whole chunks, about four
         // per thread so that the threads that show up share the work evenly.
@@ -88,8 +97,9 @@ extension BatchSampler {
             }
         }
         let participants = min(available, tasks)
+        var woke = false
         if participants > 1, let pool {
-            pool.dispatch(Unmanaged.passUnretained(self), participants: threadCount, wakeSleepers: wake)
+            woke = pool.dispatch(Unmanaged.passUnretained(self), participants: threadCount, wakeSleepers: wake)
             work(worker: 0)
         } else if participants > 1 {
             DispatchQueue.concurrentPerform(iterations: participants) { work(worker: $0) }
@@ -101,6 +111,29 @@ extension BatchSampler {
         while tasksDone.load(ordering: .acquiring) < tasks {
             spins &+= 1
             if spins > 1000 { sched_yield() }
+        }
+        noteWorkers(bytes: call.bytes, woke: woke, joined: threadsWorked.load(ordering: .relaxed) > 1)
+    }
+
+    /// After each call: whether a worker took part (`joined`), and whether woken workers ran
+    /// after their call's work was gone (``lateArrivals``: such a worker usually runs after its
+    /// caller has returned, so a call sees its predecessors' late workers), move
+    /// ``wakeFloorBytes``, the size below which calls stop waking them. A woken worker that
+    /// never gets a core (another process holds it) is no such evidence: those calls are still
+    /// cut and offered.
+    private func noteWorkers(bytes: Int, woke: Bool, joined: Bool) {
+        let late = lateArrivals.exchange(0, ordering: .relaxed)
+        if joined {
+            lateWakes = 0
+            wakeFloorBytes = Self.wakeThresholdBytes
+            return
+        }
+        guard woke && late > 0 else { return }
+        lateWakes &+= 1
+        if lateWakes >= Self.lateWakeLimit {
+            lateWakes = 0
+            unwokenCalls = 0
+            wakeFloorBytes = max(wakeFloorBytes, bytes > Int.max / 2 ? Int.max : 2 * bytes)
         }
     }
 
@@ -141,6 +174,8 @@ extension BatchSampler {
                 tasksDone.add(1, ordering: .releasing)
             }
         }
+        // A worker that found the work gone: evidence for ``noteWorkers``.
+        if worker > 0 && !claimed { lateArrivals.add(1, ordering: .relaxed) }
     }
 
     /// Task `task` of the current call: a whole row, or a range of one row's chunks.
