@@ -148,16 +148,12 @@ struct BenchChecks {
                             target: "≤ 1.3×, cut in ≥ 50% of calls", passed: nil))
                     continue
                 }
-                // After an idle pause a split needs a woken thread to run beside its waker, and in
-                // time. Where the machine cannot do that (measured apart from the library, below),
-                // or where the sampler's own woken workers kept arriving after the row's work had
-                // been claimed, so that it stopped waking them for rows this size
-                // (``BatchSampler/wakesSkipped``), the split cannot apply: the check is skipped,
-                // unless the row got slower (a failure).
+                // After an idle pause a split needs a woken thread to run beside its waker. Where
+                // the machine cannot do that (measured apart from the library, below), the split
+                // cannot apply: the check is skipped, unless the row got slower (a failure).
                 var alongside: Double? = nil
                 if pause > 0 && !isSplit { alongside = Self.wokenThreadRunsAlongside() }
-                let tooLate = pause > 0 && !isSplit && split.wakesSkipped > 0
-                let cannotSplit = (alongside.map { $0 < 0.5 } ?? false) || tooLate
+                let cannotSplit = alongside.map { $0 < 0.5 } ?? false
                 report(
                     Outcome(
                         name: splitNames[index],
@@ -168,10 +164,7 @@ struct BenchChecks {
                                 "; a thread woken after 1 ms idle ran beside its waker in \(fmt(100 * $0, 0))% of 40 probes"
                                     + ($0 < 0.5
                                         ? ": not applicable, this machine runs a woken thread on its waker's core" : "")
-                            } ?? "")
-                            + (tooLate
-                                ? "; not applicable: the sampler's woken workers ran after the row's work had been claimed, and it stopped waking them for rows this size (\(split.wakesSkipped) calls unwoken)"
-                                : ""),
+                            } ?? ""),
                         target: busy
                             ? "≤ 1.3×, cut and offered to the worker in ≥ 50% of calls"
                             : "≤ 1.0× (+5% noise), split in ≥ 50% of calls",
@@ -597,9 +590,6 @@ struct BenchChecks {
         var cutShare: Double
         /// With `busy`: whether the spinner ran (false: `/bin/sh` could not be started).
         var busyCore = true
-        /// Calls of the split sampler that its raised wake floor (``BatchSampler/wakeFloor``:
-        /// woken workers kept arriving after the work was claimed) left unwoken.
-        var wakesSkipped = 0
     }
 
     /// One row (B=1) split over `threads` threads against one thread, in alternating blocks of
@@ -640,7 +630,7 @@ struct BenchChecks {
         return Split(
             ratio: timings[1].median / timings[0].median, meanThreads: Double(participants.reduce(0, +)) / count,
             splitShare: Double(participants.filter { $0 > 1 }.count) / count, cutShare: Double(cut) / count,
-            busyCore: !busy || spinner != nil, wakesSkipped: many.wakesSkipped)
+            busyCore: !busy || spinner != nil)
     }
 }
 

@@ -132,43 +132,6 @@ public final class BatchSampler: @unchecked Sendable, PoolJob {
     /// Threads (the caller included) that claimed at least one task of the current call.
     let threadsWorked = Atomic<Int>(0)
 
-    /// Calls smaller than this do not wake sleeping workers: ``wakeThresholdBytes`` at first,
-    /// raised to twice a call's size after ``lateWakeLimit`` calls in a row woke workers, had
-    /// none take part, and found that a woken worker had run only after its call's work had
-    /// been claimed, with no call between joined by a worker either (a worker woken too late for
-    /// its own call still spins for the next one, so back-to-back calls keep the floor down). On
-    /// a virtual machine a woken thread can take longer to run than such a call takes, and the
-    /// wake-up then only costs the caller its syscall: B=1 V=262144 after 1 ms idle measured
-    /// 1.19–1.25× the one-thread time on Zen 5. Back to ``wakeThresholdBytes`` as soon as a
-    /// worker takes part in a call. A call at or above ``wakeThresholdBytes`` that the raised
-    /// floor leaves unwoken wakes the workers all the same every ``wakeProbeInterval``-th time,
-    /// to notice a machine that has become faster. Read and written by the caller of a call
-    /// only (calls on one sampler never overlap).
-    var wakeFloorBytes = BatchSampler.wakeThresholdBytes
-    /// Woken calls in a row (see ``wakeFloorBytes``) that no worker joined and that found a late
-    /// worker.
-    var lateWakes = 0
-    /// Calls since the last probe that the raised floor left unwoken.
-    var unwokenCalls = 0
-    /// Calls so far that the raised floor left unwoken (for the bench's split-row checks).
-    var floorSkips = 0
-    /// Workers that ran a call's claiming loop and found nothing left to claim (read and reset
-    /// by the caller after each call).
-    let lateArrivals = Atomic<Int>(0)
-    /// How many woken calls in a row must show late workers before calls of their size stop
-    /// waking them.
-    static let lateWakeLimit = 16
-    /// How often a call that the raised floor leaves unwoken wakes the workers all the same.
-    static let wakeProbeInterval = 16
-
-    /// The size below which calls do not wake sleeping workers now (``wakeThresholdBytes``
-    /// unless late wake-ups raised it). For the bench's split-row checks; read only between calls.
-    package var wakeFloor: Int { wakeFloorBytes }
-
-    /// Calls so far that would have woken sleeping workers but for the raised floor
-    /// (``wakeFloor``). For the bench's split-row checks; read only between calls.
-    package var wakesSkipped: Int { floorSkips }
-
     /// Threads that worked on the last call (claimed at least one of its tasks), and the ranges
     /// each of its rows was cut into (1: whole rows). For the bench's split-row checks; read
     /// only between calls.

@@ -55,16 +55,7 @@ extension BatchSampler {
         let rows = call.rows
         // Threads that will work on this call: the caller, the workers spinning for work, and
         // the sleeping ones if the call is large enough to wake them.
-        var wake = call.bytes >= Self.wakeThresholdBytes && call.bytes >= wakeFloorBytes
-        if call.bytes >= Self.wakeThresholdBytes && !wake {
-            unwokenCalls &+= 1
-            if unwokenCalls >= Self.wakeProbeInterval {
-                unwokenCalls = 0
-                wake = true
-            } else {
-                floorSkips &+= 1
-            }
-        }
+        let wake = call.bytes >= Self.wakeThresholdBytes
         let available = pool.map { 1 + $0.helpersAvailable(wakeSleepers: wake) } ?? threadCount
         // Fewer rows than those threads: cut each row into ranges of whole chunks, about four
         // per thread so that the threads that show up share the work evenly.
@@ -97,9 +88,8 @@ extension BatchSampler {
             }
         }
         let participants = min(available, tasks)
-        var woke = false
         if participants > 1, let pool {
-            woke = pool.dispatch(Unmanaged.passUnretained(self), participants: threadCount, wakeSleepers: wake)
+            pool.dispatch(Unmanaged.passUnretained(self), participants: threadCount, wakeSleepers: wake)
             work(worker: 0)
         } else if participants > 1 {
             DispatchQueue.concurrentPerform(iterations: participants) { work(worker: $0) }
@@ -111,29 +101,6 @@ extension BatchSampler {
         while tasksDone.load(ordering: .acquiring) < tasks {
             spins &+= 1
             if spins > 1000 { sched_yield() }
-        }
-        noteWorkers(bytes: call.bytes, woke: woke, joined: threadsWorked.load(ordering: .relaxed) > 1)
-    }
-
-    /// After each call: whether a worker took part (`joined`), and whether woken workers ran
-    /// after their call's work was gone (``lateArrivals``: such a worker usually runs after its
-    /// caller has returned, so a call sees its predecessors' late workers), move
-    /// ``wakeFloorBytes``, the size below which calls stop waking them. A woken worker that
-    /// never gets a core (another process holds it) is no such evidence: those calls are still
-    /// cut and offered.
-    private func noteWorkers(bytes: Int, woke: Bool, joined: Bool) {
-        let late = lateArrivals.exchange(0, ordering: .relaxed)
-        if joined {
-            lateWakes = 0
-            wakeFloorBytes = Self.wakeThresholdBytes
-            return
-        }
-        guard woke && late > 0 else { return }
-        lateWakes &+= 1
-        if lateWakes >= Self.lateWakeLimit {
-            lateWakes = 0
-            unwokenCalls = 0
-            wakeFloorBytes = max(wakeFloorBytes, bytes > Int.max / 2 ? Int.max : 2 * bytes)
         }
     }
 
@@ -174,8 +141,6 @@ extension BatchSampler {
                 tasksDone.add(1, ordering: .releasing)
             }
         }
-        // A worker that found the work gone: evidence for ``noteWorkers``.
-        if worker > 0 && !claimed { lateArrivals.add(1, ordering: .relaxed) }
     }
 
     /// Task `task` of the current call: a whole row, or a range of one row's chunks.

@@ -211,10 +211,8 @@ final class WorkerPool: @unchecked Sendable {
     /// on the job itself as participant 0. Spinning workers see it within nanoseconds. Sleeping
     /// ones are woken only when `wakeSleepers` (a wake-up costs the caller a syscall and takes
     /// the worker tens of microseconds on a virtual machine: not worth it for a small job).
-    /// Returns whether it woke any.
-    @discardableResult
-    func dispatch(_ job: Unmanaged<some PoolJob>, participants: Int, wakeSleepers: Bool) -> Bool {
-        guard participants > 1, threadCount > 1 else { return false }
+    func dispatch(_ job: Unmanaged<some PoolJob>, participants: Int, wakeSleepers: Bool) {
+        guard participants > 1, threadCount > 1 else { return }
         state.withLock {
             state.job = job.toOpaque()
             state.participants = min(participants, threadCount)
@@ -222,9 +220,7 @@ final class WorkerPool: @unchecked Sendable {
         }
         // After the unlock, so that a woken worker never blocks on the mutex (see
         // ``State/sleepWhileIdle(seen:)``).
-        guard wakeSleepers && state.sleeping.load(ordering: .sequentiallyConsistent) > 0 else { return false }
-        state.wakeAll()
-        return true
+        if wakeSleepers && state.sleeping.load(ordering: .sequentiallyConsistent) > 0 { state.wakeAll() }
     }
 
     private static func workerLoop(_ state: State, index: Int) {
