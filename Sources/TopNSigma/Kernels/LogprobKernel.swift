@@ -55,6 +55,17 @@ package enum LogprobKernel {
             unsafeBitCast(p, to: SIMD16<Int32>.self) &+ (k &<< SIMD16<Int32>(repeating: 23)), to: Vector.self)
     }
 
+    /// ``exp2(_:)`` without its clamp, AVX-512 builds only: `vrndscaleps`, the polynomial and
+    /// `vscalefps`, one operation fewer. Any finite `t` below `-126` still gives a result within
+    /// `2^-149` of `2^t`, and `-inf` gives 0 (`vscalefps` scales the NaN of `-inf − (-inf)` by
+    /// `2^-inf`); NaN gives NaN and `+inf` NaN or `+inf`, which a caller that sums the terms
+    /// sees as a sum that is not finite.
+    @inline(__always)
+    static func exp2Unclamped(_ t: Vector) -> Vector {
+        let k = topnsigma_round16(t)
+        return topnsigma_scalef16(polynomial(t - k), k)
+    }
+
     /// `2^f` for `f` in `[-1/2, 1/2]`: the degree-5 minimax polynomial of ``exp2(_:)``, by Horner.
     @inline(__always)
     static func polynomial(_ f: Vector) -> Vector {
@@ -300,6 +311,116 @@ package enum LogprobKernel {
         return vectorTotal * correction + total
     }
 
+    /// How far above the chunk before it a chunk's reference lies in
+    /// ``referencedChunk(_:count:previous:temperature:blockSums:moments:ahead:)``, in units of the
+    /// exponent (`log2`): 8, or `5.5·T` in logits. On 64 real SmolLM2 rows the next chunk's
+    /// maximum passed the one before it by more than `5.5` in 1.5% of chunks (by 1 in 24%).
+    package static let referenceHeadroom: Float = 8
+
+    /// The softmax routes' pass over a chunk after the row's first, in one read (AVX-512 builds,
+    /// every logit allowed, `n` a multiple of 32): each 1024-logit block's `Σ exp((x − r)/T)`
+    /// into `blockSums` (``StatisticsKernel/blocksPerChunk`` entries, 0 past `n`), or with
+    /// `moments` the chunk's `Σ e`, `Σ e·y` and `Σ e²` there as
+    /// ``chunkMoments(_:count:mask:maximum:temperature:ahead:)`` takes them, against a reference
+    /// `r` that the chunk before it gives, ``referenceHeadroom`` above
+    /// its maximum `previous`, instead of the chunk's own maximum, which would take a pass of
+    /// its own before the `exp`; and the chunk's maximum, mean (from Float lane sums, as
+    /// ``StatisticsKernel/maximumBlocks(_:count:groups:)``'s) and block maxima beside the sums.
+    /// Nil when the chunk's maximum lies above `r` (its sums are then taken against it: 1.5% of
+    /// chunks on real rows at `T = 1`), when a sum is not finite (a non-finite logit: the
+    /// chunk's statistics sort it out) or when `r` cannot be a fused exponent's reference; the
+    /// caller then reduces the chunk as before. The reference depends on the chunk before it
+    /// alone, not on the task that reads the chunk, so a split row sums exactly as a whole one.
+    ///
+    /// Each term is `2^t` with `t ≤ 0` relative to `r`, as against the chunk's maximum; `r`
+    /// lies at most ``referenceHeadroom`` above the previous chunk's maximum, a logit of the
+    /// row, which is what bounds the terms ``OnlineSoftmax/sumError`` and
+    /// ``OnlineSoftmax/momentError`` count as tiny.
+    package static func referencedChunk<E: LogitElement>(
+        _ p: UnsafePointer<E>, count n: Int, previous: Float, temperature: Float,
+        blockSums: UnsafeMutablePointer<Double>?, moments: UnsafeMutablePointer<Double>? = nil,
+        ahead: Prefetch = Prefetch()
+    ) -> (reference: Float, maximum: Float, mean: Double, blockMaxima: SIMD4<Float>)? {
+        guard BuildTarget.hasAVX512, n % 32 == 0, n <= StatisticsKernel.chunkLength, previous.isFinite else {
+            return nil
+        }
+        let scale = Self.scale(temperature: temperature)
+        let reference = previous + Float(Double(referenceHeadroom) / Double(scale))
+        guard reference.isFinite, fusedExponent(maximum: reference, scale: scale) else { return nil }
+        let exponent = Exponent(maximum: reference, scale: scale)
+        let correction = exponent.correction
+        let blockLength = StatisticsKernel.blockLength
+        let negInf = Vector(repeating: -.infinity)
+        var blocks = StatisticsKernel.BlockMaxima(repeating: .infinity)
+        var maximum = negInf
+        var xa = Vector(), xb = Vector()
+        var sumTotal = 0.0, weighted = 0.0, squares = 0.0
+        var i = 0, block = 0
+        while i < n {
+            let end = Swift.min(i &+ blockLength, n)
+            var s = Vector(), t = Vector(), ma = negInf, mb = negInf
+            var w0 = Vector(), w1 = Vector(), q0 = Vector(), q1 = Vector()
+            if moments == nil {
+                while i < end {
+                    ahead.touch(i &* MemoryLayout<E>.stride)
+                    let (a, b) = StatisticsKernel.load32(p, i, mask: nil)
+                    ma = a.replacing(with: ma, where: ma .> a)
+                    mb = b.replacing(with: mb, where: mb .> b)
+                    // `vscalefps` turns a `-inf` logit's NaN into 0: the logits' own sum finds it.
+                    xa += a
+                    xb += b
+                    s += exp2Unclamped(exponent(a))
+                    t += exp2Unclamped(exponent(b))
+                    i &+= 32
+                }
+            } else {
+                // ``chunkMoments(_:count:mask:maximum:temperature:ahead:)``'s sums; no clamp: every
+                // logit is finite, or the sums are not.
+                while i < end {
+                    ahead.touch(i &* MemoryLayout<E>.stride)
+                    let (a, b) = StatisticsKernel.load32(p, i, mask: nil)
+                    ma = a.replacing(with: ma, where: ma .> a)
+                    mb = b.replacing(with: mb, where: mb .> b)
+                    xa += a
+                    xb += b
+                    let ua = exponent(a), ub = exponent(b)
+                    let ea = exp2Unclamped(ua), eb = exp2Unclamped(ub)
+                    s += ea
+                    t += eb
+                    w0 = BuildTarget.multiplyAdd(ea, ua, w0)
+                    w1 = BuildTarget.multiplyAdd(eb, ub, w1)
+                    q0 = BuildTarget.multiplyAdd(ea, ea, q0)
+                    q1 = BuildTarget.multiplyAdd(eb, eb, q1)
+                    i &+= 32
+                }
+                weighted += StatisticsKernel.laneSum(w0 + w1)
+                squares += StatisticsKernel.laneSum(q0 + q1)
+            }
+            let sum = StatisticsKernel.laneSum(s + t)
+            sumTotal += sum
+            blockSums?[block] = sum * correction
+            ma = mb.replacing(with: ma, where: ma .> mb)
+            blocks[block] = StatisticsKernel.horizontalMaximum(ma)
+            maximum = ma.replacing(with: maximum, where: maximum .> ma)
+            block &+= 1
+        }
+        while let blockSums, block < StatisticsKernel.blocksPerChunk {
+            blockSums[block] = 0
+            block &+= 1
+        }
+        let chunkMaximum = StatisticsKernel.horizontalMaximum(maximum)
+        let total = StatisticsKernel.laneSum(xa + xb)
+        guard sumTotal.isFinite, weighted.isFinite, squares.isFinite, total.isFinite, chunkMaximum <= reference
+        else { return nil }
+        if let moments {
+            // As ``chunkMoments(_:count:mask:maximum:temperature:ahead:)``'s, in units of `y`.
+            moments[0] = sumTotal * correction
+            moments[1] = correction * (weighted + exponent.shift * sumTotal) * 0.693_147_180_559_945_3
+            moments[2] = squares * correction * correction
+        }
+        return (reference, chunkMaximum, total / Double(n), blocks)
+    }
+
     /// The row-mass route's pass over one chunk (``RowPipeline/SoftmaxRoute/rowMass``): with
     /// `y = (x − maximum)/T` and `e = exp(y)` over the allowed logits, returns `Σ e` (`z`, within
     /// ``OnlineSoftmax/sumError`` of itself, as
@@ -385,14 +506,14 @@ package enum LogprobKernel {
     /// L2 too. In the library: plain sampling B=64 V=128256 1.57–1.69× → 1.41–1.48× (DRAM) and
     /// 1.77–1.80× → 1.60–1.67× (warm), at a cost of about 5% on a row already in L2 (B=1 V=49152:
     /// 6.0 → 6.4 µs), whose lines come into L1 early and crowd the chunk being read.
-    struct Prefetch {
+    package struct Prefetch {
         /// How far ahead of the chunk being read, in bytes.
         static let distance = 32768
 
         var base: UnsafeRawPointer?
         var byteCount = 0
 
-        init() {}
+        package init() {}
 
         /// The prefetch for a pass over `chunk[0..<count]`.
         init<E>(chunk: UnsafePointer<E>, count: Int) {

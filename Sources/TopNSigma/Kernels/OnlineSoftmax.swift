@@ -10,7 +10,11 @@ import Darwin
 /// During the pass, each chunk, while it is in L1 after its statistics, adds
 /// `S_c = Σ exp((x − m_c) / T)` over its allowed logits, with its own maximum `m_c`
 /// (``LogprobKernel/chunk(_:count:mask:maximum:indexBase:keep:bound:into:found:ahead:temperature:)``,
-/// the same vector `exp` as the logprobs pass). The row's normalizer is
+/// the same vector `exp` as the logprobs pass). Without a bitmask or edited tokens (AVX-512
+/// builds), a chunk after the row's first takes `m_c` from the chunk before it instead, a
+/// little above that chunk's maximum, and is read once: its maximum and its sums in one loop
+/// (``LogprobKernel/referencedChunk(_:count:previous:temperature:blockSums:moments:ahead:)``; its own
+/// maximum where that lies higher). The row's normalizer is
 /// `Z = Σ_c S_c · exp((m_c − M) / T)`, `M` the row maximum, in double in chunk order, so it never
 /// depends on how chunks were grouped into tasks.
 ///
@@ -19,24 +23,32 @@ import Darwin
 /// row is read from memory once, plus one chunk from cache.
 enum OnlineSoftmax {
     /// A bound on the relative error of a chunk sum (and so of `Z`). A term `2^t` (`t ≤ 0` its
-    /// exponent relative to the chunk's maximum) has relative error at most `1.9e-7` (the `exp2`
-    /// polynomial) `+ 2·2^-24·ln 2·|t|` (the Float roundings of `log2 e / T` and of the fused
-    /// exponent); a lane adds at most 32 terms of a block before the block goes to double,
-    /// `+ 31·2^-24`. Terms with `|t| ≤ 24` are then within `4.03e-6`; the others weigh at most
-    /// `2^-24` of their chunk's maximum each (at most `2^-126` clamped: an absolute error, not a
-    /// relative one), 4096 of them at most per chunk, so with an error below `1.3e-5` of
-    /// themselves they add at most `3.1e-9` of the chunks' maxima, which `Z` contains. So at
-    /// most `4.04e-6`; with slack, `5e-6`.
+    /// exponent relative to the chunk's reference: its maximum, or for a chunk read against the
+    /// chunk before it at most ``LogprobKernel/referenceHeadroom`` (8) above that chunk's
+    /// maximum, ``LogprobKernel/referencedChunk(_:count:previous:temperature:blockSums:moments:ahead:)``)
+    /// has relative error at most `1.9e-7` (the `exp2` polynomial) `+ 2·2^-24·ln 2·|t|` (the
+    /// Float roundings of `log2 e / T` and of the fused exponent); a lane adds at most 32 terms
+    /// of a block before the block goes to double, `+ 31·2^-24`. Terms with `|t| ≤ 32` are then
+    /// within `4.69e-6`; the others weigh at most `2^-32` of the reference, so at most `2^-24`
+    /// of the weight of a logit of the row (the chunk's maximum, or the one before it; at most
+    /// `2^-126` clamped: an absolute error, not a relative one), 4096 of them at most per chunk,
+    /// so with an error below `1.3e-5` of themselves they add at most `3.2e-9` of that logit's
+    /// weight per chunk, and a logit anchors at most two chunks (its own and the next), whose
+    /// weights `Z` contains. So at most `4.70e-6`; with slack, `5e-6`.
     static let sumError = 5e-6
 
     /// A bound on the relative error of the row-mass route's moments `Σ e·y` and `Σ e²`
-    /// (``LogprobKernel/chunkMoments(_:count:mask:maximum:temperature:ahead:)``).
+    /// (``LogprobKernel/chunkMoments(_:count:mask:maximum:temperature:ahead:)``, and
+    /// ``LogprobKernel/referencedChunk(_:count:previous:temperature:blockSums:moments:ahead:)``
+    /// against a reference up to 8 above the chunk before it).
     /// Every term has the same sign. `e` carries the error of ``sumError``'s terms (at most
-    /// `4.03e-6` for `|t| ≤ 24`); `y`, or `t` in units of `log2`, is one fused multiply-add of
-    /// `x` and `log2 e / T` rounded to Float (`2^-23` relative); `e²` doubles `e`'s error; the
-    /// lanes add 32 terms of a block before it goes to double (`31·2^-24`). So at most `1e-5`
-    /// for the terms with `|t| ≤ 24`; the others weigh below `2^-24·|t|` (`2^-48` for squares) of
-    /// their chunk's maximum, at most 4096 of them. With slack, `2e-5`.
+    /// `4.68e-6` for `|t| ≤ 32`, `2.83e-6` of it before the lanes' sums); `y`, or `t` in units
+    /// of `log2`, is one fused multiply-add of `x` and `log2 e / T` rounded to Float (`2^-23`
+    /// relative); `e²` doubles `e`'s error; the lanes add 32 terms of a block before it goes to
+    /// double (`31·2^-24`). So at most `7.6e-6` for the terms with `|t| ≤ 32`; the others weigh
+    /// below `2^-32·|t|` (`2^-64` for squares) of their reference, so below `2^-24·|t|` (`2^-48`)
+    /// of a logit of the row that anchors at most two chunks, at most 4096 of them per chunk.
+    /// With slack, `2e-5`.
     static let momentError = 2e-5
 
     /// Whether the row's weights at `temperature` can be computed by the vector `exp`: a finite,

@@ -45,11 +45,41 @@ extension RowPipeline {
             accumulator.merge(part, chunk: chunk, start: chunk * chunkLength)
             return accumulator
         }
+        // The softmax routes but the dynamic temperature's, without processing: every chunk after
+        // the row's first is read once, its sums or moments taken against a reference from the
+        // chunk before it
+        // (``LogprobKernel/referencedChunk(_:count:previous:temperature:blockSums:moments:ahead:)``).
+        // A task that starts inside the row reads the maximum of the chunk before its first.
+        let referenced = momentsFree && route != nil && route != .dynamicTemperature
+        let momentsTemperature = route?.momentsTemperature(parameters)
+        var previous =
+            referenced && first > 0
+            ? StatisticsKernel.chunkMaximum(p + (first - 1) * chunkLength, count: chunkLength) : nil
         for c in first..<end {
             let start = c * chunkLength
             let length = min(chunkLength, vocab - start)
             let mask = state.mask.map { UnsafePointer($0 + start / 32) }
             let groups = topK != nil ? scratch.map { $0.groupMaxima + c * TopKBound.groupsPerChunk } : nil
+            if let scratch, let before = previous,
+                let read = LogprobKernel.referencedChunk(
+                    p + start, count: length, previous: before,
+                    temperature: momentsTemperature ?? parameters.temperature,
+                    blockSums: momentsTemperature == nil ? scratch.drawSums + c * StatisticsKernel.blocksPerChunk : nil,
+                    moments: momentsTemperature == nil ? nil : scratch.chunkMoments + 3 * c,
+                    ahead: LogprobKernel.Prefetch(chunk: p + start, count: length))
+            {
+                // Every logit finite; no M2, as the maximum-only loop's.
+                let part = StatisticsKernel.ChunkPartial(
+                    count: length, mean: read.mean, maximum: read.maximum, blockMaxima: read.blockMaxima)
+                partials?[c] = part
+                accumulator.merge(part, chunk: c, start: start)
+                UnsafeMutableRawPointer(scratch.blockMaxima + c * StatisticsKernel.blocksPerChunk).storeBytes(
+                    of: part.blockMaxima, as: StatisticsKernel.BlockMaxima.self)
+                // The sums' reference, which the draws and the routes' second sums take as the chunk's.
+                scratch.chunkMaxima[c] = read.reference
+                previous = read.maximum
+                continue
+            }
             // Top-k rows with vector maxima take their loop (and the moments loop without groups
             // where its sum is not finite); rows without moments the maximum-only loop that keeps
             // each block's maximum where `momentsFree` allows it; the softmax routes' chunks in the
@@ -69,6 +99,7 @@ extension RowPipeline {
             partials?[c] = part
             accumulator.merge(part, chunk: c, start: start)
             if accumulator.error != nil { break }
+            if referenced { previous = part.maximum }
             guard let scratch else { continue }
             // Every chunk's block maxima: the settle's compactions and the routes' gathers read only
             // the blocks whose maximum reaches their cut (``compactChunk``).

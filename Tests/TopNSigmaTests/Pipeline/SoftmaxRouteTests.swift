@@ -62,6 +62,125 @@ import TopNSigmaBaselines
         try Self.checkDraws(row, parameters, expected: Self.reference(row, parameters), draws: 20_000)
     }
 
+    /// Five whole chunks whose maxima step against the chunk before each: 5.6·T above it (past
+    /// the reference's headroom of 8/log2 e·T ≈ 5.55·T: the chunk's own maximum is taken), 5.5·T
+    /// above (within it), 60 below (every term tiny against the reference), and far above
+    /// again (a term of `2^78` against the reference would carry its exponent's rounding,
+    /// 6e-6 of it: the chunk's own maximum is taken). Each chunk holds a head near its maximum
+    /// and a bulk 3 below it, so that every chunk carries mass.
+    static func steppedRow(temperature: Float) -> [Float] {
+        let chunk = 4096
+        let maxima: [Float] = [0, 5.6 * temperature, 11.1 * temperature, -50, 10 * temperature]
+        var row = [Float](repeating: 0, count: 5 * chunk)
+        var random = TestRandom(seed: 8)
+        for c in 0..<5 {
+            for i in 0..<chunk {
+                row[c * chunk + i] = maxima[c] - 3 - Float(random.uniform() * 4)
+            }
+            for j in 0..<6 { row[c * chunk + Int(random.next() % UInt64(chunk))] = maxima[c] - Float(j) * 0.3 }
+            row[c * chunk + Int(random.next() % UInt64(chunk))] = maxima[c]
+        }
+        return row
+    }
+
+    @Test(
+        "plain sampling and top-p over chunks read against the chunk before them (within, past and far below the reference)",
+        arguments: [Float(1), 0.5])
+    func plainReferenced(temperature: Float) throws {
+        let row = Self.steppedRow(temperature: temperature)
+        let plain = SamplingParameters(temperature: temperature, nSigma: nil, seed: 21)
+        try Self.checkDraws(row, plain, expected: Self.reference(row, plain), draws: 20_000)
+        let nucleus = SamplingParameters(temperature: temperature, nSigma: nil, seed: 22, topP: 0.9)
+        try Self.checkDraws(row, nucleus, expected: Self.reference(row, nucleus), draws: 4000)
+        // Logits near 2^24 (their steps rounded to 2): `reference·log2 e` may round too far for
+        // a fused exponent, and such a chunk takes its own maximum.
+        let shifted = row.map { $0 + 16_777_216 }
+        let wide = SamplingParameters(temperature: 1, nSigma: nil, seed: 23)
+        try Self.checkDraws(shifted, wide, expected: Self.reference(shifted, wide), draws: 4000)
+    }
+
+    @Test(
+        "a chunk read against the chunk before it (AVX-512 builds): its block sums within sumError of float64, or nil past the headroom",
+        .enabled(if: BuildTarget.features.description.contains("avx512f"))
+    )
+    func referencedChunkKernel() throws {
+        var random = TestRandom(seed: 12)
+        var chunk = random.row(count: 4096, mean: -2, std: 3)
+        for j in 0..<12 { chunk[Int(random.next() % 4096)] = 9 - Float(j) * 0.25 }
+        let maximum = chunk.max()!
+        for temperature in [Float(1), 0.6, 1.7] {
+            let headroom = Double(LogprobKernel.referenceHeadroom) / (1.442_695_040_888_963_4 / Double(temperature))
+            // The chunk before it peaked a little below this one's maximum (within the headroom),
+            // and far above it.
+            for previous in [maximum - Float(0.9 * headroom), maximum + 40] {
+                var sums = [Double](repeating: -1, count: 4)
+                let read = try #require(
+                    chunk.withUnsafeBufferPointer { p in
+                        LogprobKernel.referencedChunk(
+                            p.baseAddress!, count: 4096, previous: previous, temperature: temperature,
+                            blockSums: &sums)
+                    })
+                #expect(read.reference >= maximum)
+                #expect(read.maximum == maximum)
+                #expect(Swift.abs(read.mean - chunk.reduce(0) { $0 + Double($1) } / 4096) < 1e-6)
+                for b in 0..<4 {
+                    let block = chunk[(b * 1024)..<((b + 1) * 1024)]
+                    #expect(read.blockMaxima[b] == block.max()!)
+                    let exact = block.reduce(0.0) {
+                        $0 + Foundation.exp((Double($1) - Double(read.reference)) / Double(temperature))
+                    }
+                    #expect(Swift.abs(sums[b] - exact) <= 5e-6 * exact, "block \(b), T \(temperature)")
+                }
+                // The moments' loop: `Σ e`, `Σ e·y` and `Σ e²` within momentError of float64.
+                var moments = [Double](repeating: 0, count: 3)
+                let again = chunk.withUnsafeBufferPointer { p in
+                    LogprobKernel.referencedChunk(
+                        p.baseAddress!, count: 4096, previous: previous, temperature: temperature, blockSums: nil,
+                        moments: &moments)
+                }
+                #expect(again?.reference == read.reference && again?.maximum == maximum)
+                var exact = (z: 0.0, weighted: 0.0, squares: 0.0)
+                for x in chunk {
+                    let y = (Double(x) - Double(read.reference)) / Double(temperature), e = Foundation.exp(y)
+                    exact = (exact.z + e, exact.weighted + e * y, exact.squares + e * e)
+                }
+                #expect(Swift.abs(moments[0] - exact.z) <= 5e-6 * exact.z)
+                #expect(Swift.abs(moments[1] - exact.weighted) <= 2e-5 * Swift.abs(exact.weighted))
+                // A square far below the reference may underflow Float: the bound counts it
+                // against the square of the anchor (the previous chunk's maximum), 2^-48 of it
+                // for each of 4096 terms at most.
+                let anchor = Foundation.exp((Double(previous) - Double(read.reference)) / Double(temperature))
+                #expect(
+                    Swift.abs(moments[2] - exact.squares) <= 2e-5 * exact.squares + 4096 * 0x1p-48 * anchor * anchor)
+            }
+            // Past the headroom: the chunk takes its own maximum.
+            var sums = [Double](repeating: 0, count: 4)
+            let past = chunk.withUnsafeBufferPointer { p in
+                LogprobKernel.referencedChunk(
+                    p.baseAddress!, count: 4096, previous: maximum - Float(1.01 * headroom),
+                    temperature: temperature, blockSums: &sums)
+            }
+            #expect(past == nil)
+        }
+        // A non-finite logit (the chunk's statistics sort it out) or a length off the vectors.
+        for bad in [-Float.infinity, .infinity, .nan] {
+            var row = chunk
+            row[777] = bad
+            var sums = [Double](repeating: 0, count: 4)
+            let read = row.withUnsafeBufferPointer { p in
+                LogprobKernel.referencedChunk(
+                    p.baseAddress!, count: 4096, previous: maximum, temperature: 1, blockSums: &sums)
+            }
+            #expect(read == nil, "\(bad)")
+        }
+        var sums = [Double](repeating: 0, count: 4)
+        let odd = chunk.withUnsafeBufferPointer { p in
+            LogprobKernel.referencedChunk(
+                p.baseAddress!, count: 4000 + 8, previous: maximum, temperature: 1, blockSums: &sums)
+        }
+        #expect(odd == nil)
+    }
+
     @Test("plain sampling on real rows, and through an allowed-token bitmask")
     func plainReal() throws {
         let row = Fixture.row(2)
@@ -415,8 +534,14 @@ import TopNSigmaBaselines
             let steps = [UInt64](repeating: step, count: rows)
             let reference = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: 1)
                 .sample(logits: logits, parameters: parameters, steps: steps).map { try $0.get() }
-            for threads in [2, 4] {
-                let sampler = try BatchSampler(vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads)
+            // `concurrentPerform` always splits a row alone over its threads (the pool splits
+            // only over the workers that spin or are woken).
+            for (threads, executor) in [
+                (2, BatchSampler.Executor.workerPool), (4, .workerPool), (2, .concurrentPerform),
+                (5, .concurrentPerform)
+            ] {
+                let sampler = try BatchSampler(
+                    vocabularySize: vocab, maximumBatchSize: rows, threadCount: threads, executor: executor)
                 #expect(
                     try sampler.sample(logits: logits, parameters: parameters, steps: steps).map { try $0.get() }
                         == reference)
