@@ -186,10 +186,11 @@ extension RowPipeline {
     /// that reaches the bound is then one vector to compact
     /// (``TopKBound/compactVectors(_:vocab:chunk:threshold:groups:into:)``), not a lane of the 16
     /// vectors of a quarter: for top-k 1000, where about a seventh of the groups reach it, the
-    /// lane groups made the settle read and compress nearly the whole row again. With min-p beside a small `k` (at most 64: llama.cpp's default
-    /// chain has top-k 40 and min-p 0.05) the lane groups stay: min-p's cut leaves few quarters to
-    /// compact, which cost less than the vector maxima's three operations per 16 logits in the
-    /// pass. The reduce and the settle decide it alike from this.
+    /// lane groups made the settle read and compress nearly the whole row again. With min-p
+    /// beside a small `k` (at most 64: llama.cpp's default chain has top-k 40 and min-p 0.05) the
+    /// lane groups stay: min-p's cut leaves few quarters to compact, which cost less than the
+    /// vector maxima's three operations per 16 logits in the pass. The reduce and the settle
+    /// decide it alike from this.
     static func usesVectorMaxima<E: LogitElement>(
         _: E.Type, keep k: Int, _ parameters: SamplingParameters, _ state: ProcessingState, sampling: Bool
     ) -> Bool {

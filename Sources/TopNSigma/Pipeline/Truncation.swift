@@ -206,7 +206,6 @@ package enum Truncation {
         logits: UnsafeMutablePointer<Double>
     ) -> (value: Float, above: Double) {
         typealias Lanes = SoftmaxWeights.Vector
-        var lowest = Float.infinity, highest = -Float.infinity
         // Eight candidates a step: their logits are the odd floats of 64 bytes.
         var low8 = SIMD8<Float>(repeating: .infinity), high8 = SIMD8<Float>(repeating: -.infinity)
         var i = 0
@@ -218,8 +217,7 @@ package enum Truncation {
             high8.replace(with: x, where: x .> high8)
             i &+= 8
         }
-        lowest = low8.min()
-        highest = high8.max()
+        var lowest = low8.min(), highest = high8.max()
         while i < n {
             let x = c[i].logit
             logits[i] = Double(x)
