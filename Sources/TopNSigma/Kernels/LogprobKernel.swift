@@ -311,6 +311,32 @@ package enum LogprobKernel {
         return vectorTotal * correction + total
     }
 
+    /// The moments' Float lanes over one block: `Σ 2^u`, `Σ 2^u·u` and `Σ 2^(2u)` of two
+    /// vectors a step (``chunkMoments(_:count:mask:maximum:temperature:ahead:)`` and
+    /// ``referencedChunk(_:count:previous:temperature:blockSums:moments:ahead:)``).
+    struct MomentLanes {
+        var s0 = Vector(), s1 = Vector(), w0 = Vector(), w1 = Vector(), q0 = Vector(), q1 = Vector()
+
+        /// Adds the terms `ea`, `eb` of the exponents `ua`, `ub`.
+        @inline(__always)
+        mutating func add(_ ua: Vector, _ ub: Vector, _ ea: Vector, _ eb: Vector) {
+            s0 += ea
+            s1 += eb
+            w0 = BuildTarget.multiplyAdd(ea, ua, w0)
+            w1 = BuildTarget.multiplyAdd(eb, ub, w1)
+            q0 = BuildTarget.multiplyAdd(ea, ea, q0)
+            q1 = BuildTarget.multiplyAdd(eb, eb, q1)
+        }
+
+        /// The three sums in double.
+        var sums: (z: Double, weighted: Double, squares: Double) {
+            (
+                StatisticsKernel.laneSum(s0 + s1), StatisticsKernel.laneSum(w0 + w1),
+                StatisticsKernel.laneSum(q0 + q1)
+            )
+        }
+    }
+
     /// How far above the chunk before it a chunk's reference lies in
     /// ``referencedChunk(_:count:previous:temperature:blockSums:moments:ahead:)``, in units of the
     /// exponent (`log2`): 8, or `5.5·T` in logits. On 64 real SmolLM2 rows the next chunk's
@@ -358,45 +384,30 @@ package enum LogprobKernel {
         var i = 0, block = 0
         while i < n {
             let end = Swift.min(i &+ blockLength, n)
-            var s = Vector(), t = Vector(), ma = negInf, mb = negInf
-            var w0 = Vector(), w1 = Vector(), q0 = Vector(), q1 = Vector()
+            var ma = negInf, mb = negInf
+            var sum = 0.0
+            // The unclamped `exp`: `vscalefps` turns a `-inf` logit's NaN into 0, and the logits'
+            // own sum finds it.
             if moments == nil {
-                while i < end {
-                    ahead.touch(i &* MemoryLayout<E>.stride)
-                    let (a, b) = StatisticsKernel.load32(p, i, mask: nil)
-                    ma = a.replacing(with: ma, where: ma .> a)
-                    mb = b.replacing(with: mb, where: mb .> b)
-                    // `vscalefps` turns a `-inf` logit's NaN into 0: the logits' own sum finds it.
-                    xa += a
-                    xb += b
+                var s = Vector(), t = Vector()
+                referencedBlock(p, from: &i, to: end, ahead: ahead, &ma, &mb, &xa, &xb) { a, b in
                     s += exp2Unclamped(exponent(a))
                     t += exp2Unclamped(exponent(b))
-                    i &+= 32
                 }
+                sum = StatisticsKernel.laneSum(s + t)
             } else {
                 // ``chunkMoments(_:count:mask:maximum:temperature:ahead:)``'s sums; no clamp: every
                 // logit is finite, or the sums are not.
-                while i < end {
-                    ahead.touch(i &* MemoryLayout<E>.stride)
-                    let (a, b) = StatisticsKernel.load32(p, i, mask: nil)
-                    ma = a.replacing(with: ma, where: ma .> a)
-                    mb = b.replacing(with: mb, where: mb .> b)
-                    xa += a
-                    xb += b
+                var lanes = MomentLanes()
+                referencedBlock(p, from: &i, to: end, ahead: ahead, &ma, &mb, &xa, &xb) { a, b in
                     let ua = exponent(a), ub = exponent(b)
-                    let ea = exp2Unclamped(ua), eb = exp2Unclamped(ub)
-                    s += ea
-                    t += eb
-                    w0 = BuildTarget.multiplyAdd(ea, ua, w0)
-                    w1 = BuildTarget.multiplyAdd(eb, ub, w1)
-                    q0 = BuildTarget.multiplyAdd(ea, ea, q0)
-                    q1 = BuildTarget.multiplyAdd(eb, eb, q1)
-                    i &+= 32
+                    lanes.add(ua, ub, exp2Unclamped(ua), exp2Unclamped(ub))
                 }
-                weighted += StatisticsKernel.laneSum(w0 + w1)
-                squares += StatisticsKernel.laneSum(q0 + q1)
+                let sums = lanes.sums
+                sum = sums.z
+                weighted += sums.weighted
+                squares += sums.squares
             }
-            let sum = StatisticsKernel.laneSum(s + t)
             sumTotal += sum
             blockSums?[block] = sum * correction
             ma = mb.replacing(with: ma, where: ma .> mb)
@@ -419,6 +430,26 @@ package enum LogprobKernel {
             moments[2] = squares * correction * correction
         }
         return (reference, chunkMaximum, total / Double(n), blocks)
+    }
+
+    /// The loop of ``referencedChunk(_:count:previous:temperature:blockSums:moments:ahead:)``
+    /// over `p[i..<end]`, 32 logits a step: their lane maxima and sums, and the two vectors
+    /// handed to `body` for the `exp` sums.
+    @inline(__always)
+    static func referencedBlock<E: LogitElement>(
+        _ p: UnsafePointer<E>, from i: inout Int, to end: Int, ahead: Prefetch, _ ma: inout Vector,
+        _ mb: inout Vector, _ xa: inout Vector, _ xb: inout Vector, _ body: (Vector, Vector) -> Void
+    ) {
+        while i < end {
+            ahead.touch(i &* MemoryLayout<E>.stride)
+            let (a, b) = StatisticsKernel.load32(p, i, mask: nil)
+            ma = a.replacing(with: ma, where: ma .> a)
+            mb = b.replacing(with: mb, where: mb .> b)
+            xa += a
+            xb += b
+            body(a, b)
+            i &+= 32
+        }
     }
 
     /// The row-mass route's pass over one chunk (``RowPipeline/SoftmaxRoute/rowMass``): with
@@ -444,7 +475,7 @@ package enum LogprobKernel {
         var i = 0
         while i < vectorEnd {
             let end = Swift.min(i &+ blockLength, vectorEnd)
-            var s0 = Vector(), s1 = Vector(), w0 = Vector(), w1 = Vector(), q0 = Vector(), q1 = Vector()
+            var lanes = MomentLanes()
             var j = i
             while j < end {
                 ahead.touch(j &* MemoryLayout<E>.stride)
@@ -459,18 +490,13 @@ package enum LogprobKernel {
                 let rawA = exponent(a), rawB = exponent(b)
                 let ua = low.replacing(with: rawA, where: rawA .> low)
                 let ub = low.replacing(with: rawB, where: rawB .> low)
-                let ea = exp2(ua), eb = exp2(ub)
-                s0 += ea
-                s1 += eb
-                w0 = BuildTarget.multiplyAdd(ea, ua, w0)
-                w1 = BuildTarget.multiplyAdd(eb, ub, w1)
-                q0 = BuildTarget.multiplyAdd(ea, ea, q0)
-                q1 = BuildTarget.multiplyAdd(eb, eb, q1)
+                lanes.add(ua, ub, exp2(ua), exp2(ub))
                 j &+= 32
             }
-            sumTotal += StatisticsKernel.laneSum(s0 + s1)
-            weighted += StatisticsKernel.laneSum(w0 + w1)
-            squares += StatisticsKernel.laneSum(q0 + q1)
+            let sums = lanes.sums
+            sumTotal += sums.z
+            weighted += sums.weighted
+            squares += sums.squares
             i = end
         }
         // In units of `y`: `Σ e·y = c·ln 2·(Σ 2^u·u + shift·Σ 2^u)`, `Σ e² = c²·Σ 2^(2u)`.
