@@ -381,6 +381,7 @@ package enum LogprobKernel {
         var maximum = negInf
         var xa = Vector(), xb = Vector()
         var sumTotal = 0.0, weighted = 0.0, squares = 0.0
+        blockSums?.update(repeating: 0, count: StatisticsKernel.blocksPerChunk)
         var i = 0, block = 0
         while i < n {
             let end = Swift.min(i &+ blockLength, n)
@@ -413,10 +414,6 @@ package enum LogprobKernel {
             ma = mb.replacing(with: ma, where: ma .> mb)
             blocks[block] = StatisticsKernel.horizontalMaximum(ma)
             maximum = ma.replacing(with: maximum, where: maximum .> ma)
-            block &+= 1
-        }
-        while let blockSums, block < StatisticsKernel.blocksPerChunk {
-            blockSums[block] = 0
             block &+= 1
         }
         let chunkMaximum = StatisticsKernel.horizontalMaximum(maximum)

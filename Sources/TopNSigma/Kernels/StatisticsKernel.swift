@@ -1077,26 +1077,6 @@ enum StatisticsKernel {
         return (ChunkPartial(count: count, maximum: maximum), chunk)
     }
 
-    /// The largest logit of `p[0..<n]`, `-inf` when there is none above it: the maximum the
-    /// chunk's statistics report for a chunk without NaN, by one `vmaxps` per 16 logits. A
-    /// split row's task reads the chunk before its first with it
-    /// (``RowPipeline/reduce(_:vocab:chunks:_:collect:parameters:scratch:partials:shared:state:sampling:)``).
-    static func chunkMaximum<E: LogitElement>(_ p: UnsafePointer<E>, count n: Int) -> Float {
-        var m = Vector(repeating: -.infinity)
-        var i = 0
-        while i &+ 16 <= n {
-            let a = E.load16(p, i)
-            m = a.replacing(with: m, where: m .> a)
-            i &+= 16
-        }
-        var result = horizontalMaximum(m)
-        while i < n {
-            result = Swift.max(result, E.float(p, i))
-            i &+= 1
-        }
-        return result
-    }
-
     // MARK: - row fold
 
     /// Running fold of chunk partials into row statistics (Chan et al.'s parallel variance merge).

@@ -49,12 +49,16 @@ extension RowPipeline {
         // the row's first is read once, its sums or moments taken against a reference from the
         // chunk before it
         // (``LogprobKernel/referencedChunk(_:count:previous:temperature:blockSums:moments:ahead:)``).
-        // A task that starts inside the row reads the maximum of the chunk before its first.
+        // A task that starts inside the row reads the maximum of the chunk before its first, as
+        // that chunk's own reduce reports it (the maximum-only loop's, or the statistics' where a
+        // logit is not finite).
         let referenced = momentsFree && route != nil && route != .dynamicTemperature
         let momentsTemperature = route?.momentsTemperature(parameters)
         var previous =
             referenced && first > 0
-            ? StatisticsKernel.chunkMaximum(p + (first - 1) * chunkLength, count: chunkLength) : nil
+            ? (StatisticsKernel.maximumPartial(p + (first - 1) * chunkLength, count: chunkLength)
+                ?? StatisticsKernel.chunkPartial(p + (first - 1) * chunkLength, count: chunkLength)).maximum
+            : nil
         for c in first..<end {
             let start = c * chunkLength
             let length = min(chunkLength, vocab - start)
